@@ -264,11 +264,12 @@ def parse_frame(frame: bytes) -> RawFrame:
     if n < expected_total:
         have_data = max(0, n - HEADER_LENGTH)
         if have_data < length:
-            missing = f"{length - have_data} of {length} data bytes, the checksum and the 16H end byte"
+            missing = (f"missing {length - have_data} of {length} data bytes, "
+                       "the checksum and the 16H end byte")
         elif n == HEADER_LENGTH + length:
-            missing = "the checksum and the 16H end byte"
+            missing = "missing the checksum and the 16H end byte"
         else:
-            missing = "the 16H end byte"
+            missing = "missing the 16H end byte"
         raise TruncatedFrame(missing)
     if n > expected_total:
         raise FrameError(

@@ -48,6 +48,26 @@ class FrameSplitter:
         self.garbage_bytes += count - dropped.count(PREAMBLE)
         del self._buf[:count]
 
+    def _complete_frame_after_false_start(self) -> int:
+        """Offset of a complete, checksum-valid frame starting after position 0, or -1."""
+        buf = self._buf
+        pos = buf.find(START, 1)
+        while pos > 0:
+            if len(buf) - pos < OVERHEAD:
+                return -1
+            length = buf[pos + 9]
+            total = OVERHEAD + length
+            if (
+                buf[pos + 7] == START
+                and length <= self.max_length
+                and len(buf) - pos >= total
+                and buf[pos + total - 1] == END
+                and (sum(buf[pos : pos + total - 2]) & 0xFF) == buf[pos + total - 2]
+            ):
+                return pos
+            pos = buf.find(START, pos + 1)
+        return -1
+
     def feed(self, chunk: bytes) -> list[bytes]:
         """Append ``chunk`` and return every complete valid frame now available (without preamble)."""
         buf = self._buf
@@ -69,7 +89,15 @@ class FrameSplitter:
                 continue
             total = OVERHEAD + length
             if len(buf) < total:
-                return out
+                later = self._complete_frame_after_false_start()
+                if later < 0:
+                    return out
+                # A plausible header promised more bytes than came, but a whole valid frame already
+                # sits behind it: the header was noise. Without this, a noise 68 with a large length
+                # byte would hold the real reply until 200 more bytes arrive on a quiet bus.
+                self.framing_errors += 1
+                self._discard(later)
+                continue
             if buf[total - 1] != END:
                 self.framing_errors += 1
                 self._discard(1)

@@ -1,0 +1,49 @@
+"""``gwtool``: what a field engineer runs on a laptop or on the gateway itself.
+
+Subcommands follow DESIGN §2 (contract). Every failure prints one line saying what to fix and exits 1
+(2 for usage errors, as argparse does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from protocols import dlt645 as d
+
+from . import dlt645_commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gwtool", description="Field tools for the edge gateway: meters, configs, data."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    dlt645_commands.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except dlt645_commands.ToolError as exc:
+        print(f"gwtool: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def print_json(data: object) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+__all__ = ["d", "main", "print_json"]
+
+if __name__ == "__main__":
+    sys.exit(main())
