@@ -1,0 +1,345 @@
+"""The DL/T 645 bus task: one coroutine owns one RS-485 line and runs its transactions back to back.
+
+Wire discipline (the bus is the bottleneck: 2400 baud is ~218 bytes/s):
+
+* the next request goes out as soon as the previous reply has ended plus the master turnaround
+  (``turnaround_ms``, 20 ms by default — DL/T 645-2007 §4.1.3 asks for ≥ 20 ms between a received
+  frame and the next transmission); no other sleeps between meters;
+* a silent meter costs one reply timeout per attempt, and a meter that does not answer its first
+  item is not asked the rest of its items in that poll;
+* the reply timeout starts when the request has left the wire (its bytes take 11 bit-times each).
+
+A priority lane (bounded) carries control frames (load control's trip/close): it is served before the
+next routine transaction, even in the middle of a meter's poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from protocols import dlt645 as d
+from protocols.dlt645.transaction import Transaction
+
+from ..poll_result import BusEvent, PolledValue, PollResult, ValueType
+from .schedule import PollSchedule
+from .serial_port import AsyncSerialPort
+from .stats import BusStats, MeterStats
+
+log = logging.getLogger(__name__)
+
+PREAMBLE = 4  # FE bytes before each request: many meters need them to wake their UART
+
+
+class BusTimeout(Exception):
+    """No (usable) reply before the deadline."""
+
+
+class PriorityLaneFull(Exception):
+    """The bus's priority lane is full; the caller must retry later (never queued unboundedly)."""
+
+
+@dataclass(frozen=True)
+class PlannedRead:
+    """One request of a meter's poll: the request, whether refusal is normal, and naming."""
+
+    request: d.ReadRequest
+    optional: bool = False
+    name: str | None = None
+    names: tuple[str, ...] = ()
+
+
+@dataclass
+class Dlt645Meter:
+    """A meter on the bus with its poll plan, catalogue (profile overrides) and bookkeeping."""
+
+    meter_id: str
+    address: str
+    version: d.Version
+    reads: list[PlannedRead]
+    schedule: PollSchedule
+    catalogue: d.Catalogue
+    stats: MeterStats = field(default_factory=MeterStats)
+    comm_lost: bool = False
+
+
+@dataclass
+class BusSettings:
+    timeout_s: float = 0.5
+    turnaround_s: float = 0.020
+    retries: int = 1
+    retry_backoff_s: float = 0.05
+    comm_loss_after: int = 3
+    priority_limit: int = 16
+
+
+@dataclass
+class _PriorityItem:
+    message: d.Message
+    future: asyncio.Future[Transaction]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def polled_value(name: str, value: d.Value) -> ValueType:
+    """Reading values as the daemon carries them: Decimals stay exact, flags become the raw word."""
+    if value is None or isinstance(value, Decimal | str):
+        return value
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex().upper()
+    if isinstance(value, Mapping):
+        return ",".join(sorted(k for k, on in value.items() if on))
+    return str(value)
+
+
+class Dlt645Bus:
+    """Owns one serial line. ``outbound`` receives :class:`PollResult` and :class:`BusEvent` items."""
+
+    def __init__(self, name: str, port: AsyncSerialPort, meters: list[Dlt645Meter],
+                 outbound: asyncio.Queue[PollResult | BusEvent], settings: BusSettings) -> None:
+        self.name = name
+        self.port = port
+        self.meters = meters
+        self.outbound = outbound
+        self.settings = settings
+        self.stats = BusStats()
+        self.splitter = d.FrameSplitter()
+        self._priority: asyncio.Queue[_PriorityItem] = asyncio.Queue(settings.priority_limit)
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self.progress = time.monotonic()  # last time the loop did something (watchdog)
+
+    # -- public -------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Finish the in-flight transaction, then return from :meth:`run`."""
+        self._stopping = True
+        self._wakeup.set()
+
+    def submit_priority(self, message: d.Message) -> asyncio.Future[Transaction]:
+        """Queue a control frame ahead of routine reads; the future resolves with its transaction."""
+        future: asyncio.Future[Transaction] = asyncio.get_running_loop().create_future()
+        try:
+            self._priority.put_nowait(_PriorityItem(message, future))
+        except asyncio.QueueFull:
+            raise PriorityLaneFull(f"bus {self.name}: priority lane full "
+                                   f"({self.settings.priority_limit} frames waiting)") from None
+        self._wakeup.set()
+        return future
+
+    @property
+    def overruns(self) -> int:
+        return sum(m.schedule.overruns for m in self.meters)
+
+    async def run(self) -> None:
+        self.port.open()
+        try:
+            while not self._stopping:
+                self.progress = time.monotonic()
+                if not self._priority.empty():
+                    await self._serve_priority()
+                    continue
+                if not self.meters:
+                    await self._sleep(1.0)
+                    continue
+                meter = min(self.meters, key=lambda m: m.schedule.next_due)
+                now = time.monotonic()
+                due = meter.schedule.next_due
+                if due > now:
+                    await self._sleep(due - now)
+                    continue
+                meter.schedule.start_poll(now)
+                result = await self._poll(meter)
+                meter.schedule.finish_poll(time.monotonic(), result.ok)
+                self.stats.overruns = self.overruns
+                await self.outbound.put(result)
+                await self._comm_loss_bookkeeping(meter, result)
+        finally:
+            self._fail_pending_priority()
+            self.port.close()
+
+    # -- internals ----------------------------------------------------------------------------------
+    async def _sleep(self, seconds: float) -> None:
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, seconds))
+
+    def _fail_pending_priority(self) -> None:
+        while not self._priority.empty():
+            item = self._priority.get_nowait()
+            if not item.future.done():
+                item.future.set_exception(BusTimeout(f"bus {self.name} stopped before sending"))
+
+    async def _serve_priority(self) -> None:
+        item = self._priority.get_nowait()
+        self.stats.priority_frames += 1
+        last_error: Exception | None = None
+        for attempt in range(1 + self.settings.retries):
+            try:
+                tx = await self._transact(item.message, None)
+            except (BusTimeout, d.RemoteProtocolError) as exc:
+                last_error = exc
+                if attempt < self.settings.retries:
+                    await asyncio.sleep(self.settings.retry_backoff_s * (attempt + 1))
+                continue
+            except d.ExceptionReply as exc:
+                last_error = exc
+                break
+            if not item.future.done():
+                item.future.set_result(tx)
+            return
+        if not item.future.done():
+            item.future.set_exception(last_error or BusTimeout("no reply"))
+
+    async def _transact(self, request: d.Message, meter: Dlt645Meter | None) -> Transaction:
+        """Run one exchange (with follow-ups) on the wire."""
+        settings = self.settings
+        port = self.port
+        catalogue = meter.catalogue if meter else None
+        # Master turnaround: at least turnaround_s since the last byte we heard.
+        wait = settings.turnaround_s - (time.monotonic() - port.last_rx)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        port.discard_input()
+        self.splitter.clear()
+        tx = Transaction(request)
+        frame = tx.start(preamble=PREAMBLE)
+        started = time.monotonic()
+        try:
+            while True:
+                port.write(frame)
+                self.stats.bytes_out += len(frame)
+                if tx.finished:  # broadcast: nobody answers; let it leave the wire
+                    await asyncio.sleep(port.wire_time(len(frame)) + settings.turnaround_s)
+                    return tx
+                deadline = time.monotonic() + port.wire_time(len(frame)) + settings.timeout_s
+                next_frame: bytes | None = None
+                while not tx.finished and next_frame is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        tx.timeout()
+                        self.stats.timeouts += 1
+                        raise BusTimeout(f"no reply from {request.address} within "
+                                         f"{settings.timeout_s * 1000:.0f} ms")
+                    chunk = await port.read_some(remaining)
+                    if not chunk:
+                        continue
+                    self.stats.bytes_in += len(chunk)
+                    for raw in self.splitter.feed(chunk):
+                        next_frame = self._receive(tx, raw, catalogue, meter)
+                        if next_frame is not None or tx.finished:
+                            break
+                if tx.finished:
+                    return tx
+                assert next_frame is not None
+                await asyncio.sleep(settings.turnaround_s)
+                frame = next_frame
+        finally:
+            now = time.monotonic()
+            self.stats.busy_s += now - started
+            self.stats.record(now, tx.state.value == "done")
+            self.stats.garbage_bytes = self.splitter.garbage_bytes
+            self.stats.checksum_errors = self.splitter.checksum_errors
+            if meter is not None:
+                meter.stats.transactions += 1
+
+    def _receive(self, tx: Transaction, raw: bytes, catalogue: d.Catalogue | None,
+                 meter: Dlt645Meter | None) -> bytes | None:
+        try:
+            message = d.decode(raw, catalogue)
+        except d.RemoteProtocolError as exc:
+            if meter is not None:
+                meter.stats.bad_frames += 1
+            # A reply from the addressed meter that we cannot decode fails the attempt now (retry),
+            # anything else (echo, other meter) is noise on a shared line.
+            if raw[1:7] == bytes.fromhex(tx.request.address)[::-1] and raw[8] & 0x80:
+                raise
+            log.debug("bus %s: undecodable frame ignored: %s", self.name, exc)
+            return None
+        return tx.receive(message)
+
+    async def _poll(self, meter: Dlt645Meter) -> PollResult:
+        started_ms = _now_ms()
+        t0 = time.monotonic()
+        values: list[PolledValue] = []
+        errors: list[str] = []
+        flags: dict[str, bool] = {}
+        answered = False
+        settings = self.settings
+        meter.stats.polls += 1
+        for read in meter.reads:
+            if not self._priority.empty():
+                await self._serve_priority()
+            tx: Transaction | None = None
+            for attempt in range(1 + settings.retries):
+                try:
+                    tx = await self._transact(read.request, meter)
+                    answered = True
+                    break
+                except d.ExceptionReply as exc:
+                    answered = True
+                    meter.stats.refusals += 1
+                    if not read.optional:
+                        errors.append(f"DI {read.request.di:08X}: {exc}")
+                    break
+                except BusTimeout as exc:
+                    meter.stats.timeouts += 1
+                    last = str(exc)
+                except d.RemoteProtocolError as exc:
+                    answered = True
+                    last = f"DI {read.request.di:08X}: {exc}"
+                if attempt < settings.retries:
+                    meter.stats.retries += 1
+                    await asyncio.sleep(settings.retry_backoff_s * (attempt + 1))
+            else:
+                errors.append(last)
+                if not answered:
+                    break  # silent meter: do not spend a timeout on each remaining item
+            if tx is None:
+                continue
+            t_ms = _now_ms()
+            for i, reading in enumerate(tx.readings):
+                name = (read.names[i] if i < len(read.names) else
+                        read.name if (read.name and len(tx.readings) == 1) else reading.name)
+                if isinstance(reading.value, Mapping):
+                    for flag, on in reading.value.items():
+                        flags[flag] = bool(on)
+                values.append(PolledValue(name, polled_value(name, reading.value), reading.unit, t_ms))
+        elapsed = time.monotonic() - t0
+        meter.stats.last_poll_s = elapsed
+        ok = answered and bool(values)
+        if ok:
+            meter.stats.polls_ok += 1
+            meter.stats.last_ok_ms = _now_ms()
+        else:
+            meter.stats.polls_failed += 1
+            meter.stats.last_error = "; ".join(errors) or "no usable reply"
+        if errors:
+            meter.stats.last_error = "; ".join(errors)
+        return PollResult(meter.meter_id, self.name, started_ms, _now_ms(), ok, tuple(values),
+                          tuple(errors), flags)
+
+    async def _comm_loss_bookkeeping(self, meter: Dlt645Meter, result: PollResult) -> None:
+        failures = meter.schedule.consecutive_failures
+        if not result.ok and not meter.comm_lost and failures >= self.settings.comm_loss_after:
+            meter.comm_lost = True
+            await self.outbound.put(BusEvent(
+                "comm_loss", meter.meter_id, self.name, "raised", _now_ms(),
+                {"address": meter.address, "consecutive_failures": failures,
+                 "baudrate": self.port.baudrate, "last_error": meter.stats.last_error,
+                 "hint": f"meter {meter.meter_id} (address {meter.address}) on {self.name}: no reply "
+                         f"after {failures} polls at {self.port.baudrate} 8{self.port.parity}1 — "
+                         "check wiring, address and baud"}))
+        elif result.ok and meter.comm_lost:
+            meter.comm_lost = False
+            await self.outbound.put(BusEvent("comm_loss", meter.meter_id, self.name, "cleared",
+                                             _now_ms(), {"address": meter.address}))

@@ -1,0 +1,567 @@
+"""The typed gateway configuration: one frozen dataclass per TOML table.
+
+Each field is one TOML key, declared with `setting(kind, doc=..., default=...)`; those
+declarations are the only statement of what the file may contain (see fields.py). Rules
+that relate keys of one table live in that table's `table_problems()`; rules that relate
+sections (a meter's address against its bus's protocol, areas against groups) live in
+crosschecks.py.
+"""
+
+# setting() returns dataclasses.field(...) with the key's declaration in its metadata; ruff
+# cannot see through the wrapper and would flag every field as a call in a default.
+# ruff: noqa: RUF009
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final, Literal, get_args
+
+from gateway.config.addresses import MeterAddress
+from gateway.config.fields import setting
+from gateway.config.kinds import (
+    Bool,
+    Choice,
+    FilePath,
+    FreeTable,
+    Int,
+    ListOf,
+    Number,
+    Ref,
+    Str,
+    Table,
+    TableList,
+    Variant,
+    Variants,
+)
+from gateway.config.operator_keys import Ed25519PublicKeyKind
+from gateway.config.profiles import ProfileKind, ProfileRef
+
+# Ids end up as MQTT topic segments (P/G/reads/{meter}) and in file names, so no '/', '+',
+# '#', spaces or a leading '$' (topics starting with '$' are reserved by brokers).
+ID_PATTERN: Final = "[A-Za-z0-9][A-Za-z0-9._-]*"
+ID_HINT: Final = (
+    "an id of letters, digits, '.', '_' or '-' starting with a letter or digit "
+    "(at most 64 characters; it is used in MQTT topics)"
+)
+IDENT: Final = Str(pattern=ID_PATTERN, hint=ID_HINT, max_length=64)
+# Topic prefix: one or more '/'-separated levels, none empty, no wildcards.
+TOPIC_PREFIX_PATTERN: Final = "[^/#+\\s]+(/[^/#+\\s]+)*"
+HOST: Final = Str(pattern="[^\\s/]+", hint="a host name or IP address")
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+MqttProtocol = Literal["5", "3.1.1"]
+BusProtocol = Literal["dlt645", "modbus-rtu", "modbus-tcp"]
+SerialProtocol = Literal["dlt645", "modbus-rtu"]
+Parity = Literal["N", "E", "O"]
+Sign = Literal["+", "-"]
+Direction = Literal["import", "export"]
+Role = Literal["VIEWER", "OPERATOR", "ENGINEER", "SECADM"]
+
+BAUDRATES: Final = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+MAX_U32: Final = 2**32 - 1
+
+Problems = Iterator[tuple[str, str]]
+
+
+# --- [gateway] ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewaySection:
+    """[gateway]: who this gateway is and where it keeps its data."""
+
+    id: str = setting(
+        IDENT,
+        doc="Gateway id: the MQTT client id and the topic segment G in P/G/... .",
+    )
+    data_dir: Path = setting(
+        FilePath("dir"),
+        doc="Directory for the SQLite store (reads, outbox, alarms, audit); created if missing. "
+        "Relative paths start at the config file's directory.",
+    )
+    health_interval_s: float = setting(
+        Number(minimum=1, maximum=3600, unit="seconds"),
+        default=30.0,
+        doc="Seconds between health messages on P/G/health.",
+    )
+    log_level: LogLevel = setting(
+        Choice(get_args(LogLevel)),
+        default="INFO",
+        doc="Lowest log level written to the journal.",
+    )
+
+
+# --- [mqtt] ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsSettings:
+    """[mqtt].tls: TLS to the broker; present (even empty) means TLS is on.
+
+    Without ca_file the system trust store verifies the broker. cert_file and key_file give
+    a client certificate and must be given together.
+    """
+
+    ca_file: Path | None = setting(
+        FilePath("file"),
+        default=None,
+        doc="PEM CA bundle that signed the broker's certificate (default: system trust store).",
+    )
+    cert_file: Path | None = setting(
+        FilePath("file"),
+        default=None,
+        doc="PEM client certificate, for brokers that require client authentication.",
+    )
+    key_file: Path | None = setting(
+        FilePath("file"),
+        default=None,
+        doc="PEM private key of cert_file.",
+    )
+
+    def table_problems(self) -> Problems:
+        if (self.cert_file is None) != (self.key_file is None):
+            missing = "key_file" if self.key_file is None else "cert_file"
+            yield (
+                missing,
+                "cert_file and key_file must be given together (a client certificate needs its key)",
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttSection:
+    """[mqtt]: the broker connection that carries reads, alarms, state and commands."""
+
+    host: str = setting(HOST, doc="Broker host name or IP address.")
+    port: int = setting(
+        Int(minimum=1, maximum=65535),
+        default=1883,
+        doc="Broker TCP port (usually 8883 with TLS).",
+    )
+    topic_prefix: str = setting(
+        Str(
+            pattern=TOPIC_PREFIX_PATTERN,
+            hint="topic levels separated by '/', without wildcards, spaces or empty levels",
+        ),
+        default="mtr/v1",
+        doc="Topic prefix P in P/G/...; part of the MQTT contract.",
+    )
+    protocol: MqttProtocol = setting(
+        Choice(get_args(MqttProtocol)),
+        default="5",
+        doc='MQTT protocol version, "5" or "3.1.1" (a string).',
+    )
+    keepalive_s: int = setting(
+        Int(minimum=1, maximum=65535, unit="seconds"),
+        default=10,
+        doc="Keepalive interval: a silently dead link (cut cable, NAT timeout) is noticed "
+        "after about 1.5 times this.",
+    )
+    session_expiry_s: int = setting(
+        Int(minimum=0, maximum=MAX_U32, unit="seconds"),
+        default=3600,
+        doc="How long the broker keeps the session (subscriptions, queued commands) after a "
+        "disconnect (MQTT 5).",
+    )
+    inflight_window: int = setting(
+        # 65535 MQTT packet ids, 4 of them kept back for state messages by the link.
+        Int(minimum=1, maximum=65531),
+        default=64,
+        doc="Most QoS 1 messages awaiting PUBACK at once.",
+    )
+    reconnect_min_s: float = setting(
+        Number(minimum=0, maximum=3600, exclusive_minimum=True, unit="seconds"),
+        default=1.0,
+        doc="First reconnect delay; doubled after each failure up to reconnect_max_s.",
+    )
+    reconnect_max_s: float = setting(
+        Number(minimum=0, maximum=3600, exclusive_minimum=True, unit="seconds"),
+        default=60.0,
+        doc="Longest reconnect delay.",
+    )
+    username: str | None = setting(Str(), default=None, doc="Broker user name (optional).")
+    password: str | None = setting(
+        Str(), default=None, doc="Broker password (optional); keep the file mode 0600."
+    )
+    tls: TlsSettings | None = setting(
+        Table(TlsSettings),
+        default=None,
+        doc="TLS settings as an inline table; omit for plain TCP.",
+    )
+
+    def table_problems(self) -> Problems:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            yield (
+                "reconnect_min_s",
+                f"must not exceed reconnect_max_s ({self.reconnect_max_s:g}), "
+                f"got {self.reconnect_min_s:g}",
+            )
+        if self.protocol == "3.1.1" and self.password is not None and self.username is None:
+            yield "password", "MQTT 3.1.1 does not allow a password without a username"
+
+
+# --- [store] -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreSection:
+    """[store]: how long the SQLite store keeps delivered data and when disk space alarms."""
+
+    retention_days: int = setting(
+        Int(minimum=0, maximum=3650, unit="days"),
+        default=7,
+        doc="Days to keep rows the broker has acknowledged (0: delete once acknowledged). "
+        "Unacknowledged rows are never deleted by age.",
+    )
+    disk_alarm_free_mb: int = setting(
+        Int(minimum=0, maximum=10**7, unit="MiB"),
+        default=200,
+        doc="Raise the disk alarm when free space on data_dir falls below this many MiB.",
+    )
+    disk_alarm_free_pct: float = setting(
+        Number(minimum=0, maximum=99, unit="percent"),
+        default=5.0,
+        doc="Raise the disk alarm when free space falls below this share of the filesystem.",
+    )
+
+
+# --- [[buses]] ---------------------------------------------------------------------------
+# The link keys differ by protocol: serial buses have a device and line settings, Modbus TCP
+# has a host and port. One table per shape keeps `port` a device path on one and a TCP port
+# number on the other, each with its own type.
+
+
+def _bus_name() -> Any:
+    return setting(IDENT, doc="Bus name, unique; meters refer to it.")
+
+
+def _timeout_ms() -> Any:
+    return setting(
+        Int(minimum=10, maximum=60000, unit="milliseconds"),
+        default=500,
+        doc="How long to wait for a reply before the attempt counts as failed.",
+    )
+
+
+def _turnaround_ms() -> Any:
+    return setting(
+        Int(minimum=0, maximum=10000, unit="milliseconds"),
+        default=20,
+        doc="Quiet time between a reply and the next request (RS-485 transceivers and slow "
+        "meters need it to switch direction).",
+    )
+
+
+def _retries() -> Any:
+    return setting(
+        Int(minimum=0, maximum=10),
+        default=1,
+        doc="Extra attempts after a failed request before the read counts as failed.",
+    )
+
+
+def _comm_loss_after() -> Any:
+    return setting(
+        Int(minimum=1, maximum=1000),
+        default=3,
+        doc="Consecutive failed polls before a meter is declared lost (alarm raised).",
+    )
+
+
+def _queue_limit() -> Any:
+    return setting(
+        Int(minimum=1, maximum=100000),
+        default=256,
+        doc="Most transactions waiting for the bus; beyond it routine polls are skipped "
+        "(and counted) so commands are never stuck behind a backlog.",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SerialBusConfig:
+    """[[buses]] with protocol "dlt645" or "modbus-rtu": an RS-485 line, one transaction at a time.
+
+    baudrate and parity default by protocol: 2400 8E1 for DL/T 645 (the standard's default),
+    9600 8N1 for Modbus RTU.
+    """
+
+    name: str = _bus_name()
+    protocol: SerialProtocol = setting(
+        Choice(get_args(SerialProtocol)), doc="Bus protocol: dlt645 | modbus-rtu | modbus-tcp."
+    )
+    port: str = setting(
+        Str(),
+        doc="Serial device (/dev/ttyUSB0) or pyserial URL (rfc2217://..., socket://...). "
+        "Not checked for existence: USB adapters may appear after start.",
+    )
+    baudrate: int = setting(
+        Int(choices=BAUDRATES, unit="bits per second"),
+        doc="Line speed in bits per second.",
+    )
+    parity: Parity = setting(Choice(get_args(Parity)), doc='Parity: "N" none, "E" even, "O" odd.')
+    stopbits: float = setting(
+        Number(choices=(1, 1.5, 2)), default=1.0, doc="Stop bits: 1, 1.5 or 2."
+    )
+    bytesize: int = setting(Int(choices=(5, 6, 7, 8)), default=8, doc="Data bits per character.")
+    timeout_ms: int = _timeout_ms()
+    turnaround_ms: int = _turnaround_ms()
+    retries: int = _retries()
+    comm_loss_after: int = _comm_loss_after()
+    queue_limit: int = _queue_limit()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TcpBusConfig:
+    """[[buses]] with protocol "modbus-tcp": a Modbus TCP device or serial gateway."""
+
+    name: str = _bus_name()
+    protocol: Literal["modbus-tcp"] = setting(
+        Choice(("modbus-tcp",)), doc="Bus protocol: dlt645 | modbus-rtu | modbus-tcp."
+    )
+    host: str = setting(HOST, doc="Host name or IP address of the Modbus TCP device.")
+    port: int = setting(
+        Int(minimum=1, maximum=65535), default=502, doc="TCP port of the Modbus TCP device."
+    )
+    max_concurrency: int = setting(
+        Int(minimum=1, maximum=64),
+        default=8,
+        doc="Most requests outstanding at once (many TCP-to-RS-485 gateways serialise anyway; "
+        "set 1 for those).",
+    )
+    timeout_ms: int = _timeout_ms()
+    turnaround_ms: int = _turnaround_ms()
+    retries: int = _retries()
+    comm_loss_after: int = _comm_loss_after()
+    queue_limit: int = _queue_limit()
+
+
+BusConfig = SerialBusConfig | TcpBusConfig
+
+BUS_VARIANTS: Final = Variants(
+    discriminator="protocol",
+    options={
+        "dlt645": Variant(
+            SerialBusConfig, defaults={"baudrate": 2400, "parity": "E"}, schema_name="Dlt645Bus"
+        ),
+        "modbus-rtu": Variant(
+            SerialBusConfig, defaults={"baudrate": 9600, "parity": "N"}, schema_name="ModbusRtuBus"
+        ),
+        "modbus-tcp": Variant(TcpBusConfig, schema_name="ModbusTcpBus"),
+    },
+)
+
+
+# --- [[meters]] --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterConfig:
+    """[[meters]]: one meter, the bus it hangs on and how it is read."""
+
+    id: str = setting(IDENT, doc="Meter id, unique; the topic segment in P/G/reads/{meter}.")
+    bus: str = setting(Ref("buses", key="name"), doc="Name of the [[buses]] entry it is on.")
+    address: str | int = setting(
+        MeterAddress(),
+        doc='DL/T 645: the 12-digit address as a string ("000102030425"); '
+        "Modbus: the unit id as an integer 1..247.",
+    )
+    profile: ProfileRef = setting(
+        ProfileKind(),
+        doc="Profile name (profiles/<name>.toml beside the config, then configs/profiles/) "
+        "or a path to a profile file.",
+    )
+    poll_interval_s: float = setting(
+        Number(minimum=0, maximum=86400, exclusive_minimum=True, unit="seconds"),
+        default=60.0,
+        doc="Seconds between polls.",
+    )
+    ct_ratio: Decimal = setting(
+        Number(minimum=0, exclusive_minimum=True, exact=True),
+        default=Decimal(1),
+        doc="Current transformer ratio (e.g. 40 for 200/5 A); secondary readings are "
+        "multiplied by ct_ratio * pt_ratio.",
+    )
+    pt_ratio: Decimal = setting(
+        Number(minimum=0, exclusive_minimum=True, exact=True),
+        default=Decimal(1),
+        doc="Voltage transformer ratio (e.g. 100 for 10 kV/100 V).",
+    )
+    contract_kw: float | None = setting(
+        Number(minimum=0, exclusive_minimum=True, unit="kW"),
+        default=None,
+        doc="Contracted demand in kW (optional); load control and alarms compare against it.",
+    )
+    protected: bool = setting(
+        Bool(),
+        default=False,
+        doc="Never trip this meter's relay (life support, hospitals): trip commands targeting "
+        "it are rejected.",
+    )
+    generating: bool = setting(
+        Bool(),
+        default=False,
+        doc="The site generates (PV, wind): export energy is expected, not a theft indicator.",
+    )
+    meter_class: str = setting(
+        Str(pattern=ID_PATTERN, hint="a class name of letters, digits, '.', '_' or '-'"),
+        default="residential",
+        doc="Customer class (residential, commercial, ...) used by VEE and theft rules.",
+    )
+
+
+# --- topology ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupMember:
+    """One term of a summation group: a meter's register, added or subtracted."""
+
+    meter: str = setting(Ref("meters"), doc="Id of the [[meters]] entry.")
+    sign: Sign = setting(
+        Choice(get_args(Sign)), default="+", doc='"+" adds the register, "-" subtracts it.'
+    )
+    direction: Direction = setting(
+        Choice(get_args(Direction)),
+        default="import",
+        doc='Which energy register: "import" (delivered to the customer) or "export".',
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupConfig:
+    """[[groups]]: a summation group (总加组), a signed sum of meter registers."""
+
+    id: str = setting(IDENT, doc="Group id, unique; the topic segment in P/G/groups/{group}.")
+    members: tuple[GroupMember, ...] = setting(
+        TableList(Table(GroupMember), label_key="meter", min_items=1),
+        doc="Members as inline tables { meter, sign, direction }.",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AreaConfig:
+    """[[areas]]: a transformer area (台区), its master meter against a group of sub-meters."""
+
+    id: str = setting(IDENT, doc="Area id, unique among areas and groups.")
+    master: str = setting(Ref("meters"), doc="Id of the transformer-side master meter.")
+    subs: str = setting(Ref("groups"), doc="Id of the group summing the customer sub-meters.")
+
+
+# --- command authority -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorConfig:
+    """[[operators]]: a key allowed to sign commands, and the roles it may claim."""
+
+    kid: str = setting(IDENT, doc="Key id, unique; matches the COSE kid header (as UTF-8 bytes).")
+    public_key: bytes = setting(
+        Ed25519PublicKeyKind(),
+        doc="Ed25519 public key: 64 hex digits, or a file with the raw 32 bytes, hex or PEM.",
+    )
+    roles: frozenset[Role] = setting(
+        ListOf(Choice(get_args(Role)), min_items=1, unique=True, as_set=True),
+        doc="Roles this key may claim: VIEWER, OPERATOR, ENGINEER, SECADM.",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandsSection:
+    """[commands]: limits the command verifier applies before anything reaches a relay."""
+
+    clock_trusted: bool = setting(
+        Bool(),
+        default=False,
+        doc="Trust the system clock without NTP sync (hardware RTC, test rigs); freshness "
+        "(iat/exp) is only checked with trusted time.",
+    )
+    max_age_s: int = setting(
+        Int(minimum=1, maximum=86400, unit="seconds"),
+        default=120,
+        doc="Oldest command accepted, by its iat, when time is trusted.",
+    )
+    max_meters_per_command: int = setting(
+        Int(minimum=1, maximum=100000),
+        default=50,
+        doc="Most meters one command may target; larger commands are rejected.",
+    )
+    two_person_threshold: int = setting(
+        Int(minimum=1, maximum=100000),
+        default=10,
+        doc="A trip or limit affecting this many meters or more needs two operators' "
+        "signatures (COSE_Sign).",
+    )
+    gateway_key: Path | None = setting(
+        FilePath("file"),
+        default=None,
+        doc="The gateway's own Ed25519 private key (PEM) for signing command results.",
+    )
+
+
+# --- the document ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    """A gateway configuration file."""
+
+    gateway: GatewaySection = setting(Table(GatewaySection), doc="Gateway identity and data.")
+    mqtt: MqttSection = setting(Table(MqttSection), doc="Broker connection.")
+    store: StoreSection = setting(
+        Table(StoreSection), default=StoreSection(), doc="Store retention and disk alarms."
+    )
+    buses: tuple[BusConfig, ...] = setting(
+        TableList(BUS_VARIANTS, key="name"), default=(), doc="RS-485 lines and TCP devices."
+    )
+    meters: tuple[MeterConfig, ...] = setting(
+        TableList(Table(MeterConfig), key="id"), default=(), doc="Meters to poll."
+    )
+    groups: tuple[GroupConfig, ...] = setting(
+        TableList(Table(GroupConfig), key="id"), default=(), doc="Summation groups."
+    )
+    areas: tuple[AreaConfig, ...] = setting(
+        TableList(Table(AreaConfig), key="id"), default=(), doc="Transformer areas."
+    )
+    operators: tuple[OperatorConfig, ...] = setting(
+        TableList(Table(OperatorConfig), key="kid"),
+        default=(),
+        doc="Keys allowed to sign commands; none means every command is rejected.",
+    )
+    commands: CommandsSection = setting(
+        Table(CommandsSection), default=CommandsSection(), doc="Command verification limits."
+    )
+    vee: dict[str, Any] = setting(
+        FreeTable(),
+        default={},
+        doc="Validation and estimation settings, passed to the VEE layer, which checks them.",
+    )
+    # Derived by the loader, not read from the file.
+    source_file: Path | None = field(default=None, compare=False)
+    sha256: str = ""
+
+    def bus(self, name: str) -> BusConfig:
+        """The bus called `name` (KeyError if none)."""
+        for bus in self.buses:
+            if bus.name == name:
+                return bus
+        raise KeyError(name)
+
+    def meter(self, meter_id: str) -> MeterConfig:
+        """The meter with id `meter_id` (KeyError if none)."""
+        for meter in self.meters:
+            if meter.id == meter_id:
+                return meter
+        raise KeyError(meter_id)
+
+    def group(self, group_id: str) -> GroupConfig:
+        """The group with id `group_id` (KeyError if none)."""
+        for group in self.groups:
+            if group.id == group_id:
+                return group
+        raise KeyError(group_id)
+
+    def meters_on(self, bus_name: str) -> tuple[MeterConfig, ...]:
+        """The meters on one bus, in file order (the order they are polled in)."""
+        return tuple(meter for meter in self.meters if meter.bus == bus_name)

@@ -1,0 +1,107 @@
+"""Basic read validation done before anything is stored (full VEE lives in edge_rules/ later).
+
+Two rules that must hold from day one, because billing trusts "actual":
+
+* **A register that goes backwards is not actual.** An energy register only grows, except when it
+  wraps at 10^digits (a 6-integer-digit register wraps at 1,000,000 kWh). A decrease that is not a
+  plausible wrap is published with quality ``N`` and reason 18 ("reading less than previous"), and
+  it does not replace the last good value the next read is compared with.
+* **Physically impossible values are flagged.** Bounds per quantity family (a 220 V meter never
+  reads 2,000 V; a power factor is within ±1); outside them → quality ``N``, reason 73 (low) or 74
+  (high). The raw value is kept for the field engineer.
+
+Reason codes follow the NEM12 vocabulary used throughout (docs/vee.md, when VEE lands).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final
+
+from .poll_result import PolledValue, ValueType
+
+REASON_LESS_THAN_PREVIOUS: Final = 18
+REASON_LOW: Final = 73
+REASON_HIGH: Final = 74
+
+#: (quantity prefix) → (low, high) physical bounds, inclusive.
+BOUNDS: Final[Mapping[str, tuple[Decimal, Decimal]]] = {
+    "voltage.": (Decimal(0), Decimal(1000)),
+    "current.": (Decimal(-20000), Decimal(20000)),
+    "power.factor.": (Decimal(-1), Decimal(1)),
+    "frequency": (Decimal(40), Decimal(70)),
+    "power.active.": (Decimal(-100000), Decimal(100000)),
+    "energy.active.import": (Decimal(0), Decimal(10) ** 10),
+    "energy.active.export": (Decimal(0), Decimal(10) ** 10),
+}
+
+#: Register width in integer digits (XXXXXX.XX → 6): a wrap happens at 10^6.
+DEFAULT_REGISTER_DIGITS: Final = 6
+#: A drop counts as a wrap when the old value was in the top part of the range and the new one low.
+WRAP_MARGIN: Final = Decimal("0.1")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedValue:
+    """A polled value with its quality: ``quality`` A or N, ``reasons`` NEM12-style codes."""
+
+    value: PolledValue
+    quality: str = "A"
+    reasons: tuple[int, ...] = ()
+    rollover: bool = False
+
+
+def is_register(quantity: str) -> bool:
+    """Accumulating registers (energy) — as opposed to instantaneous values or demand."""
+    return quantity.startswith("energy.")
+
+
+def _bounds_for(quantity: str) -> tuple[Decimal, Decimal] | None:
+    for prefix, bounds in BOUNDS.items():
+        if quantity.startswith(prefix):
+            return bounds
+    return None
+
+
+def check_value(pv: PolledValue, previous: Decimal | None,
+                register_digits: int = DEFAULT_REGISTER_DIGITS) -> CheckedValue:
+    """Classify one value; ``previous`` is the last *actual* value of the same register."""
+    value: ValueType = pv.value
+    if not isinstance(value, Decimal | int | float) or isinstance(value, bool):
+        return CheckedValue(pv)
+    number = Decimal(value) if not isinstance(value, Decimal) else value
+    bounds = _bounds_for(pv.quantity)
+    if bounds is not None:
+        low, high = bounds
+        if number < low:
+            return CheckedValue(pv, "N", (REASON_LOW,))
+        if number > high:
+            return CheckedValue(pv, "N", (REASON_HIGH,))
+    if is_register(pv.quantity) and previous is not None and number < previous:
+        modulus = Decimal(10) ** register_digits
+        if previous >= modulus * (1 - WRAP_MARGIN) and number <= modulus * WRAP_MARGIN:
+            return CheckedValue(pv, rollover=True)
+        return CheckedValue(pv, "N", (REASON_LESS_THAN_PREVIOUS,))
+    return CheckedValue(pv)
+
+
+class RegisterMemory:
+    """The last actual value of every (meter, register), so a decrease can be recognised.
+
+    Bounded by the configured meters × their registers; seeded from the store at start.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], Decimal] = {}
+
+    def seed(self, meter: str, quantity: str, value: Decimal) -> None:
+        self._last[(meter, quantity)] = value
+
+    def check(self, meter: str, pv: PolledValue) -> CheckedValue:
+        previous = self._last.get((meter, pv.quantity))
+        checked = check_value(pv, previous)
+        if checked.quality == "A" and is_register(pv.quantity) and isinstance(pv.value, Decimal):
+            self._last[(meter, pv.quantity)] = pv.value
+        return checked
