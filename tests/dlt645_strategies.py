@@ -20,9 +20,9 @@ HEX6 = st.text(alphabet="0123456789ABCDEF", min_size=6, max_size=6)
 def values_for(fmt: Format) -> st.SearchStrategy[d.Value]:
     """Values that ``fmt`` can encode and must decode back to themselves."""
     if isinstance(fmt, Bcd):
-        digits = fmt.size * 2 - (1 if fmt.signed else 0)
-        low = -(10**digits - 1) if fmt.signed else 0
-        return st.integers(low, 10**digits - 1).map(lambda n: Decimal(n).scaleb(-fmt.decimals))
+        top = 8 * 10 ** (fmt.size * 2 - 1) - 1 if fmt.signed else 10 ** (fmt.size * 2) - 1
+        low = -top if fmt.signed else 0
+        return st.integers(low, top).map(lambda n: Decimal(n).scaleb(-fmt.decimals))
     if isinstance(fmt, Timestamp):
         p = fmt.pattern
         if p in ("YYMMDDWW", "YYMMDD"):

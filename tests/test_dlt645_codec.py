@@ -62,8 +62,8 @@ def _values(item: d.DataItem, rng: random.Random) -> list[d.Value]:
     for f in item.fields:
         fmt = f.format
         if isinstance(fmt, Bcd):
-            digits = fmt.size * 2 - (1 if fmt.signed else 0)
-            n = rng.choice([0, 10**digits - 1, rng.randrange(10**digits)])
+            top = 8 * 10 ** (fmt.size * 2 - 1) - 1 if fmt.signed else 10 ** (fmt.size * 2) - 1
+            n = rng.choice([0, top, rng.randrange(top + 1)])
             if fmt.signed and rng.random() < 0.5:
                 n = -n
             out.append(Decimal(n).scaleb(-fmt.decimals))
@@ -240,5 +240,10 @@ def test_local_errors_for_impossible_requests() -> None:
         d.encode_values(d.CATALOGUE_2007, 0x00010000, [Decimal("1.234")])
     with pytest.raises(d.LocalProtocolError, match="does not fit"):
         d.encode_values(d.CATALOGUE_2007, 0x00010000, [Decimal("1000000.00")])
+    # Signed: the top digit may reach 7 (bit 7 is the sign), so PF 1.000 and 79.9999 kW fit...
+    assert Bcd(2, 3, signed=True).encode(Decimal("1.000")) == bytes([0x00, 0x10])
+    assert Bcd(3, 4, signed=True).encode(Decimal("-79.9999")) == bytes([0x99, 0x99, 0xF9])
+    with pytest.raises(d.LocalProtocolError, match="does not fit"):  # ...but 80 kW does not
+        d.encode_values(d.CATALOGUE_2007, 0x02030000, [Decimal("80.0000")])
     with pytest.raises(d.LocalProtocolError, match="baud"):
         d.encode(d.ChangeBaudRequest(ADDR, 2500))

@@ -16,33 +16,24 @@ next routine transaction, even in the middle of a meter's poll.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from protocols import dlt645 as d
 from protocols.dlt645.transaction import Transaction
 
 from ..poll_result import BusEvent, PolledValue, PollResult, ValueType
-from .schedule import PollSchedule
+from .base import BusSettings, BusTimeout, MeterSlot, ScheduledBus, now_ms
 from .serial_port import AsyncSerialPort
-from .stats import BusStats, MeterStats
 
 log = logging.getLogger(__name__)
 
 PREAMBLE = 4  # FE bytes before each request: many meters need them to wake their UART
-
-
-class BusTimeout(Exception):
-    """No (usable) reply before the deadline."""
-
-
-class PriorityLaneFull(Exception):
-    """The bus's priority lane is full; the caller must retry later (never queued unboundedly)."""
 
 
 @dataclass(frozen=True)
@@ -56,41 +47,16 @@ class PlannedRead:
 
 
 @dataclass
-class Dlt645Meter:
-    """A meter on the bus with its poll plan, catalogue (profile overrides) and bookkeeping."""
+class Dlt645Meter(MeterSlot):
+    """A meter on the bus with its poll plan and catalogue (profile overrides)."""
 
-    meter_id: str
-    address: str
-    version: d.Version
-    reads: list[PlannedRead]
-    schedule: PollSchedule
-    catalogue: d.Catalogue
-    stats: MeterStats = field(default_factory=MeterStats)
-    comm_lost: bool = False
-
-
-@dataclass
-class BusSettings:
-    timeout_s: float = 0.5
-    turnaround_s: float = 0.020
-    retries: int = 1
-    retry_backoff_s: float = 0.05
-    comm_loss_after: int = 3
-    priority_limit: int = 16
-
-
-@dataclass
-class _PriorityItem:
-    message: d.Message
-    future: asyncio.Future[Transaction]
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    version: d.Version = d.Version.V2007
+    reads: list[PlannedRead] = field(default_factory=list)
+    catalogue: d.Catalogue = d.CATALOGUE_2007
 
 
 def polled_value(name: str, value: d.Value) -> ValueType:
-    """Reading values as the daemon carries them: Decimals stay exact, flags become the raw word."""
+    """Reading values as the daemon carries them: Decimals stay exact, flags become their names."""
     if value is None or isinstance(value, Decimal | str):
         return value
     if isinstance(value, dt.datetime | dt.date | dt.time):
@@ -102,103 +68,35 @@ def polled_value(name: str, value: d.Value) -> ValueType:
     return str(value)
 
 
-class Dlt645Bus:
-    """Owns one serial line. ``outbound`` receives :class:`PollResult` and :class:`BusEvent` items."""
+class Dlt645Bus(ScheduledBus[Dlt645Meter]):
+    """Owns one serial line running DL/T 645."""
 
     def __init__(self, name: str, port: AsyncSerialPort, meters: list[Dlt645Meter],
                  outbound: asyncio.Queue[PollResult | BusEvent], settings: BusSettings) -> None:
-        self.name = name
+        super().__init__(name, meters, outbound, settings)
         self.port = port
-        self.meters = meters
-        self.outbound = outbound
-        self.settings = settings
-        self.stats = BusStats()
         self.splitter = d.FrameSplitter()
-        self._priority: asyncio.Queue[_PriorityItem] = asyncio.Queue(settings.priority_limit)
-        self._wakeup = asyncio.Event()
-        self._stopping = False
-        self.progress = time.monotonic()  # last time the loop did something (watchdog)
 
-    # -- public -------------------------------------------------------------------------------------
-    def stop(self) -> None:
-        """Finish the in-flight transaction, then return from :meth:`run`."""
-        self._stopping = True
-        self._wakeup.set()
+    def describe_link(self) -> str:
+        return f"{self.port.baudrate} 8{self.port.parity}1 on {self.port.port_name}"
 
-    def submit_priority(self, message: d.Message) -> asyncio.Future[Transaction]:
-        """Queue a control frame ahead of routine reads; the future resolves with its transaction."""
-        future: asyncio.Future[Transaction] = asyncio.get_running_loop().create_future()
-        try:
-            self._priority.put_nowait(_PriorityItem(message, future))
-        except asyncio.QueueFull:
-            raise PriorityLaneFull(f"bus {self.name}: priority lane full "
-                                   f"({self.settings.priority_limit} frames waiting)") from None
-        self._wakeup.set()
-        return future
-
-    @property
-    def overruns(self) -> int:
-        return sum(m.schedule.overruns for m in self.meters)
-
-    async def run(self) -> None:
+    async def open(self) -> None:
         self.port.open()
-        try:
-            while not self._stopping:
-                self.progress = time.monotonic()
-                if not self._priority.empty():
-                    await self._serve_priority()
-                    continue
-                if not self.meters:
-                    await self._sleep(1.0)
-                    continue
-                meter = min(self.meters, key=lambda m: m.schedule.next_due)
-                now = time.monotonic()
-                due = meter.schedule.next_due
-                if due > now:
-                    await self._sleep(due - now)
-                    continue
-                meter.schedule.start_poll(now)
-                result = await self._poll(meter)
-                meter.schedule.finish_poll(time.monotonic(), result.ok)
-                self.stats.overruns = self.overruns
-                await self.outbound.put(result)
-                await self._comm_loss_bookkeeping(meter, result)
-        finally:
-            self._fail_pending_priority()
-            self.port.close()
 
-    # -- internals ----------------------------------------------------------------------------------
-    async def _sleep(self, seconds: float) -> None:
-        self._wakeup.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, seconds))
+    async def close(self) -> None:
+        self.port.close()
 
-    def _fail_pending_priority(self) -> None:
-        while not self._priority.empty():
-            item = self._priority.get_nowait()
-            if not item.future.done():
-                item.future.set_exception(BusTimeout(f"bus {self.name} stopped before sending"))
-
-    async def _serve_priority(self) -> None:
-        item = self._priority.get_nowait()
-        self.stats.priority_frames += 1
+    async def send_priority(self, message: Any) -> Transaction:
         last_error: Exception | None = None
         for attempt in range(1 + self.settings.retries):
             try:
-                tx = await self._transact(item.message, None)
+                return await self._transact(message, None)
             except (BusTimeout, d.RemoteProtocolError) as exc:
                 last_error = exc
                 if attempt < self.settings.retries:
                     await asyncio.sleep(self.settings.retry_backoff_s * (attempt + 1))
-                continue
-            except d.ExceptionReply as exc:
-                last_error = exc
-                break
-            if not item.future.done():
-                item.future.set_result(tx)
-            return
-        if not item.future.done():
-            item.future.set_exception(last_error or BusTimeout("no reply"))
+        assert last_error is not None
+        raise last_error
 
     async def _transact(self, request: d.Message, meter: Dlt645Meter | None) -> Transaction:
         """Run one exchange (with follow-ups) on the wire."""
@@ -267,8 +165,8 @@ class Dlt645Bus:
             return None
         return tx.receive(message)
 
-    async def _poll(self, meter: Dlt645Meter) -> PollResult:
-        started_ms = _now_ms()
+    async def poll(self, meter: Dlt645Meter) -> PollResult:
+        started_ms = now_ms()
         t0 = time.monotonic()
         values: list[PolledValue] = []
         errors: list[str] = []
@@ -277,8 +175,7 @@ class Dlt645Bus:
         settings = self.settings
         meter.stats.polls += 1
         for read in meter.reads:
-            if not self._priority.empty():
-                await self._serve_priority()
+            await self.serve_priority_now()
             tx: Transaction | None = None
             for attempt in range(1 + settings.retries):
                 try:
@@ -306,7 +203,7 @@ class Dlt645Bus:
                     break  # silent meter: do not spend a timeout on each remaining item
             if tx is None:
                 continue
-            t_ms = _now_ms()
+            t_ms = now_ms()
             for i, reading in enumerate(tx.readings):
                 name = (read.names[i] if i < len(read.names) else
                         read.name if (read.name and len(tx.readings) == 1) else reading.name)
@@ -319,27 +216,11 @@ class Dlt645Bus:
         ok = answered and bool(values)
         if ok:
             meter.stats.polls_ok += 1
-            meter.stats.last_ok_ms = _now_ms()
+            meter.stats.last_ok_ms = now_ms()
         else:
             meter.stats.polls_failed += 1
             meter.stats.last_error = "; ".join(errors) or "no usable reply"
         if errors:
             meter.stats.last_error = "; ".join(errors)
-        return PollResult(meter.meter_id, self.name, started_ms, _now_ms(), ok, tuple(values),
+        return PollResult(meter.meter_id, self.name, started_ms, now_ms(), ok, tuple(values),
                           tuple(errors), flags)
-
-    async def _comm_loss_bookkeeping(self, meter: Dlt645Meter, result: PollResult) -> None:
-        failures = meter.schedule.consecutive_failures
-        if not result.ok and not meter.comm_lost and failures >= self.settings.comm_loss_after:
-            meter.comm_lost = True
-            await self.outbound.put(BusEvent(
-                "comm_loss", meter.meter_id, self.name, "raised", _now_ms(),
-                {"address": meter.address, "consecutive_failures": failures,
-                 "baudrate": self.port.baudrate, "last_error": meter.stats.last_error,
-                 "hint": f"meter {meter.meter_id} (address {meter.address}) on {self.name}: no reply "
-                         f"after {failures} polls at {self.port.baudrate} 8{self.port.parity}1 — "
-                         "check wiring, address and baud"}))
-        elif result.ok and meter.comm_lost:
-            meter.comm_lost = False
-            await self.outbound.put(BusEvent("comm_loss", meter.meter_id, self.name, "cleared",
-                                             _now_ms(), {"address": meter.address}))

@@ -87,9 +87,12 @@ class Bcd:
         negative = integral < 0
         if negative and not self.signed:
             raise LocalProtocolError(f"{value} is negative but the field is unsigned")
-        max_digits = self.size * 2 - (1 if self.signed else 0)
-        if magnitude >= 10**max_digits:
-            raise LocalProtocolError(f"{value} does not fit {max_digits} BCD digits")
+        # Sign-magnitude takes only bit 7 of the top byte: its high digit may still be 0..7.
+        limit = 8 * 10 ** (self.size * 2 - 1) if self.signed else 10 ** (self.size * 2)
+        if magnitude >= limit:
+            raise LocalProtocolError(
+                f"{value} does not fit this {self.size}-byte BCD field (magnitude < {limit}, "
+                f"before {self.decimals} implied decimals)")
         wire = bytearray(_digits_to_wire(f"{magnitude:0{self.size * 2}d}"))
         if negative:
             wire[-1] |= 0x80

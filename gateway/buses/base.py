@@ -1,0 +1,223 @@
+"""What every bus task shares: the schedule loop, the priority lane, comm-loss alarms, shutdown.
+
+A subclass says how to open its line, poll one meter and send one priority frame; this class decides
+*when*. ``concurrency`` is 1 for a half-duplex serial line (one transaction at a time) and > 1 for
+Modbus TCP, where independent devices can be polled in parallel, with a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from ..poll_result import BusEvent, PollResult
+from .schedule import PollSchedule
+from .stats import BusStats, MeterStats
+
+
+class BusTimeout(Exception):
+    """No (usable) reply before the deadline."""
+
+
+class PriorityLaneFull(Exception):
+    """The bus's priority lane is full; the caller must retry later (never queued unboundedly)."""
+
+
+@dataclass
+class BusSettings:
+    timeout_s: float = 0.5
+    turnaround_s: float = 0.020
+    retries: int = 1
+    retry_backoff_s: float = 0.05
+    comm_loss_after: int = 3
+    priority_limit: int = 16
+    concurrency: int = 1
+
+
+@dataclass
+class MeterSlot:
+    """Scheduling state of one meter on a bus (subclasses add protocol details)."""
+
+    meter_id: str
+    address: str
+    schedule: PollSchedule
+    stats: MeterStats = field(default_factory=MeterStats)
+    comm_lost: bool = False
+    in_flight: bool = False
+
+
+M = TypeVar("M", bound=MeterSlot)
+
+
+@dataclass
+class PriorityItem:
+    message: Any
+    future: asyncio.Future[Any]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ScheduledBus(ABC, Generic[M]):
+    """Owns one bus. ``outbound`` receives :class:`PollResult` and :class:`BusEvent` items (bounded:
+    when the committer falls behind, the bus waits rather than grows a backlog in memory)."""
+
+    def __init__(self, name: str, meters: list[M], outbound: asyncio.Queue[PollResult | BusEvent],
+                 settings: BusSettings) -> None:
+        self.name = name
+        self.meters = meters
+        self.outbound = outbound
+        self.settings = settings
+        self.stats = BusStats()
+        self._priority: asyncio.Queue[PriorityItem] = asyncio.Queue(settings.priority_limit)
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.progress = time.monotonic()  # last time the loop did something (for the watchdog)
+
+    # -- subclass interface ---------------------------------------------------------------------------
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def poll(self, meter: M) -> PollResult: ...
+
+    @abstractmethod
+    async def send_priority(self, message: Any) -> Any: ...
+
+    def describe_link(self) -> str:
+        return self.name
+
+    # -- public ---------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Finish in-flight transactions, then return from :meth:`run`."""
+        self._stopping = True
+        self._wakeup.set()
+
+    def submit_priority(self, message: Any) -> asyncio.Future[Any]:
+        """Queue a control frame ahead of routine reads; the future resolves with its outcome."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            self._priority.put_nowait(PriorityItem(message, future))
+        except asyncio.QueueFull:
+            raise PriorityLaneFull(f"bus {self.name}: priority lane full "
+                                   f"({self.settings.priority_limit} frames waiting)") from None
+        self._wakeup.set()
+        return future
+
+    @property
+    def overruns(self) -> int:
+        return sum(m.schedule.overruns for m in self.meters)
+
+    def health(self, now: float | None = None) -> dict[str, Any]:
+        now = time.monotonic() if now is None else now
+        rate, ratio = self.stats.rate(now)
+        return {
+            "transactions_per_s": round(rate, 3), "success_ratio": round(ratio, 4),
+            "transactions": self.stats.transactions, "timeouts": self.stats.timeouts,
+            "overruns": self.overruns, "priority_frames": self.stats.priority_frames,
+            "comm_lost": sorted(m.meter_id for m in self.meters if m.comm_lost),
+        }
+
+    async def run(self) -> None:
+        await self.open()
+        try:
+            while not self._stopping:
+                self.progress = time.monotonic()
+                if not self._priority.empty():
+                    await self._serve_priority()
+                    continue
+                idle = [m for m in self.meters if not m.in_flight]
+                if not idle or len(self._tasks) >= self.settings.concurrency:
+                    await self._sleep(1.0)
+                    continue
+                meter = min(idle, key=lambda m: m.schedule.next_due)
+                now = time.monotonic()
+                due = meter.schedule.next_due
+                if due > now:
+                    await self._sleep(min(due - now, 1.0))  # wake at least each second: watchdog
+                    continue
+                meter.schedule.start_poll(now)
+                meter.in_flight = True
+                if self.settings.concurrency <= 1:
+                    await self._poll_and_report(meter)
+                else:
+                    task = asyncio.create_task(self._poll_and_report(meter))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._task_done)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            self._fail_pending_priority()
+            await self.close()
+
+    # -- internals ------------------------------------------------------------------------------------
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wakeup.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, seconds))
+
+    async def _poll_and_report(self, meter: M) -> None:
+        try:
+            result = await self.poll(meter)
+        except Exception as exc:  # a bug in one poll must not kill the bus: report it as a failure
+            result = PollResult(meter.meter_id, self.name, now_ms(), now_ms(), False, (),
+                                (f"internal error: {type(exc).__name__}: {exc}",))
+        finally:
+            meter.in_flight = False
+        meter.schedule.finish_poll(time.monotonic(), result.ok)
+        self.stats.overruns = self.overruns
+        await self.outbound.put(result)
+        await self._comm_loss_bookkeeping(meter, result)
+        self.progress = time.monotonic()
+
+    def _fail_pending_priority(self) -> None:
+        while not self._priority.empty():
+            item = self._priority.get_nowait()
+            if not item.future.done():
+                item.future.set_exception(BusTimeout(f"bus {self.name} stopped before sending"))
+
+    async def serve_priority_now(self) -> None:
+        """Called by subclasses between transactions of a poll: control frames do not wait for it."""
+        while not self._priority.empty():
+            await self._serve_priority()
+
+    async def _serve_priority(self) -> None:
+        item = self._priority.get_nowait()
+        self.stats.priority_frames += 1
+        try:
+            outcome = await self.send_priority(item.message)
+        except Exception as exc:
+            if not item.future.done():
+                item.future.set_exception(exc)
+            return
+        if not item.future.done():
+            item.future.set_result(outcome)
+
+    async def _comm_loss_bookkeeping(self, meter: M, result: PollResult) -> None:
+        failures = meter.schedule.consecutive_failures
+        if not result.ok and not meter.comm_lost and failures >= self.settings.comm_loss_after:
+            meter.comm_lost = True
+            await self.outbound.put(BusEvent(
+                "comm_loss", meter.meter_id, self.name, "raised", now_ms(),
+                {"address": meter.address, "consecutive_failures": failures,
+                 "last_error": meter.stats.last_error,
+                 "hint": f"meter {meter.meter_id} (address {meter.address}) on {self.name}: no reply "
+                         f"after {failures} polls at {self.describe_link()} — check wiring, address "
+                         "and line settings"}))
+        elif result.ok and meter.comm_lost:
+            meter.comm_lost = False
+            await self.outbound.put(BusEvent("comm_loss", meter.meter_id, self.name, "cleared",
+                                             now_ms(), {"address": meter.address}))

@@ -1,0 +1,193 @@
+"""Modbus RTU and TCP bus tasks on pymodbus's async clients.
+
+pymodbus does the framing (MBAP / RTU CRC); our side only maps registers to quantities, through the
+meter's profile (:mod:`protocols.modbus.register_map`). A poll is the profile's merged read blocks —
+typically 1–3 requests for the ten standard quantities, not one request per quantity.
+
+RTU: one client, one transaction at a time (half-duplex, like DL/T 645). TCP: a small pool of
+connections to the bus's endpoint so up to ``max_concurrency`` meters are polled in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from protocols.modbus.errors import RegisterDecodeError
+from protocols.modbus.profile import ModbusProfile, RegisterFunction
+from protocols.modbus.register_map import ReadBlock, decode_block, plan_reads
+
+from ..poll_result import BusEvent, PolledValue, PollResult
+from .base import BusSettings, MeterSlot, ScheduledBus, now_ms
+
+ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
+
+
+@dataclass
+class ModbusMeter(MeterSlot):
+    unit: int = 1
+    profile: ModbusProfile | None = None
+    blocks: list[ReadBlock] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CoilWrite:
+    """A priority action for Modbus meters (relay coil or register from the profile)."""
+
+    unit: int
+    address: int
+    value: bool | int
+    function: str = "coil"  # coil | register
+
+
+def make_meter(meter_id: str, unit: int, profile: ModbusProfile, schedule: Any) -> ModbusMeter:
+    return ModbusMeter(meter_id=meter_id, address=str(unit), schedule=schedule, unit=unit,
+                       profile=profile, blocks=plan_reads(profile))
+
+
+class ModbusBus(ScheduledBus[ModbusMeter]):
+    """RTU (``serial`` given) or TCP (``host``/``port`` given)."""
+
+    def __init__(self, name: str, meters: list[ModbusMeter],
+                 outbound: asyncio.Queue[PollResult | BusEvent], settings: BusSettings, *,
+                 host: str | None = None, port: int = 502, serial: dict[str, Any] | None = None) -> None:
+        super().__init__(name, meters, outbound, settings)
+        self.host = host
+        self.tcp_port = port
+        self.serial = serial
+        self._pool: asyncio.Queue[ModbusClient] = asyncio.Queue()
+        self._clients: list[ModbusClient] = []
+
+    def describe_link(self) -> str:
+        if self.serial:
+            return f"{self.serial.get('baudrate')} baud on {self.serial.get('port')}"
+        return f"{self.host}:{self.tcp_port}"
+
+    def _new_client(self) -> ModbusClient:
+        timeout = self.settings.timeout_s
+        if self.serial is not None:
+            return AsyncModbusSerialClient(
+                self.serial["port"], baudrate=self.serial.get("baudrate", 9600),
+                parity=self.serial.get("parity", "N"), bytesize=self.serial.get("bytesize", 8),
+                stopbits=int(self.serial.get("stopbits", 1)), timeout=timeout, retries=0,
+                reconnect_delay=0.5, reconnect_delay_max=30,
+            )
+        assert self.host is not None
+        return AsyncModbusTcpClient(self.host, port=self.tcp_port, timeout=timeout, retries=0,
+                                    reconnect_delay=0.5, reconnect_delay_max=30)
+
+    async def open(self) -> None:
+        count = 1 if self.serial is not None else max(1, self.settings.concurrency)
+        for _ in range(count):
+            client = self._new_client()
+            self._clients.append(client)
+            self._pool.put_nowait(client)
+
+    async def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+
+    async def _client(self) -> ModbusClient:
+        client = await self._pool.get()
+        if not client.connected:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.connect(), self.settings.timeout_s * 2)
+        return client
+
+    async def _read_block(self, client: ModbusClient, unit: int, block: ReadBlock) -> list[int]:
+        if block.function is RegisterFunction.INPUT:
+            response = await client.read_input_registers(block.start, count=block.count, device_id=unit)
+        else:
+            response = await client.read_holding_registers(block.start, count=block.count,
+                                                           device_id=unit)
+        if response.isError():
+            raise ModbusException(f"exception response {response}")
+        return list(response.registers)
+
+    async def poll(self, meter: ModbusMeter) -> PollResult:
+        started_ms = now_ms()
+        t0 = time.monotonic()
+        meter.stats.polls += 1
+        values: list[PolledValue] = []
+        errors: list[str] = []
+        answered = False
+        client = await self._client()
+        try:
+            for block in meter.blocks:
+                if self.serial is not None:
+                    await self.serve_priority_now()
+                registers: list[int] | None = None
+                for attempt in range(1 + self.settings.retries):
+                    started = time.monotonic()
+                    try:
+                        if not client.connected:
+                            raise ModbusException(f"not connected to {self.describe_link()}")
+                        registers = await asyncio.wait_for(
+                            self._read_block(client, meter.unit, block), self.settings.timeout_s * 2)
+                        answered = True
+                        self.stats.record(time.monotonic(), True)
+                        break
+                    except (ModbusException, TimeoutError, ConnectionError, OSError) as exc:
+                        self.stats.record(time.monotonic(), False)
+                        meter.stats.timeouts += 1
+                        last = f"{block.function.value} {block.start:#06x}+{block.count}: {exc}"
+                        if attempt < self.settings.retries:
+                            meter.stats.retries += 1
+                            await asyncio.sleep(self.settings.retry_backoff_s * (attempt + 1))
+                    finally:
+                        self.stats.busy_s += time.monotonic() - started
+                        meter.stats.transactions += 1
+                if registers is None:
+                    errors.append(last)
+                    if not answered:
+                        break
+                    continue
+                t_ms = now_ms()
+                try:
+                    readings = decode_block(block, registers)
+                except RegisterDecodeError as exc:
+                    meter.stats.bad_frames += 1
+                    errors.append(str(exc))
+                    continue
+                for reading in readings.values():
+                    if reading.problem is not None:
+                        errors.append(f"{reading.quantity}: {reading.problem.value}")
+                        continue
+                    values.append(PolledValue(reading.quantity, reading.value, reading.unit, t_ms))
+        finally:
+            self._pool.put_nowait(client)
+        ok = answered and bool(values)
+        meter.stats.last_poll_s = time.monotonic() - t0
+        if ok:
+            meter.stats.polls_ok += 1
+            meter.stats.last_ok_ms = now_ms()
+        else:
+            meter.stats.polls_failed += 1
+        if errors:
+            meter.stats.last_error = "; ".join(errors)
+        return PollResult(meter.meter_id, self.name, started_ms, now_ms(), ok, tuple(values),
+                          tuple(errors))
+
+    async def send_priority(self, message: Any) -> Any:
+        if not isinstance(message, CoilWrite):
+            raise TypeError(f"Modbus bus {self.name} cannot send {type(message).__name__}")
+        client = await self._client()
+        try:
+            if message.function == "coil":
+                response = await client.write_coil(message.address, bool(message.value),
+                                                   device_id=message.unit)
+            else:
+                response = await client.write_register(message.address, int(message.value),
+                                                       device_id=message.unit)
+            if response.isError():
+                raise ModbusException(f"exception response {response}")
+            return response
+        finally:
+            self._pool.put_nowait(client)

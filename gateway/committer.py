@@ -1,0 +1,157 @@
+"""From poll results to committed outbox rows: validation, read records, alarms, one transaction.
+
+The committer drains what the bus tasks produced, classifies every value (:mod:`gateway.validation`),
+and commits everything available in one SQLite transaction (reads + their outbox rows), then wakes the
+outbox pump. Bus events (comm loss) become alarm raise/clear rows, committed with the alarm state so
+each transition is published exactly once, even across a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from protocols.payload import AlarmEvent, Envelope, ReadRecord, build_alarm
+
+from .poll_result import BusEvent, PollResult
+from .store import HoldingQueue, Store
+from .store.records import OutboxMessage
+from .validation import RegisterMemory
+
+log = logging.getLogger(__name__)
+
+#: Alarm severities by kind (DESIGN §4 alarms; CRM systems route on them).
+SEVERITY = {"comm_loss": "major", "disk.low": "major", "meter.flag": "minor"}
+#: Status flags that become alarms when a meter reports them (the rest are published as data).
+FLAG_ALARMS = {
+    "cover_open": "meter.cover_open", "terminal_cover_open": "meter.terminal_cover_open",
+    "a.voltage_loss": "meter.voltage_loss", "b.voltage_loss": "meter.voltage_loss",
+    "c.voltage_loss": "meter.voltage_loss", "relay_open": "meter.relay_open",
+}
+
+
+@dataclass
+class CommitterStats:
+    polls: int = 0
+    commits: int = 0
+    reads: int = 0
+    flagged: int = 0
+    alarms: int = 0
+    held: int = 0
+    dropped: int = 0
+
+
+class Committer:
+    """Consumes the bus tasks' queue; owns writing reads and alarms to the store."""
+
+    def __init__(self, store: Store, gateway_id: str, topic_prefix: str,
+                 inbound: asyncio.Queue[PollResult | BusEvent], on_commit: object,
+                 *, max_batch: int = 64, max_held_messages: int = 10_000) -> None:
+        self.store = store
+        self.gateway_id = gateway_id
+        self.prefix = f"{topic_prefix}/{gateway_id}"
+        self.inbound = inbound
+        self._on_commit = on_commit
+        self.max_batch = max_batch
+        self.holding = HoldingQueue(store, max_held_messages)
+        self.registers = RegisterMemory()
+        self.stats = CommitterStats()
+        self._flag_state: dict[tuple[str, str], bool] = {}
+
+    def seed_registers(self) -> int:
+        """Load the last actual register values so a decrease after a restart is still caught."""
+        count = 0
+        for meter, quantity, value in self.store.last_actual_registers():
+            self.registers.seed(meter, quantity, value)
+            count += 1
+        return count
+
+    async def run(self) -> None:
+        while True:
+            first = await self.inbound.get()
+            batch = [first]
+            while len(batch) < self.max_batch and not self.inbound.empty():
+                batch.append(self.inbound.get_nowait())
+            self.commit(batch)
+
+    def drain(self) -> None:
+        """Commit whatever is queued now (shutdown path)."""
+        batch: list[PollResult | BusEvent] = []
+        while not self.inbound.empty():
+            batch.append(self.inbound.get_nowait())
+        if batch:
+            self.commit(batch)
+
+    def _envelope(self, seq: int, ts: int) -> Envelope:
+        return Envelope(self.gateway_id, self.store.epoch, seq, ts)
+
+    def commit(self, batch: list[PollResult | BusEvent]) -> None:
+        messages: list[OutboxMessage] = []
+        for item in batch:
+            if isinstance(item, BusEvent):
+                self._alarm(item.kind, f"{item.kind}/{item.meter_id}", item.state, item.meter_id,
+                            dict(item.details, bus=item.bus), item.t_ms)
+                continue
+            self.stats.polls += 1
+            records = self._records(item)
+            if records:
+                messages.append(OutboxMessage.for_reads(
+                    topic=f"{self.prefix}/reads/{item.meter_id}", gw=self.gateway_id,
+                    epoch=self.store.epoch, ts=item.finished_ms, meter=item.meter_id, reads=records))
+            self._flags(item)
+        if messages:
+            outcome = self.holding.commit(messages)
+            self.stats.commits += 1
+            self.stats.held = outcome.held
+            self.stats.dropped += outcome.dropped
+        self._notify()
+
+    def _notify(self) -> None:
+        callback = self._on_commit
+        if callable(callback):
+            callback()
+
+    def _records(self, result: PollResult) -> list[ReadRecord]:
+        records: list[ReadRecord] = []
+        for pv in result.values:
+            if not isinstance(pv.value, Decimal | float | int) or isinstance(pv.value, bool):
+                continue  # text (status words, clock) is published through alarms / flags
+            checked = self.registers.check(result.meter_id, pv)
+            value = pv.value if isinstance(pv.value, Decimal | float) else Decimal(pv.value)
+            records.append(ReadRecord(q=pv.quantity, val=value, unit=pv.unit or "", t=pv.t_ms,
+                                      quality=checked.quality, reasons=checked.reasons))
+            if checked.quality != "A":
+                self.stats.flagged += 1
+        self.stats.reads += len(records)
+        return records
+
+    def _flags(self, result: PollResult) -> None:
+        for flag, kind in FLAG_ALARMS.items():
+            if flag not in result.flags:
+                continue
+            on = result.flags[flag]
+            key = (result.meter_id, flag)
+            if self._flag_state.get(key) == on:
+                continue
+            self._flag_state[key] = on
+            self._alarm(kind, f"{kind}/{result.meter_id}/{flag}", "raised" if on else "cleared",
+                        result.meter_id, {"flag": flag}, result.finished_ms)
+
+    def _alarm(self, kind: str, key: str, state: str, meter: str | None,
+               details: dict[str, object], t_ms: int) -> None:
+        severity = SEVERITY.get(kind, "minor")
+        raised_at: int | None = None
+        if state == "cleared":
+            current = self.store.alarm(key)
+            raised_at = current.raised_ms if current else None
+        event = AlarmEvent(kind=kind, key=key, state=state, severity=severity, details=details,
+                           meter=meter, raised=raised_at)
+        message = OutboxMessage(topic=f"{self.prefix}/alarms", qos=1,
+                                build=lambda seq: build_alarm(self._envelope(seq, t_ms), event))
+        changed = (self.store.raise_alarm(key, kind, details, t_ms, event=message)
+                   if state == "raised" else self.store.clear_alarm(key, t_ms, event=message))
+        if changed:
+            self.stats.alarms += 1
+            log.warning("alarm %s %s: %s", key, state, details.get("hint", details))
