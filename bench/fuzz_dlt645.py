@@ -61,7 +61,7 @@ def _mutate(rng: random.Random, frame: bytes) -> bytes:
             b += bytes(rng.randrange(256) for _ in range(rng.randrange(8)))
     if len(b) >= 12 and rng.random() < 0.5:  # fix the checksum so mutations reach field decoders
         start = b.find(0x68)
-        if 0 <= start and len(b) >= start + 12:
+        if start >= 0 and len(b) >= start + 12:
             length = b[start + 9]
             end = start + 10 + length
             if end + 1 < len(b) + 1 and end < len(b):

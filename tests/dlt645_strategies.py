@@ -60,8 +60,10 @@ ALL_ITEMS = [(d.Version.V2007, i) for i in d.CATALOGUE_2007] + [(d.Version.V1997
 def read_replies(draw: st.DrawFn) -> d.ReadReply:
     version, item = draw(st.sampled_from(ALL_ITEMS))
     values = draw(item_values(item))
-    return d.build_read_reply(draw(BCD_DIGIT_ADDRESS), item.di, values, version=version,
-                              more_follows=draw(st.booleans()))
+    reply = d.build_read_reply(draw(BCD_DIGIT_ADDRESS), item.di, values, version=version)
+    if draw(st.booleans()):  # a first frame with follow-ups: its data is decoded only when joined
+        return d.ReadReply(reply.address, reply.di, reply.data, (), True, reply.version)
+    return reply
 
 
 def _password() -> st.SearchStrategy[str]:
@@ -83,11 +85,12 @@ MESSAGES: st.SearchStrategy[d.Message] = st.one_of(
     read_replies(),
     st.builds(d.ReadReply, BCD_DIGIT_ADDRESS, st.just(0x0EEEEEEE), st.binary(max_size=20),
               st.just(()), st.booleans(), V7).map(
-        lambda m: d.ReadReply(m.address, m.di, m.data, tuple(d.CATALOGUE_2007.decode(m.di, m.data)),
+        lambda m: d.ReadReply(m.address, m.di, m.data,
+                              () if m.more_follows else tuple(d.CATALOGUE_2007.decode(m.di, m.data)),
                               m.more_follows, m.version)),
     st.builds(d.ReadFollowupRequest, BCD_DIGIT_ADDRESS, DI7, st.integers(0, 255), V7),
     st.builds(d.ReadFollowupRequest, BCD_DIGIT_ADDRESS, DI97, st.just(0), V97),
-    read_replies().map(lambda r: d.ReadFollowupReply(r.address, r.di, r.data, r.readings,
+    read_replies().map(lambda r: d.ReadFollowupReply(r.address, r.di, r.data, (),
                                                      7 if r.version == d.Version.V2007 else None,
                                                      r.more_follows, r.version)),
     st.builds(d.RereadRequest, BCD_DIGIT_ADDRESS, V97),

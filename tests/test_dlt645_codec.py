@@ -247,3 +247,34 @@ def test_local_errors_for_impossible_requests() -> None:
         d.encode_values(d.CATALOGUE_2007, 0x02030000, [Decimal("80.0000")])
     with pytest.raises(d.LocalProtocolError, match="baud"):
         d.encode(d.ChangeBaudRequest(ADDR, 2500))
+
+
+def test_midnight_is_a_time_not_an_empty_record() -> None:
+    reply = d.decode(d.encode(d.build_read_reply(ADDR, 0x04000102, [dt.time(0, 0, 0)])))
+    assert isinstance(reply, d.ReadReply)
+    assert reply.readings[0].value == dt.time(0, 0, 0)
+    empty = d.decode(d.encode(d.ReadReply(ADDR, 0x03110001, bytes(12))))
+    assert isinstance(empty, d.ReadReply)
+    assert [r.value for r in empty.readings] == [None, None]  # never-happened event record
+
+
+def test_follow_up_frames_are_decoded_once_joined() -> None:
+    """A block cut inside an item at a frame boundary decodes correctly from the joined data."""
+    from protocols.dlt645.transaction import Transaction
+
+    values: list[d.Value] = [Decimal(3)]  # 03300D00: the count comes first in the block
+    for n in range(1, 4):
+        item = d.CATALOGUE_2007.lookup(0x03300D00 | n)
+        assert item is not None
+        values += [dt.datetime(2026, 1, n, 1, 2, 3), dt.datetime(2026, 1, n, 2, 3, 4)]
+        values += [Decimal(f"{n}{i}.25") for i in range(12)]
+    data = d.encode_values(d.CATALOGUE_2007, 0x03300D00, values[:1]) + b"".join(
+        d.encode_values(d.CATALOGUE_2007, 0x03300D00 | n, values[1 + (n - 1) * 14 : 1 + n * 14])
+        for n in range(1, 4))
+    first, second = data[:100], data[100:]  # 100 is inside the second record
+    tx = Transaction(d.ReadRequest(ADDR, 0x03300DFF))
+    tx.start()
+    assert tx.receive(d.decode(d.encode(d.ReadReply(ADDR, 0x03300DFF, first, (), True)))) is not None
+    assert tx.receive(d.decode(d.encode(d.ReadFollowupReply(ADDR, 0x03300DFF, second, (), 1, False)))) is None
+    assert [r.value for r in tx.readings] == values
+    assert tx.readings[15].name == "events.cover_open.last2.start"

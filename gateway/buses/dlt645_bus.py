@@ -109,7 +109,7 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
             await asyncio.sleep(wait)
         port.discard_input()
         self.splitter.clear()
-        tx = Transaction(request)
+        tx = Transaction(request, catalogue=catalogue)
         frame = tx.start(preamble=PREAMBLE)
         started = time.monotonic()
         try:

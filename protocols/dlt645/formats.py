@@ -131,7 +131,9 @@ class Timestamp:
         fields = _PATTERN_FIELDS[self.pattern]
         if len(raw) != len(fields):
             raise DataError(f"{self.pattern} needs {len(fields)} bytes, got {len(raw)}")
-        if raw == bytes(len(raw)) or raw == b"\xff" * len(raw):
+        # "No record" is all-FF, or all-zero for a field with a date (month 0 does not exist);
+        # an all-zero time of day is midnight, a real time.
+        if raw == b"\xff" * len(raw) or (raw == bytes(len(raw)) and "DD" in fields):
             return None
         digits = _bcd_digits(raw)
         parts = {name: int(digits[2 * i : 2 * i + 2]) for i, name in enumerate(fields)}

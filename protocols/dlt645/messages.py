@@ -160,7 +160,8 @@ class ReadFollowupRequest:
 
 @dataclass(frozen=True, slots=True)
 class ReadFollowupReply:
-    """Follow-up reply (92H/B2H; 82H/A2H); fields as :class:`ReadReply` plus ``seq`` (-2007)."""
+    """Follow-up reply (92H/B2H; 82H/A2H); fields as :class:`ReadReply` plus ``seq`` (-2007).
+    ``readings`` is empty: the data continues earlier frames, decoded once joined."""
 
     address: str
     di: int
@@ -614,7 +615,10 @@ def _dec_read_reply(f: RawFrame, v: Version, c: Catalogue) -> Message:
     w = 4 if v == V2007 else 2
     data = _need(f, w, "DI", exact=False)
     di = _di_of(data, v)
-    return ReadReply(f.address, di, data[w:], _readings(c, di, data[w:]), f.control.more_follows, v)
+    # With follow-ups coming, this frame holds only the start of the data: an item may be cut at
+    # the frame boundary, so decoding waits for the whole (Transaction joins the frames).
+    readings = () if f.control.more_follows else _readings(c, di, data[w:])
+    return ReadReply(f.address, di, data[w:], readings, f.control.more_follows, v)
 
 
 def _dec_followup(f: RawFrame, v: Version, c: Catalogue) -> Message:
@@ -629,13 +633,12 @@ def _dec_followup_reply(f: RawFrame, v: Version, c: Catalogue) -> Message:
     if v == V2007:
         data = _need(f, 5, "DI and SEQ", exact=False)
         di = _di_of(data, v)
-        body = data[4:-1]
-        return ReadFollowupReply(f.address, di, body, _readings(c, di, body), data[-1],
-                                 f.control.more_follows, v)
+        # A follow-up continues the data of the frames before it; only the joined data of the
+        # whole exchange can be decoded (see Transaction), so readings stay empty here.
+        return ReadFollowupReply(f.address, di, data[4:-1], (), data[-1], f.control.more_follows, v)
     data = _need(f, 2, "DI", exact=False)
     di = _di_of(data, v)
-    return ReadFollowupReply(f.address, di, data[2:], _readings(c, di, data[2:]), None,
-                             f.control.more_follows, v)
+    return ReadFollowupReply(f.address, di, data[2:], (), None, f.control.more_follows, v)
 
 
 def _dec_reread(f: RawFrame, v: Version, c: Catalogue) -> Message:

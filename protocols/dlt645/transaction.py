@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from .errors import ExceptionReply, RemoteProtocolError, UnexpectedReply
+from .catalogue import Catalogue, catalogue_for
+from .errors import ExceptionReply, ProtocolError, RemoteProtocolError, UnexpectedReply
 from .frame import FUNCTION_TABLE, Version
 from .items import Reading
 from .messages import (
@@ -86,6 +87,7 @@ class Transaction:
 
     request: Message
     expects_reply: bool = True
+    catalogue: Catalogue | None = None
     state: State = State.IDLE
     replies: list[Message] = field(default_factory=list)
     readings: list[Reading] = field(default_factory=list)
@@ -181,9 +183,17 @@ def _accept_plain(t: Transaction, message: Message) -> bytes | None:
 def _accept_read(t: Transaction, message: Message) -> bytes | None:
     assert isinstance(message, ReadReply | ReadFollowupReply)
     t.replies.append(message)
-    t.readings.extend(message.readings)
     t.data += message.data
     if not message.more_follows:
+        if len(t.replies) == 1:
+            t.readings.extend(message.readings)
+        else:  # decode the joined data of all frames: items may straddle frame boundaries
+            catalogue = t.catalogue or catalogue_for(message.version)
+            try:
+                t.readings.extend(catalogue.decode(message.di, bytes(t.data)))
+            except ProtocolError:
+                t.state = State.FAILED
+                raise
         t._fire(Event.FINAL_REPLY)
         return None
     t._followups += 1

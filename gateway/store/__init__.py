@@ -1,0 +1,34 @@
+"""Durable store of the gateway (SQLite): reads, outbox, alarms, daily history.
+
+See :mod:`gateway.store.database` for the guarantees and :class:`Store` for the API.
+"""
+
+from gateway.store.database import STORE_CORRUPT_ALARM, Store, wall_ms
+from gateway.store.errors import StoreCorruptError, StoreError, StoreFullError, StoreVersionError
+from gateway.store.holding import CommitOutcome, HoldingQueue
+from gateway.store.records import (
+    AlarmState,
+    DailyValue,
+    DiskStatus,
+    OutboxMessage,
+    OutboxRow,
+    StoredRead,
+)
+
+__all__ = [
+    "STORE_CORRUPT_ALARM",
+    "AlarmState",
+    "CommitOutcome",
+    "DailyValue",
+    "DiskStatus",
+    "HoldingQueue",
+    "OutboxMessage",
+    "OutboxRow",
+    "Store",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreFullError",
+    "StoreVersionError",
+    "StoredRead",
+    "wall_ms",
+]

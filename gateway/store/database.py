@@ -1,0 +1,668 @@
+"""The gateway's durable store: one SQLite file holding reads, the outbox, alarms and daily
+history (DESIGN.md §5).
+
+Delivery rests on three properties of this module:
+
+* **One transaction per poll.** :meth:`Store.commit_poll` writes a poll's reads and the outbox
+  rows that will publish them in a single transaction, under ``synchronous=FULL`` in WAL mode: once
+  it returns, a crash, a kill or a power cut loses none of it, and before it returns nothing of it
+  exists. There is no state where reads are stored but their message is not, or the reverse.
+* **Sequence numbers are never reused.** The last assigned seq lives in ``meta`` and advances in
+  the same transaction as the rows, so deleting rows (retention) or rolling back a failed commit
+  can never hand out a number that was ever published. Every committed seq is contiguous: a
+  transaction either commits all its seqs or none.
+* **Nothing unacknowledged is ever deleted.** Retention only removes rows the broker acknowledged.
+  When the disk is full a commit raises :class:`StoreFullError` and stores nothing, so the caller
+  knows its data is still only in memory.
+
+Threading: one connection, guarded by a lock, so the daemon may call from its event loop or from a
+single writer thread; keep calls short (each is one small transaction). Other processes (gwtool,
+sqlite3) may read the file concurrently — WAL lets readers proceed while the writer commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+
+from gateway.store.disk import disk_status
+from gateway.store.errors import StoreCorruptError, StoreError, StoreFullError
+from gateway.store.records import (
+    AlarmState,
+    DailyValue,
+    DiskStatus,
+    OutboxMessage,
+    OutboxRow,
+    StoredRead,
+)
+from gateway.store.recovery import integrity_problem, move_aside, orphaned_side_files
+from gateway.store.schema import check_ownership, migrate
+from protocols.payload import QUALITIES, ReadRecord
+
+log = logging.getLogger("gateway.store")
+
+_MS_PER_DAY = 86_400_000
+#: Rows deleted per retention transaction, so pruning weeks of backlog never holds the write lock
+#: for long (each batch is one short transaction).
+_PRUNE_BATCH = 2000
+#: WAL file size kept after a checkpoint; bounds the disk the WAL holds on to between checkpoints.
+_JOURNAL_SIZE_LIMIT = 16 * 2**20
+
+STORE_CORRUPT_ALARM = "store.corrupt"
+
+
+def wall_ms() -> int:
+    """Gateway UTC time in ms."""
+    return time.time_ns() // 1_000_000
+
+
+class Store:
+    """The durable store of one gateway. Create with :meth:`Store.open`."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, epoch: int, recovered_from: Path | None
+    ) -> None:
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = threading.RLock()
+        self.path = path
+        #: Random 64-bit number chosen when this database was created; part of every message id.
+        self.epoch = epoch
+        #: Where a damaged database found at open was moved to (None when the file was healthy).
+        self.recovered_from = recovered_from
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def open(
+        cls, path: Path | str, *, now_ms: int | None = None, busy_timeout_s: float = 5.0
+    ) -> Store:
+        """Open (creating if needed) the store at ``path``.
+
+        An existing file is checked with ``PRAGMA quick_check`` first. A damaged file — or one that
+        is not SQLite at all — is moved aside (see :mod:`gateway.store.recovery`), logged at
+        ERROR, and a fresh database is created; the fresh database starts with an active
+        ``store.corrupt`` alarm naming both files, and :attr:`recovered_from` is set, so the
+        daemon can publish it. A database from a newer gateway or another application raises
+        :class:`StoreVersionError` and is left alone. A file that is locked or unreadable (as
+        opposed to damaged) raises :class:`StoreError` and is left alone too.
+
+        ``busy_timeout_s``: how long to wait for another connection's lock (a gwtool reader
+        checkpointing, say) before giving up.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recovered_from: Path | None = None
+        problem: str | None = None
+        if path.exists():
+            problem = integrity_problem(path, busy_timeout_s)
+        elif orphaned_side_files(path):
+            problem = "journal or WAL file without its database"
+        if problem is not None:
+            recovered_from = move_aside(path, problem)
+        conn = _connect(path, busy_timeout_s)
+        try:
+            migrate(conn)
+            epoch = _ensure_meta(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _translate(exc, path) from exc
+        except BaseException:
+            conn.close()
+            raise
+        store = cls(conn, path, epoch, recovered_from)
+        if recovered_from is not None:
+            store.raise_alarm(
+                STORE_CORRUPT_ALARM,
+                STORE_CORRUPT_ALARM,
+                {"path": str(path), "moved_to": str(recovered_from), "problem": problem},
+                now_ms if now_ms is not None else wall_ms(),
+            )
+        return store
+
+    def close(self) -> None:
+        """Close the database. Idempotent."""
+        with self._lock:
+            if self._conn is None:
+                return
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA optimize")
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- outbox
+
+    @property
+    def last_seq(self) -> int:
+        """The last seq committed (0 on a new store). Read it when a connection comes up to
+        classify backlog (:meth:`OutboxRow.is_backlog`), and as the ``seq`` of ephemeral
+        messages (state, health)."""
+        with self._reading() as conn:
+            return _meta_int(conn, "last_seq")
+
+    def commit_poll(
+        self, messages: Sequence[OutboxMessage], *, now_ms: int | None = None
+    ) -> list[int]:
+        """Commit a poll cycle: every message's outbox row and the reads it carries, in ONE
+        transaction. Returns the seqs assigned, in the order of ``messages``.
+
+        Each message's ``build`` is called with its seq inside the transaction (see
+        :class:`OutboxMessage`). Raises :class:`StoreFullError` when the disk is full — then
+        nothing was stored and no seq was consumed.
+        """
+        if not messages:
+            return []
+        for message in messages:
+            _check_message(message)
+        created = now_ms if now_ms is not None else wall_ms()
+        with self._transaction() as conn:
+            return self._insert_messages(conn, messages, created)
+
+    def enqueue(self, message: OutboxMessage, *, now_ms: int | None = None) -> int:
+        """Commit one durable message (an alarm event, a group result); returns its seq."""
+        return self.commit_poll([message], now_ms=now_ms)[0]
+
+    def pending(self, limit: int, after_seq: int | None = None) -> list[OutboxRow]:
+        """Up to ``limit`` unacknowledged rows in seq order, after ``after_seq`` if given (the
+        pump's cursor over rows already in flight on this connection)."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT seq, topic, payload, qos, created_ms, attempts FROM outbox "
+                "WHERE acked_ms IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+                (after_seq if after_seq is not None else 0, limit),
+            ).fetchall()
+        return [OutboxRow(*row) for row in rows]
+
+    def mark_attempted(self, seqs: Iterable[int], when_ms: int | None = None) -> None:
+        """Count a hand-over to the MQTT client. Diagnostics only — backlog is decided by
+        sequence (:meth:`OutboxRow.is_backlog`) — but a row with many attempts and no PUBACK is
+        one the broker keeps refusing, and health should say so."""
+        when = when_ms if when_ms is not None else wall_ms()
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_attempt_ms = ? WHERE seq = ?",
+                [(when, seq) for seq in seqs],
+            )
+
+    def mark_acked(self, seqs: Iterable[int], when_ms: int | None = None) -> int:
+        """Record PUBACKs; returns how many rows became acknowledged (repeats are harmless)."""
+        when = when_ms if when_ms is not None else wall_ms()
+        with self._transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE outbox SET acked_ms = ? WHERE seq = ? AND acked_ms IS NULL",
+                [(when, seq) for seq in seqs],
+            )
+            return conn.total_changes - before
+
+    def outbox_depth(self) -> int:
+        """Number of unacknowledged rows."""
+        with self._reading() as conn:
+            return int(
+                conn.execute("SELECT count(*) FROM outbox WHERE acked_ms IS NULL").fetchone()[0]
+            )
+
+    def oldest_unacked_ms(self) -> int | None:
+        """Commit time of the oldest unacknowledged row (the first by seq: commit order is the
+        truth even when the wall clock was stepped between commits), or None."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT created_ms FROM outbox WHERE acked_ms IS NULL ORDER BY seq LIMIT 1"
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def prune(self, now_ms: int, retention_days: float) -> int:
+        """Delete acknowledged outbox rows committed more than ``retention_days`` before
+        ``now_ms``, with their reads, and alarms cleared that long ago; return the number of
+        outbox rows deleted. Unacknowledged rows are never deleted, however old.
+
+        Works in short batches and then returns freed pages to the filesystem. On a disk that is
+        already completely full even a delete cannot be journaled — prune while the disk alarm
+        (:meth:`disk_status`) is still only a warning.
+        """
+        if retention_days < 0:
+            raise ValueError(f"retention_days must be >= 0, got {retention_days}")
+        cutoff = now_ms - int(retention_days * _MS_PER_DAY)
+        deleted = 0
+        while True:
+            with self._transaction() as conn:
+                count = conn.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
+                    "WHERE acked_ms IS NOT NULL AND created_ms < ? ORDER BY created_ms LIMIT ?)",
+                    (cutoff, _PRUNE_BATCH),
+                ).rowcount
+            deleted += count
+            if count < _PRUNE_BATCH:
+                break
+        with self._transaction() as conn:
+            conn.execute(
+                "DELETE FROM alarms WHERE cleared_ms IS NOT NULL AND cleared_ms < ?", (cutoff,)
+            )
+        with self._lock:
+            conn = self._require_open()
+            try:
+                # Through executescript: sqlite3's execute() steps this pragma only once, and
+                # each step frees a single page.
+                conn.executescript("PRAGMA incremental_vacuum")
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from exc
+        return deleted
+
+    def disk_status(self, min_free_mb: float, min_free_pct: float) -> DiskStatus:
+        """Free space of the filesystem holding the database against the configured minimums."""
+        return disk_status(self.path.parent, min_free_mb, min_free_pct)
+
+    # ---------------------------------------------------------------- reads
+
+    def reads(
+        self,
+        meter: str,
+        quantity: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> list[StoredRead]:
+        """Stored reads of ``meter`` (optionally one quantity) with ``since_ms <= t < until_ms``,
+        in time order. Values come back exactly as committed (Decimal, float or None)."""
+        clauses = ["meter = ?"]
+        params: list[object] = [meter]
+        if quantity is not None:
+            clauses.append("quantity = ?")
+            params.append(quantity)
+        if since_ms is not None:
+            clauses.append("t_ms >= ?")
+            params.append(since_ms)
+        if until_ms is not None:
+            clauses.append("t_ms < ?")
+            params.append(until_ms)
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT seq, meter, quantity, t_ms, value_kind, value_text, value_real, unit, "
+                f"quality, method, reasons, hist FROM reads WHERE {' AND '.join(clauses)} "
+                "ORDER BY t_ms, id",
+                params,
+            ).fetchall()
+        return [_stored_read(row) for row in rows]
+
+    def last_actual_registers(self) -> list[tuple[str, str, Decimal]]:
+        """``(meter, quantity, value)`` of the newest actual (quality ``A``) Decimal read of
+        every register ever committed, by meter and quantity — kept even after retention has
+        pruned the reads, so that a register going backwards across a restart is still caught."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT meter, quantity, value FROM last_registers ORDER BY meter, quantity"
+            ).fetchall()
+        return [(str(meter), str(quantity), Decimal(str(value))) for meter, quantity, value in rows]
+
+    # ---------------------------------------------------------------- alarms
+
+    def raise_alarm(
+        self,
+        key: str,
+        kind: str,
+        details: Mapping[str, object],
+        now_ms: int,
+        *,
+        event: OutboxMessage | None = None,
+    ) -> bool:
+        """Mark alarm ``key`` active; True when it was not active before. ``event`` (the alarm
+        message) is committed in the same transaction, and only when the state changed, so an
+        alarm is published exactly once per raise even across a crash. Re-raising an active
+        alarm keeps its original time and details."""
+        if event is not None:
+            _check_message(event)
+        text = _details_json(details)
+        with self._transaction() as conn:
+            row = conn.execute("SELECT cleared_ms FROM alarms WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] is None:
+                return False
+            conn.execute(
+                "INSERT INTO alarms (key, kind, raised_ms, cleared_ms, details) "
+                "VALUES (?, ?, ?, NULL, ?) ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, "
+                "raised_ms = excluded.raised_ms, cleared_ms = NULL, details = excluded.details",
+                (key, kind, now_ms, text),
+            )
+            if event is not None:
+                self._insert_messages(conn, [event], now_ms)
+            return True
+
+    def clear_alarm(self, key: str, now_ms: int, *, event: OutboxMessage | None = None) -> bool:
+        """Mark alarm ``key`` cleared; True when it was active. ``event`` as in
+        :meth:`raise_alarm`."""
+        if event is not None:
+            _check_message(event)
+        with self._transaction() as conn:
+            changed = conn.execute(
+                "UPDATE alarms SET cleared_ms = ? WHERE key = ? AND cleared_ms IS NULL",
+                (now_ms, key),
+            ).rowcount
+            if changed and event is not None:
+                self._insert_messages(conn, [event], now_ms)
+            return changed > 0
+
+    def active_alarms(self) -> list[AlarmState]:
+        """Alarms currently raised, oldest first."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT key, kind, raised_ms, cleared_ms, details FROM alarms "
+                "WHERE cleared_ms IS NULL ORDER BY raised_ms, key"
+            ).fetchall()
+        return [_alarm_state(row) for row in rows]
+
+    def alarm(self, key: str) -> AlarmState | None:
+        """The last known state of alarm ``key`` (active or cleared), or None."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT key, kind, raised_ms, cleared_ms, details FROM alarms WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else _alarm_state(row)
+
+    # ---------------------------------------------------------------- daily history
+
+    def put_daily(self, values: Iterable[DailyValue]) -> None:
+        """Insert or replace daily values (a later freeze read or a VEE substitution wins)."""
+        rows = [_daily_row(value) for value in values]
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO daily_history (meter, quantity, day, value, quality) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (meter, quantity, day) DO UPDATE SET "
+                "value = excluded.value, quality = excluded.quality",
+                rows,
+            )
+
+    def get_daily(
+        self, meter: str, quantity: str, first: dt.date, last: dt.date
+    ) -> list[DailyValue]:
+        """Daily values of one quantity of one meter, ``first`` to ``last`` inclusive, by day."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT meter, quantity, day, value, quality FROM daily_history "
+                "WHERE meter = ? AND quantity = ? AND day BETWEEN ? AND ? ORDER BY day",
+                (meter, quantity, first.isoformat(), last.isoformat()),
+            ).fetchall()
+        return [
+            DailyValue(
+                meter=row[0],
+                quantity=row[1],
+                day=dt.date.fromisoformat(row[2]),
+                value=None if row[3] is None else Decimal(row[3]),
+                quality=row[4],
+            )
+            for row in rows
+        ]
+
+    # ---------------------------------------------------------------- birth/death
+
+    def next_bdseq(self) -> int:
+        """Advance and return the birth/death sequence that pairs a birth certificate with the
+        last will registered on the same connection; persisted so a restart never repeats one."""
+        with self._transaction() as conn:
+            value = _meta_int(conn, "bdseq") + 1
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'bdseq'", (value,))
+            return value
+
+    # ---------------------------------------------------------------- internals
+
+    def _require_open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"store {self.path} is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction. BEGIN IMMEDIATE takes the write lock up front, so a transaction
+        never fails half-way for lack of it; SQLite errors leave as StoreError subclasses."""
+        with self._lock:
+            conn = self._require_open()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                # SQLite may already have rolled back by itself (it does on SQLITE_FULL).
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.exception("store %s: rollback failed", self.path)
+                if isinstance(exc, sqlite3.Error):
+                    raise _translate(exc, self.path) from exc
+                raise
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._require_open()
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from exc
+
+    def _insert_messages(
+        self, conn: sqlite3.Connection, messages: Sequence[OutboxMessage], created_ms: int
+    ) -> list[int]:
+        last = _meta_int(conn, "last_seq")
+        seqs: list[int] = []
+        for seq, message in enumerate(messages, start=last + 1):
+            payload = message.build(seq)
+            if not isinstance(payload, bytes) or not payload:
+                raise TypeError(
+                    f"build for {message.topic} returned {type(payload).__name__}, not bytes"
+                )
+            conn.execute(
+                "INSERT INTO outbox (seq, topic, payload, qos, created_ms) VALUES (?, ?, ?, ?, ?)",
+                (seq, message.topic, payload, message.qos, created_ms),
+            )
+            if message.reads:
+                meter = message.meter or ""
+                conn.executemany(
+                    "INSERT INTO reads (seq, meter, quantity, t_ms, value_kind, value_text, "
+                    "value_real, unit, quality, method, reasons, hist) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [_read_row(seq, meter, record) for record in message.reads],
+                )
+                # A late backfill (older t) must not replace a newer register value.
+                conn.executemany(
+                    "INSERT INTO last_registers (meter, quantity, t_ms, value) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (meter, quantity) DO UPDATE SET t_ms = excluded.t_ms, "
+                    "value = excluded.value WHERE excluded.t_ms >= last_registers.t_ms",
+                    [
+                        (meter, record.q, record.t, str(record.val))
+                        for record in message.reads
+                        if record.quality == "A" and isinstance(record.val, Decimal)
+                    ],
+                )
+            seqs.append(seq)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seqs[-1],))
+        return seqs
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+    )
+    try:
+        check_ownership(conn, str(path))
+        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+            # A new, empty file. auto_vacuum must be chosen before WAL mode (which writes the
+            # header) and the first table; afterwards only VACUUM can change it. Incremental mode
+            # lets prune() hand freed pages back to the filesystem, which matters when the disk is
+            # what is running out.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(
+                f"store {path}: SQLite refused WAL mode (got {mode!r}); the data_dir must be on a "
+                "local filesystem that supports shared memory (not NFS)"
+            )
+        # FULL: the WAL is fsynced at every commit, so a committed poll survives power loss,
+        # not just a process crash (NORMAL would only guarantee the latter in WAL mode).
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise _translate(exc, path) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _ensure_meta(conn: sqlite3.Connection) -> int:
+    """Create the epoch and counters on a new database; return the epoch."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        if row is None:
+            epoch = secrets.randbits(64)
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("epoch", f"{epoch:016x}"), ("last_seq", 0), ("bdseq", 0)],
+            )
+        else:
+            epoch = int(row[0], 16)
+            # Defence in depth: if meta was ever restored from an older copy than the outbox,
+            # never hand out a seq that a stored (hence possibly published) row already has.
+            highest = conn.execute("SELECT max(seq) FROM outbox").fetchone()[0] or 0
+            if highest > _meta_int(conn, "last_seq"):
+                log.warning("store meta.last_seq behind outbox (%d); advancing it", highest)
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (highest,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return epoch
+
+
+def _meta_int(conn: sqlite3.Connection, key: str) -> int:
+    return int(conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
+
+def _translate(exc: sqlite3.Error, path: Path) -> StoreError:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return StoreFullError(
+            f"store {path}: disk or database full ({exc}); nothing of this transaction was "
+            "stored — free space on the data_dir filesystem or prune acknowledged rows"
+        )
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return StoreCorruptError(
+            f"store {path}: database damaged ({exc}); restart the gateway to move it aside "
+            "and start a fresh store"
+        )
+    return StoreError(f"store {path}: {exc}")
+
+
+def _check_message(message: OutboxMessage) -> None:
+    if not message.topic:
+        raise ValueError("outbox message needs a topic")
+    if message.qos not in (0, 1, 2):
+        raise ValueError(f"{message.topic}: qos must be 0, 1 or 2, got {message.qos}")
+    if message.reads and not message.meter:
+        raise ValueError(f"{message.topic}: reads need the meter they belong to")
+
+
+def _read_row(seq: int, meter: str, record: ReadRecord) -> tuple[object, ...]:
+    if isinstance(record.val, Decimal):
+        kind, text, real = "decimal", str(record.val), None
+    elif isinstance(record.val, float):
+        kind, text, real = "float", None, record.val
+    else:
+        kind, text, real = "null", None, None
+    return (
+        seq,
+        meter,
+        record.q,
+        record.t,
+        kind,
+        text,
+        real,
+        record.unit,
+        record.quality,
+        record.method,
+        ";".join(str(code) for code in record.reasons),
+        int(record.hist),
+    )
+
+
+def _stored_read(row: tuple[object, ...]) -> StoredRead:
+    seq, meter, q, t, kind, text, real, unit, quality, method, reasons, hist = row
+    val: Decimal | float | None
+    if kind == "decimal":
+        val = Decimal(str(text))
+    elif kind == "float":
+        val = float(str(real))
+    else:
+        val = None
+    record = ReadRecord(
+        q=str(q),
+        val=val,
+        unit=str(unit),
+        t=int(str(t)),
+        quality=str(quality),
+        method=None if method is None else int(str(method)),
+        reasons=tuple(int(code) for code in str(reasons).split(";") if code),
+        hist=bool(hist),
+    )
+    return StoredRead(seq=int(str(seq)), meter=str(meter), record=record)
+
+
+def _details_json(details: Mapping[str, object]) -> str:
+    def encode(value: object) -> object:
+        if isinstance(value, Decimal):
+            return str(value)
+        if isinstance(value, bytes):
+            return value.hex()
+        raise TypeError(f"alarm details: {type(value).__name__} is not storable")
+
+    return json.dumps(dict(details), sort_keys=True, default=encode, allow_nan=False)
+
+
+def _alarm_state(row: tuple[object, ...]) -> AlarmState:
+    key, kind, raised, cleared, details = row
+    return AlarmState(
+        key=str(key),
+        kind=str(kind),
+        raised_ms=int(str(raised)),
+        cleared_ms=None if cleared is None else int(str(cleared)),
+        details=json.loads(str(details)),
+    )
+
+
+def _daily_row(value: DailyValue) -> tuple[object, ...]:
+    if value.quality not in QUALITIES:
+        raise ValueError(
+            f"{value.meter} {value.quantity} {value.day}: bad quality {value.quality!r}"
+        )
+    if (value.value is None) != (value.quality == "N"):
+        raise ValueError(
+            f"{value.meter} {value.quantity} {value.day}: a null value goes with quality 'N' only"
+        )
+    if value.value is not None and not value.value.is_finite():
+        raise ValueError(f"{value.meter} {value.quantity} {value.day}: value must be finite")
+    text = None if value.value is None else str(value.value)
+    return (value.meter, value.quantity, value.day.isoformat(), text, value.quality)

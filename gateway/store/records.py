@@ -1,0 +1,121 @@
+"""Plain values passed in and out of the store."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from protocols.payload import Envelope, ReadRecord, build_reads, mark_hist
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A durable message to commit: ``topic``, ``qos``, and ``build`` — called inside the
+    committing transaction with the seq assigned to this message, it returns the payload bytes.
+
+    Why a callback: the payload carries its own ``seq`` and ``id``, and the seq is only known once
+    the store has allocated it under its write lock. Building inside the transaction keeps seq
+    allocation, payload and row one atomic step: if ``build`` raises, the transaction rolls back
+    and the seq is not consumed. ``build`` must be quick and must not touch the store.
+
+    ``meter`` and ``reads`` are the read records the message carries; they are stored in the
+    ``reads`` table with the message's seq, in the same transaction.
+    """
+
+    topic: str
+    qos: int
+    build: Callable[[int], bytes]
+    meter: str | None = None
+    reads: Sequence[ReadRecord] = ()
+
+    @classmethod
+    def for_reads(
+        cls, *, topic: str, gw: str, epoch: int, ts: int, meter: str, reads: Sequence[ReadRecord]
+    ) -> OutboxMessage:
+        """The reads message of one meter from one poll, at QoS 1 (DESIGN.md §4)."""
+        records = tuple(reads)
+        return cls(
+            topic=topic,
+            qos=1,
+            build=lambda seq: build_reads(Envelope(gw, epoch, seq, ts), meter, records),
+            meter=meter,
+            reads=records,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An unacknowledged outbox row as stored: the payload exactly as committed (never with
+    ``hist``), the number of times it was handed to the MQTT client, and its commit time."""
+
+    seq: int
+    topic: str
+    payload: bytes
+    qos: int
+    created_ms: int
+    attempts: int
+
+    def is_backlog(self, connect_seq: int) -> bool:
+        """Whether this row is backlog on a connection established when the store's last seq was
+        ``connect_seq`` (:attr:`Store.last_seq` read at CONNACK).
+
+        The rule is by sequence, not by clock: a row committed before the current connection was
+        either never sent (committed while offline or before a restart) or sent on a connection
+        that died before its PUBACK — late either way. Rows committed after the connection came
+        up are live even when they queue behind a backlog. Wall-clock times would misclassify
+        rows whenever NTP steps the clock, which a gateway does right after boot.
+        """
+        return self.seq <= connect_seq
+
+    def wire_payload(self, connect_seq: int) -> bytes:
+        """The bytes to publish on the connection described by ``connect_seq``: the stored
+        payload, with ``hist: true`` added when the row is backlog (same ``id`` and ``seq``)."""
+        return mark_hist(self.payload) if self.is_backlog(connect_seq) else self.payload
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRead:
+    """A read record as stored, with its meter and the seq of the message that carried it."""
+
+    seq: int
+    meter: str
+    record: ReadRecord
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmState:
+    """An alarm as the store remembers it; ``cleared_ms`` is None while it is active."""
+
+    key: str
+    kind: str
+    raised_ms: int
+    cleared_ms: int | None
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DailyValue:
+    """One day's value of one quantity of a meter (the daily freeze register), for VEE:
+    ``value`` is exact, None when the day is null (quality ``N``)."""
+
+    meter: str
+    quantity: str
+    day: dt.date
+    value: Decimal | None
+    quality: str
+
+
+@dataclass(frozen=True, slots=True)
+class DiskStatus:
+    """Free and total bytes of the filesystem holding the database, and whether the free space is
+    below the configured minimum (absolute or percentage) — the disk-pressure alarm condition."""
+
+    free_bytes: int
+    total_bytes: int
+    alarm: bool
+
+    def describe(self) -> str:
+        pct = 100.0 * self.free_bytes / self.total_bytes if self.total_bytes else 0.0
+        return f"{self.free_bytes / 2**20:.1f} MiB free of {self.total_bytes / 2**20:.1f} MiB ({pct:.1f}%)"

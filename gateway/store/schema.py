@@ -1,0 +1,140 @@
+"""Database schema, versioned with ``PRAGMA user_version`` and upgraded by numbered migrations.
+
+A migration runs in one transaction together with the ``user_version`` bump, so a gateway that
+loses power mid-upgrade finds either the old schema or the new one. Migrations are append-only:
+never edit one that has shipped, add the next number.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from gateway.store.errors import StoreVersionError
+
+#: ``PRAGMA application_id`` of our databases ("EGW1"), so ``file(1)`` and this module can tell
+#: a gateway store from any other SQLite file that happens to sit in data_dir.
+APPLICATION_ID = 0x45475731
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    purpose: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        purpose="reads, outbox, last registers, alarms, daily history, meta",
+        statements=(
+            # Key/value facts about this database: epoch (hex text), last_seq, bdseq.
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID",
+            # seq is assigned by the store from meta.last_seq, not by SQLite, because the payload
+            # must contain it before the row exists. Acknowledged rows stay until retention.
+            """CREATE TABLE outbox (
+                seq INTEGER PRIMARY KEY,
+                topic TEXT NOT NULL,
+                payload BLOB NOT NULL,
+                qos INTEGER NOT NULL CHECK (qos IN (0, 1, 2)),
+                created_ms INTEGER NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_attempt_ms INTEGER,
+                acked_ms INTEGER
+            )""",
+            # The pump asks for the oldest unacknowledged rows; with weeks of acknowledged rows
+            # before them, only a partial index avoids walking all of those.
+            "CREATE INDEX outbox_unacked ON outbox (seq) WHERE acked_ms IS NULL",
+            # Retention walks acknowledged rows by age; same reasoning.
+            "CREATE INDEX outbox_acked_age ON outbox (created_ms) WHERE acked_ms IS NOT NULL",
+            """CREATE TABLE reads (
+                id INTEGER PRIMARY KEY,
+                seq INTEGER NOT NULL REFERENCES outbox (seq) ON DELETE CASCADE,
+                meter TEXT NOT NULL,
+                quantity TEXT NOT NULL,
+                t_ms INTEGER NOT NULL,
+                value_kind TEXT NOT NULL CHECK (value_kind IN ('decimal', 'float', 'null')),
+                value_text TEXT,
+                value_real REAL,
+                unit TEXT NOT NULL,
+                quality TEXT NOT NULL CHECK (quality IN ('A', 'E', 'S', 'F', 'N')),
+                method INTEGER,
+                reasons TEXT NOT NULL DEFAULT '',
+                hist INTEGER NOT NULL DEFAULT 0,
+                CHECK ((value_kind = 'decimal') = (value_text IS NOT NULL)),
+                CHECK ((value_kind = 'float') = (value_real IS NOT NULL))
+            )""",
+            # ON DELETE CASCADE looks reads up by seq; without this index every pruned outbox row
+            # would scan the whole reads table.
+            "CREATE INDEX reads_seq ON reads (seq)",
+            "CREATE INDEX reads_meter_time ON reads (meter, quantity, t_ms)",
+            # The newest actual value of every register (Decimal reads), kept apart from reads
+            # so that retention never forgets it and a restart reads O(meters) rows, not weeks of
+            # reads: VEE needs it to catch a register that went backwards across a restart.
+            """CREATE TABLE last_registers (
+                meter TEXT NOT NULL,
+                quantity TEXT NOT NULL,
+                t_ms INTEGER NOT NULL,
+                value TEXT NOT NULL,
+                PRIMARY KEY (meter, quantity)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE alarms (
+                key TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                raised_ms INTEGER NOT NULL,
+                cleared_ms INTEGER,
+                details TEXT NOT NULL DEFAULT '{}'
+            )""",
+            """CREATE TABLE daily_history (
+                meter TEXT NOT NULL,
+                quantity TEXT NOT NULL,
+                day TEXT NOT NULL,
+                value TEXT,
+                quality TEXT NOT NULL CHECK (quality IN ('A', 'E', 'S', 'F', 'N')),
+                PRIMARY KEY (meter, quantity, day)
+            ) WITHOUT ROWID""",
+            f"PRAGMA application_id = {APPLICATION_ID}",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def check_ownership(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse a database from a newer gateway or from another application — before anything
+    (even switching it to WAL mode) is written to it."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > LATEST_VERSION:
+        raise StoreVersionError(
+            f"store {path} has schema version {found}, newer than this gateway supports "
+            f"({LATEST_VERSION}): run the newer gateway, or move the file away to start empty"
+        )
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    has_tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0] > 0
+    if app_id != APPLICATION_ID and (found > 0 or has_tables):
+        raise StoreVersionError(
+            f"{path} is an SQLite database of another application (application_id {app_id:#x}); "
+            "refusing to modify it — point gateway.data_dir at a directory of its own"
+        )
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to :data:`LATEST_VERSION` (after :func:`check_ownership`); return the
+    version found before."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    for migration in MIGRATIONS:
+        if migration.version <= found:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {migration.version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return int(found)

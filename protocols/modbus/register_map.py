@@ -1,0 +1,325 @@
+"""Sans-IO Modbus register mapping: which reads to send, and what the registers mean.
+
+Three functions, no I/O:
+
+* :func:`plan_reads` turns a profile into as few read requests as the meter allows. On a
+  half-duplex RS-485 bus every request costs a turnaround (the 3.5-character silence, the
+  meter's own latency — tens of milliseconds) while an extra register costs two bytes
+  (about 2 ms at 9600 baud), so reading through a gap is usually cheaper than a second request.
+  The profile says how large a gap its meter tolerates (``max_gap``) and how many registers it
+  answers at once (``max_registers_per_request``).
+* :func:`decode_block` turns the registers of one reply into :class:`Reading` values.
+* :func:`encode_values` goes the other way, for simulators and tests.
+
+**Exact energy registers.** Energy travels to the head end as an exact decimal (DESIGN §4), but
+many meters publish it as an IEEE 754 float32. A float32 is converted to a Decimal through the
+shortest repr of the double holding it (``Decimal(repr(f))`` — exact, no binary noise added),
+multiplied by the profile's scale and quantised (round-half-even) to the profile's resolution,
+0.01 kWh by default. A float32 has a 24-bit significand: below 131 072 kWh its spacing is at
+most 0.0078 kWh, so the register survives the trip to 0.01 kWh exactly; above that the meter's
+own float cannot represent every 0.01 kWh and the decoded value is the nearest one it could.
+(The shortest repr is the decimal a person would write for the float; for a float64 beyond 2**53
+it names the same double without being its exact binary expansion.)
+
+**Bad values do not crash.** A float register holding NaN or ±infinity (meters send NaN for
+"not measured") decodes to a :class:`Reading` with ``value=None`` and a :class:`DecodeProblem`;
+the other quantities of the reply are unaffected.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import struct
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
+
+from protocols.modbus.errors import RegisterDecodeError, RegisterEncodeError
+from protocols.modbus.profile import (
+    MODBUS_MAX_READ_REGISTERS,
+    ModbusProfile,
+    RegisterFunction,
+    RegisterSpec,
+    WordOrder,
+)
+
+__all__ = [
+    "DecodeProblem",
+    "ReadBlock",
+    "Reading",
+    "RegisterImage",
+    "decode_block",
+    "decode_register",
+    "encode_register",
+    "encode_values",
+    "plan_reads",
+]
+
+#: Enough digits for any float32 or 64-bit integer times a scale, quantised to a resolution.
+#: A float64 near its maximum needs more and is reported as OUT_OF_RANGE rather than rounded.
+_DECODE_CONTEXT = Context(prec=60, rounding=ROUND_HALF_EVEN)
+
+#: (function, address) → register word, as a simulator serves it.
+RegisterImage = dict[tuple[RegisterFunction, int], int]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBlock:
+    """One read request: ``count`` registers of ``function`` from ``start``.
+
+    Fields: ``function``, ``start``, ``count``, ``specs`` (the quantities it carries, in address
+    order). ``function.read_code`` is the Modbus function code to send.
+    """
+
+    function: RegisterFunction
+    start: int
+    count: int
+    specs: tuple[RegisterSpec, ...]
+
+    @property
+    def quantities(self) -> tuple[str, ...]:
+        """Names of the quantities this block carries."""
+        return tuple(spec.quantity for spec in self.specs)
+
+    @property
+    def end(self) -> int:
+        """One past the last register address."""
+        return self.start + self.count
+
+
+class DecodeProblem(enum.Enum):
+    """Why a register could not give a value."""
+
+    NOT_A_NUMBER = "not_a_number"
+    INFINITE = "infinite"
+    OUT_OF_RANGE = "out_of_range"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One decoded quantity.
+
+    Fields: ``quantity``; ``value`` — :class:`~decimal.Decimal` for registers (exact),
+    ``float`` for instantaneous values, None when ``problem`` is set; ``unit``; ``raw`` — the
+    register words as received (for logs and evidence); ``problem``.
+    """
+
+    quantity: str
+    value: Decimal | float | None
+    unit: str
+    raw: tuple[int, ...]
+    problem: DecodeProblem | None = None
+
+    @property
+    def quality(self) -> str:
+        """``A`` (actual) for a value, ``N`` (null) when the register held none (NEM12 letters)."""
+        return "A" if self.problem is None else "N"
+
+
+# --------------------------------------------------------------------------------------------
+# Planning
+# --------------------------------------------------------------------------------------------
+
+
+def plan_reads(
+    profile: ModbusProfile,
+    *,
+    max_gap: int | None = None,
+    max_count: int | None = None,
+    quantities: Collection[str] | None = None,
+) -> list[ReadBlock]:
+    """The fewest read requests that fetch ``quantities`` (default: all) of ``profile``.
+
+    Registers of one function are merged left to right while the block stays within
+    ``max_count`` registers (default and ceiling: the profile's ``max_registers_per_request``,
+    itself at most 125) and the unlisted registers between two quantities number at most
+    ``max_gap`` (default: the profile's). Starting a new block only when the next quantity
+    cannot join the current one gives the minimum number of blocks: any plan must start a block
+    at the first quantity, and a block starting there reaches no further than the greedy one.
+
+    Raises ValueError for a limit that cannot work or a quantity the profile does not have.
+    """
+    gap = profile.max_gap if max_gap is None else max_gap
+    count_limit = profile.max_registers_per_request if max_count is None else max_count
+    if gap < 0:
+        raise ValueError(f"max_gap must be >= 0, got {gap}")
+    if not 1 <= count_limit <= MODBUS_MAX_READ_REGISTERS:
+        raise ValueError(f"max_count must be 1..{MODBUS_MAX_READ_REGISTERS}, got {count_limit}")
+    if quantities is None:
+        specs = list(profile.registers)
+    else:
+        unknown = sorted(set(quantities) - set(profile.quantities))
+        if unknown:
+            raise ValueError(f"profile {profile.name!r} has no quantity {', '.join(unknown)}")
+        wanted = set(quantities)
+        specs = [spec for spec in profile.registers if spec.quantity in wanted]
+    widest = max((spec.words for spec in specs), default=1)
+    if count_limit < widest:
+        raise ValueError(f"max_count {count_limit} cannot hold a {widest}-register value")
+
+    blocks: list[ReadBlock] = []
+    current: list[RegisterSpec] = []
+    start = end = 0
+    for spec in specs:  # profile.registers is sorted by (function, address)
+        fits = (
+            current
+            and spec.function is current[0].function
+            and spec.address - end <= gap
+            and max(end, spec.end) - start <= count_limit
+        )
+        if fits:
+            current.append(spec)
+            end = max(end, spec.end)
+            continue
+        if current:
+            blocks.append(ReadBlock(current[0].function, start, end - start, tuple(current)))
+        current, start, end = [spec], spec.address, spec.end
+    if current:
+        blocks.append(ReadBlock(current[0].function, start, end - start, tuple(current)))
+    return blocks
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+
+def decode_block(block: ReadBlock, registers: Sequence[int]) -> dict[str, Reading]:
+    """Decode the registers a meter returned for ``block`` into one reading per quantity.
+
+    Raises :class:`RegisterDecodeError` when the reply cannot be the answer to this block
+    (wrong length, a value outside 0..0xFFFF). A NaN or infinite float is not an error: its
+    reading carries a :class:`DecodeProblem` instead of a value.
+    """
+    if len(registers) != block.count:
+        raise RegisterDecodeError(
+            f"{block.function.value} registers {block.start:#06x}+{block.count}: the meter returned "
+            f"{len(registers)} registers, expected {block.count}"
+        )
+    for index, word in enumerate(registers):
+        if isinstance(word, bool) or not isinstance(word, int) or not 0 <= word <= 0xFFFF:
+            raise RegisterDecodeError(
+                f"{block.function.value} register {block.start + index:#06x}: {word!r} is not a 16-bit word"
+            )
+    readings: dict[str, Reading] = {}
+    for spec in block.specs:
+        offset = spec.address - block.start
+        readings[spec.quantity] = decode_register(spec, registers[offset : offset + spec.words])
+    return readings
+
+
+def decode_register(spec: RegisterSpec, words: Sequence[int]) -> Reading:
+    """Decode the words of one quantity (in wire order). Raises :class:`RegisterDecodeError`."""
+    if len(words) != spec.words:
+        raise RegisterDecodeError(f"{spec.quantity}: {len(words)} register(s) given, {spec.words} needed")
+    raw = tuple(int(w) for w in words)
+    ordered = raw if spec.word_order is WordOrder.BIG else raw[::-1]
+    try:
+        data = b"".join(word.to_bytes(2, "big") for word in ordered)
+    except OverflowError as exc:
+        raise RegisterDecodeError(f"{spec.quantity}: register value {raw} is not a 16-bit word") from exc
+    (number,) = struct.unpack(">" + spec.data_type.struct_code, data)
+
+    if isinstance(number, float):
+        if math.isnan(number):
+            return Reading(spec.quantity, None, spec.unit, raw, DecodeProblem.NOT_A_NUMBER)
+        if math.isinf(number):
+            return Reading(spec.quantity, None, spec.unit, raw, DecodeProblem.INFINITE)
+        exact = Decimal(repr(number))
+    else:
+        exact = Decimal(number)
+
+    try:
+        with localcontext(_DECODE_CONTEXT) as ctx:
+            ctx.traps[InvalidOperation] = True
+            value = exact * spec.scale
+            if spec.resolution is not None:
+                value = value.quantize(spec.resolution)
+    except InvalidOperation:
+        return Reading(spec.quantity, None, spec.unit, raw, DecodeProblem.OUT_OF_RANGE)
+
+    if spec.is_register:
+        return Reading(spec.quantity, value, spec.unit, raw)
+    return Reading(spec.quantity, float(value), spec.unit, raw)
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding (simulators, tests)
+# --------------------------------------------------------------------------------------------
+
+
+def encode_values(
+    profile: ModbusProfile,
+    values: Mapping[str, Decimal | float | int],
+    *,
+    strict: bool = False,
+) -> RegisterImage:
+    """The register words that make a meter of ``profile`` report ``values``.
+
+    Quantities in ``values`` that the profile does not carry are skipped, and profile quantities
+    missing from ``values`` are left out of the image — a simulator hands over everything its
+    meter model knows and serves what the profile maps. With ``strict=True`` both are errors.
+    Raises :class:`RegisterEncodeError`.
+    """
+    if strict:
+        extra = sorted(set(values) - set(profile.quantities))
+        missing = sorted(set(profile.quantities) - set(values))
+        if extra or missing:
+            raise RegisterEncodeError(
+                f"profile {profile.name!r}: values not in the profile: {extra or 'none'}; "
+                f"profile quantities without a value: {missing or 'none'}"
+            )
+    image: RegisterImage = {}
+    for spec in profile.registers:
+        if spec.quantity not in values:
+            continue
+        for index, word in enumerate(encode_register(spec, values[spec.quantity])):
+            image[(spec.function, spec.address + index)] = word
+    return image
+
+
+def encode_register(spec: RegisterSpec, value: Decimal | float | int) -> tuple[int, ...]:
+    """The words (wire order) of one quantity holding ``value`` in its canonical unit.
+
+    Integer registers round ``value / scale`` half-even to the nearest count, as a meter does.
+    NaN and infinities can be encoded into float registers (to simulate a meter that sends
+    them) but not into integer ones.
+    """
+    if isinstance(value, bool) or not isinstance(value, Decimal | float | int):
+        raise RegisterEncodeError(f"{spec.quantity}: {value!r} is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        if not spec.data_type.is_float:
+            raise RegisterEncodeError(f"{spec.quantity}: {value} cannot be stored in {spec.data_type.value}")
+        return _words(spec, struct.pack(">" + spec.data_type.struct_code, value))
+    exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if not exact.is_finite():
+        if not spec.data_type.is_float:
+            raise RegisterEncodeError(f"{spec.quantity}: {value} cannot be stored in {spec.data_type.value}")
+        return _words(spec, struct.pack(">" + spec.data_type.struct_code, float(exact)))
+    with localcontext(_DECODE_CONTEXT):
+        raw = exact / spec.scale
+        if spec.data_type.is_float:
+            as_float = float(raw)
+            try:
+                if not math.isfinite(as_float):
+                    raise OverflowError
+                data = struct.pack(">" + spec.data_type.struct_code, as_float)
+            except OverflowError as exc:
+                raise RegisterEncodeError(
+                    f"{spec.quantity}: {value} {spec.unit} is too large for {spec.data_type.value}"
+                ) from exc
+            return _words(spec, data)
+        count = int(raw.to_integral_value(rounding=ROUND_HALF_EVEN))
+    low, high = spec.data_type.int_range
+    if not low <= count <= high:
+        raise RegisterEncodeError(
+            f"{spec.quantity}: {value} {spec.unit} is {count} counts at scale {spec.scale}, outside "
+            f"{spec.data_type.value} range {low}..{high}"
+        )
+    return _words(spec, struct.pack(">" + spec.data_type.struct_code, count))
+
+
+def _words(spec: RegisterSpec, data: bytes) -> tuple[int, ...]:
+    words = tuple(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+    return words if spec.word_order is WordOrder.BIG else words[::-1]
