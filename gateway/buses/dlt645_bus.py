@@ -52,7 +52,7 @@ class Dlt645Meter(MeterSlot):
 
     version: d.Version = d.Version.V2007
     reads: list[PlannedRead] = field(default_factory=list)
-    catalogue: d.Catalogue = d.CATALOGUE_2007
+    catalogue: d.Catalogue = field(default_factory=lambda: d.CATALOGUE_2007)
 
 
 def polled_value(name: str, value: d.Value) -> ValueType:
