@@ -183,7 +183,9 @@ class LinkSettings:
         if self.command_queue_size < 1:
             problems.append(f"[mqtt] command_queue_size: {self.command_queue_size} must be >= 1")
         if self.password is not None and self.username is None and self.protocol == "3.1.1":
-            problems.append("[mqtt] password: MQTT 3.1.1 does not allow a password without a username")
+            problems.append(
+                "[mqtt] password: MQTT 3.1.1 does not allow a password without a username"
+            )
         if self.tls is not None and (self.tls.cert_file is None) != (self.tls.key_file is None):
             problems.append("[mqtt] tls: cert_file and key_file must be given together")
         if problems:
@@ -554,9 +556,7 @@ class MqttLink:
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 attempt.death_mid = info.mid
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        _first_of(attempt.death_acked, attempt.closed), timeout
-                    )
+                    await asyncio.wait_for(_first_of(attempt.death_acked, attempt.closed), timeout)
             if not attempt.closed.is_set():
                 # MQTT 5 reason 0 / 3.1.1 DISCONNECT: the broker discards the will.
                 self._client.disconnect()
@@ -597,8 +597,10 @@ class MqttLink:
             attempt = await self._connect_once()
             if self._stop_requested.is_set():
                 break
-            if attempt is not None and attempt.up_since is not None and (
-                time.monotonic() - attempt.up_since >= stable_s
+            if (
+                attempt is not None
+                and attempt.up_since is not None
+                and (time.monotonic() - attempt.up_since >= stable_s)
             ):
                 failures = 0
             s = self.settings
@@ -807,7 +809,7 @@ class MqttLink:
         client.subscribe(s.command_topic, qos=1)
         self._up.set()
         if self._listener is not None:
-            self._listener.link_up()
+            self._tell_listener(self._listener.link_up)
 
     def _on_disconnect(
         self,
@@ -849,7 +851,7 @@ class MqttLink:
             self._counters.connection_losses += 1
         attempt.closed.set()
         if was_up and self._listener is not None:
-            self._listener.link_down()
+            self._tell_listener(self._listener.link_down)
 
     def _on_publish(
         self,
@@ -873,7 +875,9 @@ class MqttLink:
                 attempt.death_acked.set()
             return
         if self._listener is not None:
-            self._listener.publish_done(mid, not reason.is_failure, str(reason))
+            self._tell_listener(
+                self._listener.publish_done, mid, not reason.is_failure, str(reason)
+            )
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         if not self._in_loop_thread():  # pragma: no cover
@@ -899,6 +903,15 @@ class MqttLink:
         self._counters.commands_received += 1
 
     # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _tell_listener(fn: Callable[..., None], *args: Any) -> None:
+        # We are inside paho's packet handling: a listener bug is logged with its traceback
+        # here rather than unwinding through paho.
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("MQTT: the publish listener failed")
 
     def _call_on_loop(self, fn: Callable[..., None], *args: Any) -> None:
         assert self._loop is not None

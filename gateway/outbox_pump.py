@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -204,9 +205,16 @@ class OutboxPump:
     # -- link events (event-loop thread) -------------------------------------------------------
 
     def link_up(self) -> None:
-        self._connect_seq = self._outbox.last_seq
         self._cursor = None  # start again from the lowest unacknowledged row
         self._wake.set()
+        try:
+            self._connect_seq = self._outbox.last_seq
+        except Exception as exc:
+            # Unknown where the backlog ends: mark everything as backlog. `hist` only tells
+            # consumers a message may be late or repeated, so erring this way is harmless.
+            self._connect_seq = sys.maxsize
+            self._last_error = f"reading the store's last seq failed: {exc}"
+            log.exception("outbox: reading last_seq failed; sending everything as backlog")
 
     def link_down(self) -> None:
         # PUBACKs already received are real deliveries: record them before anything else.
@@ -296,7 +304,9 @@ class OutboxPump:
         except Exception as exc:
             # A stored payload the codec cannot re-read must not block every row behind it:
             # send it as stored (same id, consumers still dedupe) and say so.
-            self._last_error = f"outbox row seq {row.seq}: cannot mark as hist ({exc}); sent as stored"
+            self._last_error = (
+                f"outbox row seq {row.seq}: cannot mark as hist ({exc}); sent as stored"
+            )
             log.error("outbox: %s", self._last_error)
             return row.payload
 
@@ -308,7 +318,9 @@ class OutboxPump:
             log.warning("outbox: %s", self._last_error)
 
     def _flush_acks(self) -> None:
-        self._flush_handle = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()  # we may be called directly (link_down, stop)
+            self._flush_handle = None
         if not self._acks:
             return
         seqs, self._acks = self._acks, []

@@ -251,7 +251,7 @@ class Observer:
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
-        self._props = Properties(PacketTypes.CONNECT)
+        self._props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         self._props.SessionExpiryInterval = 0 if clean else 3600
         self._clean = clean
 
@@ -303,7 +303,12 @@ class Observer:
 
 
 def publish_once(
-    broker: MosquittoBroker | Endpoint, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    broker: MosquittoBroker | Endpoint,
+    topic: str,
+    payload: bytes,
+    *,
+    qos: int = 1,
+    retain: bool = False,
 ) -> None:
     """Publish one message from a throwaway client and wait for its PUBACK."""
     import paho.mqtt.client as mqtt
@@ -324,8 +329,9 @@ def publish_once(
 
 def retained(broker: MosquittoBroker | Endpoint, topic: str, timeout: float = 2.0) -> bytes | None:
     """The message the broker holds retained on `topic` (None if there is none)."""
-    observer = Observer(broker, topic, client_id=f"retained-{os.getpid()}-{time.monotonic_ns()}",
-                        clean=True)
+    observer = Observer(
+        broker, topic, client_id=f"retained-{os.getpid()}-{time.monotonic_ns()}", clean=True
+    )
     observer.start()
     try:
         observer.wait_for(lambda: bool(observer.messages()), timeout)

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +73,8 @@ def make_link(settings: LinkSettings, tmp_path: Path) -> MqttLink:
     return MqttLink(settings, state=state, next_bdseq=BdseqFile(tmp_path / "mqtt_bdseq").next)
 
 
-def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(coro_fn())  # type: ignore[arg-type]
+def run(coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(coro_fn())
 
 
 async def until(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
@@ -107,16 +107,24 @@ def test_reconnect_delay_grows_exponentially_with_jitter_within_bounds() -> None
 
 
 def test_settings_reject_what_would_break_the_contract() -> None:
-    base = {"host": "h", "port": 1883, "client_id": "gw-1", "topic_prefix": "mtr/v1"}
+    def settings(**overrides: Any) -> LinkSettings:
+        values: dict[str, Any] = {
+            "host": "h",
+            "port": 1883,
+            "client_id": "gw-1",
+            "topic_prefix": "mtr/v1",
+        }
+        return LinkSettings(**{**values, **overrides})
+
     with pytest.raises(ValueError, match=r"\[gateway\] id"):
-        LinkSettings(**{**base, "client_id": "gw/1"})  # type: ignore[arg-type]
+        settings(client_id="gw/1")
     with pytest.raises(ValueError, match=r"\[mqtt\] keepalive_s"):
-        LinkSettings(**base, keepalive_s=0)  # type: ignore[arg-type]
+        settings(keepalive_s=0)
     with pytest.raises(ValueError, match=r"reconnect_min_s"):
-        LinkSettings(**base, reconnect_min_s=5, reconnect_max_s=1)  # type: ignore[arg-type]
+        settings(reconnect_min_s=5, reconnect_max_s=1)
     with pytest.raises(ValueError, match=r"cert_file and key_file"):
-        LinkSettings(**base, tls=TlsSettings(cert_file=Path("c.pem")))  # type: ignore[arg-type]
-    assert "secret" not in repr(LinkSettings(**base, username="u", password="secret"))  # type: ignore[arg-type]
+        settings(tls=TlsSettings(cert_file=Path("c.pem")))
+    assert "secret" not in repr(settings(username="u", password="secret"))
 
 
 def test_bdseq_file_survives_restart_and_is_replaced_atomically(tmp_path: Path) -> None:
@@ -488,3 +496,48 @@ def test_unreadable_tls_files_are_a_config_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"\[mqtt\] tls"):
         make_link(settings, tmp_path)
+
+
+def test_settings_from_a_loaded_config(tmp_path: Path) -> None:
+    from gateway.config import load_config
+
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_text("")
+    config_file = tmp_path / "gateway.toml"
+    config_file.write_text(
+        """
+[gateway]
+id = "gw-0042"
+data_dir = "var"
+
+[mqtt]
+host = "broker.example"
+port = 8883
+protocol = "3.1.1"
+keepalive_s = 7
+inflight_window = 32
+username = "gw"
+password = "pw"
+tls = { ca_file = "ca.pem", cert_file = "client.pem", key_file = "client.key" }
+
+[[buses]]
+name = "rs485-1"
+protocol = "dlt645"
+port = "/dev/ttyUSB0"
+
+[[meters]]
+id = "m-001"
+bus = "rs485-1"
+address = "000102030425"
+profile = "dlt645-2007"
+"""
+    )
+    settings = LinkSettings.from_config(load_config(config_file))
+    assert (settings.host, settings.port, settings.client_id) == ("broker.example", 8883, "gw-0042")
+    assert (settings.protocol, settings.keepalive_s, settings.inflight_window) == ("3.1.1", 7, 32)
+    assert (settings.username, settings.password) == ("gw", "pw")
+    assert settings.tls == TlsSettings(
+        tmp_path / "ca.pem", tmp_path / "client.pem", tmp_path / "client.key"
+    )
+    assert settings.state_topic == "mtr/v1/gw-0042/state"
+    assert settings.command_topic == "mtr/v1/gw-0042/cmd"

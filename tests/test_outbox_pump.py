@@ -9,10 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 
@@ -34,8 +35,18 @@ PREFIX = "mtr/v1"
 METERS = ("m-001", "m-002", "m-003", "m-004")
 
 
-def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(coro_fn())  # type: ignore[arg-type]
+def run(coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(coro_fn())
+
+
+def seq_of(payload: bytes) -> int:
+    seq = decode_message(payload)["seq"]
+    assert isinstance(seq, int)
+    return seq
+
+
+def is_hist(payload: bytes) -> bool:
+    return decode_message(payload).get("hist") is True
 
 
 async def until(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
@@ -77,9 +88,7 @@ class Ledger:
                 self.meter_of[seq] = meter
                 return payload
 
-            messages.append(
-                OutboxMessage(topic=f"{PREFIX}/{GW}/reads/{meter}", qos=1, build=build)
-            )
+            messages.append(OutboxMessage(topic=f"{PREFIX}/{GW}/reads/{meter}", qos=1, build=build))
         return self.store.commit_poll(messages, now_ms=ts)
 
 
@@ -127,10 +136,10 @@ class ScriptedLink:
         self.listener.publish_done(mid, ok, "Success" if ok else "Not authorized")
 
     def seqs(self, since: int = 0) -> list[int]:
-        return [int(decode_message(p)["seq"]) for _, _, p, _ in self.published[since:]]  # type: ignore[call-overload]
+        return [seq_of(p) for _, _, p, _ in self.published[since:]]
 
     def hist_flags(self, since: int = 0) -> list[bool]:
-        return ["hist" in decode_message(p) for _, _, p, _ in self.published[since:]]
+        return [is_hist(p) for _, _, p, _ in self.published[since:]]
 
 
 def test_window_bounds_inflight_and_rows_leave_only_on_puback(store: Store) -> None:
@@ -267,11 +276,11 @@ class FlakyAckStore(Store):
 
     failures = 1
 
-    def mark_acked(self, seqs: object, when_ms: int | None = None) -> int:  # type: ignore[override]
+    def mark_acked(self, seqs: Iterable[int], when_ms: int | None = None) -> int:
         if self.failures:
             self.failures -= 1
             raise OSError("disk full")
-        return super().mark_acked(seqs, when_ms)  # type: ignore[arg-type]
+        return super().mark_acked(seqs, when_ms)
 
 
 def test_failed_ack_write_is_retried_not_forgotten(tmp_path: Path) -> None:
@@ -345,7 +354,7 @@ class Gateway:
         *,
         window: int = 16,
         keepalive_s: int = 2,
-        protocol: str = "5",
+        protocol: Literal["5", "3.1.1"] = "5",
     ) -> None:
         self.store = store
         settings = LinkSettings(
@@ -353,7 +362,7 @@ class Gateway:
             port=broker.port,
             client_id=GW,
             topic_prefix=PREFIX,
-            protocol=protocol,  # type: ignore[arg-type]
+            protocol=protocol,
             keepalive_s=keepalive_s,
             reconnect_min_s=0.2,
             reconnect_max_s=1.0,
@@ -375,8 +384,8 @@ class Gateway:
         await self.link.stop()
 
 
-def reads_received(observer: Observer) -> list[dict[str, object]]:
-    return [decode_message(p) for _, p, _ in observer.messages(f"{PREFIX}/{GW}/reads/")]
+def reads_received(observer: Observer) -> list[bytes]:
+    return [p for _, p, _ in observer.messages(f"{PREFIX}/{GW}/reads/")]
 
 
 def check_delivery(ledger: Ledger, observer: Observer) -> dict[str, int]:
@@ -385,7 +394,7 @@ def check_delivery(ledger: Ledger, observer: Observer) -> dict[str, int]:
     copies: dict[int, list[bytes]] = {}
     first_order: dict[str, list[int]] = {}
     for _, payload, _ in observer.messages(f"{PREFIX}/{GW}/reads/"):
-        seq = int(decode_message(payload)["seq"])  # type: ignore[call-overload]
+        seq = seq_of(payload)
         stored = ledger.payloads[seq]
         assert payload in (stored, mark_hist(stored)), f"seq {seq}: payload altered"
         if seq not in copies:
@@ -398,7 +407,7 @@ def check_delivery(ledger: Ledger, observer: Observer) -> dict[str, int]:
     return {
         "rows": len(ledger.payloads),
         "duplicates": sum(len(c) - 1 for c in copies.values()),
-        "hist_copies": sum(1 for c in copies.values() for p in c if "hist" in decode_message(p)),
+        "hist_copies": sum(1 for c in copies.values() for p in c if is_hist(p)),
     }
 
 
@@ -416,7 +425,7 @@ async def produce(
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_all_rows_delivered_and_acked(
-    mosquitto: MosquittoBroker, store: Store, protocol: str
+    mosquitto: MosquittoBroker, store: Store, protocol: Literal["5", "3.1.1"]
 ) -> None:
     async def main() -> None:
         with Observer(mosquitto, f"{PREFIX}/{GW}/#") as observer:
@@ -465,8 +474,7 @@ def test_broker_restart_loses_nothing_and_resends_carry_hist(
                 await producer
                 assert await until(lambda: store.outbox_depth() == 0, 15)
                 assert await until(
-                    lambda: {int(m["seq"]) for m in reads_received(observer)}  # type: ignore[call-overload]
-                    >= set(ledger.payloads),
+                    lambda: {seq_of(p) for p in reads_received(observer)} >= set(ledger.payloads),
                     10,
                 )
             finally:
@@ -475,11 +483,7 @@ def test_broker_restart_loses_nothing_and_resends_carry_hist(
             result = check_delivery(ledger, observer)
             # rows committed during the outage can only have gone out after it, as backlog
             offline = [s for s in ledger.payloads if down_at_seq < s <= down_at_seq + 20]
-            hist_seqs = {
-                int(m["seq"])  # type: ignore[call-overload]
-                for m in reads_received(observer)
-                if m.get("hist") is True
-            }
+            hist_seqs = {seq_of(p) for p in reads_received(observer) if is_hist(p)}
             assert set(offline) <= hist_seqs
             assert result["hist_copies"] >= gw.pump.status().resent > 0
             assert gw.link.status().connection_losses == 1
@@ -526,19 +530,14 @@ def test_frozen_then_killed_broker_loses_nothing(mosquitto: MosquittoBroker, sto
                 await producer
                 assert await until(lambda: store.outbox_depth() == 0, 15)
                 assert await until(
-                    lambda: {int(m["seq"]) for m in reads_received(observer)}  # type: ignore[call-overload]
-                    >= set(ledger.payloads),
+                    lambda: {seq_of(p) for p in reads_received(observer)} >= set(ledger.payloads),
                     10,
                 )
             finally:
                 stop.set()
                 await gw.stop()
             check_delivery(ledger, observer)
-            hist_seqs = {
-                int(m["seq"])  # type: ignore[call-overload]
-                for m in reads_received(observer)
-                if m.get("hist") is True
-            }
+            hist_seqs = {seq_of(p) for p in reads_received(observer) if is_hist(p)}
             # the rows in flight when the broker froze were sent again, marked as history
             assert set(in_flight_at_freeze) <= hist_seqs
             assert gw.pump.status().max_inflight <= window
@@ -621,10 +620,7 @@ def test_daemon_killed_with_rows_in_flight_resends_them_after_restart(
 
         run(main)
 
-    received = {
-        int(decode_message(p)["seq"]): p  # type: ignore[call-overload]
-        for _, p, _ in observer.messages(f"{PREFIX}/{GW}/reads/")
-    }
+    received = {seq_of(p): p for p in reads_received(observer)}
     assert set(received) == set(stored)
     # the broker never saw them before (it was frozen), and after the restart they are backlog
     assert all(received[seq] == mark_hist(stored[seq]) for seq in stored)
