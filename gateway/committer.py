@@ -120,8 +120,10 @@ class Committer:
                 continue  # text (status words, clock) is published through alarms / flags
             checked = self.registers.check(result.meter_id, pv)
             value = pv.value if isinstance(pv.value, Decimal | float) else Decimal(pv.value)
-            records.append(ReadRecord(q=pv.quantity, val=value, unit=pv.unit or "", t=pv.t_ms,
-                                      quality=checked.quality, reasons=checked.reasons))
+            rejected = checked.quality == "N"
+            records.append(ReadRecord(q=pv.quantity, val=None if rejected else value,
+                                      unit=pv.unit or "", t=pv.t_ms, quality=checked.quality,
+                                      reasons=checked.reasons, raw=value if rejected else None))
             if checked.quality != "A":
                 self.stats.flagged += 1
         self.stats.reads += len(records)

@@ -164,6 +164,11 @@ class OutboxPump:
             self.link_up()
         self._wake.set()
 
+    @property
+    def alive(self) -> bool:
+        """The pump's task is running (for the daemon's watchdog progress check)."""
+        return self._task is not None and not self._task.done()
+
     def notify(self) -> None:
         """New rows were committed: publish them if the window allows."""
         self._wake.set()

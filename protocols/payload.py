@@ -240,7 +240,9 @@ class ReadRecord:
     estimation/substitution method code (never on an actual read); ``reasons`` reason codes;
     ``hist`` the value was collected late from the meter's own history (a backfill after a
     gateway or bus outage), as opposed to a message re-sent from the outbox, which is marked at
-    the top level (see :func:`mark_hist`).
+    the top level (see :func:`mark_hist`); ``raw`` the value as the meter sent it when validation
+    rejected it (quality ``N``: ``val`` is null so billing cannot use it, but the field engineer
+    still sees what the meter said).
     """
 
     q: str
@@ -251,6 +253,7 @@ class ReadRecord:
     method: int | None = None
     reasons: tuple[int, ...] = ()
     hist: bool = False
+    raw: Decimal | float | None = None
 
     def __post_init__(self) -> None:
         _require_text(self.q, "quantity name")
@@ -277,6 +280,10 @@ class ReadRecord:
             _require_uint(code, f"{self.q}: reason code")
         if not isinstance(self.hist, bool):
             raise PayloadEncodeError(f"{self.q}: hist must be a bool")
+        if self.raw is not None:
+            if self.quality == "A":
+                raise PayloadEncodeError(f"{self.q}: an actual read carries its value in val, not raw")
+            _check_number(self.raw, f"{self.q}: raw value", floats=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,6 +496,8 @@ def _read_map(record: ReadRecord) -> dict[str, object]:
         out["reasons"] = list(record.reasons)
     if record.hist:
         out["hist"] = True
+    if record.raw is not None:
+        out["raw"] = _number(record.raw)
     return out
 
 
@@ -874,7 +883,7 @@ def _parse_read(raw: object, where: str) -> ReadRecord:
     if not isinstance(raw, dict):
         raise PayloadDecodeError(f"{where}: a read record must be a map")
     record = cast(dict[str, object], raw)
-    allowed = {"q", "val", "unit", "t", "quality", "method", "reasons", "hist"}
+    allowed = {"q", "val", "unit", "t", "quality", "method", "reasons", "hist", "raw"}
     unknown = set(record) - allowed
     if unknown:
         raise PayloadDecodeError(f"{where}: unknown fields {sorted(unknown)}")
@@ -883,6 +892,9 @@ def _parse_read(raw: object, where: str) -> ReadRecord:
         raise PayloadDecodeError(
             f"{where}: 'val' must be a decimal fraction, a float or null, got {val!r}"
         )
+    raw_value = record.get("raw")
+    if not (raw_value is None or isinstance(raw_value, Decimal | float)):
+        raise PayloadDecodeError(f"{where}: 'raw' must be a decimal fraction or a float")
     if "hist" in record and record["hist"] is not True:
         raise PayloadDecodeError(f"{where}: 'hist' is only ever true, got {record['hist']!r}")
     reasons = record.get("reasons", [])
@@ -898,6 +910,7 @@ def _parse_read(raw: object, where: str) -> ReadRecord:
             method=cast("int | None", record.get("method")),
             reasons=tuple(cast(list[int], reasons)),
             hist=cast(bool, record.get("hist", False)),
+            raw=raw_value,
         )
     except PayloadEncodeError as exc:
         raise PayloadDecodeError(f"{where}: {exc}") from exc

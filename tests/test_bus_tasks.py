@@ -1,0 +1,127 @@
+"""Bus tasks in-process against simulated meters: priority lane, follow-ups, Modbus RTU, overruns."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from decimal import Decimal
+
+import pytest
+
+from gateway.buses.base import BusSettings
+from gateway.buses.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
+from gateway.buses.modbus_bus import ModbusBus, make_meter
+from gateway.buses.schedule import PollSchedule
+from gateway.buses.serial_port import AsyncSerialPort, SerialPortError
+from gateway.poll_result import PollResult
+from hil_tests.load_model import LoadModel, ManualClock
+from hil_tests.modbus_sim import SimulatedModbusMeter, start_modbus_rtu_meters
+from hil_tests.sim import run_dlt645_line
+from protocols import dlt645 as d
+from protocols.dlt645.transaction import Transaction
+from protocols.profiles import load_named_profile
+
+ADDRS = ["000000000201", "000000000202", "000000000203"]
+
+
+def _bus(device: str, interval: float, baud: int = 9600) -> tuple[Dlt645Bus, asyncio.Queue]:  # type: ignore[type-arg]
+    queue: asyncio.Queue = asyncio.Queue(maxsize=100)  # type: ignore[type-arg]
+    now = time.monotonic()
+    meters = [Dlt645Meter(meter_id=f"m{i}", address=a, schedule=PollSchedule(interval, now),
+                          reads=[PlannedRead(d.ReadRequest(a, 0x0001FF00)),
+                                 PlannedRead(d.ReadRequest(a, 0x0201FF00))])
+              for i, a in enumerate(ADDRS)]
+    bus = Dlt645Bus("t", AsyncSerialPort(device, baud, "N"), meters, queue,
+                    BusSettings(timeout_s=0.3, retries=1))
+    return bus, queue
+
+
+def test_priority_frame_goes_out_before_the_next_routine_read() -> None:
+    clock = ManualClock(0.0)
+    with run_dlt645_line(ADDRS, baudrate=9600, clock=clock) as line:
+        async def scenario() -> tuple[float, Transaction]:
+            bus, queue = _bus(line.device, 0.01)  # overloaded: routine reads always due
+            task = asyncio.create_task(bus.run())
+            await asyncio.sleep(1.0)
+            start_tx = bus.stats.transactions
+            t0 = time.monotonic()
+            valid = dt.datetime(2000 + 26, 1, 1) + dt.timedelta(days=3650)
+            future = bus.submit_priority(d.ControlRequest(ADDRS[1], d.ControlAction.TRIP, valid))
+            tx = await asyncio.wait_for(future, 5)
+            waited = time.monotonic() - t0
+            routine_between = bus.stats.transactions - start_tx - 1
+            bus.stop()
+            await task
+            assert routine_between <= 1, "at most the in-flight routine read may go first"
+            return waited, tx
+
+        waited, tx = asyncio.run(scenario())
+        assert tx.state.value == "done"
+        assert waited < 0.5
+        assert line.meters[ADDRS[1]].sim.snapshot().status.relay_open
+        assert not line.meters[ADDRS[0]].sim.snapshot().status.relay_open
+
+
+def test_polls_report_values_and_overruns_are_counted_not_queued() -> None:
+    clock = ManualClock(0.0)
+    with run_dlt645_line(ADDRS, baudrate=2400, clock=clock) as line:
+        async def scenario() -> tuple[list[PollResult], int, int]:
+            bus, queue = _bus(line.device, 0.05, baud=2400)  # due ~10x faster than the bus allows
+            task = asyncio.create_task(bus.run())
+            results: list[PollResult] = []
+            t_end = time.monotonic() + 4
+            while time.monotonic() < t_end:
+                try:
+                    results.append(await asyncio.wait_for(queue.get(), 0.5))
+                except TimeoutError:
+                    pass
+            bus.stop()
+            await task
+            return results, bus.overruns, queue.qsize()
+
+        results, overruns, left = asyncio.run(scenario())
+        assert results and all(r.ok for r in results)
+        expected = line.meters[ADDRS[0]].sim.snapshot().values()["energy.active.import.total"]
+        first = next(r for r in results if r.meter_id == "m0")
+        values = {v.quantity: v.value for v in first.values}
+        assert values["energy.active.import.total"] == expected
+        assert overruns > 10  # counted ...
+        assert left <= 1      # ... not queued (at most the poll finished after we stopped reading)
+
+
+def test_missing_serial_port_is_a_clear_error() -> None:
+    async def scenario() -> None:
+        port = AsyncSerialPort("/dev/ttyNOSUCH", 2400, "E")
+        port.open()
+
+    with pytest.raises(SerialPortError, match="cannot open serial port /dev/ttyNOSUCH"):
+        asyncio.run(scenario())
+
+
+def test_modbus_rtu_bus_reads_merged_blocks() -> None:
+    async def scenario() -> tuple[PollResult, dict[str, Decimal], int]:
+        model = LoadModel(seed=5, clock=ManualClock(0.0))
+        profile = load_named_profile("sdm630")
+        sim = SimulatedModbusMeter(3, profile, model.meter("rtu-3"))  # type: ignore[arg-type]
+        handle = await start_modbus_rtu_meters([sim], 9600)
+        try:
+            queue: asyncio.Queue = asyncio.Queue()  # type: ignore[type-arg]
+            meter = make_meter("rtu-3", 3, profile, PollSchedule(3600, time.monotonic()))  # type: ignore[arg-type]
+            bus = ModbusBus("rtu", [meter], queue, BusSettings(timeout_s=1.0, retries=1),
+                            serial={"port": handle.device_path, "baudrate": 9600, "parity": "N",
+                                    "bytesize": 8, "stopbits": 1})
+            await bus.open()
+            try:
+                result = await bus.poll(meter)
+            finally:
+                await bus.close()
+            return result, sim.meter.snapshot().values(), len(handle.requests_for(3))
+        finally:
+            await handle.close()
+
+    result, expected, requests = asyncio.run(scenario())
+    assert result.ok, result.errors
+    values = {v.quantity: v.value for v in result.values}
+    assert values["energy.active.import.total"] == expected["energy.active.import.total"]
+    assert requests <= 3  # merged register reads, not one request per quantity

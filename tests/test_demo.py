@@ -1,0 +1,198 @@
+"""``edge-gateway demo`` end to end: real subprocesses, simulated meters on real ptys, a real
+broker, the real daemon.
+
+Each demo run takes as long as its ``--duration`` (the first DL/T 645 poll cycle alone needs
+~18 s of wire time at 2400 baud), so the runs are started together by one module fixture and the
+tests then look at their results; that keeps this file around 30 s instead of a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.demo import BROKER_ENV, demo_layout, find_mosquitto
+
+ROOT = Path(__file__).resolve().parent.parent
+METERS = [m.id for bus in demo_layout() for m in bus.meters]
+
+
+def demo_command() -> list[str]:
+    script = Path(sys.executable).with_name("edge-gateway")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+@dataclass
+class DemoRun:
+    proc: subprocess.Popen[str]
+    data_dir: Path
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def daemon_log(self) -> str:
+        return (self.data_dir / "daemon.log").read_text(errors="replace")
+
+    def final_summary(self) -> str:
+        """The last plain summary block the demo printed."""
+        blocks = re.split(r"^(?=\[demo )", self.stdout, flags=re.MULTILINE)
+        assert len(blocks) > 1, f"no summary printed:\n{self.stdout}\n{self.stderr}"
+        return blocks[-1]
+
+
+def start_demo(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> DemoRun:
+    full_env = dict(os.environ)
+    full_env.pop(BROKER_ENV, None)  # the default run must take the default path
+    full_env.update(env or {})
+    proc = subprocess.Popen([*demo_command(), "demo", "--data-dir", str(data_dir), *args],
+                            cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return DemoRun(proc, data_dir)
+
+
+def finish(run: DemoRun, timeout: float) -> DemoRun:
+    try:
+        run.stdout, run.stderr = run.proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        run.proc.kill()
+        run.stdout, run.stderr = run.proc.communicate()
+        raise AssertionError(f"demo did not finish in {timeout} s:\n{run.stdout}\n{run.stderr}"
+                             ) from None
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, DemoRun]]:
+    base = tmp_path_factory.mktemp("demo")
+    started = {
+        "default": start_demo(base / "default", "--duration", "25"),
+        "embedded": start_demo(base / "embedded", "--duration", "22",
+                               env={BROKER_ENV: "embedded"}),
+        "interrupted": start_demo(base / "interrupted"),  # no --duration: runs until SIGINT
+    }
+    try:
+        time.sleep(6)
+        started["interrupted"].proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        yield {name: finish(run, 75) for name, run in started.items()}
+    finally:
+        for run in started.values():
+            if run.proc.poll() is None:
+                run.proc.kill()
+                run.proc.communicate()
+
+
+def meters_with_readings(summary: str) -> dict[str, str]:
+    """meter id -> its import register, from a summary's meter lines."""
+    found = {}
+    for match in re.finditer(r"^  (m-\d{3}) +\S+ +import (\d+\.\d+) kWh +power -?\d+\.\d+ kW "
+                             r"+Ua \d+\.\d V +quality A ", summary, flags=re.MULTILINE):
+        found[match.group(1)] = match.group(2)
+    return found
+
+
+def assert_clean_daemon_log(run: DemoRun) -> None:
+    log = run.daemon_log()
+    assert "gateway stopped cleanly" in log
+    bad = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
+    assert not bad, "\n".join(bad)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (left-over daemons or brokers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_layout_is_twenty_meters_on_four_buses() -> None:
+    layout = demo_layout()
+    assert len(METERS) == len(set(METERS)) == 20
+    dlt645 = [b for b in layout if b.protocol == "dlt645"]
+    assert len(dlt645) == 2 and all(len(b.meters) == 8 for b in dlt645)
+    assert len({b.meters[0].address for b in dlt645}) == 2  # different address ranges
+    assert sorted(m.profile for b in layout if b.protocol == "modbus-tcp" for m in b.meters) == [
+        "dtsu666", "dtsu666", "sdm630", "sdm630"]
+
+
+def test_demo_reads_every_meter_and_stops_cleanly(runs: dict[str, DemoRun]) -> None:
+    run = runs["default"]
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+    readings = meters_with_readings(run.final_summary())
+    assert sorted(readings) == sorted(METERS), run.final_summary()
+    assert "edge-gateway demo: OK — 20 meters read" in run.stdout
+    assert_clean_daemon_log(run)
+    config = (run.data_dir / "gateway.toml").read_text()
+    if find_mosquitto():
+        assert "mosquitto" in run.stdout.splitlines()[0]
+        assert 'protocol = "5"' in config
+    # The daemon's store really holds what was published.
+    assert (run.data_dir / "var" / "gateway.sqlite").exists()
+    assert not processes_mentioning(str(run.data_dir))
+
+
+def test_demo_registers_move_between_polls(runs: dict[str, DemoRun]) -> None:
+    """Modbus meters are polled every 5 s and the load model runs 60x: by the end of the run each
+    import register has grown since the first summary."""
+    run = runs["default"]
+    blocks = re.split(r"^(?=\[demo )", run.stdout, flags=re.MULTILINE)[1:]
+    first, last = meters_with_readings(blocks[0]), meters_with_readings(blocks[-1])
+    for meter in ("m-301", "m-302", "m-401", "m-402"):
+        assert float(last[meter]) > float(first[meter]), (meter, first[meter], last[meter])
+
+
+def test_demo_with_the_embedded_broker(runs: dict[str, DemoRun]) -> None:
+    run = runs["embedded"]
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+    assert "embedded MQTT 3.1.1 broker" in run.stdout.splitlines()[0]
+    assert 'protocol = "3.1.1"' in (run.data_dir / "gateway.toml").read_text()
+    assert not (run.data_dir / "mosquitto.conf").exists()
+    assert sorted(meters_with_readings(run.final_summary())) == sorted(METERS)
+    assert_clean_daemon_log(run)
+    assert "MQTT 3.1.1" in run.daemon_log()
+
+
+def test_ctrl_c_stops_everything_and_reports_unread_meters(runs: dict[str, DemoRun]) -> None:
+    run = runs["interrupted"]
+    # Six seconds is not a DL/T 645 poll cycle: the demo stops cleanly but says what it missed.
+    assert run.returncode == 1, f"{run.stdout}\n{run.stderr}"
+    assert_clean_daemon_log(run)
+    match = re.search(r"edge-gateway demo FAILED: no reads from (\d+) of 20 meters \(([^)]*)\)",
+                      run.stderr)
+    assert match, run.stderr
+    missing = match.group(2).split(", ")
+    assert int(match.group(1)) == len(missing)
+    assert "m-108" in missing  # last on its line: ~16 s into the first cycle
+    assert "m-301" not in missing  # Modbus TCP meters are read within the first second
+    assert not processes_mentioning(str(run.data_dir))
+
+
+def test_unknown_broker_choice_is_refused(tmp_path: Path) -> None:
+    run = finish(start_demo(tmp_path, "--duration", "5", env={BROKER_ENV: "rabbit"}), 30)
+    assert run.returncode == 1
+    assert f"{BROKER_ENV}='rabbit': expected auto, mosquitto or embedded" in run.stderr
+
+
+def test_bad_duration_is_refused(tmp_path: Path) -> None:
+    run = finish(start_demo(tmp_path, "--duration", "0"), 30)
+    assert run.returncode == 2
+    assert "--duration must be a positive number of seconds" in run.stderr

@@ -1,0 +1,63 @@
+"""Basic validation before storing: decreasing registers, rollover, impossible values."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+from gateway.committer import Committer
+from gateway.poll_result import PolledValue, PollResult
+from gateway.store import Store
+from gateway.validation import RegisterMemory, check_value
+from protocols.payload import decode_message
+
+
+def pv(q: str, v: object) -> PolledValue:
+    return PolledValue(q, v, "kWh", 1_700_000_000_000)  # type: ignore[arg-type]
+
+
+def test_register_decrease_is_not_actual() -> None:
+    checked = check_value(pv("energy.active.import.total", Decimal("100.00")), Decimal("100.01"))
+    assert checked.quality == "N" and checked.reasons == (18,)
+
+
+def test_rollover_near_the_register_width_is_actual() -> None:
+    checked = check_value(pv("energy.active.import.total", Decimal("3.20")), Decimal("999998.10"))
+    assert checked.quality == "A" and checked.rollover
+
+
+def test_impossible_values_are_flagged() -> None:
+    assert check_value(pv("voltage.a", Decimal("2200.0")), None).reasons == (74,)
+    assert check_value(pv("power.factor.total", Decimal("-1.5")), None).reasons == (73,)
+    assert check_value(pv("frequency", Decimal("50.01")), None).quality == "A"
+
+
+def test_memory_keeps_the_last_actual_value_not_the_rejected_one() -> None:
+    memory = RegisterMemory()
+    assert memory.check("m", pv("energy.active.import.total", Decimal("10.00"))).quality == "A"
+    assert memory.check("m", pv("energy.active.import.total", Decimal("9.00"))).quality == "N"
+    # 9.50 is still below the last *actual* 10.00
+    assert memory.check("m", pv("energy.active.import.total", Decimal("9.50"))).quality == "N"
+    assert memory.check("m", pv("energy.active.import.total", Decimal("10.50"))).quality == "A"
+
+
+def test_committer_publishes_flags_and_remembers_registers_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+
+    def poll(value: str) -> PollResult:
+        return PollResult("m-1", "b", 1, 2, True, (pv("energy.active.import.total", Decimal(value)),))
+
+    with Store.open(path) as store:
+        committer = Committer(store, "gw", "mtr/v1", asyncio.Queue(), on_commit=None)
+        committer.commit([poll("50.00")])
+    with Store.open(path) as store:  # a restart: the memory comes back from the store
+        committer = Committer(store, "gw", "mtr/v1", asyncio.Queue(), on_commit=None)
+        assert committer.seed_registers() == 1
+        committer.commit([poll("49.00")])
+        rows = store.pending(10)
+        last = decode_message(rows[-1].payload)
+        read = last["reads"][0]
+        assert read["quality"] == "N" and read["reasons"] == [18]
+        assert read["val"] is None  # billing cannot use it ...
+        assert read["raw"] == Decimal("49.00")  # ... but the engineer sees what the meter said
