@@ -305,7 +305,7 @@ class GatewayDaemon:
             for bus in self.runtime.buses:
                 if now - bus.progress > PROGRESS_STALE_S:
                     return False
-        return not (self.pump is not None and self.pump._task is not None and self.pump._task.done())
+        return self.pump is None or self.pump.alive
 
     async def _watchdog_loop(self) -> None:
         interval = self.notifier.watchdog_interval_s
