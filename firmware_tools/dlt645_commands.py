@@ -11,13 +11,10 @@ from typing import Any
 from protocols import dlt645 as d
 from protocols.dlt645.transaction import TransactionError
 
+from .errors import ToolError
 from .meter_link import LinkError, SerialSettings, open_port, run_transaction
 
 DEFAULT_DISCOVERY_BAUDS = "2400,1200,9600,4800"
-
-
-class ToolError(Exception):
-    """A failure to report as one line (exit code 1)."""
 
 
 def _parse_hex(text: str) -> bytes:
