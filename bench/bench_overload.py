@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.daemon_rig import (  # noqa: E402
+from bench.daemon_rig import (
     Daemon,
     GatewayListener,
     MeasurementError,
@@ -125,6 +125,9 @@ def main() -> int:
     samples = sorted(sampler.samples, key=lambda s: s.t)
     rss = [(s.t, s.rss_kib / 1024) for s in samples]
     slope = slope_per_min(rss)
+    # A bounded cache that is still filling (SQLite's page cache, the bus's recent-transactions
+    # deque) also slopes upwards; the second half's slope tells it from a leak.
+    late_slope = slope_per_min([p for p in rss if p[0] >= rss[-1][0] / 2])
     flat = slope * 60 <= FLAT_MIB_PER_HOUR
     cpu_pct = 100 * (samples[-1].cpu_s - samples[0].cpu_s) / (samples[-1].t - samples[0].t)
     rows = [
@@ -138,6 +141,7 @@ def main() -> int:
         (f"RSS slope over {rss[-1][0]:.0f} s ({len(rss)} samples)",
          f"{slope:+.3f} MiB/min ({slope * 60:+.1f} MiB/h)",
          verdict(flat, f"flat (< {FLAT_MIB_PER_HOUR:.0f} MiB/h)")),
+        ("  slope over the second half", f"{late_slope:+.3f} MiB/min ({late_slope * 60:+.1f} MiB/h)", ""),
         ("outbox depth, loop lag (last health)",
          f"{last.stats['outbox_depth']}, {last.stats['loop_lag_ms']} ms", ""),
         ("daemon CPU over the window", f"{cpu_pct:.1f} % of a core", "informational"),

@@ -22,10 +22,11 @@ What runs, and where:
 To give the alarm panel something to show, a small scenario replays on a cycle: a meter's terminal
 cover is opened and closed again, later another meter stops answering for a while (comm loss).
 
-Stopping (``--duration``, Ctrl-C or SIGTERM): SIGTERM to the daemon and wait for it (it commits,
-publishes its death and exits 0), then the view, the broker and the simulators. The demo exits 0
-when the daemon exited 0 and every meter was read at least once, otherwise 1 saying what is
-missing.
+Stopping (``--duration``, Ctrl-C, SIGTERM, or SIGHUP from a closed terminal): SIGTERM to the
+daemon and wait for it (it commits, publishes its death and exits 0), then the view, the broker and
+the simulators. A second Ctrl-C kills the daemon instead of waiting. The demo exits 0 when the
+daemon exited 0 and every meter was read at least once, otherwise 1 saying what is missing. (Only
+a SIGKILL of the demo itself leaves the daemon and mosquitto running: nothing can clean up then.)
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ ACCELERATION = 60.0
 #: One poll of the stock dlt645-2007 profile is 9 transactions and takes about 2.2 s at 2400 baud
 #: (measured: reads of one poll span 2.1-2.3 s in the published timestamps), so eight meters need
 #: about 18 s. 20 s keeps the line just inside its budget — the bus statistics show ~4
-#: transactions/s and no overruns; anything faster would show overruns instead.
+#: transactions/s and overruns stop growing after the first cycle (which may count a few, see the
+#: report on PollSchedule.aligned); anything faster would show overruns growing every cycle.
 DLT645_POLL_INTERVAL_S = 20
 MODBUS_POLL_INTERVAL_S = 5
 HEALTH_INTERVAL_S = 5
@@ -74,6 +76,9 @@ SCENARIO: tuple[tuple[float, str, str], ...] = (
 )
 SCENARIO_CYCLE_S = 200.0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: SIGHUP too: a closed terminal must not kill the demo before it has stopped the daemon and the
+#: broker, which run in their own process groups and would otherwise be left behind.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class DemoError(Exception):
@@ -282,6 +287,12 @@ def choose_broker(workdir: Path) -> MosquittoBroker | EmbeddedBroker:
     return MosquittoBroker(executable, workdir) if executable else EmbeddedBroker()
 
 
+def _say(text: str, stream: IO[str] | None = None) -> None:
+    """Print, surviving a terminal that went away (SIGHUP: writes then fail with EIO)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=stream if stream is not None else sys.stderr, flush=True)
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -312,18 +323,27 @@ class DemoRun:
         self.broker_label = ""
         self._dlt645_meters: dict[str, tuple[Any, str]] = {}  # meter id -> (rig, address)
         self._signals = 0
+        self._daemon: asyncio.subprocess.Process | None = None
+        self._daemon_killed = False
 
     def _on_signal(self) -> None:
+        """First Ctrl-C/SIGTERM: stop in order. A second one while stopping: kill the daemon
+        (the demo then reports it as killed) instead of waiting for its clean exit."""
         self._signals += 1
         if self._signals == 1:
             self.stop.set()
+        elif self._daemon is not None and self._daemon.returncode is None:
+            _say("edge-gateway demo: second interrupt, killing the daemon")
+            with contextlib.suppress(ProcessLookupError):
+                self._daemon.kill()
+            self._daemon_killed = True
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self._on_signal)
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -337,10 +357,10 @@ class DemoRun:
                 with contextlib.suppress(asyncio.CancelledError):
                     await display
         except DemoError as exc:
-            print(f"edge-gateway demo: {exc}", file=sys.stderr)
+            _say(f"edge-gateway demo: {exc}")
             return 1
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
         return self._verdict(code, early_exit)
 
@@ -360,8 +380,13 @@ class DemoRun:
             if bus.protocol == "dlt645":
                 specs = [MeterSpec(str(m.address), version=m.version, phases=m.phases, meter_id=m.id)
                          for m in bus.meters]
-                rig = stack.enter_context(run_dlt645_line(specs, model=model, baudrate=2400,
-                                                          response_delay_ms=20, seed=seed))
+                try:
+                    rig = stack.enter_context(run_dlt645_line(specs, model=model, baudrate=2400,
+                                                              response_delay_ms=20, seed=seed))
+                except OSError as exc:
+                    raise DemoError(f"cannot open a pseudo-terminal for {bus.name}: {exc}; the "
+                                    "demo needs /dev/ptmx and /dev/pts (mount devpts in "
+                                    "containers)") from exc
                 links[bus.name] = rig.device
                 for m in bus.meters:
                     self._dlt645_meters[m.id] = (rig, str(m.address))
@@ -371,10 +396,17 @@ class DemoRun:
                     raise DemoError(f"profile {bus.meters[0].profile} is not a Modbus register map")
                 units = [SimulatedModbusMeter(int(m.address), profile, model.meter(m.id))
                          for m in bus.meters]
-                handle = await start_modbus_tcp_meters(units, "127.0.0.1", 0)
+                try:
+                    handle = await start_modbus_tcp_meters(units, "127.0.0.1", 0)
+                except OSError as exc:
+                    raise DemoError(f"cannot serve Modbus TCP for {bus.name} on 127.0.0.1: "
+                                    f"{exc}") from exc
                 stack.push_async_callback(handle.close)
                 links[bus.name] = handle.port
-        await broker.start()
+        try:
+            await broker.start()
+        except OSError as exc:
+            raise DemoError(f"cannot start the broker on 127.0.0.1: {exc}") from exc
         stack.push_async_callback(broker.stop)
         self.broker_label = broker.label
         self.config_path.write_text(gateway_config(self.layout, links, broker.port, broker.protocol,
@@ -385,7 +417,7 @@ class DemoRun:
         except (OSError, RuntimeError) as exc:
             raise DemoError(f"the view cannot subscribe to {broker.label}: {exc}") from exc
         stack.callback(observer.stop)
-        daemon = await self._start_daemon()
+        daemon = self._daemon = await self._start_daemon()
         stack.push_async_callback(self._kill_daemon, daemon)  # only acts if something went wrong
         self.started = time.monotonic()
         return daemon
@@ -422,11 +454,12 @@ class DemoRun:
             return daemon.returncode
         daemon.send_signal(signal.SIGTERM)
         try:
-            return await asyncio.wait_for(daemon.wait(), DAEMON_STOP_TIMEOUT_S)
+            code = await asyncio.wait_for(daemon.wait(), DAEMON_STOP_TIMEOUT_S)
         except TimeoutError:
             daemon.kill()
             await daemon.wait()
             return None
+        return None if self._daemon_killed else code
 
     async def _kill_daemon(self, daemon: asyncio.subprocess.Process) -> None:
         if daemon.returncode is None:
@@ -470,17 +503,21 @@ class DemoRun:
         return f"{until} · broker: {self.broker_label} · files: {self.root}"
 
     async def _display(self) -> None:
+        with contextlib.suppress(OSError):  # the terminal went away: keep stopping quietly
+            await self._display_until_cancelled()
+
+    async def _display_until_cancelled(self) -> None:
         if self.interactive:
             try:
                 await self._display_live()
                 return
             except ImportError:
-                print("(rich is not installed: plain output)", file=self.out)
-        print(f"edge-gateway demo: {len(self.state.snapshot().meters)} simulated meters, "
-              f"{self.broker_label}, daemon log {self.log_path}", file=self.out, flush=True)
+                _say("(rich is not installed: plain output)", self.out)
+        _say(f"edge-gateway demo: {len(self.state.snapshot().meters)} simulated meters, "
+             f"{self.broker_label}, daemon log {self.log_path}", self.out)
         while True:
             await asyncio.sleep(PLAIN_SUMMARY_EVERY_S)
-            print(render_plain(self.state.snapshot(), self.elapsed()), file=self.out, flush=True)
+            _say(render_plain(self.state.snapshot(), self.elapsed()), self.out)
 
     async def _display_live(self) -> None:
         from rich.console import Console
@@ -502,11 +539,12 @@ class DemoRun:
     def _verdict(self, daemon_code: int | None, early_exit: bool) -> int:
         snap: DemoSnapshot = self.state.snapshot()
         if not self.interactive:
-            print(render_plain(snap, self.elapsed()), file=self.out)
+            _say(render_plain(snap, self.elapsed()), self.out)
         problems: list[str] = []
         if daemon_code is None:
-            problems.append(f"the daemon did not stop within {DAEMON_STOP_TIMEOUT_S:g} s of SIGTERM "
-                            "and was killed")
+            problems.append("the daemon was killed on a second interrupt" if self._daemon_killed
+                            else f"the daemon did not stop within {DAEMON_STOP_TIMEOUT_S:g} s of "
+                            "SIGTERM and was killed")
         elif early_exit:
             problems.append(f"the daemon exited on its own with code {daemon_code}")
         elif daemon_code != 0:
@@ -520,11 +558,11 @@ class DemoRun:
         if snap.undecodable:
             problems.append(f"{snap.undecodable} messages could not be decoded")
         if problems:
-            print("edge-gateway demo FAILED: " + "; ".join(problems) + f".\nDaemon log "
-                  f"{self.log_path} ends with:\n{_tail(self.log_path)}", file=sys.stderr)
+            _say("edge-gateway demo FAILED: " + "; ".join(problems) + f".\nDaemon log "
+                 f"{self.log_path} ends with:\n{_tail(self.log_path)}")
             return 1
-        print(f"edge-gateway demo: OK — {len(snap.meters)} meters read, {snap.messages} messages, "
-              f"daemon stopped cleanly. Files in {self.root}", file=self.out, flush=True)
+        _say(f"edge-gateway demo: OK — {len(snap.meters)} meters read, {snap.messages} messages, "
+             f"daemon stopped cleanly. Files in {self.root}", self.out)
         return 0
 
 
@@ -550,5 +588,5 @@ def run_demo(duration_s: float | None, data_dir: str | None) -> int:
     if temporary and code == 0:
         shutil.rmtree(root, ignore_errors=True)
     elif temporary:
-        print(f"edge-gateway demo: kept {root} for inspection", file=sys.stderr)
+        _say(f"edge-gateway demo: kept {root} for inspection")
     return code

@@ -8,11 +8,15 @@ tests then look at their results; that keeps this file around 30 s instead of a 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +41,7 @@ class DemoRun:
     data_dir: Path
     stdout: str = ""
     stderr: str = ""
+    terminal: Terminal | None = None
 
     @property
     def returncode(self) -> int | None:
@@ -52,24 +57,62 @@ class DemoRun:
         return blocks[-1]
 
 
-def start_demo(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> DemoRun:
+class Terminal:
+    """A pseudo-terminal standing in for the user's terminal (200 x 60), read on a thread."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 200, 0, 0))
+        self._chunks: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+
+    def start(self) -> None:
+        os.close(self.slave)  # the child holds it now: EOF (EIO) arrives when the child exits
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self._chunks.append(chunk)
+
+    def text(self) -> str:
+        self._reader.join(10)
+        os.close(self.master)
+        raw = b"".join(self._chunks).decode(errors="replace")
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)  # drop cursor and colour escapes
+
+
+def start_demo(data_dir: Path, *args: str, env: dict[str, str] | None = None,
+               tty: bool = False) -> DemoRun:
     full_env = dict(os.environ)
     full_env.pop(BROKER_ENV, None)  # the default run must take the default path
     full_env.update(env or {})
+    terminal = Terminal() if tty else None
+    if terminal is not None:
+        full_env.update(TERM="xterm-256color", COLUMNS="200", LINES="60")
     proc = subprocess.Popen([*demo_command(), "demo", "--data-dir", str(data_dir), *args],
                             cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return DemoRun(proc, data_dir)
+                            stdout=terminal.slave if terminal else subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    if terminal is not None:
+        terminal.start()
+    return DemoRun(proc, data_dir, terminal=terminal)
 
 
 def finish(run: DemoRun, timeout: float) -> DemoRun:
     try:
-        run.stdout, run.stderr = run.proc.communicate(timeout=timeout)
+        stdout, run.stderr = run.proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         run.proc.kill()
-        run.stdout, run.stderr = run.proc.communicate()
-        raise AssertionError(f"demo did not finish in {timeout} s:\n{run.stdout}\n{run.stderr}"
+        stdout, run.stderr = run.proc.communicate()
+        raise AssertionError(f"demo did not finish in {timeout} s:\n{stdout}\n{run.stderr}"
                              ) from None
+    run.stdout = run.terminal.text() if run.terminal is not None else stdout
     return run
 
 
@@ -78,9 +121,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, DemoRun
     base = tmp_path_factory.mktemp("demo")
     started = {
         "default": start_demo(base / "default", "--duration", "25"),
-        "embedded": start_demo(base / "embedded", "--duration", "22",
+        "embedded": start_demo(base / "embedded", "--duration", "25",
                                env={BROKER_ENV: "embedded"}),
         "interrupted": start_demo(base / "interrupted"),  # no --duration: runs until SIGINT
+        "terminal": start_demo(base / "terminal", "--duration", "25",
+                               env={BROKER_ENV: "embedded"}, tty=True),
     }
     try:
         time.sleep(6)
@@ -186,6 +231,24 @@ def test_ctrl_c_stops_everything_and_reports_unread_meters(runs: dict[str, DemoR
     assert not processes_mentioning(str(run.data_dir))
 
 
+def test_live_view_on_a_terminal(runs: dict[str, DemoRun]) -> None:
+    run = runs["terminal"]
+    assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr}"
+    assert "[demo " not in run.stdout  # no plain summaries on a terminal: the live view instead
+    last_frame = run.stdout.split("edge-gateway demo  gateway gw-demo")[-1]
+    assert "offline (bdseq 1)" in last_frame  # the clean death the daemon published at stop
+    assert "20/20 meters read" in last_frame
+    for column in ("tx/s", "success", "overruns", "outbox depth", "import kWh", "Ua V", "age"):
+        assert column in last_frame
+    for bus in ("rs485-1", "rs485-2", "tcp-1", "tcp-2"):
+        assert re.search(rf"{bus} +\d+\.\d\d +100\.0%", last_frame), bus
+    for meter in METERS:
+        assert re.search(rf"{meter} +\S+ +.+? +\d+\.\d\d +-?\d+\.\d{{3}} +\d+\.\d +A ",
+                         last_frame), meter
+    assert "edge-gateway demo: OK — 20 meters read" in run.stdout
+    assert_clean_daemon_log(run)
+
+
 def test_unknown_broker_choice_is_refused(tmp_path: Path) -> None:
     run = finish(start_demo(tmp_path, "--duration", "5", env={BROKER_ENV: "rabbit"}), 30)
     assert run.returncode == 1
@@ -196,3 +259,67 @@ def test_bad_duration_is_refused(tmp_path: Path) -> None:
     run = finish(start_demo(tmp_path, "--duration", "0"), 30)
     assert run.returncode == 2
     assert "--duration must be a positive number of seconds" in run.stderr
+
+
+def test_view_folds_real_payloads_into_what_it_shows() -> None:
+    """The view's decoding and both renderings, fed with payloads built by the project's own
+    encoder (what the daemon publishes), including a null value and an undecodable message."""
+    from decimal import Decimal
+
+    from rich.console import Console
+
+    from gateway.demo_view import DemoState, MeterInfo, render_plain, render_rich
+    from protocols.payload import (
+        AlarmEvent,
+        Envelope,
+        ReadRecord,
+        build_alarm,
+        build_birth,
+        build_health,
+        build_reads,
+    )
+
+    now = int(time.time() * 1000)
+    env = Envelope("gw-demo", 7, 1, now)
+    state = DemoState("gw-demo", "mtr/v1", [MeterInfo("m-1", "rs485-1", "DL/T 645-2007 3φ"),
+                                            MeterInfo("m-2", "tcp-1", "Modbus SDM630")])
+    state.on_message("mtr/v1/gw-demo/state", build_birth(env, bdseq=3, version="0.1.0",
+                                                         config_sha256="ab" * 32, meters=["m-1"]))
+    state.on_message("mtr/v1/gw-demo/reads/m-1", build_reads(env, "m-1", [
+        ReadRecord("energy.active.import.total", Decimal("12345.67"), "kWh", now - 4000),
+        ReadRecord("power.active.total", 2.5, "kW", now - 4000),
+        ReadRecord("voltage.a", None, "V", now - 4000, quality="N", reasons=(74,)),
+    ]))
+    state.on_message("mtr/v1/gw-demo/health", build_health(env, {
+        "outbox_depth": 3, "buses": {"rs485-1": {"transactions_per_s": 4.04, "success_ratio": 0.5,
+                                                 "transactions": 80, "timeouts": 2,
+                                                 "overruns": 1, "comm_lost": ["m-9"]}}}))
+    state.on_message("mtr/v1/gw-demo/alarms", build_alarm(env, AlarmEvent(
+        "comm_loss", "comm_loss/m-2", "raised", "major", meter="m-2")))
+    state.on_message("mtr/v1/gw-demo/reads/m-2", b"\xff not cbor")
+    state.on_message("mtr/v1/other-gw/reads/m-2", b"ignored: another gateway")
+
+    snap = state.snapshot()
+    m1, m2 = snap.meters
+    assert (m1.energy_kwh, m1.power_kw, m1.voltage_a) == (Decimal("12345.67"), 2.5, None)
+    assert m1.quality_label() == "N/A" and m1.messages == 1
+    assert snap.missing() == ["m-2"] and snap.undecodable == 1 and snap.messages == 4
+    assert (snap.online, snap.bdseq, snap.alarms_total) == (True, 3, 1)
+
+    plain = render_plain(snap, 12.0)
+    assert "gateway gw-demo online; 1/2 meters read" in plain
+    assert "outbox 3" in plain
+    assert re.search(r"m-1 +rs485-1 +import 12345\.67 kWh +power 2\.500 kW +Ua - +quality N/A "  # null: -
+                     r"+age [45] s", plain), plain
+    assert "m-2    tcp-1    no read yet" in plain
+    assert re.search(r"bus rs485-1 +4\.04 tx/s +ok +50\.0% +transactions 80 +timeouts 2 +"
+                     r"overruns 1 +comm lost: m-9", plain), plain
+    assert "raised  comm_loss m-2 (major)" in plain
+
+    console = Console(record=True, width=200, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(render_rich(snap, 12.0, "footer text", 200))
+    screen = console.export_text()
+    assert "online (bdseq 3)" in screen and "1/2 meters read" in screen
+    assert re.search(r"m-1 +rs485-1 +DL/T 645-2007 3φ +12345\.67 +2\.500 +- +N/A", screen), screen
+    assert re.search(r"rs485-1 +4\.04 +50\.0% +80 +2 +1 +m-9", screen), screen
+    assert "comm_loss" in screen and "footer text" in screen

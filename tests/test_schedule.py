@@ -28,7 +28,7 @@ def test_aligned_to_wall_clock_multiples() -> None:
 
 
 def test_missed_slots_are_counted_not_queued() -> None:
-    s = PollSchedule(interval_s=1, anchor=0.0)
+    s = PollSchedule(interval_s=1, anchor=0.0, started=True)
     s.start_poll(5.5)  # served 5.5 s late: slots 1..5 passed unserved
     assert s.overruns == 5
     s.finish_poll(5.6, ok=True)
@@ -51,3 +51,9 @@ def test_failing_meter_backs_off_and_returns_when_it_answers() -> None:
     s.start_poll(t)
     s.finish_poll(t + 0.5, ok=True)
     assert s.next_due - t == 10
+
+
+def test_first_poll_after_start_is_not_an_overrun() -> None:
+    s = PollSchedule.aligned(20.0, mono_now=1000.0, wall_now=1_700_000_007.0)
+    s.start_poll(1013.5)  # slot 0 was 7 s before start; served 13.5 s after start
+    assert s.overruns == 0

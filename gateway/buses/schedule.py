@@ -31,6 +31,7 @@ class PollSchedule:
     backoff_after: int = 3
     max_backoff_s: float = 600.0
     skipped_for_backoff: int = field(default=0)
+    started: bool = False
 
     @classmethod
     def aligned(cls, interval_s: float, mono_now: float, wall_now: float, **kw: object) -> PollSchedule:
@@ -50,7 +51,14 @@ class PollSchedule:
         return math.floor((t - self.anchor) / self.interval_s) + 1
 
     def start_poll(self, now: float) -> None:
-        """The poll of the current slot starts at ``now``: count slots that passed unserved."""
+        """The poll of the current slot starts at ``now``: count slots that passed unserved.
+
+        The very first slot is the wall-clock multiple that has just passed (so the first poll
+        happens at once); it cannot have been missed, so it never counts as an overrun.
+        """
+        if not self.started:
+            self.started = True
+            return
         if now >= self.next_due + self.interval_s:
             missed = math.floor((now - self.next_due) / self.interval_s)
             self.overruns += missed
