@@ -125,6 +125,10 @@ class ScheduledBus(ABC, Generic[M]):
             "transactions": self.stats.transactions, "timeouts": self.stats.timeouts,
             "overruns": self.overruns, "priority_frames": self.stats.priority_frames,
             "comm_lost": sorted(m.meter_id for m in self.meters if m.comm_lost),
+            # Per-meter counters, compact: [polls, ok, failed, timeouts, retries, poll ms].
+            "meters": {m.meter_id: [m.stats.polls, m.stats.polls_ok, m.stats.polls_failed,
+                                    m.stats.timeouts, m.stats.retries,
+                                    round(m.stats.last_poll_s * 1000)] for m in self.meters},
         }
 
     async def run(self) -> None:
