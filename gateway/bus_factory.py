@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from protocols import dlt645 as d
@@ -30,12 +29,6 @@ from .config import (
     TcpBusConfig,
 )
 from .poll_result import BusEvent, PollResult
-
-
-@dataclass(frozen=True)
-class BuiltBuses:
-    buses: list[ScheduledBus]  # type: ignore[type-arg]
-    register_digits: dict[str, int]
 
 
 def _issue(config: GatewayConfig, path: str, message: str) -> ConfigIssue:

@@ -91,7 +91,7 @@ class Committer:
         messages: list[OutboxMessage] = []
         for item in batch:
             if isinstance(item, BusEvent):
-                self._alarm(item.kind, f"{item.kind}/{item.meter_id}", item.state, item.meter_id,
+                self.alarm(item.kind, f"{item.kind}/{item.meter_id}", item.state, item.meter_id,
                             dict(item.details, bus=item.bus), item.t_ms)
                 continue
             self.stats.polls += 1
@@ -138,11 +138,12 @@ class Committer:
             if self._flag_state.get(key) == on:
                 continue
             self._flag_state[key] = on
-            self._alarm(kind, f"{kind}/{result.meter_id}/{flag}", "raised" if on else "cleared",
+            self.alarm(kind, f"{kind}/{result.meter_id}/{flag}", "raised" if on else "cleared",
                         result.meter_id, {"flag": flag}, result.finished_ms)
 
-    def _alarm(self, kind: str, key: str, state: str, meter: str | None,
+    def alarm(self, kind: str, key: str, state: str, meter: str | None,
                details: dict[str, object], t_ms: int) -> None:
+        """Raise or clear alarm ``key``; the event is committed with the state change, once."""
         severity = SEVERITY.get(kind, "minor")
         raised_at: int | None = None
         if state == "cleared":

@@ -281,12 +281,12 @@ class GatewayDaemon:
                 active = self.store.alarm(DISK_ALARM_KEY)
                 is_active = active is not None and active.cleared_ms is None
                 if status.alarm and not is_active:
-                    self.committer._alarm("disk.low", DISK_ALARM_KEY, "raised", None,
+                    self.committer.alarm("disk.low", DISK_ALARM_KEY, "raised", None,
                                           {"free_bytes": status.free_bytes,
                                            "total_bytes": status.total_bytes,
                                            "hint": status.describe()}, _now_ms())
                 elif not status.alarm and is_active:
-                    self.committer._alarm("disk.low", DISK_ALARM_KEY, "cleared", None,
+                    self.committer.alarm("disk.low", DISK_ALARM_KEY, "cleared", None,
                                           {"free_bytes": status.free_bytes}, _now_ms())
                 if time.monotonic() - last_prune > 3600:
                     last_prune = time.monotonic()

@@ -1,0 +1,754 @@
+"""The command audit journal: an append-only SQLite hash chain, plus the replay state that must
+change in the same transaction as it (DESIGN.md §6).
+
+**The chain.** Every record ``n`` stores ``hash_n = SHA-256(DOMAIN ‖ hash_{n-1} ‖ content_n)``,
+where ``content_n`` is the deterministic CBOR encoding (RFC 8949 §4.2.1) of
+``[1, seq, ts_ms, kind, cmd, kid, final, body]`` and ``hash_0`` is 32 zero bytes. ``body`` is the
+record's details, itself deterministic CBOR. Changing any field of a record changes its hash;
+re-hashing it breaks the link to the next record; deleting or reordering records breaks the
+sequence numbers or the links. :func:`verify_chain` (``gwtool audit verify``) walks the chain
+and names the first record where it breaks. What a chain cannot show by itself is the *tail*
+being cut off, or the whole chain being rebuilt by someone holding the file: that is what the
+periodically published chain head is for — compare it with ``--head``.
+
+SQLite triggers refuse UPDATE and DELETE on the journal table, so no code path of the gateway
+can rewrite history by mistake; they are no defence against someone with the file, which is the
+chain's job.
+
+**Records.** ``received`` (every message: its size, SHA-256 and the bytes), ``rejected`` (code and
+reason), ``accepted`` (the verified command), and outcomes ``executed`` / ``failed`` written by
+whoever acts (the ``final`` flag marks the last outcome of a command). A command that is
+``accepted`` without a final outcome is *pending*: after a crash between journaling and acting,
+:meth:`Journal.pending` finds it so the daemon reports it instead of acting a second time.
+
+**Replay state.** Each key's last counter and the ids of commands already seen live in the same
+database, and :meth:`Journal.append` writes them in the *same* transaction as the verdict record
+(``synchronous=FULL``, WAL): once a command is journaled as accepted, its counter is spent, even if
+the power fails the next instant; and if the power fails before, neither exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Final, Literal, cast
+
+import cbor2
+
+JournalKind = Literal["received", "rejected", "accepted", "executed", "failed"]
+KINDS: Final[frozenset[str]] = frozenset({"received", "rejected", "accepted", "executed", "failed"})
+OUTCOME_KINDS: Final = ("executed", "failed")
+
+#: ``PRAGMA application_id`` of journal databases ("EGWA"), distinct from the store's "EGW1".
+AUDIT_APPLICATION_ID: Final = 0x45475741
+RECORD_FORMAT: Final = 1
+GENESIS_HASH: Final = bytes(32)
+#: Domain separation: a journal hash can never be confused with a hash of anything else.
+HASH_DOMAIN: Final = b"edge-gateway audit journal v1\x00"
+
+#: How long the ids of accepted commands are remembered. The per-key counter already stops
+#: replays for ever; the id table is a second, independent check and need not grow without bound.
+DEFAULT_REPLAY_WINDOW_S: Final = 7 * 86_400
+
+_MIGRATIONS: Final = (
+    (
+        1,
+        (
+            """CREATE TABLE journal (
+                seq INTEGER PRIMARY KEY,
+                ts_ms INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                cmd BLOB,
+                kid TEXT,
+                final INTEGER NOT NULL DEFAULT 0,
+                body BLOB NOT NULL,
+                prev_hash BLOB NOT NULL,
+                hash BLOB NOT NULL
+            )""",
+            "CREATE INDEX journal_cmd ON journal (cmd) WHERE cmd IS NOT NULL",
+            # Rate limits and the pending query look at accepted records only.
+            "CREATE INDEX journal_accepted ON journal (kid, ts_ms) WHERE kind = 'accepted'",
+            """CREATE TRIGGER journal_no_update BEFORE UPDATE ON journal
+               BEGIN SELECT RAISE(ABORT, 'the audit journal is append-only'); END""",
+            """CREATE TRIGGER journal_no_delete BEFORE DELETE ON journal
+               BEGIN SELECT RAISE(ABORT, 'the audit journal is append-only'); END""",
+            """CREATE TABLE key_counters (
+                kid TEXT PRIMARY KEY,
+                ctr INTEGER NOT NULL,
+                journal_seq INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            """CREATE TABLE seen_commands (
+                cmd BLOB PRIMARY KEY,
+                kid TEXT NOT NULL,
+                ctr INTEGER NOT NULL,
+                seen_ms INTEGER NOT NULL,
+                journal_seq INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            "CREATE INDEX seen_commands_age ON seen_commands (seen_ms)",
+            f"PRAGMA application_id = {AUDIT_APPLICATION_ID}",
+        ),
+    ),
+)
+_LATEST: Final = _MIGRATIONS[-1][0]
+
+
+class JournalError(Exception):
+    """The journal cannot be opened or written. A command whose verdict could not be journaled
+    must not be acted on."""
+
+
+class ReplayConflictError(JournalError):
+    """At commit time the counter was no longer fresh or the id already seen (another writer
+    got there first); nothing was written."""
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """A record to append: ``kind``, the command id ``cmd`` and signing ``kid`` when known,
+    ``final`` (last outcome of a command) and ``details`` (plain data: text, ints, floats,
+    bytes, bools, None, lists and text-keyed maps)."""
+
+    kind: JournalKind
+    cmd: bytes | None = None
+    kid: str | None = None
+    final: bool = False
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """A stored record, with its chain fields ``prev_hash`` and ``hash``; ``body`` is the
+    deterministic CBOR of the details (see :attr:`details`)."""
+
+    seq: int
+    ts_ms: int
+    kind: str
+    cmd: bytes | None
+    kid: str | None
+    final: bool
+    body: bytes
+    prev_hash: bytes
+    hash: bytes
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        value = cbor2.loads(self.body)
+        return MappingProxyType(value if isinstance(value, dict) else {})
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayMark:
+    """The replay state a verdict spends: key ``kid``'s counter becomes ``ctr`` and command id
+    ``cmd`` is remembered. Checked again inside the transaction (fail closed)."""
+
+    kid: str
+    ctr: int
+    cmd: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The newest record: ``seq`` (0 for an empty journal), its ``hash`` and ``ts_ms``.
+    Published periodically, it anchors the chain outside the gateway."""
+
+    seq: int
+    hash: bytes
+    ts_ms: int
+
+    def text(self) -> str:
+        """``SEQ:HEX``, the form ``gwtool audit verify --head`` takes."""
+        return f"{self.seq}:{self.hash.hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCommand:
+    """An accepted command without a final outcome: ``cmd``, issuing ``kid``, the ``accepted_seq``
+    and ``accepted_ms`` of its accepted record, its ``details`` (action, meters, params, ...)
+    and how many non-final ``outcomes`` were recorded."""
+
+    cmd: bytes
+    kid: str
+    accepted_seq: int
+    accepted_ms: int
+    details: Mapping[str, object]
+    outcomes: int
+
+
+def record_hash(
+    prev_hash: bytes,
+    seq: int,
+    ts_ms: int,
+    kind: str,
+    cmd: bytes | None,
+    kid: str | None,
+    final: bool,
+    body: bytes,
+) -> bytes:
+    """The chain hash of one record (see the module docstring)."""
+    content = cbor2.dumps([RECORD_FORMAT, seq, ts_ms, kind, cmd, kid, final, body], canonical=True)
+    return hashlib.sha256(HASH_DOMAIN + prev_hash + content).digest()
+
+
+def encode_details(details: Mapping[str, object]) -> bytes:
+    """Deterministic CBOR of a details map; TypeError for anything that is not plain data."""
+    return cbor2.dumps(_plain(details, "details"), canonical=True)
+
+
+def _plain(value: object, where: str) -> object:
+    if value is None or isinstance(value, bool | int | float | str | bytes):
+        return value
+    if isinstance(value, Mapping):
+        out: dict[str, object] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: map key {key!r} is not text")
+            out[key] = _plain(item, f"{where}.{key}")
+        return out
+    if isinstance(value, list | tuple):
+        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    raise TypeError(f"{where}: {type(value).__name__} cannot be journaled")
+
+
+# --------------------------------------------------------------------------------------------
+# The journal
+# --------------------------------------------------------------------------------------------
+
+
+class Journal:
+    """The audit journal of one gateway. Create with :meth:`Journal.open`.
+
+    One connection guarded by a lock, like the store: call from the event loop (each call is one
+    short transaction) or from one worker thread.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, replay_window_s: int) -> None:
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = threading.RLock()
+        self.path = path
+        self.replay_window_s = replay_window_s
+
+    @classmethod
+    def open(
+        cls,
+        path: Path | str,
+        *,
+        replay_window_s: int = DEFAULT_REPLAY_WINDOW_S,
+        busy_timeout_s: float = 5.0,
+    ) -> Journal:
+        """Open (creating if needed) the journal at ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+            )
+        except sqlite3.Error as exc:
+            raise JournalError(f"audit journal {path}: cannot open: {exc}") from exc
+        try:
+            _check_ownership(conn, path)
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise JournalError(
+                    f"audit journal {path}: SQLite refused WAL mode (got {mode!r}); keep "
+                    "data_dir on a local filesystem"
+                )
+            # FULL: the WAL is fsynced at each commit, so an accepted command and its spent
+            # counter survive a power cut, not only a process crash.
+            conn.execute("PRAGMA synchronous = FULL")
+            _migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise JournalError(f"audit journal {path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path, replay_window_s)
+
+    def close(self) -> None:
+        """Close the database. Idempotent."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- writing
+
+    def append(
+        self,
+        entries: Sequence[JournalEntry],
+        *,
+        now_ms: int,
+        replay: ReplayMark | None = None,
+    ) -> tuple[JournalRecord, ...]:
+        """Append ``entries`` in order, and spend ``replay`` if given, in ONE transaction.
+
+        Raises :class:`ReplayConflictError` (nothing written) if ``replay`` is no longer fresh,
+        :class:`JournalError` if the database refuses the write (nothing written either).
+        """
+        if not entries:
+            return ()
+        prepared = [(entry, encode_details(entry.details)) for entry in entries]
+        for entry, _ in prepared:
+            if entry.kind not in KINDS:
+                raise ValueError(f"journal kind {entry.kind!r} is not one of {sorted(KINDS)}")
+        with self._transaction() as conn:
+            if replay is not None:
+                _check_replay(conn, replay)
+            seq, prev = _head_row(conn)
+            records = []
+            for entry, body in prepared:
+                seq += 1
+                digest = record_hash(
+                    prev, seq, now_ms, entry.kind, entry.cmd, entry.kid, entry.final, body
+                )
+                conn.execute(
+                    "INSERT INTO journal (seq, ts_ms, kind, cmd, kid, final, body, prev_hash, "
+                    "hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        seq,
+                        now_ms,
+                        entry.kind,
+                        entry.cmd,
+                        entry.kid,
+                        int(entry.final),
+                        body,
+                        prev,
+                        digest,
+                    ),
+                )
+                records.append(
+                    JournalRecord(
+                        seq,
+                        now_ms,
+                        entry.kind,
+                        entry.cmd,
+                        entry.kid,
+                        entry.final,
+                        body,
+                        prev,
+                        digest,
+                    )
+                )
+                prev = digest
+            if replay is not None:
+                conn.execute(
+                    "INSERT INTO key_counters (kid, ctr, journal_seq) VALUES (?, ?, ?) "
+                    "ON CONFLICT (kid) DO UPDATE SET ctr = excluded.ctr, "
+                    "journal_seq = excluded.journal_seq",
+                    (replay.kid, replay.ctr, seq),
+                )
+                conn.execute(
+                    "INSERT INTO seen_commands (cmd, kid, ctr, seen_ms, journal_seq) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (replay.cmd, replay.kid, replay.ctr, now_ms, seq),
+                )
+                conn.execute(
+                    "DELETE FROM seen_commands WHERE seen_ms < ?",
+                    (now_ms - self.replay_window_s * 1000,),
+                )
+            return tuple(records)
+
+    def record_outcome(
+        self,
+        cmd: bytes,
+        status: Literal["executed", "failed"],
+        reason: str,
+        *,
+        now_ms: int,
+        final: bool = True,
+        details: Mapping[str, object] | None = None,
+    ) -> JournalRecord:
+        """Journal what acting on accepted command ``cmd`` did: ``executed`` or ``failed`` with
+        a ``reason``. ``final=False`` for intermediate outcomes (a limit's rounds); the last one
+        is final and takes the command off :meth:`pending`.
+
+        ValueError if ``cmd`` was never accepted or already has a final outcome — either means
+        the caller is about to report an action that should not have happened.
+        """
+        if status not in OUTCOME_KINDS:
+            raise ValueError(f"outcome status {status!r} is not one of {OUTCOME_KINDS}")
+        with self._lock:
+            conn = self._connection()
+            row = conn.execute(
+                "SELECT kid FROM journal WHERE cmd = ? AND kind = 'accepted' LIMIT 1", (cmd,)
+            ).fetchone()
+            if row is None:
+                raise ValueError(f"command {cmd.hex()} was never accepted; no outcome to record")
+            done = conn.execute(
+                "SELECT seq FROM journal WHERE cmd = ? AND kind IN ('executed', 'failed') "
+                "AND final = 1 LIMIT 1",
+                (cmd,),
+            ).fetchone()
+            if done is not None:
+                raise ValueError(
+                    f"command {cmd.hex()} already has its final outcome (record {done[0]})"
+                )
+            body = {"reason": reason, **(details or {})}
+            return self.append(
+                [JournalEntry(status, cmd=cmd, kid=row[0], final=final, details=body)],
+                now_ms=now_ms,
+            )[0]
+
+    # ---------------------------------------------------------------- reading
+
+    def head(self) -> ChainHead:
+        """The newest record's seq and hash (seq 0 and the genesis hash when empty)."""
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT seq, hash, ts_ms FROM journal ORDER BY seq DESC LIMIT 1")
+                .fetchone()
+            )
+        if row is None:
+            return ChainHead(0, GENESIS_HASH, 0)
+        return ChainHead(int(row[0]), bytes(row[1]), int(row[2]))
+
+    def last_counter(self, kid: str) -> int | None:
+        """The last counter spent by key ``kid`` (None if it never signed an accepted command)."""
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT ctr FROM key_counters WHERE kid = ?", (kid,))
+                .fetchone()
+            )
+        return None if row is None else int(row[0])
+
+    def seen(self, cmd: bytes) -> bool:
+        """True if command id ``cmd`` was already spent (within the replay window)."""
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT 1 FROM seen_commands WHERE cmd = ?", (cmd,))
+                .fetchone()
+            )
+        return row is not None
+
+    def accepted_count(self, kid: str, since_ms: int) -> int:
+        """How many commands key ``kid`` issued that were accepted at or after ``since_ms``."""
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT count(*) FROM journal WHERE kind = 'accepted' AND kid = ? AND ts_ms >= ?",
+                    (kid, since_ms),
+                )
+                .fetchone()
+            )
+        return int(row[0])
+
+    def pending(self) -> list[PendingCommand]:
+        """Accepted commands without a final outcome, oldest first."""
+        with self._lock:
+            rows = (
+                self._connection()
+                .execute(
+                    """SELECT a.seq, a.ts_ms, a.cmd, a.kid, a.body,
+                          (SELECT count(*) FROM journal o
+                            WHERE o.cmd = a.cmd AND o.kind IN ('executed', 'failed'))
+                     FROM journal a
+                    WHERE a.kind = 'accepted'
+                      AND NOT EXISTS (SELECT 1 FROM journal f
+                                       WHERE f.cmd = a.cmd AND f.kind IN ('executed', 'failed')
+                                         AND f.final = 1)
+                    ORDER BY a.seq"""
+                )
+                .fetchall()
+            )
+        out = []
+        for seq, ts_ms, cmd, kid, body, outcomes in rows:
+            details = cbor2.loads(body)
+            out.append(
+                PendingCommand(
+                    cmd=bytes(cmd),
+                    kid=str(kid),
+                    accepted_seq=int(seq),
+                    accepted_ms=int(ts_ms),
+                    details=MappingProxyType(details if isinstance(details, dict) else {}),
+                    outcomes=int(outcomes),
+                )
+            )
+        return out
+
+    def records(self, after_seq: int = 0, limit: int | None = None) -> list[JournalRecord]:
+        """Records with seq > ``after_seq``, in order (for export and inspection)."""
+        with self._lock:
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT seq, ts_ms, kind, cmd, kid, final, body, prev_hash, hash FROM journal "
+                    "WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after_seq, -1 if limit is None else limit),
+                )
+                .fetchall()
+            )
+        return [_record(row) for row in rows]
+
+    def commands(self, cmd: bytes) -> list[JournalRecord]:
+        """Every record of command ``cmd``, in order."""
+        with self._lock:
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT seq, ts_ms, kind, cmd, kid, final, body, prev_hash, hash FROM journal "
+                    "WHERE cmd = ? ORDER BY seq",
+                    (cmd,),
+                )
+                .fetchall()
+            )
+        return [_record(row) for row in rows]
+
+    # ---------------------------------------------------------------- internals
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise JournalError(f"audit journal {self.path} is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise JournalError(f"audit journal {self.path}: cannot write: {exc}") from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise JournalError(
+                    f"audit journal {self.path}: write failed, nothing recorded: {exc}"
+                ) from exc
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+
+def _check_replay(conn: sqlite3.Connection, replay: ReplayMark) -> None:
+    row = conn.execute("SELECT ctr FROM key_counters WHERE kid = ?", (replay.kid,)).fetchone()
+    if row is not None and replay.ctr <= int(row[0]):
+        raise ReplayConflictError(
+            f"counter {replay.ctr} of key {replay.kid!r} is not above {row[0]}"
+        )
+    if conn.execute("SELECT 1 FROM seen_commands WHERE cmd = ?", (replay.cmd,)).fetchone():
+        raise ReplayConflictError(f"command id {replay.cmd.hex()} was already seen")
+
+
+def _head_row(conn: sqlite3.Connection) -> tuple[int, bytes]:
+    row = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+    return (0, GENESIS_HASH) if row is None else (int(row[0]), bytes(row[1]))
+
+
+def _record(row: Sequence[object]) -> JournalRecord:
+    seq, ts_ms, kind, cmd, kid, final, body, prev_hash, digest = row
+    return JournalRecord(
+        seq=cast(int, seq),
+        ts_ms=cast(int, ts_ms),
+        kind=str(kind),
+        cmd=None if cmd is None else cast(bytes, cmd),
+        kid=None if kid is None else str(kid),
+        final=bool(final),
+        body=cast(bytes, body),
+        prev_hash=cast(bytes, prev_hash),
+        hash=cast(bytes, digest),
+    )
+
+
+def _check_ownership(conn: sqlite3.Connection, path: Path) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > _LATEST:
+        raise JournalError(
+            f"audit journal {path} has schema version {version}, newer than this gateway "
+            f"supports ({_LATEST}); run the newer gateway"
+        )
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    has_tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0] > 0
+    if app_id != AUDIT_APPLICATION_ID and (version > 0 or has_tables):
+        raise JournalError(
+            f"{path} is not an audit journal (application_id {app_id:#x}); point the gateway "
+            "at a file of its own"
+        )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    for version, statements in _MIGRATIONS:
+        if version <= found:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+# --------------------------------------------------------------------------------------------
+# Verification (gwtool audit verify)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChainProblem:
+    """Where the chain first breaks: record ``seq`` and ``what`` is wrong with it."""
+
+    seq: int
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """Result of :func:`verify_chain`: ``records`` checked, the ``head`` reached (None when
+    empty) and the first ``problem`` (None when intact)."""
+
+    records: int
+    head: ChainHead | None
+    problem: ChainProblem | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def parse_head(text: str) -> tuple[int, bytes]:
+    """``SEQ:HEX`` (as published and as :meth:`ChainHead.text` prints) → (seq, hash)."""
+    seq_text, sep, hex_text = text.partition(":")
+    try:
+        seq = int(seq_text)
+        digest = bytes.fromhex(hex_text)
+    except ValueError:
+        seq, digest = -1, b""
+    if not sep or seq < 1 or len(digest) != 32:
+        raise ValueError(f"head {text!r} must be SEQ:HASH with 64 hex digits, e.g. 42:9f86d0...")
+    return seq, digest
+
+
+def verify_chain(path: Path | str, expected_head: tuple[int, bytes] | None = None) -> ChainReport:
+    """Walk the journal at ``path`` (opened read-only) and report the first broken record.
+
+    Checks, for each record in seq order: that its seq is the next one (a gap is a removed
+    record), that its ``prev_hash`` is the previous record's hash (reordered, or a predecessor
+    edited and re-hashed), and that its hash matches its content (edited). With
+    ``expected_head`` (a published head) also that the chain reaches that record unchanged
+    (records cut off the end). Raises :class:`JournalError` if the file is not a journal.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JournalError(f"{path}: no such file")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise JournalError(f"{path}: cannot open: {exc}") from exc
+    try:
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            if app_id != AUDIT_APPLICATION_ID:
+                raise JournalError(f"{path} is not an audit journal (application_id {app_id:#x})")
+            cursor = conn.execute(
+                "SELECT seq, ts_ms, kind, cmd, kid, final, body, prev_hash, hash FROM journal "
+                "ORDER BY seq"
+            )
+            return _walk(cursor, expected_head)
+        except sqlite3.Error as exc:
+            raise JournalError(f"{path}: cannot read the journal: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def _walk(rows: Iterator[Sequence[object]], expected_head: tuple[int, bytes] | None) -> ChainReport:
+    expected_seq = 1
+    prev = GENESIS_HASH
+    head: ChainHead | None = None
+    anchor_seen = False
+    count = 0
+    for row in rows:
+        seq, ts_ms, kind, cmd, kid, final, body, prev_hash, digest = row
+        problem = _row_problem(row, expected_seq, prev)
+        if problem is not None:
+            return ChainReport(count, head, problem)
+        assert isinstance(seq, int) and isinstance(ts_ms, int) and isinstance(digest, bytes)
+        count += 1
+        prev = digest
+        head = ChainHead(seq, digest, ts_ms)
+        if expected_head is not None and seq == expected_head[0]:
+            anchor_seen = True
+            if digest != expected_head[1]:
+                return ChainReport(
+                    count,
+                    head,
+                    ChainProblem(
+                        seq,
+                        f"record {seq} does not match the published head "
+                        f"({expected_head[1].hex()[:16]}...): the chain was rebuilt from here "
+                        "or earlier",
+                    ),
+                )
+        expected_seq += 1
+    if expected_head is not None and not anchor_seen:
+        return ChainReport(
+            count,
+            head,
+            ChainProblem(
+                expected_seq,
+                f"the chain ends at record {expected_seq - 1} but the published head is record "
+                f"{expected_head[0]}: records from {expected_seq} on were removed",
+            ),
+        )
+    return ChainReport(count, head, None)
+
+
+def _row_problem(row: Sequence[object], expected_seq: int, prev: bytes) -> ChainProblem | None:
+    seq, ts_ms, kind, cmd, kid, final, body, prev_hash, digest = row
+    if not isinstance(seq, int):
+        return ChainProblem(expected_seq, f"record after {expected_seq - 1} has seq {seq!r}")
+    if seq != expected_seq:
+        missing = f"{expected_seq}" if seq == expected_seq + 1 else f"{expected_seq}..{seq - 1}"
+        return ChainProblem(
+            expected_seq, f"record {missing} missing (removed): next record is {seq}"
+        )
+    if prev_hash != prev:
+        return ChainProblem(
+            seq,
+            f"record {seq} does not follow record {seq - 1} (prev_hash mismatch): records were "
+            f"reordered, or one before it was removed or edited and re-hashed",
+        )
+    if not (
+        isinstance(ts_ms, int)
+        and isinstance(kind, str)
+        and (cmd is None or isinstance(cmd, bytes))
+        and (kid is None or isinstance(kid, str))
+        and final in (0, 1)
+        and isinstance(body, bytes)
+        and isinstance(digest, bytes)
+    ) or digest != record_hash(prev, seq, ts_ms, kind, cmd, kid, bool(final), body):
+        return ChainProblem(seq, f"record {seq} was edited: its content does not match its hash")
+    return None
