@@ -389,8 +389,7 @@ class Journal:
         """
         if status not in OUTCOME_KINDS:
             raise ValueError(f"outcome status {status!r} is not one of {OUTCOME_KINDS}")
-        with self._lock:
-            conn = self._connection()
+        with self._reading() as conn:
             row = conn.execute(
                 "SELECT kid FROM journal WHERE cmd = ? AND kind = 'accepted' LIMIT 1", (cmd,)
             ).fetchone()
@@ -415,56 +414,40 @@ class Journal:
 
     def head(self) -> ChainHead:
         """The newest record's seq and hash (seq 0 and the genesis hash when empty)."""
-        with self._lock:
-            row = (
-                self._connection()
-                .execute("SELECT seq, hash, ts_ms FROM journal ORDER BY seq DESC LIMIT 1")
-                .fetchone()
-            )
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT seq, hash, ts_ms FROM journal ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
         if row is None:
             return ChainHead(0, GENESIS_HASH, 0)
         return ChainHead(int(row[0]), bytes(row[1]), int(row[2]))
 
     def last_counter(self, kid: str) -> int | None:
         """The last counter spent by key ``kid`` (None if it never signed an accepted command)."""
-        with self._lock:
-            row = (
-                self._connection()
-                .execute("SELECT ctr FROM key_counters WHERE kid = ?", (kid,))
-                .fetchone()
-            )
+        with self._reading() as conn:
+            row = conn.execute("SELECT ctr FROM key_counters WHERE kid = ?", (kid,)).fetchone()
         return None if row is None else int(row[0])
 
     def seen(self, cmd: bytes) -> bool:
         """True if command id ``cmd`` was already spent (within the replay window)."""
-        with self._lock:
-            row = (
-                self._connection()
-                .execute("SELECT 1 FROM seen_commands WHERE cmd = ?", (cmd,))
-                .fetchone()
-            )
+        with self._reading() as conn:
+            row = conn.execute("SELECT 1 FROM seen_commands WHERE cmd = ?", (cmd,)).fetchone()
         return row is not None
 
     def accepted_count(self, kid: str, since_ms: int) -> int:
         """How many commands key ``kid`` issued that were accepted at or after ``since_ms``."""
-        with self._lock:
-            row = (
-                self._connection()
-                .execute(
-                    "SELECT count(*) FROM journal WHERE kind = 'accepted' AND kid = ? AND ts_ms >= ?",
-                    (kid, since_ms),
-                )
-                .fetchone()
-            )
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM journal WHERE kind = 'accepted' AND kid = ? AND ts_ms >= ?",
+                (kid, since_ms),
+            ).fetchone()
         return int(row[0])
 
     def pending(self) -> list[PendingCommand]:
         """Accepted commands without a final outcome, oldest first."""
-        with self._lock:
-            rows = (
-                self._connection()
-                .execute(
-                    """SELECT a.seq, a.ts_ms, a.cmd, a.kid, a.body,
+        with self._reading() as conn:
+            rows = conn.execute(
+                """SELECT a.seq, a.ts_ms, a.cmd, a.kid, a.body,
                           (SELECT count(*) FROM journal o
                             WHERE o.cmd = a.cmd AND o.kind IN ('executed', 'failed'))
                      FROM journal a
@@ -473,9 +456,7 @@ class Journal:
                                        WHERE f.cmd = a.cmd AND f.kind IN ('executed', 'failed')
                                          AND f.final = 1)
                     ORDER BY a.seq"""
-                )
-                .fetchall()
-            )
+            ).fetchall()
         out = []
         for seq, ts_ms, cmd, kid, body, outcomes in rows:
             details = cbor2.loads(body)
@@ -493,30 +474,22 @@ class Journal:
 
     def records(self, after_seq: int = 0, limit: int | None = None) -> list[JournalRecord]:
         """Records with seq > ``after_seq``, in order (for export and inspection)."""
-        with self._lock:
-            rows = (
-                self._connection()
-                .execute(
-                    "SELECT seq, ts_ms, kind, cmd, kid, final, body, prev_hash, hash FROM journal "
-                    "WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after_seq, -1 if limit is None else limit),
-                )
-                .fetchall()
-            )
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT seq, ts_ms, kind, cmd, kid, final, body, prev_hash, hash FROM journal "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, -1 if limit is None else limit),
+            ).fetchall()
         return [_record(row) for row in rows]
 
     def commands(self, cmd: bytes) -> list[JournalRecord]:
         """Every record of command ``cmd``, in order."""
-        with self._lock:
-            rows = (
-                self._connection()
-                .execute(
-                    "SELECT seq, ts_ms, kind, cmd, kid, final, body, prev_hash, hash FROM journal "
-                    "WHERE cmd = ? ORDER BY seq",
-                    (cmd,),
-                )
-                .fetchall()
-            )
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT seq, ts_ms, kind, cmd, kid, final, body, prev_hash, hash FROM journal "
+                "WHERE cmd = ? ORDER BY seq",
+                (cmd,),
+            ).fetchall()
         return [_record(row) for row in rows]
 
     # ---------------------------------------------------------------- internals
@@ -525,6 +498,14 @@ class Journal:
         if self._conn is None:
             raise JournalError(f"audit journal {self.path} is closed")
         return self._conn
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._connection()
+            except sqlite3.Error as exc:
+                raise JournalError(f"audit journal {self.path}: cannot read: {exc}") from exc
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
