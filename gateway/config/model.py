@@ -409,6 +409,22 @@ class MeterConfig:
         default="residential",
         doc="Customer class (residential, commercial, ...) used by VEE and theft rules.",
     )
+    control_password_level: int = setting(
+        Int(minimum=0, maximum=255),
+        default=2,
+        doc="DL/T 645 1CH control: password level PA of plaintext meters (02 in most utilities).",
+    )
+    control_password: str = setting(
+        Str(pattern=r"^[0-9A-Fa-f]{6}$", hint="6 hex digits as written on the work order"),
+        default="000000",
+        doc="DL/T 645 1CH control: the meter's password (P2 P1 P0 as written, most significant "
+        "first). ESAM meters do not use it: their ciphertext comes from the central system.",
+    )
+    operator_code: str = setting(
+        Str(pattern=r"^[0-9A-Fa-f]{8}$", hint="8 hex digits"),
+        default="00000000",
+        doc="DL/T 645 operator code C0..C3 sent with writes and 1CH control frames.",
+    )
 
 
 # --- topology ----------------------------------------------------------------------------
