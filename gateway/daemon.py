@@ -29,6 +29,7 @@ from protocols.payload import Envelope, build_health
 from . import __version__
 from .bus_factory import build_buses
 from .buses.base import ScheduledBus
+from .command_handler import CommandHandler
 from .committer import Committer
 from .config import ConfigError, GatewayConfig, format_errors, load_config
 from .health import LoopLagMonitor, cpu_seconds, rss_bytes
@@ -71,6 +72,8 @@ class GatewayDaemon:
         self.link: MqttLink | None = None
         self.pump: OutboxPump | None = None
         self.committer: Committer | None = None
+        self.commands: CommandHandler | None = None
+        self._commands_task: asyncio.Task[None] | None = None
         self.runtime: Runtime | None = None
         self.outbound: asyncio.Queue[PollResult | BusEvent] | None = None
         self.lag = LoopLagMonitor()
@@ -116,6 +119,13 @@ class GatewayDaemon:
             self._committer_task = asyncio.create_task(self.committer.run(), name="committer")
             await self._start_link(config)
             self._start_buses(runtime)
+            self.commands = CommandHandler(config, self.store, self.committer, runtime.buses,
+                                           on_commit=self._wake_pump)
+            interrupted = self.commands.recover()
+            if interrupted:
+                log.error("%d command(s) were interrupted by the last stop; reported failed",
+                          interrupted)
+            self._start_command_loop()
             self._aux = [
                 asyncio.create_task(self.lag.run(), name="loop-lag"),
                 asyncio.create_task(self._health_loop(), name="health"),
@@ -161,6 +171,13 @@ class GatewayDaemon:
         self.pump = OutboxPump(store, self.link, window=config.mqtt.inflight_window)
         await self.link.start()
         self.pump.start()
+
+    def _start_command_loop(self) -> None:
+        if self.commands is not None and self.link is not None:
+            if self._commands_task is not None:
+                self._commands_task.cancel()
+            self._commands_task = asyncio.create_task(self.commands.run(self.link.commands),
+                                                      name="commands")
 
     async def _stop_link(self) -> None:
         if self.pump is not None:
@@ -217,10 +234,20 @@ class GatewayDaemon:
             await self._stop_link()
             await self._start_link(config)
         self._start_buses(new_runtime)
+        if self.commands is not None:  # new keys, protected meters and buses
+            self.commands.close()
+            assert self.store is not None and self.committer is not None
+            self.commands = CommandHandler(config, self.store, self.committer, new_runtime.buses,
+                                           on_commit=self._wake_pump)
+            self._start_command_loop()
         self.notifier.ready(f"reloaded: {len(config.meters)} meters")
 
     async def _shutdown(self) -> None:
         self.notifier.stopping()
+        if self._commands_task is not None:
+            self._commands_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._commands_task
         await self._stop_buses()
         if self._committer_task is not None:
             self._committer_task.cancel()
@@ -231,6 +258,8 @@ class GatewayDaemon:
         for task in self._aux:
             task.cancel()
         await self._stop_link()
+        if self.commands is not None:
+            self.commands.close()
         if self.store is not None:
             self.store.close()
         log.info("gateway stopped cleanly")

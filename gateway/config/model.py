@@ -512,7 +512,14 @@ class CommandsSection:
     gateway_key: Path | None = setting(
         FilePath("file"),
         default=None,
-        doc="The gateway's own Ed25519 private key (PEM) for signing command results.",
+        doc="The gateway's own Ed25519 private key (PEM) for signing command results; when "
+        "unset, one is created in data_dir at first start.",
+    )
+    meter_utc_offset_min: int = setting(
+        Int(minimum=-720, maximum=840, unit="minutes"),
+        default=480,
+        doc="The meters' clock offset from UTC (China: +480). 1CH control frames carry a "
+        "validity deadline in meter time.",
     )
 
 

@@ -1,0 +1,207 @@
+"""Signed commands in the daemon: verify, journal, act on the bus priority lane, report.
+
+Order for every message taken from ``P/G/cmd`` (DESIGN §6): the verifier decides and journals the
+verdict durably *before* anything acts; the ``accepted``/``rejected`` result is committed to the
+outbox (signed by the gateway's key); an accepted command then acts — for a customer's meter that
+means announcing the action to the CRM (alarm) first, then the 1CH frame on the bus's priority lane,
+then reading status word 3 back to confirm the relay really moved — and the outcome is journaled
+and reported (``executed``/``failed``).
+
+At start-up, commands journaled as accepted but never finished (the daemon died between the
+journal entry and the action) are reported ``failed`` and **not** re-executed: a trip must happen
+once or not at all, and the operator decides whether to send it again.
+
+Actions handled here act on explicit meters (trip, close, allow_close, alarm, protect, unprotect).
+Group limits (``limit``/``cancel``) belong to the load-control engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocols import dlt645 as d
+
+from .buses.base import ScheduledBus
+from .buses.dlt645_bus import Dlt645Bus
+from .commands import CommandVerifier, Journal, JournalError, ResultSigner
+from .committer import Committer
+from .config import GatewayConfig, MeterConfig
+from .mqtt_link import InboundCommand
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+#: command action → (1CH control type, relay state expected afterwards: True open, False closed, None any)
+ACTIONS: Mapping[str, tuple[d.ControlAction, bool | None]] = {
+    "trip": (d.ControlAction.TRIP, True),
+    "close": (d.ControlAction.DIRECT_CLOSE, False),
+    "allow_close": (d.ControlAction.ALLOW_CLOSE, None),
+    "alarm": (d.ControlAction.ALARM, None),
+    "protect": (d.ControlAction.PROTECT, None),
+    "unprotect": (d.ControlAction.PROTECT_RELEASE, None),
+}
+#: How long a 1CH frame stays valid in the meter: a frame delayed longer must not act.
+FRAME_VALIDITY = dt.timedelta(minutes=5)
+STATUS_WORD_3 = 0x04000503
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def ensure_gateway_key(config: GatewayConfig) -> Path:
+    """The gateway's result-signing key: the configured one, or one created in data_dir at first
+    start (private, 0600) so results are always signed. Its public key is logged for the operator."""
+    if config.commands.gateway_key is not None:
+        return Path(config.commands.gateway_key)
+    path = Path(config.gateway.data_dir) / "gateway-result.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        public = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                               serialization.PublicFormat.Raw)
+        log.warning("created the gateway's result-signing key %s (public key %s); set "
+                    "[commands] gateway_key to manage it yourself", path, public.hex())
+    return path
+
+
+@dataclass
+class MeterOutcome:
+    meter: str
+    ok: bool
+    detail: str
+
+
+class CommandHandler:
+    def __init__(self, config: GatewayConfig, store: Store, committer: Committer,
+                 buses: list[ScheduledBus], on_commit: Any) -> None:  # type: ignore[type-arg]
+        self.config = config
+        self.store = store
+        self.committer = committer
+        self.prefix = config.mqtt.topic_prefix
+        self._on_commit = on_commit
+        data_dir = Path(config.gateway.data_dir)
+        self.journal = Journal.open(data_dir / "audit.db")
+        self.verifier = CommandVerifier.from_config(config, self.journal)
+        self.signer = ResultSigner.from_pem(ensure_gateway_key(config), config.gateway.id)
+        self.meters: dict[str, MeterConfig] = {m.id: m for m in config.meters}
+        self.bus_of: dict[str, ScheduledBus] = {}  # type: ignore[type-arg]
+        self.set_buses(buses)
+
+    def set_buses(self, buses: list[ScheduledBus]) -> None:  # type: ignore[type-arg]
+        self.bus_of = {m.meter_id: bus for bus in buses for m in bus.meters}
+
+    def close(self) -> None:
+        self.journal.close()
+
+    # -- results ------------------------------------------------------------------------------------
+    def _result(self, cmd: bytes, status: str, reason: str) -> None:
+        self.store.enqueue(self.signer.outbox_message(topic_prefix=self.prefix, epoch=self.store.epoch,
+                                                      ts=_now_ms(), cmd=cmd, status=status,
+                                                      reason=reason))
+        if callable(self._on_commit):
+            self._on_commit()
+
+    def recover(self) -> int:
+        """Report commands interrupted by a crash between the journal entry and the action."""
+        pending = self.journal.pending()
+        for p in pending:
+            reason = "interrupted by a restart before its outcome was recorded; not re-executed"
+            self.journal.record_outcome(p.cmd, "failed", reason, now_ms=_now_ms())
+            self._result(p.cmd, "failed", reason)
+            log.error("command %s was interrupted by a restart: reported failed, not re-executed",
+                      p.cmd.hex())
+        return len(pending)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    async def run(self, commands: asyncio.Queue[InboundCommand]) -> None:
+        while True:
+            inbound = await commands.get()
+            try:
+                await self.handle(inbound)
+            except JournalError as exc:
+                log.error("command not handled: the audit journal cannot be written (%s)", exc)
+
+    async def handle(self, inbound: InboundCommand) -> None:
+        decision = self.verifier.verify(inbound.payload, time.time())
+        if decision.command_id is not None:
+            self._result(decision.command_id, decision.status, decision.reason)
+        if not decision.accepted or decision.command is None:
+            log.warning("command rejected: %s", decision.reason)
+            return
+        cmd = decision.command
+        if cmd.action not in ACTIONS:
+            reason = f"action {cmd.action!r} is not handled by this gateway yet (no load-control engine)"
+            self.journal.record_outcome(cmd.id, "failed", reason, now_ms=_now_ms())
+            self._result(cmd.id, "failed", reason)
+            return
+        targets = cmd.trippable if cmd.action == "trip" else cmd.meters
+        outcomes = [await self._act(meter_id, cmd.action, cmd.id) for meter_id in targets]
+        failed = [o for o in outcomes if not o.ok]
+        summary = "; ".join(f"{o.meter}: {o.detail}" for o in outcomes)
+        status: Literal["executed", "failed"] = "failed" if failed else "executed"
+        self.journal.record_outcome(cmd.id, status, summary, now_ms=_now_ms(),
+                                    details={"meters": {o.meter: o.ok for o in outcomes}})
+        self._result(cmd.id, status, summary)
+
+    async def _act(self, meter_id: str, action: str, cmd_id: bytes) -> MeterOutcome:
+        meter = self.meters.get(meter_id)
+        bus = self.bus_of.get(meter_id)
+        if meter is None or bus is None:
+            return MeterOutcome(meter_id, False, "not configured on any running bus")
+        if not isinstance(bus, Dlt645Bus):
+            return MeterOutcome(meter_id, False, "relay control is implemented for DL/T 645 meters only")
+        control, expect_open = ACTIONS[action]
+        pending_key = f"load_control.trip_pending/{meter_id}"
+        if action == "trip":  # the customer service centre hears it before the customer does
+            self.committer.alarm("load_control.trip_pending", pending_key, "raised", meter_id,
+                                 {"command": cmd_id.hex()}, _now_ms())
+        valid_until = (dt.datetime.now(dt.timezone(dt.timedelta(minutes=self.config.commands.meter_utc_offset_min)))
+                       .replace(tzinfo=None, microsecond=0) + FRAME_VALIDITY)
+        frame = d.ControlRequest(str(meter.address), control, valid_until,
+                                 password_level=meter.control_password_level,
+                                 password=meter.control_password.upper(),
+                                 operator=meter.operator_code.upper())
+        try:
+            await bus.submit_priority(frame)
+        except d.ExceptionReply as exc:
+            return MeterOutcome(meter_id, False, f"meter refused {action}: {', '.join(exc.errors) or exc}")
+        except Exception as exc:
+            return MeterOutcome(meter_id, False, f"no confirmation of the {action} frame: {exc}")
+        if expect_open is None:
+            return MeterOutcome(meter_id, True, f"{action} acknowledged")
+        try:
+            tx = await bus.submit_priority(d.ReadRequest(str(meter.address), STATUS_WORD_3))
+            flags = next((r.value for r in tx.readings if isinstance(r.value, Mapping)), {})
+        except Exception as exc:
+            return MeterOutcome(meter_id, False, f"{action} acknowledged but status word 3 unreadable: {exc}")
+        relay_open = bool(flags.get("relay_open"))
+        if relay_open != expect_open:
+            return MeterOutcome(meter_id, False, f"{action} acknowledged but the relay is "
+                                                 f"{'open' if relay_open else 'closed'}")
+        if action == "trip":
+            self.committer.alarm("load_control.trip_pending", pending_key, "cleared", meter_id,
+                                 {"command": cmd_id.hex()}, _now_ms())
+            self.committer.alarm("load_control.tripped", f"load_control.tripped/{meter_id}",
+                                 "raised", meter_id, {"command": cmd_id.hex()}, _now_ms())
+        elif action == "close":
+            self.committer.alarm("load_control.tripped", f"load_control.tripped/{meter_id}",
+                                 "cleared", meter_id, {"command": cmd_id.hex(), "restored": True},
+                                 _now_ms())
+        return MeterOutcome(meter_id, True, f"{action} done, relay {'open' if relay_open else 'closed'}")
