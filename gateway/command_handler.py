@@ -21,6 +21,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ ACTIONS: Mapping[str, tuple[d.ControlAction, bool | None]] = {
 #: How long a 1CH frame stays valid in the meter: a frame delayed longer must not act.
 FRAME_VALIDITY = dt.timedelta(minutes=5)
 STATUS_WORD_3 = 0x04000503
+#: Failpoint for crash tests (``after-accept``): a kill -9 between journal entry and action.
+FAILPOINT_ENV = "EDGE_GATEWAY_FAILPOINT"
 
 
 def _now_ms() -> int:
@@ -146,6 +149,9 @@ class CommandHandler:
             log.warning("command rejected: %s", decision.reason)
             return
         cmd = decision.command
+        if os.environ.get(FAILPOINT_ENV) == "after-accept":
+            # Test rigs only: die exactly between the journal entry and the action.
+            os.kill(os.getpid(), signal.SIGKILL)
         if cmd.action not in ACTIONS:
             reason = f"action {cmd.action!r} is not handled by this gateway yet (no load-control engine)"
             self.journal.record_outcome(cmd.id, "failed", reason, now_ms=_now_ms())

@@ -31,13 +31,14 @@ def _setup(rig: GatewayRig, tmp: Path, protected: str) -> Path:
     return tmp / "op1.key"
 
 
-def _send(rig: GatewayRig, key: Path, tmp: Path, name: str, *extra: str) -> dict[str, object]:
+def _send(rig: GatewayRig, key: Path, tmp: Path, name: str, *extra: str,
+          until: str = "outcome", timeout: float = 20) -> dict[str, object]:
     out = tmp / f"{name}.cose"
     signed = gwtool("sign-command", "--key", str(key), "--kid", "op-1", "--aud", rig.gateway_id,
                     "--out", str(out), *extra)
     assert signed.returncode == 0, signed.stderr
     sent = gwtool("send-command", str(out), "--port", str(rig.broker.port), "--gateway",
-                  rig.gateway_id, "--timeout", "20")
+                  rig.gateway_id, "--timeout", str(timeout), "--until", until)
     return {"code": sent.returncode, "out": sent.stdout, "err": sent.stderr}
 
 
@@ -90,3 +91,50 @@ def test_signed_trip_executes_and_bad_commands_never_reach_the_bus(tmp_path: Pat
         audit = gwtool("audit", "verify", str(rig.workdir / "var" / "audit.db"))
         assert audit.returncode == 0, audit.stdout + audit.stderr
         print(json.dumps({"rejected": list(rejected)}))
+
+
+def test_kill_9_between_journal_and_action_never_acts_twice(tmp_path: Path) -> None:
+    import os
+
+    with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=2, modbus_meters=0) as rig:
+        line = rig.lines["rs485-1"]
+        target = sorted(line.meters)[0]
+        key = _setup(rig, tmp_path, sorted(line.meters)[1])
+        with Observer(rig.broker, "mtr/v1/#", client_id="crash-cmd-observer") as observer:
+            os.environ["EDGE_GATEWAY_FAILPOINT"] = "after-accept"
+            try:
+                proc = rig.start_daemon()
+            finally:
+                del os.environ["EDGE_GATEWAY_FAILPOINT"]
+            assert wait_until(lambda: len(decoded(observer, rig.topic("reads/"))) >= 2, 30)
+            first = _send(rig, key, tmp_path, "t", "--action", "trip", "--targets",
+                          f"m-{target[-4:]}", "--ctr", "5", until="accepted", timeout=4)
+            # The "accepted" result was committed but the daemon died before publishing it.
+            assert first["code"] == 1, first
+            proc.wait(20)
+            assert proc.returncode == -9  # died between the journal entry and the action
+            rig.process = None
+            assert line.meters[target].sim.snapshot().relay_trips.count == 0
+            rig.start_daemon()  # restart without the failpoint
+            assert wait_until(lambda: any(
+                "interrupted" in str(m.get("reason", ""))
+                for _t, m in decoded_results(observer, rig)), 30), rig.log_text()[-2000:]
+            again = subprocess.run([sys.executable, "-m", "firmware_tools.cli", "send-command",
+                                    str(tmp_path / "t.cose"), "--port", str(rig.broker.port),
+                                    "--gateway", rig.gateway_id, "--timeout", "20"],
+                                   cwd=REPO, capture_output=True, text=True, timeout=60)
+            assert again.returncode == 1 and "replay" in again.stdout.lower(), again.stdout
+            assert line.meters[target].sim.snapshot().relay_trips.count == 0  # never acted
+            assert rig.stop_daemon() == 0
+
+
+def decoded_results(observer: Observer, rig: GatewayRig) -> list[tuple[str, dict[str, object]]]:
+    """Command results are COSE_Sign1 messages: unwrap the payload without verifying here."""
+    import cbor2
+
+    out = []
+    for topic, payload, _r in observer.messages(rig.topic("cmd/result")):
+        tag = cbor2.loads(payload)
+        inner = cbor2.loads(tag.value[2])
+        out.append((topic, inner))
+    return out
