@@ -20,10 +20,12 @@ EXIT_BAD_CONFIG = 2
 
 def _check_config(args: argparse.Namespace) -> int:
     from .bus_factory import load_profiles
+    from .load_control_runner import engine_settings
 
     try:
         config = load_config(Path(args.file))
         load_profiles(config)
+        engine_settings(config)
     except ConfigError as err:
         print(format_errors(err), file=sys.stderr)
         return EXIT_BAD_CONFIG

@@ -38,6 +38,7 @@ from .buses.dlt645_bus import Dlt645Bus
 from .commands import CommandVerifier, Journal, JournalError, ResultSigner
 from .committer import Committer
 from .config import GatewayConfig, MeterConfig
+from .load_control import check_params
 from .mqtt_link import InboundCommand
 from .store import Store
 
@@ -101,7 +102,9 @@ class CommandHandler:
         self._on_commit = on_commit
         data_dir = Path(config.gateway.data_dir)
         self.journal = Journal.open(data_dir / "audit.db")
-        self.verifier = CommandVerifier.from_config(config, self.journal)
+        self.verifier = CommandVerifier.from_config(config, self.journal, params_check=check_params)
+        #: The load-control engine's driver, for group limits; set by the daemon.
+        self.load_control: Any = None
         self.signer = ResultSigner.from_pem(ensure_gateway_key(config), config.gateway.id)
         self.meters: dict[str, MeterConfig] = {m.id: m for m in config.meters}
         self.bus_of: dict[str, ScheduledBus] = {}  # type: ignore[type-arg]
@@ -114,6 +117,10 @@ class CommandHandler:
         self.journal.close()
 
     # -- results ------------------------------------------------------------------------------------
+    def report(self, cmd: bytes, status: str, reason: str) -> None:
+        """Commit a signed result for ``cmd`` to the outbox."""
+        self._result(cmd, status, reason)
+
     def _result(self, cmd: bytes, status: str, reason: str) -> None:
         self.store.enqueue(self.signer.outbox_message(topic_prefix=self.prefix, epoch=self.store.epoch,
                                                       ts=_now_ms(), cmd=cmd, status=status,
@@ -152,8 +159,11 @@ class CommandHandler:
         if os.environ.get(FAILPOINT_ENV) == "after-accept":
             # Test rigs only: die exactly between the journal entry and the action.
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.load_control is not None and (cmd.action in ("limit", "cancel") or cmd.group):
+            self.load_control.on_command(cmd)  # the engine reports the outcome when it has one
+            return
         if cmd.action not in ACTIONS:
-            reason = f"action {cmd.action!r} is not handled by this gateway yet (no load-control engine)"
+            reason = f"action {cmd.action!r} needs the load-control engine, which is not running"
             self.journal.record_outcome(cmd.id, "failed", reason, now_ms=_now_ms())
             self._result(cmd.id, "failed", reason)
             return

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from protocols.payload import AlarmEvent, Envelope, ReadRecord, build_alarm
 
@@ -59,6 +60,8 @@ class Committer:
         self.registers = RegisterMemory()
         self.stats = CommitterStats()
         self._flag_state: dict[tuple[str, str], bool] = {}
+        #: Called with every poll result after it is committed (load control's power feed).
+        self.poll_listeners: list[Any] = []
 
     def seed_registers(self) -> int:
         """Load the last actual register values so a decrease after a restart is still caught."""
@@ -101,6 +104,10 @@ class Committer:
                     topic=f"{self.prefix}/reads/{item.meter_id}", gw=self.gateway_id,
                     epoch=self.store.epoch, ts=item.finished_ms, meter=item.meter_id, reads=records))
             self._flags(item)
+        for listener in self.poll_listeners:
+            for item in batch:
+                if isinstance(item, PollResult):
+                    listener(item)
         if messages:
             outcome = self.holding.commit(messages)
             self.stats.commits += 1

@@ -33,6 +33,7 @@ from .command_handler import CommandHandler
 from .committer import Committer
 from .config import ConfigError, GatewayConfig, format_errors, load_config
 from .health import LoopLagMonitor, cpu_seconds, rss_bytes
+from .load_control_runner import LoadControlRunner, engine_settings
 from .mqtt_link import GatewayStateMessages, LinkSettings, MqttLink
 from .outbox_pump import OutboxPump
 from .poll_result import BusEvent, PollResult
@@ -73,6 +74,7 @@ class GatewayDaemon:
         self.pump: OutboxPump | None = None
         self.committer: Committer | None = None
         self.commands: CommandHandler | None = None
+        self._load_control_task: asyncio.Task[None] | None = None
         self._commands_task: asyncio.Task[None] | None = None
         self.runtime: Runtime | None = None
         self.outbound: asyncio.Queue[PollResult | BusEvent] | None = None
@@ -94,6 +96,7 @@ class GatewayDaemon:
         self.outbound = asyncio.Queue(maxsize=max(64, 4 * len(config.meters)))
         try:
             runtime = Runtime(config, build_buses(config, self.outbound))
+            engine_settings(config)
         except ConfigError as err:
             print(format_errors(err), flush=True, file=sys.stderr)
             return EXIT_BAD_CONFIG
@@ -121,6 +124,7 @@ class GatewayDaemon:
             self._start_buses(runtime)
             self.commands = CommandHandler(config, self.store, self.committer, runtime.buses,
                                            on_commit=self._wake_pump)
+            self._start_load_control(config, runtime)
             interrupted = self.commands.recover()
             if interrupted:
                 log.error("%d command(s) were interrupted by the last stop; reported failed",
@@ -171,6 +175,22 @@ class GatewayDaemon:
         self.pump = OutboxPump(store, self.link, window=config.mqtt.inflight_window)
         await self.link.start()
         self.pump.start()
+
+    def _start_load_control(self, config: GatewayConfig, runtime: Runtime) -> None:
+        assert self.commands is not None and self.committer is not None
+        if self._load_control_task is not None:
+            self._load_control_task.cancel()
+        self.committer.poll_listeners.clear()
+        if not config.groups:
+            self.commands.load_control = None
+            return
+        link = self.link
+        runner = LoadControlRunner(config, self.committer, self.commands.journal, runtime.buses,
+                                   report=self.commands.report,
+                                   link_up=lambda: link is not None and link.connected)
+        self.commands.load_control = runner
+        self.committer.poll_listeners.append(runner.on_poll)
+        self._load_control_task = asyncio.create_task(runner.run(), name="load-control")
 
     def _start_command_loop(self) -> None:
         if self.commands is not None and self.link is not None:
@@ -239,15 +259,17 @@ class GatewayDaemon:
             assert self.store is not None and self.committer is not None
             self.commands = CommandHandler(config, self.store, self.committer, new_runtime.buses,
                                            on_commit=self._wake_pump)
+            self._start_load_control(config, new_runtime)
             self._start_command_loop()
         self.notifier.ready(f"reloaded: {len(config.meters)} meters")
 
     async def _shutdown(self) -> None:
         self.notifier.stopping()
-        if self._commands_task is not None:
-            self._commands_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._commands_task
+        for task in (self._commands_task, self._load_control_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._stop_buses()
         if self._committer_task is not None:
             self._committer_task.cancel()

@@ -138,3 +138,55 @@ def decoded_results(observer: Observer, rig: GatewayRig) -> list[tuple[str, dict
         inner = cbor2.loads(tag.value[2])
         out.append((topic, inner))
     return out
+
+
+def test_signed_group_limit_alarms_then_trips_rounds_and_restores(tmp_path: Path) -> None:
+    with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=3, modbus_meters=0,
+                     poll_interval_s=1.0) as rig:
+        line = rig.lines["rs485-1"]
+        addresses = sorted(line.meters)
+        ids = [f"m-{a[-4:]}" for a in addresses]
+        key = _setup(rig, tmp_path, protected="none")
+        assert rig.config_path is not None
+        members = ", ".join(f'{{ meter = "{m}" }}' for m in ids)
+        rig.config_path.write_text(rig.config_path.read_text() + f"""
+[[groups]]
+id = "g1"
+members = [{members}]
+
+[load_control]
+power_step_s = 1
+power_window_s = 2
+alarm_delay_s = 2
+settle_s = 3
+after_record_s = 2
+after_record_grace_s = 2
+power_up_protect_s = 0
+restore_delay_min_s = 0
+restore_delay_max_s = 2
+
+[load_control.groups.g1]
+rounds = [["{ids[0]}"], ["{ids[1]}"], ["{ids[2]}"]]
+""")
+        with Observer(rig.broker, "mtr/v1/#", client_id="limit-observer") as observer:
+            rig.start_daemon()
+            assert wait_until(lambda: len(decoded(observer, rig.topic("reads/"))) >= 6, 30)
+            limit = _send(rig, key, tmp_path, "limit", "--action", "limit", "--targets", "group:g1",
+                          "--params", '{"kind": "business_suspension", "limit_kw": 0.001}',
+                          "--ctr", "20", timeout=30)
+            assert limit["code"] == 0, limit
+            # Round 1 trips after its alarm; round 2 only because the group is still over.
+            assert wait_until(lambda: line.meters[addresses[0]].sim.snapshot().status.relay_open, 30), \
+                rig.log_text()[-3000:]
+            assert wait_until(lambda: line.meters[addresses[1]].sim.snapshot().status.relay_open, 30)
+            kinds = [(m["kind"], m["state"]) for _t, m in decoded(observer, rig.topic("alarms"))]
+            pre = kinds.index(("customer.pre_trip", "raised"))
+            trip = kinds.index(("customer.trip", "raised"))
+            assert pre < trip, kinds  # the CRM hears of it first
+            cancel = _send(rig, key, tmp_path, "cancel", "--action", "cancel", "--targets", "group:g1",
+                           "--ctr", "21", timeout=30)
+            assert cancel["code"] == 0, cancel
+            # Restores in reverse order, within the configured random delay.
+            assert wait_until(lambda: not any(line.meters[a].sim.snapshot().status.relay_open
+                                              for a in addresses), 30), rig.log_text()[-3000:]
+            assert rig.stop_daemon() == 0

@@ -560,6 +560,12 @@ class GatewayConfig:
         default={},
         doc="Validation and estimation settings, passed to the VEE layer, which checks them.",
     )
+    load_control: dict[str, Any] = setting(
+        FreeTable(),
+        default={},
+        doc="Load-control engine settings (rounds, delays, hysteresis, protect, prepaid), "
+        "checked by gateway.load_control (docs/load_control.md).",
+    )
     # Derived by the loader, not read from the file.
     source_file: Path | None = field(default=None, compare=False)
     sha256: str = ""
