@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.broker import Observer
 from tests.gateway_rig import GatewayRig, decoded, gateway_rig, wait_until
 
@@ -94,6 +96,7 @@ def test_broker_outage_of_30_s_loses_nothing(tmp_path: Path) -> None:
         print(f"outage: {figures}, {len(offline)} reads messages committed while the broker was down")
 
 
+@pytest.mark.slow  # 70 s: run with `pytest -m slow`; the default run has a 3x-keepalive freeze test
 def test_silently_dead_link_60_s_then_broker_killed_loses_nothing(tmp_path: Path) -> None:
     with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=4, modbus_meters=0) as rig:
         with Observer(rig.broker, "mtr/v1/#", client_id="freeze-observer") as observer:
