@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck fuzz bench clean
+.PHONY: demo test lint typecheck fuzz slow bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: $(STAMP) lint typecheck
 	$(PY) -m pytest -q
 
 fuzz: $(STAMP)
+	$(PY) -m pytest -q -m slow tests/test_dlt645_fuzz.py
+
+slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
