@@ -32,6 +32,7 @@ from .buses.base import ScheduledBus
 from .command_handler import CommandHandler
 from .committer import Committer
 from .config import ConfigError, GatewayConfig, format_errors, load_config
+from .group_publisher import GroupPublisher
 from .health import LoopLagMonitor, cpu_seconds, rss_bytes
 from .load_control_runner import LoadControlRunner, engine_settings
 from .mqtt_link import GatewayStateMessages, LinkSettings, MqttLink
@@ -75,6 +76,7 @@ class GatewayDaemon:
         self.committer: Committer | None = None
         self.commands: CommandHandler | None = None
         self._load_control_task: asyncio.Task[None] | None = None
+        self._groups_task: asyncio.Task[None] | None = None
         self._commands_task: asyncio.Task[None] | None = None
         self.runtime: Runtime | None = None
         self.outbound: asyncio.Queue[PollResult | BusEvent] | None = None
@@ -181,6 +183,14 @@ class GatewayDaemon:
         if self._load_control_task is not None:
             self._load_control_task.cancel()
         self.committer.poll_listeners.clear()
+        if self._groups_task is not None:
+            self._groups_task.cancel()
+            self._groups_task = None
+        if config.groups:
+            assert self.store is not None
+            publisher = GroupPublisher(config, self.store, self._wake_pump)
+            self.committer.poll_listeners.append(publisher.on_poll)
+            self._groups_task = asyncio.create_task(publisher.run(), name="groups")
         if not config.groups:
             self.commands.load_control = None
             return
@@ -265,7 +275,7 @@ class GatewayDaemon:
 
     async def _shutdown(self) -> None:
         self.notifier.stopping()
-        for task in (self._commands_task, self._load_control_task):
+        for task in (self._commands_task, self._load_control_task, self._groups_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -98,3 +98,28 @@ def test_store_rows_all_reach_the_broker_after_a_clean_stop(tmp_path: Path) -> N
         total = con.execute("SELECT count(*) FROM outbox").fetchone()[0]
         con.close()
         assert total > 0 and unacked == 0
+
+
+def test_group_totals_are_published_from_member_power(tmp_path: Path) -> None:
+    with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=3, modbus_meters=0,
+                     poll_interval_s=1.0) as rig:
+        assert rig.config_path is not None
+        ids = sorted(rig.meters)
+        rig.config_path.write_text(rig.config_path.read_text().replace(
+            f'id = "{ids[2]}"', f'id = "{ids[2]}"\nct_ratio = 40') + f"""
+[[groups]]
+id = "g-all"
+members = [{{ meter = "{ids[0]}" }}, {{ meter = "{ids[1]}" }}, {{ meter = "{ids[2]}", sign = "-" }}]
+""")
+        with Observer(rig.broker, "mtr/v1/#", client_id="groups-observer") as observer:
+            rig.start_daemon()
+            assert wait_until(lambda: len(decoded(observer, rig.topic("groups/g-all"))) >= 1, 30), \
+                rig.log_text()[-2000:]
+            assert rig.stop_daemon() == 0
+        message = decoded(observer, rig.topic("groups/g-all"))[-1][1]
+        total = message["totals"][0]
+        power = {m: simulator_registers(rig.meters[m])["power.active.total"] for m in ids}
+        expected = float(power[ids[0]]) + float(power[ids[1]]) - 40 * float(power[ids[2]])
+        assert total["q"] == "power.active.total" and total["quality"] == "A"
+        assert total["coverage"] == 1.0
+        assert abs(total["val"] - expected) < 1e-9
