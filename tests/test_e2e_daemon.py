@@ -123,3 +123,31 @@ members = [{{ meter = "{ids[0]}" }}, {{ meter = "{ids[1]}" }}, {{ meter = "{ids[
         assert total["q"] == "power.active.total" and total["quality"] == "A"
         assert total["coverage"] == 1.0
         assert abs(total["val"] - expected) < 1e-9
+
+
+def test_cover_open_event_raises_an_alarm_within_one_poll_cycle(tmp_path: Path) -> None:
+    with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=2, modbus_meters=0,
+                     poll_interval_s=2.0) as rig:
+        assert rig.config_path is not None
+        (tmp_path / "profiles" / "test-dlt645.toml").write_text(
+            (tmp_path / "profiles" / "test-dlt645.toml").read_text()
+            + '\n[[reads]]\ndi = "04000507"\n\n[[reads]]\ndi = "04000504"\n')
+        line = rig.lines["rs485-1"]
+        address = sorted(line.meters)[1]
+        meter_id = f"m-{address[-4:]}"
+        with Observer(rig.broker, "mtr/v1/#", client_id="cover-observer") as observer:
+            rig.start_daemon()
+            assert wait_until(lambda: len(decoded(observer, rig.topic("reads/"))) >= 2, 30)
+
+            def alarm(kind: str) -> bool:
+                return any(m.get("kind") == kind and m.get("meter") == meter_id
+                           and m.get("state") == "raised"
+                           for _t, m in decoded(observer, rig.topic("alarms")))
+
+            t0 = time.monotonic()
+            line.meters[address].open_cover()
+            assert wait_until(lambda: alarm("meter.cover_open"), 10), rig.log_text()[-2000:]
+            assert time.monotonic() - t0 <= 2.0 * 2 + 1  # within one poll cycle (+ the poll itself)
+            line.meters[address].set_loss_of_voltage("a", True)
+            assert wait_until(lambda: alarm("meter.voltage_loss"), 10), rig.log_text()[-2000:]
+            assert rig.stop_daemon() == 0
