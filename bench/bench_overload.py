@@ -61,6 +61,11 @@ di = "00010000"
 FLAT_MIB_PER_HOUR = 5.0
 
 
+def store_bytes(data_dir: Path) -> int:
+    """The SQLite store's size on disk, WAL included: what SQLite's page cache can grow with."""
+    return sum(p.stat().st_size for p in data_dir.glob("gateway.sqlite*") if p.is_file())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -92,6 +97,7 @@ def main() -> int:
                     listener.wait_health(lambda s: s["committer"]["polls"] > 0, 60, daemon)
                     time.sleep(warmup_s)
                     first = listener.wait_next_health(time.monotonic(), 30, daemon)
+                    store0 = store_bytes(workdir / "var")
                     sampler = Sampler(pid, 5.0).start()
                     try:
                         while time.monotonic() - sampler.t0 < window_s:
@@ -99,6 +105,7 @@ def main() -> int:
                             time.sleep(1.0)
                         last = listener.wait_next_health(first.received + window_s - 1.0, 30, daemon)
                         sampler.sample()
+                        store1 = store_bytes(workdir / "var")
                     finally:
                         sampler.stop()
                     if sampler.error:
@@ -142,6 +149,8 @@ def main() -> int:
          f"{slope:+.3f} MiB/min ({slope * 60:+.1f} MiB/h)",
          verdict(flat, f"flat (< {FLAT_MIB_PER_HOUR:.0f} MiB/h)")),
         ("  slope over the second half", f"{late_slope:+.3f} MiB/min ({late_slope * 60:+.1f} MiB/h)", ""),
+        ("store on disk (db + WAL) grew by", f"{(store1 - store0) / 2**20:.2f} MiB in the window "
+         f"(SQLite's page cache, ≤ 2 MiB by default, fills with it)", ""),
         ("outbox depth, loop lag (last health)",
          f"{last.stats['outbox_depth']}, {last.stats['loop_lag_ms']} ms", ""),
         ("daemon CPU over the window", f"{cpu_pct:.1f} % of a core", "informational"),

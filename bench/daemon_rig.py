@@ -93,14 +93,20 @@ def command_line() -> str:
 
 # -- /proc -------------------------------------------------------------------------------------------
 
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of a whole process (every thread), in seconds."""
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a whole process (every thread), in seconds."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError as exc:
         raise MeasurementError(f"process {pid} is gone ({exc.strerror})") from exc
     fields = text[text.rindex(")") + 2:].split()  # comm may contain spaces and parentheses
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # fields 14 and 15 of proc(5)
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a whole process (every thread), in seconds."""
+    user, system = proc_cpu_split(pid)
+    return user + system
 
 
 def proc_rss_kib(pid: int) -> int:
