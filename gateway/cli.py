@@ -25,7 +25,8 @@ def _check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(Path(args.file))
         load_profiles(config)
-        engine_settings(config)
+        if config.groups or config.load_control:
+            engine_settings(config)
     except ConfigError as err:
         print(format_errors(err), file=sys.stderr)
         return EXIT_BAD_CONFIG

@@ -38,7 +38,6 @@ from .buses.dlt645_bus import Dlt645Bus
 from .commands import CommandVerifier, Journal, JournalError, ResultSigner
 from .committer import Committer
 from .config import GatewayConfig, MeterConfig
-from .load_control import check_params
 from .mqtt_link import InboundCommand
 from .store import Store
 
@@ -102,7 +101,12 @@ class CommandHandler:
         self._on_commit = on_commit
         data_dir = Path(config.gateway.data_dir)
         self.journal = Journal.open(data_dir / "audit.db")
-        self.verifier = CommandVerifier.from_config(config, self.journal, params_check=check_params)
+        params_check = None
+        if config.groups:  # the engine (and numba) only where group limits can exist
+            from .load_control import check_params
+
+            params_check = check_params
+        self.verifier = CommandVerifier.from_config(config, self.journal, params_check=params_check)
         #: The load-control engine's driver, for group limits; set by the daemon.
         self.load_control: Any = None
         self.signer = ResultSigner.from_pem(ensure_gateway_key(config), config.gateway.id)

@@ -32,9 +32,7 @@ from .buses.base import ScheduledBus
 from .command_handler import CommandHandler
 from .committer import Committer
 from .config import ConfigError, GatewayConfig, format_errors, load_config
-from .group_publisher import GroupPublisher
 from .health import LoopLagMonitor, cpu_seconds, rss_bytes
-from .load_control_runner import LoadControlRunner, engine_settings
 from .mqtt_link import GatewayStateMessages, LinkSettings, MqttLink
 from .outbox_pump import OutboxPump
 from .poll_result import BusEvent, PollResult
@@ -98,7 +96,12 @@ class GatewayDaemon:
         self.outbound = asyncio.Queue(maxsize=max(64, 4 * len(config.meters)))
         try:
             runtime = Runtime(config, build_buses(config, self.outbound))
-            engine_settings(config)
+            if config.groups or config.load_control:
+                # numba-backed modules load only when groups exist: a gateway without them
+                # keeps its memory small (the JIT runtime alone is tens of MB).
+                from .load_control_runner import engine_settings
+
+                engine_settings(config)
         except ConfigError as err:
             print(format_errors(err), flush=True, file=sys.stderr)
             return EXIT_BAD_CONFIG
@@ -187,6 +190,8 @@ class GatewayDaemon:
             self._groups_task.cancel()
             self._groups_task = None
         if config.groups:
+            from .group_publisher import GroupPublisher
+
             assert self.store is not None
             publisher = GroupPublisher(config, self.store, self._wake_pump)
             self.committer.poll_listeners.append(publisher.on_poll)
@@ -194,6 +199,8 @@ class GatewayDaemon:
         if not config.groups:
             self.commands.load_control = None
             return
+        from .load_control_runner import LoadControlRunner
+
         link = self.link
         runner = LoadControlRunner(config, self.committer, self.commands.journal, runtime.buses,
                                    report=self.commands.report,
