@@ -19,6 +19,9 @@ Rounds alternate baseline / outbox so that drift in the machine's load hits both
 reported is the median of the per-round ratios. The process's CPU time per message is shown too
 (``time.process_time``: every thread of this process, mosquitto excluded).
 
+``--profile PREFIX`` runs cProfile over the outbox's timed phases only (the figures are then
+inflated by the profiler) and writes PREFIX-live.prof and PREFIX-backlog.prof.
+
 Exit status: 0 measured (whatever the verdict), 1 with ``--strict`` when the goal is missed,
 2 when it could not measure.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import statistics
 import sys
 import tempfile
@@ -155,7 +159,7 @@ class Timing:
 
 
 async def _outbox_round(store: Store, port: int, n: int, window: int, backlog: bool,
-                        timeout: float) -> Timing:
+                        timeout: float, profiler: cProfile.Profile | None = None) -> Timing:
     state = GatewayStateMessages(gateway_id=GATEWAY_ID, version="bench", config_sha256="0" * 64,
                                  meters=(), position=lambda: (store.epoch, store.last_seq))
     settings = LinkSettings(host=HOST, port=port, client_id=GATEWAY_ID, topic_prefix=TOPIC_PREFIX,
@@ -170,6 +174,8 @@ async def _outbox_round(store: Store, port: int, n: int, window: int, backlog: b
         if not await link.wait_connected(10):
             raise MeasurementError(f"MqttLink did not connect to {HOST}:{port}")
         await asyncio.sleep(0.2)  # let the birth message and the subscription settle
+        if profiler is not None:
+            profiler.enable()  # the timed phase only: not the commits, not the connection
         if backlog:
             t0, c0 = time.perf_counter(), time.process_time()
             pump.start()  # link_up: every row is at or below last_seq, so all are backlog
@@ -184,6 +190,9 @@ async def _outbox_round(store: Store, port: int, n: int, window: int, backlog: b
         except TimeoutError:
             raise MeasurementError(f"outbox: only {outbox.acked} of {n} rows acknowledged within "
                                    f"{timeout:.0f} s; pump status {pump.status()}") from None
+        finally:
+            if profiler is not None:
+                profiler.disable()
         timing = Timing(time.perf_counter() - t0, time.process_time() - c0, n, outbox.store_s,
                         outbox.write_transactions)
         status = pump.status()
@@ -199,10 +208,11 @@ async def _outbox_round(store: Store, port: int, n: int, window: int, backlog: b
 
 
 def outbox_round(workdir: Path, port: int, n: int, window: int, backlog: bool, timeout: float,
-                 round_no: int) -> tuple[Timing, list[tuple[str, bytes]]]:
+                 round_no: int, profiler: cProfile.Profile | None = None
+                 ) -> tuple[Timing, list[tuple[str, bytes]]]:
     path = workdir / f"outbox-{round_no}-{'backlog' if backlog else 'live'}.sqlite"
     with Store.open(path) as store:
-        timing = asyncio.run(_outbox_round(store, port, n, window, backlog, timeout))
+        timing = asyncio.run(_outbox_round(store, port, n, window, backlog, timeout, profiler))
     with Store.open(path) as store:  # the same bytes for the baseline: read them back
         payloads = [(row.topic, row.payload) for row in _all_rows(store)]
     return timing, payloads
@@ -269,12 +279,17 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=None,
                         help="directory for the stores (default: the system temp dir); use the "
                         "gateway's data_dir filesystem for meaningful fsync costs")
+    parser.add_argument("--profile", type=Path, default=None, metavar="PREFIX",
+                        help="cProfile the outbox's timed phases: PREFIX-live.prof (all live "
+                        "rounds) and PREFIX-backlog.prof (read them with python -m pstats)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when the goal is missed")
     args = parser.parse_args()
     n = args.messages or (5_000 if args.quick else 20_000)
     rounds = args.rounds or (1 if args.quick else 3)
     note_start()
     timeout = max(60.0, n / 100)
+    live_prof = cProfile.Profile() if args.profile else None
+    backlog_prof = cProfile.Profile() if args.profile else None
     try:
         with tempfile.TemporaryDirectory(prefix="bench-publish-", dir=args.dir) as tmp:
             workdir = Path(tmp)
@@ -290,14 +305,19 @@ def main() -> int:
                             commit_messages(store, n)
                             payloads = [(row.topic, row.payload) for row in store.pending(n)]
                     b = paho_round(broker.port, payloads, args.window, timeout, r)
-                    o, payloads = outbox_round(workdir, broker.port, n, args.window, False, timeout, r)
+                    o, payloads = outbox_round(workdir, broker.port, n, args.window, False, timeout,
+                                               r, live_prof)
                     base.append(b)
                     live.append(o)
                     ratios.append(o.rate / b.rate)
-                backlog, _ = outbox_round(workdir, broker.port, n, args.window, True, timeout, rounds)
+                backlog, _ = outbox_round(workdir, broker.port, n, args.window, True, timeout, rounds,
+                                          backlog_prof)
     except MeasurementError as exc:
         return fail(str(exc))
 
+    if args.profile and live_prof is not None and backlog_prof is not None:
+        live_prof.dump_stats(f"{args.profile}-live.prof")
+        backlog_prof.dump_stats(f"{args.profile}-backlog.prof")
     ratio = statistics.median(ratios)
     size = statistics.mean(len(p) for _, p in payloads)
     med_base = statistics.median(t.rate for t in base)

@@ -10,11 +10,12 @@ and one Modbus TCP server with 100 SDM630 meters; the daemon as a subprocess
 (``dlt645-2007``: 9 transactions per meter, about 25 s of wire time per line per cycle, well
 inside the 60 s; ``sdm630``: 29 quantities in 2 requests).
 
-Measured from outside: RSS from ``/proc/PID/status`` (VmRSS) every 10 s; CPU from
+Measured from outside: RSS from ``/proc/PID/status`` (VmRSS) every 10 s (and, for scale, the RSS
+of a fresh interpreter that only imports ``gateway.daemon``); CPU from
 ``/proc/PID/stat`` (utime + stime) over the run minus its first 30 s of start-up. The full run
 measures CPU over exactly ``M`` poll intervals after those 30 s (default M = 10, i.e. 10.5 minutes
 in all), so it holds the same number of poll cycles whatever the wall-clock phase at start. The
-``--quick`` run (60 s) has a 30 s CPU window, shorter than one poll interval: its CPU figure
+``--quick`` run (55 s) has a 25 s CPU window, shorter than one poll interval: its CPU figure
 depends on whether a cycle falls inside and is indicative only.
 
 Exit status: 0 measured, 1 with ``--strict`` when a goal is missed, 2 when it could not measure.
@@ -38,6 +39,7 @@ from bench.daemon_rig import (
     Simulator,
     config_text,
     fail,
+    import_rss_kib,
     note_start,
     print_table,
     private_broker,
@@ -96,15 +98,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 2)[2])
-    parser.add_argument("--quick", action="store_true", help="60 s in all (smoke check)")
+    parser.add_argument("--quick", action="store_true", help="55 s of daemon run (smoke check)")
     parser.add_argument("--minutes", type=int, default=10,
                         help="poll intervals measured after start-up (default 10)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     args = parser.parse_args()
-    total_s = 60.0 if args.quick else STARTUP_S + args.minutes * INTERVAL_S
+    total_s = 55.0 if args.quick else STARTUP_S + args.minutes * INTERVAL_S
     note_start()
     sims: list[Simulator] = []
     try:
+        # What the daemon holds before it has done anything: its imports.
+        imports = dict(import_rss_kib(["gateway.daemon", "edge_rules.groups"]))
         with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
             workdir = Path(tmp)
             with private_broker(workdir) as broker:
@@ -166,6 +170,10 @@ def main() -> int:
         ("polls committed (last health), reads msgs", f"{polls}, {reads}", ""),
         ("worst bus success ratio, overruns", f"{ratio:.4f}, {overruns}", "1.0, 0"),
         ("meters in comm loss", ", ".join(lost) or "none", "none"),
+        ("RSS of `import gateway.daemon` alone",
+         f"{imports['gateway.daemon'] / 1024:.1f} MiB; the numba kernels a config with groups "
+         f"loads add {(imports['edge_rules.groups'] - imports['gateway.daemon']) / 1024:.1f} MiB",
+         ""),
         ("RSS at 10 s / 30 s", f"{at_10s[1]:.1f} / {after_start[0][1]:.1f} MiB" if after_start
          else "n/a", ""),
         ("RSS max / end", f"{max_mib:.1f} / {end_mib:.1f} MiB",
@@ -174,15 +182,16 @@ def main() -> int:
          else "n/a", ""),
         ("daemon CPU after the first 30 s",
          f"{end.cpu_s - cpu_start[1]:.2f} s in {end.t - cpu_start[0]:.0f} s = {cpu_pct:.2f} % of a core",
-         verdict(cpu_ok, f"<= {GOAL_CPU_PCT:.0f} %")),
+         f"<= {GOAL_CPU_PCT:.0f} % (not judged: window < one poll interval)" if args.quick
+         else verdict(cpu_ok, f"<= {GOAL_CPU_PCT:.0f} %")),
         ("loop lag (last health)", f"{stats['loop_lag_ms']} ms", ""),
     ]
     print_table("Soak: 200 meters at 60 s, daemon RSS and CPU", rows,
                 ["RSS samples (s: MiB): " + ", ".join(f"{t:.0f}: {m:.1f}" for t, m in rss)]
-                + (["--quick: the 30 s CPU window is shorter than one 60 s poll interval, so the CPU "
+                + (["--quick: the 25 s CPU window is shorter than one 60 s poll interval, so the CPU "
                     "figure depends on whether a poll cycle fell inside it: indicative only"]
                    if args.quick else []))
-    return 1 if args.strict and not (rss_ok and cpu_ok) else 0
+    return 1 if args.strict and not (rss_ok and (cpu_ok or args.quick)) else 0
 
 
 if __name__ == "__main__":

@@ -119,6 +119,30 @@ def proc_rss_kib(pid: int) -> int:
     raise MeasurementError(f"/proc/{pid}/status has no VmRSS line")
 
 
+_IMPORT_PROBE = """
+import importlib, sys
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1])
+    return 0
+print('python', rss())
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    print(name, rss())
+"""
+
+
+def import_rss_kib(modules: Sequence[str]) -> list[tuple[str, int]]:
+    """RSS of a fresh interpreter after importing ``modules`` one after another (cumulative):
+    the part of the daemon's RSS that is there before it has done anything."""
+    out = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *modules], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise MeasurementError(f"importing {' '.join(modules)} failed: {out.stderr.strip()[-400:]}")
+    return [(name, int(kib)) for name, kib in (line.split() for line in out.stdout.splitlines())]
+
+
 @dataclass(frozen=True)
 class Sample:
     t: float  # seconds since the sampler started
