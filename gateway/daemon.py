@@ -120,7 +120,8 @@ class GatewayDaemon:
             loop.add_signal_handler(sig, handler)
         try:
             self.committer = Committer(self.store, config.gateway.id, config.mqtt.topic_prefix,
-                                       self.outbound, on_commit=self._wake_pump)
+                                       self.outbound, on_commit=self._wake_pump,
+                                       coalesce_s=config.store.commit_window_ms / 1000)
             seeded = self.committer.seed_registers()
             log.info("store %s open (epoch %016x, %d registers remembered)", self.store.path,
                      self.store.epoch, seeded)
@@ -271,6 +272,8 @@ class GatewayDaemon:
             await self._stop_link()
             await self._start_link(config)
         self._start_buses(new_runtime)
+        if self.committer is not None:
+            self.committer.coalesce_s = config.store.commit_window_ms / 1000
         if self.commands is not None:  # new keys, protected meters and buses
             self.commands.close()
             assert self.store is not None and self.committer is not None

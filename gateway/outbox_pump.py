@@ -174,10 +174,13 @@ class OutboxPump:
         self._wake.set()
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
-        """Stop handing out rows; wait up to `drain_timeout` for in-flight rows to be
-        acknowledged, so a clean shutdown does not turn them into re-sends. The pump keeps
-        listening to the link: PUBACKs that arrive later (until the link goes down) still
-        mark rows acknowledged."""
+        """Stop the pump after a final drain: rows committed up to now (the committer's last
+        batch included) are published, window by window, and their PUBACKs awaited, for at most
+        ``drain_timeout`` seconds, so a clean shutdown leaves nothing for the next start that it
+        could deliver now. The pump keeps listening to the link: PUBACKs that arrive later
+        (until the link goes down) still mark rows acknowledged."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
         self._stopping = True
         if self._task is not None:
             # Ask the loop to finish rather than cancelling it: a cancel that races with the
@@ -189,10 +192,21 @@ class OutboxPump:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        if self._inflight and self._link.connected:
+        while self._link.connected:
+            try:
+                self._fill_window(final=True)
+            except Exception as exc:  # the store failing: what is left goes out next start
+                self._last_error = f"final drain failed: {exc}"
+                log.exception("outbox: final drain failed")
+                break
+            remaining = deadline - loop.time()
+            if not self._inflight or remaining <= 0:
+                break
             self._idle.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), drain_timeout)
+            try:
+                await asyncio.wait_for(self._idle.wait(), remaining)
+            except TimeoutError:
+                break
         self._flush_acks()
 
     def status(self) -> PumpStatus:
@@ -273,16 +287,16 @@ class OutboxPump:
     def _is_backlog(self, seq: int) -> bool:
         return seq <= self._connect_seq
 
-    def _fill_window(self) -> None:
+    def _fill_window(self, *, final: bool = False) -> None:
         handed: list[int] = []
         try:
-            self._fill(handed)
+            self._fill(handed, final)
         finally:
             if handed:
                 self._record_attempts(handed)
 
-    def _fill(self, handed: list[int]) -> None:
-        while not self._stopping and self._link.connected:
+    def _fill(self, handed: list[int], final: bool = False) -> None:
+        while (final or not self._stopping) and self._link.connected:
             room = self._window - len(self._inflight)
             if room <= 0:
                 return

@@ -58,27 +58,53 @@ def is_register(quantity: str) -> bool:
     return quantity.startswith("energy.")
 
 
-def _bounds_for(quantity: str) -> tuple[Decimal, Decimal] | None:
-    for prefix, bounds in BOUNDS.items():
+_BOUNDS_CACHE: dict[str, tuple[Decimal, Decimal, float, float] | None] = {}
+
+
+def _bounds_for(quantity: str) -> tuple[Decimal, Decimal, float, float] | None:
+    """The bounds of a quantity, exact and as floats (cached: a gateway reads a few dozen
+    quantity names, and this runs for every value polled)."""
+    try:
+        return _BOUNDS_CACHE[quantity]
+    except KeyError:
+        pass
+    found: tuple[Decimal, Decimal, float, float] | None = None
+    for prefix, (low, high) in BOUNDS.items():
         if quantity.startswith(prefix):
-            return bounds
-    return None
+            found = (low, high, float(low), float(high))
+            break
+    if len(_BOUNDS_CACHE) < 10_000:  # bounded even if a profile invents names without end
+        _BOUNDS_CACHE[quantity] = found
+    return found
 
 
 def check_value(pv: PolledValue, previous: Decimal | None,
                 register_digits: int = DEFAULT_REGISTER_DIGITS) -> CheckedValue:
-    """Classify one value; ``previous`` is the last *actual* value of the same register."""
+    """Classify one value; ``previous`` is the last *actual* value of the same register.
+
+    Floats (instantaneous quantities) are compared as floats: the bounds are integers, exactly
+    representable, so the verdict equals an exact comparison without a Decimal per value."""
     value: ValueType = pv.value
-    if not isinstance(value, Decimal | int | float) or isinstance(value, bool):
+    if isinstance(value, float):
+        bounds = _bounds_for(pv.quantity)
+        if bounds is not None:
+            if value < bounds[2]:
+                return CheckedValue(pv, "N", (REASON_LOW,))
+            if value > bounds[3]:
+                return CheckedValue(pv, "N", (REASON_HIGH,))
+        if previous is None or not is_register(pv.quantity):
+            return CheckedValue(pv)
+        number = Decimal(value)
+    elif isinstance(value, Decimal) or (isinstance(value, int) and not isinstance(value, bool)):
+        number = value if isinstance(value, Decimal) else Decimal(value)
+        bounds = _bounds_for(pv.quantity)
+        if bounds is not None:
+            if number < bounds[0]:
+                return CheckedValue(pv, "N", (REASON_LOW,))
+            if number > bounds[1]:
+                return CheckedValue(pv, "N", (REASON_HIGH,))
+    else:
         return CheckedValue(pv)
-    number = Decimal(value) if not isinstance(value, Decimal) else value
-    bounds = _bounds_for(pv.quantity)
-    if bounds is not None:
-        low, high = bounds
-        if number < low:
-            return CheckedValue(pv, "N", (REASON_LOW,))
-        if number > high:
-            return CheckedValue(pv, "N", (REASON_HIGH,))
     if is_register(pv.quantity) and previous is not None and number < previous:
         modulus = Decimal(10) ** register_digits
         if previous >= modulus * (1 - WRAP_MARGIN) and number <= modulus * WRAP_MARGIN:

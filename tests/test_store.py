@@ -721,10 +721,13 @@ def test_sigkill_at_random_moments_loses_no_committed_poll(tmp_path: Path) -> No
             assert set(printed) <= set(stored)
             assert stored == list(range(1, len(stored) + 1)), "gap among committed seqs"
             assert store.last_seq == stored[-1]
-            per_seq = dict(
-                store._conn.execute("SELECT seq, count(*) FROM reads GROUP BY seq").fetchall()
-            )
-            assert all(per_seq.get(seq) == 4 for seq in stored), "a message without its reads"
+            per_seq = {
+                seq: (meter, len(parse_reads(payload).reads))
+                for seq, meter, payload in store._conn.execute(
+                    "SELECT seq, meter, payload FROM outbox")
+            }
+            assert all(per_seq[seq][0] and per_seq[seq][1] == 4 for seq in stored), \
+                "a message without its reads"
             for row in store._conn.execute(
                 "SELECT seq, payload FROM outbox ORDER BY random() LIMIT 20"
             ):
@@ -749,3 +752,36 @@ def test_outbox_queries_use_their_partial_indexes(store: Store) -> None:
     }
     assert "outbox_unacked" in used["pending"] and "outbox_unacked" in used["depth"]
     assert "outbox_acked_age" in used["prune"]
+
+
+def test_a_version_1_store_keeps_its_reads_through_the_upgrade(tmp_path: Path) -> None:
+    """Version 1 kept a row per value in a `reads` table; version 2 finds reads through their
+    outbox payload. A gateway upgraded in the field must still answer for its old reads."""
+    from gateway.store.schema import MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in MIGRATIONS[0].statements:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO meta (key, value) VALUES ('epoch', '00000000000000ab'), "
+                 "('last_seq', 1), ('bdseq', 0)")
+    records = reads_of("m-7", T0)
+    payload = OutboxMessage.for_reads(topic="t/reads/m-7", gw="gw-0001", epoch=0xAB, ts=T0,
+                                      meter="m-7", reads=records).build(1)
+    conn.execute("INSERT INTO outbox (seq, topic, payload, qos, created_ms) "
+                 "VALUES (1, 't/reads/m-7', ?, 1, ?)", (payload, T0))
+    for record in records:  # as version 1 wrote them
+        conn.execute("INSERT INTO reads (seq, meter, quantity, t_ms, value_kind, value_text, "
+                     "value_real, unit, quality) VALUES (1, 'm-7', ?, ?, 'null', NULL, NULL, ?, "
+                     "'N')", (record.q, record.t, record.unit))
+    conn.close()
+
+    with Store.open(path) as store:
+        assert store._conn is not None
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
+        assert [s.record for s in store.reads("m-7")] == records
+        assert store.reads("m-7", since_ms=T0 + 1) == []
+        assert store.commit_poll(poll(store, 1, T0 + 1)) == [2]
+        assert [s.seq for s in store.reads("m-0")] == [2] * 4

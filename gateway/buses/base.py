@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -79,6 +80,12 @@ class ScheduledBus(ABC, Generic[M]):
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.progress = time.monotonic()  # last time the loop did something (for the watchdog)
+        # Idle meters by next due time: picking the next poll costs O(log n), not a scan of every
+        # meter per dispatch (100 Modbus meters at 1 s = 100 dispatches/s). The index breaks
+        # ties in configuration order. Meters in flight are not in it; they return when done.
+        self._index = {id(m): i for i, m in enumerate(meters)}
+        self._idle: list[tuple[float, int, M]] = []
+        self._overruns = 0
 
     # -- subclass interface ---------------------------------------------------------------------------
     @abstractmethod
@@ -115,7 +122,8 @@ class ScheduledBus(ABC, Generic[M]):
 
     @property
     def overruns(self) -> int:
-        return sum(m.schedule.overruns for m in self.meters)
+        """Slots that passed unserved, over all meters (kept as a running total)."""
+        return self._overruns
 
     def health(self, now: float | None = None) -> dict[str, Any]:
         now = time.monotonic() if now is None else now
@@ -133,23 +141,28 @@ class ScheduledBus(ABC, Generic[M]):
 
     async def run(self) -> None:
         await self.open()
+        self._idle = [(m.schedule.next_due, i, m) for i, m in enumerate(self.meters)
+                      if not m.in_flight]
+        heapq.heapify(self._idle)
+        self._overruns = sum(m.schedule.overruns for m in self.meters)
         try:
             while not self._stopping:
                 self.progress = time.monotonic()
                 if not self._priority.empty():
                     await self._serve_priority()
                     continue
-                idle = [m for m in self.meters if not m.in_flight]
-                if not idle or len(self._tasks) >= self.settings.concurrency:
+                if not self._idle or len(self._tasks) >= self.settings.concurrency:
                     await self._sleep(1.0)
                     continue
-                meter = min(idle, key=lambda m: m.schedule.next_due)
+                due, _, meter = self._idle[0]
                 now = time.monotonic()
-                due = meter.schedule.next_due
                 if due > now:
                     await self._sleep(min(due - now, 1.0))  # wake at least each second: watchdog
                     continue
+                heapq.heappop(self._idle)
+                before = meter.schedule.overruns
                 meter.schedule.start_poll(now)
+                self._overruns += meter.schedule.overruns - before
                 meter.in_flight = True
                 if self.settings.concurrency <= 1:
                     await self._poll_and_report(meter)
@@ -182,7 +195,8 @@ class ScheduledBus(ABC, Generic[M]):
         finally:
             meter.in_flight = False
         meter.schedule.finish_poll(time.monotonic(), result.ok)
-        self.stats.overruns = self.overruns
+        heapq.heappush(self._idle, (meter.schedule.next_due, self._index[id(meter)], meter))
+        self.stats.overruns = self._overruns
         await self.outbound.put(result)
         await self._comm_loss_bookkeeping(meter, result)
         self.progress = time.monotonic()

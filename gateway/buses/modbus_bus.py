@@ -129,8 +129,10 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                     try:
                         if not client.connected:
                             raise ModbusException(f"not connected to {self.describe_link()}")
-                        registers = await asyncio.wait_for(
-                            self._read_block(client, meter.unit, block), self.settings.timeout_s * 2)
+                        # pymodbus times the request out itself; this outer bound only catches
+                        # a client that hangs (asyncio.timeout: no extra task per read).
+                        async with asyncio.timeout(self.settings.timeout_s * 2):
+                            registers = await self._read_block(client, meter.unit, block)
                         answered = True
                         self.stats.record(time.monotonic(), True)
                         break

@@ -225,6 +225,13 @@ class StoreSection:
         default=5.0,
         doc="Raise the disk alarm when free space falls below this share of the filesystem.",
     )
+    commit_window_ms: int = setting(
+        Int(minimum=0, maximum=1000, unit="ms"),
+        default=50,
+        doc="Gather poll results this long before one SQLite transaction (0: commit each batch "
+        "at once). Many meters polled together then cost one fsync, not one each; a clean stop "
+        "still commits and publishes everything gathered.",
+    )
 
 
 # --- [[buses]] ---------------------------------------------------------------------------

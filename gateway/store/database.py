@@ -47,7 +47,7 @@ from gateway.store.records import (
 )
 from gateway.store.recovery import integrity_problem, move_aside, orphaned_side_files
 from gateway.store.schema import check_ownership, migrate
-from protocols.payload import QUALITIES, ReadRecord
+from protocols.payload import QUALITIES, parse_reads
 
 log = logging.getLogger("gateway.store")
 
@@ -198,16 +198,21 @@ class Store:
         sequence (:meth:`OutboxRow.is_backlog`) — but a row with many attempts and no PUBACK is
         one the broker keeps refusing, and health should say so."""
         when = when_ms if when_ms is not None else wall_ms()
-        with self._transaction() as conn:
+        with self._transaction(durable=False) as conn:
             conn.executemany(
                 "UPDATE outbox SET attempts = attempts + 1, last_attempt_ms = ? WHERE seq = ?",
                 [(when, seq) for seq in seqs],
             )
 
     def mark_acked(self, seqs: Iterable[int], when_ms: int | None = None) -> int:
-        """Record PUBACKs; returns how many rows became acknowledged (repeats are harmless)."""
+        """Record PUBACKs; returns how many rows became acknowledged (repeats are harmless).
+
+        Not fsynced on its own (``synchronous=NORMAL``): an acknowledgement lost to a power cut
+        only makes its row a re-send with the same ``id`` (DESIGN §5), while one fsync per flush
+        would cost more disk time than the publishing it records. The next durable commit makes
+        it durable too."""
         when = when_ms if when_ms is not None else wall_ms()
-        with self._transaction() as conn:
+        with self._transaction(durable=False) as conn:
             before = conn.total_changes
             conn.executemany(
                 "UPDATE outbox SET acked_ms = ? WHERE seq = ? AND acked_ms IS NULL",
@@ -282,26 +287,33 @@ class Store:
         until_ms: int | None = None,
     ) -> list[StoredRead]:
         """Stored reads of ``meter`` (optionally one quantity) with ``since_ms <= t < until_ms``,
-        in time order. Values come back exactly as committed (Decimal, float or None)."""
+        in time order (then commit order). Values come back exactly as committed (Decimal, float
+        or None): they are decoded from the outbox payloads that carried them."""
         clauses = ["meter = ?"]
         params: list[object] = [meter]
-        if quantity is not None:
-            clauses.append("quantity = ?")
-            params.append(quantity)
         if since_ms is not None:
-            clauses.append("t_ms >= ?")
+            clauses.append("t_last >= ?")
             params.append(since_ms)
         if until_ms is not None:
-            clauses.append("t_ms < ?")
+            clauses.append("t_first < ?")
             params.append(until_ms)
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT seq, meter, quantity, t_ms, value_kind, value_text, value_real, unit, "
-                f"quality, method, reasons, hist FROM reads WHERE {' AND '.join(clauses)} "
-                "ORDER BY t_ms, id",
+                f"SELECT seq, payload FROM outbox WHERE {' AND '.join(clauses)} ORDER BY seq",
                 params,
             ).fetchall()
-        return [_stored_read(row) for row in rows]
+        found: list[tuple[int, int, int, StoredRead]] = []
+        for seq, payload in rows:
+            for index, record in enumerate(parse_reads(payload).reads):
+                if quantity is not None and record.q != quantity:
+                    continue
+                if (since_ms is not None and record.t < since_ms) or (
+                    until_ms is not None and record.t >= until_ms
+                ):
+                    continue
+                found.append((record.t, seq, index, StoredRead(seq, meter, record)))
+        found.sort(key=lambda item: item[:3])
+        return [item[3] for item in found]
 
     def last_actual_registers(self) -> list[tuple[str, str, Decimal]]:
         """``(meter, quantity, value)`` of the newest actual (quality ``A``) Decimal read of
@@ -428,11 +440,17 @@ class Store:
         return self._conn
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """A write transaction. BEGIN IMMEDIATE takes the write lock up front, so a transaction
-        never fails half-way for lack of it; SQLite errors leave as StoreError subclasses."""
+        never fails half-way for lack of it; SQLite errors leave as StoreError subclasses.
+
+        ``durable=False`` commits with ``synchronous=NORMAL``: in WAL mode that survives a
+        process crash but not a power cut until the next durable commit (which fsyncs the WAL,
+        and with it every earlier commit). Only for bookkeeping whose loss is harmless."""
         with self._lock:
             conn = self._require_open()
+            if not durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
@@ -447,6 +465,9 @@ class Store:
                 if isinstance(exc, sqlite3.Error):
                     raise _translate(exc, self.path) from exc
                 raise
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous = FULL")
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -462,36 +483,43 @@ class Store:
     ) -> list[int]:
         last = _meta_int(conn, "last_seq")
         seqs: list[int] = []
+        outbox_rows: list[tuple[object, ...]] = []
+        register_rows: list[tuple[object, ...]] = []
         for seq, message in enumerate(messages, start=last + 1):
             payload = message.build(seq)
             if not isinstance(payload, bytes) or not payload:
                 raise TypeError(
                     f"build for {message.topic} returned {type(payload).__name__}, not bytes"
                 )
-            conn.execute(
-                "INSERT INTO outbox (seq, topic, payload, qos, created_ms) VALUES (?, ?, ?, ?, ?)",
-                (seq, message.topic, payload, message.qos, created_ms),
-            )
+            meter: str | None = None
+            t_first: int | None = None
+            t_last: int | None = None
             if message.reads:
                 meter = message.meter or ""
-                conn.executemany(
-                    "INSERT INTO reads (seq, meter, quantity, t_ms, value_kind, value_text, "
-                    "value_real, unit, quality, method, reasons, hist) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [_read_row(seq, meter, record) for record in message.reads],
-                )
-                # A late backfill (older t) must not replace a newer register value.
-                conn.executemany(
-                    "INSERT INTO last_registers (meter, quantity, t_ms, value) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (meter, quantity) DO UPDATE SET t_ms = excluded.t_ms, "
-                    "value = excluded.value WHERE excluded.t_ms >= last_registers.t_ms",
-                    [
-                        (meter, record.q, record.t, str(record.val))
-                        for record in message.reads
-                        if record.quality == "A" and isinstance(record.val, Decimal)
-                    ],
-                )
+                times = [record.t for record in message.reads]
+                t_first, t_last = min(times), max(times)
+                for record in message.reads:
+                    if record.quality == "A" and isinstance(record.val, Decimal):
+                        register_rows.append((meter, record.q, record.t, str(record.val)))
+            outbox_rows.append(
+                (seq, message.topic, payload, message.qos, created_ms, meter, t_first, t_last)
+            )
             seqs.append(seq)
+        # One statement per table for the whole batch: a coalesced poll cycle of many meters
+        # costs two executemany calls, not two per meter.
+        conn.executemany(
+            "INSERT INTO outbox (seq, topic, payload, qos, created_ms, meter, t_first, t_last) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            outbox_rows,
+        )
+        if register_rows:
+            # A late backfill (older t) must not replace a newer register value.
+            conn.executemany(
+                "INSERT INTO last_registers (meter, quantity, t_ms, value) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (meter, quantity) DO UPDATE SET t_ms = excluded.t_ms, "
+                "value = excluded.value WHERE excluded.t_ms >= last_registers.t_ms",
+                register_rows,
+            )
         conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seqs[-1],))
         return seqs
 
@@ -584,51 +612,6 @@ def _check_message(message: OutboxMessage) -> None:
         raise ValueError(f"{message.topic}: qos must be 0, 1 or 2, got {message.qos}")
     if message.reads and not message.meter:
         raise ValueError(f"{message.topic}: reads need the meter they belong to")
-
-
-def _read_row(seq: int, meter: str, record: ReadRecord) -> tuple[object, ...]:
-    if isinstance(record.val, Decimal):
-        kind, text, real = "decimal", str(record.val), None
-    elif isinstance(record.val, float):
-        kind, text, real = "float", None, record.val
-    else:
-        kind, text, real = "null", None, None
-    return (
-        seq,
-        meter,
-        record.q,
-        record.t,
-        kind,
-        text,
-        real,
-        record.unit,
-        record.quality,
-        record.method,
-        ";".join(str(code) for code in record.reasons),
-        int(record.hist),
-    )
-
-
-def _stored_read(row: tuple[object, ...]) -> StoredRead:
-    seq, meter, q, t, kind, text, real, unit, quality, method, reasons, hist = row
-    val: Decimal | float | None
-    if kind == "decimal":
-        val = Decimal(str(text))
-    elif kind == "float":
-        val = float(str(real))
-    else:
-        val = None
-    record = ReadRecord(
-        q=str(q),
-        val=val,
-        unit=str(unit),
-        t=int(str(t)),
-        quality=str(quality),
-        method=None if method is None else int(str(method)),
-        reasons=tuple(int(code) for code in str(reasons).split(";") if code),
-        hist=bool(hist),
-    )
-    return StoredRead(seq=int(str(seq)), meter=str(meter), record=record)
 
 
 def _details_json(details: Mapping[str, object]) -> str:

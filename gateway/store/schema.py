@@ -97,6 +97,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             f"PRAGMA application_id = {APPLICATION_ID}",
         ),
     ),
+    Migration(
+        version=2,
+        purpose="reads live in their outbox payload, found by meter and time",
+        statements=(
+            # A row per polled value (plus two index entries and a foreign-key check) cost more
+            # CPU than the rest of a poll's commit together (measured: 0.14 → 0.05 ms per
+            # 10-value message), and duplicated what the payload already holds exactly. The
+            # outbox row now says whose reads it carries and the span of their times; queries
+            # decode the payloads (Store.reads). Retention is unchanged: reads go with their row.
+            "ALTER TABLE outbox ADD COLUMN meter TEXT",
+            "ALTER TABLE outbox ADD COLUMN t_first INTEGER",
+            "ALTER TABLE outbox ADD COLUMN t_last INTEGER",
+            """UPDATE outbox SET
+                meter = (SELECT min(meter) FROM reads WHERE reads.seq = outbox.seq),
+                t_first = (SELECT min(t_ms) FROM reads WHERE reads.seq = outbox.seq),
+                t_last = (SELECT max(t_ms) FROM reads WHERE reads.seq = outbox.seq)
+            WHERE seq IN (SELECT seq FROM reads)""",
+            "DROP TABLE reads",
+            "CREATE INDEX outbox_meter_time ON outbox (meter, t_first) WHERE meter IS NOT NULL",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
