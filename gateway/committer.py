@@ -133,17 +133,26 @@ class Committer:
 
     def _records(self, result: PollResult) -> list[ReadRecord]:
         records: list[ReadRecord] = []
+        classify = self.registers.classify
+        meter = result.meter_id
+        flagged = 0
         for pv in result.values:
-            if not isinstance(pv.value, Decimal | float | int) or isinstance(pv.value, bool):
+            value = pv.value
+            kind = type(value)
+            if kind is int:
+                value = Decimal(value)  # type: ignore[arg-type]
+            elif kind is not float and kind is not Decimal:
                 continue  # text (status words, clock) is published through alarms / flags
-            checked = self.registers.check(result.meter_id, pv)
-            value = pv.value if isinstance(pv.value, Decimal | float) else Decimal(pv.value)
-            rejected = checked.quality == "N"
-            records.append(ReadRecord(q=pv.quantity, val=None if rejected else value,
-                                      unit=pv.unit or "", t=pv.t_ms, quality=checked.quality,
-                                      reasons=checked.reasons, raw=value if rejected else None))
-            if checked.quality != "A":
-                self.stats.flagged += 1
+            quality, reasons, _rollover = classify(meter, pv.quantity, value)
+            if quality == "A":
+                records.append(ReadRecord(pv.quantity, value, pv.unit or "", pv.t_ms))  # type: ignore[arg-type]
+                continue
+            flagged += 1
+            rejected = quality == "N"
+            records.append(ReadRecord(q=pv.quantity, val=None if rejected else value,  # type: ignore[arg-type]
+                                      unit=pv.unit or "", t=pv.t_ms, quality=quality,
+                                      reasons=reasons, raw=value if rejected else None))  # type: ignore[arg-type]
+        self.stats.flagged += flagged
         self.stats.reads += len(records)
         return records
 

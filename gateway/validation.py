@@ -78,39 +78,56 @@ def _bounds_for(quantity: str) -> tuple[Decimal, Decimal, float, float] | None:
     return found
 
 
-def check_value(pv: PolledValue, previous: Decimal | None,
-                register_digits: int = DEFAULT_REGISTER_DIGITS) -> CheckedValue:
-    """Classify one value; ``previous`` is the last *actual* value of the same register.
+#: Verdicts as (quality, reasons, rollover), shared: the hot path allocates nothing.
+ACTUAL: Final = ("A", (), False)
+ROLLOVER: Final = ("A", (), True)
+TOO_LOW: Final = ("N", (REASON_LOW,), False)
+TOO_HIGH: Final = ("N", (REASON_HIGH,), False)
+DECREASED: Final = ("N", (REASON_LESS_THAN_PREVIOUS,), False)
+Verdict = tuple[str, tuple[int, ...], bool]
+
+
+def classify(quantity: str, value: ValueType, previous: Decimal | None,
+             register_digits: int = DEFAULT_REGISTER_DIGITS) -> Verdict:
+    """The verdict on one value: ``(quality, reasons, rollover)``; ``previous`` is the last
+    *actual* value of the same register.
 
     Floats (instantaneous quantities) are compared as floats: the bounds are integers, exactly
     representable, so the verdict equals an exact comparison without a Decimal per value."""
-    value: ValueType = pv.value
-    if isinstance(value, float):
-        bounds = _bounds_for(pv.quantity)
+    kind = type(value)
+    if kind is float:
+        bounds = _bounds_for(quantity)
         if bounds is not None:
-            if value < bounds[2]:
-                return CheckedValue(pv, "N", (REASON_LOW,))
-            if value > bounds[3]:
-                return CheckedValue(pv, "N", (REASON_HIGH,))
-        if previous is None or not is_register(pv.quantity):
-            return CheckedValue(pv)
-        number = Decimal(value)
-    elif isinstance(value, Decimal) or (isinstance(value, int) and not isinstance(value, bool)):
-        number = value if isinstance(value, Decimal) else Decimal(value)
-        bounds = _bounds_for(pv.quantity)
+            if value < bounds[2]:  # type: ignore[operator]
+                return TOO_LOW
+            if value > bounds[3]:  # type: ignore[operator]
+                return TOO_HIGH
+        if previous is None or not is_register(quantity):
+            return ACTUAL
+        number = Decimal(value)  # type: ignore[arg-type]
+    elif kind is Decimal or kind is int:
+        number = value if kind is Decimal else Decimal(value)  # type: ignore[assignment,arg-type]
+        bounds = _bounds_for(quantity)
         if bounds is not None:
             if number < bounds[0]:
-                return CheckedValue(pv, "N", (REASON_LOW,))
+                return TOO_LOW
             if number > bounds[1]:
-                return CheckedValue(pv, "N", (REASON_HIGH,))
+                return TOO_HIGH
     else:
-        return CheckedValue(pv)
-    if is_register(pv.quantity) and previous is not None and number < previous:
+        return ACTUAL
+    if previous is not None and number < previous and is_register(quantity):
         modulus = Decimal(10) ** register_digits
         if previous >= modulus * (1 - WRAP_MARGIN) and number <= modulus * WRAP_MARGIN:
-            return CheckedValue(pv, rollover=True)
-        return CheckedValue(pv, "N", (REASON_LESS_THAN_PREVIOUS,))
-    return CheckedValue(pv)
+            return ROLLOVER
+        return DECREASED
+    return ACTUAL
+
+
+def check_value(pv: PolledValue, previous: Decimal | None,
+                register_digits: int = DEFAULT_REGISTER_DIGITS) -> CheckedValue:
+    """Classify one value; ``previous`` is the last *actual* value of the same register."""
+    quality, reasons, rollover = classify(pv.quantity, pv.value, previous, register_digits)
+    return CheckedValue(pv, quality, reasons, rollover)
 
 
 class RegisterMemory:
@@ -125,9 +142,16 @@ class RegisterMemory:
     def seed(self, meter: str, quantity: str, value: Decimal) -> None:
         self._last[(meter, quantity)] = value
 
+    def classify(self, meter: str, quantity: str, value: ValueType) -> Verdict:
+        """:func:`classify` against the remembered register, remembering an actual one."""
+        if type(value) is float and not quantity.startswith("energy."):
+            return classify(quantity, value, None)
+        key = (meter, quantity)
+        verdict = classify(quantity, value, self._last.get(key))
+        if verdict[0] == "A" and type(value) is Decimal and is_register(quantity):
+            self._last[key] = value  # type: ignore[assignment]
+        return verdict
+
     def check(self, meter: str, pv: PolledValue) -> CheckedValue:
-        previous = self._last.get((meter, pv.quantity))
-        checked = check_value(pv, previous)
-        if checked.quality == "A" and is_register(pv.quantity) and isinstance(pv.value, Decimal):
-            self._last[(meter, pv.quantity)] = pv.value
-        return checked
+        quality, reasons, rollover = self.classify(meter, pv.quantity, pv.value)
+        return CheckedValue(pv, quality, reasons, rollover)
