@@ -378,9 +378,22 @@ class Store:
 
     # ---------------------------------------------------------------- daily history
 
-    def put_daily(self, values: Iterable[DailyValue]) -> None:
-        """Insert or replace daily values (a later freeze read or a VEE substitution wins)."""
+    def put_daily(
+        self,
+        values: Iterable[DailyValue],
+        *,
+        messages: Sequence[OutboxMessage] = (),
+        now_ms: int | None = None,
+    ) -> list[int]:
+        """Insert or replace daily values (a later freeze read or a VEE substitution wins).
+
+        ``messages`` are committed in the same transaction (their seqs are returned): a daily
+        result and the record that it was published are one atomic step, so a crash can
+        neither publish a day twice nor forget to publish it."""
         rows = [_daily_row(value) for value in values]
+        for message in messages:
+            _check_message(message)
+        created = now_ms if now_ms is not None else wall_ms()
         with self._transaction() as conn:
             conn.executemany(
                 "INSERT INTO daily_history (meter, quantity, day, value, quality) "
@@ -388,6 +401,7 @@ class Store:
                 "value = excluded.value, quality = excluded.quality",
                 rows,
             )
+            return self._insert_messages(conn, messages, created) if messages else []
 
     def get_daily(
         self, meter: str, quantity: str, first: dt.date, last: dt.date
