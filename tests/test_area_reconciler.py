@@ -244,3 +244,18 @@ def test_a_freeze_not_taken_at_midnight_is_not_used_and_the_log_says_why(
     reconciler.on_poll(register_poll("c-1", midnight_ms(START) + 10_000, "5000.00"))
     assert store.get_daily("c-1", "energy.active.import.total", START, START) == []
     store.close()
+
+
+def test_a_gateway_without_groups_never_loads_numba() -> None:
+    """The daemon, its config (with the [reconcile] table) and the settings bridge import no
+    numba: only a config with groups loads the area reconciler (tens of MB of JIT runtime)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gateway.daemon, gateway.config, gateway.reconcile_settings\n"
+        "print('numba' in sys.modules, 'gateway.area_reconciler' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], check=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
