@@ -5,7 +5,9 @@ What happens, in production and in the test rigs alike (docs/reconciliation.md, 
 1. **Frozen values arrive with ordinary polls.** A DL/T 645 meter whose profile reads the daily
    freeze (05060001 time, 05060101 import, 05060201 export; ``lastN`` for older days) reports
    the registers it froze at 00:00 and the stamp of that instant, so the day is the meter's
-   own. A meter without a freeze register (Modbus) is read at 00:00 by the gateway's clock in
+   own; a freeze is taken once two polls agree on it (a poll straddling the meter's midnight
+   pairs yesterday's stamp with today's registers). A meter without a freeze register (Modbus)
+   is read at 00:00 by the gateway's clock in
    ``[reconcile] utc_offset_min``: a read in the first minute after midnight is the actual
    frozen value, otherwise one is interpolated between the reads around midnight when both are
    within ``max_gap_min`` (quality E) — the same rule as ``gwtool reconcile``.
@@ -161,6 +163,8 @@ class AreaReconciler:
         self._done: set[tuple[str, dt.date]] = set()
         self._freeze_meters: set[str] = set()
         self._last_read: dict[tuple[str, str], tuple[int, Decimal]] = {}
+        # (meter, n of freeze.daily.lastN, quantity) -> (day, register) of the previous poll
+        self._last_freeze: dict[tuple[str, int, str], tuple[dt.date, Decimal]] = {}
         self._warned: set[str] = set()
         self._wake = asyncio.Event()
         self.published = 0
@@ -233,14 +237,23 @@ class AreaReconciler:
                         "freezes are not used for line loss — set the meter's daily freeze "
                         "time to 00:00", meter, stamp.hour, stamp.minute)
                 continue
-            prefix = f"freeze.daily.last{match.group(1)}.energy.active"
+            n = int(match.group(1))
+            prefix = f"freeze.daily.last{n}.energy.active"
             for quantity_out, source in ((IMPORT_Q, f"{prefix}.import.total"),
                                          (EXPORT_Q, f"{prefix}.export.total")):
                 register = getattr(values.get(source), "value", None)
-                if isinstance(register, Decimal) and register.is_finite():
-                    key = (meter, quantity_out, stamp.date())
-                    if self._known.get(key) != (register, "A"):
-                        out.append(DailyValue(meter, quantity_out, stamp.date(), register, "A"))
+                if not (isinstance(register, Decimal) and register.is_finite()):
+                    continue
+                # The time and the registers of a freeze are separate transactions: a poll that
+                # straddles the meter's midnight reads yesterday's stamp with today's registers
+                # (seen on the simulated line, and real meters freeze while being polled). Such
+                # a pair never repeats, so a freeze is taken only when two polls agree on it.
+                pair = (stamp.date(), register)
+                previous = self._last_freeze.get((meter, n, quantity_out))
+                self._last_freeze[(meter, n, quantity_out)] = pair
+                key = (meter, quantity_out, stamp.date())
+                if previous == pair and self._known.get(key) != (register, "A"):
+                    out.append(DailyValue(meter, quantity_out, stamp.date(), register, "A"))
         return out
 
     def _register_freeze(self, meter: str, quantity: str, t_ms: int,

@@ -122,6 +122,12 @@ def freeze_poll(meter: str, day: dt.date, register: str, n: int = 1) -> PollResu
     ))
 
 
+def freeze_polls(reconciler: AreaReconciler, meter: str, day: dt.date, register: str) -> None:
+    """Two polls of the same freeze: a freeze is taken once two polls agree on it."""
+    for _ in range(2):
+        reconciler.on_poll(freeze_poll(meter, day, register))
+
+
 def register_poll(meter: str, t_ms: int, register: str) -> PollResult:
     """A Modbus poll: the import register, no freeze."""
     return PollResult(meter, "tcp-1", t_ms, t_ms, True, values=(
@@ -141,11 +147,11 @@ def test_a_day_is_published_once_every_meter_froze_its_closing_midnight(site: Pa
     clocks = Clocks()
     reconciler, store = open_reconciler(site, clocks)
     day, next_day = START, START + dt.timedelta(days=1)
-    reconciler.on_poll(freeze_poll("master", day, "100.00"))
-    reconciler.on_poll(freeze_poll("c-1", day, "5000.00"))
+    freeze_polls(reconciler, "master", day, "100.00")
+    freeze_polls(reconciler, "c-1", day, "5000.00")
     reconciler.on_poll(register_poll("c-2", midnight_ms(day) + 20_000, "200.00"))  # 00:00:20
-    reconciler.on_poll(freeze_poll("master", next_day, "102.50"))  # × CT 40 = 100 kWh
-    reconciler.on_poll(freeze_poll("c-1", next_day, "5060.00"))
+    freeze_polls(reconciler, "master", next_day, "102.50")  # × CT 40 = 100 kWh
+    freeze_polls(reconciler, "c-1", next_day, "5060.00")
     due = [unit.id for unit, _day in reconciler.due()]
     assert due == ["c-1-only"], "the area waits: c-2 has not reported the closing midnight yet"
     # c-2 (no freeze register) is read 10 min before and 20 min after midnight: interpolated.
@@ -178,8 +184,8 @@ def test_a_meter_that_never_reports_waits_freeze_wait_s_then_counts_as_missing(
     day, next_day = START, START + dt.timedelta(days=1)
     for meter, (opening, closing) in {"master": ("100.00", "102.50"),
                                       "c-1": ("5000.00", "5060.00")}.items():
-        reconciler.on_poll(freeze_poll(meter, day, opening))
-        reconciler.on_poll(freeze_poll(meter, next_day, closing))
+        freeze_polls(reconciler, meter, day, opening)
+        freeze_polls(reconciler, meter, next_day, closing)
     reconciler.on_poll(register_poll("c-2", midnight_ms(day) + 1000, "200.00"))
     pending = {unit.id for unit, _day in reconciler.due()}
     assert pending == {"c-1-only"}, "the area still waits for c-2"
@@ -202,7 +208,7 @@ def test_a_restart_neither_repeats_nor_loses_a_day(site: Path) -> None:
 
     def freeze_day(r: AreaReconciler, day: dt.date) -> None:
         for meter in ("master", "c-1"):
-            r.on_poll(freeze_poll(meter, day, str(registers[meter])))
+            freeze_polls(r, meter, day, str(registers[meter]))
         r.on_poll(register_poll("c-2", midnight_ms(day) + 30_000, str(registers["c-2"])))
         for meter in registers:
             registers[meter] += use[meter]
@@ -238,6 +244,7 @@ def test_a_freeze_not_taken_at_midnight_is_not_used_and_the_log_says_why(
     ))
     with caplog.at_level(logging.WARNING):
         reconciler.on_poll(poll)
+        reconciler.on_poll(poll)
     assert store.get_daily("c-1", "energy.active.import.total", START, START) == []
     assert "set the meter's daily freeze time to 00:00" in caplog.text
     # A freeze meter's plain register reads are not taken for its 00:00 value either.
@@ -259,3 +266,18 @@ def test_a_gateway_without_groups_never_loads_numba() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], check=True, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
+
+
+def test_a_poll_straddling_the_meters_midnight_does_not_corrupt_a_freeze(site: Path) -> None:
+    """Time and registers are separate transactions: the meter froze between them, so the poll
+    pairs the 03-01 stamp with the 03-02 registers. That pair is never confirmed."""
+    clocks = Clocks()
+    reconciler, store = open_reconciler(site, clocks)
+    day, next_day = START, START + dt.timedelta(days=1)
+    freeze_polls(reconciler, "c-1", day, "5000.00")
+    reconciler.on_poll(freeze_poll("c-1", day, "5060.00"))  # straddling: old stamp, new registers
+    freeze_polls(reconciler, "c-1", next_day, "5060.00")
+    stored = store.get_daily("c-1", "energy.active.import.total", day, next_day)
+    assert [(v.day, v.value) for v in stored] == [(day, Decimal("5000.00")),
+                                                  (next_day, Decimal("5060.00"))]
+    store.close()

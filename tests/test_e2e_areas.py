@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from gateway.store import Store
 from hil_tests.dlt645_sim import Dlt645Meter, MeterSpec, build_meter
 from hil_tests.load_model import LoadModel, ManualClock, SimMeter
 from hil_tests.sim import Dlt645Rig, run_dlt645_line
@@ -91,7 +92,7 @@ def area_rig(tmp_path: Path) -> Iterator[tuple[GatewayRig, dict[str, SimMeter]]]
         master = model.master_meter("master", list(sims.values()), loss_fraction=LOSS_FRACTION)
         firmware.insert(0, Dlt645Meter(master, MASTER_ADDRESS))
         sims["master"] = master
-        with run_dlt645_line(firmware, baudrate=9600, model=model, seed=5,
+        with run_dlt645_line(firmware, baudrate=19200, model=model, seed=5,
                              response_delay_ms=20) as line:
             yield _configure(rig, line), sims
     finally:
@@ -103,7 +104,7 @@ def area_rig(tmp_path: Path) -> Iterator[tuple[GatewayRig, dict[str, SimMeter]]]
 
 
 def _configure(rig: GatewayRig, line: Dlt645Rig) -> GatewayRig:
-    bus = {"name": "rs485-1", "protocol": "dlt645", "port": line.device, "baudrate": 9600,
+    bus = {"name": "rs485-1", "protocol": "dlt645", "port": line.device, "baudrate": 19200, "turnaround_ms": 5,
            "parity": "N", "timeout_ms": 200, "retries": 1, "comm_loss_after": 3}
     meters = [{"id": "master", "bus": "rs485-1", "address": MASTER_ADDRESS,
                "profile": "freezes", "poll_interval_s": 0.5}]
@@ -197,6 +198,16 @@ def test_daily_line_loss_is_published_and_a_shunted_customer_is_the_top_suspect(
         assert loss["coverage"] == 1.0
         (total,) = message["totals"]
         assert (total["day"], total["quality"], total["val"]) == (day_text, "A", subs)
+
+    # The stored history (what later days and the band are computed from) is the meters' own
+    # freezes, although the clock moved while polls were under way.
+    with Store.open(rig.store_path) as store:
+        for meter, sim in sims.items():
+            stored = store.get_daily(meter, "energy.active.import.total", first_day,
+                                     dt.date.fromisoformat(expected_days[-1]))
+            assert [(v.day, v.value, v.quality) for v in stored] == [
+                (v.day, frozen(sim, v.day), "A") for v in stored]
+            assert len(stored) == len(expected_days), meter
 
     honest = [results[d][0]["loss"] for d in expected_days[:honest_days]]
     thefts = [results[d][0]["loss"] for d in expected_days[honest_days:]]
