@@ -176,22 +176,20 @@ class AreaReconciler:
         frozen before the stop but not yet published waits ``freeze_wait_s`` from now (or less,
         if its meters are complete)."""
         now = self._monotonic()
-        newest: dt.date | None = None
-        rows: list[DailyValue] = []
+        newest = self.store.newest_daily(IMPORT_Q)
+        if newest is None:
+            return
+        # Relative to the newest freeze, not to the clock: meters' days are their own.
+        since = newest - dt.timedelta(days=RECENT_DAYS + 1)
         for meter in self.meters:
             for quantity in (IMPORT_Q, EXPORT_Q):
-                found = self.store.get_daily(meter, quantity, dt.date.min, dt.date.max)
-                rows.extend(found[-RECENT_DAYS - 1 :])
-        for row in rows:
-            self._known[(row.meter, row.quantity, row.day)] = (row.value, row.quality)
-            if row.quantity == IMPORT_Q:
-                self._first_seen.setdefault(row.day, now)
-                newest = row.day if newest is None or row.day > newest else newest
-        if newest is not None:
-            since = newest - dt.timedelta(days=RECENT_DAYS + 1)
-            for unit in self.units:
-                for row in self.store.get_daily(unit.id, unit.marker, since, dt.date.max):
-                    self._done.add((unit.id, row.day))
+                for row in self.store.get_daily(meter, quantity, since, dt.date.max):
+                    self._known[(row.meter, row.quantity, row.day)] = (row.value, row.quality)
+                    if row.quantity == IMPORT_Q:
+                        self._first_seen.setdefault(row.day, now)
+        for unit in self.units:
+            for row in self.store.get_daily(unit.id, unit.marker, since, dt.date.max):
+                self._done.add((unit.id, row.day))
 
     # -- frozen values from polls -------------------------------------------------------------
     def on_poll(self, result: PollResult) -> None:

@@ -403,6 +403,15 @@ class Store:
             )
             return self._insert_messages(conn, messages, created) if messages else []
 
+    def newest_daily(self, quantity: str) -> dt.date | None:
+        """The newest day any meter has a value of ``quantity`` for (None when none has), so
+        a caller can load just the recent days instead of the whole history."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT max(day) FROM daily_history WHERE quantity = ?", (quantity,)
+            ).fetchone()
+        return None if row is None or row[0] is None else dt.date.fromisoformat(row[0])
+
     def get_daily(
         self, meter: str, quantity: str, first: dt.date, last: dt.date
     ) -> list[DailyValue]:
