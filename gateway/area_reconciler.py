@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -49,9 +50,10 @@ import numpy as np
 from edge_rules.codes import QUALITY_A, QUALITY_E, QUALITY_N
 from edge_rules.groups import build_layout
 from edge_rules.line_loss import LineLoss, reconcile_areas
-from edge_rules.reconcile import STATUS_NAMES, UNCLASSIFIED
+from edge_rules.reconcile import STATUS_HIGH, STATUS_NAMES, UNCLASSIFIED
 from protocols.payload import AreaLoss, Envelope, GroupTotal, Suspect, build_group
 
+from .committer import FLAG_ALARMS
 from .config import AreaConfig, GatewayConfig, GroupConfig
 from .poll_result import PollResult
 from .reconcile_settings import band_settings, suspect_settings
@@ -75,6 +77,13 @@ FREEZE_SLACK_MS: Final = 60_000
 #: keep 62 daily freezes, so nothing older can still arrive.
 RECENT_DAYS: Final = 62
 _CODES: Final = {"A": QUALITY_A, "E": QUALITY_E}
+#: Meter alarms that are evidence of tampering, and their ranking weight (added to the drop
+#: score, 0..1; the weights of ``gwtool reconcile``'s indicators for the same conditions).
+ALARM_EVIDENCE: Final = {
+    "meter.voltage_loss": 1.0,
+    "meter.cover_open": 0.75,
+    "meter.terminal_cover_open": 0.75,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +393,13 @@ class AreaReconciler:
             [unit.area], build_layout([unit.group], ratios), ratios, meters, names,
             import_values, import_quality, export_values, export_quality,
             band=self.band, suspects=self.suspects, given_status=given)
+        if result.status[0, n_days - 1] == STATUS_HIGH:
+            # Suspects are named when the loss rises; a tamper alarm on that day adds to a
+            # meter's rank (and names a meter whose drop alone would not).
+            evidence = self._alarm_evidence(meters, day)
+            if evidence:
+                result = dataclasses.replace(
+                    result, indicator_evidence={(m, n_days - 1): e for m, e in evidence.items()})
         record = result.record(0, n_days - 1)
         master = imports[unit.area.master]
         start, end = master.get(day), master.get(following)
@@ -404,6 +420,31 @@ class AreaReconciler:
             if record.band_halfwidth_pct is not None else None,
         )
         return DayResult(unit, day, total, loss, STATUS_NAMES.index(record.status))
+
+    def _alarm_evidence(self, meters: Sequence[str], day: dt.date) -> dict[str, list[tuple[str, float]]]:
+        """Tamper alarms (status-word flags the committer raised) active at some time during
+        ``day``, as (evidence, weight) per meter."""
+        start = self._day_start_ms(day)
+        end = start + DAY_MS
+        found: dict[str, list[tuple[str, float]]] = {}
+        for meter in meters:
+            for flag, kind in FLAG_ALARMS.items():
+                if kind not in ALARM_EVIDENCE:
+                    continue
+                weight = ALARM_EVIDENCE[kind]
+                state = self.store.alarm(f"{kind}/{meter}/{flag}")
+                if state is None or state.raised_ms >= end:
+                    continue
+                if state.cleared_ms is not None and state.cleared_ms < start:
+                    continue
+                raised = dt.datetime.fromtimestamp(state.raised_ms / 1000, dt.UTC)
+                until = ("still active" if state.cleared_ms is None else "cleared "
+                         + dt.datetime.fromtimestamp(state.cleared_ms / 1000, dt.UTC)
+                         .strftime("%Y-%m-%dT%H:%MZ"))
+                found.setdefault(meter, []).append(
+                    (f"{kind} ({flag}) raised {raised.strftime('%Y-%m-%dT%H:%MZ')}, {until}",
+                     weight))
+        return found
 
     @staticmethod
     def _output(total: GroupTotal, pipeline_kwh: float | None) -> Decimal | None:

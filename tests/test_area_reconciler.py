@@ -281,3 +281,36 @@ def test_a_poll_straddling_the_meters_midnight_does_not_corrupt_a_freeze(site: P
     assert [(v.day, v.value) for v in stored] == [(day, Decimal("5000.00")),
                                                   (next_day, Decimal("5060.00"))]
     store.close()
+
+
+def test_a_tamper_alarm_during_a_high_day_names_the_meter_with_its_evidence(site: Path) -> None:
+    clocks = Clocks()
+    reconciler, store = open_reconciler(site, clocks)
+    days = [START + dt.timedelta(days=i) for i in range(3)]
+    master, c1, c2 = Decimal("100.00"), Decimal("5000.00"), Decimal("200.00")
+    # Day 0: 4 % loss (qualified); day 1: 30 % (high by the 10 % guard).
+    for day, master_use, c1_use, c2_use in ((days[0], "2.60", "60.00", "40.00"),
+                                            (days[1], "2.50", "40.00", "30.00"),
+                                            (days[2], "0", "0", "0")):
+        freeze_polls(reconciler, "master", day, str(master))
+        freeze_polls(reconciler, "c-1", day, str(c1))
+        reconciler.on_poll(register_poll("c-2", midnight_ms(day) + 30_000, str(c2)))
+        master += Decimal(master_use)
+        c1 += Decimal(c1_use)
+        c2 += Decimal(c2_use)
+    cover = "meter.terminal_cover_open"
+    for day, meter in ((days[0], "c-1"), (days[1], "c-2")):
+        store.raise_alarm(f"{cover}/{meter}/terminal_cover_open", cover,
+                          {"flag": "terminal_cover_open"}, midnight_ms(day) + 3_600_000)
+        if meter == "c-1":  # closed again before the high day
+            store.clear_alarm(f"{cover}/c-1/terminal_cover_open", midnight_ms(days[1]) - 60_000)
+    assert run(reconciler) == 4
+    losses = {m["loss"]["day"]: m["loss"] for _t, m in published(store) if "loss" in m}
+    quiet, high = losses[days[0].isoformat()], losses[days[1].isoformat()]
+    assert quiet["status"] == "qualified" and quiet["suspects"] == [], "alarms alone name no one"
+    assert high["status"] == "high" and high["loss_pct"] == pytest.approx(30.0)
+    (suspect,) = high["suspects"]
+    assert suspect["meter"] == "c-2" and suspect["score"] == 0.75
+    assert suspect["evidence"] == [
+        f"{cover} (terminal_cover_open) raised 2025-03-01T17:00Z, still active"]
+    store.close()
