@@ -137,8 +137,9 @@ def _finite(value: float, digits: int = 4) -> float | None:
 class AreaReconciler:
     """Collects frozen values from polls, and publishes each closed day once (see module doc).
 
-    ``clock`` (UTC seconds) stamps messages and places Modbus reads around midnight;
-    ``monotonic`` times ``freeze_wait_s``. Both are parameters so the tests can drive them.
+    ``clock`` (UTC seconds) stamps the messages (Modbus reads are placed around midnight by
+    their own poll times); ``monotonic`` times ``freeze_wait_s``. Both are parameters so the
+    tests can drive them.
     """
 
     def __init__(
