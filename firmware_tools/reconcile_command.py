@@ -10,7 +10,8 @@ register values in kWh; a header may reorder the columns or add ``quality``, as 
 writes it, in which case only ``A`` reads count as actual).
 
 The day's frozen value is the register read at 00:00 of that day, local time: the offset is
-``--utc-offset``, else the config's ``[vee] utc_offset``, else +08:00 (the VEE default). A read
+``--utc-offset``, else the config's ``[vee] utc_offset``, else ``[reconcile] utc_offset_min``
+(+480, i.e. +08:00, by default). A read
 within the first minute after midnight counts (a Modbus poll lands a few seconds late). A
 meter without one gets a value interpolated linearly between the reads around midnight when
 both are within ``--max-gap-min`` minutes — quality E, so it does not count towards coverage.
@@ -92,24 +93,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")
     parser.add_argument(
         "--utc-offset",
-        help='local time of the meters, e.g. "+08:00" (default: [vee] utc_offset, else +08:00)',
+        help='local time of the meters, e.g. "+08:00" (default: [vee] utc_offset, else '
+        "[reconcile] utc_offset_min)",
     )
     parser.add_argument(
         "--max-gap-min",
         type=float,
-        default=60.0,
-        help="interpolate a missing midnight read from reads at most this many minutes away",
+        help="interpolate a missing midnight read from reads at most this many minutes away "
+        "(default: [reconcile] max_gap_min, 60)",
     )
-    parser.add_argument("--lower-guard", type=float, help="negative below this loss %% (-1)")
-    parser.add_argument("--upper-guard", type=float, help="high above this loss %% (10)")
-    parser.add_argument("--band-k", type=float, help="band half-width in MADs (6)")
-    parser.add_argument("--window-days", type=int, help="qualified days the band learns from (60)")
+    parser.add_argument(
+        "--lower-guard", type=float, help="negative below this loss %% ([reconcile], -1)"
+    )
+    parser.add_argument(
+        "--upper-guard", type=float, help="high above this loss %% ([reconcile], 10)"
+    )
+    parser.add_argument("--band-k", type=float, help="band half-width in MADs ([reconcile], 6)")
+    parser.add_argument(
+        "--window-days", type=int, help="qualified days the band learns from ([reconcile], 60)"
+    )
     parser.set_defaults(func=_command)
 
 
 def _command(args: argparse.Namespace) -> int:
-    from edge_rules.reconcile import BandSettings
-
     overrides: dict[str, Any] = {}
     for option, name in (
         ("lower_guard", "lower_guard_pct"),
@@ -120,11 +126,7 @@ def _command(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None:
             overrides[name] = value
-    try:
-        band = BandSettings(**overrides)
-    except ValueError as exc:
-        raise ToolError(str(exc)) from None
-    if not args.max_gap_min > 0:
+    if args.max_gap_min is not None and not args.max_gap_min > 0:
         raise ToolError(f"--max-gap-min must be positive, got {args.max_gap_min}")
     try:
         run_reconcile(
@@ -133,8 +135,8 @@ def _command(args: argparse.Namespace) -> int:
             sys.stdout,
             output_format=args.format,
             utc_offset=args.utc_offset,
-            max_gap_ms=int(args.max_gap_min * 60_000),
-            band=band,
+            max_gap_ms=None if args.max_gap_min is None else int(args.max_gap_min * 60_000),
+            band_overrides=overrides,
             warnings=sys.stderr,
         )
         sys.stdout.flush()
@@ -390,10 +392,12 @@ def indicator_evidence(
 # --------------------------------------------------------------------------------------------
 
 
-def _offset_ms(text: str | None, config_vee: Mapping[str, object]) -> int:
+def _offset_ms(text: str | None, config_vee: Mapping[str, object], default_min: int) -> int:
     from edge_rules.calendar import parse_utc_offset
 
-    source = text if text is not None else config_vee.get("utc_offset", "+08:00")
+    if text is None and "utc_offset" not in config_vee:
+        return default_min * 60_000
+    source = text if text is not None else config_vee["utc_offset"]
     if not isinstance(source, str):
         raise ToolError(f'[vee] utc_offset must be a string like "+08:00", got {source!r}')
     try:
@@ -409,14 +413,22 @@ def run_reconcile(
     *,
     output_format: str = "csv",
     utc_offset: str | None = None,
-    max_gap_ms: int = 3_600_000,
+    max_gap_ms: int | None = None,
     band: Any = None,
+    band_overrides: Mapping[str, Any] | None = None,
     warnings: TextIO = sys.stderr,
 ) -> list[Any]:
-    """Everything ``gwtool reconcile`` does; returns the :class:`AreaDayResult` records."""
+    """Everything ``gwtool reconcile`` does; returns the :class:`AreaDayResult` records.
+
+    The band, guards, suspect rules and ``max_gap_ms`` come from the config's ``[reconcile]``
+    table (as the daemon uses them) unless given; ``band_overrides`` replaces single
+    ``BandSettings`` fields (the command-line flags)."""
+    import dataclasses
+
     from edge_rules.groups import build_layout
     from edge_rules.line_loss import reconcile_areas
     from gateway.config import ConfigError, format_errors, load_config
+    from gateway.reconcile_settings import band_settings, suspect_settings
 
     try:
         config = load_config(config_path)
@@ -426,7 +438,16 @@ def run_reconcile(
         raise ToolError(f"cannot read {config_path}: {exc.strerror or exc}") from None
     if not config.areas:
         raise ToolError(f"{config_path} has no [[areas]]: nothing to reconcile")
-    offset_ms = _offset_ms(utc_offset, config.vee)
+    offset_ms = _offset_ms(utc_offset, config.vee, config.reconcile.utc_offset_min)
+    if max_gap_ms is None:
+        max_gap_ms = round(config.reconcile.max_gap_min * 60_000)
+    try:
+        band = dataclasses.replace(
+            band if band is not None else band_settings(config.reconcile),
+            **dict(band_overrides or {}),
+        )
+    except ValueError as exc:
+        raise ToolError(f"band settings (flags over [reconcile]): {exc}") from None
 
     groups = {g.id: g for g in config.groups}
     used_groups = [groups[a.subs] for a in config.areas]
@@ -489,6 +510,7 @@ def run_reconcile(
         exports,
         export_quality,
         band=band,
+        suspects=suspect_settings(config.reconcile),
         indicator_evidence=evidence,
     )
     records = result.records()

@@ -75,6 +75,7 @@ class GatewayDaemon:
         self.commands: CommandHandler | None = None
         self._load_control_task: asyncio.Task[None] | None = None
         self._groups_task: asyncio.Task[None] | None = None
+        self._areas_task: asyncio.Task[None] | None = None
         self._commands_task: asyncio.Task[None] | None = None
         self.runtime: Runtime | None = None
         self.outbound: asyncio.Queue[PollResult | BusEvent] | None = None
@@ -187,16 +188,22 @@ class GatewayDaemon:
         if self._load_control_task is not None:
             self._load_control_task.cancel()
         self.committer.poll_listeners.clear()
-        if self._groups_task is not None:
-            self._groups_task.cancel()
-            self._groups_task = None
+        for task in (self._groups_task, self._areas_task):
+            if task is not None:
+                task.cancel()
+        self._groups_task = self._areas_task = None
         if config.groups:
+            from .area_reconciler import AreaReconciler
             from .group_publisher import GroupPublisher
 
             assert self.store is not None
             publisher = GroupPublisher(config, self.store, self._wake_pump)
             self.committer.poll_listeners.append(publisher.on_poll)
             self._groups_task = asyncio.create_task(publisher.run(), name="groups")
+            # Daily group energy and area line loss from the 00:00 freezes (docs/reconciliation.md).
+            reconciler = AreaReconciler(config, self.store, self._wake_pump)
+            self.committer.poll_listeners.append(reconciler.on_poll)
+            self._areas_task = asyncio.create_task(reconciler.run(), name="areas")
         if not config.groups:
             self.commands.load_control = None
             return
@@ -285,7 +292,8 @@ class GatewayDaemon:
 
     async def _shutdown(self) -> None:
         self.notifier.stopping()
-        for task in (self._commands_task, self._load_control_task, self._groups_task):
+        for task in (self._commands_task, self._load_control_task, self._groups_task,
+                     self._areas_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -346,7 +346,8 @@ class GroupTotal:
     """One total of a summation group: the signed sum of its members for quantity ``q`` at
     ``t``. ``coverage`` is the fraction (0..1) of members whose reads were actual; ``missing``
     lists members without a usable read. ``quality`` follows the read vocabulary (a total built
-    on estimates is ``E``)."""
+    on estimates is ``E``). A daily energy total names its local ``day`` (YYYY-MM-DD; ``t`` is
+    that day's 00:00): ``val`` is the energy between the 00:00 freezes that bound it."""
 
     q: str
     val: Decimal | float | None
@@ -355,11 +356,14 @@ class GroupTotal:
     quality: str
     coverage: float
     missing: tuple[str, ...] = ()
+    day: str | None = None
 
     def __post_init__(self) -> None:
         # The value rules are those of a read record; reuse them rather than restate them.
         ReadRecord(q=self.q, val=self.val, unit=self.unit, t=self.t, quality=self.quality)
         _check_fraction(self.coverage, f"{self.q}: coverage")
+        if self.day is not None:
+            _check_day(self.day, f"{self.q}: day")
         if not isinstance(self.missing, tuple):
             object.__setattr__(self, "missing", tuple(self.missing))
         for meter in self.missing:
@@ -369,11 +373,13 @@ class GroupTotal:
 @dataclass(frozen=True, slots=True)
 class Suspect:
     """A sub-meter suspected of causing line loss; ``score`` higher is more likely, ``evidence``
-    human-readable reasons."""
+    human-readable reasons, ``details`` the same as numbers (values, window, thresholds) for
+    systems that act on them."""
 
     meter: str
     score: float
     evidence: tuple[str, ...] = ()
+    details: Mapping[str, object] | None = None
 
     def __post_init__(self) -> None:
         _require_text(self.meter, "suspect meter")
@@ -382,6 +388,8 @@ class Suspect:
             object.__setattr__(self, "evidence", tuple(self.evidence))
         for item in self.evidence:
             _require_text(item, f"suspect {self.meter}: evidence")
+        if self.details is not None:
+            _free_form(dict(self.details), f"suspect {self.meter}: details")
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,7 +397,8 @@ class AreaLoss:
     """Reconciliation of a transformer area for one day: ``input`` the master meter's energy,
     ``output`` the sum of the sub-meters (kWh, exact), ``loss_pct`` (input − output) / input in
     percent, ``status`` one of :data:`LOSS_STATUSES`, ``coverage`` fraction of sub-meters with
-    actual reads, ``suspects`` most likely first."""
+    actual reads, ``suspects`` most likely first; ``band_center_pct`` ± ``band_halfwidth_pct``
+    the learned band the day was judged against (absent until the area has learned one)."""
 
     area: str
     day: str
@@ -399,11 +408,16 @@ class AreaLoss:
     output: Decimal | None = None
     loss_pct: float | None = None
     suspects: tuple[Suspect, ...] = ()
+    band_center_pct: float | None = None
+    band_halfwidth_pct: float | None = None
 
     def __post_init__(self) -> None:
         _require_text(self.area, "area id")
-        if not isinstance(self.day, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.day):
-            raise PayloadEncodeError(f"area {self.area}: day must be YYYY-MM-DD, got {self.day!r}")
+        _check_day(self.day, f"area {self.area}: day")
+        for name in ("band_center_pct", "band_halfwidth_pct"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_float(value, f"area {self.area}: {name}")
         if self.status not in LOSS_STATUSES:
             raise PayloadEncodeError(
                 f"area {self.area}: status {self.status!r} is not one of {sorted(LOSS_STATUSES)}"
@@ -417,6 +431,11 @@ class AreaLoss:
             _check_float(self.loss_pct, f"area {self.area}: loss_pct")
         if not isinstance(self.suspects, tuple):
             object.__setattr__(self, "suspects", tuple(self.suspects))
+
+
+def _check_day(value: object, what: str) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise PayloadEncodeError(f"{what} must be YYYY-MM-DD, got {value!r}")
 
 
 def _check_float(value: object, what: str) -> None:
@@ -577,6 +596,8 @@ def _group_total_map(total: GroupTotal) -> dict[str, object]:
     }
     if total.missing:
         out["missing"] = list(total.missing)
+    if total.day is not None:
+        out["day"] = total.day
     return out
 
 
@@ -593,9 +614,20 @@ def _loss_map(loss: AreaLoss) -> dict[str, object]:
         out["output"] = _number(loss.output)
     if loss.loss_pct is not None:
         out["loss_pct"] = loss.loss_pct
-    out["suspects"] = [
-        {"meter": s.meter, "score": s.score, "evidence": list(s.evidence)} for s in loss.suspects
-    ]
+    if loss.band_center_pct is not None and loss.band_halfwidth_pct is not None:
+        out["band"] = {"center_pct": loss.band_center_pct, "halfwidth_pct": loss.band_halfwidth_pct}
+    out["suspects"] = [_suspect_map(s) for s in loss.suspects]
+    return out
+
+
+def _suspect_map(suspect: Suspect) -> dict[str, object]:
+    out: dict[str, object] = {
+        "meter": suspect.meter,
+        "score": suspect.score,
+        "evidence": list(suspect.evidence),
+    }
+    if suspect.details is not None:
+        out["details"] = _free_form(dict(suspect.details), f"suspect {suspect.meter}: details")
     return out
 
 

@@ -95,6 +95,7 @@ def examples() -> dict[str, bytes]:
                     quality="E",
                     coverage=0.5,
                     missing=("m-002",),
+                    day="2025-12-31",
                 ),
             ],
             loss=AreaLoss(
@@ -105,7 +106,21 @@ def examples() -> dict[str, bytes]:
                 input=Decimal("131.50"),
                 output=Decimal("118.20"),
                 loss_pct=10.11,
-                suspects=(Suspect("m-002", 0.82, ("no reads for 6 h", "zero consumption")),),
+                band_center_pct=3.9,
+                band_halfwidth_pct=0.8,
+                suspects=(
+                    Suspect(
+                        "m-002",
+                        0.82,
+                        ("no reads for 6 h", "zero consumption"),
+                        details={
+                            "recent_kwh_per_day": 3.1,
+                            "expected_kwh_per_day": 10.4,
+                            "window_days": 5,
+                            "min_drop_pct": 20.0,
+                        },
+                    ),
+                ),
             ),
         ),
         "cmd-result": build_cmd_result(

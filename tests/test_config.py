@@ -486,6 +486,30 @@ MISTAKES: list[tuple[str, Edit, str, str]] = [
         "mqtt.tls.key_file",
         "cert_file and key_file must be given together",
     ),
+    (
+        "reconcile guards crossed",
+        lambda t: t + "\n[reconcile]\nlower_guard_pct = 12\n",
+        "reconcile.lower_guard_pct",
+        "must be below upper_guard_pct (10)",
+    ),
+    (
+        "reconcile band needs more history than its window",
+        lambda t: t + "\n[reconcile]\nwindow_days = 10\n",
+        "reconcile.min_history_days",
+        "must not exceed window_days (10), got 20",
+    ),
+    (
+        "reconcile coverage gate beyond 100 %",
+        lambda t: t + "\n[reconcile]\nmin_coverage_pct = 980\n",
+        "reconcile.min_coverage_pct",
+        "",
+    ),
+    (
+        "reconcile unknown key",
+        lambda t: t + "\n[reconcile]\nband_width = 6\n",
+        "reconcile.band_width",
+        "",
+    ),
 ]
 
 
@@ -504,6 +528,16 @@ def test_one_mistake_is_reported_at_its_key(
     assert all(e.file == path for e in errors)
     # One mistake, one message: no cascade of follow-on errors.
     assert len(errors) == 1, "\n".join(map(str, errors))
+
+
+def test_reconcile_table_is_typed_with_documented_defaults(site: Path) -> None:
+    defaults = load_config(write(site, BASE)).reconcile
+    assert defaults == type(defaults)()
+    assert (defaults.lower_guard_pct, defaults.upper_guard_pct) == (-1.0, 10.0)
+    assert (defaults.band_k, defaults.window_days, defaults.min_coverage_pct) == (6.0, 60, 98.0)
+    text = BASE + "\n[reconcile]\nband_k = 4.5\nwindow_days = 30\nload_dependent = false\n"
+    tuned = load_config(write(site, text)).reconcile
+    assert (tuned.band_k, tuned.window_days, tuned.load_dependent) == (4.5, 30, False)
 
 
 def test_base_config_is_valid(site: Path) -> None:

@@ -380,3 +380,30 @@ def test_synthetic_areas_are_deterministic_by_seed(tmp_path: Path) -> None:
     config = load_config(tmp_path / "gateway.toml")
     assert [x.id for x in config.areas] == list(a.area_ids)
     assert len(config.meters) == len(a.meters)
+
+
+def test_gwtool_reconcile_takes_the_band_from_the_config_and_flags_over_it(tmp_path: Path) -> None:
+    """The [reconcile] table judges the days offline as the daemon would; a flag overrides
+    one key of it."""
+    from firmware_tools.reconcile_command import run_reconcile
+
+    data = generate(
+        8, SyntheticSettings(areas=1, days=40, theft_area_share=0.0, fault_area_share=0.0)
+    )
+    data.write_csv(tmp_path / "reads.csv")
+    data.write_toml(tmp_path / "gateway.toml")
+    config = tmp_path / "gateway.toml"
+
+    def statuses(**kwargs: object) -> Counter[str]:
+        records = run_reconcile(config, tmp_path / "reads.csv", io.StringIO(), **kwargs)  # type: ignore[arg-type]
+        return Counter(r.status for r in records)
+
+    plain = statuses()
+    assert plain["qualified"] > 30 and plain["high"] <= 2, plain
+    # Every area loses 2-5 %: an upper guard of 0.5 % in the config calls every day high.
+    config.write_text(config.read_text() + "\n[reconcile]\nupper_guard_pct = 0.5\n")
+    strict = statuses()
+    assert strict["high"] == plain["qualified"] + plain["high"], strict
+    assert strict["uncalculable"] == plain["uncalculable"]
+    # The command-line flag wins over the table.
+    assert statuses(band_overrides={"upper_guard_pct": 10.0}) == plain

@@ -390,9 +390,22 @@ class Store:
 
     # ---------------------------------------------------------------- daily history
 
-    def put_daily(self, values: Iterable[DailyValue]) -> None:
-        """Insert or replace daily values (a later freeze read or a VEE substitution wins)."""
+    def put_daily(
+        self,
+        values: Iterable[DailyValue],
+        *,
+        messages: Sequence[OutboxMessage] = (),
+        now_ms: int | None = None,
+    ) -> list[int]:
+        """Insert or replace daily values (a later freeze read or a VEE substitution wins).
+
+        ``messages`` are committed in the same transaction (their seqs are returned): a daily
+        result and the record that it was published are one atomic step, so a crash can
+        neither publish a day twice nor forget to publish it."""
         rows = [_daily_row(value) for value in values]
+        for message in messages:
+            _check_message(message)
+        created = now_ms if now_ms is not None else wall_ms()
         with self._transaction() as conn:
             conn.executemany(
                 "INSERT INTO daily_history (meter, quantity, day, value, quality) "
@@ -400,6 +413,16 @@ class Store:
                 "value = excluded.value, quality = excluded.quality",
                 rows,
             )
+            return self._insert_messages(conn, messages, created) if messages else []
+
+    def newest_daily(self, quantity: str) -> dt.date | None:
+        """The newest day any meter has a value of ``quantity`` for (None when none has), so
+        a caller can load just the recent days instead of the whole history."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT max(day) FROM daily_history WHERE quantity = ?", (quantity,)
+            ).fetchone()
+        return None if row is None or row[0] is None else dt.date.fromisoformat(row[0])
 
     def get_daily(
         self, meter: str, quantity: str, first: dt.date, last: dt.date
