@@ -184,7 +184,8 @@ class ScheduledBus(ABC, Generic[M]):
     async def _sleep(self, seconds: float) -> None:
         self._wakeup.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, seconds))
+            async with asyncio.timeout(max(0.0, seconds)):  # no task per sleep, unlike wait_for
+                await self._wakeup.wait()
 
     async def _poll_and_report(self, meter: M) -> None:
         try:

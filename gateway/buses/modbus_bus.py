@@ -25,6 +25,7 @@ from protocols.modbus.register_map import ReadBlock, decode_block, plan_reads
 
 from ..poll_result import BusEvent, PolledValue, PollResult
 from .base import BusSettings, MeterSlot, ScheduledBus, now_ms
+from .modbus_responses import RESPONSE_CLASSES
 
 ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
 
@@ -70,6 +71,12 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
         return f"{self.host}:{self.tcp_port}"
 
     def _new_client(self) -> ModbusClient:
+        client = self._make_client()
+        for response_class in RESPONSE_CLASSES:
+            client.register(response_class)
+        return client
+
+    def _make_client(self) -> ModbusClient:
         timeout = self.settings.timeout_s
         if self.serial is not None:
             return AsyncModbusSerialClient(
