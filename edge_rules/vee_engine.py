@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 
 from edge_rules import vee_kernels as vk
 from edge_rules.calendar import INTERVALS_PER_DAY, DayType
-from edge_rules.history import History, masked_mean, masked_mean_nb, masked_mean_np
+from edge_rules.history import History, masked_mean_nb, masked_mean_np
 from edge_rules.vee_rules import RuleArrays, VeeConfig
 from edge_rules.vee_ruleset import ChainInputs, ChainOutputs, rule_chain
 
@@ -458,7 +458,8 @@ class VeeEngine:
         values, estimated = self.hist.daily(rows, first, count)
         values = np.where(estimated, np.nan, values)
         use = (self.config.calendar.day_types(first, count) == target).astype(np.uint8)
-        mean, _ = masked_mean(values[:, :, None], use)
+        mean, _ = IMPLEMENTATIONS[self.implementation].masked_mean(
+            np.ascontiguousarray(values[:, :, None]), use)
         return mean[:, 0]
 
     def _seasonal_factor(self, rows: I64, day: int, weeks: int) -> F64:
@@ -473,8 +474,10 @@ class VeeEngine:
         before[7 * weeks:] = 0
         around = ordinary.copy()
         around[: 7 * weeks - 3] = 0
-        then, _ = masked_mean(values[:, :, None], before)
-        now, _ = masked_mean(values[:, :, None], around)
+        reduce = IMPLEMENTATIONS[self.implementation].masked_mean
+        cube = np.ascontiguousarray(values[:, :, None])
+        then, _ = reduce(cube, before)
+        now, _ = reduce(cube, around)
         with np.errstate(divide="ignore", invalid="ignore"):
             factor = now[:, 0] / then[:, 0]
         factor = np.where(np.isfinite(factor), factor, 1.0)
