@@ -297,7 +297,7 @@ class Store:
         with self._reading() as conn:
             rows = conn.execute(
                 "SELECT seq, meter, quantity, t_ms, value_kind, value_text, value_real, unit, "
-                f"quality, method, reasons, hist FROM reads WHERE {' AND '.join(clauses)} "
+                f"quality, method, reasons, hist, rev FROM reads WHERE {' AND '.join(clauses)} "
                 "ORDER BY t_ms, id",
                 params,
             ).fetchall()
@@ -312,6 +312,24 @@ class Store:
                 "SELECT meter, quantity, value FROM last_registers ORDER BY meter, quantity"
             ).fetchall()
         return [(str(meter), str(quantity), Decimal(str(value))) for meter, quantity, value in rows]
+
+    # ---------------------------------------------------------------- VEE state
+
+    def put_vee_state(self, name: str, data: bytes, *, now_ms: int | None = None) -> None:
+        """Save (replace) the VEE blob ``name`` (gateway.vee_stage: history and meter state)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO vee_state (name, saved_ms, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET saved_ms = excluded.saved_ms, "
+                "data = excluded.data",
+                (name, now_ms if now_ms is not None else wall_ms(), data),
+            )
+
+    def get_vee_state(self, name: str) -> bytes | None:
+        """The VEE blob ``name`` as last saved, or None."""
+        with self._reading() as conn:
+            row = conn.execute("SELECT data FROM vee_state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     # ---------------------------------------------------------------- alarms
 
@@ -476,8 +494,8 @@ class Store:
                 meter = message.meter or ""
                 conn.executemany(
                     "INSERT INTO reads (seq, meter, quantity, t_ms, value_kind, value_text, "
-                    "value_real, unit, quality, method, reasons, hist) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "value_real, unit, quality, method, reasons, hist, rev) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [_read_row(seq, meter, record) for record in message.reads],
                 )
                 # A late backfill (older t) must not replace a newer register value.
@@ -606,11 +624,12 @@ def _read_row(seq: int, meter: str, record: ReadRecord) -> tuple[object, ...]:
         record.method,
         ";".join(str(code) for code in record.reasons),
         int(record.hist),
+        record.rev,
     )
 
 
 def _stored_read(row: tuple[object, ...]) -> StoredRead:
-    seq, meter, q, t, kind, text, real, unit, quality, method, reasons, hist = row
+    seq, meter, q, t, kind, text, real, unit, quality, method, reasons, hist, rev = row
     val: Decimal | float | None
     if kind == "decimal":
         val = Decimal(str(text))
@@ -627,6 +646,7 @@ def _stored_read(row: tuple[object, ...]) -> StoredRead:
         method=None if method is None else int(str(method)),
         reasons=tuple(int(code) for code in str(reasons).split(";") if code),
         hist=bool(hist),
+        rev=int(str(rev)),
     )
     return StoredRead(seq=int(str(seq)), meter=str(meter), record=record)
 

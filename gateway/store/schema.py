@@ -97,6 +97,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             f"PRAGMA application_id = {APPLICATION_ID}",
         ),
     ),
+    Migration(
+        version=2,
+        purpose="VEE: read revisions (a re-published interval) and the engine's saved state",
+        statements=(
+            # 0 for the first publication of a (meter, quantity, t); n for its n-th replacement
+            # (an estimate re-scaled or replaced by an actual), as in the payload's `rev`.
+            "ALTER TABLE reads ADD COLUMN rev INTEGER NOT NULL DEFAULT 0",
+            # Named blobs (np.savez of the VEE engine's history and per-meter state, and the
+            # open window): O(meters) bytes, rewritten at each local midnight and at stop.
+            """CREATE TABLE vee_state (
+                name TEXT PRIMARY KEY,
+                saved_ms INTEGER NOT NULL,
+                data BLOB NOT NULL
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
