@@ -458,6 +458,7 @@ class VeeEngine:
         values, estimated = self.hist.daily(rows, first, count)
         values = np.where(estimated, np.nan, values)
         use = (self.config.calendar.day_types(first, count) == target).astype(np.uint8)
+        mean: F64
         mean, _ = IMPLEMENTATIONS[self.implementation].masked_mean(
             np.ascontiguousarray(values[:, :, None]), use)
         return mean[:, 0]
