@@ -396,6 +396,13 @@ class VeeStage:
             if val is None and q != QUALITY_N:
                 continue  # an actual without a value cannot happen; never publish one
             first = old_q[i, col] in (UNPUBLISHED, NOTHING)
+            if (not first and q == old_q[i, col] and (m or 0) == self.pub_method[row, col]
+                    and bits[i, col] == old_bits[i, col] and val is not None
+                    and not np.isnan(old_v[i, col])
+                    and val == (read if q == QUALITY_A and read is not None
+                                else self._decimal(row, float(old_v[i, col])))):
+                self.pub_value[row, col] = value[i, col]  # moved less than the register shows
+                continue
             rev = 0 if first else int(self.pub_rev[row, col]) + 1
             t = self.grid.read_time_ms(start + col) if first else int(self.pub_t[row, col])
             extra.setdefault(row, []).append(ReadRecord(
