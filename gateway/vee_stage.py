@@ -150,6 +150,7 @@ class VeeStage:
         self._quantum = [Decimal(str(x)).normalize() for x in lsb]
         self.first_day: int | None = None
         self._due_done = 0  # window columns below this have been graded for every meter
+        self._due_seen = -1  # the due_end the last batch saw: unchanged means nothing came due
         self.reads = np.full((m, W), np.nan)
         self.power = np.full((m, W), np.nan)
         self.export = np.full((m, W), np.nan)
@@ -242,7 +243,8 @@ class VeeStage:
         publish, as ``(meter, records)``: estimates, and records whose VEE verdict differs from
         what was published (re-published with ``rev``)."""
         placements: list[tuple[int, int, PollResult, ReadRecord]] = []
-        latest = self.grid.due_end(now_ms)
+        due_end = latest = self.grid.due_end(now_ms)
+        grid_reads = False
         for poll, records in polled:
             row = self.row_of.get(poll.meter_id)
             if row is None:
@@ -254,6 +256,10 @@ class VeeStage:
                 if interval is not None:
                     placements.append((row, interval, poll, record))
                     latest = max(latest, interval + 1)
+                    grid_reads = True
+        if not grid_reads and due_end == self._due_seen:
+            return []  # the common poll: off the grid, nothing came due (a few µs)
+        self._due_seen = due_end
         extra: dict[int, list[ReadRecord]] = {}
         self._advance((latest - 1) // S_DAY, now_ms, extra)
         assert self.first_day is not None
