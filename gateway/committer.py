@@ -117,9 +117,13 @@ class Committer:
         # --- VEE stage (gateway/vee_stage.py): grades grid reads in place, adds the interval
         # records that came due (estimates, re-published intervals) as messages of their own.
         vee_reads: list[tuple[str, list[ReadRecord]]] = []
+        vee_now = wall_ms()
         if self.vee is not None:
-            vee_now = wall_ms()
-            vee_reads = self.vee.apply(polled, vee_now)
+            try:
+                vee_reads = self.vee.apply(polled, vee_now)
+            except Exception:  # a VEE bug must not stop reads from being stored and published
+                log.exception("VEE failed on a batch of %d polls; their reads go out with basic "
+                              "validation only — please report this with the log", len(polled))
         # --- end VEE stage
         for item, records in polled:
             if records:

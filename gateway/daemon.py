@@ -330,7 +330,11 @@ class GatewayDaemon:
         if self.committer is not None:
             self.committer.drain()
             if self.committer.vee is not None:
-                self.committer.vee.save()
+                try:
+                    self.committer.vee.save()
+                except StoreError as exc:
+                    log.error("VEE history could not be saved (%s): the next start begins from "
+                              "the last saved day", exc)
         for task in self._aux:
             task.cancel()
         await self._stop_link()
