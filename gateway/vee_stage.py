@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 GRID_QUANTITY: Final = "energy.active.import.total"
 POWER_QUANTITY: Final = "power.active.total"
 EXPORT_QUANTITY: Final = "energy.active.export.total"
+#: Off-grid reads the engine's sparse rules judge in every batch (docs/vee.md: voltage,
+#: tariff_sum); other quantities keep the committer's basic validation.
+VOLTAGE_QUANTITIES: Final = frozenset({"voltage.a", "voltage.b", "voltage.c"})
+TARIFF_QUANTITIES: Final = {f"energy.active.import.t{n}": n - 1 for n in range(1, 5)}
 S_DAY: Final = INTERVALS_PER_DAY
 #: The open window: yesterday (a gap that began then is scaled to today's read) and today.
 WINDOW_DAYS: Final = 2
@@ -162,6 +166,9 @@ class VeeStage:
         self.pub_t = np.zeros((m, W), np.int64)  # the key (t) the interval was published under
         self.pub_rev = np.zeros((m, W), np.int64)
         self._read_values: dict[tuple[int, int], Decimal] = {}  # exact grid reads, by (row, col)
+        #: off-grid reads since the last boundary, for the sparse rules (voltage, tariff sum)
+        self._volts: list[tuple[int, ReadRecord]] = []
+        self._tariffs: list[tuple[int, ReadRecord, list[ReadRecord]]] = []
         #: reasons of the basic records of grid reads not yet graded, by (row, col)
         self._basic_reasons: dict[tuple[int, int], tuple[int, ...]] = {}
 
@@ -249,16 +256,27 @@ class VeeStage:
             row = self.row_of.get(poll.meter_id)
             if row is None:
                 continue
+            total: ReadRecord | None = None
+            tariffs: list[ReadRecord] = []
             for record in records:
-                if record.q != GRID_QUANTITY:
-                    continue
-                interval = self.grid.interval_of_read(record.t)
-                if interval is not None:
-                    placements.append((row, interval, poll, record))
-                    latest = max(latest, interval + 1)
-                    grid_reads = True
+                q = record.q
+                if q == GRID_QUANTITY:
+                    total = record
+                    interval = self.grid.interval_of_read(record.t)
+                    if interval is not None:
+                        placements.append((row, interval, poll, record))
+                        latest = max(latest, interval + 1)
+                        grid_reads = True
+                elif record.quality != "A":
+                    continue  # basic validation already rejected it
+                elif q in VOLTAGE_QUANTITIES:
+                    self._volts.append((row, record))
+                elif q in TARIFF_QUANTITIES:
+                    tariffs.append(record)
+            if tariffs and total is not None and total.quality == "A":
+                self._tariffs.append((row, total, tariffs))
         if not grid_reads and due_end == self._due_seen:
-            return []  # the common poll: off the grid, nothing came due (a few µs)
+            return []  # the common poll: off the grid, nothing came due
         self._due_seen = due_end
         extra: dict[int, list[ReadRecord]] = {}
         self._advance((latest - 1) // S_DAY, now_ms, extra)
@@ -271,8 +289,42 @@ class VeeStage:
             rows = np.arange(len(self.meter_ids), dtype=np.int64)
             self._publish(self._evaluate(rows, due_cols), rows, due_cols, extra)
             self._due_done = due_cols
+            self._grade_sparse(due_end // S_DAY, extra)
         return [(self.meter_ids[row], sorted(records, key=lambda r: r.t))
                 for row, records in extra.items()]
+
+    def _grade_sparse(self, day: int, extra: dict[int, list[ReadRecord]]) -> None:
+        """Voltages against their meters' supply band and tariff registers against the total
+        read with them, for every such read since the last boundary: one engine call per kind
+        (as ``gwtool vee`` does for a file), so a poll only costs a list append. A finding is
+        re-published under the read's key with ``rev`` 1: its reasons added (``warn``), or
+        ``N`` with the value kept as ``raw`` (``fail``)."""
+        volts, self._volts = self._volts, []
+        instants, self._tariffs = self._tariffs, []
+        if volts:
+            verdict = self.engine.check_voltage(
+                np.fromiter((row for row, _ in volts), np.int64, len(volts)),
+                np.fromiter((float(r.val or 0) for _, r in volts), np.float64, len(volts)), day)
+            for k in np.nonzero(verdict.published)[0].tolist():
+                row, record = volts[k]
+                extra.setdefault(row, []).append(_graded(
+                    record, int(verdict.quality[k]), int(verdict.published[k])))
+                self.stats.revisions += 1
+        if instants:
+            table = np.full((len(instants), len(TARIFF_QUANTITIES)), np.nan)
+            for k, (_, _, tariffs) in enumerate(instants):
+                for record in tariffs:
+                    table[k, TARIFF_QUANTITIES[record.q]] = float(record.val or 0)
+            verdict = self.engine.check_tariffs(
+                np.fromiter((row for row, _, _ in instants), np.int64, len(instants)),
+                np.fromiter((float(t.val or 0) for _, t, _ in instants), np.float64,
+                            len(instants)), table, day)
+            for k in np.nonzero(verdict.published)[0].tolist():
+                row, _, tariffs = instants[k]
+                for record in tariffs:
+                    extra.setdefault(row, []).append(_graded(
+                        record, int(verdict.quality[k]), int(verdict.published[k])))
+                    self.stats.revisions += 1
 
     def _place(self, row: int, col: int, poll: PollResult, record: ReadRecord) -> None:
         """The first read of an interval is its read. Until VEE grades it, what the committer
@@ -423,6 +475,17 @@ class VeeStage:
             self.pub_value[row, col] = value[i, col]
             self.pub_t[row, col] = t
             self.pub_rev[row, col] = rev
+
+
+def _graded(record: ReadRecord, quality: int, bits: int) -> ReadRecord:
+    """The revision of an off-grid read with a sparse rule's finding: its reasons, and ``N``
+    (value kept as ``raw``) when a ``fail`` rule hit."""
+    reasons = tuple(sorted(set(record.reasons) | set(reasons_of(bits))))
+    if quality == QUALITY_N:
+        return ReadRecord(record.q, None, record.unit, record.t, "N", None, reasons,
+                          record.hist, raw=record.val, rev=record.rev + 1)
+    return ReadRecord(record.q, record.val, record.unit, record.t, record.quality,
+                      record.method, reasons, record.hist, record.raw, rev=record.rev + 1)
 
 
 def vee_settings(config: GatewayConfig) -> VeeConfig:

@@ -39,13 +39,20 @@ class Fleet:
     def register(self, meter: str, t_ms: int) -> Decimal:
         return self.base[meter] + Decimal((t_ms - T0) // 1000) / 100
 
-    def poll(self, meter: str, t_ms: int) -> tuple[PollResult, list[ReadRecord]]:
+    def poll(self, meter: str, t_ms: int, volts: float = 229.5,
+             tariffs: tuple[Decimal, ...] | None = None) -> tuple[PollResult, list[ReadRecord]]:
+        """What the shipped profile reads: the total and its tariffs (t1 holds it all unless
+        given), a voltage, the power."""
         value = self.register(meter, t_ms)
+        shares = tariffs if tariffs is not None else (value, Decimal("0.00"), Decimal("0.00"))
+        records = [ReadRecord(GRID_QUANTITY, value, "kWh", t_ms)]
+        records += [ReadRecord(f"energy.active.import.t{n}", share, "kWh", t_ms)
+                    for n, share in enumerate(shares, start=1)]
+        records += [ReadRecord("voltage.a", volts, "V", t_ms),
+                    ReadRecord("power.active.total", 0.5, "kW", t_ms)]
         result = PollResult(meter, "rs485-1", t_ms - 30, t_ms, True,
-                            (PolledValue(GRID_QUANTITY, value, "kWh", t_ms),
-                             PolledValue("power.active.total", 0.5, "kW", t_ms)))
-        return result, [ReadRecord(GRID_QUANTITY, value, "kWh", t_ms),
-                        ReadRecord("power.active.total", 0.5, "kW", t_ms)]
+                            tuple(PolledValue(r.q, r.val, r.unit, t_ms) for r in records))
+        return result, records
 
 
 def seeded_stage(meters: list[str], store: Store | None = None, now_ms: int = T0) -> VeeStage:
@@ -204,3 +211,29 @@ def test_numba_is_imported_only_when_the_compiled_kernels_are_chosen(
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                          text=True, timeout=300, check=True).stdout.split()
     assert out == ["nb" if numba else "np", str(numba)]
+
+
+def test_voltages_and_tariff_sums_are_judged_at_the_boundary_and_findings_re_published() -> None:
+    fleet = Fleet(["m-1", "m-2"])
+    stage = VeeStage(parse_vee_config({**CONFIG, "rules": [
+        {"name": "voltage", "class": "*", "severity": "fail", "high_pct": 10}]}),
+        list(fleet.base), T0)
+    run(stage, fleet, range(100, 104))
+    t = T0 + 104_100
+    total = fleet.register("m-2", t)
+    high = fleet.poll("m-1", t, volts=242.5)  # above 220 V + 10 %: a fail rule now
+    torn = fleet.poll("m-2", t, tariffs=(total - Decimal("0.50"), Decimal("0.10")))
+    assert stage.apply([high, torn], t + 50) == []  # judged at the boundary, not per poll
+    extra = {m: rs for m, rs in stage.apply([], T0 + 106_050)}
+    voltage = [r for r in extra["m-1"] if r.q == "voltage.a"]
+    assert voltage == [ReadRecord("voltage.a", None, "V", t, "N", None, (Reason.CT_VT_FAULT,),
+                                  raw=242.5, rev=1)]
+    tariffs = [r for r in extra["m-2"] if r.q.startswith("energy.active.import.t")]
+    assert [(r.q, r.val, r.quality, r.reasons, r.rev) for r in tariffs] == [
+        ("energy.active.import.t1", total - Decimal("0.50"), "A", (Reason.FAILED_TO_VALIDATE,), 1),
+        ("energy.active.import.t2", Decimal("0.10"), "A", (Reason.FAILED_TO_VALIDATE,), 1)]
+    assert {r.t for r in voltage + tariffs} == {t}
+    # in-band voltages and consistent tariffs are never re-published (the interval whose read
+    # the test skipped above is estimated, as it should be)
+    later = run(stage, fleet, range(107, 115))
+    assert later and all(r.q == GRID_QUANTITY and r.quality == "E" for _, r in later)
