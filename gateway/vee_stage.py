@@ -165,7 +165,9 @@ class VeeStage:
         self.pub_value = np.full((m, W), np.nan)
         self.pub_t = np.zeros((m, W), np.int64)  # the key (t) the interval was published under
         self.pub_rev = np.zeros((m, W), np.int64)
-        self._read_values: dict[tuple[int, int], Decimal] = {}  # exact grid reads, by (row, col)
+        #: decimal exponent of each grid read (−2 for XXXXXX.XX): with the float in ``reads``
+        #: it gives the read back exactly (≤ 15 significant digits), without a Decimal per cell
+        self.read_exp = np.full((m, W), -2, np.int8)
         #: off-grid reads since the last boundary, for the sparse rules (voltage, tariff sum)
         self._volts: list[tuple[int, ReadRecord]] = []
         self._tariffs: list[tuple[int, ReadRecord, list[ReadRecord]]] = []
@@ -197,28 +199,36 @@ class VeeStage:
                       self.store.path, exc)
             return False
         self.grid = Grid(grid[0], grid[1], grid[2], self.grid.tolerance_ms)
+        try:
+            self._restore_window(arrays)
+        except (KeyError, ValueError) as exc:
+            log.error("VEE: the saved open window is unusable (%s): history kept, today's "
+                      "intervals start empty", exc)
+            self._clear(slice(0, W))
+            self.first_day = None
+            self._basic_reasons.clear()
+        return True
+
+    def _restore_window(self, arrays: dict[str, NDArray[np.generic]]) -> None:
         first_day = int(arrays["window.first_day"])
         saved_ids = [str(x) for x in arrays["window.meter_ids"].tolist()]
         position = {meter: i for i, meter in enumerate(saved_ids)}
         pairs = [(row, position[m]) for row, m in enumerate(self.meter_ids) if m in position]
-        if first_day >= 0 and pairs:
-            new = np.array([p[0] for p in pairs], dtype=np.int64)
-            old = np.array([p[1] for p in pairs], dtype=np.int64)
-            for name in ("reads", "power", "export", "conflict", "pub_quality", "pub_method",
-                         "pub_bits", "pub_value", "pub_t", "pub_rev"):
-                getattr(self, name)[new] = arrays[f"window.{name}"][old]
-            self.first_day = first_day
-            self._due_done = int(arrays["window.due_done"])
-            rows_of_saved = {old_row: new_row for new_row, old_row in pairs}
-            for entry in arrays["window.basic"].tolist():
-                r, c, codes = str(entry).split(",")
-                if int(r) in rows_of_saved:
-                    self._basic_reasons[(rows_of_saved[int(r)], int(c))] = tuple(
-                        int(x) for x in codes.split(";") if x)
-            for row, col in zip(*np.nonzero(~np.isnan(self.reads)), strict=True):
-                self._read_values[(int(row), int(col))] = self._decimal(int(row),
-                                                                        self.reads[row, col])
-        return True
+        if first_day < 0 or not pairs:
+            return
+        new = np.array([p[0] for p in pairs], dtype=np.int64)
+        old = np.array([p[1] for p in pairs], dtype=np.int64)
+        for name in ("reads", "power", "export", "conflict", "pub_quality", "pub_method",
+                     "pub_bits", "pub_value", "pub_t", "pub_rev", "read_exp"):
+            getattr(self, name)[new] = arrays[f"window.{name}"][old]
+        self.first_day = first_day
+        self._due_done = int(arrays["window.due_done"])
+        rows_of_saved = {old_row: new_row for new_row, old_row in pairs}
+        for entry in arrays["window.basic"].tolist():
+            r, c, codes = str(entry).split(",")
+            if int(r) in rows_of_saved:
+                self._basic_reasons[(rows_of_saved[int(r)], int(c))] = tuple(
+                    int(x) for x in codes.split(";") if x)
 
     def save(self, now_ms: int | None = None) -> None:
         """Write history, meter state, grid and the open window to the store (one blob)."""
@@ -231,7 +241,7 @@ class VeeStage:
         arrays["window.due_done"] = np.array(self._due_done)
         arrays["window.meter_ids"] = np.array(self.meter_ids, dtype=np.str_)
         for name in ("reads", "power", "export", "conflict", "pub_quality", "pub_method",
-                     "pub_bits", "pub_value", "pub_t", "pub_rev"):
+                     "pub_bits", "pub_value", "pub_t", "pub_rev", "read_exp"):
             arrays[f"window.{name}"] = getattr(self, name)
         arrays["window.basic"] = np.array(
             [f"{r},{c},{';'.join(map(str, codes))}" for (r, c), codes in self._basic_reasons.items()],
@@ -335,8 +345,9 @@ class VeeStage:
         if not isinstance(value, Decimal | float | int):
             return
         self.reads[row, col] = float(value)
-        self._read_values[(row, col)] = value if isinstance(value, Decimal) else Decimal(
-            str(value))
+        exponent = value.as_tuple().exponent if isinstance(value, Decimal) else -3
+        self.read_exp[row, col] = exponent if isinstance(exponent, int) and -9 <= exponent <= 0 \
+            else -3
         for pv in poll.values:
             if pv.quantity == POWER_QUANTITY and isinstance(pv.value, Decimal | float | int):
                 self.power[row, col] = float(pv.value)
@@ -380,12 +391,10 @@ class VeeStage:
             self._publish(verdict, rows, due, extra)
             self.engine.commit(verdict, days=1, partial=due < S_DAY)
             for name in ("reads", "power", "export", "conflict", "pub_quality", "pub_method",
-                         "pub_bits", "pub_value", "pub_t", "pub_rev"):
+                         "pub_bits", "pub_value", "pub_t", "pub_rev", "read_exp"):
                 array = getattr(self, name)
                 array[:, :S_DAY] = array[:, S_DAY:]
             self._clear(slice(S_DAY, W))
-            self._read_values = {(r, c - S_DAY): v for (r, c), v in self._read_values.items()
-                                 if c >= S_DAY}
             self._basic_reasons = {(r, c - S_DAY): v for (r, c), v in self._basic_reasons.items()
                                    if c >= S_DAY}
             self.first_day += 1
@@ -398,6 +407,7 @@ class VeeStage:
             getattr(self, name)[:, cols] = np.nan
         for name in ("conflict", "pub_method", "pub_bits", "pub_t", "pub_rev"):
             getattr(self, name)[:, cols] = 0
+        self.read_exp[:, cols] = -2
         self.pub_quality[:, cols] = UNPUBLISHED
 
     def _decimal(self, row: int, value: float) -> Decimal:
@@ -443,7 +453,9 @@ class VeeStage:
                     and not moved[i, col] and m is None):
                 self.pub_bits[row, col] = bits[i, col]  # VEE agrees with what went out
                 continue
-            read = self._read_values.get((row, col))
+            read = None if np.isnan(self.reads[row, col]) else Decimal(
+                repr(float(self.reads[row, col]))).quantize(
+                Decimal(1).scaleb(int(self.read_exp[row, col])))
             estimate = None if np.isnan(value[i, col]) else self._decimal(row, float(value[i, col]))
             if q == QUALITY_A:
                 val, raw = (read if read is not None else estimate), None
