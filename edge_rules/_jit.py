@@ -1,4 +1,4 @@
-"""The one typed doorway to numba.
+"""The one typed doorway to numba — and the reason importing a kernel module costs no numba.
 
 numba's decorators are untyped, so ``mypy --strict`` would flag every kernel that uses them.
 Wrapping them here, once, keeps ``type: ignore`` out of the kernel modules and fixes the
@@ -9,21 +9,91 @@ project's compile options in one place (docs/dev/kernels.md):
 * ``nogil=True`` — a kernel called from a worker thread does not stall the asyncio loop;
 * never ``parallel=True`` — a Raspberry Pi class gateway has four slow cores and the daemon
   has other work to do on them.
+
+**numba is imported on the first call of a compiled kernel, not on import.** Importing numba
+costs about 70 MB of RSS (measured: ``import edge_rules.vee_engine`` 98 MB with an eager import,
+see docs/vee.md), and a small gateway runs the VEE rules through their NumPy twins, which never
+need it (issue 3's memory goal: 200 meters ≤ 114 MiB). Until then :func:`njit` hands out a
+:class:`LazyKernel`; the first call of any of them compiles-on-demand *every* kernel declared so
+far and rebinds the module globals to the real dispatchers, because numba resolves the kernels a
+kernel calls from its module's globals when it compiles it and cannot call a Python object.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-import numba
-
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["njit"]
+__all__ = ["LazyKernel", "njit", "numba_loaded"]
+
+_lock = threading.Lock()
+_pending: list[LazyKernel] = []
+_active = False
+
+
+def _compile(function: Callable[..., Any]) -> Any:
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(function)
+
+
+class LazyKernel:
+    """A kernel whose numba dispatcher is made on first use. ``py_func`` is the Python source
+    function (as on a numba dispatcher); other attributes are the dispatcher's."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.py_func = function
+        self.__name__ = getattr(function, "__name__", "kernel")
+        self.__qualname__ = getattr(function, "__qualname__", self.__name__)
+        self.__doc__ = function.__doc__
+        self.__module__ = function.__module__
+        self.__wrapped__ = function
+        self._dispatcher: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            _activate()
+            dispatcher = self._dispatcher
+        return dispatcher(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if self._dispatcher is None:
+            _activate()
+        return getattr(self._dispatcher, name)
+
+
+def _activate() -> None:
+    """Compile-on-demand every pending kernel and put the dispatchers into their modules."""
+    global _active
+    with _lock:
+        _active = True
+        for kernel in _pending:
+            if kernel._dispatcher is None:
+                kernel._dispatcher = _compile(kernel.py_func)
+            namespace = kernel.py_func.__globals__
+            if namespace.get(kernel.__name__) is kernel:
+                namespace[kernel.__name__] = kernel._dispatcher
+        _pending.clear()
+
+
+def numba_loaded() -> bool:
+    """Whether numba has been imported in this process (memory checks, tests)."""
+    return "numba" in sys.modules
 
 
 def njit(function: F) -> F:
     """Compile ``function`` lazily with the project's options, keeping its Python signature
     for type checkers (the compiled dispatcher accepts the same arguments)."""
-    return cast(F, numba.njit(cache=True, nogil=True)(function))
+    with _lock:
+        if _active:
+            return cast(F, _compile(function))
+        kernel = LazyKernel(function)
+        _pending.append(kernel)
+        return cast(F, kernel)

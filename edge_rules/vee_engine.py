@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 
 from edge_rules import vee_kernels as vk
 from edge_rules.calendar import INTERVALS_PER_DAY, DayType
-from edge_rules.history import History, masked_mean, masked_mean_nb, masked_mean_np
+from edge_rules.history import History, masked_mean_nb, masked_mean_np
 from edge_rules.vee_rules import RuleArrays, VeeConfig
 from edge_rules.vee_ruleset import ChainInputs, ChainOutputs, rule_chain
 
@@ -76,6 +76,8 @@ def _implementation(kind: str) -> SimpleNamespace:
     return SimpleNamespace(
         register_scan=vk.register_scan_nb if nb else vk.register_scan_np,
         masked_mean=masked_mean_nb if nb else masked_mean_np,
+        band_flags=vk.band_flags_nb if nb else vk.band_flags_np,
+        tariff_sum_mismatch=vk.tariff_sum_mismatch_nb if nb else vk.tariff_sum_mismatch_np,
     )
 
 
@@ -220,6 +222,7 @@ class VeeEngine:
     _source_cache: dict[tuple[int, int, bytes], dict[str, Any]] = field(
         init=False, default_factory=dict)
     _ratios: dict[str, F64] = field(init=False, default_factory=dict)
+    _day_params: dict[int, RuleArrays] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.meter_ids = tuple(self.meter_ids)
@@ -458,7 +461,9 @@ class VeeEngine:
         values, estimated = self.hist.daily(rows, first, count)
         values = np.where(estimated, np.nan, values)
         use = (self.config.calendar.day_types(first, count) == target).astype(np.uint8)
-        mean, _ = masked_mean(values[:, :, None], use)
+        mean: F64
+        mean, _ = IMPLEMENTATIONS[self.implementation].masked_mean(
+            np.ascontiguousarray(values[:, :, None]), use)
         return mean[:, 0]
 
     def _seasonal_factor(self, rows: I64, day: int, weeks: int) -> F64:
@@ -473,8 +478,10 @@ class VeeEngine:
         before[7 * weeks:] = 0
         around = ordinary.copy()
         around[: 7 * weeks - 3] = 0
-        then, _ = masked_mean(values[:, :, None], before)
-        now, _ = masked_mean(values[:, :, None], around)
+        reduce = IMPLEMENTATIONS[self.implementation].masked_mean
+        cube = np.ascontiguousarray(values[:, :, None])
+        then, _ = reduce(cube, before)
+        now, _ = reduce(cube, around)
         with np.errstate(divide="ignore", invalid="ignore"):
             factor = now[:, 0] / then[:, 0]
         factor = np.where(np.isfinite(factor), factor, 1.0)
@@ -579,10 +586,22 @@ class VeeEngine:
 
     def grade_sparse(self, rows: I64, flags: U32, day: int) -> SparseVerdict:
         """Quality and published bits of values off the grid from their rule bits."""
-        params = self._params(rows, day)
-        failed = (flags & params.fail_mask) != 0
-        published = (flags & (params.fail_mask | params.warn_mask)).astype(np.uint32)
+        params = self.rule_params(day)
+        fail = params.fail_mask[rows]
+        failed = (flags & fail) != 0
+        published = (flags & (fail | params.warn_mask[rows])).astype(np.uint32)
         return SparseVerdict(flags, published, np.where(failed, 4, 0).astype(np.uint8))
+
+    def rule_params(self, day: int) -> RuleArrays:
+        """Every meter's kernel parameters on ``day``, kept for the day: the sparse checks run
+        on every daemon batch, and building the arrays costs more than the checks."""
+        cached = self._day_params.get(day)
+        if cached is None:
+            if len(self._day_params) >= 4:
+                self._day_params.clear()
+            cached = self._day_params[day] = self._params(
+                np.arange(len(self.meter_ids), dtype=np.int64), day)
+        return cached
 
     def _params(self, rows: I64, day: int) -> RuleArrays:
         """Kernel parameters of ``rows`` on ``day``: their classes' rules, then per-meter facts."""
@@ -602,15 +621,16 @@ class VeeEngine:
     def check_voltage(self, rows: I64, volts: F64, day: int) -> SparseVerdict:
         """Voltage reads against the supply band of their meters."""
         rows = np.asarray(rows, dtype=np.int64)
-        p = self._params(np.arange(len(self.meter_ids)), day)
-        hit = vk.band_flags(volts, rows, p.voltage_low, p.voltage_high)
+        p = self.rule_params(day)
+        hit = IMPLEMENTATIONS[self.implementation].band_flags(
+            np.ascontiguousarray(volts, dtype=np.float64), rows, p.voltage_low, p.voltage_high)
         return self.grade_sparse(rows, np.where(hit != 0, vk.BIT_VOLTAGE, 0).astype(np.uint32),
                                   day)
 
     def check_clock(self, rows: I64, offset_s: F64, day: int) -> SparseVerdict:
         """Meter clock offsets (meter − gateway, s): drift flags and which meters need a sync."""
         rows = np.asarray(rows, dtype=np.int64)
-        p = self._params(np.arange(len(self.meter_ids)), day)
+        p = self.rule_params(day)
         level = vk.drift_levels(offset_s, rows, p.clock_warn_s, p.clock_resync_s, p.clock_fail_s)
         flags = (np.where(level >= 1, vk.BIT_CLOCK_DRIFT, 0)
                  | np.where(level >= 3, vk.BIT_CLOCK_FAIL, 0)).astype(np.uint32)
@@ -621,8 +641,10 @@ class VeeEngine:
     def check_tariffs(self, rows: I64, total: F64, tariffs: F64, day: int) -> SparseVerdict:
         """Tariff registers read at one instant against the total read at the same instant."""
         rows = np.asarray(rows, dtype=np.int64)
-        p = self._params(rows, day)
-        hit = vk.tariff_sum_mismatch(total, tariffs, p.lsb_kwh, p.modulus)
+        p = self.rule_params(day)
+        hit = IMPLEMENTATIONS[self.implementation].tariff_sum_mismatch(
+            np.ascontiguousarray(total, dtype=np.float64),
+            np.ascontiguousarray(tariffs, dtype=np.float64), p.lsb_kwh[rows], p.modulus[rows])
         return self.grade_sparse(rows, np.where(hit != 0, vk.BIT_TARIFF_SUM, 0
                                                  ).astype(np.uint32), day)
 
@@ -635,7 +657,7 @@ class VeeEngine:
         m = len(self.meter_ids)
         state = self._sparse.setdefault(key, _SparseRegister(np.full(m, np.nan),
                                                              np.zeros(m, np.int64)))
-        p = self._params(np.arange(m), day)
+        p = self.rule_params(day)
         flags = np.zeros(rows.size, dtype=np.uint32)
         # one read per meter per pass keeps each pass a (meters, 1) window for the scan kernel
         order = np.argsort(intervals, kind="stable")

@@ -51,8 +51,10 @@ from edge_rules.codes import Reason
 
 __all__ = [
     "BIT_REASONS",
+    "KERNEL_CHOICES",
     "RULES",
     "SEVERITIES",
+    "DaemonSettings",
     "EstimationSettings",
     "MeterClass",
     "MeterFacts",
@@ -254,6 +256,38 @@ class EstimationSettings:
     snap_seconds: int = 60
 
 
+#: ``[vee] kernels``: which implementation of the rule kernels the daemon runs.
+KERNEL_CHOICES: Final = ("auto", "numba", "numpy")
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    """How the gateway daemon runs VEE (``gwtool vee`` ignores these keys).
+
+    ``kernels`` ``"numba"`` the compiled kernels, ``"numpy"`` their NumPy twins (proven equal by
+    the tests), ``"auto"`` numba from ``numba_min_meters`` meters up. Why a threshold: importing
+    numba costs about 70 MB of RSS, more than a 200-meter gateway needs altogether, while the
+    twins cost a few ms per interval boundary at that size; above a few hundred meters the
+    compiled kernels pay for their memory. ``interval_seconds`` the length of one grid interval
+    on the gateway's clock: 900 (15 minutes, NEM12) in production; test rigs set a few seconds
+    so that a simulated day passes in minutes. The engine still sees 96 intervals a day, so
+    every duration in ``[vee]`` (``linear_max_minutes``, ``snap_seconds``, rule hours) is in
+    grid time, scaled by ``interval_seconds / 900`` on the wall clock.
+    """
+
+    kernels: str = "auto"
+    numba_min_meters: int = 500
+    interval_seconds: int = 900
+
+    def implementation(self, meters: int) -> str:
+        """``"nb"`` or ``"np"`` for a gateway with ``meters`` meters."""
+        if self.kernels == "numba":
+            return "nb"
+        if self.kernels == "numpy":
+            return "np"
+        return "nb" if meters >= self.numba_min_meters else "np"
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSetting:
     """One ``[[vee.rules]]`` entry."""
@@ -338,6 +372,7 @@ class VeeConfig:
     estimation: EstimationSettings = field(default_factory=EstimationSettings)
     check_meters: Mapping[str, str] = field(default_factory=dict)
     meters: Mapping[str, MeterFacts] = field(default_factory=dict)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
     _resolved: dict[tuple[str, str, int], ResolvedRule] = field(
         default_factory=dict, compare=False, repr=False, hash=False)
 
@@ -447,7 +482,8 @@ class VeeConfig:
 # ------------------------------------------------------------------------------------------
 
 _TOP_KEYS: Final = ("utc_offset", "holidays", "extra_holidays", "workdays", "estimation",
-                    "classes", "rules", "check_meters", "meters")
+                    "classes", "rules", "check_meters", "meters", "kernels", "numba_min_meters",
+                    "interval_seconds")
 _CLASS_KEYS: Final = ("contract_kw", "register_digits", "lsb_kwh", "generating", "members")
 _RULE_KEYS: Final = ("name", "class", "effective", "severity")
 
@@ -552,6 +588,7 @@ def parse_vee_config(table: Mapping[str, object], source: str = "[vee]") -> VeeC
                 check_meters[meter] = check
 
     meters = _parse_meters(issues, table.get("meters", {}), classes)
+    daemon = _parse_daemon(issues, table)
     if issues.items:
         raise VeeConfigError(issues.items)
     return VeeConfig(
@@ -561,7 +598,29 @@ def parse_vee_config(table: Mapping[str, object], source: str = "[vee]") -> VeeC
         settings=tuple(settings),
         estimation=estimation,
         check_meters=check_meters,
+        daemon=daemon,
     )
+
+
+def _parse_daemon(issues: _Issues, table: Mapping[str, object]) -> DaemonSettings:
+    defaults = DaemonSettings()
+    kernels = table.get("kernels", defaults.kernels)
+    if kernels not in KERNEL_CHOICES:
+        issues.add("vee.kernels", f"expected one of {', '.join(map(repr, KERNEL_CHOICES))}, "
+                   f"got {kernels!r}")
+        kernels = defaults.kernels
+    values: dict[str, int] = {}
+    for key, low, high in (("numba_min_meters", 0, 10**7), ("interval_seconds", 1, 900)):
+        value = table.get(key, getattr(defaults, key))
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            issues.add(f"vee.{key}", f"expected an integer {low}..{high}, got {value!r}")
+            value = getattr(defaults, key)
+        values[key] = int(value)
+    if 900 % values["interval_seconds"]:
+        issues.add("vee.interval_seconds", f"must divide 900 (a 15-minute interval is a whole "
+                   f"number of them), got {values['interval_seconds']}")
+        values["interval_seconds"] = defaults.interval_seconds
+    return DaemonSettings(str(kernels), values["numba_min_meters"], values["interval_seconds"])
 
 
 def _parse_estimation(issues: _Issues, raw: object) -> EstimationSettings:

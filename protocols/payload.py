@@ -242,7 +242,11 @@ class ReadRecord:
     gateway or bus outage), as opposed to a message re-sent from the outbox, which is marked at
     the top level (see :func:`mark_hist`); ``raw`` the value as the meter sent it when validation
     rejected it (quality ``N``: ``val`` is null so billing cannot use it, but the field engineer
-    still sees what the meter said).
+    still sees what the meter said; quality ``S``: ``val`` is the substitute); ``rev`` the
+    revision of this natural key (meter, ``q``, ``t``): 0 (not sent) on the first publication,
+    n on its n-th replacement — an estimate re-scaled once the register reads around its gap
+    are known, or replaced by an actual read. The record with the highest ``rev`` for a key
+    is the current one, whatever order the messages arrive in.
     """
 
     q: str
@@ -254,6 +258,7 @@ class ReadRecord:
     reasons: tuple[int, ...] = ()
     hist: bool = False
     raw: Decimal | float | None = None
+    rev: int = 0
 
     def __post_init__(self) -> None:
         # The common record (an actual instantaneous float) in one expression: this runs for
@@ -272,10 +277,13 @@ class ReadRecord:
             and self.reasons == ()
             and self.hist is False
             and self.raw is None
+            and type(self.rev) is int
+            and self.rev == 0
             and math.isfinite(val)
         ):
             return
         _require_text(self.q, "quantity name")
+        _require_uint(self.rev, f"{self.q}: revision rev")
         _require_text(self.unit, f"{self.q}: unit", empty_ok=True)
         _require_uint(self.t, f"{self.q}: time t")
         if self.quality not in QUALITIES:
@@ -536,6 +544,8 @@ def _read_map(record: ReadRecord) -> dict[str, object]:
         out["hist"] = True
     if record.raw is not None:
         out["raw"] = _number(record.raw)
+    if record.rev:
+        out["rev"] = record.rev
     return out
 
 
@@ -934,7 +944,7 @@ def _parse_read(raw: object, where: str) -> ReadRecord:
     if not isinstance(raw, dict):
         raise PayloadDecodeError(f"{where}: a read record must be a map")
     record = cast(dict[str, object], raw)
-    allowed = {"q", "val", "unit", "t", "quality", "method", "reasons", "hist", "raw"}
+    allowed = {"q", "val", "unit", "t", "quality", "method", "reasons", "hist", "raw", "rev"}
     unknown = set(record) - allowed
     if unknown:
         raise PayloadDecodeError(f"{where}: unknown fields {sorted(unknown)}")
@@ -948,6 +958,9 @@ def _parse_read(raw: object, where: str) -> ReadRecord:
         raise PayloadDecodeError(f"{where}: 'raw' must be a decimal fraction or a float")
     if "hist" in record and record["hist"] is not True:
         raise PayloadDecodeError(f"{where}: 'hist' is only ever true, got {record['hist']!r}")
+    rev = record.get("rev", 0)
+    if "rev" in record and (isinstance(rev, bool) or not isinstance(rev, int) or rev < 1):
+        raise PayloadDecodeError(f"{where}: 'rev' is a positive integer when present, got {rev!r}")
     reasons = record.get("reasons", [])
     if not isinstance(reasons, list):
         raise PayloadDecodeError(f"{where}: 'reasons' must be a list of integers")
@@ -962,6 +975,7 @@ def _parse_read(raw: object, where: str) -> ReadRecord:
             reasons=tuple(cast(list[int], reasons)),
             hist=cast(bool, record.get("hist", False)),
             raw=raw_value,
+            rev=cast(int, rev),
         )
     except PayloadEncodeError as exc:
         raise PayloadDecodeError(f"{where}: {exc}") from exc

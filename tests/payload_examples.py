@@ -51,14 +51,18 @@ def examples() -> dict[str, bytes]:
             [
                 ReadRecord("energy.active.import.total", Decimal("1206.42"), "kWh", T0),
                 ReadRecord("voltage.a", 229.7, "V", T0),
+                # VEE: the interval before this read had been estimated while the meter was
+                # silent; now that this read closes the gap, the estimate is scaled to the
+                # register delta and re-published under the same (meter, q, t) with rev 1.
                 ReadRecord(
-                    "energy.active.export.total",
-                    Decimal("0.00"),
+                    "energy.active.import.total",
+                    Decimal("1206.17"),
                     "kWh",
-                    T0,
+                    T0 - 900_000,
                     quality="E",
-                    method=14,
-                    reasons=(3, 51),
+                    method=24,
+                    reasons=(76,),
+                    rev=1,
                 ),
                 ReadRecord("power.factor.total", None, "", T0, quality="N", reasons=(3,)),
             ],

@@ -733,7 +733,10 @@ class GatewayConfig:
     vee: dict[str, Any] = setting(
         FreeTable(),
         default={},
-        doc="Validation and estimation settings, passed to the VEE layer, which checks them.",
+        doc="Validation and estimation (VEE): calendar, kernels, interval grid, estimation, "
+        "meter classes and per-class rule overrides. Checked by edge_rules.vee_rules when the "
+        "daemon starts and by check-config (unknown keys are errors); keys and defaults in "
+        "docs/vee.md.",
     )
     load_control: dict[str, Any] = setting(
         FreeTable(),

@@ -325,6 +325,24 @@ class Store:
             ).fetchall()
         return [(str(meter), str(quantity), Decimal(str(value))) for meter, quantity, value in rows]
 
+    # ---------------------------------------------------------------- VEE state
+
+    def put_vee_state(self, name: str, data: bytes, *, now_ms: int | None = None) -> None:
+        """Save (replace) the VEE blob ``name`` (gateway.vee_stage: history and meter state)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO vee_state (name, saved_ms, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET saved_ms = excluded.saved_ms, "
+                "data = excluded.data",
+                (name, now_ms if now_ms is not None else wall_ms(), data),
+            )
+
+    def get_vee_state(self, name: str) -> bytes | None:
+        """The VEE blob ``name`` as last saved, or None."""
+        with self._reading() as conn:
+            row = conn.execute("SELECT data FROM vee_state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
     # ---------------------------------------------------------------- alarms
 
     def raise_alarm(

@@ -99,7 +99,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         version=2,
-        purpose="reads live in their outbox payload, found by meter and time",
+        purpose="reads live in their outbox payload, found by meter and time; VEE saved state",
         statements=(
             # A row per polled value (plus two index entries and a foreign-key check) cost more
             # CPU than the rest of a poll's commit together (measured: 0.14 → 0.05 ms per
@@ -116,6 +116,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             WHERE seq IN (SELECT seq FROM reads)""",
             "DROP TABLE reads",
             "CREATE INDEX outbox_meter_time ON outbox (meter, t_first) WHERE meter IS NOT NULL",
+            # Named blobs (np.savez of the VEE engine's history and per-meter state, and the
+            # open window): O(meters) bytes, rewritten at each local midnight and at stop.
+            """CREATE TABLE vee_state (
+                name TEXT PRIMARY KEY,
+                saved_ms INTEGER NOT NULL,
+                data BLOB NOT NULL
+            ) WITHOUT ROWID""",
         ),
     ),
 )
