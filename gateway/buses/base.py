@@ -78,7 +78,6 @@ class ScheduledBus(ABC, Generic[M]):
         self._priority: asyncio.Queue[PriorityItem] = asyncio.Queue(settings.priority_limit)
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self._tasks: set[asyncio.Task[None]] = set()
         self.progress = time.monotonic()  # last time the loop did something (for the watchdog)
         # Idle meters by next due time: picking the next poll costs O(log n), not a scan of every
         # meter per dispatch (100 Modbus meters at 1 s = 100 dispatches/s). The index breaks
@@ -146,41 +145,40 @@ class ScheduledBus(ABC, Generic[M]):
         heapq.heapify(self._idle)
         self._overruns = sum(m.schedule.overruns for m in self.meters)
         try:
-            while not self._stopping:
-                self.progress = time.monotonic()
-                if not self._priority.empty():
-                    await self._serve_priority()
-                    continue
-                if not self._idle or len(self._tasks) >= self.settings.concurrency:
-                    await self._sleep(1.0)
-                    continue
-                due, _, meter = self._idle[0]
-                now = time.monotonic()
-                if due > now:
-                    await self._sleep(min(due - now, 1.0))  # wake at least each second: watchdog
-                    continue
-                heapq.heappop(self._idle)
-                before = meter.schedule.overruns
-                meter.schedule.start_poll(now)
-                self._overruns += meter.schedule.overruns - before
-                meter.in_flight = True
-                if self.settings.concurrency <= 1:
-                    await self._poll_and_report(meter)
-                else:
-                    task = asyncio.create_task(self._poll_and_report(meter))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._task_done)
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            # ``concurrency`` workers share the schedule: one for a half-duplex line, a bounded
+            # few for Modbus TCP. A worker per slot, not a task per poll, keeps a hundred polls a
+            # second from creating a hundred tasks a second.
+            workers = max(1, self.settings.concurrency)
+            if workers == 1:
+                await self._worker()
+            else:
+                await asyncio.gather(*(self._worker() for _ in range(workers)))
         finally:
             self._fail_pending_priority()
             await self.close()
 
-    # -- internals ------------------------------------------------------------------------------------
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._wakeup.set()
+    async def _worker(self) -> None:
+        while not self._stopping:
+            self.progress = time.monotonic()
+            if not self._priority.empty():
+                await self._serve_priority()
+                continue
+            if not self._idle:
+                await self._sleep(1.0)
+                continue
+            due, _, meter = self._idle[0]
+            now = time.monotonic()
+            if due > now:
+                await self._sleep(min(due - now, 1.0))  # wake at least each second: watchdog
+                continue
+            heapq.heappop(self._idle)
+            before = meter.schedule.overruns
+            meter.schedule.start_poll(now)
+            self._overruns += meter.schedule.overruns - before
+            meter.in_flight = True
+            await self._poll_and_report(meter)
 
+    # -- internals ------------------------------------------------------------------------------------
     async def _sleep(self, seconds: float) -> None:
         self._wakeup.clear()
         with contextlib.suppress(TimeoutError):
@@ -196,7 +194,11 @@ class ScheduledBus(ABC, Generic[M]):
         finally:
             meter.in_flight = False
         meter.schedule.finish_poll(time.monotonic(), result.ok)
-        heapq.heappush(self._idle, (meter.schedule.next_due, self._index[id(meter)], meter))
+        entry = (meter.schedule.next_due, self._index[id(meter)], meter)
+        earliest = self._idle[0][0] if self._idle else None
+        heapq.heappush(self._idle, entry)
+        if earliest is not None and entry[0] < earliest:
+            self._wakeup.set()  # sleeping workers wait for a later meter: this one comes first
         self.stats.overruns = self._overruns
         await self.outbound.put(result)
         await self._comm_loss_bookkeeping(meter, result)
