@@ -35,7 +35,7 @@ from protocols import dlt645 as d
 
 from .buses.base import ScheduledBus
 from .buses.dlt645_bus import Dlt645Bus
-from .commands import CommandVerifier, Journal, JournalError, ResultSigner
+from .commands import ChainHead, CommandVerifier, Journal, JournalError, ResultSigner
 from .committer import Committer
 from .config import GatewayConfig, MeterConfig
 from .mqtt_link import InboundCommand
@@ -143,14 +143,47 @@ class CommandHandler:
                       p.cmd.hex())
         return len(pending)
 
+    # -- the audit chain head -------------------------------------------------------------------------
+    def publish_audit_head(self) -> ChainHead:
+        """Commit the journal's chain head (seq, hash, record count), signed, to the outbox.
+
+        Once a head has left the gateway, cutting records off the journal's end or rewriting
+        the chain (and re-hashing it) no longer goes unnoticed: ``gwtool audit verify --head``
+        checks a journal against any head the central system kept."""
+        head = self.journal.head()
+        records = self.journal.record_count()
+        self.store.enqueue(self.signer.audit_head_message(
+            topic_prefix=self.prefix, epoch=self.store.epoch, ts=_now_ms(), head=head,
+            records=records))
+        if callable(self._on_commit):
+            self._on_commit()
+        return head
+
+    async def _publish_audit_heads(self) -> None:
+        interval = self.config.commands.audit_head_interval_s
+        while True:
+            try:
+                self.publish_audit_head()
+            except Exception as exc:  # the anchor is worth retrying; the command loop goes on
+                log.error("audit chain head not published (%s); retrying in %s s", exc,
+                          interval or "(no interval: at the next start)")
+            if interval <= 0:
+                return
+            await asyncio.sleep(interval)
+
     # -- the loop -----------------------------------------------------------------------------------
     async def run(self, commands: asyncio.Queue[InboundCommand]) -> None:
-        while True:
-            inbound = await commands.get()
-            try:
-                await self.handle(inbound)
-            except JournalError as exc:
-                log.error("command not handled: the audit journal cannot be written (%s)", exc)
+        heads = asyncio.create_task(self._publish_audit_heads(), name="audit-heads")
+        try:
+            while True:
+                inbound = await commands.get()
+                try:
+                    await self.handle(inbound)
+                except JournalError as exc:
+                    log.error("command not handled: the audit journal cannot be written (%s)",
+                              exc)
+        finally:
+            heads.cancel()
 
     async def handle(self, inbound: InboundCommand) -> None:
         decision = self.verifier.verify(inbound.payload, time.time())
