@@ -12,7 +12,9 @@ journal entry and the action) are reported ``failed`` and **not** re-executed: a
 once or not at all, and the operator decides whether to send it again.
 
 Actions handled here act on explicit meters (trip, close, allow_close, alarm, protect, unprotect).
-Group limits (``limit``/``cancel``) belong to the load-control engine.
+Group limits (``limit``/``cancel``) belong to the load-control engine. When the engine runs, it is
+told of every confirmed operator trip (it becomes the meter's ``remote`` hold, so no round restore
+closes it) and close (which lifts every hold).
 """
 
 from __future__ import annotations
@@ -212,6 +214,16 @@ class CommandHandler:
         self.journal.record_outcome(cmd.id, status, summary, now_ms=_now_ms(),
                                     details={"meters": {o.meter: o.ok for o in outcomes}})
         self._result(cmd.id, status, summary)
+        if self.load_control is not None and cmd.action in ("trip", "close", "allow_close"):
+            # The engine must know: a round restored later must not close what an operator
+            # tripped, and an operator's close lifts the engine's holds.
+            for o in outcomes:
+                if o.ok:
+                    try:
+                        self.load_control.on_operator_relay(o.meter, cmd.action == "trip", cmd.id)
+                    except Exception:
+                        log.exception("load control not told of the operator's %s of %s",
+                                      cmd.action, o.meter)
 
     async def _act(self, meter_id: str, action: str, cmd_id: bytes) -> MeterOutcome:
         meter = self.meters.get(meter_id)

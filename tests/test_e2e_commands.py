@@ -310,10 +310,21 @@ rounds = [["{ids[0]}"], ["{ids[1]}"], ["{ids[2]}"]]
             pre = kinds.index(("customer.pre_trip", "raised"))
             trip = kinds.index(("customer.trip", "raised"))
             assert pre < trip, kinds  # the CRM hears of it first
+            # An operator trips round 1's customer directly as well: that trip is the operator's,
+            # and the end of the limit must not undo it.
+            direct = _send(rig, key, tmp_path, "direct", "--action", "trip", "--targets", ids[0],
+                           "--ctr", "21")
+            assert direct["code"] == 0 and "executed" in str(direct["out"]), direct
             cancel = _send(rig, key, tmp_path, "cancel", "--action", "cancel", "--targets", "group:g1",
-                           "--ctr", "21", timeout=30)
+                           "--ctr", "22", timeout=30)
             assert cancel["code"] == 0, cancel
-            # Restores in reverse order, within the configured random delay.
+            # Restores in reverse order, within the configured random delay — but not ids[0].
             assert wait_until(lambda: not any(line.meters[a].sim.snapshot().status.relay_open
-                                              for a in addresses), 30), rig.log_text()[-3000:]
+                                              for a in addresses[1:]), 30), rig.log_text()[-3000:]
+            time.sleep(3)  # restore_delay_max_s = 2: any restore of ids[0] would have come by now
+            assert line.meters[addresses[0]].sim.snapshot().status.relay_open
+            close = _send(rig, key, tmp_path, "close", "--action", "close", "--targets", ids[0],
+                          "--ctr", "23")
+            assert close["code"] == 0 and "executed" in str(close["out"]), close
+            assert not line.meters[addresses[0]].sim.snapshot().status.relay_open
             assert rig.stop_daemon() == 0
