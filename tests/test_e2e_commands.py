@@ -82,6 +82,12 @@ def _answer(rig: GatewayRig, observer: Observer, cmd: bytes, message: bytes,
     return found[-1]
 
 
+def _printed_verdict(result: dict[str, object]) -> tuple[bytes, str, str]:
+    """(command id, status, reason) of the last result line ``gwtool send-command`` printed."""
+    last = json.loads(str(result["out"]).splitlines()[-1])
+    return bytes.fromhex(last["cmd"]), last["status"], last["reason"]
+
+
 def _control_frames(rig: GatewayRig) -> dict[str, int]:
     """1CH frames each simulated meter has seen on the line (not only those it obeyed)."""
     return {a: s.control_frames for a, s in rig.lines["rs485-1"].stats.items()}
@@ -120,18 +126,21 @@ def test_every_rejection_is_journaled_answered_and_puts_no_frame_on_the_bus(
 
             # Rejections first: none of them may put a frame on the bus.
             rejected = {
-                "protected meter": _send(rig, key_path, tmp_path, "p", "--action", "trip",
+                "protected_meter": _send(rig, key_path, tmp_path, "p", "--action", "trip",
                                          "--targets", meter[protected], "--ctr", "1"),
-                "wrong audience": _send(rig, key_path, tmp_path, "a", "--action", "trip",
+                "wrong_audience": _send(rig, key_path, tmp_path, "a", "--action", "trip",
                                         "--targets", meter[target], "--ctr", "2", "--aud",
                                         "gw-other"),
                 "expired": _send(rig, key_path, tmp_path, "e", "--action", "trip", "--targets",
                                  meter[target], "--ctr", "3", "--iat",
                                  str(int(time.time()) - 3600)),
             }
-            for why, result in rejected.items():
-                assert result["code"] == 1 and "rejected" in str(result["out"]), (why, result)
             ids: dict[str, bytes] = {}
+            for code, result in rejected.items():
+                assert result["code"] == 1, (code, result)
+                cmd, status, reason = _printed_verdict(result)
+                assert (status, reason.split(":")[0]) == ("rejected", code), (code, reason)
+                ids[code] = cmd
             cmd, good = _signed(op1, "op-1", aud=gw, targets=[meter[target]], ctr=4)
             forged = bytearray(good)
             forged[-1] ^= 0x01  # the signature is the last item: one bit of it flipped
@@ -167,7 +176,10 @@ def test_every_rejection_is_journaled_answered_and_puts_no_frame_on_the_bus(
             ids["stale_counter"] = cmd
             replay = gwtool("send-command", str(tmp_path / "t.cose"), "--port",
                             str(rig.broker.port), "--gateway", gw, "--timeout", "20")
-            assert replay.returncode == 1 and "replay" in replay.stdout.lower(), replay.stdout
+            assert replay.returncode == 1, replay.stdout + replay.stderr
+            cmd, status, reason = _printed_verdict({"out": replay.stdout})
+            assert (status, reason.split(":")[0]) == ("rejected", "replayed"), reason
+            ids["replayed"] = cmd
             assert _control_frames(rig) == {target: 1, other: 0, protected: 0}
 
             events = [(m["kind"], m["state"]) for _t, m in decoded(observer, rig.topic("alarms"))
@@ -217,7 +229,8 @@ def test_every_rejection_is_journaled_answered_and_puts_no_frame_on_the_bus(
         last = [payload for _t, payload, _r in observer.messages(rig.topic("cmd/result"))][-1]
         signed = read_result_topic(last, raw_public_key(gateway_key))
         assert isinstance(signed, AuditHeadMessage) and signed.signed_by == gw
-        print(json.dumps({"rejected": [*rejected, *ids]}))
+        assert len(ids) == 10, sorted(ids)
+        print(json.dumps({"rejected": sorted(ids)}))
 
 
 def test_kill_9_between_journal_and_action_never_acts_twice(tmp_path: Path) -> None:
