@@ -146,13 +146,13 @@ class CommandHandler:
         return len(pending)
 
     # -- the audit chain head -------------------------------------------------------------------------
-    def publish_audit_head(self) -> ChainHead:
+    def publish_audit_head(self, head: ChainHead | None = None) -> ChainHead:
         """Commit the journal's chain head (seq, hash, record count), signed, to the outbox.
 
         Once a head has left the gateway, cutting records off the journal's end or rewriting
         the chain (and re-hashing it) no longer goes unnoticed: ``gwtool audit verify --head``
         checks a journal against any head the central system kept."""
-        head = self.journal.head()
+        head = self.journal.head() if head is None else head
         records = self.journal.record_count()
         self.store.enqueue(self.signer.audit_head_message(
             topic_prefix=self.prefix, epoch=self.store.epoch, ts=_now_ms(), head=head,
@@ -162,10 +162,18 @@ class CommandHandler:
         return head
 
     async def _publish_audit_heads(self) -> None:
+        """At start, then every ``audit_head_interval_s``: the head, if it moved since the last
+        one published here. An unchanged head adds nothing to the anchor, and an empty journal
+        (a gateway that never received a command) has nothing to anchor — it would only put a
+        message on the result topic of every gateway every few minutes."""
         interval = self.config.commands.audit_head_interval_s
+        last: ChainHead | None = None
         while True:
             try:
-                self.publish_audit_head()
+                head = self.journal.head()
+                if head.seq > 0 and head != last:
+                    self.publish_audit_head(head)
+                    last = head
             except Exception as exc:  # the anchor is worth retrying; the command loop goes on
                 log.error("audit chain head not published (%s); retrying in %s s", exc,
                           interval or "(no interval: at the next start)")

@@ -532,8 +532,8 @@ class CommandsSection:
         Int(minimum=0, maximum=86400, unit="seconds"),
         default=900,
         doc="How often the audit journal's chain head (seq, hash, record count) is published, "
-        "signed, on P/G/cmd/result so the chain is anchored outside the gateway; 0 publishes it "
-        "only at start.",
+        "signed, on P/G/cmd/result when it moved since the last one, so the chain is anchored "
+        "outside the gateway; 0 publishes it only at start.",
     )
 
 
