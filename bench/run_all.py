@@ -21,6 +21,7 @@ RUNS: list[tuple[str, list[str]]] = [
     ("bench_store.py", []),
     ("bench_command_verify.py", ["--count", "200"]),
     ("bench_load_control.py", []),
+    ("bench_trip_latency.py", ["--quick", "--baud", "9600"]),
     ("bench_publish.py", ["--quick"]),
     ("bench_modbus_cpu.py", ["--quick"]),
     ("bench_overload.py", ["--quick"]),

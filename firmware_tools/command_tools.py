@@ -33,7 +33,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.commands.envelope import ACTIONS, ROLES, EnvelopeError, build_envelope, parse_envelope
 from gateway.commands.journal import JournalError, parse_head, verify_chain
 from gateway.commands.keys import load_private_key, raw_public_key
-from gateway.commands.results import ResultError, command_topic, read_result, result_topic
+from gateway.commands.results import (
+    AuditHeadMessage,
+    ResultError,
+    command_topic,
+    read_result_topic,
+    result_topic,
+)
 from gateway.config.operator_keys import KeyFormatError, parse_ed25519_public_key
 from protocols import cose
 
@@ -313,12 +319,14 @@ def _await_results(
         except queue.Empty:
             break
         try:
-            result = read_result(data, gateway_key)
+            result = read_result_topic(data, gateway_key)
         except ResultError as exc:
             # A forged or broken result is reported and skipped; stopping here would let anyone
             # who can publish on the broker hide the gateway's real answer.
             print(f"gwtool: ignored a message on the result topic: {exc}", file=sys.stderr)
             continue
+        if isinstance(result, AuditHeadMessage):
+            continue  # the periodic chain head shares the topic; not an answer to this command
         if result.cmd != command_id:
             continue
         line = {

@@ -12,7 +12,9 @@ journal entry and the action) are reported ``failed`` and **not** re-executed: a
 once or not at all, and the operator decides whether to send it again.
 
 Actions handled here act on explicit meters (trip, close, allow_close, alarm, protect, unprotect).
-Group limits (``limit``/``cancel``) belong to the load-control engine.
+Group limits (``limit``/``cancel``) belong to the load-control engine. When the engine runs, it is
+told of every confirmed operator trip (it becomes the meter's ``remote`` hold, so no round restore
+closes it) and close (which lifts every hold).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from protocols import dlt645 as d
 
 from .buses.base import ScheduledBus
 from .buses.dlt645_bus import Dlt645Bus
-from .commands import CommandVerifier, Journal, JournalError, ResultSigner
+from .commands import ChainHead, CommandVerifier, Journal, JournalError, ResultSigner
 from .committer import Committer
 from .config import GatewayConfig, MeterConfig
 from .mqtt_link import InboundCommand
@@ -143,14 +145,55 @@ class CommandHandler:
                       p.cmd.hex())
         return len(pending)
 
+    # -- the audit chain head -------------------------------------------------------------------------
+    def publish_audit_head(self, head: ChainHead | None = None) -> ChainHead:
+        """Commit the journal's chain head (seq, hash, record count), signed, to the outbox.
+
+        Once a head has left the gateway, cutting records off the journal's end or rewriting
+        the chain (and re-hashing it) no longer goes unnoticed: ``gwtool audit verify --head``
+        checks a journal against any head the central system kept."""
+        head = self.journal.head() if head is None else head
+        records = self.journal.record_count()
+        self.store.enqueue(self.signer.audit_head_message(
+            topic_prefix=self.prefix, epoch=self.store.epoch, ts=_now_ms(), head=head,
+            records=records))
+        if callable(self._on_commit):
+            self._on_commit()
+        return head
+
+    async def _publish_audit_heads(self) -> None:
+        """At start, then every ``audit_head_interval_s``: the head, if it moved since the last
+        one published here. An unchanged head adds nothing to the anchor, and an empty journal
+        (a gateway that never received a command) has nothing to anchor — it would only put a
+        message on the result topic of every gateway every few minutes."""
+        interval = self.config.commands.audit_head_interval_s
+        last: ChainHead | None = None
+        while True:
+            try:
+                head = self.journal.head()
+                if head.seq > 0 and head != last:
+                    self.publish_audit_head(head)
+                    last = head
+            except Exception as exc:  # the anchor is worth retrying; the command loop goes on
+                log.error("audit chain head not published (%s); retrying in %s s", exc,
+                          interval or "(no interval: at the next start)")
+            if interval <= 0:
+                return
+            await asyncio.sleep(interval)
+
     # -- the loop -----------------------------------------------------------------------------------
     async def run(self, commands: asyncio.Queue[InboundCommand]) -> None:
-        while True:
-            inbound = await commands.get()
-            try:
-                await self.handle(inbound)
-            except JournalError as exc:
-                log.error("command not handled: the audit journal cannot be written (%s)", exc)
+        heads = asyncio.create_task(self._publish_audit_heads(), name="audit-heads")
+        try:
+            while True:
+                inbound = await commands.get()
+                try:
+                    await self.handle(inbound)
+                except JournalError as exc:
+                    log.error("command not handled: the audit journal cannot be written (%s)",
+                              exc)
+        finally:
+            heads.cancel()
 
     async def handle(self, inbound: InboundCommand) -> None:
         decision = self.verifier.verify(inbound.payload, time.time())
@@ -179,6 +222,16 @@ class CommandHandler:
         self.journal.record_outcome(cmd.id, status, summary, now_ms=_now_ms(),
                                     details={"meters": {o.meter: o.ok for o in outcomes}})
         self._result(cmd.id, status, summary)
+        if self.load_control is not None and cmd.action in ("trip", "close", "allow_close"):
+            # The engine must know: a round restored later must not close what an operator
+            # tripped, and an operator's close lifts the engine's holds.
+            for o in outcomes:
+                if o.ok:
+                    try:
+                        self.load_control.on_operator_relay(o.meter, cmd.action == "trip", cmd.id)
+                    except Exception:
+                        log.exception("load control not told of the operator's %s of %s",
+                                      cmd.action, o.meter)
 
     async def _act(self, meter_id: str, action: str, cmd_id: bytes) -> MeterOutcome:
         meter = self.meters.get(meter_id)

@@ -119,6 +119,15 @@ class LoadControlRunner:
     def on_command(self, command: Any) -> None:
         self.dispatch(self.engine.on_command(ControlCommand.from_verified(command), time.time()))
 
+    def on_operator_relay(self, meter: str, opened: bool, cmd: bytes) -> None:
+        """The command handler tripped or closed ``meter`` for an operator (see
+        :meth:`LoadControlEngine.on_operator_relay`); saved at once even when the engine has
+        nothing to say, so a restart still knows the operator's hold."""
+        outputs = self.engine.on_operator_relay(meter, time.time(), opened=opened, cmd=cmd)
+        self.dispatch(outputs)
+        if not outputs:
+            self._save()
+
     def on_link(self, up: bool) -> None:
         self.dispatch(self.engine.on_link(time.time(), up))
 

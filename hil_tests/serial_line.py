@@ -49,7 +49,7 @@ from typing import Final, Protocol
 
 from protocols.dlt645 import FrameSplitter, ProtocolError, RawFrame, build_frame, parse_frame
 from protocols.dlt645.catalogue import ERROR_WORD_1997, ERROR_WORD_2007
-from protocols.dlt645.frame import BROADCAST_ADDRESS, HEADER_LENGTH, PREAMBLE
+from protocols.dlt645.frame import BROADCAST_ADDRESS, HEADER_LENGTH, PREAMBLE, Function
 
 #: 8E1: start bit, 8 data bits, even parity, stop bit.
 BITS_PER_CHARACTER: Final = 11
@@ -62,6 +62,9 @@ CHUNK_LINE_TIME_S: Final = 0.004
 DLT645_BAUDRATES: Final = (600, 1200, 2400, 4800, 9600, 19200)
 
 log = logging.getLogger(__name__)
+
+#: 1CH, relay control (DL/T 645-2007 §7.10): the frames a rejected command must never cause.
+_CONTROL_FUNCTION: Final = Function.CONTROL
 
 _TERMIOS_SPEEDS: Final[Mapping[int, int]] = {
     getattr(termios, f"B{rate}"): rate
@@ -250,13 +253,19 @@ class MeterStats:
     """Per meter: ``requests_seen`` (frames that addressed it, broadcasts included),
     ``replies_sent`` (frames it put on the line, faulty ones included), ``faults_applied`` (replies
     altered or suppressed by :class:`Faults`), ``wrong_baud`` (requests sent at another speed),
-    ``last_request_real_time`` (perf_counter at the end of the last request it heard)."""
+    ``last_request_real_time`` (perf_counter at the end of the last request it heard),
+    ``control_frames`` (1CH relay-control requests that addressed it, whether or not it could
+    hear or obey them: the proof that a rejected command put nothing on the bus) and
+    ``control_frame_starts`` (perf_counter at which each of those frames' first byte — the 68H
+    after the FE preamble — started on the modelled wire, oldest first)."""
 
     requests_seen: int = 0
     replies_sent: int = 0
     faults_applied: int = 0
     wrong_baud: int = 0
     last_request_real_time: float | None = None
+    control_frames: int = 0
+    control_frame_starts: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -441,7 +450,8 @@ class Dlt645Line:
     def stats(self) -> dict[str, MeterStats]:
         """A copy of every meter's counters, by address."""
         with self._lock:
-            return {a: replace(p.stats) for a, p in self._ports.items()}
+            return {a: replace(p.stats, control_frame_starts=list(p.stats.control_frame_starts))
+                    for a, p in self._ports.items()}
 
     @property
     def line_stats(self) -> LineStats:
@@ -535,14 +545,20 @@ class Dlt645Line:
             self._pump(now)
 
     def _arrive(self, arrival: _Arrival, end: float) -> None:
-        if arrival.first_byte_start < self._tx_busy_until:
-            self._stats.collisions += 1  # we were talking: nobody could hear the request
-            return
-        client_baud = arrival.client_baud
         raw = parse_frame(arrival.frame)
         if raw.control.reply:
             return  # another meter's reply (e.g. a client replaying traffic): meters ignore it
         ports = [p for a, p in self._ports.items() if address_matches(a, raw.address)]
+        if raw.control.function == _CONTROL_FUNCTION:
+            # Counted before the collision check: a control frame that nobody could hear was
+            # still put on the bus, and tests assert that rejected commands put none there.
+            for port in ports:
+                port.stats.control_frames += 1
+                port.stats.control_frame_starts.append(arrival.first_byte_start)
+        if arrival.first_byte_start < self._tx_busy_until:
+            self._stats.collisions += 1  # we were talking: nobody could hear the request
+            return
+        client_baud = arrival.client_baud
         if not ports:
             self._stats.unaddressed += 1
             return

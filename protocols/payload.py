@@ -63,6 +63,7 @@ __all__ = [
     "ReadsMessage",
     "Suspect",
     "build_alarm",
+    "build_audit_head",
     "build_birth",
     "build_cmd_result",
     "build_death",
@@ -653,6 +654,25 @@ def build_cmd_result(env: Envelope, cmd: bytes, status: str, reason: str) -> byt
     message["cmd"] = cmd
     message["status"] = status
     message["reason"] = reason
+    return _dumps(message)
+
+
+def build_audit_head(env: Envelope, *, seq: int, hash: bytes, records: int, t: int) -> bytes:
+    """The payload of a published audit-journal chain head (topic ``P/G/cmd/result``, durable).
+
+    ``seq`` and ``hash`` are the newest journal record's (0 and the genesis hash when empty),
+    ``records`` how many records the journal holds and ``t`` when the newest was written (UTC
+    ms). A central system that keeps these can later prove, with ``gwtool audit verify --head
+    SEQ:HASH``, that no record up to that one was removed or edited. Signed by the caller as a
+    COSE_Sign1, like command results: an unsigned anchor could be forged on the broker.
+    """
+    _require_uint(seq, "audit head seq")
+    _require_uint(records, "audit record count")
+    _require_uint(t, "audit head time")
+    if not isinstance(hash, bytes) or len(hash) != 32:
+        raise PayloadEncodeError(f"audit head hash must be 32 bytes (SHA-256), got {hash!r}")
+    message = _durable(env)
+    message["audit_head"] = {"seq": seq, "hash": hash, "records": records, "t": t}
     return _dumps(message)
 
 

@@ -19,6 +19,7 @@ from protocols.payload import (
     ReadRecord,
     Suspect,
     build_alarm,
+    build_audit_head,
     build_birth,
     build_cmd_result,
     build_death,
@@ -132,6 +133,13 @@ def examples() -> dict[str, bytes]:
             cmd=bytes.fromhex("8d1e5a3c9b7f4e2a6c0d1b3f5e7a9c2d"),
             status="rejected",
             reason="counter 17 not above last accepted 17 (replay)",
+        ),
+        "audit-head": build_audit_head(
+            Envelope(GW, EPOCH, 1046, TS),
+            seq=318,
+            hash=bytes.fromhex("3b7e0c5a91d24f6e8a1c7d9b2e4f6a8c0d2e4f6a8b9c1d3e5f7a9b1c3d5e7f90"),
+            records=318,
+            t=TS - 4000,
         ),
     }
 

@@ -63,6 +63,59 @@ def test_priority_frame_goes_out_before_the_next_routine_read() -> None:
         assert not line.meters[ADDRS[0]].sim.snapshot().status.relay_open
 
 
+def test_confirmation_read_follows_its_control_frame_with_no_routine_read_between() -> None:
+    """A trip is confirmed by reading status word 3 right after it; the bus must let the caller
+    queue that read before it starts another routine exchange (~0.3 s at 2400 baud)."""
+    with run_dlt645_line(ADDRS, baudrate=9600, clock=ManualClock(0.0)) as line:
+        async def scenario() -> list[int]:
+            bus, _queue = _bus(line.device, 0.01)  # overloaded: routine reads always due
+            task = asyncio.create_task(bus.run())
+            await asyncio.sleep(0.5)
+            valid = dt.datetime(2026, 1, 1) + dt.timedelta(days=3650)
+            between = []
+            for action in (d.ControlAction.TRIP, d.ControlAction.DIRECT_CLOSE) * 3:
+                await asyncio.sleep(0.05)  # somewhere inside a routine exchange
+                await bus.submit_priority(d.ControlRequest(ADDRS[1], action, valid))
+                after_control = bus.stats.transactions
+                await bus.submit_priority(d.ReadRequest(ADDRS[1], 0x04000503))
+                between.append(bus.stats.transactions - after_control - 1)
+            bus.stop()
+            await task
+            return between
+
+        assert asyncio.run(scenario()) == [0] * 6
+
+
+def test_control_frame_waits_for_one_silent_attempt_not_for_its_retry() -> None:
+    """A silent meter costs a timeout per attempt; a trip queued during the first attempt goes
+    out before the retry, so it waits one timeout at most, not timeouts x attempts."""
+    with run_dlt645_line(ADDRS, baudrate=9600, clock=ManualClock(0.0)) as line:
+        line.set_faults(ADDRS[0], no_reply=True)
+
+        async def scenario() -> tuple[int, int]:
+            queue: asyncio.Queue = asyncio.Queue(maxsize=100)  # type: ignore[type-arg]
+            silent = Dlt645Meter(meter_id="m0", address=ADDRS[0],
+                                 schedule=PollSchedule(0.01, time.monotonic()),
+                                 reads=[PlannedRead(d.ReadRequest(ADDRS[0], 0x0001FF00))])
+            bus = Dlt645Bus("t", AsyncSerialPort(line.device, 9600, "N"), [silent], queue,
+                            BusSettings(timeout_s=0.3, retries=1))
+            task = asyncio.create_task(bus.run())
+            # Wait for a first attempt: polls make two attempts, so an odd count is a first one.
+            seen = 0
+            while seen % 2 == 0:
+                await asyncio.sleep(0.002)
+                seen = line.stats[ADDRS[0]].requests_seen
+            valid = dt.datetime(2026, 1, 1) + dt.timedelta(days=3650)
+            await bus.submit_priority(d.ControlRequest(ADDRS[1], d.ControlAction.TRIP, valid))
+            sent = line.stats[ADDRS[0]].requests_seen
+            bus.stop()
+            await task
+            return seen, sent
+
+        seen, sent = asyncio.run(scenario())
+        assert sent == seen, "the retry of the silent meter went out before the trip"
+
+
 def test_polls_report_values_and_overruns_are_counted_not_queued() -> None:
     clock = ManualClock(0.0)
     with run_dlt645_line(ADDRS, baudrate=2400, clock=clock) as line:

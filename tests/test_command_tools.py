@@ -215,7 +215,9 @@ class Responder:
     executed) on P/G/cmd/result. Optionally publishes a forged result first."""
 
     def __init__(self, broker: MosquittoBroker, config_path: Path, journal_path: Path,
-                 forge_with: Ed25519PrivateKey | None = None) -> None:  # fmt: skip
+                 forge_with: Ed25519PrivateKey | None = None,
+                 audit_heads: bool = False) -> None:  # fmt: skip
+        self.audit_heads = audit_heads
         config = load_config(config_path)
         assert config.commands.gateway_key is not None
         self.signer = ResultSigner.from_pem(config.commands.gateway_key, GW)
@@ -245,6 +247,12 @@ class Responder:
         cmd = decision.command_id or bytes(16)
         if self.forger is not None:
             self._publish(self.forger, cmd, "executed", "forged")
+        if self.audit_heads:  # the daemon's periodic chain head shares the result topic
+            self.seq += 1
+            head = ResultSigner.audit_head_message  # built as the daemon builds it
+            message = head(self.signer, topic_prefix=PREFIX, epoch=0xABCDEF, ts=int(time.time() * 1000),
+                           head=self.journal.head(), records=self.journal.record_count())
+            self.client.publish(message.topic, message.build(self.seq), qos=1)
         self._publish(self.signer, cmd, decision.status, decision.reason)
         if decision.accepted:
             self.journal.record_outcome(cmd, "executed", "2 relays open",
@@ -319,6 +327,20 @@ def test_send_command_reports_a_rejection_with_its_reason(
     assert done.returncode == 1
     [line] = [json.loads(x) for x in done.stdout.splitlines()]
     assert line["status"] == "rejected" and line["reason"].startswith("wrong_audience:")
+
+
+def test_send_command_passes_over_the_audit_chain_head_on_the_result_topic(
+    tmp_path: Path, mosquitto: MosquittoBroker, keys: dict[str, tuple[Path, Path]]
+) -> None:
+    responder = Responder(mosquitto, _config(tmp_path, keys), tmp_path / "audit.db",
+                          audit_heads=True)  # fmt: skip
+    try:
+        done = _send(mosquitto, _sign(tmp_path, keys, "--ctr", "1"), keys, "--timeout", "20")
+    finally:
+        responder.close()
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(x)["status"] for x in done.stdout.splitlines()] == ["accepted", "executed"]
+    assert "ignored" not in done.stderr  # a head is not a forged or broken result
 
 
 def test_send_command_ignores_a_forged_result(

@@ -22,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.commands import (
+    AuditHeadMessage,
     CommandVerifier,
     Decision,
     Journal,
@@ -33,6 +34,7 @@ from gateway.commands import (
     VerifierPolicy,
     build_envelope,
     read_result,
+    read_result_topic,
     verify_chain,
 )
 from gateway.commands.clock import (
@@ -636,6 +638,30 @@ def test_signed_result_round_trip_through_the_store(tmp_path: Path) -> None:
     message = cose.decode(row.payload)
     assert isinstance(message, cose.Sign1Message)
     assert decode_message(message.payload)["cmd"] == cmd
+
+
+def test_audit_head_is_signed_on_the_result_topic_and_not_taken_for_a_result(
+    rig: Rig, tmp_path: Path
+) -> None:
+    for ctr in range(1, 4):
+        rig.verify(command(ctr=ctr, action="alarm")[0], NOW + ctr)
+    head, records = rig.journal.head(), rig.journal.record_count()
+    assert records == head.seq == 6  # received + verdict per command
+    key = _key(20)
+    with Store.open(tmp_path / "store.db") as store:
+        store.enqueue(ResultSigner(key, GW).audit_head_message(
+            topic_prefix="mtr/v1", epoch=store.epoch, ts=1_767_225_600_123, head=head,
+            records=records))  # fmt: skip
+        [row] = store.pending(10)
+    assert row.topic == f"mtr/v1/{GW}/cmd/result" and row.qos == 1
+    published = read_result_topic(row.payload, raw_public_key(key))
+    assert isinstance(published, AuditHeadMessage)
+    assert (published.head, published.records, published.signed_by) == (head, records, GW)
+    assert verify_chain(rig.path, (published.head.seq, published.head.hash)).ok
+    with pytest.raises(ResultError, match="not a command result"):
+        read_result(row.payload, raw_public_key(key))
+    with pytest.raises(ResultError, match="signature invalid"):
+        read_result_topic(row.payload, raw_public_key(_key(21)))
 
 
 def test_verify_chain_passes_on_a_busy_journal(rig: Rig) -> None:

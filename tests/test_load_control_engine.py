@@ -606,6 +606,36 @@ def test_close_overrides_every_hold_and_a_replayed_command_does_nothing() -> Non
     assert engine.on_command(cmd("close", ("m0",), cid=9), T0 + 31) == []
 
 
+def test_an_operator_trip_outlives_the_round_restore_and_an_operator_close_ends_it() -> None:
+    engine = engine_for(alarm_delay_s=0.0, restore_delay_min_s=0.0, restore_delay_max_s=0.0)
+    engine.on_command(cmd("limit", group="g", limit_kw=100), T0)
+    log = run(engine, T0, 20, lambda t: 150.0)
+    assert [o.meter for _, o in sends(log, TRIP)] == ["m0"]
+    # The operator trips m0 (already open for round 1) and m3 directly; the daemon sent the
+    # frames, so the engine sends nothing.
+    assert engine.on_operator_relay("m0", T0 + 25, opened=True, cmd=bytes(16)) == []
+    assert engine.on_operator_relay("m3", T0 + 25, opened=True) == []
+    assert engine.holds("m0") == ("power:g", "remote") and engine.holds("m3") == ("remote",)
+    # The limit is cancelled: the round's hold goes, the operator's stays, nothing closes.
+    log = [(T0 + 30, o) for o in engine.on_command(cmd("cancel", group="g", cid=2), T0 + 30)]
+    log += run(engine, T0 + 30, 600, lambda t: 20.0)
+    assert any(isinstance(o, CommandOutcome) and o.status == "executed" for _, o in log)
+    assert sends(log, ControlAction.DIRECT_CLOSE) == sends(log, ControlAction.ALLOW_CLOSE) == []
+    assert engine.holds("m0") == ("remote",) and engine.wanted_open("m0")
+    # Saved and restored mid-way, the operator's hold is still there.
+    engine = LoadControlEngine.from_dict(json.loads(json.dumps(engine.to_dict())),
+                                         engine.topology, engine.settings)
+    assert engine.holds("m0") == ("remote",)
+    # The operator's close lifts every hold without a frame from the engine.
+    assert not any(isinstance(o, SendControl)
+                   for o in engine.on_operator_relay("m0", T0 + 700, opened=False))
+    assert engine.holds("m0") == () and not engine.wanted_open("m0")
+    # A protected meter is never held open, whatever the caller says.
+    guarded = engine_for(protected=("p",))
+    guarded.on_operator_relay("p", T0, opened=True)
+    assert guarded.holds("p") == ()
+
+
 def test_params_check_for_the_verifier() -> None:
     assert check_params("limit", {"limit_kw": 50}) is None
     assert check_params("limit", {"kind": "float_down", "coefficient_pct": -20}) is not None

@@ -223,9 +223,13 @@ class ScheduledBus(ABC, Generic[M]):
         except Exception as exc:
             if not item.future.done():
                 item.future.set_exception(exc)
-            return
-        if not item.future.done():
-            item.future.set_result(outcome)
+        else:
+            if not item.future.done():
+                item.future.set_result(outcome)
+        # Let the waiting caller run before this loop picks a routine transaction: a trip is
+        # followed by its confirmation read (status word 3), which must not wait for a whole
+        # routine exchange (~0.3 s at 2400 baud) queued in between.
+        await asyncio.sleep(0)
 
     async def _comm_loss_bookkeeping(self, meter: M, result: PollResult) -> None:
         failures = meter.schedule.consecutive_failures

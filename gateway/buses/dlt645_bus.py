@@ -197,6 +197,8 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
                 if attempt < settings.retries:
                     meter.stats.retries += 1
                     await asyncio.sleep(settings.retry_backoff_s * (attempt + 1))
+                    # A control frame waiting since the failed attempt goes before the retry.
+                    await self.serve_priority_now()
             else:
                 errors.append(last)
                 if not answered:

@@ -37,11 +37,13 @@ from gateway.commands.journal import (
 )
 from gateway.commands.keys import KeyTable, OperatorKey, allowed_actions, load_private_key
 from gateway.commands.results import (
+    AuditHeadMessage,
     CommandResult,
     ResultError,
     ResultSigner,
     command_topic,
     read_result,
+    read_result_topic,
     result_topic,
 )
 from gateway.commands.verifier import (
@@ -56,6 +58,7 @@ from gateway.commands.verifier import (
 __all__ = [
     "ACTIONS",
     "ROLES",
+    "AuditHeadMessage",
     "ChainHead",
     "ChainReport",
     "CommandEnvelope",
@@ -87,6 +90,7 @@ __all__ = [
     "parse_envelope",
     "read_kernel_time_state",
     "read_result",
+    "read_result_topic",
     "result_topic",
     "verify_chain",
 ]

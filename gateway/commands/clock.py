@@ -13,8 +13,8 @@ Trusted means one of:
   privilege needed) returns a state other than ``TIME_ERROR``, ``STA_UNSYNC`` and
   ``STA_CLOCKERR`` are clear, and ``maxerror`` — the kernel's bound on the clock error, which
   chrony/ntpd/timesyncd set and the kernel grows by 500 ppm while nobody refreshes it — is within
-  the configured bound. Whatever daemon disciplines the clock, this is where its verdict lands, so
-  no daemon-specific socket or D-Bus call is needed.
+  ``[commands] clock_max_error_ms`` (default 500 ms). Whatever daemon disciplines the clock,
+  this is where its verdict lands, so no daemon-specific socket or D-Bus call is needed.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class TrustedClock:
                 "[commands] clock_trusted is not set"
             )
         return (
-            f"{state.describe()}: not synchronised within {self.max_error_us} µs — start NTP "
-            "(chrony, systemd-timesyncd) or set [commands] clock_trusted = true on a host with "
-            "a trusted RTC"
+            f"{state.describe()}: not synchronised within {self.max_error_us} µs "
+            "([commands] clock_max_error_ms) — start NTP (chrony, systemd-timesyncd) or set "
+            "[commands] clock_trusted = true on a host with a trusted RTC"
         )

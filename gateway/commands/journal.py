@@ -422,6 +422,12 @@ class Journal:
             return ChainHead(0, GENESIS_HASH, 0)
         return ChainHead(int(row[0]), bytes(row[1]), int(row[2]))
 
+    def record_count(self) -> int:
+        """How many records the journal holds (published with the chain head: equal to the
+        head's seq while the chain is intact, so a consumer sees a mismatch at once)."""
+        with self._reading() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM journal").fetchone()[0])
+
     def last_counter(self, kid: str) -> int | None:
         """The last counter spent by key ``kid`` (None if it never signed an accepted command)."""
         with self._reading() as conn:

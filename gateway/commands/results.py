@@ -10,6 +10,10 @@ worrying, and it must be true.
 Results are durable messages: the daemon commits them to the store's outbox
 (:meth:`ResultSigner.outbox_message`), so the seq and id are assigned there, inside the store's
 transaction, and re-sends are byte-identical (Ed25519 is deterministic).
+
+The same topic carries the audit journal's chain head (:meth:`ResultSigner.audit_head_message`,
+payload ``audit-head`` of docs/payloads.cddl), signed by the same key: whoever audits commands
+reads this topic already, and an anchor anyone on the broker could forge would prove nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.commands.journal import ChainHead
 from gateway.commands.keys import load_private_key, raw_public_key
 from gateway.store.records import OutboxMessage
 from protocols import cose
@@ -28,6 +33,7 @@ from protocols.payload import (
     CMD_STATUSES,
     Envelope,
     PayloadDecodeError,
+    build_audit_head,
     build_cmd_result,
     decode_message,
 )
@@ -64,6 +70,26 @@ class ResultSigner:
         payload = build_cmd_result(env, cmd, status, reason)
         return cose.sign1(payload, self._key, protected=cose.ed25519_protected(self.kid))
 
+    def audit_head_message(
+        self, *, topic_prefix: str, epoch: int, ts: int, head: ChainHead, records: int
+    ) -> OutboxMessage:
+        """The audit journal's chain head as a durable, signed outbox message on the result
+        topic: the anchor that lets ``gwtool audit verify --head`` prove later that nothing up
+        to ``head`` was cut off or edited."""
+        gw = self.gateway_id
+
+        def build(seq: int) -> bytes:
+            payload = build_audit_head(
+                Envelope(gw, epoch, seq, ts),
+                seq=head.seq,
+                hash=head.hash,
+                records=records,
+                t=head.ts_ms,
+            )
+            return cose.sign1(payload, self._key, protected=cose.ed25519_protected(self.kid))
+
+        return OutboxMessage(topic=result_topic(topic_prefix, gw), qos=RESULT_QOS, build=build)
+
     def outbox_message(
         self, *, topic_prefix: str, epoch: int, ts: int, cmd: bytes, status: str, reason: str
     ) -> OutboxMessage:
@@ -84,6 +110,17 @@ class ResultError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class AuditHeadMessage:
+    """A verified chain-head publication: ``head`` (seq, hash, time of the newest record),
+    ``records``, ``signed_by`` (None when the signature was not checked) and the ``payload``."""
+
+    head: ChainHead
+    records: int
+    signed_by: str | None
+    payload: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
 class CommandResult:
     """A verified result: ``cmd`` (command id), ``status``, ``reason``, ``signed_by`` (the kid,
     or None when the signature was not checked) and the whole decoded ``payload``."""
@@ -96,11 +133,23 @@ class CommandResult:
 
 
 def read_result(data: bytes, gateway_public_key: bytes | None) -> CommandResult:
-    """Decode a result message and, given the gateway's raw public key, verify its signature.
+    """Decode a command result and, given the gateway's raw public key, verify its signature.
 
     Without a key the signature is *not* checked (``signed_by`` is None) — for looking at traffic
-    only; never trust an "executed" that way.
+    only; never trust an "executed" that way. A chain-head publication (also on the result
+    topic) raises :class:`ResultError`; use :func:`read_result_topic` to take both.
     """
+    message = read_result_topic(data, gateway_public_key)
+    if isinstance(message, AuditHeadMessage):
+        raise ResultError("an audit chain head, not a command result")
+    return message
+
+
+def read_result_topic(
+    data: bytes, gateway_public_key: bytes | None
+) -> CommandResult | AuditHeadMessage:
+    """Any message of ``P/G/cmd/result``: a command result or an audit chain head, its
+    signature verified when ``gateway_public_key`` is given (see :func:`read_result`)."""
     try:
         message = cose.decode(data)
     except cose.CoseDecodeError as exc:
@@ -121,9 +170,29 @@ def read_result(data: bytes, gateway_public_key: bytes | None) -> CommandResult:
         payload = decode_message(message.payload)
     except PayloadDecodeError as exc:
         raise ResultError(f"result payload: {exc}") from None
+    audit = payload.get("audit_head")
+    if audit is not None:
+        return _audit_head(audit, signed_by, payload)
     cmd, status, reason = payload.get("cmd"), payload.get("status"), payload.get("reason")
     if not isinstance(cmd, bytes) or status not in CMD_STATUSES or not isinstance(reason, str):
         raise ResultError("result payload lacks cmd (bytes), status or reason (text)")
     return CommandResult(
         cmd=cmd, status=str(status), reason=reason, signed_by=signed_by, payload=payload
     )
+
+
+def _audit_head(
+    audit: object, signed_by: str | None, payload: Mapping[str, object]
+) -> AuditHeadMessage:
+    if not isinstance(audit, Mapping):
+        raise ResultError("audit_head must be a map of seq, hash, records and t")
+    seq, digest, records, t = (audit.get(k) for k in ("seq", "hash", "records", "t"))
+    if not (
+        isinstance(seq, int)
+        and isinstance(records, int)
+        and isinstance(t, int)
+        and isinstance(digest, bytes)
+        and len(digest) == 32
+    ):
+        raise ResultError("audit_head needs seq, records, t (integers) and hash (32 bytes)")
+    return AuditHeadMessage(ChainHead(seq, digest, t), records, signed_by, payload)

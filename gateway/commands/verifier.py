@@ -229,7 +229,12 @@ class CommandVerifier:
             VerifierPolicy.from_config(config),
             KeyTable.from_config(config),
             journal,
-            clock if clock is not None else TrustedClock(config.commands.clock_trusted),
+            clock
+            if clock is not None
+            else TrustedClock(
+                config.commands.clock_trusted,
+                max_error_us=config.commands.clock_max_error_ms * 1000,
+            ),
             params_check=params_check,
         )
 

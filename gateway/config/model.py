@@ -663,6 +663,13 @@ class CommandsSection:
         doc="Trust the system clock without NTP sync (hardware RTC, test rigs); freshness "
         "(iat/exp) is only checked with trusted time.",
     )
+    clock_max_error_ms: int = setting(
+        Int(minimum=0, maximum=60000, unit="milliseconds"),
+        default=500,
+        doc="Without clock_trusted: the largest clock error the kernel may report (adjtimex "
+        "maxerror) for the NTP-synchronised clock to count as trusted; 0 trusts only a kernel "
+        "reporting no error at all.",
+    )
     max_age_s: int = setting(
         Int(minimum=1, maximum=86400, unit="seconds"),
         default=120,
@@ -690,6 +697,13 @@ class CommandsSection:
         default=480,
         doc="The meters' clock offset from UTC (China: +480). 1CH control frames carry a "
         "validity deadline in meter time.",
+    )
+    audit_head_interval_s: int = setting(
+        Int(minimum=0, maximum=86400, unit="seconds"),
+        default=900,
+        doc="How often the audit journal's chain head (seq, hash, record count) is published, "
+        "signed, on P/G/cmd/result when it moved since the last one, so the chain is anchored "
+        "outside the gateway; 0 publishes it only at start.",
     )
 
 

@@ -246,6 +246,41 @@ class LoadControlEngine:
             self._clear("customer.relay_mismatch", meter)
         return self._end()
 
+    def on_operator_relay(self, meter: str, t: float, *, opened: bool,
+                          cmd: bytes | None = None) -> list[Output]:
+        """An operator's trip, close or allow-close that the daemon carried out itself (a signed
+        command naming meters, confirmed on the meter). Nothing is sent from here.
+
+        ``opened``: the operator's trip becomes the ``remote`` hold, so that restoring a round or
+        ending a limit later never closes a relay an operator opened — only removing the last
+        hold closes a relay. Closed (or allowed to close): the operator's word overrides every
+        hold, as for a close command the engine carries out itself."""
+        ms = self._meter(meter)
+        self._begin(t)
+        source = f"operator {'trip' if opened else 'close'}"
+        if cmd is not None:
+            source += f" {cmd.hex()[:8]}"
+        self._drop_pending_remote(meter, f"superseded by {source}")
+        ms.remote_release_at = None
+        if opened:
+            if not self.topology.is_protected(meter):  # the verifier refuses those; belt and braces
+                ms.holds[_REMOTE] = self._now
+                ms.commanded_open = True
+                ms.pending_close = None
+            return self._end()
+        ms.holds.clear()
+        if ms.prepaid_phase in ("trip_pending", "tripped"):
+            ms.prepaid_phase = "normal"
+            ms.prepaid_due = None
+            self._alarm_off(meter, _PREPAID, "called_off")
+        ms.commanded_open = False
+        ms.allow_close_only = False
+        ms.pending_close = None
+        self._clear("customer.trip", meter, meter=meter, severity="major",
+                    details={"restore": "operator", "reason": source})
+        self._clear("customer.relay_mismatch", meter, meter=meter)
+        return self._end()
+
     def on_link(self, t: float, up: bool) -> list[Output]:
         """The MQTT link to the central system went up or down (call with ``up=False`` at start
         when not connected: a gateway that never reaches its master also protects)."""
