@@ -32,6 +32,7 @@ Exit status: 0 measured, 1 with ``--strict`` when a goal is missed, 2 when it co
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -227,6 +228,18 @@ def idle_phase(workdir: Path, broker_port: int, modbus_port: int, settle_s: floa
         daemon.stop()
 
 
+def third_party_floor(broker_port: int, modbus_port: int, seconds: float) -> dict[str, float]:
+    """pymodbus + paho alone, same rate, same simulator and broker (bench/third_party_floor.py)."""
+    done = subprocess.run([sys.executable, "-m", "bench.third_party_floor", "--modbus-port",
+                           str(modbus_port), "--broker-port", str(broker_port), "--units",
+                           str(METERS), "--rate", str(METERS), "--seconds", str(seconds)],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                          text=True, timeout=seconds * 3 + 60)
+    if done.returncode != 0:
+        raise MeasurementError(f"third-party floor failed: {done.stderr.strip()[-400:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -256,6 +269,7 @@ def main() -> int:
                 busy = busy_phase(workdir, broker.port, sim.modbus_port, warmup_s, busy_s,
                                   args.profile.resolve() if args.profile else None,
                                   args.py_spy.resolve() if args.py_spy else None)
+                floor = third_party_floor(broker.port, sim.modbus_port, 10.0 if args.quick else 30.0)
                 idle = idle_phase(workdir, broker.port, sim.modbus_port, 5.0 if args.quick else 10.0,
                                   idle_s)
     except MeasurementError as exc:
@@ -278,6 +292,12 @@ def main() -> int:
          f"({100 * busy['system_share']:.0f} % of it in the kernel)", ""),
         ("CPU per meter poll" + profiled, f"{busy['ms_per_poll']:.3f} ms",
          verdict(busy_ok, f"<= {GOAL_MS_PER_POLL} ms")),
+        ("floor: pymodbus read + paho QoS 1 publish alone",
+         f"{floor['modbus_cpu_ms_per_request']:.3f} + {floor['mqtt_cpu_ms_per_message']:.3f} = "
+         f"{floor['modbus_cpu_ms_per_request'] + floor['mqtt_cpu_ms_per_message']:.3f} ms", ""),
+        ("the daemon's own work per poll (above the floor)",
+         f"{busy['ms_per_poll'] - floor['modbus_cpu_ms_per_request'] - floor['mqtt_cpu_ms_per_message']:.3f} ms",
+         ""),
         ("busy: RSS, loop lag, outbox depth", f"{busy['rss_mib']:.1f} MiB, {busy['loop_lag_ms']:.1f} ms, "
          f"{busy['outbox_depth']:.0f}", ""),
         ("idle: poll interval, polls in window", f"{idle['interval_s']:.0f} s, {idle['polls_in_window']:.0f}", "0"),
