@@ -238,7 +238,9 @@ class GatewayDaemon:
             self.link = None
 
     def _start_buses(self, runtime: Runtime) -> None:
+        vee = self.committer.vee if self.committer is not None else None
         for bus in runtime.buses:
+            bus.attach_backfill(vee.backfill if vee is not None else None)
             runtime.tasks.append(asyncio.create_task(self._run_bus(bus), name=f"bus:{bus.name}"))
         self.runtime = runtime
 
