@@ -8,9 +8,10 @@ those intervals and the VEE stage re-publishes them as actuals (``A``, ``rev`` +
 Who does what — the bus task owns the line and the VEE stage owns the intervals, so they meet
 here rather than calling each other:
 
-* the VEE stage :meth:`BackfillBoard.want`\\ s every interval it estimates for a meter whose
-  profile says it keeps load records (``load_records = true``);
-* the meter's bus task, after a poll the meter answered, takes the oldest owed intervals
+* the VEE stage :meth:`BackfillBoard.want`\\ s every interval it estimates (and, at start,
+  every estimated interval of the restored window);
+* the bus task of a meter whose profile says it keeps load records (``load_records = true``),
+  after a poll the meter answered, takes the oldest owed intervals
   (:meth:`BackfillBoard.next_span`, at most ``[vee.backfill] max_records``), asks for them in one
   routine transaction and hands the records over as :class:`gateway.poll_result.IntervalRecords`;
 * the VEE stage supersedes the estimates (:meth:`gateway.vee_stage.VeeStage.backfill`).
@@ -58,12 +59,11 @@ class BackfillBoard:
     meters: set[str] = field(default_factory=set)
     _owed: dict[str, set[int]] = field(default_factory=dict)
 
-    def want(self, meter: str, interval: int) -> bool:
-        """Note that ``interval`` of ``meter`` was estimated; False when the meter cannot help."""
-        if meter not in self.meters:
-            return False
+    def want(self, meter: str, interval: int) -> None:
+        """Note that ``interval`` of ``meter`` was estimated. Noted for every meter (the VEE stage
+        may restore its window before any bus has registered its meters); only meters in
+        :attr:`meters` are ever asked, and :meth:`forget_before` bounds what the others leave."""
         self._owed.setdefault(meter, set()).add(interval)
-        return True
 
     def owed(self, meter: str) -> list[int]:
         return sorted(self._owed.get(meter, ()))

@@ -278,6 +278,8 @@ class GatewayDaemon:
         stage = VeeStage(vee_config, [meter.id for meter in config.meters], _now_ms(), self.store)
         restored = stage.load()
         self.committer.vee = stage
+        for bus in self.runtime.buses if self.runtime is not None else ():
+            bus.attach_backfill(stage.backfill)  # a reload: the buses started before this stage
         log.info("VEE: %d meters, %s kernels, %d s intervals, history %s", len(config.meters),
                  "numba" if stage.implementation == "nb" else "NumPy", stage.grid.interval_ms // 1000,
                  "restored" if restored else "empty")

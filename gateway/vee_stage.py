@@ -219,7 +219,18 @@ class VeeStage:
             self._clear(slice(0, W))
             self.first_day = None
             self._basic_reasons.clear()
+        self._owe_restored_estimates()
         return True
+
+    def _owe_restored_estimates(self) -> None:
+        """After a restart or reload the estimates of the restored window are still owed: a meter
+        that answers again gets them read back like those estimated in this run."""
+        if self.backfill is None or self.first_day is None:
+            return
+        start = self.first_day * S_DAY
+        rows, cols = np.nonzero((self.pub_quality == QUALITY_E) & np.isnan(self.reads))
+        for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
+            self.backfill.want(self.meter_ids[row], start + col)
 
     def _restore_window(self, arrays: dict[str, NDArray[np.generic]]) -> None:
         first_day = int(arrays["window.first_day"])
