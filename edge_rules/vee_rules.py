@@ -269,8 +269,8 @@ class BackfillSettings:
     ``enabled`` switches it off (estimates then stay estimates until the next grading).
     ``max_records`` how many records one transaction asks for (N of the request, 1..96): each
     backfill transaction rides in the meter's own poll slot, one per poll, so this bounds how
-    long a poll takes — at 2400 baud a record costs ~0.15 s on the wire, and the default 4 keeps
-    a backfill transaction shorter than a typical poll. ``max_age_hours`` (grid time, like every
+    long a poll takes: a class-4 record is 32 bytes, 0.15 s at 2400 baud (11 bits a byte), so
+    the default 4 adds about 0.7 s with the frame around them. ``max_age_hours`` (grid time, like every
     duration in ``[vee]``) how far back estimated intervals are still fetched: older ones stay
     estimates, so a meter back after a week does not occupy its bus for hours.
     """
