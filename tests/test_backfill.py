@@ -109,3 +109,13 @@ def test_bus_reads_owed_intervals_back_after_an_answered_poll() -> None:
             assert interval is not None
             at = DEFAULT_START_EPOCH + (boundary_local(interval) - START_LOCAL).total_seconds()
             assert got[interval] == stored[round(at)]
+
+
+def test_profiles_say_which_meters_keep_load_records() -> None:
+    from protocols.profiles import ProfileError, load_named_profile, parse_profile
+
+    assert getattr(load_named_profile("dlt645-2007"), "load_records", None) is True
+    assert getattr(load_named_profile("dlt645-1997"), "load_records", None) is False
+    text = 'kind = "dlt645"\nversion = "1997"\nload_records = true\n[[reads]]\ndi = "9010"\n'
+    with pytest.raises(ProfileError, match=r"load_records: load records .* DL/T 645-2007 only"):
+        parse_profile(text, name="old-meter")
