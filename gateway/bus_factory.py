@@ -114,7 +114,7 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
                 meters.append(Dlt645Meter(
                     meter_id=m.id, address=address, schedule=schedule(m.poll_interval_s),
                     version=d.Version(int(profile.version)), reads=plan_dlt645(profile, address),
-                    catalogue=dlt645_catalogue(profile)))
+                    catalogue=dlt645_catalogue(profile), load_records=profile.load_records))
             assert isinstance(bus, SerialBusConfig)
             port = AsyncSerialPort(bus.port, bus.baudrate, bus.parity, bus.bytesize, bus.stopbits)
             buses.append(Dlt645Bus(bus.name, port, meters, outbound, settings))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from protocols.payload import AlarmEvent, Envelope, ReadRecord, build_alarm
 
-from .poll_result import BusEvent, PollResult
+from .poll_result import BusEvent, IntervalRecords, PollResult
 from .store import HoldingQueue, Store, wall_ms
 from .store.records import OutboxMessage
 from .validation import RegisterMemory
@@ -109,7 +109,11 @@ class Committer:
     def commit(self, batch: list[PollResult | BusEvent]) -> None:
         messages: list[OutboxMessage] = []
         polled: list[tuple[PollResult, list[ReadRecord]]] = []
+        backfilled: list[IntervalRecords] = []
         for item in batch:
+            if isinstance(item, IntervalRecords):  # meters' own records, for VEE (backfill.py)
+                backfilled.append(item)
+                continue
             if isinstance(item, BusEvent):
                 self.alarm(item.kind, f"{item.kind}/{item.meter_id}", item.state, item.meter_id,
                             dict(item.details, bus=item.bus), item.t_ms)
@@ -123,7 +127,9 @@ class Committer:
         vee_now = wall_ms()
         if self.vee is not None:
             try:
-                vee_reads = self.vee.apply(polled, vee_now)
+                if backfilled:
+                    vee_reads = self.vee.backfill_records(backfilled, vee_now)
+                vee_reads += self.vee.apply(polled, vee_now)
             except Exception:  # a VEE bug must not stop reads from being stored and published
                 log.exception("VEE failed on a batch of %d polls; their reads go out with basic "
                               "validation only — please report this with the log", len(polled))

@@ -238,7 +238,9 @@ class GatewayDaemon:
             self.link = None
 
     def _start_buses(self, runtime: Runtime) -> None:
+        vee = self.committer.vee if self.committer is not None else None
         for bus in runtime.buses:
+            bus.attach_backfill(vee.backfill if vee is not None else None)
             runtime.tasks.append(asyncio.create_task(self._run_bus(bus), name=f"bus:{bus.name}"))
         self.runtime = runtime
 
@@ -276,6 +278,8 @@ class GatewayDaemon:
         stage = VeeStage(vee_config, [meter.id for meter in config.meters], _now_ms(), self.store)
         restored = stage.load()
         self.committer.vee = stage
+        for bus in self.runtime.buses if self.runtime is not None else ():
+            bus.attach_backfill(stage.backfill)  # a reload: the buses started before this stage
         log.info("VEE: %d meters, %s kernels, %d s intervals, history %s", len(config.meters),
                  "numba" if stage.implementation == "nb" else "NumPy", stage.grid.interval_ms // 1000,
                  "restored" if restored else "empty")

@@ -48,3 +48,17 @@ class BusEvent:
     state: Literal["raised", "cleared"]
     t_ms: int
     details: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalRecords:
+    """Interval register values a meter stored itself (DL/T 645-2007 load records), read back for
+    intervals VEE estimated while the meter was silent (gateway/backfill.py).
+
+    ``records`` pairs a VEE grid interval with the import register (kWh, exact) at its end;
+    ``t_ms`` is when they were read."""
+
+    meter_id: str
+    bus: str
+    t_ms: int
+    records: tuple[tuple[int, Decimal], ...]

@@ -16,6 +16,11 @@ read records:
 * **A later verdict that differs** (a gap's estimates scaled to the read that ends it, an
   estimate replaced by an actual, a rule that flags a complete day) is re-published under the
   same natural key (meter, quantity, ``t``) with ``rev`` one higher (docs/payloads.cddl).
+* **Backfill** (gateway/backfill.py): every interval estimated for a meter that keeps load
+  records is noted on :attr:`VeeStage.backfill`; when the meter answers again its bus reads the
+  records back and :meth:`VeeStage.backfill_records` puts them in the window as the intervals'
+  reads and re-publishes them as actuals — same key, ``rev`` one higher, ``hist: true`` (late
+  data) — so later estimates and the day's history use them.
 
 Other reads (registers off the grid, voltages, power) keep the committer's basic validation
 (gateway.validation: decrease 18, bounds 73/74 — the same reason codes).
@@ -53,9 +58,10 @@ from edge_rules.vee_engine import VeeEngine, Verdict, Window
 from edge_rules.vee_rules import VeeConfig, VeeConfigError, parse_vee_config, reasons_of
 from protocols.payload import ReadRecord
 
+from .backfill import BackfillBoard
 from .config import ConfigError, GatewayConfig
 from .config.issues import ConfigIssue
-from .poll_result import PollResult
+from .poll_result import IntervalRecords, PollResult
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -132,6 +138,7 @@ class VeeStats:
     estimates: int = 0
     revisions: int = 0
     days_committed: int = 0
+    backfilled: int = 0
 
 
 class VeeStage:
@@ -173,6 +180,11 @@ class VeeStage:
         self._tariffs: list[tuple[int, ReadRecord, list[ReadRecord]]] = []
         #: reasons of the basic records of grid reads not yet graded, by (row, col)
         self._basic_reasons: dict[tuple[int, int], tuple[int, ...]] = {}
+        backfill = config.daemon.backfill
+        #: estimated intervals owed by meters that keep load records (gateway/backfill.py);
+        #: the daemon shares it with the DL/T 645 bus tasks. None: ``[vee.backfill]`` is off.
+        self.backfill: BackfillBoard | None = BackfillBoard(
+            backfill.max_records, backfill.max_age_hours * 4) if backfill.enabled else None
 
     # ------------------------------------------------------------------ persistence
 
@@ -207,7 +219,18 @@ class VeeStage:
             self._clear(slice(0, W))
             self.first_day = None
             self._basic_reasons.clear()
+        self._owe_restored_estimates()
         return True
+
+    def _owe_restored_estimates(self) -> None:
+        """After a restart or reload the estimates of the restored window are still owed: a meter
+        that answers again gets them read back like those estimated in this run."""
+        if self.backfill is None or self.first_day is None:
+            return
+        start = self.first_day * S_DAY
+        rows, cols = np.nonzero((self.pub_quality == QUALITY_E) & np.isnan(self.reads))
+        for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
+            self.backfill.want(self.meter_ids[row], start + col)
 
     def _restore_window(self, arrays: dict[str, NDArray[np.generic]]) -> None:
         first_day = int(arrays["window.first_day"])
@@ -300,8 +323,54 @@ class VeeStage:
             self._publish(self._evaluate(rows, due_cols), rows, due_cols, extra)
             self._due_done = due_cols
             self._grade_sparse(due_end // S_DAY, extra)
+            if self.backfill is not None:
+                self.backfill.forget_before(due_end)
         return [(self.meter_ids[row], sorted(records, key=lambda r: r.t))
                 for row, records in extra.items()]
+
+    def backfill_records(self, items: Sequence[IntervalRecords], now_ms: int
+                         ) -> list[tuple[str, list[ReadRecord]]]:
+        """Meters' own interval records, read back after a silence: each becomes its interval's
+        read (so the engine, later estimates and the day's history use it) and, where something
+        else was published for the interval, supersedes it as an actual — same (meter, q, t),
+        ``rev`` one higher, ``hist: true``. An interval that already has a read from a poll keeps
+        it; one not yet graded simply gets its read early; one outside the window is too old."""
+        out: list[tuple[str, list[ReadRecord]]] = []
+        if self.first_day is None:
+            return out
+        start = self.first_day * S_DAY
+        for item in items:
+            row = self.row_of.get(item.meter_id)
+            if row is None:
+                continue
+            records: list[ReadRecord] = []
+            for interval, value in item.records:
+                col = interval - start
+                if not 0 <= col < W or not np.isnan(self.reads[row, col]):
+                    continue
+                self.reads[row, col] = float(value)
+                exponent = value.as_tuple().exponent
+                self.read_exp[row, col] = exponent if isinstance(exponent, int) and \
+                    -9 <= exponent <= 0 else -3
+                self.stats.backfilled += 1
+                if col >= self._due_done:
+                    continue  # not graded yet: published with its interval, as any read
+                first = self.pub_quality[row, col] in (UNPUBLISHED, NOTHING)
+                rev = 0 if first else int(self.pub_rev[row, col]) + 1
+                t = self.grid.read_time_ms(start + col) if first else int(self.pub_t[row, col])
+                records.append(ReadRecord(GRID_QUANTITY, value, "kWh", t, "A", None, (),
+                                          hist=True, rev=rev))
+                self.pub_quality[row, col] = QUALITY_A
+                self.pub_method[row, col] = 0
+                self.pub_bits[row, col] = 0
+                self.pub_value[row, col] = float(value)
+                self.pub_t[row, col] = t
+                self.pub_rev[row, col] = rev
+                self._basic_reasons.pop((row, col), None)
+            if records:
+                self.stats.revisions += sum(1 for r in records if r.rev)
+                out.append((item.meter_id, sorted(records, key=lambda r: r.t)))
+        return out
 
     def _grade_sparse(self, day: int, extra: dict[int, list[ReadRecord]]) -> None:
         """Voltages against their meters' supply band and tariff registers against the total
@@ -481,6 +550,8 @@ class VeeStage:
                 self.stats.revisions += 1
             elif q == QUALITY_E:
                 self.stats.estimates += 1
+            if q == QUALITY_E and self.backfill is not None:
+                self.backfill.want(self.meter_ids[row], start + col)
             self.pub_quality[row, col] = q
             self.pub_method[row, col] = 0 if m is None else m
             self.pub_bits[row, col] = bits[i, col]

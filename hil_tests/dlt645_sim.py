@@ -29,6 +29,9 @@ events ``03``              03110000/0311000n power-down, 03300D00/03300D0n meter
 parameters ``04``          date/time (the meter clock: model time + this meter's offset),
                            address, meter number, constant, protocol version, status words 1..7.
 daily freeze ``05 06``     0506000n time, 0506010n import, 0506020n export (total + 4 tariffs).
+load records ``06``        06000001 / 06040001 with N and a start time: class-4 records (import,
+                           export, combined reactive 1 and 2 totals) every recording period of the
+                           model (15 min), kept through comm faults; other 06 DIs no_data.
 =========================  ======================================================================
 
 Event records: the model remembers only the *last* episode of each kind, so the meter keeps its own
@@ -71,6 +74,7 @@ from hil_tests.load_model import (
 from hil_tests.serial_line import DLT645_BAUDRATES, MeterResponse
 from protocols.dlt645 import (
     BROADCAST_ADDRESS,
+    ENERGY_RECORDS_DI,
     MAPPING_1997_TO_2007,
     STATUS_WORD_FLAGS,
     AckReply,
@@ -88,6 +92,7 @@ from protocols.dlt645 import (
     DataItem,
     ErrorReply,
     FreezeRequest,
+    LoadRecord,
     LocalProtocolError,
     Message,
     MultiFunctionOutputReply,
@@ -110,6 +115,7 @@ from protocols.dlt645 import (
     catalogue_for,
     decode_raw,
     encode,
+    encode_load_records,
 )
 from protocols.dlt645.catalogue import ERROR_WORD_1997, ERROR_WORD_2007, EVENT_RECORDS
 from protocols.dlt645.frame import FUNCTION_TABLE, MAX_DATA_LENGTH
@@ -632,7 +638,7 @@ class Dlt645Meter:
 
     def _on_read(self, m: ReadRequest, s: MeterSnapshot) -> MeterResponse:
         if m.count is not None:
-            return self._refuse(m, "no_data")  # load records (06xxxxxx) are not simulated
+            return self._on_load_records(m, s)
         try:
             parts = self._read_parts(m.di, s)
         except LocalProtocolError as exc:
@@ -647,6 +653,28 @@ class Dlt645Meter:
             return MeterResponse(encode(reply))
         self._followups.pop(m.di, None)
         return MeterResponse(encode(ReadReply(self.address, m.di, chunks[0], version=self.version)))
+
+    def _on_load_records(self, m: ReadRequest, s: MeterSnapshot) -> MeterResponse:
+        """Load records from a given time (06000001 all classes, 06040001 class 4): this meter
+        records class 4 only (energy), every ``load_record_period_s`` of the model, and keeps them
+        through comm faults. Times are the meter's clock; none at or after ``start``: no_data."""
+        if m.di not in LOAD_RECORD_DIS or m.start is None or m.count is None:
+            return self._refuse(m, "no_data")
+        zone = s.local_time.tzinfo
+        since = m.start.replace(tzinfo=zone).timestamp() - self.clock_offset_s
+        entries = self.sim.load_records(since, m.count)
+        if not entries:
+            return self._refuse(m, "no_data")
+        parts = [encode_load_records([LoadRecord(
+            self._meter_time(s, e.at).replace(second=0), e.import_, e.export, e.reactive_import,
+            e.reactive_export)]) for e in entries]
+        chunks = _chunks(parts)
+        if len(chunks) > 1:
+            self._followups[m.di] = chunks[1:]
+        else:
+            self._followups.pop(m.di, None)
+        return MeterResponse(encode(ReadReply(self.address, m.di, chunks[0],
+                                              more_follows=len(chunks) > 1)))
 
     def _on_followup(self, m: ReadFollowupRequest, s: MeterSnapshot) -> MeterResponse:
         chunks = self._followups.get(m.di)
@@ -732,6 +760,10 @@ class Dlt645Meter:
 
 def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+#: Load-record reads this meter answers: all classes / class 4, "from a given time".
+LOAD_RECORD_DIS: Final = frozenset({0x06000001, ENERGY_RECORDS_DI})
 
 
 def _chunks(parts: Sequence[bytes]) -> list[bytes]:

@@ -307,6 +307,19 @@ class DailyFreeze:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadRecordEntry:
+    """One stored load record: ``at`` (simulated UTC epoch s, a multiple of the recording
+    period) and the registers there — ``import_``, ``export`` (kWh), ``reactive_import``,
+    ``reactive_export`` (kvarh), totals exactly as the meter would have shown them."""
+
+    at: float
+    import_: Decimal
+    export: Decimal
+    reactive_import: Decimal
+    reactive_export: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class MeterSnapshot:
     """Everything one meter reports at simulated time ``t`` (UTC epoch seconds).
 
@@ -575,6 +588,8 @@ class SimMeter:
         self._max_demand: tuple[int, int | None] = (0, None)
         self._max_demand_by_tariff: list[tuple[int, int | None]] = [(0, None)] * 4
         self._freezes: deque[DailyFreeze] = deque(maxlen=model.freeze_days)
+        self._load_records: deque[LoadRecordEntry] = deque(
+            maxlen=model.load_record_days * 86_400 // model.load_record_period_s)
         self._power_downs = _EventState()
         self._cover = _EventState()
         self._trips = _EventState()
@@ -657,6 +672,12 @@ class SimMeter:
         self._demand_window.append(self._cell_import)
         self._cell_import = 0
         end_ms = (cell + 1) * _CELL_MS
+        if (end_ms + self._model.utc_offset_s * 1000) % (self._model.load_record_period_s * 1000) == 0:
+            # The meter's own load record (DL/T 645-2007 A.7): stored whether or not anybody
+            # reads the bus, so a master can fetch what it missed during a comm fault.
+            self._load_records.append(LoadRecordEntry(
+                end_ms / 1000, self._registers("import").total, self._registers("export").total,
+                self._registers("reactive_import").total, self._registers("reactive_export").total))
         if len(self._demand_window) == self._demand_window.maxlen:
             window_ms = self._model.demand_cells * _CELL_MS
             self._demand_dw = _round_div(sum(self._demand_window), window_ms)
@@ -674,6 +695,14 @@ class SimMeter:
                 reactive_export=self._registers("reactive_export"),
                 max_demand=self._demand(self._max_demand),
             ))
+
+    def load_records(self, since: float, count: int) -> list[LoadRecordEntry]:
+        """Up to ``count`` stored load records at or after simulated time ``since`` (UTC
+        epoch s), oldest first — the meter's interval curve, for load-record reads. Brings the
+        meter to the model's "now" first, so records of a silent stretch exist."""
+        self.advance_to(self._model.now())
+        with self._model.lock:
+            return [r for r in self._load_records if r.at >= since][:count]
 
     # ---- electrical model ----------------------------------------------------------------------
 
@@ -985,6 +1014,8 @@ class LoadModel:
     weekday_factors: Sequence[float] = WEEKDAY_FACTORS
     demand_period_s: int = 900
     freeze_days: int = 62
+    load_record_period_s: int = 900
+    load_record_days: int = 10
     lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
     version: int = field(default=0, init=False, repr=False)
     schedule: TariffSchedule = field(init=False, repr=False)
@@ -1002,6 +1033,10 @@ class LoadModel:
             raise ValueError("day_shape needs 24 hourly values and weekday_factors 7 (Monday first)")
         if self.freeze_days < 1:
             raise ValueError("freeze_days must be at least 1")
+        if self.load_record_period_s <= 0 or self.load_record_period_s % CELL_S:
+            raise ValueError(f"load_record_period_s must be a positive multiple of {CELL_S}")
+        if self.load_record_days < 1:
+            raise ValueError("load_record_days must be at least 1")
         self.schedule = TariffSchedule(self.tariff_windows)
         self._clock_zero = self.clock()
 

@@ -387,6 +387,8 @@ class Dlt645Profile:
     """A DL/T 645 meter profile.
 
     Fields: ``name``; ``version`` — ``"2007"`` or ``"1997"``; ``reads``; ``overrides``;
+    ``load_records`` — the meter keeps class-4 load records (DL/T 645-2007 A.7, read with
+    06040001), so intervals estimated while it was silent can be read back (docs/vee.md);
     ``description``/``vendor``/``model`` for people; ``source`` — where it was loaded from.
     """
 
@@ -395,6 +397,7 @@ class Dlt645Profile:
     version: Literal["2007", "1997"]
     reads: tuple[Dlt645Read, ...]
     overrides: tuple[Dlt645Override, ...] = ()
+    load_records: bool = False
     description: str = ""
     vendor: str = ""
     model: str = ""
@@ -432,6 +435,7 @@ def _parse_dlt645(top: TableReader, name: str, common: _Common) -> Dlt645Profile
     version_text = top.choice("version", ("2007", "1997"))
     read_tables = top.tables("reads", required=True)
     override_tables = top.tables("overrides")
+    load_records = top.boolean("load_records", default=False)
 
     di_lengths: set[int] = set()
 
@@ -509,10 +513,14 @@ def _parse_dlt645(top: TableReader, name: str, common: _Common) -> Dlt645Profile
         version = "2007"
         if len(di_lengths) > 1:
             top.error("reads", "mixes 8-digit (-2007) and 4-digit (-1997) DIs; set version and use one kind")
+    if load_records and version != "2007":
+        top.error("load_records", "load records (06xxxxxx) exist in DL/T 645-2007 only; remove the "
+                                  "key or set version = \"2007\"")
     top.finish()
     if top.issues:
         raise ProfileError(top.issues)
     return Dlt645Profile(name=name, version=version, reads=tuple(reads), overrides=tuple(overrides),
+                         load_records=bool(load_records),
                          description=common.description, vendor=common.vendor, model=common.model,
                          source=top.source)
 

@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from hil_tests.load_model import LoadModel, ManualClock
+from hil_tests.load_model import DEFAULT_START_EPOCH, LoadModel, ManualClock
 from hil_tests.modbus_sim import SimulatedModbusMeter, start_modbus_tcp_meters
 from hil_tests.sim import Dlt645Rig, consecutive_addresses, run_dlt645_line
 from protocols.payload import decode_message
@@ -154,8 +154,10 @@ def _toml(value: object) -> str:
 def gateway_rig(tmp_path: Path, *, dlt645_buses: int = 2, meters_per_bus: int = 8,
                 modbus_meters: int = 2, baudrate: int = 9600, poll_interval_s: float = 2.0,
                 timeout_ms: int = 200, response_delay_ms: float = 20,
-                broker: MosquittoBroker | None = None) -> Iterator[GatewayRig]:
-    """Everything an end-to-end test needs, torn down in reverse order."""
+                broker: MosquittoBroker | None = None,
+                start_epoch: float = DEFAULT_START_EPOCH) -> Iterator[GatewayRig]:
+    """Everything an end-to-end test needs, torn down in reverse order. ``start_epoch`` is the
+    DL/T 645 meters' simulated time when ``rig.clock`` reads 0."""
     own_broker = broker is None
     if broker is None:
         broker = MosquittoBroker(tmp_path / "mosquitto")
@@ -170,7 +172,7 @@ def gateway_rig(tmp_path: Path, *, dlt645_buses: int = 2, meters_per_bus: int = 
         for b in range(dlt645_buses):
             addresses = consecutive_addresses(f"{(b + 1) * 100 + 1:012d}", meters_per_bus)
             line = stack.enter_context(run_dlt645_line(addresses, baudrate=baudrate, seed=b + 1,
-                                                       clock=clock,
+                                                       clock=clock, start_epoch=start_epoch,
                                                        response_delay_ms=response_delay_ms))
             name = f"rs485-{b + 1}"
             rig.lines[name] = line

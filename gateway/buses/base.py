@@ -102,6 +102,10 @@ class ScheduledBus(ABC, Generic[M]):
     def describe_link(self) -> str:
         return self.name
 
+    def attach_backfill(self, board: Any) -> None:
+        """VEE's board of estimated intervals to read back (gateway/backfill.py). Only DL/T
+        645-2007 meters keep load records; buses of other protocols keep today's estimates."""
+
     # -- public ---------------------------------------------------------------------------------------
     def stop(self) -> None:
         """Finish in-flight transactions, then return from :meth:`run`."""

@@ -11,6 +11,12 @@ Wire discipline (the bus is the bottleneck: 2400 baud is ~218 bytes/s):
 
 A priority lane (bounded) carries control frames (load control's trip/close): it is served before the
 next routine transaction, even in the middle of a meter's poll.
+
+Backfill (gateway/backfill.py): after a poll a meter answered, if VEE estimated intervals of it
+while it was silent and its profile keeps load records, one more routine transaction reads up to
+``[vee.backfill] max_records`` of its stored records. One per poll of that meter, inside its own
+slot and after its regular reads: other meters' polls and the priority lane never wait behind a
+backlog, and a long outage is read back over successive polls.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from typing import Any
 from protocols import dlt645 as d
 from protocols.dlt645.transaction import Transaction
 
-from ..poll_result import BusEvent, PolledValue, PollResult, ValueType
+from ..backfill import BackfillBoard, boundary_local, interval_closed_by
+from ..poll_result import BusEvent, IntervalRecords, PolledValue, PollResult, ValueType
 from .base import BusSettings, BusTimeout, MeterSlot, ScheduledBus, now_ms
 from .serial_port import AsyncSerialPort
 
@@ -53,6 +60,7 @@ class Dlt645Meter(MeterSlot):
     version: d.Version = d.Version.V2007
     reads: list[PlannedRead] = field(default_factory=list)
     catalogue: d.Catalogue = field(default_factory=lambda: d.CATALOGUE_2007)
+    load_records: bool = False  # the profile says the meter keeps class-4 load records
 
 
 def polled_value(name: str, value: d.Value) -> ValueType:
@@ -76,6 +84,14 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
         super().__init__(name, meters, outbound, settings)
         self.port = port
         self.splitter = d.FrameSplitter()
+        self.backfill: BackfillBoard | None = None
+
+    def attach_backfill(self, board: BackfillBoard | None) -> None:
+        """Share VEE's board of owed intervals; registers the meters that keep load records."""
+        self.backfill = board
+        if board is not None:
+            board.meters.update(m.meter_id for m in self.meters
+                                if m.load_records and m.version == d.Version.V2007)
 
     def describe_link(self) -> str:
         return f"{self.port.baudrate} 8{self.port.parity}1 on {self.port.port_name}"
@@ -224,5 +240,45 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
             meter.stats.last_error = "; ".join(errors) or "no usable reply"
         if errors:
             meter.stats.last_error = "; ".join(errors)
-        return PollResult(meter.meter_id, self.name, started_ms, now_ms(), ok, tuple(values),
-                          tuple(errors), flags)
+        result = PollResult(meter.meter_id, self.name, started_ms, now_ms(), ok, tuple(values),
+                            tuple(errors), flags)
+        if ok and self.backfill is not None and meter.meter_id in self.backfill.meters:
+            await self._read_back(meter, self.backfill)
+        return result
+
+    async def _read_back(self, meter: Dlt645Meter, board: BackfillBoard) -> None:
+        """One load-record transaction for the oldest intervals ``meter`` owes (module docstring);
+        the records go to the committer ahead of this poll's reads."""
+        span = board.next_span(meter.meter_id)
+        if span is None:
+            return
+        first, count = span
+        await self.serve_priority_now()
+        request = d.ReadRequest(meter.address, d.ENERGY_RECORDS_DI, count=count,
+                                start=boundary_local(first))
+        try:
+            tx = await self._transact(request, meter)
+            records = d.decode_load_records(bytes(tx.data))
+        except BusTimeout:
+            return  # still owed: the next answered poll asks again
+        except d.ExceptionReply as exc:
+            log.info("bus %s: meter %s has no load records from %s (%s): its estimates stay",
+                     self.name, meter.meter_id, request.start, exc)
+            board.settle(meter.meter_id, first, count)
+            return
+        except d.RemoteProtocolError as exc:
+            log.warning("bus %s: meter %s (address %s) sent unusable load records from %s: %s — "
+                        "its estimates stay; check the meter's load-record settings (04000901)",
+                        self.name, meter.meter_id, meter.address, request.start, exc)
+            board.settle(meter.meter_id, first, count)
+            return
+        board.settle(meter.meter_id, first, count)
+        found: list[tuple[int, Decimal]] = []
+        for record in records:
+            interval = interval_closed_by(record.time)
+            if (record.valid and record.active_import is not None and interval is not None
+                    and first <= interval < first + count):
+                found.append((interval, record.active_import))
+        if found:
+            await self.outbound.put(IntervalRecords(  # type: ignore[arg-type]
+                meter.meter_id, self.name, now_ms(), tuple(found)))

@@ -748,6 +748,8 @@ class GatewayConfig:
         FreeTable(),
         default={},
         doc="Validation and estimation (VEE): calendar, kernels, interval grid, estimation, "
+        "backfill of estimated intervals from meters' load records ([vee.backfill] enabled, "
+        "max_records, max_age_hours), "
         "meter classes and per-class rule overrides. Checked by edge_rules.vee_rules when the "
         "daemon starts and by check-config (unknown keys are errors); keys and defaults in "
         "docs/vee.md.",

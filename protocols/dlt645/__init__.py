@@ -40,6 +40,7 @@ from .frame import (
     parse_frame,
 )
 from .items import DataItem, Field, Reading
+from .load_records import ENERGY_RECORDS_DI, LoadRecord, decode_load_records, encode_load_records
 from .messages import (
     AckReply,
     ChangeBaudReply,
@@ -79,6 +80,7 @@ __all__ = [
     "BROADCAST_ADDRESS",
     "CATALOGUE_1997",
     "CATALOGUE_2007",
+    "ENERGY_RECORDS_DI",
     "MAPPING_1997_TO_2007",
     "STATUS_WORD_FLAGS",
     "WILDCARD_ADDRESS",
@@ -109,6 +111,7 @@ __all__ = [
     "FrameSplitter",
     "FreezeRequest",
     "Function",
+    "LoadRecord",
     "LocalProtocolError",
     "Message",
     "MultiFunctionOutputReply",
@@ -138,9 +141,11 @@ __all__ = [
     "build_read_reply",
     "catalogue_for",
     "decode",
+    "decode_load_records",
     "decode_raw",
     "describe",
     "encode",
+    "encode_load_records",
     "encode_values",
     "format_from_spec",
     "parse_frame",
