@@ -347,7 +347,7 @@ def test_phase_current_factor_scales_one_phase_only() -> None:
     assert abs(b.phase_values[0].current_a - a.phase_values[0].current_a / 2) <= Decimal("0.001")
     assert b.phase_values[1] == a.phase_values[1]
     assert b.true_active_kw == a.true_active_kw and b.active_kw < a.active_kw
-    with pytest.raises(ValueError, match="outside 0..10"):
+    with pytest.raises(ValueError, match=r"outside 0\.\.10"):
         faulty.set_phase_current_factor("a", 11)
 
 
