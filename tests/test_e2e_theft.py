@@ -25,6 +25,7 @@ THEFT = f"""
 [theft]
 sustain_s = {SUSTAIN_S}
 stopped_min_kwh = {STOPPED_MIN_KWH}
+evaluate_interval_s = 0.5
 """
 
 

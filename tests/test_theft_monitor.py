@@ -258,24 +258,38 @@ def test_honest_meters_raise_nothing_over_many_polls(rig: Rig) -> None:
     assert rig.alarms() == []
 
 
-def test_a_batch_is_evaluated_once_after_the_commit_and_wakes_the_pump(site: Path) -> None:
+@pytest.mark.parametrize("interval_s", [0.0, 0.3])
+def test_batches_are_evaluated_after_the_commit_at_most_every_interval_and_wake_the_pump(
+        site: Path, interval_s: float) -> None:
+    (site / "gateway.toml").write_text(CONFIG + f"\n[theft]\nevaluate_interval_s = {interval_s}\n")
     config = load_config(site / "gateway.toml")
     store = Store.open(site / "var" / "gateway.sqlite")
     wakes: list[int] = []
-    evaluated: list[int] = []
+    evaluated: list[list[int]] = []
     committer = Committer(store, "gw-t", "mtr/v1", asyncio.Queue(), on_commit=None)
     monitor = TheftMonitor(config, committer, lambda: wakes.append(1))
     original = monitor.evaluate
-    monitor.evaluate = lambda rows=None: evaluated.append(1) or original(rows)  # type: ignore[method-assign]
+
+    def counting(rows: Any = None) -> int:
+        evaluated.append(sorted(monitor._dirty))
+        return original(rows)
+
+    monitor.evaluate = counting  # type: ignore[method-assign]
     committer.poll_listeners.append(monitor.on_poll)
 
     async def scenario() -> None:
         for k in range(3):
-            committer.commit([poll(m, T0 + k * STEP, v=(96.0, 220.0, 220.0)) for m in ("m-1", "m-2")])
-            assert evaluated == [1] * k  # not inside the commit
-            await asyncio.sleep(0)
+            committer.commit([poll(m, T0 + k * STEP, v=(96.0, 220.0, 220.0))
+                              for m in ("m-1", "m-2")])
+            assert len(evaluated) == (k if interval_s == 0 else min(k, 1))  # never inside
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(interval_s + 0.1)
+
     asyncio.run(scenario())
-    assert evaluated == [1, 1, 1]
+    if interval_s == 0:  # one evaluation per batch, of the batch's meters
+        assert evaluated == [[0, 1]] * 3
+    else:  # the first batch at once, the next two together once the interval passed
+        assert evaluated == [[0, 1], [0, 1]]
     assert {(a["meter"], a["kind"]) for a in alarm_messages(store)} == {
         ("m-1", "theft.loss_of_voltage"), ("m-2", "theft.loss_of_voltage")}
     assert wakes == [1]

@@ -682,6 +682,13 @@ class TheftSection:
         doc="Polls of each meter the indicators look back over (memory: 13 numbers each); "
         "with 60-s polls 16 covers 15 minutes. meter stopped can only see energy within it.",
     )
+    evaluate_interval_s: float = setting(
+        Number(minimum=0, maximum=3600, unit="seconds"),
+        default=10.0,
+        doc="Run the indicators at most this often, over every meter polled since (one call "
+        "of the kernels costs about the same for 1 meter as for 30); alarms may come this "
+        "much later than the poll that shows them. 0: after every committer batch.",
+    )
     sustain_s: float = setting(
         Number(minimum=0, maximum=86400, unit="seconds"),
         default=60.0,
