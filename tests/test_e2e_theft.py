@@ -14,6 +14,7 @@ from hil_tests.load_model import ManualClock
 from hil_tests.sim import run_dlt645_line
 from tests.broker import MosquittoBroker, Observer
 from tests.gateway_rig import GatewayRig, decoded, wait_until, write_config
+from tests.test_payload_cddl import CDDL, Validator, parse_rules
 
 POLL_S = 1.0
 SUSTAIN_S = 3.0
@@ -118,4 +119,9 @@ def test_loss_of_voltage_imbalance_and_stopped_meter_raise_with_evidence_and_cle
                     f"{kind} on {meter} not cleared\n" + rig.log_text()[-3000:])
             raised = [(m["kind"], m["meter"]) for m in alarms() if m["state"] == "raised"]
             assert sorted(raised) == sorted(expected), raised  # once each, nothing else
+            validator = Validator(parse_rules(CDDL.read_text(encoding="utf-8")))
+            for message in alarms():
+                validator.check("alarm-message", message, message["key"])
+                validator.check(f"theft-{message['state']}-details", message["details"],
+                                message["key"])
             assert rig.stop_daemon() == 0

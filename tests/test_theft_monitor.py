@@ -19,6 +19,7 @@ from gateway.poll_result import PolledValue, PollResult
 from gateway.store import Store
 from gateway.theft_monitor import KINDS, TheftMonitor
 from protocols.payload import decode_message
+from tests.test_payload_cddl import CDDL, Validator, parse_rules
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,6 +103,11 @@ def alarm_messages(store: Store) -> list[dict[str, Any]]:
 def rig(site: Path) -> Any:
     r = Rig(site)
     yield r
+    # Every alarm any test raised or cleared has the documented shape (docs/payloads.cddl).
+    validator = Validator(parse_rules(CDDL.read_text(encoding="utf-8")))
+    for message in r.alarms():
+        validator.check("alarm-message", message, message["key"])
+        validator.check(f"theft-{message['state']}-details", message["details"], message["key"])
     r.close()
 
 
