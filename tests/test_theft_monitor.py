@@ -11,13 +11,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from gateway.committer import Committer
 from gateway.config import ConfigError, load_config
 from gateway.poll_result import PolledValue, PollResult
 from gateway.store import Store
-from gateway.theft_monitor import KINDS, TheftMonitor
+from gateway.theft_monitor import INDICATORS, KINDS, TheftMonitor
 from protocols.payload import decode_message
 from tests.test_payload_cddl import CDDL, Validator, parse_rules
 
@@ -254,6 +255,35 @@ def test_meter_stopped_and_running_fast(rig: Rig) -> None:
     assert raised["details"]["expected_kwh"] < 0.1
 
 
+def test_cover_counters_raise_on_an_opening_between_polls_and_clear_with_the_window(
+        site: Path) -> None:
+    rig = Rig(site, "\n[theft]\nwindow_samples = 4\n")
+
+    def with_counters(k: int, cover: int, terminal: int) -> PollResult:
+        base = poll("m-1", T0 + k * STEP, imported=honest(k))
+        t = base.finished_ms
+        return PollResult(base.meter_id, base.bus, base.started_ms, t, True, values=(
+            *base.values, PolledValue("events.cover_open.count", cover, None, t),
+            PolledValue("events.terminal_cover_open.count", terminal, None, t)))
+
+    counts = [(3, 1), (3, 1), (5, 1), (5, 1), (5, 1), (5, 1), (5, 1)]
+    for k, (cover, terminal) in enumerate(counts[:3]):
+        rig.committer.commit([with_counters(k, cover, terminal)])
+    (state, raised), = events(rig, "tamper.cover_open")
+    d = raised["details"]
+    assert (d["new_events"], d["count_before"], d["count_after"]) == (2.0, 3.0, 5.0)
+    assert d["start_ms"] == T0 + 2 * STEP and "03300D00" in d["hint"]
+    assert events(rig, "tamper.terminal_cover_open") == []
+    for k in range(3, 6):  # the opening leaves the 4-poll window at the sixth poll
+        rig.committer.commit([with_counters(k, *counts[k])])
+        assert len(events(rig, "tamper.cover_open")) == (1 if k < 5 else 2), k
+    assert events(rig, "tamper.cover_open")[1][0] == "cleared"
+    for message in rig.alarms():
+        Validator(parse_rules(CDDL.read_text(encoding="utf-8"))).check(
+            f"theft-{message['state']}-details", message["details"], message["key"])
+    rig.close()
+
+
 def test_honest_meters_raise_nothing_over_many_polls(rig: Rig) -> None:
     for k in range(40):
         rig.committer.commit([poll(m, T0 + k * STEP, imported=honest(k)) for m in ("m-1", "m-2")])
@@ -353,3 +383,36 @@ print("numba" in sys.modules)
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                          text=True, check=True, env={"PYTHONPATH": str(REPO)})
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_screening_never_changes_what_the_kernels_find(rig: Rig, seed: int) -> None:
+    """Kernels whose necessary condition holds nowhere in a batch are skipped; on random
+    batches (faults, NaN gaps, frozen and jumping registers, counters) the results with and
+    without screening are the same."""
+    rng = np.random.default_rng(seed)
+    meters, n = 4, rig.config.theft.window_samples
+    data = np.empty((meters, 14, n))
+    data[:, 0:3] = rng.choice([220.0, 230.0, 150.0, 100.0, 0.0], size=(meters, 3, n),
+                              p=[0.5, 0.3, 0.1, 0.05, 0.05] if seed % 2 else [1, 0, 0, 0, 0])
+    data[:, 3:6] = rng.choice([40.0, 4.0, 3.5, 1.0, 0.01, 0.0], size=(meters, 3, n),
+                              p=[0.1, 0.5, 0.2, 0.1, 0.05, 0.05] if seed % 3 else [0, 1, 0, 0, 0, 0])
+    broken = rng.integers(0, n - 3)  # a conductor broken for a while on one meter and phase
+    data[seed % meters, 0:6:3, broken:broken + 4] = 0.0 if seed % 5 else 220.0
+    data[:, 6:9] = data[:, 0:3] * data[:, 3:6] / 1000 * rng.choice([1, -1], size=(meters, 3, n),
+                                                                   p=[0.9, 0.1])
+    data[:, 9] = data[:, 6:9].sum(axis=1)
+    data[:, 10] = 1000 + np.cumsum(rng.choice([0.0, 0.01, 0.5], size=(meters, n),
+                                              p=[0.5, 0.3, 0.2]), axis=1)
+    data[:, 11] = 5 + np.cumsum(rng.choice([0.0, 0.01], size=(meters, n), p=[0.9, 0.1]), axis=1)
+    data[:, 12:14] = np.cumsum(rng.choice([0, 1], size=(meters, 2, n), p=[0.95, 0.05]), axis=2)
+    data[rng.random(data.shape) < (0.05 if seed % 4 else 0.0)] = np.nan
+    times = np.broadcast_to(T0 + np.arange(n) * STEP, (meters, n)).copy()
+    index = np.arange(meters, dtype=np.intp)
+    screened = rig.monitor._indicators(index, data, times, screen=True)
+    full = rig.monitor._indicators(index, data, times, screen=False)
+    for spec, a, b in zip(INDICATORS, screened, full, strict=True):
+        np.testing.assert_array_equal(a.fired, b.fired, err_msg=spec.kind)
+        for field in a._fields:
+            np.testing.assert_array_equal(getattr(a, field)[b.fired != 0],
+                                          getattr(b, field)[b.fired != 0], err_msg=spec.kind)
