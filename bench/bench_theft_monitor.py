@@ -1,12 +1,13 @@
 """What the daemon's theft and tamper stage costs per poll and per committer batch.
 
     .venv/bin/python -m bench.bench_theft_monitor [--meters 200] [--batches 1,8,32] [--rounds 100]
+                                                  [--no-screen]
 
 ``--meters`` three-phase DL/T 645 meters (honest: no alarm may fire) recorded by the real
 :class:`gateway.theft_monitor.TheftMonitor`, attached to a real committer and store, and
 evaluated in batches of each ``--batches`` size (the meters polled within one
 ``evaluate_interval_s``). Prints the median CPU time of recording one poll
-(:meth:`TheftMonitor.on_poll`, what every poll pays) and of evaluating one batch (the seven
+(:meth:`TheftMonitor.on_poll`, what every poll pays) and of evaluating one batch (the nine
 NumPy kernels over the batch's meters × ``window_samples`` polls), and whether numba was
 imported (it must not be).
 """
@@ -91,6 +92,8 @@ def main() -> None:
     parser.add_argument("--meters", type=int, default=200)
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--no-screen", action="store_true",
+                        help="call every kernel on every batch (what screening saves)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # an alarm here is reported in the summary line
     print(f"{args.meters} meters, {args.rounds} rounds")
@@ -104,6 +107,7 @@ def main() -> None:
             store = Store.open(site / "var" / "gateway.sqlite")
             committer = Committer(store, "gw-bench", "mtr/v1", asyncio.Queue(), on_commit=None)
             monitor = TheftMonitor(config, committer)
+            monitor.screen = not args.no_screen
             per_poll, per_batch = asyncio.run(run(monitor, args.meters, batch, args.rounds))
             alarms = len(store.active_alarms())
             store.close()

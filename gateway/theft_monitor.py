@@ -151,6 +151,8 @@ class TheftMonitor:
         self.active = np.zeros((meters, len(INDICATORS)), dtype=np.uint8)
         self._dirty: set[int] = set()
         self._scheduled = False
+        #: Skip kernels that cannot fire on a batch (False only to measure what that saves).
+        self.screen = True
         self._last_evaluation = -math.inf
         self._restore()
 
@@ -226,7 +228,7 @@ class TheftMonitor:
         if index.size == 0:
             return 0
         data, times = self.window(index)
-        results = self._indicators(index, data, times)
+        results = self._indicators(index, data, times, screen=self.screen)
         last = times[:, -1]
         now = np.zeros((index.size, len(INDICATORS)), dtype=np.uint8)
         for j, arrays in enumerate(results):

@@ -679,7 +679,7 @@ class TheftSection:
     window_samples: int = setting(
         Int(minimum=2, maximum=256, unit="polls"),
         default=16,
-        doc="Polls of each meter the indicators look back over (memory: 13 numbers each); "
+        doc="Polls of each meter the indicators look back over (memory: 15 numbers each); "
         "with 60-s polls 16 covers 15 minutes. meter stopped can only see energy within it.",
     )
     evaluate_interval_s: float = setting(
