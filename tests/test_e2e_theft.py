@@ -19,6 +19,7 @@ from tests.test_payload_cddl import CDDL, Validator, parse_rules
 POLL_S = 1.0
 SUSTAIN_S = 3.0
 STOPPED_MIN_KWH = 0.03
+WINDOW = 16  # [theft] window_samples, the default
 #: Start-up, a poll cycle of slack on a shared machine, and the poll that completes a window.
 SLACK_S = 3 * POLL_S + 2.0
 
@@ -30,7 +31,7 @@ evaluate_interval_s = 0.5
 """
 
 
-def test_loss_of_voltage_imbalance_and_stopped_meter_raise_with_evidence_and_clear(
+def test_lost_voltage_imbalance_stopped_and_fast_registers_raise_with_evidence_and_clear(
         tmp_path: Path) -> None:
     broker = MosquittoBroker(tmp_path / "mosquitto")
     broker.start()
@@ -72,14 +73,19 @@ def test_loss_of_voltage_imbalance_and_stopped_meter_raise_with_evidence_and_cle
             sims["m-0101"].set_loss_of_voltage("a", True)
             sims["m-0102"].set_phase_current_factor("b", 0.4)
             sims["m-0103"].set_register_stopped(True)
+            sims["m-0104"].set_register_speed(40)
             power_kw = float(sims["m-0103"].sample().active_kw)
             frozen = sims["m-0103"].sample().energy_import.total
             stopped_s = STOPPED_MIN_KWH / power_kw * 3600
 
-            expected = {("theft.loss_of_voltage", "m-0101"): SUSTAIN_S,
-                        ("theft.current_imbalance", "m-0102"): SUSTAIN_S,
-                        ("theft.meter_stopped", "m-0103"): stopped_s}
-            for (kind, meter), needed in expected.items():
+            # Running fast is judged over the window: it shows once enough of the window is
+            # fast, and clears once little enough of it still is.
+            window_s = WINDOW * POLL_S
+            expected = {("theft.loss_of_voltage", "m-0101"): (SUSTAIN_S, 0.0),
+                        ("theft.current_imbalance", "m-0102"): (SUSTAIN_S, 0.0),
+                        ("theft.meter_stopped", "m-0103"): (stopped_s, 0.0),
+                        ("theft.running_fast", "m-0104"): (window_s, window_s)}
+            for (kind, meter), (needed, _) in expected.items():
                 assert wait_until(lambda k=kind, m=meter: event(k, m, "raised"),
                                   needed + SLACK_S - (time.monotonic() - t0)), (
                     f"{kind} on {meter} not raised within {needed + SLACK_S:.1f} s\n"
@@ -109,13 +115,20 @@ def test_loss_of_voltage_imbalance_and_stopped_meter_raise_with_evidence_and_cle
             assert d["unregistered_kwh"] >= STOPPED_MIN_KWH == d["thresholds"][
                 "unregistered_at_least_kwh"]
 
+            fast = event("theft.running_fast", "m-0104", "raised")
+            assert fast is not None
+            d = fast["details"]
+            assert d["registered_kwh"] > 10 * d["expected_kwh"]
+            assert d["registered_kwh"] >= d["thresholds"]["min_registered_kwh"] == 0.1
+
             t1 = time.monotonic()
             sims["m-0101"].set_loss_of_voltage("a", False)
             sims["m-0102"].set_phase_current_factor("b", 1)
             sims["m-0103"].set_register_stopped(False)
-            for kind, meter in expected:
+            sims["m-0104"].set_register_speed(1)
+            for (kind, meter), (_, clearing) in expected.items():
                 assert wait_until(lambda k=kind, m=meter: event(k, m, "cleared"),
-                                  SLACK_S + 2 - (time.monotonic() - t1)), (
+                                  clearing + SLACK_S + 2 - (time.monotonic() - t1)), (
                     f"{kind} on {meter} not cleared\n" + rig.log_text()[-3000:])
             raised = [(m["kind"], m["meter"]) for m in alarms() if m["state"] == "raised"]
             assert sorted(raised) == sorted(expected), raised  # once each, nothing else
