@@ -416,3 +416,4 @@ def test_screening_never_changes_what_the_kernels_find(rig: Rig, seed: int) -> N
         for field in a._fields:
             np.testing.assert_array_equal(getattr(a, field)[b.fired != 0],
                                           getattr(b, field)[b.fired != 0], err_msg=spec.kind)
+
