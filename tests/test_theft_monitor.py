@@ -417,3 +417,46 @@ def test_screening_never_changes_what_the_kernels_find(rig: Rig, seed: int) -> N
             np.testing.assert_array_equal(getattr(a, field)[b.fired != 0],
                                           getattr(b, field)[b.fired != 0], err_msg=spec.kind)
 
+
+
+#: Each indicator and the load-model knob that provokes it (hil_tests/load_model.py).
+KNOBS = [
+    ("theft.loss_of_voltage", lambda m: m.set_loss_of_voltage("a", True)),
+    ("theft.phase_break", lambda m: m.set_phase_break("b", True)),
+    ("theft.loss_of_current", lambda m: m.set_phase_current_factor("c", 0)),
+    ("theft.current_imbalance", lambda m: m.set_phase_current_factor("b", 0.4)),
+    ("theft.reverse_energy", lambda m: m.set_reversed_ct("a", True)),
+    ("theft.meter_stopped", lambda m: m.set_register_stopped(True)),
+    ("theft.running_fast", lambda m: m.set_register_speed(40)),
+    ("tamper.cover_open", lambda m: (m.open_cover(), m.close_cover())),
+]
+
+
+@pytest.mark.parametrize(("kind", "knob"), KNOBS, ids=[k for k, _ in KNOBS])
+def test_every_indicator_is_provoked_by_its_simulator_knob(rig: Rig, kind: str, knob: Any) -> None:
+    """The simulated meter's reported values (what the DL/T 645 simulator answers, 03300D00
+    included) through the monitor, every 30 s: honest polls raise nothing, and the knob raises
+    its own alarm — plus the imbalance a dead phase current implies, nothing else."""
+    from hil_tests.load_model import LoadModel, ManualClock
+
+    clock = ManualClock(0.0)
+    model = LoadModel(seed=7, clock=clock)
+    sim = model.meter("m-1", phases=3, base_kw=30.0)
+
+    def sample() -> None:
+        snap = sim.sample()
+        t = int(snap.t * 1000)
+        values = {**snap.values(), "events.cover_open.count": Decimal(snap.cover_openings.count)}
+        rig.committer.commit([PollResult("m-1", "rs485-1", t - 300, t, True, values=tuple(
+            PolledValue(q, v, None, t) for q, v in values.items()))])
+        clock.advance(30)
+
+    for _ in range(6):
+        sample()
+    assert rig.alarms() == []
+    knob(sim)
+    for _ in range(6):
+        sample()
+    raised = {a["kind"] for a in rig.alarms() if a["state"] == "raised"}
+    assert kind in raised
+    assert raised <= {kind, "theft.current_imbalance"}, raised
