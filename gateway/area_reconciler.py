@@ -59,6 +59,8 @@ from .poll_result import PollResult
 from .reconcile_settings import band_settings, suspect_settings
 from .store import Store
 from .store.records import DailyValue, OutboxMessage
+from .theft_monitor import KINDS as THEFT_KINDS
+from .theft_monitor import alarm_key
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,16 @@ ALARM_EVIDENCE: Final = {
     "meter.voltage_loss": 1.0,
     "meter.cover_open": 0.75,
     "meter.terminal_cover_open": 0.75,
+    # The daemon's own indicators on polled values (gateway/theft_monitor.py).
+    "theft.meter_stopped": 1.0,
+    "theft.loss_of_voltage": 1.0,
+    "theft.loss_of_current": 1.0,
+    "theft.reverse_energy": 1.0,
+    "theft.phase_break": 0.5,
+    "theft.running_fast": 0.5,
+    "tamper.cover_open": 0.75,
+    "tamper.terminal_cover_open": 0.75,
+    "theft.current_imbalance": 0.25,
 }
 
 
@@ -423,17 +435,18 @@ class AreaReconciler:
         return DayResult(unit, day, total, loss, STATUS_NAMES.index(record.status))
 
     def _alarm_evidence(self, meters: Sequence[str], day: dt.date) -> dict[str, list[tuple[str, float]]]:
-        """Tamper alarms (status-word flags the committer raised) active at some time during
-        ``day``, as (evidence, weight) per meter."""
+        """Tamper alarms (status-word flags the committer raised, the theft monitor's alarms)
+        active at some time during ``day``, as (evidence, weight) per meter."""
         start = self._day_start_ms(day)
         end = start + DAY_MS
         found: dict[str, list[tuple[str, float]]] = {}
         for meter in meters:
-            for flag, kind in FLAG_ALARMS.items():
-                if kind not in ALARM_EVIDENCE:
-                    continue
+            keys = [(f"{kind}/{meter}/{flag}", kind, f" ({flag})")
+                    for flag, kind in FLAG_ALARMS.items() if kind in ALARM_EVIDENCE]
+            keys += [(alarm_key(kind, meter), kind, "") for kind in THEFT_KINDS]
+            for key, kind, flag in keys:
                 weight = ALARM_EVIDENCE[kind]
-                state = self.store.alarm(f"{kind}/{meter}/{flag}")
+                state = self.store.alarm(key)
                 if state is None or state.raised_ms >= end:
                     continue
                 if state.cleared_ms is not None and state.cleared_ms < start:
@@ -442,9 +455,10 @@ class AreaReconciler:
                 until = ("still active" if state.cleared_ms is None else "cleared "
                          + dt.datetime.fromtimestamp(state.cleared_ms / 1000, dt.UTC)
                          .strftime("%Y-%m-%dT%H:%MZ"))
+                hint = state.details.get("hint")
                 found.setdefault(meter, []).append(
-                    (f"{kind} ({flag}) raised {raised.strftime('%Y-%m-%dT%H:%MZ')}, {until}",
-                     weight))
+                    (f"{kind}{flag} raised {raised.strftime('%Y-%m-%dT%H:%MZ')}, {until}"
+                     + (f": {hint}" if hint else ""), weight))
         return found
 
     @staticmethod

@@ -197,6 +197,11 @@ class GatewayDaemon:
             if task is not None:
                 task.cancel()
         self._groups_task = self._areas_task = None
+        if config.theft.enabled:  # NumPy only: no numba for a gateway without groups
+            from .theft_monitor import TheftMonitor
+
+            theft = TheftMonitor(config, self.committer, self._wake_pump)
+            self.committer.poll_listeners.append(theft.on_poll)
         if config.groups:
             from .area_reconciler import AreaReconciler
             from .group_publisher import GroupPublisher

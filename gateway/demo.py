@@ -143,6 +143,11 @@ def gateway_config(layout: Sequence[DemoBus], links: dict[str, str | int], broke
         f"port = {broker_port}",
         f"topic_prefix = {q(TOPIC_PREFIX)}",
         f"protocol = {q(mqtt_protocol)}",
+        "",
+        f"# The simulated meters run {ACCELERATION:g}x faster than real time, so their registers",
+        "# advance that many times what the polled power says: not a meter running fast.",
+        "[theft]",
+        f"fast_factor = {10 * ACCELERATION:g}",
     ]
     for bus in layout:
         lines += ["", "[[buses]]", f"name = {q(bus.name)}", f"protocol = {q(bus.protocol)}"]

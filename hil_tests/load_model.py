@@ -36,8 +36,11 @@ Events, status and faults
     start/end), terminal-cover opening, pre-trip alarm, protect (trips refused), a daily freeze
     at local 00:00 (the last ``freeze_days``), sliding-window maximum demand with its time,
     and electrical-side faults for theft and failure scenarios: a current scale factor (a meter
-    shunted to register 0.3× of the real load), loss of voltage on a phase, a reversed CT, and a
-    stopped register. The *true* load keeps flowing under the theft faults, which is what an
+    shunted to register 0.3× of the real load), one phase's current scale (a shorted CT: loss of
+    current; half a CT: current imbalance), loss of voltage on a phase, a broken phase conductor,
+    a reversed CT, a stopped register and a register running at a multiple of the measured
+    energy. One knob per indicator of :mod:`edge_rules.theft`. The *true* load keeps flowing
+    under the theft faults (a broken conductor stops the load of its phase), which is what an
     area master meter (:meth:`LoadModel.master_meter`) sees.
 
 Driving it from a protocol simulator (Modbus here, DL/T 645 on a pty alike)
@@ -576,6 +579,9 @@ class SimMeter:
         self._lost_phases: set[int] = set()
         self._reversed_phases: set[int] = set()
         self._register_stopped = False
+        self._phase_current_milli = [1000] * phases
+        self._broken_phases: set[int] = set()
+        self._register_speed_milli = 1000
         # Reported as configured; the model's values are already primary-side quantities.
         self.ct_ratio = ct_ratio
         self.pt_ratio = pt_ratio
@@ -658,6 +664,10 @@ class SimMeter:
             if active > 0:
                 self._cell_import += active * elapsed
             if not self._register_stopped:
+                speed = self._register_speed_milli
+                if speed != 1000:  # a tampered register: multiples of what the meter measures
+                    active = _round_div(active * speed, 1000)
+                    reactive = _round_div(reactive * speed, 1000)
                 if active > 0:
                     self._energy["import"][tariff_index] += active * elapsed
                     self._energy["reactive_import"][tariff_index] += reactive * elapsed
@@ -762,11 +772,15 @@ class SimMeter:
             v_dv = round(self.nominal_voltage * 10 * (1 + self._character.voltage_offset
                                                      + 0.012 * (2 * u[5 + k] - 1)))
             pf = round(1000 * min(0.99, max(0.85, self._character.pf_mean + 0.025 * (2 * u[8 + k] - 1))))
+            if k in self._broken_phases:  # no conductor: no voltage, and its load stops
+                v_dv = 0
             phase_w = abs(target_w) * shares[k]
             true_ma = round(phase_w * 10_000_000 / (v_dv * pf)) if v_dv else 0
             true_total += sign * _round_div(v_dv * true_ma * pf, 1_000_000)
-            # What the meter sees: shunted current (theft), a lost voltage tap, a reversed CT.
+            # What the meter sees: shunted current (theft), a shorted or partial CT on one phase,
+            # a lost voltage tap, a reversed CT.
             ma = _round_div(true_ma * self._theft_factor_milli, 1000)
+            ma = _round_div(ma * self._phase_current_milli[k], 1000)
             seen_v = 0 if k in self._lost_phases else v_dv
             seen_sign = -sign if k in self._reversed_phases else sign
             va = _round_div(seen_v * ma, 1000)  # dVA
@@ -974,6 +988,33 @@ class SimMeter:
         """Freeze (or release) the energy registers while the meter keeps measuring power."""
         with self._change(at):
             self._register_stopped = stopped
+
+    def set_phase_current_factor(self, phase: str, factor: float | Decimal,
+                                 at: float | None = None) -> None:
+        """The meter sees ``factor`` × the real current of ``phase`` only (0 = a shorted CT:
+        loss of current; 0.5 = a half-bypassed CT: current imbalance; 1 = honest)."""
+        index = self._phase_index(phase)
+        milli = round(Decimal(str(factor)) * 1000)
+        if not 0 <= milli <= 10_000:
+            raise ValueError(f"meter {self.meter_id}: phase current factor {factor} is outside 0..10")
+        with self._change(at):
+            self._phase_current_milli[index] = milli
+
+    def set_phase_break(self, phase: str, broken: bool, at: float | None = None) -> None:
+        """Break (or repair) the conductor of ``phase``: no voltage and no current there, the
+        load on it stops (unlike :meth:`set_loss_of_voltage`, where the load keeps running)."""
+        index = self._phase_index(phase)
+        with self._change(at):
+            (self._broken_phases.add if broken else self._broken_phases.discard)(index)
+
+    def set_register_speed(self, factor: float | Decimal, at: float | None = None) -> None:
+        """The energy registers advance ``factor`` × the energy the meter measures (12 = a
+        meter running fast; 1 = honest). Power and current readings are unaffected."""
+        milli = round(Decimal(str(factor)) * 1000)
+        if not 0 <= milli <= 1_000_000:
+            raise ValueError(f"meter {self.meter_id}: register speed {factor} is outside 0..1000")
+        with self._change(at):
+            self._register_speed_milli = milli
 
     def reset_max_demand(self, at: float | None = None) -> None:
         """Clear maximum demand (DL/T 645 19H)."""

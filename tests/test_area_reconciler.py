@@ -314,3 +314,36 @@ def test_a_tamper_alarm_during_a_high_day_names_the_meter_with_its_evidence(site
     assert suspect["evidence"] == [
         f"{cover} (terminal_cover_open) raised 2025-03-01T17:00Z, still active"]
     store.close()
+
+
+def test_a_theft_alarm_of_the_daemon_during_a_high_day_names_the_meter(site: Path) -> None:
+    """The theft monitor's alarms (gateway/theft_monitor.py) are evidence like the meters' own
+    flags: a stopped register on the high day names its meter, its evidence line quoted."""
+    clocks = Clocks()
+    reconciler, store = open_reconciler(site, clocks)
+    days = [START + dt.timedelta(days=i) for i in range(3)]
+    master, c1, c2 = Decimal("100.00"), Decimal("5000.00"), Decimal("200.00")
+    for day, master_use, c1_use, c2_use in ((days[0], "2.60", "60.00", "40.00"),
+                                            (days[1], "2.50", "40.00", "30.00"),
+                                            (days[2], "0", "0", "0")):
+        freeze_polls(reconciler, "master", day, str(master))
+        freeze_polls(reconciler, "c-1", day, str(c1))
+        reconciler.on_poll(register_poll("c-2", midnight_ms(day) + 30_000, str(c2)))
+        master += Decimal(master_use)
+        c1 += Decimal(c1_use)
+        c2 += Decimal(c2_use)
+    hint = "meter stopped: register frozen at 230.0 kWh while the power says 0.4 kWh passed"
+    store.raise_alarm("theft.meter_stopped/c-1", "theft.meter_stopped", {"hint": hint},
+                      midnight_ms(days[1]) + 7_200_000)
+    store.raise_alarm("theft.current_imbalance/c-2", "theft.current_imbalance",
+                      {"hint": "imbalance"}, midnight_ms(days[0]) + 60_000)
+    store.clear_alarm("theft.current_imbalance/c-2", midnight_ms(days[0]) + 120_000)
+    assert run(reconciler) == 4
+    losses = {m["loss"]["day"]: m["loss"] for _t, m in published(store) if "loss" in m}
+    high = losses[days[1].isoformat()]
+    assert high["status"] == "high"
+    (suspect,) = high["suspects"]  # c-2's imbalance was cleared the day before: not evidence
+    assert suspect["meter"] == "c-1" and suspect["score"] == 1.0
+    assert suspect["evidence"] == [
+        f"theft.meter_stopped raised 2025-03-01T18:00Z, still active: {hint}"]
+    store.close()

@@ -338,6 +338,41 @@ def test_stopped_register_keeps_measuring_power() -> None:
     assert after.energy_import == before.energy_import
 
 
+def test_phase_current_factor_scales_one_phase_only() -> None:
+    honest, faulty = twins(base_kw=6.0)
+    faulty.set_phase_current_factor("c", 0, at=T0)
+    faulty.set_phase_current_factor("a", 0.5, at=T0)
+    a, b = at(honest, T0 + 10 * HOUR), at(faulty, T0 + 10 * HOUR)
+    assert b.phase_values[2].current_a == 0 and b.phase_values[2].active_kw == 0
+    assert abs(b.phase_values[0].current_a - a.phase_values[0].current_a / 2) <= Decimal("0.001")
+    assert b.phase_values[1] == a.phase_values[1]
+    assert b.true_active_kw == a.true_active_kw and b.active_kw < a.active_kw
+    with pytest.raises(ValueError, match=r"outside 0\.\.10"):
+        faulty.set_phase_current_factor("a", 11)
+
+
+def test_phase_break_kills_voltage_current_and_load_of_that_phase() -> None:
+    healthy, broken = twins(base_kw=6.0)
+    broken.set_phase_break("b", True, at=T0)
+    a, b = at(healthy, T0 + 10 * HOUR), at(broken, T0 + 10 * HOUR)
+    assert b.phase_values[1].voltage_v == 0 and b.phase_values[1].current_a == 0
+    assert b.phase_values[0] == a.phase_values[0] and b.phase_values[2] == a.phase_values[2]
+    assert b.true_active_kw < a.true_active_kw  # unlike loss of voltage, the load is gone
+    broken.set_phase_break("b", False, at=T0 + 10 * HOUR)
+    assert at(broken, T0 + 11 * HOUR).phase_values[1] == at(healthy, T0 + 11 * HOUR).phase_values[1]
+
+
+def test_register_speed_runs_the_registers_fast_not_the_power() -> None:
+    honest, fast = twins(base_kw=6.0)
+    fast.set_register_speed(12, at=T0)
+    start = at(honest, T0).energy_import.total
+    a, b = at(honest, T0 + 2 * HOUR), at(fast, T0 + 2 * HOUR)
+    assert a.active_kw == b.active_kw and a.phase_values == b.phase_values
+    assert float(b.energy_import.total - start) == pytest.approx(
+        12 * float(a.energy_import.total - start), rel=0.01)
+    assert b.demand_kw == a.demand_kw
+
+
 def test_generating_meter_exports_at_midday() -> None:
     meter = model(4).meter("pv", phases=1, base_kw=1.0, pv_kw=6.0, generating=True)
     noon = at(meter, T0 + 12 * HOUR)

@@ -27,6 +27,7 @@ from gateway.config.model import (
     SerialBusConfig,
     StoreSection,
     TcpBusConfig,
+    TheftSection,
     TlsSettings,
 )
 from gateway.config.profiles import ProfileRef
@@ -50,6 +51,7 @@ __all__ = [
     "SerialBusConfig",
     "StoreSection",
     "TcpBusConfig",
+    "TheftSection",
     "TlsSettings",
     "config_json_schema",
     "config_sha256",

@@ -432,6 +432,18 @@ class MeterConfig:
         default="00000000",
         doc="DL/T 645 operator code C0..C3 sent with writes and 1CH control frames.",
     )
+    nominal_voltage_v: float | None = setting(
+        Number(minimum=0, exclusive_minimum=True, maximum=10**6, unit="V"),
+        default=None,
+        doc="Nominal phase voltage Un as the gateway reports it (after pt_ratio), for the "
+        "theft indicators; unset: [theft] nominal_voltage_v. Set it for 3x57.7 V meters.",
+    )
+    basic_current_a: float | None = setting(
+        Number(minimum=0, exclusive_minimum=True, maximum=10**6, unit="A"),
+        default=None,
+        doc="Basic current Ib as the gateway reports it (after ct_ratio), for the theft "
+        "indicators; unset: [theft] basic_current_a.",
+    )
 
 
 # --- topology ----------------------------------------------------------------------------
@@ -635,6 +647,132 @@ class ReconcileSection:
             )
 
 
+# --- [theft] -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TheftSection:
+    """[theft]: the theft and tamper indicators the daemon evaluates on every poll.
+
+    Each indicator is a kernel of `edge_rules.theft` run over the last `window_samples`
+    polls of each meter (docs/reconciliation.md); an alarm is raised while its condition holds
+    at the latest poll and cleared on the first poll that shows it gone. Percentages are of
+    the meter's Un (`nominal_voltage_v`) or Ib (`basic_current_a`). The defaults are the
+    thresholds of issue 5 (DL/T 566 / Q/GDW 1354 practice).
+    """
+
+    enabled: bool = setting(
+        Bool(),
+        default=True,
+        doc="Evaluate the indicators on polled values (alarms theft.* on P/G/alarms).",
+    )
+    nominal_voltage_v: float = setting(
+        Number(minimum=0, exclusive_minimum=True, maximum=10**6, unit="V"),
+        default=220.0,
+        doc="Un of meters that do not set their own nominal_voltage_v.",
+    )
+    basic_current_a: float = setting(
+        Number(minimum=0, exclusive_minimum=True, maximum=10**6, unit="A"),
+        default=5.0,
+        doc="Ib of meters that do not set their own basic_current_a.",
+    )
+    window_samples: int = setting(
+        Int(minimum=2, maximum=256, unit="polls"),
+        default=16,
+        doc="Polls of each meter the indicators look back over (memory: 15 numbers each); "
+        "with 60-s polls 16 covers 15 minutes. meter stopped can only see energy within it.",
+    )
+    evaluate_interval_s: float = setting(
+        Number(minimum=0, maximum=3600, unit="seconds"),
+        default=10.0,
+        doc="Run the indicators at most this often, over every meter polled since (one call "
+        "of the kernels costs about the same for 1 meter as for 30); alarms may come this "
+        "much later than the poll that shows them. 0: after every committer batch.",
+    )
+    sustain_s: float = setting(
+        Number(minimum=0, maximum=86400, unit="seconds"),
+        default=60.0,
+        doc="How long loss of voltage, phase break, loss of current, current imbalance and "
+        "a reversed phase must hold (first to last qualifying poll) before the alarm.",
+    )
+    loss_of_voltage_pct: float = setting(
+        Number(minimum=0, exclusive_minimum=True, maximum=100, unit="percent of Un"),
+        default=78.0,
+        doc="Loss of voltage: a phase below this while its current flows; also the voltage "
+        "above which a phase counts as live for phase break and loss of current.",
+    )
+    loss_of_voltage_current_pct: float = setting(
+        Number(minimum=0, maximum=100, unit="percent of Ib"),
+        default=0.5,
+        doc="Loss of voltage: the current that must still flow (the meter's starting current).",
+    )
+    phase_break_pct: float = setting(
+        Number(minimum=0, exclusive_minimum=True, maximum=100, unit="percent of Un"),
+        default=60.0,
+        doc="Phase break: a phase below this with no current while another phase is live.",
+    )
+    loss_of_current_pct: float = setting(
+        Number(minimum=0, exclusive_minimum=True, maximum=100, unit="percent of Ib"),
+        default=0.5,
+        doc="Loss of current: a live phase below this current while another phase carries "
+        "more than loss_of_current_other_pct (a shorted or opened CT).",
+    )
+    loss_of_current_other_pct: float = setting(
+        Number(minimum=0, maximum=1000, unit="percent of Ib"),
+        default=5.0,
+        doc="Loss of current: the current another phase must carry meanwhile.",
+    )
+    imbalance_pct: float = setting(
+        Number(minimum=0, exclusive_minimum=True, maximum=100, unit="percent"),
+        default=30.0,
+        doc="Current imbalance: (max - min) / max of the phase currents above this.",
+    )
+    imbalance_min_load_pct: float = setting(
+        Number(minimum=0, maximum=1000, unit="percent of Ib"),
+        default=10.0,
+        doc="Current imbalance is judged only while the largest phase carries more than this "
+        "(light loads are naturally unbalanced).",
+    )
+    reverse_min_kwh: float = setting(
+        Number(minimum=0, exclusive_minimum=True, maximum=10**6, unit="kWh"),
+        default=0.02,
+        doc="Reverse energy (meters not marked generating): export register advance within "
+        "the window that raises the alarm.",
+    )
+    reverse_min_kw: float = setting(
+        Number(minimum=0, maximum=10**6, unit="kW"),
+        default=0.01,
+        doc="Reverse energy: a phase's active power below minus this, held sustain_s, raises "
+        "it too (a reversed CT on one phase).",
+    )
+    stopped_min_kwh: float = setting(
+        Number(minimum=0, exclusive_minimum=True, maximum=10**6, unit="kWh"),
+        default=0.1,
+        doc="Meter stopped: the import register stood still while the active power says at "
+        "least this much energy passed.",
+    )
+    fast_factor: float = setting(
+        Number(minimum=1, maximum=10**6),
+        default=10.0,
+        doc="Meter running fast: the import register advanced more than this many times the "
+        "energy the active power accounts for, over the window.",
+    )
+    fast_min_kwh: float = setting(
+        Number(minimum=0, exclusive_minimum=True, maximum=10**6, unit="kWh"),
+        default=0.1,
+        doc="Meter running fast: the smallest register advance within the window that can "
+        "raise it (register steps of 0.01 kWh must not count as running fast).",
+    )
+
+    def table_problems(self) -> Problems:
+        if self.phase_break_pct > self.loss_of_voltage_pct:
+            yield (
+                "phase_break_pct",
+                f"must not exceed loss_of_voltage_pct ({self.loss_of_voltage_pct:g}): a broken "
+                f"phase is one that lost its voltage, got {self.phase_break_pct:g}",
+            )
+
+
 # --- command authority -------------------------------------------------------------------
 
 
@@ -735,6 +873,11 @@ class GatewayConfig:
         Table(ReconcileSection),
         default=ReconcileSection(),
         doc="Daily line loss: band, guards, coverage gate, suspects (docs/reconciliation.md).",
+    )
+    theft: TheftSection = setting(
+        Table(TheftSection),
+        default=TheftSection(),
+        doc="Theft and tamper indicators on polled values (docs/reconciliation.md).",
     )
     operators: tuple[OperatorConfig, ...] = setting(
         TableList(Table(OperatorConfig), key="kid"),
