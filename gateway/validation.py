@@ -149,7 +149,7 @@ class RegisterMemory:
         key = (meter, quantity)
         verdict = classify(quantity, value, self._last.get(key))
         if verdict[0] == "A" and type(value) is Decimal and is_register(quantity):
-            self._last[key] = value  # type: ignore[assignment]
+            self._last[key] = value
         return verdict
 
     def check(self, meter: str, pv: PolledValue) -> CheckedValue:
