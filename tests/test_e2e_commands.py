@@ -323,6 +323,8 @@ rounds = [["{ids[0]}"], ["{ids[1]}"], ["{ids[2]}"]]
             pre = kinds.index(("customer.pre_trip", "raised"))
             trip = kinds.index(("customer.trip", "raised"))
             assert pre < trip, kinds  # the CRM hears of it first
+            # Round 3 as well: the limit (0.001 kW) is below any load, so every round goes.
+            assert wait_until(lambda: line.meters[addresses[2]].sim.snapshot().status.relay_open, 30)
             # An operator trips round 1's customer directly as well: that trip is the operator's,
             # and the end of the limit must not undo it.
             direct = _send(rig, key, tmp_path, "direct", "--action", "trip", "--targets", ids[0],
@@ -331,9 +333,22 @@ rounds = [["{ids[0]}"], ["{ids[1]}"], ["{ids[2]}"]]
             cancel = _send(rig, key, tmp_path, "cancel", "--action", "cancel", "--targets", "group:g1",
                            "--ctr", "22", timeout=30)
             assert cancel["code"] == 0, cancel
-            # Restores in reverse order, within the configured random delay — but not ids[0].
-            assert wait_until(lambda: not any(line.meters[a].sim.snapshot().status.relay_open
-                                              for a in addresses[1:]), 30), rig.log_text()[-3000:]
+            cancelled = time.monotonic()
+            # Restores in reverse round order (round 3 before round 2), each within the configured
+            # random delay (0-2 s) of the cancel — but not ids[0], which the operator tripped.
+            closed: dict[str, float] = {}
+            deadline = cancelled + 30
+            while len(closed) < 2 and time.monotonic() < deadline:
+                for a in addresses[1:]:
+                    if a not in closed and not line.meters[a].sim.snapshot().status.relay_open:
+                        closed[a] = time.monotonic()
+                time.sleep(0.02)
+            assert len(closed) == 2, (closed, rig.log_text()[-3000:])
+            assert closed[addresses[2]] <= closed[addresses[1]], closed  # last round back first
+            # Upper bound: restore_delay_max_s + the close frame on the bus behind at most one
+            # routine exchange + the status-word check (1 s of slack at 9600 baud).
+            assert all(t - cancelled <= 2.0 + 1.0 for t in closed.values()), \
+                {a: round(t - cancelled, 3) for a, t in closed.items()}
             time.sleep(3)  # restore_delay_max_s = 2: any restore of ids[0] would have come by now
             assert line.meters[addresses[0]].sim.snapshot().status.relay_open
             close = _send(rig, key, tmp_path, "close", "--action", "close", "--targets", ids[0],
