@@ -84,6 +84,21 @@ U8 = NDArray[np.uint8]
 B = NDArray[np.bool_]
 
 MS_PER_HOUR: Final = 3_600_000.0
+
+#: Ranking weight of each indicator's evidence when suspects are ranked (added to the drop
+#: score, which is 0..1): hard physical evidence of tampering outranks a statistical drop;
+#: imbalance alone is weak. One table for ``gwtool reconcile`` and the daemon's area reconciler.
+INDICATOR_WEIGHTS: Final = {
+    "theft.meter_stopped": 1.0,
+    "theft.loss_of_voltage": 1.0,
+    "theft.loss_of_current": 1.0,
+    "theft.reverse_energy": 1.0,
+    "theft.phase_break": 0.5,
+    "theft.running_fast": 0.5,
+    "tamper.cover_open": 0.75,
+    "tamper.terminal_cover_open": 0.75,
+    "theft.current_imbalance": 0.25,
+}
 PHASES: Final = 3
 NO_TIME: Final = -1
 

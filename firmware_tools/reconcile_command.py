@@ -50,6 +50,8 @@ from typing import Any, Final, TextIO
 
 import numpy as np
 
+from edge_rules.theft import INDICATOR_WEIGHTS
+
 from .errors import ToolError
 
 __all__ = ["register", "run_reconcile"]
@@ -66,19 +68,6 @@ Q_A: Final = 0
 Q_E: Final = 1
 Q_N: Final = 4
 
-#: Ranking weight of each indicator's evidence (added to the drop score, which is 0..1): hard
-#: physical evidence of tampering outranks a statistical drop; imbalance alone is weak.
-INDICATOR_WEIGHTS: Final = {
-    "theft.meter_stopped": 1.0,
-    "theft.loss_of_voltage": 1.0,
-    "theft.loss_of_current": 1.0,
-    "theft.reverse_energy": 1.0,
-    "theft.phase_break": 0.5,
-    "theft.running_fast": 0.5,
-    "tamper.cover_open": 0.75,
-    "tamper.terminal_cover_open": 0.75,
-    "theft.current_imbalance": 0.25,
-}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

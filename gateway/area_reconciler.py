@@ -51,6 +51,7 @@ from edge_rules.codes import QUALITY_A, QUALITY_E, QUALITY_N
 from edge_rules.groups import build_layout
 from edge_rules.line_loss import LineLoss, reconcile_areas
 from edge_rules.reconcile import STATUS_HIGH, STATUS_NAMES, UNCLASSIFIED
+from edge_rules.theft import INDICATOR_WEIGHTS
 from protocols.payload import AreaLoss, Envelope, GroupTotal, Suspect, build_group
 
 from .committer import FLAG_ALARMS
@@ -86,15 +87,7 @@ ALARM_EVIDENCE: Final = {
     "meter.cover_open": 0.75,
     "meter.terminal_cover_open": 0.75,
     # The daemon's own indicators on polled values (gateway/theft_monitor.py).
-    "theft.meter_stopped": 1.0,
-    "theft.loss_of_voltage": 1.0,
-    "theft.loss_of_current": 1.0,
-    "theft.reverse_energy": 1.0,
-    "theft.phase_break": 0.5,
-    "theft.running_fast": 0.5,
-    "tamper.cover_open": 0.75,
-    "tamper.terminal_cover_open": 0.75,
-    "theft.current_imbalance": 0.25,
+    **INDICATOR_WEIGHTS,
 }
 
 
