@@ -21,6 +21,7 @@ kernel calls from its module's globals when it compiles it and cannot call a Pyt
 
 from __future__ import annotations
 
+import inspect
 import sys
 import threading
 from collections.abc import Callable
@@ -28,11 +29,12 @@ from typing import Any, TypeVar, cast
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["LazyKernel", "njit", "numba_loaded"]
+__all__ = ["LazyKernel", "njit", "numba_loaded", "use_numpy_twins"]
 
 _lock = threading.Lock()
 _pending: list[LazyKernel] = []
 _active = False
+_twins = False
 
 
 def _compile(function: Callable[..., Any]) -> Any:
@@ -53,13 +55,34 @@ class LazyKernel:
         self.__module__ = function.__module__
         self.__wrapped__ = function
         self._dispatcher: Any = None
+        self._twin: Callable[..., Any] | bool | None = None  # None: not looked up; False: none
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         dispatcher = self._dispatcher
         if dispatcher is None:
+            if _twins:
+                twin = self.twin()
+                if twin is not None:
+                    return twin(*args, **kwargs)
             _activate()
             dispatcher = self._dispatcher
         return dispatcher(*args, **kwargs)
+
+    def twin(self) -> Callable[..., Any] | None:
+        """The kernel's NumPy twin by the project's naming rule (``x_nb`` → ``x_np`` in the same
+        module, docs/dev/kernels.md) when it takes the same parameters, or None (then the kernel
+        is compiled even in twin mode: a twin with another calling convention is not a drop-in)."""
+        if self._twin is not None:
+            return self._twin if callable(self._twin) else None
+        found: Callable[..., Any] | None = None
+        if self.__name__.endswith("_nb"):
+            twin = self.py_func.__globals__.get(self.__name__[:-3] + "_np")
+            if (callable(twin) and not isinstance(twin, LazyKernel)
+                    and list(inspect.signature(twin).parameters)
+                    == list(inspect.signature(self.py_func).parameters)):
+                found = twin
+        self._twin = found or False
+        return found
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -81,6 +104,16 @@ def _activate() -> None:
             if namespace.get(kernel.__name__) is kernel:
                 namespace[kernel.__name__] = kernel._dispatcher
         _pending.clear()
+
+
+def use_numpy_twins(enabled: bool) -> None:
+    """Run every kernel that has a NumPy twin through the twin, never loading numba — for a
+    process (the daemon of a small gateway) whose memory matters more than kernel speed. The
+    twins are proven equal to the kernels by the tests. Takes effect for kernels not compiled
+    yet: once numba is loaded (a kernel without a twin was called, or the switch was off), the
+    compiled kernels stay in use."""
+    global _twins
+    _twins = enabled
 
 
 def numba_loaded() -> bool:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_rules._jit import use_numpy_twins
 from edge_rules.vee_rules import VeeConfig
 from protocols.payload import Envelope, build_health
 
@@ -281,6 +282,9 @@ class GatewayDaemon:
         if self.committer.vee is not None:
             self.committer.vee.save()
         stage = VeeStage(vee_config, [meter.id for meter in config.meters], _now_ms(), self.store)
+        # The same choice for every kernel the daemon runs (summation groups, reconciliation,
+        # load limits): below [vee] numba_min_meters their NumPy twins, and no numba in memory.
+        use_numpy_twins(stage.implementation == "np")
         restored = stage.load()
         self.committer.vee = stage
         for bus in self.runtime.buses if self.runtime is not None else ():

@@ -344,7 +344,7 @@ rounds = [["{ids[0]}"], ["{ids[1]}"], ["{ids[2]}"]]
                         closed[a] = time.monotonic()
                 time.sleep(0.02)
             assert len(closed) == 2, (closed, rig.log_text()[-3000:])
-            assert closed[addresses[2]] <= closed[addresses[1]], closed  # last round back first
+            assert closed[addresses[2]] <= closed[addresses[1]], f"{closed}\n" + rig.log_text()[-6000:]
             # Upper bound: restore_delay_max_s + the close frame on the bus behind at most one
             # routine exchange + the status-word check (1 s of slack at 9600 baud).
             assert all(t - cancelled <= 2.0 + 1.0 for t in closed.values()), \

@@ -260,3 +260,35 @@ def test_layout_from_the_example_config() -> None:
     assert layout.member_scale.tolist() == [1.0, 1.0, 1.0, -1.0]
     with pytest.raises(ValueError, match="no CT/PT ratio"):
         g.build_layout(config.groups, {})
+
+
+def test_twin_mode_runs_numpy_twins_without_loading_numba() -> None:
+    """A small gateway's daemon runs every kernel that has a same-signature NumPy twin through
+    the twin (edge_rules._jit.use_numpy_twins): equal results, and numba never imported."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+import numpy as np
+from edge_rules import _jit
+from edge_rules import groups as g
+_jit.use_numpy_twins(True)
+values = np.array([[1.0, 2.0, np.nan], [0.5, 0.25, 4.0]])
+quality = np.zeros((2, 3), dtype=np.uint8)
+member = lambda meter, sign: type("M", (), {"meter": meter, "sign": sign, "direction": "import"})()
+layout = g.build_layout([type("G", (), {"id": "a", "members": [member("m1", "+"),
+                                                               member("m2", "-")]})()],
+                        {"m1": 2.0, "m2": 1.0})
+got = g.group_totals(values, quality, layout)
+want = g.group_totals_np(values, quality, layout.member_channel, layout.member_group,
+                         layout.member_scale, 1)
+np.testing.assert_array_equal(got.total, want[0])
+np.testing.assert_array_equal(got.total, [[1.5, 3.75, -4.0]])
+assert "numba" not in sys.modules
+"""
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr

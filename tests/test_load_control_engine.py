@@ -727,3 +727,17 @@ def test_commands_come_from_the_verifier_unchanged() -> None:
     assert hook("limit", {"limit_kw": -1}) == "params.limit_kw must be in [0, 1e+09], got -1"
     out = engine_for().on_command(command, T0)
     assert [o.status for o in out if isinstance(o, CommandOutcome)] == ["executed"]
+
+
+def test_restores_due_in_the_same_tick_still_come_back_last_round_first() -> None:
+    """Restore delays shorter than the engine's tick (here 0–1 s against a 10 s tick) fall due
+    together; they must go out in due order — last round first — not in meter-id order."""
+    rig = Rig(settings=scenario_settings(alarm_delay_s=30.0, settle_s=60.0,
+                                         restore_delay_min_s=0.0, restore_delay_max_s=1.0))
+    start = rig.now
+    rig.command("limit", group="g", params={"limit_kw": 0.001, "end": start + 600})
+    rig.advance(1200)
+    trips = [o.meter for _, o in rig.sends(TRIP)]
+    assert trips[:2] == ["m0", "m1"] and len(trips) >= 2
+    closes = [o.meter for _, o in rig.sends(ControlAction.DIRECT_CLOSE)]
+    assert closes == list(reversed(trips)), (trips, closes)

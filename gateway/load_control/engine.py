@@ -648,6 +648,15 @@ class LoadControlEngine:
             self._raise("gateway.protect", "gateway", "minor", details={"reasons": list(reasons)})
         else:
             self._clear("gateway.protect", "gateway")
+        # Restores that came due, earliest first: the delays were handed out so that the last
+        # round comes back first, and a tick coarser than the delays between customers must not
+        # turn that into meter-id order.
+        due = sorted((ms.pending_close[0], mid) for mid, ms in self._meters.items()
+                     if ms.pending_close is not None and now >= ms.pending_close[0])
+        for _at, mid in due:
+            pending = self._meters[mid].pending_close
+            assert pending is not None
+            self._close(mid, ControlAction(pending[1]), pending[2])
         for mid in sorted(self._meters):
             self._meter_timers(mid)
         for gid in sorted(self._groups):
@@ -672,9 +681,6 @@ class LoadControlEngine:
         if ms.exempt and ms.exempt_until is not None and now >= ms.exempt_until:
             ms.exempt = False
             ms.exempt_until = None
-        if ms.pending_close is not None and now >= ms.pending_close[0]:
-            _, action, reason = ms.pending_close
-            self._close(meter, ControlAction(action), reason)
         if ms.remote_trip_due is not None and now >= ms.remote_trip_due:
             self._remote_trip_due(meter)
         if ms.remote_release_at is not None and now >= ms.remote_release_at:
