@@ -15,7 +15,8 @@ failing closed (DESIGN.md §6).
 8. **role** — every signer holds the claimed role, and the role may carry the action
    (IEC 62351-8, :mod:`.keys`).
 9. **interlocks** — targets exist; params pass the engine's check; no protected meter is tripped;
-   at most ``max_meters_per_command`` meters; a trip or limit reaching ``two_person_threshold``
+   every meter can carry the action out (the daemon's ``relay_check``: a Modbus meter whose
+   profile declares no relay cannot be tripped or closed); at most ``max_meters_per_command`` meters; a trip or limit reaching ``two_person_threshold``
    meters carries two distinct operators' signatures; the issuing key is within its rate limit.
 
 The first failing check decides, and its code and reason are journaled with the received message
@@ -81,11 +82,18 @@ class RejectCode(enum.StrEnum):
     TOO_MANY_METERS = "too_many_meters"
     TWO_PERSON_REQUIRED = "two_person_required"
     RATE_LIMITED = "rate_limited"
+    NO_RELAY = "no_relay"
 
 
 #: A check the load-control engine plugs in: (action, params) → None if acceptable, else a
 #: sentence saying what is wrong. Runs before acceptance, so bad params never spend a command.
 ParamsCheck = Callable[[str, Mapping[str, object]], str | None]
+
+#: What the daemon knows about the meters' relays: (action, meters) → None if every meter can
+#: carry the action out, else a sentence naming the meter and what to fix. Runs with the
+#: interlocks, so a trip of a meter that has no relay is *rejected* (journaled as such) and
+#: never journaled as accepted, let alone executed.
+RelayCheck = Callable[[str, tuple[str, ...]], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +203,8 @@ class CommandVerifier:
     """Verifies commands against a key table and journals every verdict.
 
     ``params_check`` is the load-control engine's validation of ``params`` (see
-    :data:`ParamsCheck`); without it params are only checked for shape.
+    :data:`ParamsCheck`); without it params are only checked for shape. ``relay_check`` is the
+    daemon's knowledge of the meters' relays (:data:`RelayCheck`).
     """
 
     def __init__(
@@ -206,8 +215,10 @@ class CommandVerifier:
         clock: TrustedClock,
         *,
         params_check: ParamsCheck | None = None,
+        relay_check: RelayCheck | None = None,
     ) -> None:
         self.policy = policy
+        self.relay_check = relay_check
         self.keys = keys
         self.journal = journal
         self.clock = clock
@@ -224,6 +235,7 @@ class CommandVerifier:
         *,
         clock: TrustedClock | None = None,
         params_check: ParamsCheck | None = None,
+        relay_check: RelayCheck | None = None,
     ) -> CommandVerifier:
         return cls(
             VerifierPolicy.from_config(config),
@@ -236,6 +248,7 @@ class CommandVerifier:
                 max_error_us=config.commands.clock_max_error_ms * 1000,
             ),
             params_check=params_check,
+            relay_check=relay_check,
         )
 
     # ---------------------------------------------------------------- the checks
@@ -432,6 +445,10 @@ class CommandVerifier:
                 RejectCode.PROTECTED_METER,
                 f"meter(s) {', '.join(protected[:5])} are protected and are never tripped",
             )
+        if self.relay_check is not None:
+            problem = self.relay_check(envelope.action, meters)
+            if problem is not None:
+                raise _Reject(RejectCode.NO_RELAY, problem)
         if len(meters) > p.max_meters_per_command:
             raise _Reject(
                 RejectCode.TOO_MANY_METERS,
