@@ -100,3 +100,56 @@ def test_signed_trip_and_close_move_the_modbus_relay_and_rejections_write_nothin
             kinds = [(r.kind, r.details.get("code")) for r in journal.commands(cmd)]
             assert ("rejected", "no_relay") in kinds, kinds
             assert not any(k == "executed" or k == "accepted" for k, _c in kinds), kinds
+
+
+def test_group_limit_rounds_trip_and_restore_modbus_relays(tmp_path: Path) -> None:
+    """The load-control engine's rounds reach Modbus meters the same way: the relay write on
+    the priority lane, verified by the read-back, restored on cancel."""
+    with gateway_rig(tmp_path, dlt645_buses=0, modbus_meters=2, poll_interval_s=1.0,
+                     modbus_profiles=["modbus-relay-meter", "modbus-relay-meter"]) as rig:
+        sim = rig.modbus
+        assert sim is not None
+        key = _setup(rig, tmp_path, protected="none")
+        assert rig.config_path is not None
+        rig.config_path.write_text(rig.config_path.read_text() + """
+[[groups]]
+id = "g1"
+members = [{ meter = "mb-1" }, { meter = "mb-2" }]
+
+[load_control]
+power_step_s = 1
+power_window_s = 2
+alarm_delay_s = 1
+settle_s = 2
+after_record_s = 1
+after_record_grace_s = 2
+power_up_protect_s = 0
+restore_delay_min_s = 0
+restore_delay_max_s = 1
+
+[load_control.groups.g1]
+rounds = [["mb-1"], ["mb-2"]]
+""")
+        loads = [rig.meters["mb-1"].sim, rig.meters["mb-2"].sim]
+        with Observer(rig.broker, "mtr/v1/#", client_id="modbus-limit-observer") as observer:
+            rig.start_daemon()
+            assert wait_until(lambda: len(decoded(observer, rig.topic("reads/"))) >= 4, 30), \
+                rig.log_text()[-3000:]
+            limit = _send(rig, key, tmp_path, "limit", "--action", "limit", "--targets",
+                          "group:g1", "--params",
+                          '{"kind": "business_suspension", "limit_kw": 0.001}', "--ctr", "20",
+                          timeout=30)
+            assert limit["code"] == 0, limit
+            assert wait_until(lambda: all(m.sample().status.relay_open for m in loads), 40), \
+                rig.log_text()[-3000:]
+            assert [sim.relay_writes(u) for u in (1, 2)] == [1, 1]
+            kinds = [(m["kind"], m["state"]) for _t, m in decoded(observer, rig.topic("alarms"))]
+            assert kinds.index(("customer.pre_trip", "raised")) < \
+                kinds.index(("customer.trip", "raised")), kinds
+            cancel = _send(rig, key, tmp_path, "cancel", "--action", "cancel", "--targets",
+                           "group:g1", "--ctr", "21", timeout=30)
+            assert cancel["code"] == 0, cancel
+            assert wait_until(lambda: not any(m.sample().status.relay_open for m in loads), 20), \
+                rig.log_text()[-3000:]
+            assert [sim.relay_writes(u) for u in (1, 2)] == [2, 2]
+            assert rig.stop_daemon() == 0
