@@ -99,7 +99,8 @@ RelayCheck = Callable[[str, tuple[str, ...]], str | None]
 @dataclass(frozen=True, slots=True)
 class VerifierPolicy:
     """The limits the verifier applies. ``from_config`` takes them from ``[gateway]`` and
-    ``[commands]``; the rest are defaults until the config grows keys for them.
+    ``[commands]`` (``rate_limit_per_minute`` → ``rate_limit_count``); the rest are defaults
+    until the config grows keys for them.
 
     ``clock_skew_s``: how far ``iat`` may lie in the future (clocks of two NTP-synchronised hosts
     still differ by milliseconds; seconds cover a slow signing laptop). ``rate_limit_count``
@@ -124,6 +125,7 @@ class VerifierPolicy:
             "max_age_s": c.max_age_s,
             "max_meters_per_command": c.max_meters_per_command,
             "two_person_threshold": c.two_person_threshold,
+            "rate_limit_count": c.rate_limit_per_minute,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
