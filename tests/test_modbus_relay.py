@@ -59,6 +59,12 @@ def test_relay_table_errors_name_the_file_and_key() -> None:
         parse_profile(REGISTER_RELAY.replace(
             "relay = { register = 0x0100, open = 0, close = 1, allow_close = 2 }",
             'relay = { coil = "16" }'), source="acme.toml", name="acme")
+    overlapping = REGISTER_RELAY.replace(
+        '{ quantity = "voltage.a", address = 0x0000, unit = "V" }',
+        '{ quantity = "voltage.a", address = 0x00FF, unit = "V", function = "holding" }')
+    with pytest.raises(ProfileError, match=r"acme\.toml: relay\.register: 0x0100 is also holding "
+                                           r"register voltage\.a"):
+        parse_profile(overlapping, source="acme.toml", name="acme")
     with pytest.raises(ProfileError, match=r"relay must be a table"):
         parse_profile(REGISTER_RELAY.replace(
             "relay = { register = 0x0100, open = 0, close = 1, allow_close = 2 }",

@@ -383,6 +383,16 @@ def parse_modbus_profile(top: TableReader, name: str, *, description: str = "", 
         ordered = sorted(specs, key=lambda item: _spec_order(item[0]))
         for problem in layout_problems([spec for spec, _ in ordered]):
             issues.append(ProfileIssue(f"{top.source}: groups", problem))
+        if relay is not None and relay.kind == "register":
+            # The relay register is written; a measured quantity in the same holding register
+            # would be overwritten by a trip (or is a typo in one of the two addresses).
+            for spec, path in specs:
+                if (spec.function is RegisterFunction.HOLDING
+                        and spec.address <= relay.address < spec.end):
+                    issues.append(ProfileIssue(
+                        f"{top.source}: relay.register",
+                        f"{relay.address:#06x} is also holding register {spec.quantity} "
+                        f"({path}); the relay needs a register of its own"))
     if issues:
         raise ProfileError(issues)
     return ModbusProfile(
