@@ -37,9 +37,11 @@ from protocols import dlt645 as d
 
 from .buses.base import ScheduledBus
 from .buses.dlt645_bus import Dlt645Bus
+from .buses.modbus_bus import ModbusBus
 from .commands import ChainHead, CommandVerifier, Journal, JournalError, ResultSigner
 from .committer import Committer
 from .config import GatewayConfig, MeterConfig
+from .modbus_relay_control import actuate_modbus_relay
 from .mqtt_link import InboundCommand
 from .store import Store
 
@@ -57,6 +59,8 @@ ACTIONS: Mapping[str, tuple[d.ControlAction, bool | None]] = {
 #: How long a 1CH frame stays valid in the meter: a frame delayed longer must not act.
 FRAME_VALIDITY = dt.timedelta(minutes=5)
 STATUS_WORD_3 = 0x04000503
+#: Actions that move a relay: a meter without one cannot carry them out.
+RELAY_ACTIONS = frozenset({"trip", "close", "allow_close"})
 #: Failpoint for crash tests (``after-accept``): a kill -9 between journal entry and action.
 FAILPOINT_ENV = "EDGE_GATEWAY_FAILPOINT"
 
@@ -108,7 +112,8 @@ class CommandHandler:
             from .load_control import check_params
 
             params_check = check_params
-        self.verifier = CommandVerifier.from_config(config, self.journal, params_check=params_check)
+        self.verifier = CommandVerifier.from_config(config, self.journal, params_check=params_check,
+                                                    relay_check=self.relay_problem)
         #: The load-control engine's driver, for group limits; set by the daemon.
         self.load_control: Any = None
         self.signer = ResultSigner.from_pem(ensure_gateway_key(config), config.gateway.id)
@@ -118,6 +123,34 @@ class CommandHandler:
 
     def set_buses(self, buses: list[ScheduledBus]) -> None:  # type: ignore[type-arg]
         self.bus_of = {m.meter_id: bus for bus in buses for m in bus.meters}
+
+    def relay_problem(self, action: str, meters: tuple[str, ...]) -> str | None:
+        """Why ``action`` cannot be carried out on ``meters`` (the verifier's relay check), or
+        None. DL/T 645 meters are assumed to have a relay (the 1CH reply says otherwise);
+        a Modbus meter has one only if its profile declares it, and no meter-side alarm or
+        protect at all — rejecting up front keeps such a command from being journaled as
+        accepted and then failing on every meter."""
+        for meter_id in meters:
+            bus = self.bus_of.get(meter_id)
+            if not isinstance(bus, ModbusBus):
+                continue
+            slot = next(m for m in bus.meters if m.meter_id == meter_id)
+            profile = slot.profile
+            name = profile.name if profile is not None else "?"
+            relay = profile.relay if profile is not None else None
+            if action in RELAY_ACTIONS and relay is None:
+                return (f"meter {meter_id} (Modbus, profile {name!r}) has no relay in its profile; "
+                        f"if the meter has one, add a relay table to the profile (see "
+                        f"configs/profiles/modbus-relay-meter.toml)")
+            if action == "allow_close" and relay is not None and relay.allow_close_value is None:
+                return (f"meter {meter_id} (Modbus, profile {name!r}): the relay has no "
+                        f"allow-close value (relay.allow_close); send close instead, or add the "
+                        f"value from the meter's manual to the profile")
+            if action in ("alarm", "protect", "unprotect"):
+                return (f"meter {meter_id} (Modbus, profile {name!r}) has no meter-side {action}; "
+                        f"to keep a customer from being tripped set protected = true on the "
+                        f"meter in the gateway configuration")
+        return None
 
     def close(self) -> None:
         self.journal.close()
@@ -238,10 +271,12 @@ class CommandHandler:
         bus = self.bus_of.get(meter_id)
         if meter is None or bus is None:
             return MeterOutcome(meter_id, False, "not configured on any running bus")
-        if not isinstance(bus, Dlt645Bus):
-            return MeterOutcome(meter_id, False, "relay control is implemented for DL/T 645 meters only")
         control, expect_open = ACTIONS[action]
         pending_key = f"load_control.trip_pending/{meter_id}"
+        if isinstance(bus, ModbusBus):
+            return await self._act_modbus(meter_id, bus, action, cmd_id)
+        if not isinstance(bus, Dlt645Bus):
+            return MeterOutcome(meter_id, False, f"bus {bus.name} has no relay control")
         if action == "trip":  # the customer service centre hears it before the customer does
             self.committer.alarm("load_control.trip_pending", pending_key, "raised", meter_id,
                                  {"command": cmd_id.hex()}, _now_ms())
@@ -268,6 +303,34 @@ class CommandHandler:
         if relay_open != expect_open:
             return MeterOutcome(meter_id, False, f"{action} acknowledged but the relay is "
                                                  f"{'open' if relay_open else 'closed'}")
+        self._relay_confirmed(meter_id, action, cmd_id)
+        return MeterOutcome(meter_id, True, f"{action} done, relay {'open' if relay_open else 'closed'}")
+
+    async def _act_modbus(self, meter_id: str, bus: ModbusBus, action: str,
+                          cmd_id: bytes) -> MeterOutcome:
+        """The relay write from the meter's profile on the bus priority lane, verified by
+        reading the coil/register back (:mod:`gateway.modbus_relay_control`); CRM alarms as for
+        DL/T 645 meters."""
+        slot = next(m for m in bus.meters if m.meter_id == meter_id)
+        relay = slot.profile.relay if slot.profile is not None else None
+        if relay is None:  # the verifier rejects these; a reload may have changed the profile
+            return MeterOutcome(meter_id, False, "no relay in the meter's Modbus profile")
+        if action == "trip":
+            self.committer.alarm("load_control.trip_pending", f"load_control.trip_pending/{meter_id}",
+                                 "raised", meter_id, {"command": cmd_id.hex()}, _now_ms())
+        outcome = await actuate_modbus_relay(bus, meter_id, slot.unit, relay, ACTIONS[action][0])
+        if not outcome.ok:
+            return MeterOutcome(meter_id, False, outcome.detail)
+        if outcome.relay_open is None:
+            return MeterOutcome(meter_id, True, outcome.detail)
+        self._relay_confirmed(meter_id, action, cmd_id)
+        return MeterOutcome(meter_id, True, f"{action} done, relay "
+                                            f"{'open' if outcome.relay_open else 'closed'} "
+                                            f"(read back after {outcome.writes} write(s))")
+
+    def _relay_confirmed(self, meter_id: str, action: str, cmd_id: bytes) -> None:
+        """CRM alarms once the relay was seen in its new state."""
+        pending_key = f"load_control.trip_pending/{meter_id}"
         if action == "trip":
             self.committer.alarm("load_control.trip_pending", pending_key, "cleared", meter_id,
                                  {"command": cmd_id.hex()}, _now_ms())
@@ -277,4 +340,3 @@ class CommandHandler:
             self.committer.alarm("load_control.tripped", f"load_control.tripped/{meter_id}",
                                  "cleared", meter_id, {"command": cmd_id.hex(), "restored": True},
                                  _now_ms())
-        return MeterOutcome(meter_id, True, f"{action} done, relay {'open' if relay_open else 'closed'}")

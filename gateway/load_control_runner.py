@@ -25,6 +25,7 @@ from protocols import dlt645 as d
 
 from .buses.base import ScheduledBus
 from .buses.dlt645_bus import Dlt645Bus
+from .buses.modbus_bus import ModbusBus
 from .commands import Journal
 from .committer import Committer
 from .config import ConfigError, ConfigIssue, GatewayConfig
@@ -39,6 +40,7 @@ from .load_control import (
     SettingsError,
     Topology,
 )
+from .modbus_relay_control import actuate_modbus_relay
 from .poll_result import PollResult
 
 log = logging.getLogger(__name__)
@@ -178,6 +180,8 @@ class LoadControlRunner:
     async def _actuate(self, out: SendControl) -> tuple[bool, str]:
         meter = self.meters.get(out.meter)
         bus = self.bus_of.get(out.meter)
+        if meter is not None and isinstance(bus, ModbusBus):
+            return await self._actuate_modbus(out, bus)
         if meter is None or not isinstance(bus, Dlt645Bus):
             return False, f"meter {out.meter} has no DL/T 645 bus for relay control"
         import datetime as dt
@@ -201,3 +205,18 @@ class LoadControlRunner:
         self.dispatch(self.engine.on_meter_status(out.meter, time.time(),
                                                   relay_open=bool(flags.get("relay_open"))))
         return True, "acknowledged; relay " + ("open" if flags.get("relay_open") else "closed")
+
+    async def _actuate_modbus(self, out: SendControl, bus: ModbusBus) -> tuple[bool, str]:
+        """The profile's relay write, verified by reading it back (the engine hears the state
+        read, as it hears status word 3 from DL/T 645 meters)."""
+        slot = next(m for m in bus.meters if m.meter_id == out.meter)
+        relay = slot.profile.relay if slot.profile is not None else None
+        if relay is None:
+            name = slot.profile.name if slot.profile is not None else "?"
+            return False, (f"meter {out.meter} (Modbus, profile {name!r}) has no relay in its "
+                           "profile; add a relay table or remove the meter from the group")
+        outcome = await actuate_modbus_relay(bus, out.meter, slot.unit, relay, out.action)
+        if outcome.relay_open is not None:
+            self.dispatch(self.engine.on_meter_status(out.meter, time.time(),
+                                                      relay_open=outcome.relay_open))
+        return outcome.ok, outcome.detail

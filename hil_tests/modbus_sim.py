@@ -13,6 +13,12 @@ What the wire does, as far as a simulator can make it:
 * Only the registers a profile maps are readable, joined across gaps of up to the profile's
   ``max_gap`` (what the real meter tolerates); anything else is exception 02, a write is
   exception 02 (read-only), other function codes exception 01.
+* A profile with a ``relay`` table gets that coil (FC 01 read, FC 05 write) or holding register
+  (FC 03 read, FC 06 write) served from the load model's relay: writing the open value trips the
+  meter (its load, and so its registers, stop), the close value closes it, an ``allow_close``
+  value lets the customer close it. A value the profile does not name is exception 03; a trip
+  of a protected meter (保电) is exception 04. Every write that reached a unit is in
+  ``requests``; :meth:`ModbusMetersHandle.relay_writes` counts them.
 * A unit id nobody answers to, or a meter in a supply outage, is silent on RTU (the master
   times out) and on TCP answers exception 0B "gateway target device failed to respond", as a
   TCP-to-RS-485 gateway does.
@@ -42,9 +48,13 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.base import ModbusBaseServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from hil_tests.load_model import SimMeter
+from hil_tests.load_model import RelayOutcome, SimMeter
 from protocols.modbus.profile import ModbusProfile, RegisterFunction
 from protocols.modbus.register_map import encode_values
+from protocols.modbus.relay import ModbusRelay
+
+#: Modbus function codes that write (single/multiple coils, single/multiple registers).
+WRITE_FUNCTIONS = frozenset({5, 6, 15, 16})
 
 __all__ = [
     "ModbusMetersHandle",
@@ -111,8 +121,21 @@ async def _serve_unit(
     registers: list[int],
     set_values: list[int] | list[bool] | None,
 ) -> ExcCodes | None:
-    """pymodbus ``action`` hook: refresh this unit's registers from the load model."""
-    log.append(ServedRequest(sim.unit_id, function_code, address, count))
+    """pymodbus ``action`` hook: refresh this unit's registers from the load model, and serve
+    the relay (reads show the model's relay, writes move it)."""
+    if set_values or function_code not in WRITE_FUNCTIONS:
+        # pymodbus runs the hook again, without values, to build a write's echo: that is
+        # the same request, not another one.
+        log.append(ServedRequest(sim.unit_id, function_code, address, count))
+    relay = sim.profile.relay
+    if relay is not None and function_code in (1, 5, 15) and relay.kind == "coil":
+        return _serve_relay_coil(sim, relay, start_address, registers, set_values)
+    if (relay is not None and function_code in (3, 6, 16) and relay.kind == "register"
+            and address <= relay.address < address + max(count, 1)):
+        problem = _serve_relay_register(sim, relay, function_code, start_address, registers,
+                                        set_values)
+        if problem is not None or function_code != 3:
+            return problem
     if function_code == 3:
         function = RegisterFunction.HOLDING
     elif function_code == 4:
@@ -125,6 +148,63 @@ async def _serve_unit(
     for (served_function, register), word in encode_values(sim.profile, snapshot.values()).items():
         if served_function is function:
             registers[register - start_address] = word
+    return None
+
+
+def _relay_value(sim: SimulatedModbusMeter, relay: ModbusRelay) -> int:
+    """The coil/register value the model's relay state reads as."""
+    status = sim.meter.sample().status
+    if not status.relay_open:
+        return relay.close_value
+    if status.close_allowed and relay.allow_close_value is not None:
+        return relay.allow_close_value
+    return relay.open_value
+
+
+def _apply_relay_write(sim: SimulatedModbusMeter, relay: ModbusRelay, value: int) -> ExcCodes | None:
+    """Move the model's relay as the meter would for ``value``."""
+    if value == relay.open_value:
+        outcome = sim.meter.trip()
+    elif value == relay.close_value:
+        outcome = sim.meter.close()
+    elif relay.allow_close_value is not None and value == relay.allow_close_value:
+        outcome = sim.meter.allow_close()
+    else:
+        return ExcCodes.ILLEGAL_VALUE
+    return None if outcome is RelayOutcome.EXECUTED else ExcCodes.DEVICE_FAILURE
+
+
+def _serve_relay_coil(sim: SimulatedModbusMeter, relay: ModbusRelay, start_address: int,
+                      registers: list[int], set_values: list[int] | list[bool] | None) -> ExcCodes | None:
+    if not sim.meter.sample().powered:
+        raise NoSuchIdException(f"unit {sim.unit_id} ({sim.meter.meter_id}) has no supply")
+    if set_values:
+        if len(set_values) != 1:
+            return ExcCodes.ILLEGAL_ADDRESS  # only the relay coil exists
+        problem = _apply_relay_write(sim, relay, int(bool(set_values[0])))
+        if problem is not None:
+            return problem
+    # The datastore packs 16 coils per word, bit 0 first; show the model's state in it.
+    index, bit = relay.address // 16 - start_address, relay.address % 16
+    if _relay_value(sim, relay):
+        registers[index] |= 1 << bit
+    else:
+        registers[index] &= ~(1 << bit)
+    return None
+
+
+def _serve_relay_register(sim: SimulatedModbusMeter, relay: ModbusRelay, function_code: int,
+                          start_address: int, registers: list[int],
+                          set_values: list[int] | list[bool] | None) -> ExcCodes | None:
+    if not sim.meter.sample().powered:
+        raise NoSuchIdException(f"unit {sim.unit_id} ({sim.meter.meter_id}) has no supply")
+    if set_values:  # (a write's echo comes without values: just show the state)
+        if function_code != 6 and len(set_values) != 1:
+            return ExcCodes.ILLEGAL_ADDRESS  # the relay register is written alone
+        problem = _apply_relay_write(sim, relay, int(set_values[0]))
+        if problem is not None:
+            return problem
+    registers[relay.address - start_address] = _relay_value(sim, relay)
     return None
 
 
@@ -151,12 +231,21 @@ def _devices(meters: Sequence[SimulatedModbusMeter], log: list[ServedRequest]) -
             raise ValueError(f"unit id {sim.unit_id} is used by more than one simulated meter")
         seen.add(sim.unit_id)
         windows = readable_windows(sim.profile)
+        relay = sim.profile.relay
+        # Coils: only a relay coil exists; anything else is answered with exception 01 by the
+        # action. A relay register is writable, the mapped registers are not.
+        coils = [SimData(relay.address if relay is not None and relay.kind == "coil" else 0,
+                         datatype=DataType.BITS)]
+        holding = _register_block(windows[RegisterFunction.HOLDING])
+        if relay is not None and relay.kind == "register":
+            holding = [b for b in holding if b.datatype is not DataType.INVALID]
+            holding.append(SimData(relay.address, count=1, values=0, datatype=DataType.REGISTERS))
         devices.append(SimDevice(
             id=sim.unit_id,
             simdata=(
-                [SimData(0, datatype=DataType.BITS)],  # coils: answered with exception 01 by the action
-                [SimData(0, datatype=DataType.BITS)],  # discrete inputs: likewise
-                _register_block(windows[RegisterFunction.HOLDING]),
+                coils,
+                [SimData(0, datatype=DataType.BITS)],  # discrete inputs: exception 01
+                holding,
                 _register_block(windows[RegisterFunction.INPUT]),
             ),
             action=functools.partial(_serve_unit, sim, log),
@@ -186,6 +275,12 @@ class ModbusMetersHandle:
     def requests_for(self, unit_id: int) -> list[ServedRequest]:
         """The requests one unit received."""
         return [r for r in self.requests if r.unit_id == unit_id]
+
+    def relay_writes(self, unit_id: int) -> int:
+        """How many write requests reached ``unit_id`` (the only writable thing a simulated
+        meter has is its relay), refused ones included: a test that expects a command to be
+        stopped before the bus asserts zero."""
+        return sum(1 for r in self.requests_for(unit_id) if r.function_code in WRITE_FUNCTIONS)
 
     async def __aenter__(self) -> Self:
         return self

@@ -196,6 +196,12 @@ class TableReader:
         self._seen.add(key)
         return self._data.get(key, _MISSING)
 
+    def raw(self, key: str) -> object | None:
+        """The value of ``key`` as parsed (None when absent), for tables a dedicated parser
+        checks itself (a Modbus profile's ``relay``); the key counts as known."""
+        value = self._get(key)
+        return None if value is _MISSING else value
+
     def string(self, key: str, *, required: bool = False, default: str | None = None) -> str | None:
         """A string value; empty strings are allowed (dimensionless units are ``""``)."""
         value = self._get(key)

@@ -22,7 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from hil_tests.load_model import DEFAULT_START_EPOCH, LoadModel, ManualClock
-from hil_tests.modbus_sim import SimulatedModbusMeter, start_modbus_tcp_meters
+from hil_tests.modbus_sim import (
+    ModbusMetersHandle,
+    SimulatedModbusMeter,
+    start_modbus_tcp_meters,
+)
 from hil_tests.sim import Dlt645Rig, consecutive_addresses, run_dlt645_line
 from protocols.payload import decode_message
 from protocols.profiles import load_named_profile
@@ -78,6 +82,7 @@ class GatewayRig:
     clock: ManualClock
     meters: dict[str, MeterRef] = field(default_factory=dict)
     lines: dict[str, Dlt645Rig] = field(default_factory=dict)
+    modbus: ModbusMetersHandle | None = None  # the Modbus TCP simulator (requests, relay writes)
     config_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     gateway_id: str = "gw-test"
@@ -155,9 +160,11 @@ def gateway_rig(tmp_path: Path, *, dlt645_buses: int = 2, meters_per_bus: int = 
                 modbus_meters: int = 2, baudrate: int = 9600, poll_interval_s: float = 2.0,
                 timeout_ms: int = 200, response_delay_ms: float = 20,
                 broker: MosquittoBroker | None = None,
-                start_epoch: float = DEFAULT_START_EPOCH) -> Iterator[GatewayRig]:
+                start_epoch: float = DEFAULT_START_EPOCH,
+                modbus_profiles: Sequence[str] = ()) -> Iterator[GatewayRig]:
     """Everything an end-to-end test needs, torn down in reverse order. ``start_epoch`` is the
-    DL/T 645 meters' simulated time when ``rig.clock`` reads 0."""
+    DL/T 645 meters' simulated time when ``rig.clock`` reads 0. ``modbus_profiles`` names the
+    profile of Modbus unit 1, 2, ... (default ``sdm630`` for every unit)."""
     own_broker = broker is None
     if broker is None:
         broker = MosquittoBroker(tmp_path / "mosquitto")
@@ -186,10 +193,13 @@ def gateway_rig(tmp_path: Path, *, dlt645_buses: int = 2, meters_per_bus: int = 
                                "poll_interval_s": poll_interval_s})
         if modbus_meters:
             model = LoadModel(seed=99, clock=clock)
-            profile = load_named_profile("sdm630")
-            sims = [SimulatedModbusMeter(u, profile, model.meter(f"mb-{u}", phases=3))  # type: ignore[arg-type]
+            names = [modbus_profiles[u - 1] if u <= len(modbus_profiles) else "sdm630"
+                     for u in range(1, modbus_meters + 1)]
+            sims = [SimulatedModbusMeter(u, load_named_profile(names[u - 1]),  # type: ignore[arg-type]
+                                         model.meter(f"mb-{u}", phases=3))
                     for u in range(1, modbus_meters + 1)]
             handle = bg.run(start_modbus_tcp_meters(sims, "127.0.0.1", 0))
+            rig.modbus = handle
             stack.callback(lambda: bg.run(handle.close()))
             buses.append({"name": "tcp-1", "protocol": "modbus-tcp", "host": "127.0.0.1",
                           "port": handle.port, "timeout_ms": 1000, "max_concurrency": 2})
@@ -197,7 +207,8 @@ def gateway_rig(tmp_path: Path, *, dlt645_buses: int = 2, meters_per_bus: int = 
                 meter_id = f"mb-{s.unit_id}"
                 rig.meters[meter_id] = MeterRef(meter_id, "tcp-1", s.unit_id, s.meter)
                 meters.append({"id": meter_id, "bus": "tcp-1", "address": s.unit_id,
-                               "profile": "sdm630", "poll_interval_s": poll_interval_s})
+                               "profile": names[s.unit_id - 1],
+                               "poll_interval_s": poll_interval_s})
         write_config(rig, buses, meters)
         yield rig
     finally:

@@ -427,6 +427,37 @@ def test_rate_limit_per_issuing_key(rig: Rig) -> None:
     assert verifier.verify(later, NOW + 61).accepted
 
 
+def test_rate_limit_comes_from_the_commands_section(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    assert VerifierPolicy.from_config(config).rate_limit_count == 30  # the documented default
+    path = tmp_path / "gateway.toml"
+    path.write_text(path.read_text().replace("two_person_threshold = 10",
+                                             "two_person_threshold = 10\nrate_limit_per_minute = 1"))
+    limited = load_config(path)
+    assert VerifierPolicy.from_config(limited).rate_limit_count == 1
+    with Journal.open(tmp_path / "audit.db") as journal:
+        verifier = CommandVerifier.from_config(limited, journal)
+        assert verifier.verify(command(ctr=1, action="alarm")[0], NOW).accepted
+        second = verifier.verify(command(ctr=2, action="alarm")[0], NOW + 1)
+        assert second.code is RejectCode.RATE_LIMITED and "(limit 1)" in second.reason
+
+
+def test_relay_check_rejects_before_acceptance_and_journals_the_reason(rig: Rig) -> None:
+    asked: list[tuple[str, tuple[str, ...]]] = []
+
+    def relay_check(action: str, meters: tuple[str, ...]) -> str | None:
+        asked.append((action, meters))
+        return "meter m-001 has no relay in its profile" if action == "trip" else None
+
+    verifier = CommandVerifier(rig.verifier.policy, rig.verifier.keys, rig.journal,
+                               rig.verifier.clock, relay_check=relay_check)
+    decision = verifier.verify(command(ctr=1, action="trip", targets=["m-001"])[0], NOW)
+    assert decision.code is RejectCode.NO_RELAY and "no relay" in decision.reason
+    assert rig.last_two() == ("received", "rejected")
+    assert verifier.verify(command(ctr=2, action="alarm", targets=["m-001"])[0], NOW).accepted
+    assert asked == [("trip", ("m-001",)), ("alarm", ("m-001",))]
+
+
 def test_params_check_of_the_engine_runs_before_acceptance(rig: Rig) -> None:
     def engine_check(action: str, params: Mapping[str, object]) -> str | None:
         limit = params.get("limit_kw")

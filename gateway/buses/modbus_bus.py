@@ -22,6 +22,7 @@ from pymodbus.exceptions import ModbusException
 from protocols.modbus.errors import RegisterDecodeError
 from protocols.modbus.profile import ModbusProfile, RegisterFunction
 from protocols.modbus.register_map import ReadBlock, decode_block, plan_reads
+from protocols.modbus.relay import ModbusWrite
 
 from ..poll_result import BusEvent, PolledValue, PollResult
 from .base import BusSettings, MeterSlot, ScheduledBus, now_ms
@@ -37,14 +38,24 @@ class ModbusMeter(MeterSlot):
     blocks: list[ReadBlock] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class CoilWrite:
-    """A priority action for Modbus meters (relay coil or register from the profile)."""
+#: Modbus exceptions 0A (gateway path unavailable) and 0B (target device failed to respond).
+GATEWAY_EXCEPTIONS = frozenset({0x0A, 0x0B})
+
+
+class ModbusRefusal(ModbusException):
+    """The meter answered with a Modbus exception (e.g. 02 illegal address, 04 device failure):
+    it heard the request and said no. Sending the same write again changes nothing, unlike a
+    timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRead:
+    """A priority read of a relay's coil (``kind`` ``coil``, FC 01) or holding register
+    (``register``, FC 03) at ``address`` of ``unit``; the reply is its value as an int."""
 
     unit: int
+    kind: str
     address: int
-    value: bool | int
-    function: str = "coil"  # coil | register
 
 
 def make_meter(meter_id: str, unit: int, profile: ModbusProfile, schedule: Any) -> ModbusMeter:
@@ -185,18 +196,40 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                           tuple(errors))
 
     async def send_priority(self, message: Any) -> Any:
-        if not isinstance(message, CoilWrite):
+        """One relay write (:class:`~protocols.modbus.relay.ModbusWrite`) or read-back
+        (:class:`RelayRead`), one attempt: the caller's actuation state machine decides about
+        re-sending (a write is re-sent only after the read-back disagrees, with a bound).
+        Raises :class:`ModbusRefusal` for an exception reply, ModbusException / TimeoutError /
+        OSError when nothing usable came back."""
+        if not isinstance(message, ModbusWrite | RelayRead):
             raise TypeError(f"Modbus bus {self.name} cannot send {type(message).__name__}")
         client = await self._client()
         try:
-            if message.function == "coil":
-                response = await client.write_coil(message.address, bool(message.value),
-                                                   device_id=message.unit)
-            else:
-                response = await client.write_register(message.address, int(message.value),
+            if not client.connected:
+                raise ModbusException(f"not connected to {self.describe_link()}")
+            async with asyncio.timeout(self.settings.timeout_s * 2):
+                if isinstance(message, ModbusWrite):
+                    if message.kind == "coil":
+                        response = await client.write_coil(message.address, bool(message.value),
+                                                           device_id=message.unit)
+                    else:
+                        response = await client.write_register(message.address, message.value,
+                                                               device_id=message.unit)
+                elif message.kind == "coil":
+                    response = await client.read_coils(message.address, count=1,
                                                        device_id=message.unit)
+                else:
+                    response = await client.read_holding_registers(message.address, count=1,
+                                                                   device_id=message.unit)
             if response.isError():
-                raise ModbusException(f"exception response {response}")
-            return response
+                # 0A/0B come from a TCP-to-RS-485 gateway, not the meter: nobody answered,
+                # which is a timeout to retry, not a refusal.
+                if getattr(response, "exception_code", None) in GATEWAY_EXCEPTIONS:
+                    raise ModbusException(f"unit {message.unit} did not answer the TCP "
+                                          f"gateway ({response})")
+                raise ModbusRefusal(f"unit {message.unit} answered {response}")
+            if isinstance(message, ModbusWrite):
+                return response
+            return int(response.bits[0]) if message.kind == "coil" else int(response.registers[0])
         finally:
             self._pool.put_nowait(client)

@@ -51,6 +51,7 @@ from gateway.commands.verifier import (
     Decision,
     ParamsCheck,
     RejectCode,
+    RelayCheck,
     VerifiedCommand,
     VerifierPolicy,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "ParamsCheck",
     "PendingCommand",
     "RejectCode",
+    "RelayCheck",
     "ResultError",
     "ResultSigner",
     "TrustedClock",

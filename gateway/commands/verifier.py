@@ -15,7 +15,8 @@ failing closed (DESIGN.md §6).
 8. **role** — every signer holds the claimed role, and the role may carry the action
    (IEC 62351-8, :mod:`.keys`).
 9. **interlocks** — targets exist; params pass the engine's check; no protected meter is tripped;
-   at most ``max_meters_per_command`` meters; a trip or limit reaching ``two_person_threshold``
+   every meter can carry the action out (the daemon's ``relay_check``: a Modbus meter whose
+   profile declares no relay cannot be tripped or closed); at most ``max_meters_per_command`` meters; a trip or limit reaching ``two_person_threshold``
    meters carries two distinct operators' signatures; the issuing key is within its rate limit.
 
 The first failing check decides, and its code and reason are journaled with the received message
@@ -81,17 +82,25 @@ class RejectCode(enum.StrEnum):
     TOO_MANY_METERS = "too_many_meters"
     TWO_PERSON_REQUIRED = "two_person_required"
     RATE_LIMITED = "rate_limited"
+    NO_RELAY = "no_relay"
 
 
 #: A check the load-control engine plugs in: (action, params) → None if acceptable, else a
 #: sentence saying what is wrong. Runs before acceptance, so bad params never spend a command.
 ParamsCheck = Callable[[str, Mapping[str, object]], str | None]
 
+#: What the daemon knows about the meters' relays: (action, meters) → None if every meter can
+#: carry the action out, else a sentence naming the meter and what to fix. Runs with the
+#: interlocks, so a trip of a meter that has no relay is *rejected* (journaled as such) and
+#: never journaled as accepted, let alone executed.
+RelayCheck = Callable[[str, tuple[str, ...]], str | None]
+
 
 @dataclass(frozen=True, slots=True)
 class VerifierPolicy:
     """The limits the verifier applies. ``from_config`` takes them from ``[gateway]`` and
-    ``[commands]``; the rest are defaults until the config grows keys for them.
+    ``[commands]`` (``rate_limit_per_minute`` → ``rate_limit_count``); the rest are defaults
+    until the config grows keys for them.
 
     ``clock_skew_s``: how far ``iat`` may lie in the future (clocks of two NTP-synchronised hosts
     still differ by milliseconds; seconds cover a slow signing laptop). ``rate_limit_count``
@@ -116,6 +125,7 @@ class VerifierPolicy:
             "max_age_s": c.max_age_s,
             "max_meters_per_command": c.max_meters_per_command,
             "two_person_threshold": c.two_person_threshold,
+            "rate_limit_count": c.rate_limit_per_minute,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -195,7 +205,8 @@ class CommandVerifier:
     """Verifies commands against a key table and journals every verdict.
 
     ``params_check`` is the load-control engine's validation of ``params`` (see
-    :data:`ParamsCheck`); without it params are only checked for shape.
+    :data:`ParamsCheck`); without it params are only checked for shape. ``relay_check`` is the
+    daemon's knowledge of the meters' relays (:data:`RelayCheck`).
     """
 
     def __init__(
@@ -206,8 +217,10 @@ class CommandVerifier:
         clock: TrustedClock,
         *,
         params_check: ParamsCheck | None = None,
+        relay_check: RelayCheck | None = None,
     ) -> None:
         self.policy = policy
+        self.relay_check = relay_check
         self.keys = keys
         self.journal = journal
         self.clock = clock
@@ -224,6 +237,7 @@ class CommandVerifier:
         *,
         clock: TrustedClock | None = None,
         params_check: ParamsCheck | None = None,
+        relay_check: RelayCheck | None = None,
     ) -> CommandVerifier:
         return cls(
             VerifierPolicy.from_config(config),
@@ -236,6 +250,7 @@ class CommandVerifier:
                 max_error_us=config.commands.clock_max_error_ms * 1000,
             ),
             params_check=params_check,
+            relay_check=relay_check,
         )
 
     # ---------------------------------------------------------------- the checks
@@ -432,6 +447,10 @@ class CommandVerifier:
                 RejectCode.PROTECTED_METER,
                 f"meter(s) {', '.join(protected[:5])} are protected and are never tripped",
             )
+        if self.relay_check is not None:
+            problem = self.relay_check(envelope.action, meters)
+            if problem is not None:
+                raise _Reject(RejectCode.NO_RELAY, problem)
         if len(meters) > p.max_meters_per_command:
             raise _Reject(
                 RejectCode.TOO_MANY_METERS,

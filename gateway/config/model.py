@@ -824,6 +824,12 @@ class CommandsSection:
         doc="A trip or limit affecting this many meters or more needs two operators' "
         "signatures (COSE_Sign).",
     )
+    rate_limit_per_minute: int = setting(
+        Int(minimum=1, maximum=10000),
+        default=30,
+        doc="Most commands one operator key may have accepted in any 60 s; more are rejected "
+        "(rate_limited). Bounds the damage of a leaked key or a runaway script.",
+    )
     gateway_key: Path | None = setting(
         FilePath("file"),
         default=None,

@@ -22,6 +22,13 @@ registers that share a function, a data type and often a base address::
       { quantity = "energy.active.import.total", offset = 0x00, unit = "kWh" },
     ]
 
+A meter with a load relay declares it in a top-level ``relay`` table (coil or holding register
+and the values meaning open/closed; see :mod:`protocols.modbus.relay`)::
+
+    relay = { coil = 0x0000 }
+
+Without it the gateway refuses trip/close/allow_close commands for the meter.
+
 Encoding keys (``function type word_order scale resolution measurement``) may be set in
 ``[defaults]``, on a group or on a register; the innermost wins.
 
@@ -49,6 +56,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import ClassVar, Literal
 
+from protocols.modbus.relay import ModbusRelay, ModbusRelayError, parse_modbus_relay
 from protocols.profiles import (
     ProfileError,
     ProfileIssue,
@@ -208,7 +216,8 @@ class ModbusProfile:
     quantity appears twice); ``max_registers_per_request`` (the meter's limit, ≤ 125);
     ``max_gap`` (how many unlisted registers a read may span between two listed ones — the
     meter must answer for them rather than raise exception 02); descriptive ``description``,
-    ``vendor``, ``model``; ``source`` (where it was loaded from).
+    ``vendor``, ``model``; ``source`` (where it was loaded from); ``relay`` (the load relay's
+    coil or register, None for a meter without one — it cannot be tripped).
     """
 
     kind: ClassVar[Literal["modbus"]] = "modbus"
@@ -220,6 +229,7 @@ class ModbusProfile:
     vendor: str = ""
     model: str = ""
     source: str = "<memory>"
+    relay: ModbusRelay | None = None
     _by_quantity: dict[str, RegisterSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -342,6 +352,13 @@ def parse_modbus_profile(top: TableReader, name: str, *, description: str = "", 
     if defaults_reader is not None:
         defaults = _read_encoding(defaults_reader)
         defaults_reader.finish()
+    relay: ModbusRelay | None = None
+    relay_table = top.raw("relay")
+    if relay_table is not None:
+        try:
+            relay = parse_modbus_relay(relay_table, "relay")  # type: ignore[arg-type]
+        except ModbusRelayError as exc:
+            top.error(None, str(exc))
     groups = top.tables("groups", required=True)
     if top.has("groups") and not groups:
         top.error("groups", "must contain at least one group of registers")
@@ -366,6 +383,16 @@ def parse_modbus_profile(top: TableReader, name: str, *, description: str = "", 
         ordered = sorted(specs, key=lambda item: _spec_order(item[0]))
         for problem in layout_problems([spec for spec, _ in ordered]):
             issues.append(ProfileIssue(f"{top.source}: groups", problem))
+        if relay is not None and relay.kind == "register":
+            # The relay register is written; a measured quantity in the same holding register
+            # would be overwritten by a trip (or is a typo in one of the two addresses).
+            for spec, path in specs:
+                if (spec.function is RegisterFunction.HOLDING
+                        and spec.address <= relay.address < spec.end):
+                    issues.append(ProfileIssue(
+                        f"{top.source}: relay.register",
+                        f"{relay.address:#06x} is also holding register {spec.quantity} "
+                        f"({path}); the relay needs a register of its own"))
     if issues:
         raise ProfileError(issues)
     return ModbusProfile(
@@ -377,6 +404,7 @@ def parse_modbus_profile(top: TableReader, name: str, *, description: str = "", 
         vendor=vendor,
         model=model,
         source=top.source,
+        relay=relay,
     )
 
 
