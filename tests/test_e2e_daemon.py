@@ -115,6 +115,11 @@ members = [{{ meter = "{ids[0]}" }}, {{ meter = "{ids[1]}" }}, {{ meter = "{ids[
             rig.start_daemon()
             assert wait_until(lambda: len(decoded(observer, rig.topic("groups/g-all"))) >= 1, 30), \
                 rig.log_text()[-2000:]
+            # A 3-meter gateway runs the group kernels through their NumPy twins: numba (53 MiB)
+            # must not be in its memory even after group totals were computed.
+            assert rig.process is not None
+            maps = Path(f"/proc/{rig.process.pid}/maps").read_text()
+            assert "llvmlite" not in maps and "/numba/" not in maps, "a small gateway loaded numba"
             assert rig.stop_daemon() == 0
         message = decoded(observer, rig.topic("groups/g-all"))[-1][1]
         total = message["totals"][0]
