@@ -26,8 +26,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: VEE's "ask for a field read" (rule prolonged_estimation, NEM12 reason 9 under investigation).
+FIELD_READ_ALARM = "vee.field_read"
+REASON_FIELD_READ = 9
+#: The register VEE grades on its interval grid (gateway.vee_stage.GRID_QUANTITY).
+GRID_READ_QUANTITY = "energy.active.import.total"
+
 #: Alarm severities by kind (DESIGN §4 alarms; CRM systems route on them).
-SEVERITY = {"comm_loss": "major", "disk.low": "major", "meter.flag": "minor"}
+SEVERITY = {"vee.field_read": "minor", "comm_loss": "major", "disk.low": "major", "meter.flag": "minor"}
 #: Status flags that become alarms when a meter reports them (the rest are published as data).
 FLAG_ALARMS = {
     "cover_open": "meter.cover_open", "terminal_cover_open": "meter.terminal_cover_open",
@@ -66,6 +72,7 @@ class Committer:
         self.stats = CommitterStats()
         self._flag_state: dict[tuple[str, str], bool] = {}
         self._gathering: list[PollResult | BusEvent] = []
+        self._field_read: set[str] | None = None  # meters with vee.field_read raised
         #: Called with every poll result after it is committed (load control's power feed).
         self.poll_listeners: list[Any] = []
         #: VEE (gateway.vee_stage.VeeStage), set by the daemon; None: basic validation only.
@@ -133,6 +140,7 @@ class Committer:
             except Exception:  # a VEE bug must not stop reads from being stored and published
                 log.exception("VEE failed on a batch of %d polls; their reads go out with basic "
                               "validation only — please report this with the log", len(polled))
+            self._field_reads(polled, vee_reads, vee_now)
         # --- end VEE stage
         for item, records in polled:
             if records:
@@ -149,6 +157,37 @@ class Committer:
             self.stats.held = outcome.held
             self.stats.dropped += outcome.dropped
         self._notify()
+
+    def _field_reads(self, polled: list[tuple[PollResult, list[ReadRecord]]],
+                     vee_reads: list[tuple[str, list[ReadRecord]]], t_ms: int) -> None:
+        """The ``prolonged_estimation`` rule's reason 9 on a meter's reads means "send someone
+        to read this meter": raise ``vee.field_read`` for it (once), and clear it when the meter
+        delivers an actual, unflagged interval read again. Kept in memory (seeded from the
+        store's active alarms) so the common poll costs no query."""
+        if self._field_read is None:
+            self._field_read = {a.key.split("/", 1)[1] for a in self.store.active_alarms()
+                                if a.kind == FIELD_READ_ALARM}
+        needing: dict[str, int] = {}
+        for meter, records in [(p.meter_id, r) for p, r in polled] + vee_reads:
+            flagged = sum(1 for r in records if REASON_FIELD_READ in r.reasons)
+            if flagged:
+                needing[meter] = needing.get(meter, 0) + flagged
+        for meter in needing.keys() - self._field_read:
+            self._field_read.add(meter)
+            self.alarm(FIELD_READ_ALARM, f"{FIELD_READ_ALARM}/{meter}", "raised", meter,
+                       {"reason": REASON_FIELD_READ,
+                        "hint": f"meter {meter}: its intervals have been estimated for too long "
+                                "(VEE rule prolonged_estimation) — send a field read"}, t_ms)
+        if not self._field_read:
+            return
+        for poll, records in polled:
+            meter = poll.meter_id
+            if meter in self._field_read and meter not in needing and any(
+                    r.q == GRID_READ_QUANTITY and r.quality == "A" and not r.reasons
+                    for r in records):
+                self._field_read.discard(meter)
+                self.alarm(FIELD_READ_ALARM, f"{FIELD_READ_ALARM}/{meter}", "cleared", meter,
+                           {"hint": f"meter {meter} delivers actual reads again"}, t_ms)
 
     def _reads_message(self, meter_id: str, ts: int, records: list[ReadRecord]) -> OutboxMessage:
         return OutboxMessage.for_reads(

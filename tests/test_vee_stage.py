@@ -55,10 +55,11 @@ class Fleet:
         return result, records
 
 
-def seeded_stage(meters: list[str], store: Store | None = None, now_ms: int = T0) -> VeeStage:
+def seeded_stage(meters: list[str], store: Store | None = None, now_ms: int = T0,
+                 config: dict[str, object] | None = None) -> VeeStage:
     """A stage whose engine has four weeks of like days (what a gateway that has been running
     for a month has), so an open gap can be estimated from them."""
-    stage = VeeStage(parse_vee_config(CONFIG), meters, now_ms, store)
+    stage = VeeStage(parse_vee_config(config or CONFIG), meters, now_ms, store)
     rows = np.arange(len(meters), dtype=np.int64)
     today = stage.grid.anchor_interval // 96
     for day in range(today - 30, today - 1):
@@ -237,3 +238,38 @@ def test_voltages_and_tariff_sums_are_judged_at_the_boundary_and_findings_re_pub
     # the test skipped above is estimated, as it should be)
     later = run(stage, fleet, range(107, 115))
     assert later and all(r.q == GRID_QUANTITY and r.quality == "E" for _, r in later)
+
+
+def test_prolonged_estimation_raises_a_field_read_alarm_that_clears_when_reads_return(
+        tmp_path: Path) -> None:
+    """Reason 9 (rule prolonged_estimation) asks for a field read: the committer raises
+    vee.field_read once for the meter, and clears it when actual interval reads come back."""
+    import asyncio
+
+    from gateway.committer import FIELD_READ_ALARM, Committer
+
+    config = dict(CONFIG, rules=[{"name": "prolonged_estimation", "intervals": 3}])
+    fleet = Fleet(["m-1", "m-2"])
+    stage = seeded_stage(list(fleet.base), config=config)
+    with Store.open(tmp_path / "gw.db") as store:
+        committer = Committer(store, "gw", "mtr/v1", asyncio.Queue(), on_commit=None)
+
+        def step(seconds: range, silent: Iterable[str] = ()) -> list[ReadRecord]:
+            flagged: list[ReadRecord] = []
+            for second in seconds:
+                t = T0 + second * 1000 + 100
+                polled = [fleet.poll(m, t) for m in fleet.base if m not in set(silent)]
+                vee_reads = stage.apply(polled, t + 50)
+                committer._field_reads(polled, vee_reads, t + 50)
+                flagged += [r for _m, rs in vee_reads for r in rs if 9 in r.reasons]
+            return flagged
+
+        assert step(range(100, 110)) == []
+        assert store.active_alarms() == []
+        flagged = step(range(110, 130), silent=["m-2"])
+        assert flagged, "the silent meter's estimates never reached prolonged_estimation"
+        active = store.active_alarms()
+        assert [(a.kind, a.key) for a in active] == [(FIELD_READ_ALARM, f"{FIELD_READ_ALARM}/m-2")]
+        step(range(130, 140))
+        assert store.active_alarms() == []
+        assert store.alarm(f"{FIELD_READ_ALARM}/m-2") is not None  # raised once, then cleared
