@@ -271,15 +271,13 @@ class CommandHandler:
         bus = self.bus_of.get(meter_id)
         if meter is None or bus is None:
             return MeterOutcome(meter_id, False, "not configured on any running bus")
-        control, expect_open = ACTIONS[action]
-        pending_key = f"load_control.trip_pending/{meter_id}"
         if isinstance(bus, ModbusBus):
             return await self._act_modbus(meter_id, bus, action, cmd_id)
         if not isinstance(bus, Dlt645Bus):
             return MeterOutcome(meter_id, False, f"bus {bus.name} has no relay control")
+        control, expect_open = ACTIONS[action]
         if action == "trip":  # the customer service centre hears it before the customer does
-            self.committer.alarm("load_control.trip_pending", pending_key, "raised", meter_id,
-                                 {"command": cmd_id.hex()}, _now_ms())
+            self._trip_pending(meter_id, "raised", cmd_id)
         valid_until = (dt.datetime.now(dt.timezone(dt.timedelta(minutes=self.config.commands.meter_utc_offset_min)))
                        .replace(tzinfo=None, microsecond=0) + FRAME_VALIDITY)
         frame = d.ControlRequest(str(meter.address), control, valid_until,
@@ -316,8 +314,7 @@ class CommandHandler:
         if relay is None:  # the verifier rejects these; a reload may have changed the profile
             return MeterOutcome(meter_id, False, "no relay in the meter's Modbus profile")
         if action == "trip":
-            self.committer.alarm("load_control.trip_pending", f"load_control.trip_pending/{meter_id}",
-                                 "raised", meter_id, {"command": cmd_id.hex()}, _now_ms())
+            self._trip_pending(meter_id, "raised", cmd_id)
         outcome = await actuate_modbus_relay(bus, meter_id, slot.unit, relay, ACTIONS[action][0])
         if not outcome.ok:
             return MeterOutcome(meter_id, False, outcome.detail)
@@ -328,12 +325,16 @@ class CommandHandler:
                                             f"{'open' if outcome.relay_open else 'closed'} "
                                             f"(read back after {outcome.writes} write(s))")
 
+    def _trip_pending(self, meter_id: str, state: str, cmd_id: bytes) -> None:
+        """The CRM's "about to trip" event: raised before the frame goes out, cleared once the
+        relay was seen open."""
+        self.committer.alarm("load_control.trip_pending", f"load_control.trip_pending/{meter_id}",
+                             state, meter_id, {"command": cmd_id.hex()}, _now_ms())
+
     def _relay_confirmed(self, meter_id: str, action: str, cmd_id: bytes) -> None:
         """CRM alarms once the relay was seen in its new state."""
-        pending_key = f"load_control.trip_pending/{meter_id}"
         if action == "trip":
-            self.committer.alarm("load_control.trip_pending", pending_key, "cleared", meter_id,
-                                 {"command": cmd_id.hex()}, _now_ms())
+            self._trip_pending(meter_id, "cleared", cmd_id)
             self.committer.alarm("load_control.tripped", f"load_control.tripped/{meter_id}",
                                  "raised", meter_id, {"command": cmd_id.hex()}, _now_ms())
         elif action == "close":

@@ -12,25 +12,22 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from itertools import chain
+from typing import Any
 
+from edge_rules.codes import Reason
 from protocols.payload import AlarmEvent, Envelope, ReadRecord, build_alarm
 
 from .poll_result import BusEvent, IntervalRecords, PollResult
 from .store import HoldingQueue, Store, wall_ms
 from .store.records import OutboxMessage
 from .validation import RegisterMemory
-
-if TYPE_CHECKING:
-    from .vee_stage import VeeStage
+from .vee_stage import GRID_QUANTITY, VeeStage
 
 log = logging.getLogger(__name__)
 
 #: VEE's "ask for a field read" (rule prolonged_estimation, NEM12 reason 9 under investigation).
 FIELD_READ_ALARM = "vee.field_read"
-REASON_FIELD_READ = 9
-#: The register VEE grades on its interval grid (gateway.vee_stage.GRID_QUANTITY).
-GRID_READ_QUANTITY = "energy.active.import.total"
 
 #: Alarm severities by kind (DESIGN §4 alarms; CRM systems route on them).
 SEVERITY = {"vee.field_read": "minor", "comm_loss": "major", "disk.low": "major", "meter.flag": "minor"}
@@ -167,15 +164,12 @@ class Committer:
         if self._field_read is None:
             self._field_read = {a.key.split("/", 1)[1] for a in self.store.active_alarms()
                                 if a.kind == FIELD_READ_ALARM}
-        needing: dict[str, int] = {}
-        for meter, records in [(p.meter_id, r) for p, r in polled] + vee_reads:
-            flagged = sum(1 for r in records if REASON_FIELD_READ in r.reasons)
-            if flagged:
-                needing[meter] = needing.get(meter, 0) + flagged
-        for meter in needing.keys() - self._field_read:
+        needing = {meter for meter, records in chain(((p.meter_id, r) for p, r in polled), vee_reads)
+                   if any(Reason.UNDER_INVESTIGATION in r.reasons for r in records)}
+        for meter in needing - self._field_read:
             self._field_read.add(meter)
             self.alarm(FIELD_READ_ALARM, f"{FIELD_READ_ALARM}/{meter}", "raised", meter,
-                       {"reason": REASON_FIELD_READ,
+                       {"reason": Reason.UNDER_INVESTIGATION,
                         "hint": f"meter {meter}: its intervals have been estimated for too long "
                                 "(VEE rule prolonged_estimation) — send a field read"}, t_ms)
         if not self._field_read:
@@ -183,7 +177,7 @@ class Committer:
         for poll, records in polled:
             meter = poll.meter_id
             if meter in self._field_read and meter not in needing and any(
-                    r.q == GRID_READ_QUANTITY and r.quality == "A" and not r.reasons
+                    r.q == GRID_QUANTITY and r.quality == "A" and not r.reasons
                     for r in records):
                 self._field_read.discard(meter)
                 self.alarm(FIELD_READ_ALARM, f"{FIELD_READ_ALARM}/{meter}", "cleared", meter,

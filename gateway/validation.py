@@ -144,7 +144,7 @@ class RegisterMemory:
 
     def classify(self, meter: str, quantity: str, value: ValueType) -> Verdict:
         """:func:`classify` against the remembered register, remembering an actual one."""
-        if type(value) is float and not quantity.startswith("energy."):
+        if type(value) is float and not is_register(quantity):
             return classify(quantity, value, None)
         key = (meter, quantity)
         verdict = classify(quantity, value, self._last.get(key))
