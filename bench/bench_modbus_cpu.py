@@ -138,7 +138,7 @@ def start_py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]
     # epoll, in SQLite's fsync with the GIL released, in idle worker threads) is left out and
     # the samples approximate where its *CPU* goes.
     return subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                             "--rate", "200", "--gil", "--format", "raw", "--output", str(out)],
+                             "--rate", "500", "--gil", "--format", "raw", "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

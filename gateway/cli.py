@@ -6,13 +6,13 @@ Exit codes: 0 clean stop, 2 bad configuration (every error printed with its loca
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import event_loop
 from .config import ConfigError, config_json_schema, format_errors, load_config
 
 EXIT_BAD_CONFIG = 2
@@ -69,8 +69,13 @@ def _run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    code: int = asyncio.run(GatewayDaemon(Path(args.config)).run())
-    return code
+    config_path = Path(args.config)
+    try:
+        loop = event_loop.resolve(event_loop.configured_choice(config_path))
+    except event_loop.EventLoopUnavailable as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    return event_loop.run(GatewayDaemon(config_path).run, loop)
 
 
 def _demo(args: argparse.Namespace) -> int:

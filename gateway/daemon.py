@@ -34,6 +34,7 @@ from .buses.base import ScheduledBus
 from .command_handler import CommandHandler
 from .committer import Committer
 from .config import ConfigError, GatewayConfig, format_errors, load_config
+from .event_loop import running_loop_name
 from .health import LoopLagMonitor, cpu_seconds, rss_bytes
 from .mqtt_link import GatewayStateMessages, LinkSettings, MqttLink
 from .outbox_pump import OutboxPump
@@ -150,8 +151,9 @@ class GatewayDaemon:
                 asyncio.create_task(self._vee_loop(), name="vee"),
             ]
             self.notifier.ready(f"polling {len(config.meters)} meters on {len(config.buses)} buses")
-            log.info("gateway %s running: %d meters on %d buses", config.gateway.id,
-                     len(config.meters), len(config.buses))
+            log.info("gateway %s running: %d meters on %d buses, %s event loop",
+                     config.gateway.id, len(config.meters), len(config.buses),
+                     running_loop_name())
             while not self.stop_event.is_set():
                 await self.stop_event.wait()
                 if self.reload_requested and not self._stopping:
@@ -321,6 +323,10 @@ class GatewayDaemon:
             return
         old = self.runtime.config if self.runtime else None
         log.info("reloading configuration %s", self.config_path)
+        if old is not None and old.gateway.event_loop != config.gateway.event_loop:
+            log.warning("[gateway] event_loop changed to %r: it takes effect at the next start; "
+                        "this process keeps running on %s", config.gateway.event_loop,
+                        running_loop_name())
         await self._stop_buses()
         if old is None or old.mqtt != config.mqtt or old.gateway != config.gateway or old.sha256 != config.sha256:
             await self._stop_link()
@@ -379,6 +385,7 @@ class GatewayDaemon:
             "rss_bytes": rss_bytes(),
             "cpu_pct": round(100 * (cpu_seconds() - self._cpu0) / max(uptime, 1e-9), 2),
             "loop_lag_ms": round(self.lag.take_max() * 1000, 2),
+            "event_loop": running_loop_name(),
             "outbox_depth": store.outbox_depth() if store else None,
             "oldest_unacked_age_s": round((_now_ms() - oldest) / 1000, 1) if oldest else 0,
             "buses": {b.name: b.health(now) for b in (self.runtime.buses if self.runtime else [])},
