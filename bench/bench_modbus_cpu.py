@@ -120,7 +120,12 @@ def daemon_config(broker_port: int, modbus_port: int, interval_s: float, health_
               "max_concurrency": 8, "timeout_ms": 1000}]
     meters = [{"id": f"mb-{u:03d}", "bus": "tcp-1", "address": u, "profile": PROFILE_NAME,
                "poll_interval_s": interval_s} for u in range(1, METERS + 1)]
-    return config_text(broker_port, buses, meters, health_interval_s=health_s, data_dir=data_dir)
+    return config_text(broker_port, buses, meters, health_interval_s=health_s,
+                       data_dir=data_dir) + "\n" + CONFIG_EXTRA
+
+
+#: TOML appended to the daemon's config (``--config-extra``), to compare settings.
+CONFIG_EXTRA = ""
 
 
 def polls(stats: dict[str, object]) -> int:
@@ -252,7 +257,12 @@ def main() -> int:
     parser.add_argument("--py-spy", type=Path, default=None,
                         help="sample the busy daemon with py-spy, writing folded stacks to FILE")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--config-extra", default="",
+                        help="TOML appended to the daemon's config, e.g. "
+                             "'[store]\\ncommit_window_ms = 200' (\\n for new lines)")
     args = parser.parse_args()
+    global CONFIG_EXTRA
+    CONFIG_EXTRA = args.config_extra.replace("\\n", "\n")
     busy_s = args.seconds or (20.0 if args.quick else 120.0)
     idle_s = args.idle_seconds or (15.0 if args.quick else 120.0)
     warmup_s = 3.0 if args.quick else 15.0

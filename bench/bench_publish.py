@@ -57,6 +57,7 @@ from bench.daemon_rig import (
     private_broker,
     verdict,
 )
+from gateway.daemon import BOOKKEEPING_DELAY_S
 from gateway.mqtt_link import GatewayStateMessages, LinkSettings, MqttLink
 from gateway.outbox_pump import OutboxPump
 from gateway.store import OutboxMessage, OutboxRow, Store
@@ -116,18 +117,10 @@ class CountingOutbox:
         finally:
             self.store_s += time.perf_counter() - t0
 
-    def mark_attempted(self, seqs: Sequence[int], when_ms: int) -> None:
+    def mark_acked(self, seqs: Sequence[int], when_ms: int, attempted: Sequence[int] = ()) -> int:
         t0 = time.perf_counter()
         try:
-            self.store.mark_attempted(seqs, when_ms)
-        finally:
-            self.store_s += time.perf_counter() - t0
-            self.write_transactions += 1
-
-    def mark_acked(self, seqs: Sequence[int], when_ms: int) -> int:
-        t0 = time.perf_counter()
-        try:
-            changed = self.store.mark_acked(seqs, when_ms)
+            changed = self.store.mark_acked(seqs, when_ms, attempted)
         finally:
             self.store_s += time.perf_counter() - t0
             self.write_transactions += 1
@@ -166,7 +159,7 @@ async def _outbox_round(store: Store, port: int, n: int, window: int, backlog: b
                             inflight_window=window)
     link = MqttLink(settings, state=state, next_bdseq=store.next_bdseq)
     outbox = CountingOutbox(store, n)
-    pump = OutboxPump(outbox, link, window=window)
+    pump = OutboxPump(outbox, link, window=window, bookkeeping_delay_s=BOOKKEEPING_DELAY_S)
     if backlog:
         commit_messages(store, n)  # committed before the connection: sent with hist
     await link.start()

@@ -196,6 +196,7 @@ class Committer:
     def _records(self, result: PollResult) -> list[ReadRecord]:
         records: list[ReadRecord] = []
         classify = self.registers.classify
+        actual = ReadRecord.actual
         meter = result.meter_id
         flagged = 0
         for pv in result.values:
@@ -207,7 +208,7 @@ class Committer:
                 continue  # text (status words, clock) is published through alarms / flags
             quality, reasons, _rollover = classify(meter, pv.quantity, value)
             if quality == "A":
-                records.append(ReadRecord(pv.quantity, value, pv.unit or "", pv.t_ms))  # type: ignore[arg-type]
+                records.append(actual(pv.quantity, value, pv.unit or "", pv.t_ms))  # type: ignore[arg-type]
                 continue
             flagged += 1
             rejected = quality == "N"

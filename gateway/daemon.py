@@ -49,6 +49,10 @@ log = logging.getLogger("gateway")
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_CONFIG = 2
+#: How long the outbox pump gathers PUBACKs and hand-over counts before writing them (one
+#: SQLite write instead of one per loop iteration; a crash loses at most this much of them,
+#: and those rows are re-sent with the same id — see gateway/outbox_pump.py).
+BOOKKEEPING_DELAY_S = 0.1
 DISK_ALARM_KEY = "disk.low"
 PROGRESS_STALE_S = 60.0
 
@@ -187,7 +191,8 @@ class GatewayDaemon:
             position=lambda: (store.epoch, store.last_seq))
         self.link = MqttLink(LinkSettings.from_config(config), state=state,
                              next_bdseq=store.next_bdseq)
-        self.pump = OutboxPump(store, self.link, window=config.mqtt.inflight_window)
+        self.pump = OutboxPump(store, self.link, window=config.mqtt.inflight_window,
+                               bookkeeping_delay_s=BOOKKEEPING_DELAY_S)
         await self.link.start()
         self.pump.start()
 

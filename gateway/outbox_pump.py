@@ -18,9 +18,13 @@ The rules it keeps (DESIGN §5):
   (the same rule as `gateway.store.records.OutboxRow.is_backlog`).
 
 The pump runs on the event-loop thread; the link calls its `link_up`/`link_down`/
-`publish_done` methods there too. Acknowledgements are written to the store in batches (one
-`mark_acked` per loop iteration) because one SQLite commit per PUBACK would cap throughput at
-the disk's fsync rate.
+`publish_done` methods there too. Acknowledgements and hand-over counts are written to the store
+together, in batches: one `mark_acked` at most every `bookkeeping_delay_s` (the daemon uses
+0.1 s), because a SQLite commit per PUBACK would cap throughput at the disk's write rate and
+each commit costs more CPU than the publish it records. A crash can lose the last
+`bookkeeping_delay_s` of acknowledgements: those rows are sent again with the same `id`, which
+DESIGN §5 allows (a duplicate, never a loss); it can also lose their hand-over counts, which
+are diagnostics only.
 """
 
 from __future__ import annotations
@@ -63,12 +67,10 @@ class Outbox(Protocol):
         """Unacknowledged rows with seq > after_seq (all if None), ascending, at most limit."""
         ...
 
-    def mark_acked(self, seqs: Sequence[int], when_ms: int) -> object:
-        """Record the broker's acknowledgement; must tolerate seqs already acknowledged."""
-        ...
-
-    def mark_attempted(self, seqs: Sequence[int], when_ms: int) -> object:
-        """Count hand-overs to the MQTT client (diagnostics: rows the broker keeps refusing)."""
+    def mark_acked(self, seqs: Sequence[int], when_ms: int, attempted: Sequence[int] = ()) -> object:
+        """Record the broker's acknowledgement of ``seqs`` and count the hand-overs to the MQTT
+        client in ``attempted`` (diagnostics: rows the broker keeps refusing), in one write;
+        must tolerate seqs already acknowledged."""
         ...
 
     @property
@@ -127,6 +129,7 @@ class OutboxPump:
         mark_hist: Callable[[bytes], bytes] = payload_mark_hist,
         clock_ms: Callable[[], int] = wall_clock_ms,
         idle_poll_s: float = 5.0,
+        bookkeeping_delay_s: float = 0.0,
     ) -> None:
         if window < 1:
             raise ValueError(f"[mqtt] inflight_window: {window} must be >= 1")
@@ -141,6 +144,8 @@ class OutboxPump:
         self._inflight: dict[int, int] = {}  # mid -> seq
         self._cursor: int | None = None  # highest seq handed to the link on this connection
         self._acks: list[int] = []
+        self._attempted: list[int] = []  # handed to the link, count not yet written
+        self._bookkeeping_delay_s = bookkeeping_delay_s
         self._flush_handle: asyncio.Handle | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -251,8 +256,7 @@ class OutboxPump:
         if ok:
             self._acks.append(seq)
             self._acked += 1
-            if self._flush_handle is None:
-                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_acks)
+            self._schedule_bookkeeping()
         else:
             # The row stays unacknowledged in the store and is sent again (marked hist) after
             # the next reconnect or restart; re-sending at once would only hammer the same
@@ -330,24 +334,28 @@ class OutboxPump:
             return row.payload
 
     def _record_attempts(self, seqs: list[int]) -> None:
-        try:
-            self._outbox.mark_attempted(seqs, self._clock_ms())
-        except Exception as exc:  # diagnostics only: never let it stop delivery
-            self._last_error = f"recording publish attempts failed: {exc}"
-            log.warning("outbox: %s", self._last_error)
+        self._attempted.extend(seqs)
+        self._schedule_bookkeeping()
+
+    def _schedule_bookkeeping(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(
+                self._bookkeeping_delay_s, self._flush_acks)
 
     def _flush_acks(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()  # we may be called directly (link_down, stop)
             self._flush_handle = None
-        if not self._acks:
+        if not self._acks and not self._attempted:
             return
         seqs, self._acks = self._acks, []
+        attempted, self._attempted = self._attempted, []
         try:
-            self._outbox.mark_acked(seqs, self._clock_ms())
+            self._outbox.mark_acked(seqs, self._clock_ms(), attempted)
         except Exception as exc:
-            # Keep them: the next flush retries. If the daemon dies first, these rows are
-            # re-sent (with hist) on restart — a duplicate, never a loss.
+            # Keep the acknowledgements: the next flush retries. If the daemon dies first, these
+            # rows are re-sent (with hist) on restart — a duplicate, never a loss. The hand-over
+            # counts are diagnostics: dropped rather than kept growing while the disk refuses.
             self._acks = seqs + self._acks
             self._last_error = f"recording {len(seqs)} acknowledgements failed: {exc}"
             log.exception("outbox: mark_acked failed; will retry")

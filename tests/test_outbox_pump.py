@@ -276,11 +276,12 @@ class FlakyAckStore(Store):
 
     failures = 1
 
-    def mark_acked(self, seqs: Iterable[int], when_ms: int | None = None) -> int:
+    def mark_acked(self, seqs: Iterable[int], when_ms: int | None = None,
+                   attempted: Iterable[int] = ()) -> int:
         if self.failures:
             self.failures -= 1
             raise OSError("disk full")
-        return super().mark_acked(seqs, when_ms)
+        return super().mark_acked(seqs, when_ms, attempted)
 
 
 def test_failed_ack_write_is_retried_not_forgotten(tmp_path: Path) -> None:

@@ -510,3 +510,20 @@ def test_mutated_payloads_raise_only_payload_decode_error(
 @given(st.binary(max_size=2048))
 def test_random_bytes_soak(data: bytes) -> None:
     _only_our_error(data)
+
+
+@given(st.text(max_size=8), st.one_of(st.floats(), st.decimals(allow_nan=True), st.none(), st.integers()),
+       st.one_of(st.text(max_size=4), st.none()), st.integers(-2, 2**64 + 2))
+def test_the_actual_read_shortcut_builds_what_the_constructor_builds_or_refuses_the_same(
+        q: str, val: object, unit: object, t: int) -> None:
+    try:
+        expected: ReadRecord | str = ReadRecord(q, val, unit, t)  # type: ignore[arg-type]
+    except PayloadEncodeError as exc:
+        expected = str(exc)
+    try:
+        got: ReadRecord | str = ReadRecord.actual(q, val, unit, t)  # type: ignore[arg-type]
+    except PayloadEncodeError as exc:
+        got = str(exc)
+    assert got == expected
+    if isinstance(got, ReadRecord):
+        assert repr(got) == repr(expected)

@@ -365,6 +365,22 @@ def test_pending_cursor_acks_depth_and_age(store: Store) -> None:
     )
 
 
+def test_acknowledgements_and_hand_over_counts_are_written_together(store: Store) -> None:
+    for i in range(4):
+        store.commit_poll([blob(10)], now_ms=T0 + i)
+    # 1 handed over twice and acknowledged, 2 handed over once and acknowledged, 3 handed over
+    # and still in flight, 4 untouched; one write for all of it.
+    assert store.mark_acked([1, 2], when_ms=T0 + 20, attempted=[1, 3, 1, 2]) == 2
+    rows = store._require_open().execute(
+        "SELECT seq, attempts, last_attempt_ms, acked_ms FROM outbox ORDER BY seq").fetchall()
+    assert rows == [(1, 2, T0 + 20, T0 + 20), (2, 1, T0 + 20, T0 + 20), (3, 1, T0 + 20, None),
+                    (4, 0, None, None)]
+    # A repeated acknowledgement changes nothing, not even the counts.
+    assert store.mark_acked([1], when_ms=T0 + 30, attempted=[]) == 0
+    assert store._require_open().execute(
+        "SELECT attempts, acked_ms FROM outbox WHERE seq = 1").fetchone() == (2, T0 + 20)
+
+
 def test_backlog_is_decided_by_sequence_and_keeps_the_id(store: Store) -> None:
     store.commit_poll(poll(store, 2, T0))  # committed while offline
     connect_seq = store.last_seq  # the connection comes up here

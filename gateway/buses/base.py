@@ -77,6 +77,7 @@ class ScheduledBus(ABC, Generic[M]):
         self.stats = BusStats()
         self._priority: asyncio.Queue[PriorityItem] = asyncio.Queue(settings.priority_limit)
         self._wakeup = asyncio.Event()
+        self._dispatch = asyncio.Lock()
         self._stopping = False
         self.progress = time.monotonic()  # last time the loop did something (for the watchdog)
         # Idle meters by next due time: picking the next poll costs O(log n), not a scan of every
@@ -164,9 +165,24 @@ class ScheduledBus(ABC, Generic[M]):
     async def _worker(self) -> None:
         while not self._stopping:
             self.progress = time.monotonic()
-            if not self._priority.empty():
+            # One worker at a time watches the schedule; the others wait for the lock with no
+            # timer of their own. Without it every idle worker slept until the same due time,
+            # all woke, one took the meter and the rest went back to sleep: eight wake-ups per
+            # poll on a Modbus TCP bus with eight connections.
+            async with self._dispatch:
+                meter = await self._next_due()
+            if meter is not None:
+                await self._poll_and_report(meter)
+            elif not self._priority.empty():
                 await self._serve_priority()
-                continue
+
+    async def _next_due(self) -> M | None:
+        """Wait for the next meter that falls due and take it off the schedule; None when a
+        control frame waits (it goes first) or the bus is stopping."""
+        while not self._stopping:
+            self.progress = time.monotonic()
+            if not self._priority.empty():
+                return None
             if not self._idle:
                 await self._sleep(1.0)
                 continue
@@ -180,7 +196,8 @@ class ScheduledBus(ABC, Generic[M]):
             meter.schedule.start_poll(now)
             self._overruns += meter.schedule.overruns - before
             meter.in_flight = True
-            await self._poll_and_report(meter)
+            return meter
+        return None
 
     # -- internals ------------------------------------------------------------------------------------
     async def _sleep(self, seconds: float) -> None:

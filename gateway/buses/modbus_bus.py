@@ -21,7 +21,7 @@ from pymodbus.exceptions import ModbusException
 
 from protocols.modbus.errors import RegisterDecodeError
 from protocols.modbus.profile import ModbusProfile, RegisterFunction
-from protocols.modbus.register_map import ReadBlock, decode_block, plan_reads
+from protocols.modbus.register_map import DecodeProblem, ReadBlock, decode_values, plan_reads
 from protocols.modbus.relay import ModbusWrite
 
 from ..poll_result import BusEvent, PolledValue, PollResult
@@ -171,16 +171,16 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                     continue
                 t_ms = now_ms()
                 try:
-                    readings = decode_block(block, registers)
+                    decoded = decode_values(block, registers)
                 except RegisterDecodeError as exc:
                     meter.stats.bad_frames += 1
                     errors.append(str(exc))
                     continue
-                for reading in readings.values():
-                    if reading.problem is not None:
-                        errors.append(f"{reading.quantity}: {reading.problem.value}")
+                for spec, value in decoded:
+                    if isinstance(value, DecodeProblem):
+                        errors.append(f"{spec.quantity}: {value.value}")
                         continue
-                    values.append(PolledValue(reading.quantity, reading.value, reading.unit, t_ms))
+                    values.append(PolledValue(spec.quantity, value, spec.unit, t_ms))
         finally:
             self._pool.put_nowait(client)
         ok = answered and bool(values)

@@ -204,21 +204,39 @@ class Store:
                 [(when, seq) for seq in seqs],
             )
 
-    def mark_acked(self, seqs: Iterable[int], when_ms: int | None = None) -> int:
+    def mark_acked(self, seqs: Iterable[int], when_ms: int | None = None,
+                   attempted: Iterable[int] = ()) -> int:
         """Record PUBACKs; returns how many rows became acknowledged (repeats are harmless).
+        ``attempted`` counts hand-overs to the MQTT client in the same write (see
+        :meth:`mark_attempted`); a row both handed over and acknowledged since the last write
+        is updated once, not twice (a row update rewrites its whole payload).
 
         Not fsynced on its own (``synchronous=NORMAL``): an acknowledgement lost to a power cut
         only makes its row a re-send with the same ``id`` (DESIGN §5), while one fsync per flush
         would cost more disk time than the publishing it records. The next durable commit makes
         it durable too."""
         when = when_ms if when_ms is not None else wall_ms()
+        acked = list(seqs)
+        tries: dict[int, int] = {}
+        for seq in attempted:
+            tries[seq] = tries.get(seq, 0) + 1
         with self._transaction(durable=False) as conn:
             before = conn.total_changes
             conn.executemany(
-                "UPDATE outbox SET acked_ms = ? WHERE seq = ? AND acked_ms IS NULL",
-                [(when, seq) for seq in seqs],
+                "UPDATE outbox SET acked_ms = ?, attempts = attempts + ?, "
+                "last_attempt_ms = CASE WHEN ? THEN ? ELSE last_attempt_ms END "
+                "WHERE seq = ? AND acked_ms IS NULL",
+                [(when, tries.get(seq, 0), seq in tries, when, seq) for seq in acked],
             )
-            return conn.total_changes - before
+            became = conn.total_changes - before
+            for seq in acked:
+                tries.pop(seq, None)
+            if tries:
+                conn.executemany(
+                    "UPDATE outbox SET attempts = attempts + ?, last_attempt_ms = ? WHERE seq = ?",
+                    [(n, when, seq) for seq, n in tries.items()],
+                )
+            return became
 
     def outbox_depth(self) -> int:
         """Number of unacknowledged rows."""
