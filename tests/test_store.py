@@ -322,6 +322,48 @@ def test_last_actual_registers_survive_retention_and_ignore_late_backfill(store:
     assert store.last_actual_registers() == expected
 
 
+def test_a_repeated_register_value_is_not_rewritten_and_a_rollback_forgets_nothing(
+        tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "marks.sqlite")
+
+    def commit(t: int, value: str, build: object = None) -> None:
+        message = OutboxMessage.for_reads(topic="t", gw="g", epoch=1, ts=t, meter="m-1",
+                                          reads=[ReadRecord("e.imp", Decimal(value), "kWh", t)])
+        if build is not None:
+            message = OutboxMessage(topic="t", qos=1, build=build, meter="m-1",  # type: ignore[arg-type]
+                                    reads=message.reads)
+        store.commit_poll([message], now_ms=t)
+
+    def row() -> tuple[int, str]:
+        return tuple(store._require_open().execute(  # type: ignore[return-value]
+            "SELECT t_ms, value FROM last_registers WHERE meter = 'm-1'").fetchone())
+
+    commit(T0, "100.00")
+    commit(T0 + 1000, "100.00")  # the same value again: no upsert, the first time is kept
+    assert row() == (T0, "100.00")
+    commit(T0 + 2000, "100.01")
+    assert row() == (T0 + 2000, "100.01")
+    commit(T0 + 1500, "100.00")  # late backfill between the kept t and the newest: ignored
+    assert row() == (T0 + 2000, "100.01")
+
+    def failing(seq: int) -> bytes:
+        raise RuntimeError("build failed")
+
+    with pytest.raises(RuntimeError):
+        commit(T0 + 3000, "100.02", build=failing)  # rolled back: the table keeps 100.01 ...
+    assert row() == (T0 + 2000, "100.01")
+    commit(T0 + 4000, "100.02")  # ... and the rolled-back value is written when it comes again
+    assert row() == (T0 + 4000, "100.02")
+    store.close()
+    # A reopened store knows what the table holds: a repeat is skipped, a late read ignored.
+    store = Store.open(tmp_path / "marks.sqlite")
+    commit(T0 + 3500, "100.01")
+    commit(T0 + 5000, "100.02")
+    assert row() == (T0 + 4000, "100.02")
+    assert store.last_actual_registers() == [("m-1", "e.imp", Decimal("100.02"))]
+    store.close()
+
+
 def test_failed_build_rolls_back_everything_and_consumes_no_seq(store: Store) -> None:
     store.commit_poll(poll(store, 1, T0))
 

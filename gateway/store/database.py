@@ -79,6 +79,10 @@ class Store:
         self.epoch = epoch
         #: Where a damaged database found at open was moved to (None when the file was healthy).
         self.recovered_from = recovered_from
+        # (meter, quantity) -> (t_ms, value) that last_registers logically holds: loaded on the
+        # first write, updated only after a COMMIT (see _insert_messages).
+        self._register_marks: dict[tuple[str, str], tuple[int, str]] | None = None
+        self._pending_marks: dict[tuple[str, str], tuple[int, str]] = {}
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -514,7 +518,12 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 conn.execute("COMMIT")
+                if self._pending_marks:
+                    assert self._register_marks is not None
+                    self._register_marks.update(self._pending_marks)
+                    self._pending_marks.clear()
             except BaseException as exc:
+                self._pending_marks.clear()
                 # SQLite may already have rolled back by itself (it does on SQLITE_FULL).
                 if conn.in_transaction:
                     try:
@@ -536,6 +545,30 @@ class Store:
                 yield conn
             except sqlite3.Error as exc:
                 raise _translate(exc, self.path) from exc
+
+    def _note_register(self, conn: sqlite3.Connection, rows: list[tuple[object, ...]], meter: str,
+                       quantity: str, t_ms: int, value: str) -> None:
+        """Queue the last_registers upsert for one actual register read, unless it cannot change
+        the value that table holds: a read older than the newest one kept (the upsert's own
+        guard would refuse it) or one repeating the newest value (an energy register reads the
+        same for many polls: 0.01 kWh at 1 kW is 36 s). Skipping those saves an upsert per
+        meter poll; the table's value is the same as with every upsert done, only its t_ms may
+        be the first time that value was seen rather than the last."""
+        marks = self._register_marks
+        if marks is None:
+            marks = self._register_marks = {
+                (str(m), str(q)): (int(t), str(v)) for m, q, t, v in conn.execute(
+                    "SELECT meter, quantity, t_ms, value FROM last_registers")}
+        key = (meter, quantity)
+        mark = self._pending_marks.get(key) or marks.get(key)
+        if mark is not None:
+            if t_ms < mark[0]:
+                return
+            if value == mark[1]:
+                self._pending_marks[key] = (t_ms, value)
+                return
+        rows.append((meter, quantity, t_ms, value))
+        self._pending_marks[key] = (t_ms, value)
 
     def _insert_messages(
         self, conn: sqlite3.Connection, messages: Sequence[OutboxMessage], created_ms: int
@@ -559,7 +592,8 @@ class Store:
                 t_first, t_last = min(times), max(times)
                 for record in message.reads:
                     if record.quality == "A" and isinstance(record.val, Decimal):
-                        register_rows.append((meter, record.q, record.t, str(record.val)))
+                        self._note_register(conn, register_rows, meter, record.q, record.t,
+                                            str(record.val))
             outbox_rows.append(
                 (seq, message.topic, payload, message.qos, created_ms, meter, t_first, t_last)
             )
