@@ -43,6 +43,8 @@ from typing import Final, TypeAlias, cast
 
 import cbor2
 
+from protocols.reads_encoder import encode_reads
+
 __all__ = [
     "ALARM_SEVERITIES",
     "ALARM_STATES",
@@ -582,6 +584,17 @@ def build_reads(env: Envelope, meter: str, reads: Sequence[ReadRecord]) -> bytes
     _require_text(meter, "meter id")
     if not reads:
         raise PayloadEncodeError(f"meter {meter}: a reads message needs at least one read")
+    data = encode_reads(SCHEMA_VERSION, env.gw, durable_id(env.gw, env.epoch, env.seq), env.seq,
+                        env.ts, meter, reads)
+    if data is not None and len(data) <= MAX_PAYLOAD_BYTES:
+        return data
+    return _build_reads_cbor2(env, meter, reads)
+
+
+def _build_reads_cbor2(env: Envelope, meter: str, reads: Sequence[ReadRecord]) -> bytes:
+    """:func:`build_reads` through ``cbor2``: the reference the direct encoder
+    (:mod:`protocols.reads_encoder`) is checked against, and its fallback for what it does not
+    write (bignum mantissas) or for a message over the size limit (for its error)."""
     message = _durable(env)
     message["meter"] = meter
     message["reads"] = [_read_map(record) for record in reads]

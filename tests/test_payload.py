@@ -527,3 +527,26 @@ def test_the_actual_read_shortcut_builds_what_the_constructor_builds_or_refuses_
     assert got == expected
     if isinstance(got, ReadRecord):
         assert repr(got) == repr(expected)
+
+
+@st.composite
+def any_read_records(draw: st.DrawFn) -> ReadRecord:
+    """read_records() plus the fields it leaves out (raw, rev), and the plain actual reads a
+    poll makes most often."""
+    if draw(st.booleans()):
+        return ReadRecord(draw(st.sampled_from(["voltage.a", "energy.active.import.total", "ü"])),
+                          draw(st.one_of(finite_floats, registers())), "V", draw(times))
+    record = draw(read_records())
+    raw = draw(st.none() | registers() | finite_floats) if record.quality in "NS" else None
+    return ReadRecord(record.q, record.val, record.unit, record.t, record.quality, record.method,
+                      record.reasons, record.hist, raw, draw(st.integers(0, 2**64 - 1)))
+
+
+@given(st.lists(any_read_records(), min_size=1, max_size=12), st.text(min_size=1, max_size=30),
+       st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+def test_the_direct_reads_encoder_writes_exactly_what_cbor2_writes(
+        records: list[ReadRecord], meter: str, epoch: int, seq: int, ts: int) -> None:
+    from protocols.payload import _build_reads_cbor2
+
+    env = Envelope("gw-ü-1", epoch, seq, ts)
+    assert build_reads(env, meter, records) == _build_reads_cbor2(env, meter, records)
