@@ -21,7 +21,7 @@ from protocols.payload import AlarmEvent, Envelope, ReadRecord, build_alarm
 from .poll_result import BusEvent, IntervalRecords, PollResult
 from .store import HoldingQueue, Store, wall_ms
 from .store.records import OutboxMessage
-from .validation import RegisterMemory
+from .validation import FLOAT_WINDOWS, RegisterMemory, float_window
 from .vee_stage import GRID_QUANTITY, VeeStage
 
 log = logging.getLogger(__name__)
@@ -199,10 +199,17 @@ class Committer:
         actual = ReadRecord.actual
         meter = result.meter_id
         flagged = 0
+        windows = FLOAT_WINDOWS
         for pv in result.values:
             value = pv.value
             kind = type(value)
-            if kind is int:
+            if kind is float:
+                # Most values: an instantaneous float inside its physical bounds is actual.
+                window = windows.get(pv.quantity, ()) or float_window(pv.quantity)
+                if window is not None and window[0] <= value <= window[1]:  # type: ignore[operator]
+                    records.append(actual(pv.quantity, value, pv.unit or "", pv.t_ms))  # type: ignore[arg-type]
+                    continue
+            elif kind is int:
                 value = Decimal(value)  # type: ignore[arg-type]
             elif kind is not float and kind is not Decimal:
                 continue  # text (status words, clock) is published through alarms / flags

@@ -15,6 +15,7 @@ Reason codes follow the NEM12 vocabulary used throughout (docs/vee.md, when VEE 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -75,6 +76,28 @@ def _bounds_for(quantity: str) -> tuple[Decimal, Decimal, float, float] | None:
             break
     if len(_BOUNDS_CACHE) < 10_000:  # bounded even if a profile invents names without end
         _BOUNDS_CACHE[quantity] = found
+    return found
+
+
+#: quantity -> (low, high) as floats for an instantaneous quantity (±inf when unbounded), None
+#: for a register (its verdict needs the previous value). Filled by :func:`float_window`.
+FLOAT_WINDOWS: dict[str, tuple[float, float] | None] = {}
+
+
+def float_window(quantity: str) -> tuple[float, float] | None:
+    """The range in which a float of ``quantity`` is simply actual — :func:`classify` gives
+    ``ACTUAL`` for any float inside it and needs no previous value — or None for a register.
+    Lets a caller accept the common value with two comparisons (cached per quantity name)."""
+    window = FLOAT_WINDOWS.get(quantity, ())
+    if window != ():
+        return window  # type: ignore[return-value]
+    if is_register(quantity):
+        found: tuple[float, float] | None = None
+    else:
+        bounds = _bounds_for(quantity)
+        found = (bounds[2], bounds[3]) if bounds is not None else (-math.inf, math.inf)
+    if len(FLOAT_WINDOWS) < 10_000:
+        FLOAT_WINDOWS[quantity] = found
     return found
 
 

@@ -385,7 +385,7 @@ def test_float32_resolution_shortcut_over_a_sweep_of_meter_values_and_ties() -> 
 
 
 def test_decode_values_gives_what_decode_block_gives() -> None:
-    from protocols.modbus import decode_values
+    from protocols.modbus import decode_reply, decode_values
 
     profile = load_named_profile("sdm630")
     assert isinstance(profile, ModbusProfile)
@@ -404,3 +404,8 @@ def test_decode_values_gives_what_decode_block_gives() -> None:
                 assert r.problem is None and r.value == value and type(r.value) is type(value)
         with pytest.raises(RegisterDecodeError, match="expected"):
             decode_values(block, registers[1:])
+        data = struct.pack(f">{block.count}H", *registers)
+        assert decode_reply(block, data) == values
+        for bad in (data[:-2], data + b"\0\0", data[:-1]):
+            with pytest.raises(RegisterDecodeError, match="expected"):
+                decode_reply(block, bad)

@@ -6,10 +6,13 @@ import asyncio
 from decimal import Decimal
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.committer import Committer
 from gateway.poll_result import PolledValue, PollResult
 from gateway.store import Store
-from gateway.validation import RegisterMemory, check_value
+from gateway.validation import RegisterMemory, check_value, classify, is_register
 from protocols.payload import decode_message
 
 
@@ -61,3 +64,20 @@ def test_committer_publishes_flags_and_remembers_registers_across_restarts(tmp_p
         assert read["quality"] == "N" and read["reasons"] == [18]
         assert read["val"] is None  # billing cannot use it ...
         assert read["raw"] == Decimal("49.00")  # ... but the engineer sees what the meter said
+
+
+@given(st.sampled_from(["voltage.a", "current.n", "power.factor.total", "frequency",
+                        "power.active.total", "x.unbounded", "energy.active.import.total",
+                        "energy.reactive.q1"]),
+       st.floats(allow_nan=False), st.none() | st.decimals(allow_nan=False, allow_infinity=False))
+def test_the_committers_float_window_accepts_exactly_what_classify_calls_actual(
+        quantity: str, value: float, previous: Decimal | None) -> None:
+    from gateway.validation import ACTUAL, float_window
+
+    window = float_window(quantity)
+    if window is None:
+        assert is_register(quantity)
+        return
+    inside = window[0] <= value <= window[1]
+    assert (classify(quantity, value, previous) is ACTUAL) == inside
+    assert (classify(quantity, value, None) is ACTUAL) == inside

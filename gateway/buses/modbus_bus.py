@@ -21,12 +21,12 @@ from pymodbus.exceptions import ModbusException
 
 from protocols.modbus.errors import RegisterDecodeError
 from protocols.modbus.profile import ModbusProfile, RegisterFunction
-from protocols.modbus.register_map import DecodeProblem, ReadBlock, decode_values, plan_reads
+from protocols.modbus.register_map import DecodeProblem, ReadBlock, decode_reply, plan_reads
 from protocols.modbus.relay import ModbusWrite
 
 from ..poll_result import BusEvent, PolledValue, PollResult
 from .base import BusSettings, MeterSlot, ScheduledBus, now_ms
-from .modbus_responses import RESPONSE_CLASSES
+from .modbus_responses import RESPONSE_CLASSES, register_bytes
 
 ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
 
@@ -119,7 +119,7 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                 await asyncio.wait_for(client.connect(), self.settings.timeout_s * 2)
         return client
 
-    async def _read_block(self, client: ModbusClient, unit: int, block: ReadBlock) -> list[int]:
+    async def _read_block(self, client: ModbusClient, unit: int, block: ReadBlock) -> bytes:
         if block.function is RegisterFunction.INPUT:
             response = await client.read_input_registers(block.start, count=block.count, device_id=unit)
         else:
@@ -127,7 +127,7 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                                                            device_id=unit)
         if response.isError():
             raise ModbusException(f"exception response {response}")
-        return list(response.registers)
+        return register_bytes(response)
 
     async def poll(self, meter: ModbusMeter) -> PollResult:
         started_ms = now_ms()
@@ -141,7 +141,7 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
             for block in meter.blocks:
                 if self.serial is not None:
                     await self.serve_priority_now()
-                registers: list[int] | None = None
+                registers: bytes | None = None
                 for attempt in range(1 + self.settings.retries):
                     started = time.monotonic()
                     try:
@@ -171,7 +171,7 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                     continue
                 t_ms = now_ms()
                 try:
-                    decoded = decode_values(block, registers)
+                    decoded = decode_reply(block, registers)
                 except RegisterDecodeError as exc:
                     meter.stats.bad_frames += 1
                     errors.append(str(exc))

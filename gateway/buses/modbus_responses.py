@@ -4,7 +4,8 @@ pymodbus's stock read-registers response unpacks a reply one register at a time 
 full debug string of it (``str(pdu)`` is evaluated for a debug log line even when debug logging
 is off). For a gateway polling a hundred meters a second that was a tenth of its CPU. These
 subclasses keep pymodbus's framing, transaction matching and error handling, and change only the
-two steps: all registers come from one ``struct.unpack_from``, and ``str()`` is a short summary.
+two steps: all registers come from one ``struct.unpack_from`` (and their bytes are kept, so the
+gateway decodes values straight from them), and ``str()`` is a short summary.
 They are installed through pymodbus's own extension point, ``client.register(...)``, which
 replaces the response class for their function code on that client only.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import struct
 
 from pymodbus.exceptions import ModbusIOException
+from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersResponse,
     ReadInputRegistersResponse,
@@ -28,6 +30,16 @@ def _decode_registers(pdu: ReadHoldingRegistersResponse, data: bytes) -> None:
             function_code=pdu.function_code,
         )
     pdu.registers = list(struct.unpack_from(f">{byte_count // 2}H", data, 1))
+    pdu.register_bytes = bytes(data[1 : 1 + byte_count])  # type: ignore[attr-defined]
+
+
+def register_bytes(pdu: ModbusPDU) -> bytes:
+    """The registers of a read reply as they came off the wire (2 bytes each, big-endian): kept by
+    the classes below, rebuilt from ``registers`` for any other response class."""
+    data = getattr(pdu, "register_bytes", None)
+    if isinstance(data, bytes):
+        return data
+    return struct.pack(f">{len(pdu.registers)}H", *pdu.registers)
 
 
 def _summary(pdu: ReadHoldingRegistersResponse) -> str:

@@ -51,6 +51,7 @@ __all__ = [
     "RegisterImage",
     "decode_block",
     "decode_register",
+    "decode_reply",
     "decode_values",
     "encode_register",
     "encode_values",
@@ -213,7 +214,18 @@ def decode_values(block: ReadBlock, registers: Sequence[int]) -> list[tuple[Regi
     order, without a :class:`Reading` (and its copy of the raw words) per value — a gateway
     polling a hundred meters a second decodes a thousand values a second and needs only the
     value. Same values, same errors."""
-    data = _block_bytes(block, registers)
+    return decode_reply(block, _block_bytes(block, registers))
+
+
+def decode_reply(block: ReadBlock, data: bytes) -> list[tuple[RegisterSpec, Decimal | float | DecodeProblem]]:
+    """:func:`decode_values` from the reply's register bytes as they came off the wire (2 per
+    register, big-endian): what a client that kept them passes, skipping the round trip
+    through a list of ints. Raises :class:`RegisterDecodeError` for a reply of the wrong size."""
+    if len(data) != 2 * block.count:
+        raise RegisterDecodeError(
+            f"{block.function.value} registers {block.start:#06x}+{block.count}: the meter returned "
+            f"{len(data) / 2:g} registers, expected {block.count}"
+        )
     return [(plan.spec, plan.value(data)) for plan in _block_plans(block)]
 
 
