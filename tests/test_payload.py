@@ -550,3 +550,18 @@ def test_the_direct_reads_encoder_writes_exactly_what_cbor2_writes(
 
     env = Envelope("gw-ü-1", epoch, seq, ts)
     assert build_reads(env, meter, records) == _build_reads_cbor2(env, meter, records)
+
+
+@settings(max_examples=1000)
+@given(st.one_of(registers(), st.decimals(allow_nan=True), st.decimals(places=2, min_value=0, max_value=10**9)))
+def test_the_actual_read_shortcut_takes_or_refuses_every_decimal_as_the_constructor_does(
+        val: Decimal) -> None:
+    try:
+        expected: ReadRecord | str = ReadRecord("energy.active.import.total", val, "kWh", T0)
+    except PayloadEncodeError as exc:
+        expected = str(exc)
+    try:
+        got: ReadRecord | str = ReadRecord.actual("energy.active.import.total", val, "kWh", T0)
+    except PayloadEncodeError as exc:
+        got = str(exc)
+    assert repr(got) == repr(expected)
