@@ -1,7 +1,8 @@
 """Daemon CPU per Modbus meter poll (goal ≤ 0.4 ms) and idle CPU (goal ≤ 1 % of a core).
 
     .venv/bin/python bench/bench_modbus_cpu.py [--quick] [--seconds S] [--idle-seconds S]
-                                               [--profile FILE.prof]
+                                               [--event-loop uvloop|asyncio] [--config-extra TOML]
+                                               [--profile FILE.prof] [--py-spy FILE]
 
 Set-up, all on 127.0.0.1: a private mosquitto; ``python -m hil_tests.sim --modbus-tcp-meters 100``
 in its own process (a pymodbus TCP server serving SDM630 register maps, so its CPU is not the
@@ -21,10 +22,16 @@ to ONE merged read (input registers 0x0000..0x0049, 74 words) per poll.
 2. **idle**: a fresh daemon with the same meters at a 1-day interval: after their first poll
    nothing is due. CPU share of one core over the idle window.
 
+``--event-loop`` sets the daemon's ``[gateway] event_loop`` (default: what ``auto`` gives here,
+uvloop when installed); the floor's Modbus clients run on the same loop, so "the daemon's own
+work" compares like with like. ``--config-extra`` appends TOML to the daemon's config, e.g.
+``'[store]\\ncommit_window_ms = 200'``, to compare settings.
+
 ``--profile FILE`` runs the busy daemon under cProfile (its CPU figure is then inflated by the
 profiler; use it to see where the time goes, e.g. ``python -m pstats FILE``). ``--py-spy FILE``
 samples it with py-spy instead (``.venv/bin/pip install py-spy``; folded stacks, one per line,
-with counts), which distorts far less.
+with counts), which distorts far less; it samples with ``--gil``, so SQLite's C code (run with the
+GIL released) does not show: the store's share is larger than the samples say.
 
 Exit status: 0 measured, 1 with ``--strict`` when a goal is missed, 2 when it could not measure.
 """
@@ -57,6 +64,7 @@ from bench.daemon_rig import (
     start_simulator,
     verdict,
 )
+from gateway import event_loop
 from protocols.modbus.register_map import plan_reads
 from protocols.profiles import load_profile
 
@@ -120,12 +128,14 @@ def daemon_config(broker_port: int, modbus_port: int, interval_s: float, health_
               "max_concurrency": 8, "timeout_ms": 1000}]
     meters = [{"id": f"mb-{u:03d}", "bus": "tcp-1", "address": u, "profile": PROFILE_NAME,
                "poll_interval_s": interval_s} for u in range(1, METERS + 1)]
-    return config_text(broker_port, buses, meters, health_interval_s=health_s,
-                       data_dir=data_dir) + "\n" + CONFIG_EXTRA
+    text = config_text(broker_port, buses, meters, health_interval_s=health_s, data_dir=data_dir)
+    return text.replace("[gateway]\n", f'[gateway]\nevent_loop = "{LOOP}"\n', 1) + "\n" + CONFIG_EXTRA
 
 
 #: TOML appended to the daemon's config (``--config-extra``), to compare settings.
 CONFIG_EXTRA = ""
+#: The event loop of the daemon and of the floor's Modbus clients (``--event-loop``).
+LOOP = event_loop.resolve("auto")
 
 
 def polls(stats: dict[str, object]) -> int:
@@ -237,7 +247,8 @@ def third_party_floor(broker_port: int, modbus_port: int, seconds: float) -> dic
     """pymodbus + paho alone, same rate, same simulator and broker (bench/third_party_floor.py)."""
     done = subprocess.run([sys.executable, "-m", "bench.third_party_floor", "--modbus-port",
                            str(modbus_port), "--broker-port", str(broker_port), "--units",
-                           str(METERS), "--rate", str(METERS), "--seconds", str(seconds)],
+                           str(METERS), "--rate", str(METERS), "--seconds", str(seconds),
+                           "--event-loop", LOOP],
                           cwd=Path(__file__).resolve().parent.parent, capture_output=True,
                           text=True, timeout=seconds * 3 + 60)
     if done.returncode != 0:
@@ -246,6 +257,7 @@ def third_party_floor(broker_port: int, modbus_port: int, seconds: float) -> dic
 
 
 def main() -> int:
+    global CONFIG_EXTRA, LOOP
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 2)[2])
@@ -257,12 +269,14 @@ def main() -> int:
     parser.add_argument("--py-spy", type=Path, default=None,
                         help="sample the busy daemon with py-spy, writing folded stacks to FILE")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--event-loop", choices=("asyncio", "uvloop"), default=LOOP,
+                        help=f"the daemon's [gateway] event_loop (default here: {LOOP})")
     parser.add_argument("--config-extra", default="",
                         help="TOML appended to the daemon's config, e.g. "
                              "'[store]\\ncommit_window_ms = 200' (\\n for new lines)")
     args = parser.parse_args()
-    global CONFIG_EXTRA
     CONFIG_EXTRA = args.config_extra.replace("\\n", "\n")
+    LOOP = args.event_loop
     busy_s = args.seconds or (20.0 if args.quick else 120.0)
     idle_s = args.idle_seconds or (15.0 if args.quick else 120.0)
     warmup_s = 3.0 if args.quick else 15.0
@@ -294,6 +308,7 @@ def main() -> int:
                 " (sampled by py-spy)" if args.py_spy else "")
     rows = [
         ("meters, quantities, requests/poll", f"{METERS} Modbus TCP, 10 each, {requests} merged read", ""),
+        ("event loop of the daemon and of the floor's Modbus clients", LOOP, ""),
         ("busy: polls due / completed", f"100/s / {busy['polls_per_s']:.1f}/s "
          f"({busy['polls']:.0f} polls in {busy['wall_s']:.0f} s)", ""),
         ("busy: success ratio, overruns", f"{busy['success_ratio']:.4f}, {busy['overruns']:.0f}", ""),
