@@ -54,6 +54,13 @@ def _int(n: int) -> bytes | None:
     return None
 
 
+def _int_array(values: Sequence[int]) -> bytes | None:
+    items = [_int(v) for v in values]
+    if any(item is None for item in items):
+        return None
+    return _head(4, len(items)) + b"".join(items)  # type: ignore[arg-type]
+
+
 def _text(value: str) -> bytes:
     encoded = _TEXT.get(value)
     if encoded is None:
@@ -155,33 +162,21 @@ def encode_reads(version: int, gw: str, message_id: str, seq: int, ts: int, mete
         extend((prefix, value_b, middle, last_t_b, suffix))
         if size == 5:
             continue
+        # The optional fields, in build_reads's order; rare (estimates, flagged reads).
+        extras: list[tuple[bytes, bytes | None]] = []
         if method is not None:
-            method_b = _int(method)
-            if method_b is None:
-                return None
-            append(_K_METHOD)
-            append(method_b)
+            extras.append((_K_METHOD, _int(method)))
         if reasons:
-            append(_K_REASONS)
-            append(_head(4, len(reasons)))
-            for code in reasons:
-                code_b = _int(code)
-                if code_b is None:
-                    return None
-                append(code_b)
+            extras.append((_K_REASONS, _int_array(reasons)))
         if hist:
-            append(_K_HIST)
-            append(_TRUE)
+            extras.append((_K_HIST, _TRUE))
         if raw is not None:
-            raw_b = _number(raw)
-            if raw_b is None:
-                return None
-            append(_K_RAW)
-            append(raw_b)
+            extras.append((_K_RAW, _number(raw)))
         if rev:
-            rev_b = _int(rev)
-            if rev_b is None:
+            extras.append((_K_REV, _int(rev)))
+        for key_b, item_b in extras:
+            if item_b is None:
                 return None
-            append(_K_REV)
-            append(rev_b)
+            append(key_b)
+            append(item_b)
     return b"".join(parts)
