@@ -30,7 +30,8 @@ _U64_MAX: Final = 2**64 - 1
 _CACHE_MAX: Final = 4096
 _TAG_DECIMAL_FRACTION_PAIR: Final = b"\xc4\x82"  # tag 4, array of 2
 
-#: Encoded text items, by value (quantity names, units, keys, gateway and meter ids).
+#: Encoded text items, by value (quantity names, units, keys, gateway and meter ids: a set that a
+#: configuration bounds; message ids, new for every message, are never put here).
 _TEXT: dict[str, bytes] = {}
 
 
@@ -130,8 +131,9 @@ def encode_reads(version: int, gw: str, message_id: str, seq: int, ts: int, mete
     if version_b is None or seq_b is None or ts_b is None:
         return None
     k_v, k_gw, k_id, k_seq, k_ts, k_meter, k_reads = _ENVELOPE_KEYS
-    parts = [k_v, version_b, k_gw, _text(gw), k_id, _text(message_id), k_seq, seq_b, k_ts, ts_b,
-             k_meter, _text(meter), k_reads, _head(4, len(reads))]
+    id_b = message_id.encode("utf-8")  # new for every message: not cached
+    parts = [k_v, version_b, k_gw, _text(gw), k_id, _head(3, len(id_b)), id_b, k_seq, seq_b, k_ts,
+             ts_b, k_meter, _text(meter), k_reads, _head(4, len(reads))]
     append = parts.append
     extend = parts.extend
     last_t = -1

@@ -565,3 +565,14 @@ def test_the_actual_read_shortcut_takes_or_refuses_every_decimal_as_the_construc
     except PayloadEncodeError as exc:
         got = str(exc)
     assert repr(got) == repr(expected)
+
+
+def test_the_reads_encoders_caches_hold_names_not_messages() -> None:
+    from protocols import reads_encoder
+
+    records = [ReadRecord("voltage.a", 230.0, "V", T0), ReadRecord("current.a", 1.5, "A", T0)]
+    build_reads(ENV, "m-001", records)
+    texts, fragments = len(reads_encoder._TEXT), len(reads_encoder._FRAGMENTS)
+    for seq in range(2000):  # every message has an id of its own
+        build_reads(Envelope(ENV.gw, ENV.epoch, seq, T0 + seq), "m-001", records)
+    assert (len(reads_encoder._TEXT), len(reads_encoder._FRAGMENTS)) == (texts, fragments)
