@@ -17,9 +17,10 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy protocols edge_rules
+	$(VENV)/bin/mypy protocols edge_rules gateway firmware_tools
 
 test: $(STAMP) lint typecheck
 	$(PY) -m pytest -q

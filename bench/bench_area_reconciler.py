@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bench_area_reconciler [--customers 100] [--days 400]
 
 One synthetic area (hil_tests.synthetic_areas) with a year of daily freezes in a real store;
-the daemon's :class:`gateway.area_reconciler.AreaReconciler` computes the newest day (the
+the daemon's :class:`gateway.analytics.areas.AreaReconciler` computes the newest day (the
 pipeline over ``history_days`` of freezes, the store reads included) — what the gateway does
 once a day per area, in a worker thread. Prints the time per area-day after a warm-up call
 (the first call also loads numba's cached machine code).
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.area_reconciler import EXPORT_Q, IMPORT_Q, AreaReconciler
+from gateway.analytics.areas import EXPORT_Q, IMPORT_Q, AreaReconciler
 from gateway.config import load_config
 from gateway.store import Store
 from gateway.store.records import DailyValue

@@ -4,7 +4,7 @@
 
 The simulator runs in its own process (``python -m hil_tests.sim``) on a pty, pacing bytes at
 11 bits per character and answering after the response delay. The gateway's real bus task
-(``gateway.buses.dlt645_bus.Dlt645Bus``) polls every meter as fast as it may (overloaded schedule),
+(``gateway.acquisition.dlt645_bus.Dlt645Bus``) polls every meter as fast as it may (overloaded schedule),
 so the line is never idle by choice. The wire limit of what was exchanged is
 
     sum over transactions of (request bytes + reply bytes) × 11 / baud + response delay + turnaround
@@ -23,10 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.buses.base import BusSettings
-from gateway.buses.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
-from gateway.buses.schedule import PollSchedule
-from gateway.buses.serial_port import AsyncSerialPort
+from gateway.acquisition.base import BusSettings
+from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
+from gateway.acquisition.schedule import PollSchedule
+from gateway.acquisition.serial_port import AsyncSerialPort
 from protocols import dlt645 as d
 
 REPO = Path(__file__).resolve().parent.parent

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.commands import (
+from gateway.control.commands import (
     CommandVerifier,
     Journal,
     KeyTable,
@@ -37,7 +37,7 @@ from gateway.commands import (
     parse_envelope,
     verify_chain,
 )
-from gateway.commands.keys import raw_public_key
+from gateway.control.commands.keys import raw_public_key
 from protocols import cose
 
 GW = "gw-bench"

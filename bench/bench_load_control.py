@@ -8,7 +8,7 @@ its NumPy twin and the same code as plain Python (the kernel's ``py_func``), the
 compile time in a fresh process with an empty ``NUMBA_CACHE_DIR`` and the start time of a second
 fresh process loading from that cache.
 
-Engine (gateway/load_control/engine.py), 50 groups of 8 meters, every group under a limit:
+Engine (gateway/control/load_control/engine.py), 50 groups of 8 meters, every group under a limit:
 ``tick`` (what the daemon calls about once a second), ``on_power`` for one group, ``on_command``
 for an immediate trip (command in → SendControl out; the frame, the bus and verification come
 after) and ``to_dict`` + ``json.dumps`` (what the daemon persists).
@@ -39,8 +39,13 @@ from edge_rules.load_limits import (
     sliding_mean_nb,
     sliding_mean_np,
 )
-from gateway.load_control import ControlCommand, EngineSettings, LoadControlEngine, SendControl
-from gateway.load_control.settings import GroupSpec, MeterSpec, Topology
+from gateway.control.load_control import (
+    ControlCommand,
+    EngineSettings,
+    LoadControlEngine,
+    SendControl,
+)
+from gateway.control.load_control.settings import GroupSpec, MeterSpec, Topology
 
 ROOT = Path(__file__).resolve().parent.parent
 _COMPILE = """

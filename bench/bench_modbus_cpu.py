@@ -6,7 +6,7 @@
 
 Set-up, all on 127.0.0.1: a private mosquitto; ``python -m hil_tests.sim --modbus-tcp-meters 100``
 in its own process (a pymodbus TCP server serving SDM630 register maps, so its CPU is not the
-daemon's); the daemon as a subprocess (``python -m gateway.cli run``) polling the 100 meters
+daemon's); the daemon as a subprocess (``python -m gateway.app.cli run``) polling the 100 meters
 through one ``modbus-tcp`` bus.
 
 The daemon reads the 10 standard quantities (voltage a/b/c, current a/b/c, total active power,
@@ -64,7 +64,7 @@ from bench.daemon_rig import (
     start_simulator,
     verdict,
 )
-from gateway import event_loop
+from gateway.app import event_loop
 from protocols.modbus.register_map import plan_reads
 from protocols.profiles import load_profile
 
@@ -206,7 +206,7 @@ def busy_phase(workdir: Path, broker_port: int, modbus_port: int, warmup_s: floa
 
 def idle_interval(needed_s: float) -> float:
     """A poll interval whose next wall-clock-aligned slot is more than ``needed_s`` away (the
-    first slot is due at once; see gateway.buses.schedule.PollSchedule.aligned)."""
+    first slot is due at once; see gateway.acquisition.schedule.PollSchedule.aligned)."""
     now = time.time()
     for interval in (86400.0, 86400.0 - 3600, 86400.0 - 7200):
         if interval - now % interval > needed_s:

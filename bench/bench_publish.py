@@ -57,10 +57,10 @@ from bench.daemon_rig import (
     private_broker,
     verdict,
 )
-from gateway.daemon import BOOKKEEPING_DELAY_S
-from gateway.mqtt_link import GatewayStateMessages, LinkSettings, MqttLink
-from gateway.outbox_pump import OutboxPump
+from gateway.app.daemon import BOOKKEEPING_DELAY_S
 from gateway.store import OutboxMessage, OutboxRow, Store
+from gateway.uplink.mqtt_link import GatewayStateMessages, LinkSettings, MqttLink
+from gateway.uplink.outbox_pump import OutboxPump
 from protocols.payload import ReadRecord
 
 GOAL_RATIO = 0.5

@@ -6,12 +6,12 @@ CPU (goal ≤ 5 % of one core).
 Set-up, all on 127.0.0.1: a private mosquitto; five simulator processes
 (``python -m hil_tests.sim``): four DL/T 645 lines of 25 meters each on ptys at 9600 baud 8E1,
 and one Modbus TCP server with 100 SDM630 meters; the daemon as a subprocess
-(``python -m gateway.cli run``) polling all 200 meters every 60 s with the shipped profiles
+(``python -m gateway.app.cli run``) polling all 200 meters every 60 s with the shipped profiles
 (``dlt645-2007``: 9 transactions per meter, about 25 s of wire time per line per cycle, well
 inside the 60 s; ``sdm630``: 29 quantities in 2 requests).
 
 Measured from outside: RSS from ``/proc/PID/status`` (VmRSS) every 10 s (and, for scale, the RSS
-of a fresh interpreter that only imports ``gateway.daemon``); CPU from
+of a fresh interpreter that only imports ``gateway.app.daemon``); CPU from
 ``/proc/PID/stat`` (utime + stime) over the run minus its first 30 s of start-up. The full run
 measures CPU over exactly ``M`` poll intervals after those 30 s (default M = 10, i.e. 10.5 minutes
 in all), so it holds the same number of poll cycles whatever the wall-clock phase at start. The
@@ -108,7 +108,7 @@ def main() -> int:
     sims: list[Simulator] = []
     try:
         # What the daemon holds before it has done anything: its imports.
-        imports = dict(import_rss_kib(["gateway.daemon", "edge_rules.groups", "numba"]))
+        imports = dict(import_rss_kib(["gateway.app.daemon", "edge_rules.groups", "numba"]))
         with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
             workdir = Path(tmp)
             with private_broker(workdir) as broker:
@@ -170,9 +170,9 @@ def main() -> int:
         ("polls committed (last health), reads msgs", f"{polls}, {reads}", ""),
         ("worst bus success ratio, overruns", f"{ratio:.4f}, {overruns}", "1.0, 0"),
         ("meters in comm loss", ", ".join(lost) or "none", "none"),
-        ("RSS of `import gateway.daemon` alone",
-         f"{imports['gateway.daemon'] / 1024:.1f} MiB; numba, which a config with groups loads "
-         f"at its first group computation, adds {(imports['numba'] - imports['gateway.daemon']) / 1024:.1f} MiB",
+        ("RSS of `import gateway.app.daemon` alone",
+         f"{imports['gateway.app.daemon'] / 1024:.1f} MiB; numba, which a config with groups loads "
+         f"at its first group computation, adds {(imports['numba'] - imports['gateway.app.daemon']) / 1024:.1f} MiB",
          ""),
         ("RSS at 10 s / 30 s", f"{at_10s[1]:.1f} / {after_start[0][1]:.1f} MiB" if after_start
          else "n/a", ""),

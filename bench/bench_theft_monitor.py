@@ -4,7 +4,7 @@
                                                   [--no-screen]
 
 ``--meters`` three-phase DL/T 645 meters (honest: no alarm may fire) recorded by the real
-:class:`gateway.theft_monitor.TheftMonitor`, attached to a real committer and store, and
+:class:`gateway.analytics.theft.TheftMonitor`, attached to a real committer and store, and
 evaluated in batches of each ``--batches`` size (the meters polled within one
 ``evaluate_interval_s``). Prints the median CPU time of recording one poll
 (:meth:`TheftMonitor.on_poll`, what every poll pays) and of evaluating one batch (the nine
@@ -24,11 +24,11 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from gateway.committer import Committer
+from gateway.acquisition.poll_result import PolledValue, PollResult
+from gateway.analytics.theft import TheftMonitor
 from gateway.config import load_config
-from gateway.poll_result import PolledValue, PollResult
+from gateway.pipeline.committer import Committer
 from gateway.store import Store
-from gateway.theft_monitor import TheftMonitor
 
 HEAD = """[gateway]
 id = "gw-bench"

@@ -1,4 +1,4 @@
-"""The daemon's VEE stage (gateway/vee_stage.py): what it adds per poll and per interval boundary.
+"""The daemon's VEE stage (gateway/pipeline/vee_stage.py): what it adds per poll and per interval boundary.
 
     .venv/bin/python bench/bench_vee_stage.py [--meters 200] [--kernels numpy|numba]
 
@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_rules.vee_rules import parse_vee_config
-from gateway.poll_result import PolledValue, PollResult
-from gateway.vee_stage import GRID_QUANTITY, VeeStage
+from gateway.acquisition.poll_result import PolledValue, PollResult
+from gateway.pipeline.vee_stage import GRID_QUANTITY, VeeStage
 from protocols.payload import ReadRecord
 
 INTERVAL_MS = 900_000

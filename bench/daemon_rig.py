@@ -280,7 +280,7 @@ def _toml(value: object) -> str:
 
 @dataclass
 class Daemon:
-    """``python -m gateway.cli run --config FILE`` as a subprocess, its output in ``daemon.log``."""
+    """``python -m gateway.app.cli run --config FILE`` as a subprocess, its output in ``daemon.log``."""
 
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
@@ -291,12 +291,12 @@ class Daemon:
 
     def start(self, config: str, *, python_args: Sequence[str] = ()) -> int:
         """Write ``config`` beside the daemon's log and start it; ``python_args`` go before
-        ``-m gateway.cli`` (``-m cProfile -o FILE`` to profile it)."""
+        ``-m gateway.app.cli`` (``-m cProfile -o FILE`` to profile it)."""
         path = self.workdir / "gateway.toml"
         path.write_text(config)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
-            [sys.executable, *python_args, "-m", "gateway.cli", "run", "--config", str(path)],
+            [sys.executable, *python_args, "-m", "gateway.app.cli", "run", "--config", str(path)],
             cwd=REPO,
             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         log.close()

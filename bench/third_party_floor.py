@@ -27,8 +27,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from pymodbus.client import AsyncModbusTcpClient
 
-from gateway import event_loop
-from gateway.buses.modbus_responses import RESPONSE_CLASSES
+from gateway.acquisition.modbus_responses import RESPONSE_CLASSES
+from gateway.app import event_loop
 
 BLOCK_START = 0x0000
 BLOCK_COUNT = 74  # the bench profile's one merged read

@@ -30,17 +30,23 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.commands.envelope import ACTIONS, ROLES, EnvelopeError, build_envelope, parse_envelope
-from gateway.commands.journal import JournalError, parse_head, verify_chain
-from gateway.commands.keys import load_private_key, raw_public_key
-from gateway.commands.results import (
+from gateway.config.operator_keys import KeyFormatError, parse_ed25519_public_key
+from gateway.control.commands.envelope import (
+    ACTIONS,
+    ROLES,
+    EnvelopeError,
+    build_envelope,
+    parse_envelope,
+)
+from gateway.control.commands.journal import JournalError, parse_head, verify_chain
+from gateway.control.commands.keys import load_private_key, raw_public_key
+from gateway.control.commands.results import (
     AuditHeadMessage,
     ResultError,
     command_topic,
     read_result_topic,
     result_topic,
 )
-from gateway.config.operator_keys import KeyFormatError, parse_ed25519_public_key
 from protocols import cose
 
 from .errors import ToolError

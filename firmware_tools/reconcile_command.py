@@ -417,7 +417,7 @@ def run_reconcile(
     from edge_rules.groups import build_layout
     from edge_rules.line_loss import reconcile_areas
     from gateway.config import ConfigError, format_errors, load_config
-    from gateway.reconcile_settings import band_settings, suspect_settings
+    from gateway.config.reconcile import band_settings, suspect_settings
 
     try:
         config = load_config(config_path)

@@ -94,7 +94,7 @@ class GatewayRig:
         log = open(self.workdir / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config_path)],
+            [sys.executable, "-m", "gateway.app.cli", "run", "--config", str(self.config_path)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         return self.process

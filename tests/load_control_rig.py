@@ -11,7 +11,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from gateway.load_control import (
+from gateway.control.load_control import (
     ControlCommand,
     EngineSettings,
     LoadControlEngine,
@@ -20,7 +20,7 @@ from gateway.load_control import (
     SendControl,
     Topology,
 )
-from gateway.load_control.actuation import (
+from gateway.control.load_control.actuation import (
     EXPECTED_FLAGS,
     ActuationPolicy,
     Dlt645Credentials,
@@ -34,7 +34,7 @@ from gateway.load_control.actuation import (
     status_read_request,
     status_word3_flags,
 )
-from gateway.load_control.settings import GroupSpec, MeterSpec
+from gateway.control.load_control.settings import GroupSpec, MeterSpec
 from hil_tests.dlt645_sim import Dlt645Meter
 from hil_tests.load_model import DEFAULT_START_EPOCH, LoadModel, ManualClock, SimMeter
 from protocols.dlt645 import AckReply, ErrorReply, ReadReply, decode, encode, parse_frame

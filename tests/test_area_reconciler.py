@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from gateway.area_reconciler import AreaReconciler
+from gateway.acquisition.poll_result import PolledValue, PollResult
+from gateway.analytics.areas import AreaReconciler
 from gateway.config import load_config
-from gateway.poll_result import PolledValue, PollResult
 from gateway.store import Store
 from protocols.payload import decode_message
 
@@ -260,8 +260,8 @@ def test_a_gateway_without_groups_never_loads_numba() -> None:
     import sys
 
     code = (
-        "import sys, gateway.daemon, gateway.config, gateway.reconcile_settings\n"
-        "print('numba' in sys.modules, 'gateway.area_reconciler' in sys.modules)\n"
+        "import sys, gateway.app.daemon, gateway.config, gateway.config.reconcile\n"
+        "print('numba' in sys.modules, 'gateway.analytics.areas' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], check=True, timeout=60)
@@ -317,7 +317,7 @@ def test_a_tamper_alarm_during_a_high_day_names_the_meter_with_its_evidence(site
 
 
 def test_a_theft_alarm_of_the_daemon_during_a_high_day_names_the_meter(site: Path) -> None:
-    """The theft monitor's alarms (gateway/theft_monitor.py) are evidence like the meters' own
+    """The theft monitor's alarms (gateway/analytics/theft.py) are evidence like the meters' own
     flags: a stopped register on the high day names its meter, its evidence line quoted."""
     clocks = Clocks()
     reconciler, store = open_reconciler(site, clocks)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from firmware_tools.cli import main as gwtool
-from gateway.commands.journal import (
+from gateway.control.commands.journal import (
     GENESIS_HASH,
     Journal,
     JournalEntry,

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from gateway.backfill import BackfillBoard, boundary_local, interval_closed_by
-from gateway.buses.base import BusSettings
-from gateway.buses.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
-from gateway.buses.schedule import PollSchedule
-from gateway.buses.serial_port import AsyncSerialPort
-from gateway.poll_result import IntervalRecords
+from gateway.acquisition.backfill import BackfillBoard, boundary_local, interval_closed_by
+from gateway.acquisition.base import BusSettings
+from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
+from gateway.acquisition.poll_result import IntervalRecords
+from gateway.acquisition.schedule import PollSchedule
+from gateway.acquisition.serial_port import AsyncSerialPort
 from hil_tests.load_model import DEFAULT_START_EPOCH, ManualClock
 from hil_tests.sim import MeterSpec, run_dlt645_line
 from protocols import dlt645 as d

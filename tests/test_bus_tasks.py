@@ -9,12 +9,12 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.buses.base import BusSettings
-from gateway.buses.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
-from gateway.buses.modbus_bus import ModbusBus, make_meter
-from gateway.buses.schedule import PollSchedule
-from gateway.buses.serial_port import AsyncSerialPort, SerialPortError
-from gateway.poll_result import PollResult
+from gateway.acquisition.base import BusSettings
+from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
+from gateway.acquisition.modbus_bus import ModbusBus, make_meter
+from gateway.acquisition.poll_result import PollResult
+from gateway.acquisition.schedule import PollSchedule
+from gateway.acquisition.serial_port import AsyncSerialPort, SerialPortError
 from hil_tests.load_model import LoadModel, ManualClock
 from hil_tests.modbus_sim import SimulatedModbusMeter, start_modbus_rtu_meters
 from hil_tests.sim import run_dlt645_line

@@ -36,7 +36,7 @@ MISTAKES = [
 
 
 def _gateway(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "gateway.app.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=60)
 
 
@@ -77,6 +77,6 @@ def test_decode_payload_prints_exact_decimals(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["reads"][0]["val"] == "1206.42"
-    stdin = subprocess.run([sys.executable, "-m", "gateway.cli", "decode-payload", "-"], input=b"\x01\x02",
+    stdin = subprocess.run([sys.executable, "-m", "gateway.app.cli", "decode-payload", "-"], input=b"\x01\x02",
                            capture_output=True, timeout=60, cwd=REPO)
     assert stdin.returncode == 1 and b"not a gateway payload" in stdin.stderr

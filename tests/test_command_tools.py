@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_tools.cli import main as gwtool
-from gateway.commands import (
+from gateway.config.loader import load_config
+from gateway.control.commands import (
     CommandVerifier,
     Journal,
     ResultSigner,
@@ -30,8 +31,7 @@ from gateway.commands import (
     load_private_key,
     parse_envelope,
 )
-from gateway.commands.keys import raw_public_key
-from gateway.config.loader import load_config
+from gateway.control.commands.keys import raw_public_key
 from protocols import cose
 from protocols.payload import Envelope
 from tests.broker import MosquittoBroker

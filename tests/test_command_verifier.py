@@ -21,7 +21,9 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.commands import (
+from gateway.config.loader import load_config
+from gateway.config.model import GatewayConfig
+from gateway.control.commands import (
     AuditHeadMessage,
     CommandVerifier,
     Decision,
@@ -37,15 +39,13 @@ from gateway.commands import (
     read_result_topic,
     verify_chain,
 )
-from gateway.commands.clock import (
+from gateway.control.commands.clock import (
     STA_UNSYNC,
     TIME_ERROR,
     KernelTimeState,
     read_kernel_time_state,
 )
-from gateway.commands.keys import allowed_actions, raw_public_key
-from gateway.config.loader import load_config
-from gateway.config.model import GatewayConfig
+from gateway.control.commands.keys import allowed_actions, raw_public_key
 from gateway.store import Store
 from protocols import cose
 from protocols.payload import Envelope, decode_message
@@ -515,7 +515,7 @@ def test_persisted_counter_and_seen_ids_survive_reopen(tmp_path: Path) -> None:
 
 _KILLED_AFTER_ACCEPT = """
 import os, signal, sys, time
-from gateway.commands import CommandVerifier, Journal
+from gateway.control.commands import CommandVerifier, Journal
 from gateway.config.loader import load_config
 config = load_config(sys.argv[1])
 journal = Journal.open(sys.argv[2])

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo import BROKER_ENV, demo_layout, find_mosquitto
+from hil_tests.demo.run import BROKER_ENV, demo_layout, find_mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 METERS = [m.id for bus in demo_layout() for m in bus.meters]
@@ -32,7 +32,7 @@ METERS = [m.id for bus in demo_layout() for m in bus.meters]
 
 def demo_command() -> list[str]:
     script = Path(sys.executable).with_name("edge-gateway")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.app.cli"]
 
 
 @dataclass
@@ -268,7 +268,7 @@ def test_view_folds_real_payloads_into_what_it_shows() -> None:
 
     from rich.console import Console
 
-    from gateway.demo_view import DemoState, MeterInfo, render_plain, render_rich
+    from hil_tests.demo.view import DemoState, MeterInfo, render_plain, render_rich
     from protocols.payload import (
         AlarmEvent,
         Envelope,

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from edge_rules.codes import Reason
-from gateway.backfill import LOCAL_EPOCH, boundary_local
+from gateway.acquisition.backfill import LOCAL_EPOCH, boundary_local
 from gateway.config import load_config
+from gateway.pipeline.vee_stage import GRID_QUANTITY, Grid, VeeStage, vee_settings
 from gateway.store import Store
-from gateway.vee_stage import GRID_QUANTITY, Grid, VeeStage, vee_settings
 from hil_tests.load_model import LoadModel
 from tests.broker import Observer
 from tests.gateway_rig import TEST_PROFILE, gateway_rig, reads_by_meter, wait_until

@@ -12,7 +12,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.commands import (
+from gateway.control.commands import (
     AuditHeadMessage,
     Journal,
     build_envelope,
@@ -20,7 +20,7 @@ from gateway.commands import (
     read_kernel_time_state,
     read_result_topic,
 )
-from gateway.commands.keys import raw_public_key
+from gateway.control.commands.keys import raw_public_key
 from protocols import cose
 from tests.broker import Observer, publish_once
 from tests.gateway_rig import GatewayRig, decoded, gateway_rig, wait_until

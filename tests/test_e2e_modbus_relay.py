@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.commands import Journal
+from gateway.control.commands import Journal
 from tests.broker import Observer
 from tests.gateway_rig import GatewayRig, decoded, gateway_rig, wait_until
 from tests.test_e2e_commands import _printed_verdict, _send, gwtool

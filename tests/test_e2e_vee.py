@@ -2,7 +2,7 @@
 
 The grid is compressed (``[vee] interval_seconds = 2``: the same code path as 15 minutes, a day
 passes in 192 s) and the store starts with four weeks of history, written by the same
-:class:`gateway.vee_stage.VeeStage` the daemon restores it with — a gateway that has been running
+:class:`gateway.pipeline.vee_stage.VeeStage` the daemon restores it with — a gateway that has been running
 for a month. One meter goes silent: its missing intervals are published as estimates; when it
 answers again, the estimates are superseded under the same (meter, q, t).
 """
@@ -20,8 +20,8 @@ import numpy as np
 
 from edge_rules.codes import Method, Reason
 from gateway.config import load_config
+from gateway.pipeline.vee_stage import GRID_QUANTITY, VeeStage, vee_settings
 from gateway.store import Store
-from gateway.vee_stage import GRID_QUANTITY, VeeStage, vee_settings
 from tests.broker import Observer
 from tests.gateway_rig import decoded, gateway_rig, reads_by_meter, wait_until
 

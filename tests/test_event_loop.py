@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import event_loop
+from gateway.app import event_loop
 from tests.broker import Observer
 from tests.gateway_rig import decoded, gateway_rig, reads_by_meter, wait_until
 
@@ -41,10 +41,10 @@ def test_auto_falls_back_and_an_explicit_uvloop_is_refused_without_it(
 
 def test_a_bad_event_loop_value_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
     path = _config(tmp_path, '[gateway]\nid = "g"\ndata_dir = "var"\nevent_loop = "tokio"\n')
-    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "gateway.app.cli", "check-config", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "gateway.event_loop" in proc.stdout + proc.stderr
+    assert "gateway.app.event_loop" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("choice", ["asyncio", "auto"])

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from gateway.load_control import SendControl
-from gateway.load_control.actuation import (
+from gateway.control.load_control import SendControl
+from gateway.control.load_control.actuation import (
     EXPECTED_FLAGS,
     ActuationPolicy,
     Dlt645Credentials,

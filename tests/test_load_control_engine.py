@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.load_control import (
+from gateway.control.load_control import (
     CommandOutcome,
     ControlCommand,
     EngineSettings,
@@ -31,7 +31,7 @@ from gateway.load_control import (
     Topology,
     check_params,
 )
-from gateway.load_control.settings import GroupSettings, GroupSpec, MeterSpec
+from gateway.control.load_control.settings import GroupSettings, GroupSpec, MeterSpec
 from protocols.dlt645.messages import ControlAction
 from tests.load_control_rig import EVENING, Rig
 
@@ -713,7 +713,7 @@ def test_settings_errors_name_the_key() -> None:
 
 
 def test_commands_come_from_the_verifier_unchanged() -> None:
-    from gateway.commands import ParamsCheck, VerifiedCommand
+    from gateway.control.commands import ParamsCheck, VerifiedCommand
 
     verified = VerifiedCommand(
         id=b"\x07" * 16, issuer="op-1", signers=("op-1",), role="OPERATOR", action="limit",

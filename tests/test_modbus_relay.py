@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from gateway.buses.base import BusSettings
-from gateway.buses.modbus_bus import ModbusBus, make_meter
-from gateway.buses.schedule import PollSchedule
-from gateway.modbus_relay_control import ModbusRelayOutcome, actuate_modbus_relay
+from gateway.acquisition.base import BusSettings
+from gateway.acquisition.modbus_bus import ModbusBus, make_meter
+from gateway.acquisition.schedule import PollSchedule
+from gateway.control.modbus_relay import ModbusRelayOutcome, actuate_modbus_relay
 from hil_tests.load_model import LoadModel, ManualClock, SimMeter
 from hil_tests.modbus_sim import SimulatedModbusMeter, start_modbus_tcp_meters
 from protocols.dlt645.messages import ControlAction

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.mqtt_link import (
+from gateway.uplink.mqtt_link import (
     BdseqFile,
     GatewayStateMessages,
     LinkSettings,
@@ -174,7 +174,7 @@ def test_birth_then_clean_stop_publishes_death_and_no_will(
 CHILD = r"""
 import asyncio, sys
 from pathlib import Path
-from gateway.mqtt_link import BdseqFile, GatewayStateMessages, LinkSettings, MqttLink
+from gateway.uplink.mqtt_link import BdseqFile, GatewayStateMessages, LinkSettings, MqttLink
 
 async def main():
     host, port, data = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])

@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import pytest
 
-from gateway.mqtt_link import GatewayStateMessages, LinkSettings, MqttLink, PublishListener
-from gateway.outbox_pump import OutboxPump
 from gateway.store import OutboxMessage, Store
+from gateway.uplink.mqtt_link import GatewayStateMessages, LinkSettings, MqttLink, PublishListener
+from gateway.uplink.outbox_pump import OutboxPump
 from protocols.payload import (
     Envelope,
     ReadRecord,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.buses.schedule import PollSchedule
+from gateway.acquisition.schedule import PollSchedule
 
 
 def test_grid_does_not_creep_with_poll_duration() -> None:

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.committer import Committer
+from gateway.acquisition.poll_result import PolledValue, PollResult
+from gateway.analytics.theft import INDICATORS, KINDS, TheftMonitor
 from gateway.config import ConfigError, load_config
-from gateway.poll_result import PolledValue, PollResult
+from gateway.pipeline.committer import Committer
 from gateway.store import Store
-from gateway.theft_monitor import INDICATORS, KINDS, TheftMonitor
 from protocols.payload import decode_message
 from tests.test_payload_cddl import CDDL, Validator, parse_rules
 
@@ -365,10 +365,10 @@ def test_the_stage_runs_without_importing_numba(site: Path) -> None:
 import asyncio, sys
 from decimal import Decimal
 from pathlib import Path
-from gateway.committer import Committer
+from gateway.pipeline.committer import Committer
 from gateway.config import load_config
 from gateway.store import Store
-from gateway.theft_monitor import TheftMonitor
+from gateway.analytics.theft import TheftMonitor
 from tests.test_theft_monitor import poll, T0, STEP
 config = load_config(Path({str(site / 'gateway.toml')!r}))
 store = Store.open(Path({str(site / 'var' / 'x.sqlite')!r}))

@@ -9,10 +9,10 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.committer import Committer
-from gateway.poll_result import PolledValue, PollResult
+from gateway.acquisition.poll_result import PolledValue, PollResult
+from gateway.pipeline.committer import Committer
+from gateway.pipeline.validation import RegisterMemory, check_value, classify, is_register
 from gateway.store import Store
-from gateway.validation import RegisterMemory, check_value, classify, is_register
 from protocols.payload import decode_message
 
 
@@ -72,7 +72,7 @@ def test_committer_publishes_flags_and_remembers_registers_across_restarts(tmp_p
        st.floats(allow_nan=False), st.none() | st.decimals(allow_nan=False, allow_infinity=False))
 def test_the_committers_float_window_accepts_exactly_what_classify_calls_actual(
         quantity: str, value: float, previous: Decimal | None) -> None:
-    from gateway.validation import ACTUAL, float_window
+    from gateway.pipeline.validation import ACTUAL, float_window
 
     window = float_window(quantity)
     if window is None:

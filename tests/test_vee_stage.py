@@ -1,4 +1,4 @@
-"""The daemon's VEE stage (gateway/vee_stage.py) driven with poll results on a compressed grid:
+"""The daemon's VEE stage (gateway/pipeline/vee_stage.py) driven with poll results on a compressed grid:
 the real engine, the real store; time is passed in, so every boundary is exact."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 
 from edge_rules.codes import Method, Reason
 from edge_rules.vee_rules import parse_vee_config
+from gateway.acquisition.poll_result import PolledValue, PollResult
 from gateway.config import ConfigError, load_config
-from gateway.poll_result import PolledValue, PollResult
+from gateway.pipeline.vee_stage import BASIC, GRID_QUANTITY, VeeStage, vee_settings
 from gateway.store import Store
-from gateway.vee_stage import BASIC, GRID_QUANTITY, VeeStage, vee_settings
 from protocols.payload import ReadRecord
 
 REPO = Path(__file__).resolve().parent.parent
@@ -203,7 +203,7 @@ def test_numba_is_imported_only_when_the_compiled_kernels_are_chosen(
     script = textwrap.dedent(f"""
         import sys
         from edge_rules.vee_rules import parse_vee_config
-        from gateway.vee_stage import VeeStage
+        from gateway.pipeline.vee_stage import VeeStage
         stage = VeeStage(parse_vee_config({{"kernels": "{kernels}"}}),
                          [f"m-{{i}}" for i in range({meters})], 1_800_000_000_000)
         stage.apply([], 1_800_000_000_000 + 3_600_000)
@@ -246,7 +246,7 @@ def test_prolonged_estimation_raises_a_field_read_alarm_that_clears_when_reads_r
     vee.field_read once for the meter, and clears it when actual interval reads come back."""
     import asyncio
 
-    from gateway.committer import FIELD_READ_ALARM, Committer
+    from gateway.pipeline.committer import FIELD_READ_ALARM, Committer
 
     config = dict(CONFIG, rules=[{"name": "prolonged_estimation", "intervals": 3}])
     fleet = Fleet(["m-1", "m-2"])

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_rules.vee_rules import parse_vee_config
-from gateway.poll_result import IntervalRecords
+from gateway.acquisition.poll_result import IntervalRecords
+from gateway.pipeline.vee_stage import VeeStage
 from gateway.store import Store
-from gateway.vee_stage import VeeStage
 from tests.test_vee_stage import CONFIG, T0, Fleet, run, seeded_stage
 
 

@@ -916,7 +916,7 @@ class GatewayConfig:
         FreeTable(),
         default={},
         doc="Load-control engine settings (rounds, delays, hysteresis, protect, prepaid), "
-        "checked by gateway.load_control (docs/load_control.md).",
+        "checked by gateway.control.load_control (docs/load_control.md).",
     )
     # Derived by the loader, not read from the file.
     source_file: Path | None = field(default=None, compare=False)

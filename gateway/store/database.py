@@ -350,7 +350,7 @@ class Store:
     # ---------------------------------------------------------------- VEE state
 
     def put_vee_state(self, name: str, data: bytes, *, now_ms: int | None = None) -> None:
-        """Save (replace) the VEE blob ``name`` (gateway.vee_stage: history and meter state)."""
+        """Save (replace) the VEE blob ``name`` (gateway.pipeline.vee_stage: history and meter state)."""
         with self._transaction() as conn:
             conn.execute(
                 "INSERT INTO vee_state (name, saved_ms, data) VALUES (?, ?, ?) "

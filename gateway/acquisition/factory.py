@@ -1,0 +1,133 @@
+"""Turns the configuration and meter profiles into bus tasks.
+
+Every meter's profile is loaded here, once, and checked against its bus: a Modbus profile on a
+DL/T 645 line is a configuration error reported with the meter's key path (exit code 2), not a
+runtime surprise at the first poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from gateway.acquisition.base import BusSettings, ScheduledBus
+from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
+from gateway.acquisition.modbus_bus import ModbusBus, make_meter
+from gateway.acquisition.poll_result import BusEvent, PollResult
+from gateway.acquisition.schedule import PollSchedule
+from gateway.acquisition.serial_port import AsyncSerialPort
+from gateway.config import (
+    BusConfig,
+    ConfigError,
+    ConfigIssue,
+    GatewayConfig,
+    SerialBusConfig,
+    TcpBusConfig,
+)
+from protocols import dlt645 as d
+from protocols.modbus.profile import ModbusProfile
+from protocols.profiles import Dlt645Profile, ProfileError, load_profile
+
+
+def _issue(config: GatewayConfig, path: str, message: str) -> ConfigIssue:
+    return ConfigIssue(config.source_file or Path("<config>"), path, message)
+
+
+def dlt645_catalogue(profile: Dlt645Profile) -> d.Catalogue:
+    """The standard catalogue of the profile's edition, with the profile's DI overrides applied."""
+    version = d.Version(int(profile.version))
+    base = d.catalogue_for(version)
+    overrides: dict[int, d.DataItem] = {}
+    for o in profile.overrides:
+        di = int(o.di, 16)
+        spec = {"format": o.format, "bytes": o.bytes, "decimals": o.decimals, "signed": o.signed,
+                "unit": o.unit}
+        existing = base.lookup(di)
+        name = o.name or (existing.name if existing else f"di.{o.di}")
+        overrides[di] = d.DataItem(di, name, (d.Field("", d.format_from_spec(spec)),))
+    return base.with_overrides(overrides) if overrides else base
+
+
+def plan_dlt645(profile: Dlt645Profile, address: str) -> list[PlannedRead]:
+    version = d.Version(int(profile.version))
+    return [PlannedRead(d.ReadRequest(address, int(r.di, 16), version), r.optional, r.name, r.names)
+            for r in profile.reads]
+
+
+def load_profiles(config: GatewayConfig) -> dict[str, Dlt645Profile | ModbusProfile]:
+    """Profiles by meter id; raises ConfigError listing every unusable profile."""
+    issues: list[ConfigIssue] = []
+    cache: dict[str, Dlt645Profile | ModbusProfile] = {}
+    out: dict[str, Dlt645Profile | ModbusProfile] = {}
+    for index, meter in enumerate(config.meters):
+        key = f'meters[{index}] (id "{meter.id}").profile'
+        path = str(meter.profile.path)
+        if path not in cache:
+            try:
+                cache[path] = load_profile(path)
+            except ProfileError as exc:
+                issues.append(_issue(config, key, f"profile {meter.profile.name!r} is invalid: {exc}"))
+                continue
+        profile = cache[path]
+        protocol = config.bus(meter.bus).protocol
+        wanted = "dlt645" if protocol == "dlt645" else "modbus"
+        if profile.kind != wanted:
+            issues.append(_issue(config, key, f"profile {meter.profile.name!r} is a {profile.kind} "
+                                              f"profile but bus {meter.bus!r} speaks {protocol}"))
+            continue
+        out[meter.id] = profile
+    if issues:
+        raise ConfigError(issues)
+    return out
+
+
+def _settings(bus: BusConfig, concurrency: int = 1) -> BusSettings:
+    return BusSettings(
+        timeout_s=bus.timeout_ms / 1000,
+        turnaround_s=bus.turnaround_ms / 1000,
+        retries=bus.retries,
+        comm_loss_after=bus.comm_loss_after,
+        priority_limit=bus.queue_limit,
+        concurrency=concurrency,
+    )
+
+
+def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusEvent]) -> list[ScheduledBus]:  # type: ignore[type-arg]
+    profiles = load_profiles(config)
+    mono, wall = time.monotonic(), time.time()
+    buses: list[ScheduledBus] = []  # type: ignore[type-arg]
+    for bus in config.buses:
+        meters_cfg = config.meters_on(bus.name)
+        settings = _settings(bus, getattr(bus, "max_concurrency", 1))
+
+        def schedule(interval: float, backoff_after: int = settings.comm_loss_after) -> PollSchedule:
+            return PollSchedule.aligned(interval, mono, wall, backoff_after=backoff_after)
+
+        if bus.protocol == "dlt645":
+            meters: list[Dlt645Meter] = []
+            for m in meters_cfg:
+                profile = profiles[m.id]
+                assert isinstance(profile, Dlt645Profile)
+                address = str(m.address)
+                meters.append(Dlt645Meter(
+                    meter_id=m.id, address=address, schedule=schedule(m.poll_interval_s),
+                    version=d.Version(int(profile.version)), reads=plan_dlt645(profile, address),
+                    catalogue=dlt645_catalogue(profile), load_records=profile.load_records))
+            assert isinstance(bus, SerialBusConfig)
+            port = AsyncSerialPort(bus.port, bus.baudrate, bus.parity, bus.bytesize, bus.stopbits)
+            buses.append(Dlt645Bus(bus.name, port, meters, outbound, settings))
+        else:
+            mb_meters = []
+            for m in meters_cfg:
+                profile = profiles[m.id]
+                assert isinstance(profile, ModbusProfile)
+                mb_meters.append(make_meter(m.id, int(m.address), profile, schedule(m.poll_interval_s)))
+            if isinstance(bus, TcpBusConfig):
+                buses.append(ModbusBus(bus.name, mb_meters, outbound, settings,
+                                       host=bus.host, port=bus.port))
+            else:
+                serial = {"port": bus.port, "baudrate": bus.baudrate, "parity": bus.parity,
+                          "bytesize": bus.bytesize, "stopbits": bus.stopbits}
+                buses.append(ModbusBus(bus.name, mb_meters, outbound, settings, serial=serial))
+    return buses

@@ -1,0 +1,234 @@
+"""Modbus RTU and TCP bus tasks on pymodbus's async clients.
+
+pymodbus does the framing (MBAP / RTU CRC); our side only maps registers to quantities, through the
+meter's profile (:mod:`protocols.modbus.register_map`). A poll is the profile's merged read blocks —
+typically 1–3 requests for the ten standard quantities, not one request per quantity.
+
+RTU: one client, one transaction at a time (half-duplex, like DL/T 645). TCP: a small pool of
+connections to the bus's endpoint so up to ``max_concurrency`` meters are polled in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus, now_ms
+from gateway.acquisition.modbus_responses import RESPONSE_CLASSES, register_bytes
+from gateway.acquisition.poll_result import BusEvent, PolledValue, PollResult
+from protocols.modbus.errors import RegisterDecodeError
+from protocols.modbus.profile import ModbusProfile, RegisterFunction
+from protocols.modbus.register_map import DecodeProblem, ReadBlock, decode_reply, plan_reads
+from protocols.modbus.relay import ModbusWrite
+
+ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
+
+
+@dataclass
+class ModbusMeter(MeterSlot):
+    unit: int = 1
+    profile: ModbusProfile | None = None
+    blocks: list[ReadBlock] = field(default_factory=list)
+
+
+#: Modbus exceptions 0A (gateway path unavailable) and 0B (target device failed to respond).
+GATEWAY_EXCEPTIONS = frozenset({0x0A, 0x0B})
+
+
+class ModbusRefusal(ModbusException):
+    """The meter answered with a Modbus exception (e.g. 02 illegal address, 04 device failure):
+    it heard the request and said no. Sending the same write again changes nothing, unlike a
+    timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRead:
+    """A priority read of a relay's coil (``kind`` ``coil``, FC 01) or holding register
+    (``register``, FC 03) at ``address`` of ``unit``; the reply is its value as an int."""
+
+    unit: int
+    kind: str
+    address: int
+
+
+def make_meter(meter_id: str, unit: int, profile: ModbusProfile, schedule: Any) -> ModbusMeter:
+    return ModbusMeter(meter_id=meter_id, address=str(unit), schedule=schedule, unit=unit,
+                       profile=profile, blocks=plan_reads(profile))
+
+
+class ModbusBus(ScheduledBus[ModbusMeter]):
+    """RTU (``serial`` given) or TCP (``host``/``port`` given)."""
+
+    def __init__(self, name: str, meters: list[ModbusMeter],
+                 outbound: asyncio.Queue[PollResult | BusEvent], settings: BusSettings, *,
+                 host: str | None = None, port: int = 502, serial: dict[str, Any] | None = None) -> None:
+        super().__init__(name, meters, outbound, settings)
+        self.host = host
+        self.tcp_port = port
+        self.serial = serial
+        self._pool: asyncio.Queue[ModbusClient] = asyncio.Queue()
+        self._clients: list[ModbusClient] = []
+
+    def describe_link(self) -> str:
+        if self.serial:
+            return f"{self.serial.get('baudrate')} baud on {self.serial.get('port')}"
+        return f"{self.host}:{self.tcp_port}"
+
+    def _new_client(self) -> ModbusClient:
+        client = self._make_client()
+        for response_class in RESPONSE_CLASSES:
+            client.register(response_class)
+        return client
+
+    def _make_client(self) -> ModbusClient:
+        timeout = self.settings.timeout_s
+        if self.serial is not None:
+            return AsyncModbusSerialClient(
+                self.serial["port"], baudrate=self.serial.get("baudrate", 9600),
+                parity=self.serial.get("parity", "N"), bytesize=self.serial.get("bytesize", 8),
+                stopbits=int(self.serial.get("stopbits", 1)), timeout=timeout, retries=0,
+                reconnect_delay=0.5, reconnect_delay_max=30,
+            )
+        assert self.host is not None
+        return AsyncModbusTcpClient(self.host, port=self.tcp_port, timeout=timeout, retries=0,
+                                    reconnect_delay=0.5, reconnect_delay_max=30)
+
+    async def open(self) -> None:
+        count = 1 if self.serial is not None else max(1, self.settings.concurrency)
+        for _ in range(count):
+            client = self._new_client()
+            self._clients.append(client)
+            self._pool.put_nowait(client)
+
+    async def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+
+    async def _client(self) -> ModbusClient:
+        client = await self._pool.get()
+        if not client.connected:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.connect(), self.settings.timeout_s * 2)
+        return client
+
+    async def _read_block(self, client: ModbusClient, unit: int, block: ReadBlock) -> bytes:
+        if block.function is RegisterFunction.INPUT:
+            response = await client.read_input_registers(block.start, count=block.count, device_id=unit)
+        else:
+            response = await client.read_holding_registers(block.start, count=block.count,
+                                                           device_id=unit)
+        if response.isError():
+            raise ModbusException(f"exception response {response}")
+        return register_bytes(response)
+
+    async def poll(self, meter: ModbusMeter) -> PollResult:
+        started_ms = now_ms()
+        t0 = time.monotonic()
+        meter.stats.polls += 1
+        values: list[PolledValue] = []
+        errors: list[str] = []
+        answered = False
+        client = await self._client()
+        try:
+            for block in meter.blocks:
+                if self.serial is not None:
+                    await self.serve_priority_now()
+                registers: bytes | None = None
+                for attempt in range(1 + self.settings.retries):
+                    started = time.monotonic()
+                    try:
+                        if not client.connected:
+                            raise ModbusException(f"not connected to {self.describe_link()}")
+                        # pymodbus times the request out itself; this outer bound only catches
+                        # a client that hangs (asyncio.timeout: no extra task per read).
+                        async with asyncio.timeout(self.settings.timeout_s * 2):
+                            registers = await self._read_block(client, meter.unit, block)
+                        answered = True
+                        self.stats.record(time.monotonic(), True)
+                        break
+                    except (ModbusException, TimeoutError, ConnectionError, OSError) as exc:
+                        self.stats.record(time.monotonic(), False)
+                        meter.stats.timeouts += 1
+                        last = f"{block.function.value} {block.start:#06x}+{block.count}: {exc}"
+                        if attempt < self.settings.retries:
+                            meter.stats.retries += 1
+                            await asyncio.sleep(self.settings.retry_backoff_s * (attempt + 1))
+                    finally:
+                        self.stats.busy_s += time.monotonic() - started
+                        meter.stats.transactions += 1
+                if registers is None:
+                    errors.append(last)
+                    if not answered:
+                        break
+                    continue
+                t_ms = now_ms()
+                try:
+                    decoded = decode_reply(block, registers)
+                except RegisterDecodeError as exc:
+                    meter.stats.bad_frames += 1
+                    errors.append(str(exc))
+                    continue
+                for spec, value in decoded:
+                    if isinstance(value, DecodeProblem):
+                        errors.append(f"{spec.quantity}: {value.value}")
+                        continue
+                    values.append(PolledValue(spec.quantity, value, spec.unit, t_ms))
+        finally:
+            self._pool.put_nowait(client)
+        ok = answered and bool(values)
+        meter.stats.last_poll_s = time.monotonic() - t0
+        if ok:
+            meter.stats.polls_ok += 1
+            meter.stats.last_ok_ms = now_ms()
+        else:
+            meter.stats.polls_failed += 1
+        if errors:
+            meter.stats.last_error = "; ".join(errors)
+        return PollResult(meter.meter_id, self.name, started_ms, now_ms(), ok, tuple(values),
+                          tuple(errors))
+
+    async def send_priority(self, message: Any) -> Any:
+        """One relay write (:class:`~protocols.modbus.relay.ModbusWrite`) or read-back
+        (:class:`RelayRead`), one attempt: the caller's actuation state machine decides about
+        re-sending (a write is re-sent only after the read-back disagrees, with a bound).
+        Raises :class:`ModbusRefusal` for an exception reply, ModbusException / TimeoutError /
+        OSError when nothing usable came back."""
+        if not isinstance(message, ModbusWrite | RelayRead):
+            raise TypeError(f"Modbus bus {self.name} cannot send {type(message).__name__}")
+        client = await self._client()
+        try:
+            if not client.connected:
+                raise ModbusException(f"not connected to {self.describe_link()}")
+            async with asyncio.timeout(self.settings.timeout_s * 2):
+                if isinstance(message, ModbusWrite):
+                    if message.kind == "coil":
+                        response = await client.write_coil(message.address, bool(message.value),
+                                                           device_id=message.unit)
+                    else:
+                        response = await client.write_register(message.address, message.value,
+                                                               device_id=message.unit)
+                elif message.kind == "coil":
+                    response = await client.read_coils(message.address, count=1,
+                                                       device_id=message.unit)
+                else:
+                    response = await client.read_holding_registers(message.address, count=1,
+                                                                   device_id=message.unit)
+            if response.isError():
+                # 0A/0B come from a TCP-to-RS-485 gateway, not the meter: nobody answered,
+                # which is a timeout to retry, not a refusal.
+                if getattr(response, "exception_code", None) in GATEWAY_EXCEPTIONS:
+                    raise ModbusException(f"unit {message.unit} did not answer the TCP "
+                                          f"gateway ({response})")
+                raise ModbusRefusal(f"unit {message.unit} answered {response}")
+            if isinstance(message, ModbusWrite):
+                return response
+            return int(response.bits[0]) if message.kind == "coil" else int(response.registers[0])
+        finally:
+            self._pool.put_nowait(client)

@@ -1,0 +1,88 @@
+"""Summation-group totals published on ``P/G/groups/{group}`` (DESIGN §4), computed with the
+``edge_rules.groups`` kernel over the members' latest reads.
+
+Each period the latest ``power.active.total`` of every member meter (signed: + import) is gathered;
+a member not read within three of its poll intervals counts as missing. A total is ``A`` only when
+every member contributed an actual read; otherwise it is published with quality ``N`` and no value
+(a partial sum would look like a load drop), with ``coverage`` and the ``missing`` members so the
+operator sees why. Totals are durable outbox messages like reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+
+import numpy as np
+
+from edge_rules.groups import build_layout, group_totals, power_channels
+from gateway.acquisition.poll_result import PollResult
+from gateway.config import GatewayConfig
+from gateway.store import Store
+from gateway.store.records import OutboxMessage
+from protocols.payload import Envelope, GroupTotal, build_group
+
+STALE_POLLS = 3
+
+
+class GroupPublisher:
+    def __init__(self, config: GatewayConfig, store: Store, on_commit: object) -> None:
+        self.config = config
+        self.store = store
+        self._on_commit = on_commit
+        self.prefix = f"{config.mqtt.topic_prefix}/{config.gateway.id}"
+        ratios = {m.id: float(m.ct_ratio * m.pt_ratio) for m in config.meters}
+        self.layout = build_layout(config.groups, ratios)
+        self.meter_ids = sorted({member.meter for g in config.groups for member in g.members})
+        self.interval = {m.id: m.poll_interval_s for m in config.meters}
+        self.period_s = max(5.0, max((self.interval[m] for m in self.meter_ids), default=60.0))
+        self.power: dict[str, tuple[float, float]] = {}  # meter → (kW, wall seconds)
+        self.published = 0
+
+    def on_poll(self, result: PollResult) -> None:
+        for v in result.values:
+            if v.quantity == "power.active.total" and isinstance(v.value, Decimal | float | int):
+                self.power[result.meter_id] = (float(v.value), v.t_ms / 1000)
+
+    def compute(self, now: float) -> list[tuple[str, GroupTotal]]:
+        column = np.full((len(self.meter_ids), 1), np.nan)
+        for i, meter in enumerate(self.meter_ids):
+            entry = self.power.get(meter)
+            if entry is not None and now - entry[1] <= STALE_POLLS * self.interval[meter] + 5:
+                column[i, 0] = entry[0]
+        values, quality = power_channels(self.layout, self.meter_ids, column)
+        totals = group_totals(values, quality, self.layout)
+        coverage = totals.coverage()
+        t_ms = int(now * 1000)
+        out = []
+        for g, group_id in enumerate(self.layout.group_ids):
+            full = bool(coverage[g, 0] >= 1.0)
+            value = float(totals.total[g, 0])
+            out.append((group_id, GroupTotal(
+                q="power.active.total", val=value if full else None, unit="kW", t=t_ms,
+                quality="A" if full else "N", coverage=float(coverage[g, 0]),
+                missing=totals.missing(g, 0))))
+        return out
+
+    def publish(self, now: float) -> int:
+        results = self.compute(now)
+        messages = []
+        for group_id, total in results:
+            def build(seq: int, group_id: str = group_id, total: GroupTotal = total) -> bytes:
+                env = Envelope(self.config.gateway.id, self.store.epoch, seq, total.t)
+                return build_group(env, group_id, totals=[total])
+            messages.append(OutboxMessage(topic=f"{self.prefix}/groups/{group_id}", qos=1, build=build))
+        if messages:
+            self.store.commit_poll(messages)
+            self.published += len(messages)
+            if callable(self._on_commit):
+                self._on_commit()
+        return len(messages)
+
+    async def run(self) -> None:
+        # First totals after every member had a chance to be polled once.
+        await asyncio.sleep(self.period_s)
+        while True:
+            self.publish(time.time())
+            await asyncio.sleep(self.period_s)

@@ -1,0 +1,132 @@
+"""``edge-gateway``: the daemon and its companion commands (DESIGN §2, contract).
+
+Exit codes: 0 clean stop, 2 bad configuration (every error printed with its location), 1 other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.app import event_loop
+from gateway.config import ConfigError, config_json_schema, format_errors, load_config
+
+EXIT_BAD_CONFIG = 2
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from gateway.acquisition.factory import load_profiles
+    from gateway.control.load_control.runner import engine_settings
+    from gateway.pipeline.vee_stage import vee_settings
+
+    try:
+        config = load_config(Path(args.file))
+        load_profiles(config)
+        if config.groups or config.load_control:
+            engine_settings(config)
+        vee_settings(config)
+    except ConfigError as err:
+        print(format_errors(err), file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    print(f"{args.file}: OK — gateway {config.gateway.id}, {len(config.buses)} buses, "
+          f"{len(config.meters)} meters, {len(config.groups)} groups, {len(config.areas)} areas")
+    return 0
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(config_json_schema(), indent=2))
+    return 0
+
+
+def _decode_payload(args: argparse.Namespace) -> int:
+    from protocols.payload import PayloadError, payload_to_json
+
+    try:
+        data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"edge-gateway: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if args.hex:
+        try:
+            data = bytes.fromhex(data.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            print("edge-gateway: --hex input is not hex text", file=sys.stderr)
+            return 1
+    try:
+        print(payload_to_json(data))
+    except PayloadError as exc:
+        print(f"edge-gateway: not a gateway payload: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gateway.app.daemon import GatewayDaemon
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config_path = Path(args.config)
+    try:
+        loop = event_loop.resolve(event_loop.configured_choice(config_path))
+    except event_loop.EventLoopUnavailable as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    return event_loop.run(GatewayDaemon(config_path).run, loop)
+
+
+#: The demo drives the simulators in ``hil_tests``; the daemon package must not depend on them
+#: (a production image may ship without the rig), so the demo is looked up by name when asked for.
+DEMO_MODULE = "hil_tests.demo.run"
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        demo = importlib.import_module(DEMO_MODULE)
+    except ModuleNotFoundError as exc:
+        print(f"edge-gateway: the demo is not installed here ({exc.name} is missing); "
+              "install the package with its test rig (pip install edge-gateway) to run it",
+              file=sys.stderr)
+        return 1
+    code: int = demo.run_demo(duration_s=args.duration, data_dir=args.data_dir)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-gateway",
+                                     description="Edge gateway for electricity meter concentrators.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the daemon")
+    p.add_argument("--config", required=True, help="gateway configuration file (TOML)")
+    p.set_defaults(func=_run)
+    p = sub.add_parser("check-config", help="validate a configuration file and its meter profiles")
+    p.add_argument("file")
+    p.set_defaults(func=_check_config)
+    p = sub.add_parser("config-schema", help="print the configuration's JSON Schema (for editors)")
+    p.set_defaults(func=_config_schema)
+    p = sub.add_parser("decode-payload", help="print a CBOR payload as JSON")
+    p.add_argument("file", help="payload file, or - for standard input")
+    p.add_argument("--hex", action="store_true", help="input is hex text rather than raw bytes")
+    p.set_defaults(func=_decode_payload)
+    p = sub.add_parser("demo", help="simulated meters, a broker, the daemon and a live view")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--data-dir", default=None, help="where the demo keeps its files (default: temp)")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
