@@ -27,7 +27,8 @@ from pathlib import Path
 from gateway.acquisition.poll_result import PolledValue, PollResult
 from gateway.analytics.theft import TheftMonitor
 from gateway.config import load_config
-from gateway.pipeline.committer import Committer
+from gateway.pipeline.committer import Committer, PipelineServices
+from protocols.topics import GatewayTopics
 from gateway.store import Store
 
 HEAD = """[gateway]
@@ -105,7 +106,7 @@ def main() -> None:
             (site / "gateway.toml").write_text(config_text(args.meters))
             config = load_config(site / "gateway.toml")
             store = Store.open(site / "var" / "gateway.sqlite")
-            committer = Committer(store, "gw-bench", "mtr/v1", asyncio.Queue(), on_commit=None)
+            committer = Committer(PipelineServices.open(store, GatewayTopics("mtr/v1", "gw-bench")), asyncio.Queue())
             monitor = TheftMonitor(config, committer)
             monitor.screen = not args.no_screen
             per_poll, per_batch = asyncio.run(run(monitor, args.meters, batch, args.rounds))

@@ -17,7 +17,8 @@ import pytest
 from gateway.acquisition.poll_result import PolledValue, PollResult
 from gateway.analytics.theft import INDICATORS, KINDS, TheftMonitor
 from gateway.config import ConfigError, load_config
-from gateway.pipeline.committer import Committer
+from gateway.pipeline.committer import Committer, PipelineServices
+from protocols.topics import GatewayTopics
 from gateway.store import Store
 from protocols.payload import decode_message
 from tests.test_payload_cddl import CDDL, Validator, parse_rules
@@ -83,9 +84,9 @@ class Rig:
             (site / "gateway.toml").write_text(CONFIG + extra)
         self.config = load_config(site / "gateway.toml")
         self.store = Store.open(site / "var" / "gateway.sqlite")
-        self.committer = Committer(self.store, "gw-t", "mtr/v1", asyncio.Queue(), on_commit=None)
+        self.committer = Committer(PipelineServices.open(self.store, GatewayTopics("mtr/v1", "gw-t")), asyncio.Queue())
         self.monitor = TheftMonitor(self.config, self.committer)
-        self.committer.poll_listeners.append(self.monitor.on_poll)
+        self.committer.feed.subscribe("theft", self.monitor.on_poll)
 
     def alarms(self) -> list[dict[str, Any]]:
         return alarm_messages(self.store)
@@ -302,7 +303,7 @@ def test_batches_are_evaluated_after_the_commit_at_most_every_interval_and_wake_
     store = Store.open(site / "var" / "gateway.sqlite")
     wakes: list[int] = []
     evaluated: list[list[int]] = []
-    committer = Committer(store, "gw-t", "mtr/v1", asyncio.Queue(), on_commit=None)
+    committer = Committer(PipelineServices.open(store, GatewayTopics("mtr/v1", "gw-t")), asyncio.Queue())
     monitor = TheftMonitor(config, committer, lambda: wakes.append(1))
     original = monitor.evaluate
 
@@ -311,7 +312,7 @@ def test_batches_are_evaluated_after_the_commit_at_most_every_interval_and_wake_
         return original(rows)
 
     monitor.evaluate = counting  # type: ignore[method-assign]
-    committer.poll_listeners.append(monitor.on_poll)
+    committer.feed.subscribe("theft", monitor.on_poll)
 
     async def scenario() -> None:
         for k in range(3):
@@ -365,16 +366,17 @@ def test_the_stage_runs_without_importing_numba(site: Path) -> None:
 import asyncio, sys
 from decimal import Decimal
 from pathlib import Path
-from gateway.pipeline.committer import Committer
+from gateway.pipeline.committer import Committer, PipelineServices
+from protocols.topics import GatewayTopics
 from gateway.config import load_config
 from gateway.store import Store
 from gateway.analytics.theft import TheftMonitor
 from tests.test_theft_monitor import poll, T0, STEP
 config = load_config(Path({str(site / 'gateway.toml')!r}))
 store = Store.open(Path({str(site / 'var' / 'x.sqlite')!r}))
-committer = Committer(store, "gw-t", "mtr/v1", asyncio.Queue(), on_commit=None)
+committer = Committer(PipelineServices.open(store, GatewayTopics("mtr/v1", "gw-t")), asyncio.Queue())
 monitor = TheftMonitor(config, committer)
-committer.poll_listeners.append(monitor.on_poll)
+committer.feed.subscribe("theft", monitor.on_poll)
 for k in range(3):
     committer.commit([poll("m-1", T0 + k * STEP, v=(96.0, 220.0, 220.0))])
 assert store.alarm("theft.loss_of_voltage/m-1") is not None

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.acquisition.poll_result import PolledValue, PollResult
-from gateway.pipeline.committer import Committer
+from gateway.pipeline.committer import Committer, PipelineServices
+from protocols.topics import GatewayTopics
 from gateway.pipeline.validation import RegisterMemory, check_value, classify, is_register
 from gateway.store import Store
 from protocols.payload import decode_message
@@ -52,10 +53,10 @@ def test_committer_publishes_flags_and_remembers_registers_across_restarts(tmp_p
         return PollResult("m-1", "b", 1, 2, True, (pv("energy.active.import.total", Decimal(value)),))
 
     with Store.open(path) as store:
-        committer = Committer(store, "gw", "mtr/v1", asyncio.Queue(), on_commit=None)
+        committer = Committer(PipelineServices.open(store, GatewayTopics("mtr/v1", "gw")), asyncio.Queue())
         committer.commit([poll("50.00")])
     with Store.open(path) as store:  # a restart: the memory comes back from the store
-        committer = Committer(store, "gw", "mtr/v1", asyncio.Queue(), on_commit=None)
+        committer = Committer(PipelineServices.open(store, GatewayTopics("mtr/v1", "gw")), asyncio.Queue())
         assert committer.seed_registers() == 1
         committer.commit([poll("49.00")])
         rows = store.pending(10)

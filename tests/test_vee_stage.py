@@ -252,7 +252,7 @@ def test_prolonged_estimation_raises_a_field_read_alarm_that_clears_when_reads_r
     fleet = Fleet(["m-1", "m-2"])
     stage = seeded_stage(list(fleet.base), config=config)
     with Store.open(tmp_path / "gw.db") as store:
-        committer = Committer(store, "gw", "mtr/v1", asyncio.Queue(), on_commit=None)
+        committer = Committer(PipelineServices.open(store, GatewayTopics("mtr/v1", "gw")), asyncio.Queue())
 
         def step(seconds: range, silent: Iterable[str] = ()) -> list[ReadRecord]:
             flagged: list[ReadRecord] = []

@@ -52,12 +52,12 @@ from edge_rules.groups import build_layout
 from edge_rules.line_loss import LineLoss, reconcile_areas
 from edge_rules.reconcile import STATUS_HIGH, STATUS_NAMES, UNCLASSIFIED
 from edge_rules.theft import INDICATOR_WEIGHTS
-from gateway.acquisition.poll_result import PollResult
 from gateway.analytics.theft import KINDS as THEFT_KINDS
 from gateway.analytics.theft import alarm_key
 from gateway.config import AreaConfig, GatewayConfig, GroupConfig
 from gateway.config.reconcile import band_settings, suspect_settings
 from gateway.pipeline.committer import FLAG_ALARMS
+from gateway.pipeline.feed import ValidatedPoll
 from gateway.store import Store
 from gateway.store.records import DailyValue, OutboxMessage
 from protocols.payload import AreaLoss, Envelope, GroupTotal, Suspect, build_group
@@ -206,7 +206,7 @@ class AreaReconciler:
                 self._done.add((unit.id, row.day))
 
     # -- frozen values from polls -------------------------------------------------------------
-    def on_poll(self, result: PollResult) -> None:
+    def on_poll(self, result: ValidatedPoll) -> None:
         """Committer listener: keep any frozen value the poll carried (cheap when none)."""
         if result.meter_id not in self._scope or not result.ok:
             return

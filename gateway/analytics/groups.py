@@ -17,8 +17,8 @@ from decimal import Decimal
 import numpy as np
 
 from edge_rules.groups import build_layout, group_totals, power_channels
-from gateway.acquisition.poll_result import PollResult
 from gateway.config import GatewayConfig
+from gateway.pipeline.feed import ValidatedPoll
 from gateway.store import Store
 from gateway.store.records import OutboxMessage
 from protocols.payload import Envelope, GroupTotal, build_group
@@ -40,7 +40,7 @@ class GroupPublisher:
         self.power: dict[str, tuple[float, float]] = {}  # meter → (kW, wall seconds)
         self.published = 0
 
-    def on_poll(self, result: PollResult) -> None:
+    def on_poll(self, result: ValidatedPoll) -> None:
         for v in result.values:
             if v.quantity == "power.active.total" and isinstance(v.value, Decimal | float | int):
                 self.power[result.meter_id] = (float(v.value), v.t_ms / 1000)

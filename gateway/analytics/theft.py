@@ -45,8 +45,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_rules import theft
-from gateway.acquisition.poll_result import PollResult
 from gateway.config import GatewayConfig, TheftSection
+from gateway.pipeline.feed import ValidatedPoll
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,11 @@ class TheftMonitor:
     """
 
     def __init__(self, config: GatewayConfig, committer: AlarmSink,
-                 wake: Callable[[], None] | None = None) -> None:
+                 wake: Callable[[], None] | None = None, *,
+                 on_failure: Callable[[str, BaseException], None] | None = None) -> None:
+        #: Told when an evaluation fails (evaluations run from the event loop, outside any task).
+        self.on_failure = on_failure
+        self.failed = False
         self.settings: TheftSection = config.theft
         self.committer = committer
         self._wake = wake
@@ -167,16 +171,9 @@ class TheftMonitor:
                 self.active[row, KINDS.index(state.kind)] = 1
 
     # -- per poll -------------------------------------------------------------------------------
-    def on_poll(self, result: PollResult) -> None:
-        """Record one committed poll (a failed one carries no values and is skipped). Never
-        raises: the committer calls it before committing the batch's reads."""
-        try:
-            self._record(result)
-        except Exception:
-            log.exception("theft indicators could not record a poll of %s; reads are "
-                          "unaffected — please report this with the log", result.meter_id)
-
-    def _record(self, result: PollResult) -> None:
+    def on_poll(self, result: ValidatedPoll) -> None:
+        """Record one validated, committed poll (a failed one carries no values and is skipped).
+        An error here reaches the feed, which stops this monitor and reports it as failed."""
         row = self._row.get(result.meter_id)
         if row is None or not result.ok or not result.values:
             return
@@ -207,11 +204,16 @@ class TheftMonitor:
     def _evaluate_batch(self) -> None:
         self._scheduled = False
         self._last_evaluation = time.monotonic()
+        if self.failed:
+            return
         try:
             changed = self.evaluate()
-        except Exception:  # a bug here must not stop polling; the alarms wait for a fix
-            log.exception("theft indicators failed on a batch; reads are unaffected — please "
-                          "report this with the log")
+        except Exception as exc:  # any bug: polling goes on, the supervisor is told
+            self.failed = True
+            log.error("theft indicators failed on a batch and stopped; reads are unaffected",
+                      exc_info=exc)
+            if self.on_failure is not None:
+                self.on_failure("theft", exc)
             return
         if changed and self._wake is not None:
             self._wake()

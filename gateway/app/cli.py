@@ -14,22 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.app import event_loop
-from gateway.config import ConfigError, config_json_schema, format_errors, load_config
+from gateway.config import ConfigError, config_json_schema, format_errors
 
 EXIT_BAD_CONFIG = 2
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from gateway.acquisition.factory import load_profiles
-    from gateway.control.load_control.runner import engine_settings
-    from gateway.pipeline.vee_stage import vee_settings
+    from gateway.app.plan import build_plan
 
     try:
-        config = load_config(Path(args.file))
-        load_profiles(config)
-        if config.groups or config.load_control:
-            engine_settings(config)
-        vee_settings(config)
+        config = build_plan(Path(args.file)).config
     except ConfigError as err:
         print(format_errors(err), file=sys.stderr)
         return EXIT_BAD_CONFIG

@@ -1,9 +1,11 @@
 """From poll results to committed outbox rows: validation, read records, alarms, one transaction.
 
-The committer drains what the bus tasks produced, classifies every value (:mod:`gateway.pipeline.validation`),
-and commits everything available in one SQLite transaction (reads + their outbox rows), then wakes the
-outbox pump. Bus events (comm loss) become alarm raise/clear rows, committed with the alarm state so
-each transition is published exactly once, even across a crash.
+The committer drains what the bus tasks produced, classifies every value
+(:mod:`gateway.pipeline.validation`), lets VEE grade the interval reads
+(:mod:`gateway.pipeline.vee_stage`), and commits everything available in one SQLite transaction
+through the outbox writer (reads + their outbox rows), which wakes the outbox pump. Bus events
+(comm loss) become alarm raise/clear rows through the alarm service. Then — and only then — the
+validated polls go to the subscribers of the feed (groups, areas, theft, load control).
 """
 
 from __future__ import annotations
@@ -13,23 +15,24 @@ import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import chain
-from typing import Any
 
 from edge_rules.codes import Reason
 from gateway.acquisition.poll_result import BusEvent, IntervalRecords, PollResult
+from gateway.pipeline.alarms import Alarms
+from gateway.pipeline.feed import ValidatedFeed, ValidatedPoll, accepted_values
+from gateway.pipeline.outbox import OutboxWriter
 from gateway.pipeline.validation import FLOAT_WINDOWS, RegisterMemory, float_window
 from gateway.pipeline.vee_stage import GRID_QUANTITY, VeeStage
-from gateway.store import HoldingQueue, Store, wall_ms
+from gateway.store import Store, wall_ms
 from gateway.store.records import OutboxMessage
-from protocols.payload import AlarmEvent, Envelope, ReadRecord, build_alarm
+from protocols.payload import ReadRecord
+from protocols.topics import GatewayTopics
 
 log = logging.getLogger(__name__)
 
 #: VEE's "ask for a field read" (rule prolonged_estimation, NEM12 reason 9 under investigation).
 FIELD_READ_ALARM = "vee.field_read"
 
-#: Alarm severities by kind (DESIGN §4 alarms; CRM systems route on them).
-SEVERITY = {"vee.field_read": "minor", "comm_loss": "major", "disk.low": "major", "meter.flag": "minor"}
 #: Status flags that become alarms when a meter reports them (the rest are published as data).
 FLAG_ALARMS = {
     "cover_open": "meter.cover_open", "terminal_cover_open": "meter.terminal_cover_open",
@@ -49,30 +52,49 @@ class CommitterStats:
     dropped: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PipelineServices:
+    """What every producer of the daemon shares: the one outbox writer, the one alarm service
+    and the validated feed. Built once per store (they outlive a configuration reload)."""
+
+    store: Store
+    topics: GatewayTopics
+    writer: OutboxWriter
+    alarms: Alarms
+    feed: ValidatedFeed
+
+    @classmethod
+    def open(cls, store: Store, topics: GatewayTopics, *, on_commit: object = None,
+             max_held_messages: int = 10_000) -> PipelineServices:
+        writer = OutboxWriter(store, on_commit=on_commit if callable(on_commit) else None,
+                              max_held_messages=max_held_messages)
+        return cls(store, topics, writer, Alarms(store, writer, topics), ValidatedFeed())
+
+
 class Committer:
     """Consumes the bus tasks' queue; owns writing reads and alarms to the store."""
 
-    def __init__(self, store: Store, gateway_id: str, topic_prefix: str,
-                 inbound: asyncio.Queue[PollResult | BusEvent], on_commit: object,
-                 *, max_batch: int = 256, max_held_messages: int = 10_000,
+    def __init__(self, services: PipelineServices, inbound: asyncio.Queue[PollResult | BusEvent],
+                 *, vee: VeeStage | None = None, max_batch: int = 256,
                  coalesce_s: float = 0.0) -> None:
-        self.store = store
-        self.gateway_id = gateway_id
-        self.prefix = f"{topic_prefix}/{gateway_id}"
+        self.services = services
+        self.store = services.store
+        self.topics = services.topics
+        self.gateway_id = services.topics.gateway_id
+        self.writer = services.writer
+        self.alarms = services.alarms
+        self.feed = services.feed
         self.inbound = inbound
-        self._on_commit = on_commit
         self.max_batch = max_batch
         self.coalesce_s = coalesce_s
-        self.holding = HoldingQueue(store, max_held_messages)
         self.registers = RegisterMemory()
         self.stats = CommitterStats()
         self._flag_state: dict[tuple[str, str], bool] = {}
         self._gathering: list[PollResult | BusEvent] = []
         self._field_read: set[str] | None = None  # meters with vee.field_read raised
-        #: Called with every poll result after it is committed (load control's power feed).
-        self.poll_listeners: list[Any] = []
-        #: VEE (gateway.pipeline.vee_stage.VeeStage), set by the daemon; None: basic validation only.
-        self.vee: VeeStage | None = None
+        self._read_topics: dict[str, str] = {}
+        #: VEE for the configured meters; None: basic validation only.
+        self.vee = vee
 
     def seed_registers(self) -> int:
         """Load the last actual register values so a decrease after a restart is still caught."""
@@ -106,9 +128,6 @@ class Committer:
         if batch:
             self.commit(batch)
 
-    def _envelope(self, seq: int, ts: int) -> Envelope:
-        return Envelope(self.gateway_id, self.store.epoch, seq, ts)
-
     def commit(self, batch: list[PollResult | BusEvent]) -> None:
         messages: list[OutboxMessage] = []
         polled: list[tuple[PollResult, list[ReadRecord]]] = []
@@ -133,7 +152,7 @@ class Committer:
                 if backfilled:
                     vee_reads = self.vee.backfill_records(backfilled, vee_now)
                 vee_reads += self.vee.apply(polled, vee_now)
-            except Exception:  # a VEE bug must not stop reads from being stored and published
+            except Exception:  # a VEE bug (any error) must not stop reads from being stored
                 log.exception("VEE failed on a batch of %d polls; their reads go out with basic "
                               "validation only — please report this with the log", len(polled))
             self._field_reads(polled, vee_reads, vee_now)
@@ -143,16 +162,18 @@ class Committer:
                 messages.append(self._reads_message(item.meter_id, item.finished_ms, records))
         for meter_id, records in vee_reads:
             messages.append(self._reads_message(meter_id, vee_now, records))
-        for listener in self.poll_listeners:
-            for item in batch:
-                if isinstance(item, PollResult):
-                    listener(item)
-        if messages:
-            outcome = self.holding.commit(messages)
-            self.stats.commits += 1
-            self.stats.held = outcome.held
-            self.stats.dropped += outcome.dropped
-        self._notify()
+        writer = self.writer
+        writer.write(messages)
+        self.stats.commits, self.stats.held = writer.stats.commits, writer.held
+        self.stats.dropped = writer.stats.dropped
+        if polled and self.feed.wanted:
+            self.feed.publish(self._validated(item, records) for item, records in polled)
+
+    @staticmethod
+    def _validated(item: PollResult, records: list[ReadRecord]) -> ValidatedPoll:
+        texts = [pv for pv in item.values if type(pv.value) is str or type(pv.value) is bool]
+        return ValidatedPoll(item.meter_id, item.bus, item.finished_ms, item.ok,
+                             accepted_values(records, texts), tuple(records), item.flags)
 
     def _field_reads(self, polled: list[tuple[PollResult, list[ReadRecord]]],
                      vee_reads: list[tuple[str, list[ReadRecord]]], t_ms: int) -> None:
@@ -183,14 +204,12 @@ class Committer:
                            {"hint": f"meter {meter} delivers actual reads again"}, t_ms)
 
     def _reads_message(self, meter_id: str, ts: int, records: list[ReadRecord]) -> OutboxMessage:
+        topic = self._read_topics.get(meter_id)
+        if topic is None:
+            topic = self._read_topics[meter_id] = self.topics.reads(meter_id)
         return OutboxMessage.for_reads(
-            topic=f"{self.prefix}/reads/{meter_id}", gw=self.gateway_id, epoch=self.store.epoch,
+            topic=topic, gw=self.gateway_id, epoch=self.store.epoch,
             ts=ts, meter=meter_id, reads=records)
-
-    def _notify(self) -> None:
-        callback = self._on_commit
-        if callable(callback):
-            callback()
 
     def _records(self, result: PollResult) -> list[ReadRecord]:
         records: list[ReadRecord] = []
@@ -238,19 +257,7 @@ class Committer:
                         result.meter_id, {"flag": flag}, result.finished_ms)
 
     def alarm(self, kind: str, key: str, state: str, meter: str | None,
-               details: dict[str, object], t_ms: int) -> None:
-        """Raise or clear alarm ``key``; the event is committed with the state change, once."""
-        severity = SEVERITY.get(kind, "minor")
-        raised_at: int | None = None
-        if state == "cleared":
-            current = self.store.alarm(key)
-            raised_at = current.raised_ms if current else None
-        event = AlarmEvent(kind=kind, key=key, state=state, severity=severity, details=details,
-                           meter=meter, raised=raised_at)
-        message = OutboxMessage(topic=f"{self.prefix}/alarms", qos=1,
-                                build=lambda seq: build_alarm(self._envelope(seq, t_ms), event))
-        changed = (self.store.raise_alarm(key, kind, details, t_ms, event=message)
-                   if state == "raised" else self.store.clear_alarm(key, t_ms, event=message))
-        if changed:
+              details: dict[str, object], t_ms: int) -> None:
+        """Raise or clear alarm ``key`` through the alarm service (counted for health)."""
+        if self.alarms.transition(kind, key, state, meter, details, t_ms):
             self.stats.alarms += 1
-            log.warning("alarm %s %s: %s", key, state, details.get("hint", details))

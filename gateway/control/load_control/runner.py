@@ -24,7 +24,6 @@ from typing import Any, Literal
 from gateway.acquisition.base import ScheduledBus
 from gateway.acquisition.dlt645_bus import Dlt645Bus
 from gateway.acquisition.modbus_bus import ModbusBus
-from gateway.acquisition.poll_result import PollResult
 from gateway.config import ConfigError, ConfigIssue, GatewayConfig
 from gateway.control.commands import Journal
 from gateway.control.load_control import (
@@ -40,6 +39,7 @@ from gateway.control.load_control import (
 )
 from gateway.control.modbus_relay import actuate_modbus_relay
 from gateway.pipeline.committer import Committer
+from gateway.pipeline.feed import ValidatedPoll
 from protocols import dlt645 as d
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class LoadControlRunner:
         os.replace(tmp, self.state_path)
 
     # -- inputs -------------------------------------------------------------------------------------
-    def on_poll(self, result: PollResult) -> None:
+    def on_poll(self, result: ValidatedPoll) -> None:
         for v in result.values:
             if v.quantity == "power.active.total" and isinstance(v.value, Decimal | float | int):
                 self.power[result.meter_id] = (float(v.value), v.t_ms / 1000)

@@ -1,0 +1,40 @@
+"""One validated plan: the configuration and everything derived from it that can be wrong.
+
+Start, SIGHUP reload and ``edge-gateway check-config`` all build the plan here, so what
+check-config accepts is exactly what the daemon runs, and a reload is refused (the old
+configuration keeps running) for the same reasons a start would exit 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_rules.vee_rules import VeeConfig
+from gateway.acquisition.factory import load_profiles
+from gateway.config import GatewayConfig, load_config
+from gateway.pipeline.vee_stage import vee_settings
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A configuration that passed every check, with its derived settings."""
+
+    config: GatewayConfig
+    vee: VeeConfig
+
+    @property
+    def needs_load_control(self) -> bool:
+        """Group limits are possible (numba-backed modules load only then)."""
+        return bool(self.config.groups or self.config.load_control)
+
+
+def build_plan(path: Path) -> Plan:
+    """Load and check ``path``; raises :class:`~gateway.config.ConfigError` with every problem."""
+    config = load_config(path)
+    load_profiles(config)
+    if config.groups or config.load_control:
+        from gateway.control.load_control.runner import engine_settings
+
+        engine_settings(config)
+    return Plan(config, vee_settings(config))

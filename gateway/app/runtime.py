@@ -1,0 +1,184 @@
+"""What one plan runs: buses, committer and VEE, analytics, commands and load control.
+
+Built in one place from one validated :class:`~gateway.app.plan.Plan`, started as a whole under
+the supervisor and stopped as a whole. Start and SIGHUP reload are the same code: a reload stops
+the running runtime (buses finish their in-flight transaction, everything polled is committed,
+VEE history is saved) and starts a new one from the new plan. Nothing is wired by hand after
+construction: each part receives what it needs when it is built, and consumers of validated
+reads subscribe to the pipeline's feed.
+
+What outlives a runtime belongs to the daemon: the store, the pipeline services (outbox writer,
+alarms, feed) and the MQTT link with its outbox pump.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from edge_rules._jit import use_numpy_twins
+from gateway.acquisition.base import ScheduledBus
+from gateway.acquisition.factory import build_buses
+from gateway.acquisition.poll_result import BusEvent, PollResult
+from gateway.acquisition.serial_port import SerialPortError
+from gateway.app.plan import Plan
+from gateway.app.supervisor import Supervisor
+from gateway.control.commands.handler import CommandHandler
+from gateway.pipeline.committer import Committer, PipelineServices
+from gateway.pipeline.vee_stage import VeeStage
+from gateway.store.errors import StoreError
+from gateway.uplink.mqtt_link import MqttLink
+
+log = logging.getLogger("gateway")
+
+#: Errors of a bus's line (adapter unplugged, port busy, TCP peer gone): the bus task retries
+#: with a growing delay instead of dying. Anything else is a bug and goes to the supervisor.
+LINE_ERRORS: tuple[type[BaseException], ...] = (SerialPortError, OSError, ConnectionError)
+BUS_STOP_TIMEOUT_S = 10.0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Runtime:
+    """The parts of the daemon that one configuration determines."""
+
+    def __init__(self, plan: Plan, services: PipelineServices, supervisor: Supervisor,
+                 link: MqttLink | None) -> None:
+        config = plan.config
+        self.plan = plan
+        self.config = config
+        self.services = services
+        self.supervisor = supervisor
+        self.link = link
+        store = services.store
+        # Bounded: a bus waits when the committer is behind instead of growing memory.
+        self.outbound: asyncio.Queue[PollResult | BusEvent] = asyncio.Queue(
+            maxsize=max(64, 4 * len(config.meters)))
+        self.buses: list[ScheduledBus] = build_buses(config, self.outbound)  # type: ignore[type-arg]
+        self.vee = VeeStage(plan.vee, [meter.id for meter in config.meters], _now_ms(), store)
+        # The same choice for every kernel the daemon runs (summation groups, reconciliation,
+        # load limits): below [vee] numba_min_meters their NumPy twins, and no numba in memory.
+        use_numpy_twins(self.vee.implementation == "np")
+        self.committer = Committer(services, self.outbound, vee=self.vee,
+                                   coalesce_s=config.store.commit_window_ms / 1000)
+        wake = services.writer.on_commit
+        self.commands = CommandHandler(config, store, self.committer, self.buses,
+                                       on_commit=wake)
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._task_names: list[str] = []
+        self._analytics: list[tuple[str, object]] = []
+        self.load_control: object | None = None
+
+    # -- start ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        config, supervisor = self.config, self.supervisor
+        seeded = self.committer.seed_registers()
+        restored = self.vee.load()
+        log.info("VEE: %d meters, %s kernels, %d s intervals, history %s; %d registers "
+                 "remembered", len(config.meters),
+                 "numba" if self.vee.implementation == "nb" else "NumPy",
+                 self.vee.grid.interval_ms // 1000, "restored" if restored else "empty", seeded)
+        self._start("committer", self.committer.run())
+        self._start("vee", self._vee_ticks())
+        for bus in self.buses:
+            bus.attach_backfill(self.vee.backfill)
+            self._start(f"bus:{bus.name}", self._run_bus(bus))
+        wake = self.services.writer.on_commit
+        if config.theft.enabled:  # NumPy only: no numba for a gateway without groups
+            from gateway.analytics.theft import TheftMonitor
+
+            theft = TheftMonitor(config, self.committer, wake, on_failure=supervisor.fail)
+            self._subscribe("theft", theft.on_poll)
+        if config.groups:
+            from gateway.analytics.areas import AreaReconciler
+            from gateway.analytics.groups import GroupPublisher
+
+            publisher = GroupPublisher(config, self.services.store, wake)
+            self._subscribe("groups", publisher.on_poll)
+            self._start("groups", publisher.run())
+            # Daily group energy and area line loss from the 00:00 freezes (docs/reconciliation.md).
+            reconciler = AreaReconciler(config, self.services.store, wake)
+            self._subscribe("areas", reconciler.on_poll)
+            self._start("areas", reconciler.run())
+            from gateway.control.load_control.runner import LoadControlRunner
+
+            link = self.link
+            runner = LoadControlRunner(config, self.committer, self.commands.journal, self.buses,
+                                       report=self.commands.report,
+                                       link_up=lambda: link is not None and link.connected)
+            self.commands.load_control = runner
+            self.load_control = runner
+            self._subscribe("load-control", runner.on_poll)
+            self._start("load-control", runner.run())
+        interrupted = self.commands.recover()
+        if interrupted:
+            log.error("%d command(s) were interrupted by the last stop; reported failed",
+                      interrupted)
+        if self.link is not None:
+            self._start("commands", self.commands.run(self.link.commands))
+
+    def _start(self, name: str, coro: object) -> None:
+        self.supervisor.start(name, coro)  # type: ignore[arg-type]
+        self._task_names.append(name)
+
+    def _subscribe(self, name: str, subscriber: Callable[..., None]) -> None:
+        self._unsubscribe.append(self.services.feed.subscribe(name, subscriber))
+
+    async def _run_bus(self, bus: ScheduledBus) -> None:  # type: ignore[type-arg]
+        """Run a bus; if its line cannot be opened (adapter unplugged), retry instead of dying.
+        A bug (any other error) ends the task and the supervisor reports it."""
+        delay = 2.0
+        while True:
+            try:
+                await bus.run()
+                return
+            except LINE_ERRORS as exc:
+                if bus._stopping:
+                    return
+                log.error("bus %s failed: %s — retrying in %.0f s", bus.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    async def _vee_ticks(self) -> None:
+        """Estimates are due at every interval boundary (+ snap tolerance) even when no poll
+        arrives then (every meter silent): grade what came due."""
+        grid = self.vee.grid
+        while True:
+            now = _now_ms()
+            following = grid.read_time_ms(grid.due_end(now)) + grid.tolerance_ms + 20
+            await asyncio.sleep(max(0.05, (following - now) / 1000))
+            self.committer.commit([])
+
+    # -- stop -----------------------------------------------------------------------------------
+    async def stop(self) -> None:
+        """Stop in dependency order; everything polled is committed and VEE history saved."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        consumers = [n for n in self._task_names
+                     if n in ("commands", "load-control", "groups", "areas", "vee")]
+        await self.supervisor.stop(consumers)
+        bus_tasks = [n for n in self._task_names if n.startswith("bus:")]
+        await self.supervisor.stop(bus_tasks, ask=self._ask_buses_to_stop,
+                                   timeout=BUS_STOP_TIMEOUT_S)
+        await self.supervisor.stop(["committer"])
+        self.committer.drain()
+        try:
+            self.vee.save()
+        except StoreError as exc:
+            log.error("VEE history could not be saved (%s): the next start begins from the last "
+                      "saved day", exc)
+        self.commands.close()
+        self._task_names.clear()
+
+    def _ask_buses_to_stop(self) -> None:
+        for bus in self.buses:
+            bus.stop()
+
+    # -- health ---------------------------------------------------------------------------------
+    def progress_stale(self, now: float, stale_s: float) -> list[str]:
+        """Buses whose loop has not moved for ``stale_s`` seconds."""
+        return [bus.name for bus in self.buses if now - bus.progress > stale_s]

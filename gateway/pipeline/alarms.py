@@ -1,0 +1,77 @@
+"""The one alarm service: every raise and clear in the daemon goes through :class:`Alarms`.
+
+Comm loss, meter flags, VEE field reads, disk pressure, theft indicators, load-control trips:
+whoever notices a condition calls :meth:`Alarms.raise_` or :meth:`Alarms.clear`; the service
+picks the severity CRM routes on (DESIGN §4), builds the event and commits it with the state
+change through the outbox writer (published once, even across a crash; held when the disk is
+full).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from gateway.pipeline.outbox import AlarmTransition, OutboxWriter
+from gateway.store import Store
+from gateway.store.records import OutboxMessage
+from protocols.payload import AlarmEvent, Envelope, build_alarm
+from protocols.topics import QOS_DEFAULT, GatewayTopics
+
+log = logging.getLogger(__name__)
+
+#: Alarm severities by kind (DESIGN §4 alarms; CRM systems route on them). Kinds not listed are
+#: minor.
+SEVERITY = {
+    "vee.field_read": "minor", "comm_loss": "major", "disk.low": "major", "meter.flag": "minor",
+}
+
+
+class Alarms:
+    """Raise and clear alarms; each transition is committed once with its event."""
+
+    def __init__(self, store: Store, writer: OutboxWriter, topics: GatewayTopics) -> None:
+        self.store = store
+        self.writer = writer
+        self.topics = topics
+        #: Transitions committed (or held for the disk) since start, for health.
+        self.transitions = 0
+
+    def raise_(self, kind: str, key: str, meter: str | None, details: Mapping[str, object],
+               t_ms: int) -> bool:
+        """Raise ``key`` unless it is active already; True when it was raised now."""
+        return self.transition(kind, key, "raised", meter, details, t_ms)
+
+    def clear(self, kind: str, key: str, meter: str | None, details: Mapping[str, object],
+              t_ms: int) -> bool:
+        """Clear ``key`` if it is active; True when it was cleared now."""
+        return self.transition(kind, key, "cleared", meter, details, t_ms)
+
+    def transition(self, kind: str, key: str, state: str, meter: str | None,
+                   details: Mapping[str, object], t_ms: int) -> bool:
+        """Raise (``state`` ``"raised"``) or clear (``"cleared"``) alarm ``key``."""
+        if state not in ("raised", "cleared"):
+            raise ValueError(f"alarm state must be 'raised' or 'cleared', not {state!r}")
+        raised_at: int | None = None
+        if state == "cleared":
+            current = self.store.alarm(key)
+            raised_at = current.raised_ms if current else None
+        event = AlarmEvent(kind=kind, key=key, state=state, severity=SEVERITY.get(kind, "minor"),
+                           details=dict(details), meter=meter, raised=raised_at)
+        gateway_id, store = self.topics.gateway_id, self.store
+
+        def build(seq: int) -> bytes:
+            return build_alarm(Envelope(gateway_id, store.epoch, seq, t_ms), event)
+
+        message = OutboxMessage(topic=self.topics.alarms, qos=QOS_DEFAULT, build=build)
+        changed = self.writer.transition(AlarmTransition(key, kind, state, dict(details), t_ms,
+                                                         message))
+        if changed:
+            self.transitions += 1
+            log.warning("alarm %s %s: %s", key, state, details.get("hint", dict(details)))
+        return changed
+
+    def active(self, key: str) -> bool:
+        """Whether ``key`` is raised now (as committed)."""
+        state = self.store.alarm(key)
+        return state is not None and state.cleared_ms is None
