@@ -246,7 +246,8 @@ def test_prolonged_estimation_raises_a_field_read_alarm_that_clears_when_reads_r
     vee.field_read once for the meter, and clears it when actual interval reads come back."""
     import asyncio
 
-    from gateway.pipeline.committer import FIELD_READ_ALARM, Committer
+    from gateway.pipeline.committer import FIELD_READ_ALARM, Committer, PipelineServices
+    from protocols.topics import GatewayTopics
 
     config = dict(CONFIG, rules=[{"name": "prolonged_estimation", "intervals": 3}])
     fleet = Fleet(["m-1", "m-2"])
