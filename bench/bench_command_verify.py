@@ -26,6 +26,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from firmware_tools.command_tools import verify_journal_file
 from gateway.control.commands import (
     CommandVerifier,
     Journal,
@@ -33,12 +34,9 @@ from gateway.control.commands import (
     OperatorKey,
     TrustedClock,
     VerifierPolicy,
-    build_envelope,
-    parse_envelope,
-    verify_chain,
 )
-from gateway.control.commands.keys import raw_public_key
 from protocols import cose
+from protocols.commands import build_envelope, parse_envelope, raw_public_key
 
 GW = "gw-bench"
 METERS = [f"m-{i:03d}" for i in range(1, 41)]
@@ -152,11 +150,11 @@ def main() -> None:
             )
             head = journal.head()
         start = time.perf_counter()
-        report = verify_chain(path)
+        report = verify_journal_file(path)
         elapsed = time.perf_counter() - start
         assert report.ok and report.head == head
         print(
-            f"{'verify_chain (gwtool audit verify)':<44} {report.records} records in "
+            f"{'verify_journal_file (gwtool audit verify)':<44} {report.records} records in "
             f"{elapsed * 1000:.1f} ms = {report.records / elapsed:,.0f} records/s; "
             f"journal {path.stat().st_size / 1024:.0f} KiB + WAL"
         )

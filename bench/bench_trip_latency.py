@@ -67,10 +67,10 @@ from bench.daemon_rig import (
     private_broker,
     verdict,
 )
-from gateway.control.commands import build_envelope
 from hil_tests.serial_line import wire_time
 from hil_tests.sim import Dlt645Rig, consecutive_addresses, run_dlt645_line
 from protocols import cose
+from protocols.commands import build_envelope
 
 METERS = 8
 KEYS = 20

@@ -21,6 +21,7 @@ import json
 import os
 import queue
 import secrets
+import sqlite3
 import sys
 import threading
 import time
@@ -31,23 +32,26 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.config.operator_keys import KeyFormatError, parse_ed25519_public_key
-from gateway.control.commands.envelope import (
+from protocols import cose
+from protocols.commands import (
     ACTIONS,
+    AUDIT_APPLICATION_ID,
+    CHAIN_COLUMNS,
     ROLES,
-    EnvelopeError,
-    build_envelope,
-    parse_envelope,
-)
-from gateway.control.commands.journal import JournalError, parse_head, verify_chain
-from gateway.control.commands.keys import load_private_key, raw_public_key
-from gateway.control.commands.results import (
     AuditHeadMessage,
+    ChainReport,
+    EnvelopeError,
     ResultError,
+    build_envelope,
     command_topic,
+    parse_envelope,
+    parse_head,
+    parse_private_key,
+    raw_public_key,
     read_result_topic,
     result_topic,
+    verify_chain,
 )
-from protocols import cose
 
 from .errors import ToolError
 
@@ -129,7 +133,7 @@ def _params(text: str | None) -> dict[str, Any]:
 
 def _load_key(path: str) -> Ed25519PrivateKey:
     try:
-        return load_private_key(Path(path))
+        return parse_private_key(Path(path).read_bytes(), path)
     except FileNotFoundError:
         raise ToolError(f"key file {path} does not exist") from None
     except (OSError, ValueError) as exc:
@@ -362,6 +366,31 @@ def _await_results(
 # --------------------------------------------------------------------------------------------
 
 
+def verify_journal_file(path: Path, expected_head: tuple[int, bytes] | None = None) -> ChainReport:
+    """Check the hash chain of the audit journal database at ``path``, opened read-only (an
+    auditor's copy may be on read-only media, and checking must never change the evidence).
+
+    The chain rules are :func:`protocols.commands.verify_chain`; this reads the rows. ToolError
+    if ``path`` is not a readable audit journal.
+    """
+    if not path.is_file():
+        raise ToolError(f"{path}: no such file")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise ToolError(f"{path}: cannot open: {exc}") from None
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if app_id != AUDIT_APPLICATION_ID:
+            raise ToolError(f"{path} is not an audit journal (application_id {app_id:#x})")
+        rows = conn.execute(f"SELECT {', '.join(CHAIN_COLUMNS)} FROM journal ORDER BY seq")
+        return verify_chain(rows, expected_head)
+    except sqlite3.Error as exc:
+        raise ToolError(f"{path}: cannot read the journal: {exc}") from None
+    finally:
+        conn.close()
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     head = None
     if args.head is not None:
@@ -369,10 +398,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             head = parse_head(args.head)
         except ValueError as exc:
             raise ToolError(str(exc)) from None
-    try:
-        report = verify_chain(Path(args.db), head)
-    except JournalError as exc:
-        raise ToolError(str(exc)) from None
+    report = verify_journal_file(Path(args.db), head)
     if report.problem is not None:
         raise ToolError(
             f"audit journal {args.db} is NOT intact: first bad record {report.problem.seq}: "

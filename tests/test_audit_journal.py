@@ -16,13 +16,9 @@ from pathlib import Path
 import pytest
 
 from firmware_tools.cli import main as gwtool
-from gateway.control.commands.journal import (
-    GENESIS_HASH,
-    Journal,
-    JournalEntry,
-    record_hash,
-    verify_chain,
-)
+from firmware_tools.command_tools import verify_journal_file
+from gateway.control.commands.journal import Journal, JournalEntry
+from protocols.commands import GENESIS_HASH, record_hash
 
 T0 = 1_767_225_600_000
 RECORDS = 12
@@ -212,7 +208,7 @@ def test_verify_reports_the_first_of_several_problems(journal_path: Path) -> Non
         "UPDATE journal SET body = x'a0' WHERE seq = 3",
         "DELETE FROM journal WHERE seq = 11",
     )
-    report = verify_chain(journal_path)
+    report = verify_journal_file(journal_path)
     assert report.problem is not None and report.problem.seq == 3
     assert report.records == 2
 

@@ -23,16 +23,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_tools.cli import main as gwtool
 from gateway.config.loader import load_config
-from gateway.control.commands import (
-    CommandVerifier,
-    Journal,
-    ResultSigner,
-    TrustedClock,
-    load_private_key,
-    parse_envelope,
-)
-from gateway.control.commands.keys import raw_public_key
+from gateway.control.commands import CommandVerifier, Journal, ResultSigner, TrustedClock
 from protocols import cose
+from protocols.commands import parse_envelope, parse_private_key, raw_public_key
 from protocols.payload import Envelope
 from tests.broker import MosquittoBroker
 
@@ -115,7 +108,7 @@ def test_keygen_writes_a_private_pem_0600_and_a_hex_public_key(tmp_path: Path) -
     assert private.read_text().startswith("-----BEGIN PRIVATE KEY-----")
     hex_text = public.read_text().strip()
     assert len(hex_text) == 64
-    assert bytes.fromhex(hex_text) == raw_public_key(load_private_key(private))
+    assert bytes.fromhex(hex_text) == raw_public_key(parse_private_key(private.read_bytes(), str(private)))
     again = _run("keygen", "--out", str(tmp_path / "op-1"))
     assert again.returncode == 1 and "exists" in again.stderr
     assert private.read_text() == private.read_text()  # untouched

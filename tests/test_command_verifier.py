@@ -21,23 +21,18 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from firmware_tools.command_tools import verify_journal_file
 from gateway.config.loader import load_config
 from gateway.config.model import GatewayConfig
 from gateway.control.commands import (
-    AuditHeadMessage,
     CommandVerifier,
     Decision,
     Journal,
     KeyTable,
     RejectCode,
-    ResultError,
     ResultSigner,
     TrustedClock,
     VerifierPolicy,
-    build_envelope,
-    read_result,
-    read_result_topic,
-    verify_chain,
 )
 from gateway.control.commands.clock import (
     STA_UNSYNC,
@@ -45,9 +40,17 @@ from gateway.control.commands.clock import (
     KernelTimeState,
     read_kernel_time_state,
 )
-from gateway.control.commands.keys import allowed_actions, raw_public_key
+from gateway.control.commands.keys import allowed_actions
 from gateway.store import Store
 from protocols import cose
+from protocols.commands import (
+    AuditHeadMessage,
+    ResultError,
+    build_envelope,
+    raw_public_key,
+    read_result,
+    read_result_topic,
+)
 from protocols.payload import Envelope, decode_message
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -217,7 +220,7 @@ def test_accepted_command_is_journaled_with_its_counter_and_is_pending(rig: Rig)
     assert rig.journal.pending() == []
     with pytest.raises(ValueError, match="already has its final outcome"):
         rig.journal.record_outcome(cmd, "failed", "again", now_ms=int(NOW * 1000) + 901)
-    assert verify_chain(rig.path).ok
+    assert verify_journal_file(rig.path).ok
 
 
 def test_group_target_expands_and_a_limit_never_trips_a_protected_member(rig: Rig) -> None:
@@ -348,7 +351,7 @@ def test_each_rejection_is_journaled_with_its_reason(
     assert rejected.details["code"] == str(code)
     assert rejected.details["reason"] == decision.reason.removeprefix(f"{code}: ")
     assert rig.journal.pending() == []
-    assert verify_chain(rig.path).ok
+    assert verify_journal_file(rig.path).ok
 
 
 def test_replayed_command_id_is_rejected(rig: Rig) -> None:
@@ -510,7 +513,7 @@ def test_persisted_counter_and_seen_ids_survive_reopen(tmp_path: Path) -> None:
         assert verifier.verify(command(ctr=42)[0], NOW + 1).accepted
         pending = journal.pending()
         assert len(pending) == 2 and pending[0].cmd == cmd  # oldest first
-    assert verify_chain(path).ok
+    assert verify_journal_file(path).ok
 
 
 _KILLED_AFTER_ACCEPT = """
@@ -556,7 +559,7 @@ def test_kill_9_between_accepted_and_action_leaves_a_pending_command_not_a_secon
             now_ms=int(NOW * 1000) + 6000,
         )  # fmt: skip
         assert journal.pending() == []
-    assert verify_chain(path).ok
+    assert verify_journal_file(path).ok
 
 
 def test_journal_refuses_to_rewrite_history(rig: Rig) -> None:
@@ -688,7 +691,7 @@ def test_audit_head_is_signed_on_the_result_topic_and_not_taken_for_a_result(
     published = read_result_topic(row.payload, raw_public_key(key))
     assert isinstance(published, AuditHeadMessage)
     assert (published.head, published.records, published.signed_by) == (head, records, GW)
-    assert verify_chain(rig.path, (published.head.seq, published.head.hash)).ok
+    assert verify_journal_file(rig.path, (published.head.seq, published.head.hash)).ok
     with pytest.raises(ResultError, match="not a command result"):
         read_result(row.payload, raw_public_key(key))
     with pytest.raises(ResultError, match="signature invalid"):
@@ -699,7 +702,7 @@ def test_verify_chain_passes_on_a_busy_journal(rig: Rig) -> None:
     for ctr in range(1, 30):
         rig.verify(command(ctr=ctr, action="alarm")[0], NOW + ctr)
         rig.verify(b"\xd2junk", NOW + ctr)
-    report = verify_chain(rig.path)
+    report = verify_journal_file(rig.path)
     assert report.ok and report.records == len(rig.journal.records())
     assert report.head == rig.journal.head()
     assert os.path.getsize(rig.path) > 0

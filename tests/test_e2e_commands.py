@@ -12,20 +12,23 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.control.commands import (
+from gateway.control.commands import Journal, read_kernel_time_state
+from protocols import cose
+from protocols.commands import (
     AuditHeadMessage,
-    Journal,
     build_envelope,
-    load_private_key,
-    read_kernel_time_state,
+    parse_private_key,
+    raw_public_key,
     read_result_topic,
 )
-from gateway.control.commands.keys import raw_public_key
-from protocols import cose
 from tests.broker import Observer, publish_once
 from tests.gateway_rig import GatewayRig, decoded, gateway_rig, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_key(path: Path) -> Ed25519PrivateKey:
+    return parse_private_key(path.read_bytes(), str(path))
 
 
 def gwtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -111,13 +114,13 @@ def test_every_rejection_is_journaled_answered_and_puts_no_frame_on_the_bus(
         meter = {a: f"m-{a[-4:]}" for a in addresses}
         key_path = _setup(rig, tmp_path, protected,
                           "two_person_threshold = 2\naudit_head_interval_s = 1\n")
-        op1 = load_private_key(key_path)
+        op1 = _load_key(key_path)
         assert gwtool("keygen", "--out", str(tmp_path / "viewer")).returncode == 0
         assert rig.config_path is not None
         rig.config_path.write_text(rig.config_path.read_text() + (
             f'\n[[operators]]\nkid = "op-v"\npublic_key = "{tmp_path / "viewer.pub"}"\n'
             'roles = ["VIEWER"]\n'))
-        viewer = load_private_key(tmp_path / "viewer.key")
+        viewer = _load_key(tmp_path / "viewer.key")
         stranger = Ed25519PrivateKey.generate()  # a valid key the gateway was never told about
         gw = rig.gateway_id
         with Observer(rig.broker, "mtr/v1/#", client_id="cmd-observer") as observer:
@@ -225,7 +228,7 @@ def test_every_rejection_is_journaled_answered_and_puts_no_frame_on_the_bus(
                           f"{head['seq']}:{head['hash'].hex()}")
         assert anchored.returncode == 0, anchored.stdout + anchored.stderr
         # And the head is signed by the gateway's result key, like every result.
-        gateway_key = load_private_key(rig.workdir / "var" / "gateway-result.key")
+        gateway_key = _load_key(rig.workdir / "var" / "gateway-result.key")
         last = [payload for _t, payload, _r in observer.messages(rig.topic("cmd/result"))][-1]
         signed = read_result_topic(last, raw_public_key(gateway_key))
         assert isinstance(signed, AuditHeadMessage) and signed.signed_by == gw

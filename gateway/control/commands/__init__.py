@@ -11,41 +11,22 @@ How the daemon uses it, per message taken from ``link.commands``::
 
 and once at start-up, before taking new commands, ``journal.pending()``: commands accepted but
 never finished (the process died in between) — report them, do not act on them again.
-See docs/commands.md for the envelope, the checks and the journal format.
+See docs/commands.md for the envelope, the checks and the journal format. The wire formats
+themselves (command envelope, signed results, the journal's hash chain, key bytes) are sans-IO
+and live in :mod:`protocols.commands`, shared with ``gwtool``; ``ChainHead`` is re-exported here
+because :meth:`Journal.head` returns it.
 """
 
 from gateway.control.commands.clock import KernelTimeState, TrustedClock, read_kernel_time_state
-from gateway.control.commands.envelope import (
-    ACTIONS,
-    ROLES,
-    CommandEnvelope,
-    EnvelopeError,
-    GroupTarget,
-    MeterTargets,
-    build_envelope,
-    parse_envelope,
-)
 from gateway.control.commands.journal import (
-    ChainHead,
-    ChainReport,
     Journal,
     JournalEntry,
     JournalError,
     JournalRecord,
     PendingCommand,
-    verify_chain,
 )
-from gateway.control.commands.keys import KeyTable, OperatorKey, allowed_actions, load_private_key
-from gateway.control.commands.results import (
-    AuditHeadMessage,
-    CommandResult,
-    ResultError,
-    ResultSigner,
-    command_topic,
-    read_result,
-    read_result_topic,
-    result_topic,
-)
+from gateway.control.commands.keys import KeyTable, OperatorKey, allowed_actions
+from gateway.control.commands.results import ResultSigner
 from gateway.control.commands.verifier import (
     CommandVerifier,
     Decision,
@@ -55,44 +36,27 @@ from gateway.control.commands.verifier import (
     VerifiedCommand,
     VerifierPolicy,
 )
+from protocols.commands.audit_chain import ChainHead
 
 __all__ = [
-    "ACTIONS",
-    "ROLES",
-    "AuditHeadMessage",
     "ChainHead",
-    "ChainReport",
-    "CommandEnvelope",
-    "CommandResult",
     "CommandVerifier",
     "Decision",
-    "EnvelopeError",
-    "GroupTarget",
     "Journal",
     "JournalEntry",
     "JournalError",
     "JournalRecord",
     "KernelTimeState",
     "KeyTable",
-    "MeterTargets",
     "OperatorKey",
     "ParamsCheck",
     "PendingCommand",
     "RejectCode",
     "RelayCheck",
-    "ResultError",
     "ResultSigner",
     "TrustedClock",
     "VerifiedCommand",
     "VerifierPolicy",
     "allowed_actions",
-    "build_envelope",
-    "command_topic",
-    "load_private_key",
-    "parse_envelope",
     "read_kernel_time_state",
-    "read_result",
-    "read_result_topic",
-    "result_topic",
-    "verify_chain",
 ]

@@ -1,15 +1,10 @@
 """The command audit journal: an append-only SQLite hash chain, plus the replay state that must
 change in the same transaction as it (DESIGN.md §6).
 
-**The chain.** Every record ``n`` stores ``hash_n = SHA-256(DOMAIN ‖ hash_{n-1} ‖ content_n)``,
-where ``content_n`` is the deterministic CBOR encoding (RFC 8949 §4.2.1) of
-``[1, seq, ts_ms, kind, cmd, kid, final, body]`` and ``hash_0`` is 32 zero bytes. ``body`` is the
-record's details, itself deterministic CBOR. Changing any field of a record changes its hash;
-re-hashing it breaks the link to the next record; deleting or reordering records breaks the
-sequence numbers or the links. :func:`verify_chain` (``gwtool audit verify``) walks the chain
-and names the first record where it breaks. What a chain cannot show by itself is the *tail*
-being cut off, or the whole chain being rebuilt by someone holding the file: that is what the
-periodically published chain head is for — compare it with ``--head``.
+**The chain.** Each record carries ``prev_hash`` and ``hash``, chaining it to the one before;
+the record and hash format, chain heads and verification are
+:mod:`protocols.commands.audit_chain` (sans-IO, shared with ``gwtool audit verify``). This
+module is the SQLite file that holds the chain, and the only writer of it.
 
 SQLite triggers refuse UPDATE and DELETE on the journal table, so no code path of the gateway
 can rewrite history by mistake; they are no defence against someone with the file, which is the
@@ -30,7 +25,6 @@ the power fails the next instant; and if the power fails before, neither exists.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,16 +35,18 @@ from typing import Final, Literal, cast
 
 import cbor2
 
+from protocols.commands.audit_chain import (
+    AUDIT_APPLICATION_ID,
+    CHAIN_COLUMNS,
+    GENESIS_HASH,
+    ChainHead,
+    encode_details,
+    record_hash,
+)
+
 JournalKind = Literal["received", "rejected", "accepted", "executed", "failed"]
 KINDS: Final[frozenset[str]] = frozenset({"received", "rejected", "accepted", "executed", "failed"})
 OUTCOME_KINDS: Final = ("executed", "failed")
-
-#: ``PRAGMA application_id`` of journal databases ("EGWA"), distinct from the store's "EGW1".
-AUDIT_APPLICATION_ID: Final = 0x45475741
-RECORD_FORMAT: Final = 1
-GENESIS_HASH: Final = bytes(32)
-#: Domain separation: a journal hash can never be confused with a hash of anything else.
-HASH_DOMAIN: Final = b"edge-gateway audit journal v1\x00"
 
 #: How long the ids of accepted commands are remembered. The per-key counter already stops
 #: replays for ever; the id table is a second, independent check and need not grow without bound.
@@ -96,6 +92,8 @@ _MIGRATIONS: Final = (
     ),
 )
 _LATEST: Final = _MIGRATIONS[-1][0]
+#: A stored record's columns, in the order :func:`_record` and the chain verifier take them.
+_RECORD_COLUMNS: Final = ", ".join(CHAIN_COLUMNS)
 
 
 class JournalError(Exception):
@@ -158,20 +156,6 @@ class ReplayMark:
 
 
 @dataclass(frozen=True, slots=True)
-class ChainHead:
-    """The newest record: ``seq`` (0 for an empty journal), its ``hash`` and ``ts_ms``.
-    Published periodically, it anchors the chain outside the gateway."""
-
-    seq: int
-    hash: bytes
-    ts_ms: int
-
-    def text(self) -> str:
-        """``SEQ:HEX``, the form ``gwtool audit verify --head`` takes."""
-        return f"{self.seq}:{self.hash.hex()}"
-
-
-@dataclass(frozen=True, slots=True)
 class PendingCommand:
     """An accepted command without a final outcome: ``cmd``, issuing ``kid``, the ``accepted_seq``
     and ``accepted_ms`` of its accepted record, its ``details`` (action, meters, params, ...)
@@ -183,41 +167,6 @@ class PendingCommand:
     accepted_ms: int
     details: Mapping[str, object]
     outcomes: int
-
-
-def record_hash(
-    prev_hash: bytes,
-    seq: int,
-    ts_ms: int,
-    kind: str,
-    cmd: bytes | None,
-    kid: str | None,
-    final: bool,
-    body: bytes,
-) -> bytes:
-    """The chain hash of one record (see the module docstring)."""
-    content = cbor2.dumps([RECORD_FORMAT, seq, ts_ms, kind, cmd, kid, final, body], canonical=True)
-    return hashlib.sha256(HASH_DOMAIN + prev_hash + content).digest()
-
-
-def encode_details(details: Mapping[str, object]) -> bytes:
-    """Deterministic CBOR of a details map; TypeError for anything that is not plain data."""
-    return cbor2.dumps(_plain(details, "details"), canonical=True)
-
-
-def _plain(value: object, where: str) -> object:
-    if value is None or isinstance(value, bool | int | float | str | bytes):
-        return value
-    if isinstance(value, Mapping):
-        out: dict[str, object] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where}: map key {key!r} is not text")
-            out[key] = _plain(item, f"{where}.{key}")
-        return out
-    if isinstance(value, list | tuple):
-        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
-    raise TypeError(f"{where}: {type(value).__name__} cannot be journaled")
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,7 +431,7 @@ class Journal:
         """Records with seq > ``after_seq``, in order (for export and inspection)."""
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT seq, ts_ms, kind, cmd, kid, final, body, prev_hash, hash FROM journal "
+                f"SELECT {_RECORD_COLUMNS} FROM journal "
                 "WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, -1 if limit is None else limit),
             ).fetchall()
@@ -492,7 +441,7 @@ class Journal:
         """Every record of command ``cmd``, in order."""
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT seq, ts_ms, kind, cmd, kid, final, body, prev_hash, hash FROM journal "
+                f"SELECT {_RECORD_COLUMNS} FROM journal "
                 "WHERE cmd = ? ORDER BY seq",
                 (cmd,),
             ).fetchall()
@@ -597,145 +546,3 @@ def _migrate(conn: sqlite3.Connection) -> None:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-
-
-# --------------------------------------------------------------------------------------------
-# Verification (gwtool audit verify)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ChainProblem:
-    """Where the chain first breaks: record ``seq`` and ``what`` is wrong with it."""
-
-    seq: int
-    what: str
-
-
-@dataclass(frozen=True, slots=True)
-class ChainReport:
-    """Result of :func:`verify_chain`: ``records`` checked, the ``head`` reached (None when
-    empty) and the first ``problem`` (None when intact)."""
-
-    records: int
-    head: ChainHead | None
-    problem: ChainProblem | None
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None
-
-
-def parse_head(text: str) -> tuple[int, bytes]:
-    """``SEQ:HEX`` (as published and as :meth:`ChainHead.text` prints) → (seq, hash)."""
-    seq_text, sep, hex_text = text.partition(":")
-    try:
-        seq = int(seq_text)
-        digest = bytes.fromhex(hex_text)
-    except ValueError:
-        seq, digest = -1, b""
-    if not sep or seq < 1 or len(digest) != 32:
-        raise ValueError(f"head {text!r} must be SEQ:HASH with 64 hex digits, e.g. 42:9f86d0...")
-    return seq, digest
-
-
-def verify_chain(path: Path | str, expected_head: tuple[int, bytes] | None = None) -> ChainReport:
-    """Walk the journal at ``path`` (opened read-only) and report the first broken record.
-
-    Checks, for each record in seq order: that its seq is the next one (a gap is a removed
-    record), that its ``prev_hash`` is the previous record's hash (reordered, or a predecessor
-    edited and re-hashed), and that its hash matches its content (edited). With
-    ``expected_head`` (a published head) also that the chain reaches that record unchanged
-    (records cut off the end). Raises :class:`JournalError` if the file is not a journal.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise JournalError(f"{path}: no such file")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise JournalError(f"{path}: cannot open: {exc}") from exc
-    try:
-        try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            if app_id != AUDIT_APPLICATION_ID:
-                raise JournalError(f"{path} is not an audit journal (application_id {app_id:#x})")
-            cursor = conn.execute(
-                "SELECT seq, ts_ms, kind, cmd, kid, final, body, prev_hash, hash FROM journal "
-                "ORDER BY seq"
-            )
-            return _walk(cursor, expected_head)
-        except sqlite3.Error as exc:
-            raise JournalError(f"{path}: cannot read the journal: {exc}") from exc
-    finally:
-        conn.close()
-
-
-def _walk(rows: Iterator[Sequence[object]], expected_head: tuple[int, bytes] | None) -> ChainReport:
-    expected_seq = 1
-    prev = GENESIS_HASH
-    head: ChainHead | None = None
-    anchor_seen = False
-    count = 0
-    for row in rows:
-        seq, ts_ms, kind, cmd, kid, final, body, prev_hash, digest = row
-        problem = _row_problem(row, expected_seq, prev)
-        if problem is not None:
-            return ChainReport(count, head, problem)
-        assert isinstance(seq, int) and isinstance(ts_ms, int) and isinstance(digest, bytes)
-        count += 1
-        prev = digest
-        head = ChainHead(seq, digest, ts_ms)
-        if expected_head is not None and seq == expected_head[0]:
-            anchor_seen = True
-            if digest != expected_head[1]:
-                return ChainReport(
-                    count,
-                    head,
-                    ChainProblem(
-                        seq,
-                        f"record {seq} does not match the published head "
-                        f"({expected_head[1].hex()[:16]}...): the chain was rebuilt from here "
-                        "or earlier",
-                    ),
-                )
-        expected_seq += 1
-    if expected_head is not None and not anchor_seen:
-        return ChainReport(
-            count,
-            head,
-            ChainProblem(
-                expected_seq,
-                f"the chain ends at record {expected_seq - 1} but the published head is record "
-                f"{expected_head[0]}: records from {expected_seq} on were removed",
-            ),
-        )
-    return ChainReport(count, head, None)
-
-
-def _row_problem(row: Sequence[object], expected_seq: int, prev: bytes) -> ChainProblem | None:
-    seq, ts_ms, kind, cmd, kid, final, body, prev_hash, digest = row
-    if not isinstance(seq, int):
-        return ChainProblem(expected_seq, f"record after {expected_seq - 1} has seq {seq!r}")
-    if seq != expected_seq:
-        missing = f"{expected_seq}" if seq == expected_seq + 1 else f"{expected_seq}..{seq - 1}"
-        return ChainProblem(
-            expected_seq, f"record {missing} missing (removed): next record is {seq}"
-        )
-    if prev_hash != prev:
-        return ChainProblem(
-            seq,
-            f"record {seq} does not follow record {seq - 1} (prev_hash mismatch): records were "
-            f"reordered, or one before it was removed or edited and re-hashed",
-        )
-    if not (
-        isinstance(ts_ms, int)
-        and isinstance(kind, str)
-        and (cmd is None or isinstance(cmd, bytes))
-        and (kid is None or isinstance(kid, str))
-        and final in (0, 1)
-        and isinstance(body, bytes)
-        and isinstance(digest, bytes)
-    ) or digest != record_hash(prev, seq, ts_ms, kind, cmd, kid, bool(final), body):
-        return ChainProblem(seq, f"record {seq} was edited: its content does not match its hash")
-    return None

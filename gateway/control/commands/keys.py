@@ -17,14 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Literal
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from gateway.control.commands.envelope import ACTIONS, ROLES, GroupTarget, Role, Targets
+from protocols.commands.envelope import ACTIONS, ROLES, GroupTarget, Role, Targets
 
 if TYPE_CHECKING:
     from gateway.config.model import GatewayConfig
@@ -176,24 +172,3 @@ class KeyTable:
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
             raise UnknownTargetError(f"meter(s) {shown}{more} are not configured")
         return targets.meters
-
-
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """An Ed25519 private key from a PEM file (``gwtool keygen`` writes one); ValueError says
-    what is wrong with the file."""
-    data = Path(path).read_bytes()
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(
-            f"{path}: not an unencrypted PEM private key ({exc}); create one with "
-            "`gwtool keygen --out NAME`"
-        ) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path}: holds a {type(key).__name__}, not an Ed25519 private key")
-    return key
-
-
-def raw_public_key(key: Ed25519PrivateKey) -> bytes:
-    """The 32 raw bytes of the public half of ``key``."""
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

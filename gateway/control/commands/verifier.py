@@ -39,13 +39,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
 from gateway.control.commands.clock import TrustedClock
-from gateway.control.commands.envelope import (
-    TRIPPING_ACTIONS,
-    CommandEnvelope,
-    EnvelopeError,
-    GroupTarget,
-    parse_envelope,
-)
 from gateway.control.commands.journal import (
     Journal,
     JournalEntry,
@@ -54,6 +47,13 @@ from gateway.control.commands.journal import (
 )
 from gateway.control.commands.keys import KeyTable, OperatorKey, UnknownTargetError, allowed_actions
 from protocols import cose
+from protocols.commands.envelope import (
+    TRIPPING_ACTIONS,
+    CommandEnvelope,
+    EnvelopeError,
+    GroupTarget,
+    parse_envelope,
+)
 
 if TYPE_CHECKING:
     from gateway.config.model import GatewayConfig

@@ -1,4 +1,7 @@
-"""The command payload: the CBOR map inside a signed command (DESIGN.md §6, contract).
+"""The command payload: the CBOR map inside a signed command (DESIGN.md §6, contract), sans-IO.
+
+It lives in ``protocols`` because both ends speak it: the daemon's verifier parses it and
+``gwtool sign-command`` builds it, by the same rules, without either importing the other.
 
 ``v`` (1), ``id`` (16 random bytes), ``aud`` (the gateway id), ``iat`` and ``exp`` (UTC seconds),
 ``ctr`` (the signing key's counter, strictly increasing), ``role`` (IEC 62351-8 name), ``action``,
