@@ -153,8 +153,11 @@ class GatewayDaemon:
                                bookkeeping_delay_s=BOOKKEEPING_DELAY_S)
         await self.link.start()
         self.pump.start()
+        assert self.pump.task is not None
+        self.supervisor.adopt("outbox-pump", self.pump.task)
 
     async def _stop_link(self) -> None:
+        self.supervisor.release("outbox-pump")
         if self.pump is not None:
             await self.pump.stop(drain_timeout=3.0)
             self.pump = None
@@ -194,6 +197,7 @@ class GatewayDaemon:
         self.notifier.stopping()
         if self.runtime is not None:
             await self.runtime.stop()
+        self.supervisor.release("outbox-pump")  # the pump drains before the link goes
         await self.supervisor.stop()
         await self._stop_link()
         if self.services is not None and self.services.writer.held:
@@ -238,7 +242,8 @@ class GatewayDaemon:
         """Why the watchdog must not be fed now (empty when everything makes progress)."""
         reasons = [f"{name} {failure.describe()}"
                    for name, failure in self.supervisor.failures.items()]
-        if self.pump is not None and not self.pump.alive:
+        if self.pump is not None and not self.pump.alive and "outbox-pump" not in \
+                self.supervisor.failures:
             reasons.append("outbox pump stopped")
         if self.runtime is not None:
             reasons.extend(f"bus:{name} made no progress for {PROGRESS_STALE_S:.0f} s"

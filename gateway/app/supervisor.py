@@ -54,6 +54,17 @@ class Supervisor:
         task.add_done_callback(self._ended)
         return task
 
+    def adopt(self, name: str, task: asyncio.Task[Any]) -> None:
+        """Watch a task that a component started itself (the outbox pump owns its task)."""
+        self._tasks[name] = task
+        self._failures.pop(name, None)
+        task.add_done_callback(self._ended)
+
+    def release(self, name: str) -> None:
+        """Stop watching ``name``: its owner is about to end it on purpose."""
+        self._tasks.pop(name, None)
+        self._failures.pop(name, None)
+
     def fail(self, name: str, error: BaseException | str) -> None:
         """Record that component ``name`` failed (for components that are not tasks)."""
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"

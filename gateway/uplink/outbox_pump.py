@@ -170,6 +170,11 @@ class OutboxPump:
         self._wake.set()
 
     @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The pump's own task (the daemon's supervisor watches it)."""
+        return self._task
+
+    @property
     def alive(self) -> bool:
         """The pump's task is running (for the daemon's watchdog progress check)."""
         return self._task is not None and not self._task.done()
