@@ -75,6 +75,7 @@ def test_a_failed_component_is_logged_shown_in_health_and_starves_the_watchdog(
              str(rig.config_path)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             got = _receive(sock, 14.0)
+            window_end = time.monotonic()
 
             def failed_health() -> list[dict[str, object]]:
                 return [m["stats"] for _, m in decoded(observer, rig.topic("health"))
@@ -92,8 +93,9 @@ def test_a_failed_component_is_logged_shown_in_health_and_starves_the_watchdog(
     assert any(m.startswith("READY=1") for _, m in got), (got, text[-3000:])
     pings = [t for t, m in got if "WATCHDOG=1" in m]
     assert len(pings) >= 3, f"the watchdog was never fed before the fault\n{text[-3000:]}"
-    # Fed before the fault, starved after it: the last ping is long before the end of the window.
-    assert got[-1][0] - pings[-1] >= 4 * WATCHDOG_USEC / 1e6 / 3 or pings[-1] < got[-1][0] - 4, \
+    # Fed every 0.5 s before the fault (at ~4 s), starved after it: the last ping is seconds
+    # before the end of the 14 s window.
+    assert window_end - pings[-1] >= 5.0, \
         f"{component}: the watchdog was still fed after the failure\n{text[-3000:]}"
     assert "planted fault" in text and component in text, text[-3000:]
     assert "watchdog not fed" in text, text[-3000:]
