@@ -27,7 +27,7 @@ NO_TIME: Final = -1
 
 
 class IndicatorArrays(NamedTuple):
-    """The seven per-meter arrays every indicator kernel returns (see the module docstring)."""
+    """The seven per-meter arrays every indicator kernel returns (see :mod:`edge_rules.theft`)."""
 
     fired: U8
     phases: U8

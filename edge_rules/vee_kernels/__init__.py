@@ -7,7 +7,7 @@ so day-level rules see rows of 96 after a reshape. Per-meter parameters are 1-D 
 reads off the grid (voltage, clock offset, tariff registers, CT/PT ratios) are flat arrays with
 a ``rows`` array naming each value's meter.
 
-Output. Rules set bits in a ``uint32`` mask per read (the ``BIT_*`` constants below); which of
+Output. Rules set bits in a ``uint32`` mask per read (the ``BIT_*`` constants of ``bits``); which of
 them make a read fail, which are published as reasons and which are only counted is decided by
 the caller through per-meter severity masks (:func:`grade`), so the kernels know nothing of
 configuration.
