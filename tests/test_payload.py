@@ -546,7 +546,7 @@ def any_read_records(draw: st.DrawFn) -> ReadRecord:
        st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
 def test_the_direct_reads_encoder_writes_exactly_what_cbor2_writes(
         records: list[ReadRecord], meter: str, epoch: int, seq: int, ts: int) -> None:
-    from protocols.payload import _build_reads_cbor2
+    from protocols.payload.encode import _build_reads_cbor2
 
     env = Envelope("gw-ü-1", epoch, seq, ts)
     assert build_reads(env, meter, records) == _build_reads_cbor2(env, meter, records)
