@@ -574,11 +574,12 @@ class GroupTotals:
         return result
 
     def missing(self, group: int, interval: int) -> tuple[str, ...]:
-        """Meters of group row ``group`` without a value at ``interval``, in member order."""
+        """Meters of group row ``group`` without a value at ``interval``, in member order, each
+        once (a meter listed for import and export is one meter that did not answer)."""
         members = self.layout.members_of(group)
         rows = self.layout.member_channel[members]
         gone = np.isnan(self.values[rows, interval])
-        return tuple(self.layout.member_meters[m] for m in members[gone])
+        return tuple(dict.fromkeys(self.layout.member_meters[m] for m in members[gone]))
 
 
 # --------------------------------------------------------------------------------------------
