@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 
 from edge_rules import groups as g
 from edge_rules import reconcile as r
+from edge_rules import reconcile_checks as rc
 from edge_rules import theft as th
 
 METERS = 2_000
@@ -167,10 +168,10 @@ import time
 t0 = time.perf_counter()
 import numpy as np
 from bench.bench_groups import workload, poll_cycle, daily_inputs
-from edge_rules import groups as g, reconcile as r, theft as th
+from edge_rules import groups as g, reconcile as r, reconcile_checks as rc, theft as th
 t1 = time.perf_counter()
 w = workload()
-poll_cycle(w, g.interval_energy_nb, g.group_totals_nb, r.area_loss_nb, r.differential_check_nb)
+poll_cycle(w, g.interval_energy_nb, g.group_totals_nb, r.area_loss_nb, rc.differential_check_nb)
 d = daily_inputs()
 r.classify_losses_nb(*d["classify"])
 th.deficit_scores_nb(*d["deficit"])
@@ -241,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         3,
     )  # fmt: skip
 
-    kernels_nb = (g.interval_energy_nb, g.group_totals_nb, r.area_loss_nb, r.differential_check_nb)
-    kernels_np = (g.interval_energy_np, g.group_totals_np, r.area_loss_np, r.differential_check_np)
+    kernels_nb = (g.interval_energy_nb, g.group_totals_nb, r.area_loss_nb, rc.differential_check_nb)
+    kernels_np = (g.interval_energy_np, g.group_totals_np, r.area_loss_np, rc.differential_check_np)
     poll_cycle(w, *kernels_nb)
     c_nb = best_of(lambda: poll_cycle(w, *kernels_nb), args.repeat)
     c_np = best_of(lambda: poll_cycle(w, *kernels_np), max(args.repeat // 10, 3))

@@ -6,7 +6,9 @@ meter's CT × PT ratio (meters behind instrument transformers count secondary en
 same kernel totals three things, only the channel values differ:
 
 * real-time power: ``power_channels`` splits each meter's signed active power into an import
-  channel (``max(P, 0)``) and an export channel (``max(-P, 0)``);
+  channel (``max(P, 0)``) and an export channel (``max(-P, 0)``); :func:`group_power` is *the*
+  group power, the total published on ``P/G/groups`` and the total load control compares with
+  its limits (one definition, so the two can never disagree);
 * energy per interval: ``interval_energy`` turns register reads at interval boundaries into
   consumption per interval (a register that goes backwards is not energy: NaN, quality N);
 * energy per day: the same, on the registers frozen at 00:00 (DL/T 645 05060101 / 05060201,
@@ -46,12 +48,14 @@ __all__ = [
     "day_totals_nb",
     "day_totals_np",
     "gather_channels",
+    "group_power",
     "group_totals",
     "group_totals_nb",
     "group_totals_np",
     "interval_energy",
     "interval_energy_nb",
     "interval_energy_np",
+    "latest_power",
     "power_channels",
     "split_register_gaps",
     "split_register_gaps_nb",
@@ -65,6 +69,10 @@ U8 = NDArray[np.uint8]
 
 IMPORT: Final = "import"
 EXPORT: Final = "export"
+#: A meter's latest power counts for this many of its poll intervals (plus
+#: :data:`STALE_SLACK_S` for a poll that ran late); after that the member is missing.
+STALE_POLLS: Final = 3
+STALE_SLACK_S: Final = 5.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,6 +505,52 @@ def power_channels(
     return gather_channels(layout, meter_ids, imports, exports, quality, quality)
 
 
+def latest_power(
+    latest: Mapping[str, tuple[float, float]],
+    meter_ids: Sequence[str],
+    poll_interval_s: Mapping[str, float],
+    now: float,
+) -> F64:
+    """The ``(meters, 1)`` column :func:`group_power` takes: each meter's latest signed active
+    power (``latest``: meter → (kW, seconds it was read)), NaN when it has none or when it is
+    older than :data:`STALE_POLLS` of the meter's poll intervals — a meter that stopped
+    answering makes its groups' totals incomplete instead of silently frozen at its last value.
+    """
+    column = np.full((len(meter_ids), 1), np.nan)
+    for i, meter in enumerate(meter_ids):
+        entry = latest.get(meter)
+        if entry is not None and now - entry[1] <= STALE_POLLS * poll_interval_s[meter] + STALE_SLACK_S:
+            column[i, 0] = entry[0]
+    return column
+
+
+def group_power(layout: GroupLayout, meter_ids: Sequence[str], power_kw: F64) -> GroupTotals:
+    """The signed power total of every group: the one definition, published on
+    ``P/G/groups/{group}`` and compared with load-control limits.
+
+    Each member contributes ``sign × CT × PT ×`` the part of its meter's signed active power
+    ``P`` (+ import) that flows in the member's configured direction: ``max(P, 0)`` for an
+    import member, ``max(−P, 0)`` for an export member. A member running against its direction
+    (an import member whose rooftop PV feeds back) contributes 0, not a negative amount.
+
+    Why this and not the plain signed ``P`` of every member: the direction names a register
+    (Q/GDW 1376.1 F14: forward or reverse active), and the power total must be the rate of the
+    energy total the same group publishes per day — an import register does not run backwards
+    while a customer exports. It is also the only reading under which sign and direction
+    compose: a utility that wants a feeder's *net* power lists the meter twice, ``+ import``
+    and ``− export``, which gives ``max(P, 0) − max(−P, 0) = P``; with signed ``P`` per member
+    the same configuration would count the meter twice (``P + P``). So a load limit on net
+    power is configured as net power, and a limit on consumption is not lowered by a
+    neighbour's export.
+
+    ``power_kw`` is ``(meters, intervals)`` in ``meter_ids`` order (NaN: no value, see
+    :func:`latest_power`); a missing member leaves the total incomplete
+    (:meth:`GroupTotals.complete`).
+    """
+    values, quality = power_channels(layout, meter_ids, power_kw)
+    return group_totals(values, quality, layout)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class GroupTotals:
     """Result of :func:`group_totals`: ``total``, ``present``, ``actual`` (groups, intervals),
@@ -520,11 +574,12 @@ class GroupTotals:
         return result
 
     def missing(self, group: int, interval: int) -> tuple[str, ...]:
-        """Meters of group row ``group`` without a value at ``interval``, in member order."""
+        """Meters of group row ``group`` without a value at ``interval``, in member order, each
+        once (a meter listed for import and export is one meter that did not answer)."""
         members = self.layout.members_of(group)
         rows = self.layout.member_channel[members]
         gone = np.isnan(self.values[rows, interval])
-        return tuple(self.layout.member_meters[m] for m in members[gone])
+        return tuple(dict.fromkeys(self.layout.member_meters[m] for m in members[gone]))
 
 
 # --------------------------------------------------------------------------------------------

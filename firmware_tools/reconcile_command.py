@@ -11,10 +11,12 @@ writes it, in which case only ``A`` reads count as actual).
 
 The day's frozen value is the register read at 00:00 of that day, local time: the offset is
 ``--utc-offset``, else the config's ``[vee] utc_offset``, else ``[reconcile] utc_offset_min``
-(+480, i.e. +08:00, by default). A read
-within the first minute after midnight counts (a Modbus poll lands a few seconds late). A
+(+480, i.e. +08:00, by default). The rule is the daemon's, one function
+(:func:`edge_rules.reconcile_freeze.midnight_freeze`, exact decimal arithmetic): a read
+within the first minute after midnight counts (a Modbus poll lands a few seconds late); a
 meter without one gets a value interpolated linearly between the reads around midnight when
-both are within ``--max-gap-min`` minutes — quality E, so it does not count towards coverage.
+both are within ``--max-gap-min`` minutes and the register did not go backwards — quality E,
+so it does not count towards coverage.
 Energy of day D = freeze(D + 1) − freeze(D); the first day reported is the first with a
 freeze, the last the day before the last freeze.
 
@@ -45,11 +47,13 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import numpy as np
 
+from edge_rules.reconcile_freeze import FREEZE_SLACK_MS, midnight_freeze
 from edge_rules.theft import INDICATOR_WEIGHTS
 
 from .errors import ToolError
@@ -60,8 +64,8 @@ IMPORT_Q: Final = "energy.active.import.total"
 EXPORT_Q: Final = "energy.active.export.total"
 COLUMNS: Final = ("meter", "time", "quantity", "value")
 DAY_MS: Final = 86_400_000
-#: A read this soon after midnight is the midnight read.
-FREEZE_SLACK_MS: Final = 60_000
+#: Quantities whose exact decimal values are kept for the midnight freeze.
+REGISTERS: Final = frozenset({IMPORT_Q, EXPORT_Q})
 MAX_REPORTED: Final = 50
 
 Q_A: Final = 0
@@ -148,6 +152,9 @@ class Series:
     t_ms: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     quality: list[int] = field(default_factory=list)
+    #: The exact decimal value of each read, kept for the energy registers only: their midnight
+    #: freezes are interpolated in Decimal like the daemon's (:mod:`edge_rules.reconcile_freeze`).
+    registers: list[Decimal] = field(default_factory=list)
 
     def sort(self) -> None:
         if any(b < a for a, b in zip(self.t_ms, self.t_ms[1:], strict=False)):
@@ -155,6 +162,8 @@ class Series:
             self.t_ms = [self.t_ms[i] for i in order]
             self.values = [self.values[i] for i in order]
             self.quality = [self.quality[i] for i in order]
+            if self.registers:
+                self.registers = [self.registers[i] for i in order]
 
 
 def _parse_time(text: str) -> int:
@@ -215,10 +224,11 @@ def read_series(
                 continue
             try:
                 t_ms = _parse_time(time_text)
-                value = float(value_text)
-                if not math.isfinite(value):
+                exact = Decimal(value_text)
+                if not exact.is_finite():
                     raise ValueError(value_text)
-            except ValueError:
+                value = float(exact)
+            except (ValueError, InvalidOperation):
                 bad += 1
                 if bad <= MAX_REPORTED:
                     print(
@@ -231,6 +241,8 @@ def read_series(
             s.t_ms.append(t_ms)
             s.values.append(value)
             s.quality.append(Q_A if letter == "A" else Q_E)
+            if quantity in REGISTERS:
+                s.registers.append(exact)
     if bad > MAX_REPORTED:
         print(f"gwtool reconcile: {bad} malformed rows in all", file=warnings)
     for s in series.values():
@@ -244,18 +256,18 @@ def read_series(
 
 
 def freeze_at(series: Series, t0: int, max_gap_ms: int) -> tuple[float, int]:
-    """The register at instant ``t0``: the read in [t0, t0 + 1 min) (its own quality), else
-    linear interpolation between the reads around it when both lie within ``max_gap_ms``
-    (quality E), else (NaN, N)."""
+    """The register at local midnight ``t0`` by the daemon's rule,
+    :func:`edge_rules.reconcile_freeze.midnight_freeze`, on the reads around it: the read
+    itself (its own quality) or an interpolation (quality E); (NaN, N) when the rule gives
+    none. ``series`` must be an energy register (its exact values are kept)."""
     t = series.t_ms
     i = bisect.bisect_left(t, t0)
-    if i < len(t) and t[i] < t0 + FREEZE_SLACK_MS:
-        return series.values[i], series.quality[i]
-    if 0 < i < len(t) and t0 - t[i - 1] <= max_gap_ms and t[i] - t0 <= max_gap_ms:
-        before, after = series.values[i - 1], series.values[i]
-        frac = (t0 - t[i - 1]) / (t[i] - t[i - 1])
-        return before + (after - before) * frac, Q_E
-    return math.nan, Q_N
+    before = (t[i - 1], series.registers[i - 1]) if i > 0 else None
+    after = (t[i], series.registers[i]) if i < len(t) else None
+    freeze = midnight_freeze(t0, before, after, max_gap_ms)
+    if freeze is None:
+        return math.nan, Q_N
+    return float(freeze.value), Q_E if freeze.interpolated else series.quality[i]
 
 
 def _freeze_days(series: Mapping[tuple[str, str], Series], offset_ms: int) -> list[int]:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from edge_rules import reconcile as r
+from edge_rules import reconcile_checks as rc
 from edge_rules.reconcile import (
     STATUS_HIGH,
     STATUS_NEGATIVE,
@@ -38,8 +39,8 @@ def warm_up() -> None:
     u = np.zeros((1, 1), dtype=np.uint8)
     r.area_loss_nb(z, z, u, z, 0.98)
     r.classify_losses_nb(z, u, u, u, z, z, True, 6.0, 3, 10, 2, 0.5, -1.0, 10.0, 2, 0.5)
-    r.differential_check_nb(z, z, 1, True, 1.0)
-    r.check_meter_compare_nb(z, z, np.ones(1), 0.0)
+    rc.differential_check_nb(z, z, 1, True, 1.0)
+    rc.check_meter_compare_nb(z, z, np.ones(1), 0.0)
     r.expected_day_energy_nb(z, u, z, 2, 2, 5)
 
 
@@ -123,8 +124,8 @@ def test_differential_check_twins_agree(
     reference = data.draw(arrays(np.float64, (pairs, n), elements=energy))
     limit = data.draw(st.floats(0, 50))
     for a, b in zip(
-        r.differential_check_nb(compared, reference, window, relative, limit),
-        r.differential_check_np(compared, reference, window, relative, limit),
+        rc.differential_check_nb(compared, reference, window, relative, limit),
+        rc.differential_check_np(compared, reference, window, relative, limit),
         strict=True,
     ):
         same(a, b)
@@ -138,8 +139,8 @@ def test_check_meter_twins_agree(data: st.DataObject, shape: tuple[int, int]) ->
     tolerance = data.draw(arrays(np.float64, (shape[0],), elements=st.floats(0.1, 3)))
     minimum = data.draw(st.sampled_from([0.0, 0.5]))
     for a, b in zip(
-        r.check_meter_compare_nb(main, check, tolerance, minimum),
-        r.check_meter_compare_np(main, check, tolerance, minimum),
+        rc.check_meter_compare_nb(main, check, tolerance, minimum),
+        rc.check_meter_compare_np(main, check, tolerance, minimum),
         strict=True,
     ):
         same(a, b)
@@ -284,46 +285,46 @@ def test_differential_check_windows_and_limits() -> None:
     reference = np.full((1, 8), 10.0)
     compared = reference.copy()
     compared[0, 2] = 10.8  # +8 % in one 15-minute interval
-    diff, deviation, flag = r.differential_check(
+    diff, deviation, flag = rc.differential_check(
         compared, reference, interval_minutes=15, window_minutes=15, limit=5.0
     )
     assert flag[0].tolist() == [0, 0, 1, 0, 0, 0, 0, 0]
     assert deviation[0, 2] == pytest.approx(8.0)
-    _, deviation, flag = r.differential_check(
+    _, deviation, flag = rc.differential_check(
         compared, reference, interval_minutes=15, window_minutes=60, limit=5.0
     )
     assert flag[0].tolist() == [0, 0] and deviation[0, 0] == pytest.approx(2.0)
-    _, _, flag = r.differential_check(
+    _, _, flag = rc.differential_check(
         compared, reference, interval_minutes=15, window_minutes=30, limit=0.5, relative=False
     )
     assert flag[0].tolist() == [0, 1, 0, 0]
     compared[0, 5] = np.nan
-    _, _, flag = r.differential_check(
+    _, _, flag = rc.differential_check(
         compared, reference, interval_minutes=15, window_minutes=30, limit=5
     )
-    assert flag[0, 2] == r.DIFF_UNCALCULABLE
+    assert flag[0, 2] == rc.DIFF_UNCALCULABLE
     zero = np.zeros((1, 2))
-    _, _, flag = r.differential_check(
+    _, _, flag = rc.differential_check(
         zero + [[0, 1]], zero, interval_minutes=15, window_minutes=15, limit=5
     )
     assert flag[0].tolist() == [0, 1]  # a zero reference: any energy at all exceeds
     with pytest.raises(ValueError, match="15, 30 or 60"):
-        r.differential_check(zero, zero, interval_minutes=15, window_minutes=45, limit=1)
+        rc.differential_check(zero, zero, interval_minutes=15, window_minutes=45, limit=1)
     with pytest.raises(ValueError, match="whole number"):
-        r.differential_check(zero, zero, interval_minutes=20, window_minutes=30, limit=1)
+        rc.differential_check(zero, zero, interval_minutes=20, window_minutes=30, limit=1)
 
 
 def test_check_meter_tolerance_from_accuracy_classes() -> None:
-    tol = r.check_tolerance_pct([0.5, 0.2, 0.5, 0.2])
+    tol = rc.check_tolerance_pct([0.5, 0.2, 0.5, 0.2])
     assert tol == pytest.approx(math.sqrt(0.58))
-    assert r.check_tolerance_pct([1.0, 1.0], k=2) == pytest.approx(2 * math.sqrt(2))
+    assert rc.check_tolerance_pct([1.0, 1.0], k=2) == pytest.approx(2 * math.sqrt(2))
     main = np.array([[100.5, 101.0, 0.2, np.nan]])
     check = np.array([[100.0, 100.0, 0.25, 100.0]])
-    deviation, flag = r.check_meter_compare(main, check, np.array([tol]), min_energy=1.0)
+    deviation, flag = rc.check_meter_compare(main, check, np.array([tol]), min_energy=1.0)
     assert deviation[0, 0] == pytest.approx(0.5) and flag[0, :2].tolist() == [0, 1]
-    assert flag[0, 2:].tolist() == [r.DIFF_UNCALCULABLE] * 2
+    assert flag[0, 2:].tolist() == [rc.DIFF_UNCALCULABLE] * 2
     with pytest.raises(ValueError, match="positive"):
-        r.check_tolerance_pct([0.5, 0.0])
+        rc.check_tolerance_pct([0.5, 0.0])
 
 
 def test_expected_day_energy_uses_like_days_scaled_by_the_master() -> None:

@@ -51,6 +51,7 @@ from edge_rules.codes import QUALITY_A, QUALITY_E, QUALITY_N
 from edge_rules.groups import build_layout
 from edge_rules.line_loss import LineLoss, reconcile_areas
 from edge_rules.reconcile import STATUS_HIGH, STATUS_NAMES, UNCLASSIFIED
+from edge_rules.reconcile_freeze import midnight_freeze
 from edge_rules.theft import INDICATOR_WEIGHTS
 from gateway.analytics.theft import KINDS as THEFT_KINDS
 from gateway.analytics.theft import alarm_key
@@ -73,8 +74,6 @@ STATUS_Q: Final = "line_loss.status"
 GROUP_Q: Final = "group.energy.active.day"
 FREEZE_TIME: Final = re.compile(r"freeze\.daily\.last(\d+)\.time")
 DAY_MS: Final = 86_400_000
-#: A register read this soon after local midnight is that midnight's frozen value.
-FREEZE_SLACK_MS: Final = 60_000
 #: Days of frozen values held in memory to decide which days are complete; DL/T 645 meters
 #: keep 62 daily freezes, so nothing older can still arrive.
 RECENT_DAYS: Final = 62
@@ -270,27 +269,25 @@ class AreaReconciler:
 
     def _register_freeze(self, meter: str, quantity: str, t_ms: int,
                          value: Decimal) -> list[DailyValue]:
-        """A meter without a freeze register: its register at local 00:00, from the reads."""
+        """A meter without a freeze register: its register at local 00:00 from this read and
+        the previous one, by :func:`edge_rules.reconcile_freeze.midnight_freeze` (the rule
+        ``gwtool reconcile`` applies to a CSV). An interpolated value never replaces one the
+        day already has (from the store after a restart, or a read of the same day)."""
         local = t_ms + self._offset_ms
         into = local % DAY_MS
         midnight = t_ms - into
         day = dt.date(1970, 1, 1) + dt.timedelta(days=local // DAY_MS)
         previous = self._last_read.get((meter, quantity))
         self._last_read[(meter, quantity)] = (t_ms, value)
-        key = (meter, quantity, day)
-        known = self._known.get(key)
-        if into < FREEZE_SLACK_MS:
+        known = self._known.get((meter, quantity, day))
+        freeze = midnight_freeze(midnight, previous, (t_ms, value), self._gap_ms)
+        if freeze is None:
+            return []
+        if not freeze.interpolated:
             return [] if known == (value, "A") else [DailyValue(meter, quantity, day, value, "A")]
-        if known is not None or previous is None:
+        if known is not None:
             return []
-        before_t, before = previous
-        if not (before_t < midnight and midnight - before_t <= self._gap_ms
-                and t_ms - midnight <= self._gap_ms and value >= before):
-            return []
-        share = Decimal(midnight - before_t) / Decimal(t_ms - before_t)
-        resolution = Decimal(1).scaleb(value.as_tuple().exponent)  # type: ignore[arg-type]
-        frozen = (before + (value - before) * share).quantize(resolution)
-        return [DailyValue(meter, quantity, day, frozen, "E")]
+        return [DailyValue(meter, quantity, day, freeze.value, "E")]
 
     # -- which days are due ---------------------------------------------------------------------
     def _has(self, meter: str, day: dt.date) -> bool:

@@ -2,7 +2,9 @@
 ``edge_rules.groups`` kernel over the members' latest reads.
 
 Each period the latest ``power.active.total`` of every member meter (signed: + import) is gathered;
-a member not read within three of its poll intervals counts as missing. A total is ``A`` only when
+a member not read within three of its poll intervals counts as missing. The total is
+:func:`edge_rules.groups.group_power`, the same total load control compares with its limits
+(each member counts the part of its power that flows in its configured direction). A total is ``A`` only when
 every member contributed an actual read; otherwise it is published with quality ``N`` and no value
 (a partial sum would look like a load drop), with ``coverage`` and the ``missing`` members so the
 operator sees why. Totals are durable outbox messages like reads.
@@ -14,16 +16,12 @@ import asyncio
 import time
 from decimal import Decimal
 
-import numpy as np
-
-from edge_rules.groups import build_layout, group_totals, power_channels
+from edge_rules.groups import build_layout, group_power, latest_power
 from gateway.config import GatewayConfig
 from gateway.pipeline.feed import ValidatedPoll
 from gateway.store import Store
 from gateway.store.records import OutboxMessage
 from protocols.payload import Envelope, GroupTotal, build_group
-
-STALE_POLLS = 3
 
 
 class GroupPublisher:
@@ -46,13 +44,8 @@ class GroupPublisher:
                 self.power[result.meter_id] = (float(v.value), v.t_ms / 1000)
 
     def compute(self, now: float) -> list[tuple[str, GroupTotal]]:
-        column = np.full((len(self.meter_ids), 1), np.nan)
-        for i, meter in enumerate(self.meter_ids):
-            entry = self.power.get(meter)
-            if entry is not None and now - entry[1] <= STALE_POLLS * self.interval[meter] + 5:
-                column[i, 0] = entry[0]
-        values, quality = power_channels(self.layout, self.meter_ids, column)
-        totals = group_totals(values, quality, self.layout)
+        column = latest_power(self.power, self.meter_ids, self.interval, now)
+        totals = group_power(self.layout, self.meter_ids, column)
         coverage = totals.coverage()
         t_ms = int(now * 1000)
         out = []

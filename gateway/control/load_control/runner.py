@@ -1,9 +1,11 @@
 """Drives the sans-IO load-control engine from the daemon: feeds it group power and time, and
 carries out what it decides (1CH frames on the bus priority lane, CRM alarms, command outcomes).
 
-Group power is the signed sum of the members' latest ``power.active.total`` reads (× CT × PT,
-export members negative), refreshed from every poll; a member not read within three poll
-intervals makes the total unknown rather than silently smaller. The engine's state is saved to
+Group power is :func:`edge_rules.groups.group_power` over the members' latest
+``power.active.total`` reads, refreshed from every poll: the very total published on
+``P/G/groups`` (each member counts the part of its power flowing in its configured direction,
+× sign × CT × PT); a member not read within three poll intervals makes the total unknown
+rather than silently smaller. The engine's state is saved to
 ``data_dir/load_control.json`` (atomic replace) after every call that produced output, so a
 restart continues an episode instead of forgetting which customers it has tripped.
 """
@@ -21,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from edge_rules.groups import build_layout, group_power, latest_power
 from gateway.acquisition.base import ScheduledBus
 from gateway.acquisition.dlt645_bus import Dlt645Bus
 from gateway.acquisition.modbus_bus import ModbusBus
@@ -44,7 +47,6 @@ from protocols import dlt645 as d
 
 log = logging.getLogger(__name__)
 STATUS_WORD_3 = 0x04000503
-STALE_POLLS = 3
 
 
 def engine_settings(config: GatewayConfig) -> EngineSettings:
@@ -77,6 +79,10 @@ class LoadControlRunner:
         self.groups = {g.id: g for g in config.groups}
         self.bus_of: dict[str, ScheduledBus] = {m.meter_id: b for b in buses for m in b.meters}  # type: ignore[type-arg]
         self.power: dict[str, tuple[float, float]] = {}  # meter → (kW, wall time)
+        self.layout = build_layout(
+            config.groups, {m.id: float(m.ct_ratio * m.pt_ratio) for m in config.meters})
+        self.power_meters = sorted({member.meter for g in config.groups for member in g.members})
+        self.poll_interval = {m.id: m.poll_interval_s for m in config.meters}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- persistence --------------------------------------------------------------------------------
@@ -105,17 +111,12 @@ class LoadControlRunner:
                                                       relay_open=result.flags["relay_open"]))
 
     def group_power(self, group_id: str, now: float) -> float | None:
-        group = self.groups[group_id]
-        total = 0.0
-        for member in group.members:
-            entry = self.power.get(member.meter)
-            meter = self.meters[member.meter]
-            if entry is None or now - entry[1] > STALE_POLLS * meter.poll_interval_s + 5:
-                return None
-            kw = entry[0] * float(meter.ct_ratio * meter.pt_ratio)
-            kw = -kw if member.direction == "export" else kw
-            total += kw if member.sign == "+" else -kw
-        return total
+        """The group's power in kW as published on ``P/G/groups``, None unless every member
+        has a fresh read."""
+        column = latest_power(self.power, self.power_meters, self.poll_interval, now)
+        totals = group_power(self.layout, self.power_meters, column)
+        g = self.layout.group_index(group_id)
+        return float(totals.total[g, 0]) if bool(totals.complete()[g, 0]) else None
 
     def on_command(self, command: Any) -> None:
         self.dispatch(self.engine.on_command(ControlCommand.from_verified(command), time.time()))
