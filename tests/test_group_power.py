@@ -4,7 +4,7 @@ when a member feeds back (rooftop PV: negative active power)."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,9 @@ from gateway.acquisition.poll_result import PolledValue, PollResult
 from gateway.analytics.groups import GroupPublisher
 from gateway.config import load_config
 from gateway.control.load_control.runner import LoadControlRunner
+from gateway.pipeline.committer import Committer, PipelineServices
+from gateway.store import Store
+from protocols.topics import GatewayTopics
 
 CONFIG = """\
 [gateway]
@@ -73,18 +76,23 @@ def config_path(tmp_path: Path) -> Path:
 def power_poll(meter: str, kw: str, t: float) -> PollResult:
     t_ms = int(t * 1000)
     return PollResult(meter, "tcp-1", t_ms, t_ms, True, values=(
-        PolledValue("power.active.total", Decimal(kw), "kW", t_ms),))
+        PolledValue("power.active.total", float(kw), "kW", t_ms),))
 
 
 def test_published_total_equals_the_load_control_total_when_a_member_feeds_back(
-        config_path: Path) -> None:
+        config_path: Path, tmp_path: Path) -> None:
+    """Both consumers subscribe to the pipeline's validated feed, as in the daemon: the same
+    committed polls reach the published total and the total a load limit is compared with."""
     config = load_config(config_path)
-    publisher = GroupPublisher(config, store=None, on_commit=None)  # type: ignore[arg-type]
-    runner = LoadControlRunner(config, committer=None, journal=None, buses=[],  # type: ignore[arg-type]
+    store = Store.open(tmp_path / "gw.sqlite")
+    services = PipelineServices.open(store, GatewayTopics("mtr/v1", config.gateway.id))
+    committer = Committer(services, asyncio.Queue())
+    publisher = GroupPublisher(config, services.writer, services.topics)
+    runner = LoadControlRunner(config, committer=committer, journal=None, buses=[],  # type: ignore[arg-type]
                                report=None)
-    for poll in (power_poll("shop", "12.5", NOW - 2), power_poll("pv-house", "-4.0", NOW - 1)):
-        publisher.on_poll(poll)
-        runner.on_poll(poll)
+    services.feed.subscribe("groups", publisher.on_poll)
+    services.feed.subscribe("load-control", runner.on_poll)
+    committer.commit([power_poll("shop", "12.5", NOW - 2), power_poll("pv-house", "-4.0", NOW - 1)])
 
     published = {group: total for group, total in publisher.compute(NOW)}
     assert {g: (t.quality, t.val) for g, t in published.items()} == {
@@ -96,11 +104,14 @@ def test_published_total_equals_the_load_control_total_when_a_member_feeds_back(
 
     # A member that stopped answering: neither publishes nor compares a partial total.
     later = NOW + 3 * 10 + 6
-    publisher.on_poll(power_poll("shop", "11.0", later))
-    runner.on_poll(power_poll("shop", "11.0", later))
+    committer.commit([power_poll("shop", "11.0", later)])
     for group, total in publisher.compute(later):
         assert (total.quality, total.val, total.missing) == ("N", None, ("pv-house",))
         assert runner.group_power(group, later) is None
+    assert publisher.publish(later) == 2  # through the one outbox writer
+    assert [row.topic for row in store.pending(10)] == ["mtr/v1/gw-t/groups/consumption",
+                                                       "mtr/v1/gw-t/groups/net"]
+    store.close()
 
 
 def test_direction_selects_the_part_of_the_power_each_member_counts() -> None:

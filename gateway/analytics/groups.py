@@ -19,17 +19,18 @@ from decimal import Decimal
 from edge_rules.groups import build_layout, group_power, latest_power
 from gateway.config import GatewayConfig
 from gateway.pipeline.feed import ValidatedPoll
-from gateway.store import Store
+from gateway.pipeline.outbox import OutboxWriter
 from gateway.store.records import OutboxMessage
 from protocols.payload import Envelope, GroupTotal, build_group
+from protocols.topics import QOS_DEFAULT, GatewayTopics
 
 
 class GroupPublisher:
-    def __init__(self, config: GatewayConfig, store: Store, on_commit: object) -> None:
+    def __init__(self, config: GatewayConfig, writer: OutboxWriter, topics: GatewayTopics) -> None:
         self.config = config
-        self.store = store
-        self._on_commit = on_commit
-        self.prefix = f"{config.mqtt.topic_prefix}/{config.gateway.id}"
+        self.writer = writer
+        self.store = writer.store
+        self.topics = topics
         ratios = {m.id: float(m.ct_ratio * m.pt_ratio) for m in config.meters}
         self.layout = build_layout(config.groups, ratios)
         self.meter_ids = sorted({member.meter for g in config.groups for member in g.members})
@@ -65,12 +66,11 @@ class GroupPublisher:
             def build(seq: int, group_id: str = group_id, total: GroupTotal = total) -> bytes:
                 env = Envelope(self.config.gateway.id, self.store.epoch, seq, total.t)
                 return build_group(env, group_id, totals=[total])
-            messages.append(OutboxMessage(topic=f"{self.prefix}/groups/{group_id}", qos=1, build=build))
+            messages.append(OutboxMessage(topic=self.topics.groups(group_id), qos=QOS_DEFAULT,
+                                          build=build))
         if messages:
-            self.store.commit_poll(messages)
+            self.writer.write(messages)
             self.published += len(messages)
-            if callable(self._on_commit):
-                self._on_commit()
         return len(messages)
 
     async def run(self) -> None:

@@ -97,7 +97,7 @@ class Runtime:
             from gateway.analytics.areas import AreaReconciler
             from gateway.analytics.groups import GroupPublisher
 
-            publisher = GroupPublisher(config, self.services.store, wake)
+            publisher = GroupPublisher(config, self.services.writer, self.services.topics)
             self._subscribe("groups", publisher.on_poll)
             self._start("groups", publisher.run())
             # Daily group energy and area line loss from the 00:00 freezes (docs/reconciliation.md).
