@@ -15,7 +15,7 @@ Integration, in the daemon::
     dispatch(engine.tick(time.time()))                    # about once a second
     persist(engine.to_dict())                             # after every call that returned output
 
-``dispatch`` sends :class:`SendControl` through :mod:`gateway.control.load_control.actuation` on the bus
+``dispatch`` sends :class:`SendControl` through :mod:`gateway.control.actuation` on the bus
 priority lane and reports each result with ``engine.on_actuation(request_id, t, ok, reason)``.
 """
 
