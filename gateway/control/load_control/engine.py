@@ -80,6 +80,12 @@ from gateway.control.load_control.limits import (
     build_schedule,
     parse_limit,
 )
+from gateway.control.load_control.phases import (
+    PrepaidEvent,
+    PrepaidPhase,
+    RoundEvent,
+    RoundPhase,
+)
 from gateway.control.load_control.settings import (
     MAX_ROUNDS,
     EngineSettings,
@@ -269,8 +275,8 @@ class LoadControlEngine:
                 ms.pending_close = None
             return self._end()
         ms.holds.clear()
-        if ms.prepaid_phase in ("trip_pending", "tripped"):
-            ms.prepaid_phase = "normal"
+        if ms.prepaid_allows(PrepaidEvent.CALLED_OFF):
+            ms.fire_prepaid(PrepaidEvent.CALLED_OFF)
             ms.prepaid_due = None
             self._alarm_off(meter, _PREPAID, "called_off")
         ms.commanded_open = False
@@ -355,9 +361,9 @@ class LoadControlEngine:
         return GroupView(
             compared_kw=None if math.isnan(compared) else compared,
             limit_kw=None if math.isnan(limit) else limit,
-            kind=KIND_NAMES[kind], state=STATE_NAMES[state], phase=g.power.phase,
+            kind=KIND_NAMES[kind], state=STATE_NAMES[state], phase=g.power.phase.value,
             tripped_rounds=tuple(s.round_no for s in g.power.steps),
-            energy_phase=g.energy.phase,
+            energy_phase=g.energy.phase.value,
             energy_tripped_rounds=tuple(s.round_no for s in g.energy.steps),
             month_kwh=g.month_kwh,
             monthly_limit_kwh=None if g.monthly is None else g.monthly.limit_kwh,
@@ -765,7 +771,7 @@ class LoadControlEngine:
     def _evaluate_power(self, group: str) -> None:
         g = self._groups[group]
         ctl = g.power
-        if (not g.limits and not ctl.steps and ctl.phase == "idle" and not g.records_due
+        if (not g.limits and not ctl.steps and ctl.phase is RoundPhase.IDLE and not g.records_due
                 and f"group.over_limit/{group}" not in self._alarms
                 and f"group.shedding_exhausted/{group}" not in self._alarms):
             return  # nothing installed, nothing held: no kernel call for idle groups
@@ -778,7 +784,7 @@ class LoadControlEngine:
             self._clear("group.shedding_exhausted", group, group=group)
             if ctl.steps:
                 self._release_all(group, ctl, key, "limit no longer in force")
-            ctl.phase = "idle"
+            ctl.fire(RoundEvent.STOP)
             return
         if self._suspended(group):
             self._call_off(group, ctl, key)
@@ -790,10 +796,10 @@ class LoadControlEngine:
         rounds = self._rounds(group, limit)
         delays = self._delays(group, limit, len(rounds))
         over = state == STATE_OVER
-        if ctl.phase == "settle":
+        if ctl.phase is RoundPhase.SETTLE:
             if self._now < ctl.settle_until:
                 return
-            ctl.phase = "idle"
+            ctl.fire(RoundEvent.SETTLED)
         if over:
             self._raise("group.over_limit", group, "warning", group=group,
                         details={"power_kw": compared, "limit_kw": limit_kw,
@@ -801,23 +807,24 @@ class LoadControlEngine:
         else:
             self._clear("group.over_limit", group, group=group)
             self._clear("group.shedding_exhausted", group, group=group)
-        if ctl.phase == "alarm":
+        if ctl.phase is RoundPhase.ALARM:
             if not over:
                 self._call_off(group, ctl, key)
                 return
             if self._now >= ctl.alarm_since + delays[min(ctl.alarm_round, len(delays) - 1)]:
                 if self._trip_round(group, ctl, key, rounds, KIND_NAMES[kind], limit_kw, compared,
                                     "power"):
-                    ctl.phase = "settle"
+                    ctl.fire(RoundEvent.ROUND_TRIPPED)
                     ctl.settle_until = self._now + self.settings.settle_s
                 else:
-                    ctl.phase = "idle"
+                    ctl.fire(RoundEvent.ROUND_DONE)
             return
         # idle
         if over:
             ctl.restore_since = None
-            self._announce_next(group, ctl, key, rounds, delays, limit_kw, compared, "kW")
-            if ctl.phase == "alarm" and delays[ctl.alarm_round] <= 0:
+            announced = self._announce_next(group, ctl, key, rounds, delays, limit_kw, compared,
+                                            "kW")
+            if announced and delays[ctl.alarm_round] <= 0:
                 self._evaluate_power(group)  # zero alarm delay: trip in the same instant
             return
         if state == STATE_UNDER and ctl.steps:
@@ -863,7 +870,7 @@ class LoadControlEngine:
             self._clear("group.energy_alarm", group, group=group)
             if ctl.steps:
                 self._release_all(group, ctl, key, "monthly energy limit no longer in force")
-            ctl.phase = "idle"
+            ctl.fire(RoundEvent.STOP)
             return
         if g.month_kwh is None:
             return
@@ -879,7 +886,7 @@ class LoadControlEngine:
             self._clear("group.shedding_exhausted", f"{group}:energy", group=group)
             if ctl.steps:
                 self._release_all(group, ctl, key, "month-to-date energy under the monthly limit")
-            ctl.phase = "idle"
+            ctl.fire(RoundEvent.STOP)
             return
         if self._suspended(group):
             self._call_off(group, ctl, key)
@@ -887,15 +894,15 @@ class LoadControlEngine:
         rounds = self._rounds(group, limit)
         delays = self._delays(group, limit, len(rounds))
         for _ in range(MAX_ROUNDS + 1):  # zero delays may trip several rounds in one instant
-            if ctl.phase == "alarm":
+            if ctl.phase is RoundPhase.ALARM:
                 if self._now < ctl.alarm_since + delays[min(ctl.alarm_round, len(delays) - 1)]:
                     return
                 self._trip_round(group, ctl, key, rounds, MONTHLY_ENERGY, limit.limit_kwh, kwh,
                                  "energy")
-                ctl.phase = "idle"  # energy does not come down by itself: no settle
+                ctl.fire(RoundEvent.ROUND_DONE)  # energy does not come down by itself: no settle
             self._announce_next(group, ctl, key, rounds, delays, limit.limit_kwh, kwh, "kWh",
                                 exhausted_key=f"{group}:energy")
-            if ctl.phase != "alarm":
+            if ctl.phase is not RoundPhase.ALARM:
                 return
 
     # ================================================================== rounds
@@ -929,16 +936,19 @@ class LoadControlEngine:
 
     def _announce_next(self, group: str, ctl: Controller, key: str,
                        rounds: tuple[tuple[str, ...], ...], delays: tuple[float, ...],
-                       limit: float, value: float, unit: str, exhausted_key: str | None = None) -> None:
+                       limit: float, value: float, unit: str,
+                       exhausted_key: str | None = None) -> bool:
+        """Announce the next round (its customers get the pre-trip alarm); False when no
+        customer is left to trip (``group.shedding_exhausted``)."""
         index = self._next_round(key, rounds)
         if index is None:
             self._raise("group.shedding_exhausted", exhausted_key or group, "critical", group=group,
                         details={"value": value, "limit": limit, "unit": unit,
                                  "rounds_tripped": len(ctl.steps)})
-            return
+            return False
         meters = [m for m in rounds[index]
                   if self._trippable(m, True) and key not in self._meters[m].holds]
-        ctl.phase = "alarm"
+        ctl.fire(RoundEvent.ANNOUNCE)
         ctl.alarm_round = index
         ctl.alarm_since = self._now
         ctl.alarm_meters = meters
@@ -947,17 +957,18 @@ class LoadControlEngine:
             self._alarm_on(meter, key, {"group": group, "control": key.split(":")[0],
                                         "round": index + 1, "limit": limit, "value": value,
                                         "unit": unit, "trip_at": trip_at})
+        return True
 
     def _call_off(self, group: str, ctl: Controller, key: str) -> None:
         """Withdraw a pending round alarm (back under, suspended, or no limit any more)."""
-        if ctl.phase != "alarm":
+        if not ctl.allows(RoundEvent.CALL_OFF):
             return
         for meter in ctl.alarm_meters:
             if meter in self._meters:
                 self._alarm_off(meter, key, "called_off")
         ctl.alarm_meters = []
         ctl.alarm_round = -1
-        ctl.phase = "idle"
+        ctl.fire(RoundEvent.CALL_OFF)
 
     def _trip_round(self, group: str, ctl: Controller, key: str,
                     rounds: tuple[tuple[str, ...], ...], kind: str, limit: float, value: float,
@@ -1043,34 +1054,34 @@ class LoadControlEngine:
                    "trip_threshold": p.trip_threshold}
         can_trip = not self.topology.is_protected(meter)
         if balance <= p.trip_threshold:
-            if ms.prepaid_phase in ("normal", "alarm"):
-                ms.prepaid_phase = "trip_pending"
+            if ms.prepaid_allows(PrepaidEvent.EXHAUSTED):
+                ms.fire_prepaid(PrepaidEvent.EXHAUSTED)
                 ms.prepaid_due = self._now + p.trip_delay_s
                 self._raise("prepaid.low", meter, "warning", meter=meter, details=details)
                 if can_trip:
                     self._alarm_on(meter, _PREPAID, {**details, "trip_at": ms.prepaid_due,
                                                      "reason": "prepaid balance exhausted"})
-            if (ms.prepaid_phase == "trip_pending" and ms.prepaid_due is not None
+            if (ms.prepaid_allows(PrepaidEvent.TRIP_DUE) and ms.prepaid_due is not None
                     and self._now >= ms.prepaid_due and not self._meter_protected(meter)
                     and not self.protect_reasons()):
-                ms.prepaid_phase = "tripped"
+                ms.fire_prepaid(PrepaidEvent.TRIP_DUE)
                 ms.prepaid_due = None
                 self._hold(meter, _PREPAID, "prepaid balance exhausted", details)
                 self._alarm_off(meter, _PREPAID, "tripped")
             return
-        if ms.prepaid_phase == "tripped":
+        if ms.prepaid_phase is PrepaidPhase.TRIPPED:
             # Recharged: the customer may close the relay (1B); the gateway never closes it.
             self._release(meter, _PREPAID, 0.0, ControlAction.ALLOW_CLOSE, "prepaid recharged")
         if balance <= p.alarm_threshold:
-            if ms.prepaid_phase != "alarm":
-                ms.prepaid_phase = "alarm"
+            if ms.prepaid_allows(PrepaidEvent.LOW):
+                ms.fire_prepaid(PrepaidEvent.LOW)
                 ms.prepaid_due = None
                 self._raise("prepaid.low", meter, "warning", meter=meter, details=details)
                 if can_trip:
                     self._alarm_on(meter, _PREPAID, {**details, "reason": "prepaid balance low"})
             return
-        if ms.prepaid_phase != "normal":
-            ms.prepaid_phase = "normal"
+        if ms.prepaid_allows(PrepaidEvent.RECHARGED):
+            ms.fire_prepaid(PrepaidEvent.RECHARGED)
             ms.prepaid_due = None
             self._alarm_off(meter, _PREPAID, "recharged")
             self._clear("prepaid.low", meter, meter=meter, severity="warning", details=details)
@@ -1192,8 +1203,8 @@ class LoadControlEngine:
             # is armed again by the next balance report (with the full trip delay).
             ms.holds.clear()
             ms.remote_release_at = None
-            if ms.prepaid_phase in ("trip_pending", "tripped"):
-                ms.prepaid_phase = "normal"
+            if ms.prepaid_allows(PrepaidEvent.CALLED_OFF):
+                ms.fire_prepaid(PrepaidEvent.CALLED_OFF)
                 ms.prepaid_due = None
                 self._alarm_off(meter, _PREPAID, "called_off")
             self._close(meter, action, f"operator {command.action}", cmd)
