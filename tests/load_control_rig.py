@@ -11,16 +11,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from gateway.control.load_control import (
-    ControlCommand,
-    EngineSettings,
-    LoadControlEngine,
-    Output,
-    PublishAlarm,
-    SendControl,
-    Topology,
-)
-from gateway.control.load_control.actuation import (
+from gateway.control.actuation import (
     EXPECTED_FLAGS,
     ActuationPolicy,
     Dlt645Credentials,
@@ -33,6 +24,15 @@ from gateway.control.load_control.actuation import (
     dlt645_control_request,
     status_read_request,
     status_word3_flags,
+)
+from gateway.control.load_control import (
+    ControlCommand,
+    EngineSettings,
+    LoadControlEngine,
+    Output,
+    PublishAlarm,
+    SendControl,
+    Topology,
 )
 from gateway.control.load_control.settings import GroupSpec, MeterSpec
 from hil_tests.dlt645_sim import Dlt645Meter
@@ -127,7 +127,8 @@ class Rig:
             if isinstance(step, Wait):
                 t = step.until
             elif isinstance(step, SendFrame):
-                request = dlt645_control_request(send, meter.address, self.credentials, 480)
+                request = dlt645_control_request(meter.address, send.action, send.valid_until,
+                                                 self.credentials, 480)
                 reply = self._exchange(meter, encode(request))
                 if isinstance(reply, AckReply):
                     act.on_sent(t, True)

@@ -4,38 +4,48 @@ ciphertext relayed unchanged; Modbus relay profiles."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Mapping
 
 import pytest
 
-from gateway.control.load_control import SendControl
-from gateway.control.load_control.actuation import (
+from gateway.acquisition.base import BusSettings, BusTimeout
+from gateway.config import MeterConfig
+from gateway.control.actuation import (
     EXPECTED_FLAGS,
     ActuationPolicy,
     Dlt645Credentials,
     Done,
-    ModbusRelay,
-    ModbusRelayError,
-    ModbusWrite,
     ReadStatus,
     RelayActuation,
+    RelayOutcome,
     SendFrame,
     Wait,
+    actuate_dlt645_relay,
     describe_refusal,
     dlt645_control_request,
     esam_control_frame,
     expected_modbus_flags,
     modbus_relay_flags,
     modbus_relay_write,
-    parse_modbus_relay,
     status_read_request,
     status_word3_flags,
 )
+from gateway.control.load_control import SendControl
 from hil_tests.dlt645_sim import Dlt645Meter
 from hil_tests.load_model import LoadModel, ManualClock
-from protocols.dlt645 import AckReply, ErrorReply, ReadReply, decode, encode, parse_frame
+from protocols.dlt645 import (
+    AckReply,
+    ErrorReply,
+    ExceptionReply,
+    ReadReply,
+    decode,
+    encode,
+    parse_frame,
+)
 from protocols.dlt645.messages import ControlAction
+from protocols.modbus.relay import ModbusRelay, ModbusRelayError, ModbusWrite, parse_modbus_relay
 from tests.load_control_rig import EVENING
 
 ADDRESS = "000000000042"
@@ -76,7 +86,8 @@ def drive(line: Line, action: ControlAction, *, valid_for: float = 300.0,
             assert step.until >= t
             t = step.until
         elif isinstance(step, SendFrame):
-            request = dlt645_control_request(send, ADDRESS, credentials or Dlt645Credentials(), 480)
+            request = dlt645_control_request(ADDRESS, send.action, send.valid_until,
+                                             credentials or Dlt645Credentials(), 480)
             reply = line.exchange(encode(request))
             if isinstance(reply, AckReply):
                 act.on_sent(t, True)
@@ -148,8 +159,8 @@ def test_a_stale_frame_is_refused_by_the_meter() -> None:
 
 def test_deadline_travels_in_the_meters_local_time() -> None:
     send = SendControl(1, "m", ControlAction.TRIP, EVENING + 300.9, "test")
-    request = dlt645_control_request(send, ADDRESS, Dlt645Credentials(0x04, "112233", "AABBCCDD"),
-                                     480)
+    request = dlt645_control_request(ADDRESS, send.action, send.valid_until,
+                                     Dlt645Credentials(0x04, "112233", "AABBCCDD"), 480)
     assert request.valid_until == dt.datetime(2025, 1, 1, 19, 5, 0)
     assert (request.password_level, request.password, request.operator) == (4, "112233", "AABBCCDD")
 
@@ -259,3 +270,66 @@ def test_modbus_trip_verified_from_the_value_read_back() -> None:
     act.on_status(0.5, modbus_relay_flags(relay, 0))
     assert act.done == Done(True, "", 1)
     assert expected_modbus_flags(ControlAction.PROTECT) is None
+
+
+# --------------------------------------------------------------------------------------------
+# The DL/T 645 driver: the same machine, driven over a priority lane
+# --------------------------------------------------------------------------------------------
+
+
+class PriorityLane:
+    """Stands in for :class:`Dlt645Bus` ``submit_priority``: what the real lane raises or
+    returns (an acknowledged exchange, :class:`ExceptionReply`, :class:`BusTimeout` once the bus
+    has spent its retries) with the simulated meter firmware behind it."""
+
+    name = "rs485-test"
+    settings = BusSettings(retry_backoff_s=0.0)
+
+    def __init__(self, line: Line) -> None:
+        self.line = line
+
+    async def submit_priority(self, message: object) -> object:
+        reply = self.line.exchange(encode(message))  # type: ignore[arg-type]
+        if reply is None:
+            raise BusTimeout("no reply from 000000000042 within 500 ms")
+        if isinstance(reply, ErrorReply):
+            raise ExceptionReply(reply.address, "control", reply.error_word, reply.errors)
+        return reply
+
+
+def _meter(password: str = "000000") -> MeterConfig:
+    return MeterConfig(id="m", bus="rs485-test", address=ADDRESS, profile="dlt645-2007",
+                       control_password=password)
+
+
+def _actuate(line: Line, action: ControlAction, meter: MeterConfig | None = None) -> RelayOutcome:
+    lane = PriorityLane(line)
+    return asyncio.run(actuate_dlt645_relay(lane, meter or _meter(), action,  # type: ignore[arg-type]
+                                            line.model.now() + 300, 480, POLICY))
+
+
+def test_driver_sends_the_frame_first_then_verifies_from_status_word_3() -> None:
+    line = Line()
+    outcome = _actuate(line, ControlAction.TRIP)
+    assert outcome == RelayOutcome(True, "", True, 1)
+    assert line.sent == ["ControlRequest", "ReadRequest"]  # nothing on the lane before the 1CH
+    assert line.sim.sample().status.relay_open
+    closed = _actuate(line, ControlAction.DIRECT_CLOSE)
+    assert closed == RelayOutcome(True, "", False, 1)
+
+
+def test_driver_reports_a_refusal_once_with_what_to_check() -> None:
+    line = Line(password="123456")
+    outcome = _actuate(line, ControlAction.TRIP)
+    assert not outcome.ok and outcome.attempts == 1 and outcome.relay_open is None
+    assert "password_error" in outcome.detail and "control password" in outcome.detail
+    assert line.sent == ["ControlRequest"]
+
+
+def test_driver_does_not_repeat_what_the_bus_already_retried() -> None:
+    line = Line()
+    line.sim.power_off()
+    outcome = _actuate(line, ControlAction.TRIP)
+    assert not outcome.ok and outcome.attempts == 1
+    assert "no acknowledgement of the trip frame on bus rs485-test" in outcome.detail
+    assert line.sent == ["ControlRequest"]

@@ -14,7 +14,7 @@ import pytest
 from gateway.acquisition.base import BusSettings
 from gateway.acquisition.modbus_bus import ModbusBus, make_meter
 from gateway.acquisition.schedule import PollSchedule
-from gateway.control.modbus_relay import ModbusRelayOutcome, actuate_modbus_relay
+from gateway.control.actuation import RelayOutcome, actuate_modbus_relay
 from hil_tests.load_model import LoadModel, ManualClock, SimMeter
 from hil_tests.modbus_sim import SimulatedModbusMeter, start_modbus_tcp_meters
 from protocols.dlt645.messages import ControlAction
@@ -98,7 +98,7 @@ def test_coil_trip_opens_the_relay_drops_the_load_and_close_restores_it() -> Non
     assert TEMPLATE.relay is not None
     relay = TEMPLATE.relay
 
-    async def body(bus: ModbusBus, handle: Any) -> tuple[ModbusRelayOutcome, ...]:
+    async def body(bus: ModbusBus, handle: Any) -> tuple[RelayOutcome, ...]:
         before = _power(sim_meter)
         tripped = await actuate_modbus_relay(bus, "mb-7", 7, relay, ControlAction.TRIP)
         during = _power(sim_meter)
@@ -110,8 +110,8 @@ def test_coil_trip_opens_the_relay_drops_the_load_and_close_restores_it() -> Non
         return tripped, closed
 
     tripped, closed = asyncio.run(_with_bus(TEMPLATE, sim_meter, body))
-    assert tripped == ModbusRelayOutcome(True, "", True, 1)
-    assert closed == ModbusRelayOutcome(True, "", False, 1)
+    assert tripped == RelayOutcome(True, "", True, 1)
+    assert closed == RelayOutcome(True, "", False, 1)
 
 
 def test_allow_close_without_a_profile_value_writes_nothing() -> None:
@@ -120,7 +120,7 @@ def test_allow_close_without_a_profile_value_writes_nothing() -> None:
     assert TEMPLATE.relay is not None
     relay = TEMPLATE.relay
 
-    async def body(bus: ModbusBus, handle: Any) -> ModbusRelayOutcome:
+    async def body(bus: ModbusBus, handle: Any) -> RelayOutcome:
         outcome = await actuate_modbus_relay(bus, "mb-7", 7, relay, ControlAction.ALLOW_CLOSE)
         assert handle.relay_writes(7) == 0
         return outcome
@@ -156,13 +156,13 @@ def test_a_refused_write_is_not_repeated() -> None:
     assert TEMPLATE.relay is not None
     relay = TEMPLATE.relay
 
-    async def body(bus: ModbusBus, handle: Any) -> ModbusRelayOutcome:
+    async def body(bus: ModbusBus, handle: Any) -> RelayOutcome:
         outcome = await actuate_modbus_relay(bus, "mb-7", 7, relay, ControlAction.TRIP)
         assert handle.relay_writes(7) == 1
         return outcome
 
     outcome = asyncio.run(_with_bus(TEMPLATE, sim_meter, body, retries=2))
-    assert not outcome.ok and outcome.writes == 1
+    assert not outcome.ok and outcome.attempts == 1
     assert "refused the write of 0 to coil 0x0000" in outcome.detail
     assert not sim_meter.sample().status.relay_open
 
@@ -173,11 +173,11 @@ def test_a_silent_meter_gets_one_plus_retries_writes_then_fails() -> None:
     assert TEMPLATE.relay is not None
     relay = TEMPLATE.relay
 
-    async def body(bus: ModbusBus, handle: Any) -> ModbusRelayOutcome:
+    async def body(bus: ModbusBus, handle: Any) -> RelayOutcome:
         # Unit 9 does not exist: the TCP simulator answers 0B like a TCP-to-RS-485 gateway
         # whose device is silent — a timeout, so the write is sent again, within the bound.
         return await actuate_modbus_relay(bus, "mb-9", 9, relay, ControlAction.TRIP)
 
     outcome = asyncio.run(_with_bus(TEMPLATE, sim_meter, body, retries=2))
-    assert not outcome.ok and outcome.writes == 3
+    assert not outcome.ok and outcome.attempts == 3
     assert "trip not executed after 3 frame(s): no reply to the relay write" in outcome.detail

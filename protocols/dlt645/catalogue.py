@@ -21,6 +21,11 @@ from .frame import Version
 from .items import DataItem, Field, Reading, block_members, decode_item, unknown_item
 
 # ---------------------------------------------------------------------------------------------------
+#: DI of status word n is ``STATUS_WORDS_DI | n`` (04000501..04000507).
+STATUS_WORDS_DI: Final = 0x04000500
+#: Status word 3 (DI 04000503): the relay bits a 1CH command is verified against.
+STATUS_WORD_3: Final = STATUS_WORDS_DI | 3
+
 # Status words 1-7 (04000501..04000507), bit i → flag name. DL/T 645-2007 appendix A.5 note and the
 # 2013 filing. Relay bits of word 3 are what load control checks after a 1CH command.
 STATUS_WORD_FLAGS: Final[Mapping[int, tuple[str | None, ...]]] = {
@@ -175,7 +180,7 @@ def _generate_2007() -> dict[int, DataItem]:
     for di, name, fmt in PARAMETERS:
         add(DataItem(di, name, (Field("", fmt),)))
     for word, names in STATUS_WORD_FLAGS.items():
-        add(DataItem(0x04000500 | word, f"status.word{word}", (Field("", Flags(2, names)),)))
+        add(DataItem(STATUS_WORDS_DI | word, f"status.word{word}", (Field("", Flags(2, names)),)))
     # Daily freeze: time of freeze, and frozen energy blocks (total + tariffs, as many as the meter has).
     for n in range(1, FREEZE_DAYS + 1):
         add(DataItem(0x05060000 | n, f"freeze.daily.last{n}.time",

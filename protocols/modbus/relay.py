@@ -5,7 +5,7 @@ relay-output variants of DIN-rail meters) expose it either as a **coil** (FC 05 
 FC 01 reads it back) or as a **holding register** with vendor-specific values (FC 06 / FC 03).
 There is no standard: the profile names the address and the values, and this module checks
 them, so a wrong table is a profile error at start-up instead of a wrong write to a customer's
-supply. The daemon side (:mod:`gateway.control.load_control.actuation`) turns an action into a
+supply. The daemon side (:mod:`gateway.control.actuation.modbus`) turns an action into a
 :class:`ModbusWrite` and a read-back value into relay flags.
 
 Accepted spellings::

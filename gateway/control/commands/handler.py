@@ -4,7 +4,8 @@ Order for every message taken from ``P/G/cmd`` (DESIGN §6): the verifier decide
 verdict durably *before* anything acts; the ``accepted``/``rejected`` result is committed to the
 outbox (signed by the gateway's key); an accepted command then acts — for a customer's meter that
 means announcing the action to the CRM (alarm) first, then the 1CH frame on the bus's priority lane,
-then reading status word 3 back to confirm the relay really moved — and the outcome is journaled
+then reading the relay state back to confirm it really moved (:mod:`gateway.control.actuation`,
+the same verified operation load-control rounds use) — and the outcome is journaled
 and reported (``executed``/``failed``).
 
 At start-up, commands journaled as accepted but never finished (the daemon died between the
@@ -20,7 +21,6 @@ closes it) and close (which lifts every hold).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import os
 import signal
@@ -34,30 +34,29 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.acquisition.base import ScheduledBus
-from gateway.acquisition.dlt645_bus import Dlt645Bus
 from gateway.acquisition.modbus_bus import ModbusBus
 from gateway.config import GatewayConfig, MeterConfig
+from gateway.control.actuation import actuate_meter
 from gateway.control.commands import ChainHead, CommandVerifier, Journal, JournalError, ResultSigner
-from gateway.control.modbus_relay import actuate_modbus_relay
 from gateway.pipeline.committer import Committer
 from gateway.store import Store
 from gateway.uplink.mqtt_link import InboundCommand
-from protocols import dlt645 as d
+from protocols.dlt645.messages import ControlAction
 
 log = logging.getLogger(__name__)
 
-#: command action → (1CH control type, relay state expected afterwards: True open, False closed, None any)
-ACTIONS: Mapping[str, tuple[d.ControlAction, bool | None]] = {
-    "trip": (d.ControlAction.TRIP, True),
-    "close": (d.ControlAction.DIRECT_CLOSE, False),
-    "allow_close": (d.ControlAction.ALLOW_CLOSE, None),
-    "alarm": (d.ControlAction.ALARM, None),
-    "protect": (d.ControlAction.PROTECT, None),
-    "unprotect": (d.ControlAction.PROTECT_RELEASE, None),
+#: command action → control action; what the relay must show afterwards is the actuation's
+#: (:data:`gateway.control.actuation.EXPECTED_FLAGS`, ``expected_modbus_flags``).
+ACTIONS: Mapping[str, ControlAction] = {
+    "trip": ControlAction.TRIP,
+    "close": ControlAction.DIRECT_CLOSE,
+    "allow_close": ControlAction.ALLOW_CLOSE,
+    "alarm": ControlAction.ALARM,
+    "protect": ControlAction.PROTECT,
+    "unprotect": ControlAction.PROTECT_RELEASE,
 }
 #: How long a 1CH frame stays valid in the meter: a frame delayed longer must not act.
-FRAME_VALIDITY = dt.timedelta(minutes=5)
-STATUS_WORD_3 = 0x04000503
+FRAME_VALIDITY_S = 300.0
 #: Actions that move a relay: a meter without one cannot carry them out.
 RELAY_ACTIONS = frozenset({"trip", "close", "allow_close"})
 #: Failpoint for crash tests (``after-accept``): a kill -9 between journal entry and action.
@@ -266,63 +265,24 @@ class CommandHandler:
                                       cmd.action, o.meter)
 
     async def _act(self, meter_id: str, action: str, cmd_id: bytes) -> MeterOutcome:
+        """One meter's part of a command: the verified relay operation
+        (:func:`gateway.control.actuation.actuate_meter`), with the CRM alarms around it."""
         meter = self.meters.get(meter_id)
         bus = self.bus_of.get(meter_id)
-        if meter is None or bus is None:
-            return MeterOutcome(meter_id, False, "not configured on any running bus")
-        if isinstance(bus, ModbusBus):
-            return await self._act_modbus(meter_id, bus, action, cmd_id)
-        if not isinstance(bus, Dlt645Bus):
-            return MeterOutcome(meter_id, False, f"bus {bus.name} has no relay control")
-        control, expect_open = ACTIONS[action]
-        if action == "trip":  # the customer service centre hears it before the customer does
+        if action == "trip" and meter is not None and bus is not None:
+            # The customer service centre hears it before the customer does.
             self._trip_pending(meter_id, "raised", cmd_id)
-        valid_until = (dt.datetime.now(dt.timezone(dt.timedelta(minutes=self.config.commands.meter_utc_offset_min)))
-                       .replace(tzinfo=None, microsecond=0) + FRAME_VALIDITY)
-        frame = d.ControlRequest(str(meter.address), control, valid_until,
-                                 password_level=meter.control_password_level,
-                                 password=meter.control_password.upper(),
-                                 operator=meter.operator_code.upper())
-        try:
-            await bus.submit_priority(frame)
-        except d.ExceptionReply as exc:
-            return MeterOutcome(meter_id, False, f"meter refused {action}: {', '.join(exc.errors) or exc}")
-        except Exception as exc:
-            return MeterOutcome(meter_id, False, f"no confirmation of the {action} frame: {exc}")
-        if expect_open is None:
-            return MeterOutcome(meter_id, True, f"{action} acknowledged")
-        try:
-            tx = await bus.submit_priority(d.ReadRequest(str(meter.address), STATUS_WORD_3))
-            flags = next((r.value for r in tx.readings if isinstance(r.value, Mapping)), {})
-        except Exception as exc:
-            return MeterOutcome(meter_id, False, f"{action} acknowledged but status word 3 unreadable: {exc}")
-        relay_open = bool(flags.get("relay_open"))
-        if relay_open != expect_open:
-            return MeterOutcome(meter_id, False, f"{action} acknowledged but the relay is "
-                                                 f"{'open' if relay_open else 'closed'}")
-        self._relay_confirmed(meter_id, action, cmd_id)
-        return MeterOutcome(meter_id, True, f"{action} done, relay {'open' if relay_open else 'closed'}")
-
-    async def _act_modbus(self, meter_id: str, bus: ModbusBus, action: str,
-                          cmd_id: bytes) -> MeterOutcome:
-        """The relay write from the meter's profile on the bus priority lane, verified by
-        reading the coil/register back (:mod:`gateway.control.modbus_relay`); CRM alarms as for
-        DL/T 645 meters."""
-        slot = next(m for m in bus.meters if m.meter_id == meter_id)
-        relay = slot.profile.relay if slot.profile is not None else None
-        if relay is None:  # the verifier rejects these; a reload may have changed the profile
-            return MeterOutcome(meter_id, False, "no relay in the meter's Modbus profile")
-        if action == "trip":
-            self._trip_pending(meter_id, "raised", cmd_id)
-        outcome = await actuate_modbus_relay(bus, meter_id, slot.unit, relay, ACTIONS[action][0])
+        outcome = await actuate_meter(bus, meter, meter_id, ACTIONS[action],
+                                      time.time() + FRAME_VALIDITY_S,
+                                      self.config.commands.meter_utc_offset_min)
         if not outcome.ok:
             return MeterOutcome(meter_id, False, outcome.detail)
         if outcome.relay_open is None:
-            return MeterOutcome(meter_id, True, outcome.detail)
+            return MeterOutcome(meter_id, True, outcome.detail or f"{action} acknowledged")
         self._relay_confirmed(meter_id, action, cmd_id)
+        again = f" (verified after {outcome.attempts} frames)" if outcome.attempts > 1 else ""
         return MeterOutcome(meter_id, True, f"{action} done, relay "
-                                            f"{'open' if outcome.relay_open else 'closed'} "
-                                            f"(read back after {outcome.writes} write(s))")
+                                            f"{'open' if outcome.relay_open else 'closed'}{again}")
 
     def _trip_pending(self, meter_id: str, state: str, cmd_id: bytes) -> None:
         """The CRM's "about to trip" event: raised before the frame goes out, cleared once the

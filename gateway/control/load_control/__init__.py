@@ -15,11 +15,11 @@ Integration, in the daemon::
     dispatch(engine.tick(time.time()))                    # about once a second
     persist(engine.to_dict())                             # after every call that returned output
 
-``dispatch`` sends :class:`SendControl` through :mod:`gateway.control.load_control.actuation` on the bus
+``dispatch`` sends :class:`SendControl` through :mod:`gateway.control.actuation` on the bus
 priority lane and reports each result with ``engine.on_actuation(request_id, t, ok, reason)``.
 """
 
-from gateway.control.load_control.engine import GroupView, LoadControlEngine, default_rounds
+from gateway.control.load_control.engine import GroupView, LoadControlEngine
 from gateway.control.load_control.events import (
     CommandOutcome,
     ControlCommand,
@@ -34,6 +34,7 @@ from gateway.control.load_control.limits import (
     check_params,
     parse_limit,
 )
+from gateway.control.load_control.rounds import default_rounds
 from gateway.control.load_control.settings import (
     EngineSettings,
     GroupSettings,

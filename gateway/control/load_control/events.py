@@ -3,7 +3,7 @@
 Outputs are frozen, slotted dataclasses; the daemon dispatches on their type:
 
 * :class:`SendControl` — put one 1CH frame (or a Modbus relay write) on the meter's bus priority
-  lane, verify it (``gateway.control.load_control.actuation``) and report back with
+  lane, verify it (``gateway.control.actuation``) and report back with
   ``engine.on_actuation(request_id, t, ok, reason)``.
 * :class:`PublishAlarm` — one raise/clear event for ``P/G/alarms`` (``to_alarm_event`` maps it to
   the payload type). Per customer: ``customer.pre_trip`` raised before a trip (the alarm delay),

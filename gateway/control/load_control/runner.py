@@ -1,5 +1,6 @@
 """Drives the sans-IO load-control engine from the daemon: feeds it group power and time, and
-carries out what it decides (1CH frames on the bus priority lane, CRM alarms, command outcomes).
+carries out what it decides (verified relay operations on the bus priority lane through
+:mod:`gateway.control.actuation`, CRM alarms, command outcomes).
 
 Group power is :func:`edge_rules.groups.group_power` over the members' latest
 ``power.active.total`` reads, refreshed from every poll: the very total published on
@@ -18,16 +19,15 @@ import logging
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 from edge_rules.groups import build_layout, group_power, latest_power
 from gateway.acquisition.base import ScheduledBus
-from gateway.acquisition.dlt645_bus import Dlt645Bus
-from gateway.acquisition.modbus_bus import ModbusBus
 from gateway.config import ConfigError, ConfigIssue, GatewayConfig
+from gateway.control.actuation import actuate_meter
 from gateway.control.commands import Journal
 from gateway.control.load_control import (
     CommandOutcome,
@@ -40,13 +40,10 @@ from gateway.control.load_control import (
     SettingsError,
     Topology,
 )
-from gateway.control.modbus_relay import actuate_modbus_relay
 from gateway.pipeline.committer import Committer
 from gateway.pipeline.feed import ValidatedPoll
-from protocols import dlt645 as d
 
 log = logging.getLogger(__name__)
-STATUS_WORD_3 = 0x04000503
 
 
 def engine_settings(config: GatewayConfig) -> EngineSettings:
@@ -174,49 +171,14 @@ class LoadControlRunner:
         self._save()
 
     async def _send(self, out: SendControl) -> None:
-        ok, reason = await self._actuate(out)
-        self.dispatch(self.engine.on_actuation(out.request_id, time.time(), ok, reason))
-
-    async def _actuate(self, out: SendControl) -> tuple[bool, str]:
-        meter = self.meters.get(out.meter)
-        bus = self.bus_of.get(out.meter)
-        if meter is not None and isinstance(bus, ModbusBus):
-            return await self._actuate_modbus(out, bus)
-        if meter is None or not isinstance(bus, Dlt645Bus):
-            return False, f"meter {out.meter} has no DL/T 645 bus for relay control"
-        import datetime as dt
-
-        offset = dt.timedelta(minutes=self.config.commands.meter_utc_offset_min)
-        valid_until = (dt.datetime.fromtimestamp(out.valid_until, dt.UTC) + offset).replace(
-            tzinfo=None, microsecond=0)
-        frame = d.ControlRequest(str(meter.address), out.action, valid_until,
-                                 password_level=meter.control_password_level,
-                                 password=meter.control_password.upper(),
-                                 operator=meter.operator_code.upper())
-        try:
-            await bus.submit_priority(frame)
-            tx = await bus.submit_priority(d.ReadRequest(str(meter.address), STATUS_WORD_3))
-        except d.ExceptionReply as exc:
-            return False, f"meter refused: {', '.join(exc.errors) or exc}"
-        except Exception as exc:
-            return False, f"no confirmation: {exc}"
-        flags: Mapping[str, bool] = next(
-            (r.value for r in tx.readings if isinstance(r.value, Mapping)), {})
-        self.dispatch(self.engine.on_meter_status(out.meter, time.time(),
-                                                  relay_open=bool(flags.get("relay_open"))))
-        return True, "acknowledged; relay " + ("open" if flags.get("relay_open") else "closed")
-
-    async def _actuate_modbus(self, out: SendControl, bus: ModbusBus) -> tuple[bool, str]:
-        """The profile's relay write, verified by reading it back (the engine hears the state
-        read, as it hears status word 3 from DL/T 645 meters)."""
-        slot = next(m for m in bus.meters if m.meter_id == out.meter)
-        relay = slot.profile.relay if slot.profile is not None else None
-        if relay is None:
-            name = slot.profile.name if slot.profile is not None else "?"
-            return False, (f"meter {out.meter} (Modbus, profile {name!r}) has no relay in its "
-                           "profile; add a relay table or remove the meter from the group")
-        outcome = await actuate_modbus_relay(bus, out.meter, slot.unit, relay, out.action)
+        """One engine decision carried out as the verified relay operation operator commands
+        use too (:func:`gateway.control.actuation.actuate_meter`, valid until the engine's
+        deadline); the engine hears the relay state read back, then the outcome."""
+        outcome = await actuate_meter(self.bus_of.get(out.meter), self.meters.get(out.meter),
+                                      out.meter, out.action, out.valid_until,
+                                      self.config.commands.meter_utc_offset_min)
         if outcome.relay_open is not None:
             self.dispatch(self.engine.on_meter_status(out.meter, time.time(),
                                                       relay_open=outcome.relay_open))
-        return outcome.ok, outcome.detail
+        self.dispatch(self.engine.on_actuation(out.request_id, time.time(), outcome.ok,
+                                               outcome.detail))

@@ -18,6 +18,15 @@ from gateway.control.load_control.limits import (
     limit_from_dict,
     limit_to_dict,
 )
+from gateway.control.load_control.phases import (
+    PREPAID_TRANSITIONS,
+    ROUND_TRANSITIONS,
+    PrepaidEvent,
+    PrepaidPhase,
+    RoundEvent,
+    RoundPhase,
+    transition,
+)
 
 __all__ = [
     "CommandProgress",
@@ -48,15 +57,15 @@ class TripStep:
 class Controller:
     """The round sequencer of one control (power or energy) of one group.
 
-    ``phase``: ``idle`` (watching), ``alarm`` (round ``alarm_round`` announced at
-    ``alarm_since`` to ``alarm_meters``), ``settle`` (a round just tripped; nothing until
-    ``settle_until``). ``steps`` is the stack of executed rounds — restores pop it, which is what
+    ``phase`` (:class:`~.phases.RoundPhase`, moved only by :meth:`fire`): ``idle`` (watching),
+    ``alarm`` (round ``alarm_round`` announced at ``alarm_since`` to ``alarm_meters``), ``settle``
+    (a round just tripped; nothing until ``settle_until``). ``steps`` is the stack of executed rounds — restores pop it, which is what
     makes them come back in reverse order. ``restore_since`` is when the restore condition
     started holding; ``restore_blocked_until`` keeps the next restore back until the previous
     one's customers are back on and have settled.
     """
 
-    phase: str = "idle"
+    phase: RoundPhase = RoundPhase.IDLE
     alarm_round: int = -1
     alarm_since: float = 0.0
     alarm_meters: list[str] = field(default_factory=list)
@@ -65,13 +74,23 @@ class Controller:
     restore_since: float | None = None
     restore_blocked_until: float = 0.0
 
+    def fire(self, event: RoundEvent) -> None:
+        """Move the phase by the table (:data:`~.phases.ROUND_TRANSITIONS`)."""
+        self.phase = transition(ROUND_TRANSITIONS, self.phase, event)
+
+    def allows(self, event: RoundEvent) -> bool:
+        return (self.phase, event) in ROUND_TRANSITIONS
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values["phase"] = self.phase.value
+        return values
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Controller:
         values = dict(data)
         values["steps"] = [TripStep(**s) for s in values.get("steps", [])]
+        values["phase"] = RoundPhase(values.get("phase", RoundPhase.IDLE))
         return cls(**values)
 
 
@@ -155,8 +174,8 @@ class MeterState:
     ``alarm_sources`` → since: who wants the pre-trip alarm; ``alarm_frame_on``: a 2A frame was
     sent and not yet released. ``protect``/``exempt`` with their ``…_until`` (None = until
     revoked). ``remote_*``: a delayed remote trip and its automatic release. ``prepaid_*``: the
-    prepaid phase (``normal``, ``alarm``, ``trip_pending``, ``tripped``), its due time and the last
-    balance. ``relay_open``: last reported relay bit.
+    prepaid phase (:class:`~.phases.PrepaidPhase`, moved only by :meth:`fire_prepaid`), its due
+    time and the last balance. ``relay_open``: last reported relay bit.
     """
 
     holds: dict[str, float] = field(default_factory=dict)
@@ -173,17 +192,28 @@ class MeterState:
     remote_trip_cmd: str | None = None
     remote_duration_s: float = 0.0
     remote_release_at: float | None = None
-    prepaid_phase: str = "normal"
+    prepaid_phase: PrepaidPhase = PrepaidPhase.NORMAL
     prepaid_due: float | None = None
     balance: float | None = None
     relay_open: bool | None = None
 
+    def fire_prepaid(self, event: PrepaidEvent) -> None:
+        """Move the prepaid phase by the table (:data:`~.phases.PREPAID_TRANSITIONS`)."""
+        self.prepaid_phase = transition(PREPAID_TRANSITIONS, self.prepaid_phase, event)
+
+    def prepaid_allows(self, event: PrepaidEvent) -> bool:
+        return (self.prepaid_phase, event) in PREPAID_TRANSITIONS
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values["prepaid_phase"] = self.prepaid_phase.value
+        return values
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MeterState:
-        return cls(**data)
+        values = dict(data)
+        values["prepaid_phase"] = PrepaidPhase(values.get("prepaid_phase", PrepaidPhase.NORMAL))
+        return cls(**values)
 
 
 @dataclass
