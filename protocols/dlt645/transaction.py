@@ -511,7 +511,8 @@ class Exchange:
         return self.phase
 
     def _noise(self) -> int:
-        return self.splitter.garbage_bytes
+        """Bytes heard that made no frame; a partial frame still buffered at the deadline is noise too."""
+        return self.splitter.garbage_bytes + self.splitter.buffered
 
     def _on_frame(self, raw: bytes, now: float) -> bool:
         """Handle one checksum-valid frame; True when it moved the exchange on."""
