@@ -8,10 +8,11 @@ Two layers, both sans-IO:
   or how it ended (:class:`Answered`, :class:`Failed`), and owns the retry, timeout and stray-frame
   policy so that the two shells cannot drift apart again. See :class:`Exchange`.
 
-Everything that affects the state lives in :data:`TRANSITIONS`, keyed by (state, event). The caller
-(the gateway's bus task, or ``gwtool read``) owns the wire and the clock: it sends
-:meth:`Transaction.start`'s bytes, feeds every decoded frame to :meth:`Transaction.receive`, and calls
-:meth:`Transaction.timeout` when its timer fires. The machine says what to send next.
+Each layer keeps its states in one table: :data:`TRANSITIONS` for a transaction (keyed by state and
+message event), :data:`EXCHANGE_TRANSITIONS` for the driver (keyed by phase and step). The exchange
+starts a fresh :class:`Transaction` per attempt, sends its ``start()`` bytes, feeds it every decoded
+frame and calls its ``timeout()`` when the deadline passes; the transaction says what to send next
+(a follow-up request) and collects the replies. Tests and simulators may drive a transaction alone.
 
 Why frames are *ignored* rather than rejected: on a multi-drop RS-485 line the master hears its own
 request echoed by many adapters, and a late reply from the previous meter can still arrive. Neither
