@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from protocols import dlt645 as d
-from protocols.dlt645.transaction import TransactionError
 
 from .errors import ToolError
 from .meter_link import LinkError, SerialSettings, open_port, run_transaction
@@ -59,7 +58,8 @@ def cmd_read_request(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace, baudrate: int | None = None) -> SerialSettings:
     return SerialSettings(port=args.port, baudrate=baudrate or args.baud, parity=args.parity,
-                          timeout_s=args.timeout_ms / 1000, preamble=args.preamble)
+                          timeout_s=args.timeout_ms / 1000, preamble=args.preamble,
+                          retries=args.retries)
 
 
 def cmd_read(args: argparse.Namespace) -> int:
@@ -78,9 +78,7 @@ def cmd_read(args: argparse.Namespace) -> int:
     with port:
         try:
             transaction = run_transaction(port, request, settings)
-        except d.ExceptionReply as exc:
-            raise ToolError(str(exc)) from None
-        except (TransactionError, d.RemoteProtocolError) as exc:
+        except (d.ExceptionReply, d.RemoteProtocolError) as exc:
             raise ToolError(str(exc)) from None
     readings = [{"name": r.name, "value": d.value_text(r.value), "unit": r.unit}
                 for r in transaction.readings]
@@ -133,7 +131,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
                 t = run_transaction(port, d.ReadAddressRequest(), settings)
                 reply = t.replies[-1]
                 found.append({"address": reply.address, "baud": baud, "method": "wildcard"})
-            except (TransactionError, d.ProtocolError):
+            except d.ProtocolError:
                 pass  # none, or several meters answering at once (collisions): fall back to the list
             known = {f["address"] for f in found}
             for address in candidates:
@@ -143,7 +141,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
                     run_transaction(port, d.ReadRequest(address, 0x04000401), settings)
                 except d.ExceptionReply:
                     pass  # it answered (refusing the DI): it is there
-                except (TransactionError, d.RemoteProtocolError):
+                except d.RemoteProtocolError:
                     continue
                 found.append({"address": address, "baud": baud, "method": "probe"})
                 known.add(address)
@@ -165,6 +163,8 @@ def _add_serial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parity", default="E", choices=["E", "N", "O"])
     p.add_argument("--timeout-ms", type=int, default=1000, help="reply timeout after the request")
     p.add_argument("--preamble", type=int, default=4, help="FE wake-up bytes before each request")
+    p.add_argument("--retries", type=int, default=0, choices=range(0, 10), metavar="N",
+                   help="ask again N times after a timeout or garbled reply (as the daemon's retries)")
     p.add_argument("--version", default="2007", choices=["2007", "1997"])
     p.add_argument("--json", action="store_true", help="print JSON")
 

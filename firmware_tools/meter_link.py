@@ -1,8 +1,9 @@
 """A blocking DL/T 645 master for field tools: one transaction at a time on a serial port.
 
 The daemon has its own asyncio bus task; a field engineer's laptop needs none of that, only a
-request, a wait and a clear answer. Timing follows the bus rules: the reply timeout starts after the
-request has left the wire (its bytes take 11 bits each at the line's baud rate).
+request, a wait and a clear answer. The exchange itself (timeouts, retries, what counts as a stray or
+garbled frame) is :class:`protocols.dlt645.transaction.Exchange`, the same driver the daemon's bus
+task runs; this module only moves its bytes.
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ from dataclasses import dataclass
 import serial
 
 from protocols import dlt645 as d
-from protocols.dlt645.transaction import Transaction, TransactionError
-
-BITS_PER_CHAR = 11  # start + 8 data + parity + stop (8E1); 8N1 is 10, we stay conservative
+from protocols.dlt645.transaction import (
+    Answered,
+    Exchange,
+    ExchangePolicy,
+    Transmit,
+    Wait,
+    char_time_s,
+)
 
 
 class LinkError(Exception):
@@ -29,6 +35,18 @@ class SerialSettings:
     parity: str = "E"
     timeout_s: float = 1.0
     preamble: int = 4
+    retries: int = 0
+    turnaround_s: float = 0.020
+
+    @property
+    def link(self) -> str:
+        return f"{self.baudrate} 8{self.parity}1"
+
+    def policy(self) -> ExchangePolicy:
+        """The exchange policy for this line; the same fields the daemon takes from ``[[bus]]``."""
+        return ExchangePolicy(reply_timeout_s=self.timeout_s, attempts=1 + self.retries,
+                              turnaround_s=self.turnaround_s,
+                              char_time_s=char_time_s(self.baudrate, self.parity), link=self.link)
 
 
 def open_port(settings: SerialSettings) -> serial.SerialBase:
@@ -48,35 +66,36 @@ def open_port(settings: SerialSettings) -> serial.SerialBase:
         ) from None
 
 
-def run_transaction(port: serial.SerialBase, request: d.Message, settings: SerialSettings) -> Transaction:
-    """Send ``request`` and collect the reply (and follow-ups). Raises ExceptionReply / TransactionError."""
-    transaction = Transaction(request)
-    splitter = d.FrameSplitter()
-    port.reset_input_buffer()
-    frame = transaction.start(preamble=settings.preamble)
+def run_transaction(port: serial.SerialBase, request: d.Message, settings: SerialSettings) -> Answered:
+    """Send ``request`` and collect the reply (and follow-ups): the blocking I/O shell around
+    :class:`~protocols.dlt645.transaction.Exchange`, which makes every decision (timeouts, retries,
+    stray frames) exactly as it does for the daemon's bus task.
+
+    Raises :class:`~protocols.dlt645.ExceptionReply` (the meter refused) or a
+    :class:`~protocols.dlt645.TransactionError` (no reply, stray replies, garbled reply) whose
+    message is the one line to show the user.
+    """
+    exchange = Exchange(request, settings.policy(), preamble=settings.preamble)
+    action = exchange.start(time.monotonic())
     while True:
-        port.write(frame)
-        port.flush()
-        wire_time = len(frame) * BITS_PER_CHAR / settings.baudrate
-        deadline = time.monotonic() + wire_time + settings.timeout_s
-        next_frame: bytes | None = None
-        while not transaction.finished and next_frame is None:
-            if time.monotonic() > deadline:
-                transaction.timeout()
-                raise TransactionError(
-                    f"no reply from {request.address} within {settings.timeout_s * 1000:.0f} ms at "
-                    f"{settings.baudrate} 8{settings.parity}1 — check wiring, address and baud"
-                )
-            chunk = port.read(256)
-            for raw in splitter.feed(chunk):
-                try:
-                    message = d.decode(raw)
-                except d.RemoteProtocolError:
-                    continue  # a checksum-valid frame we cannot use: keep waiting for ours
-                next_frame = transaction.receive(message)
-                if next_frame is not None or transaction.finished:
-                    break
-        if transaction.finished:
-            return transaction
-        assert next_frame is not None
-        frame = next_frame
+        if isinstance(action, Transmit):
+            wait = action.not_before - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            if action.flush_input:
+                port.reset_input_buffer()
+            port.write(action.frame)
+            port.flush()
+            action = exchange.sent(time.monotonic())
+        elif isinstance(action, Wait):
+            # The port's own read timeout (20 ms, see open_port) bounds each read, so the deadline
+            # is met within one such slice.
+            chunk = port.read(256) if time.monotonic() < action.deadline else b""
+            if chunk:
+                action = exchange.receive(chunk, time.monotonic())
+            else:
+                action = exchange.tick(time.monotonic())
+        elif isinstance(action, Answered):
+            return action
+        else:
+            raise action.error

@@ -19,7 +19,7 @@ from hil_tests.load_model import LoadModel, ManualClock
 from hil_tests.modbus_sim import SimulatedModbusMeter, start_modbus_rtu_meters
 from hil_tests.sim import run_dlt645_line
 from protocols import dlt645 as d
-from protocols.dlt645.transaction import Transaction
+from protocols.dlt645.transaction import Answered
 from protocols.profiles import load_named_profile
 
 ADDRS = ["000000000201", "000000000202", "000000000203"]
@@ -40,7 +40,7 @@ def _bus(device: str, interval: float, baud: int = 9600) -> tuple[Dlt645Bus, asy
 def test_priority_frame_goes_out_before_the_next_routine_read() -> None:
     clock = ManualClock(0.0)
     with run_dlt645_line(ADDRS, baudrate=9600, clock=clock) as line:
-        async def scenario() -> tuple[float, Transaction]:
+        async def scenario() -> tuple[float, Answered]:
             bus, queue = _bus(line.device, 0.01)  # overloaded: routine reads always due
             task = asyncio.create_task(bus.run())
             await asyncio.sleep(1.0)
@@ -57,7 +57,7 @@ def test_priority_frame_goes_out_before_the_next_routine_read() -> None:
             return waited, tx
 
         waited, tx = asyncio.run(scenario())
-        assert tx.state.value == "done"
+        assert isinstance(tx, Answered) and tx.attempts == 1 and tx.replies
         assert waited < 0.5
         assert line.meters[ADDRS[1]].sim.snapshot().status.relay_open
         assert not line.meters[ADDRS[0]].sim.snapshot().status.relay_open

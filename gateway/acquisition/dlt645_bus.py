@@ -25,13 +25,13 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from gateway.acquisition.backfill import BackfillBoard, boundary_local, interval_closed_by
-from gateway.acquisition.base import BusSettings, BusTimeout, MeterSlot, ScheduledBus, now_ms
+from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus, now_ms
 from gateway.acquisition.poll_result import (
     BusEvent,
     IntervalRecords,
@@ -41,7 +41,7 @@ from gateway.acquisition.poll_result import (
 )
 from gateway.acquisition.serial_port import AsyncSerialPort
 from protocols import dlt645 as d
-from protocols.dlt645.transaction import Transaction
+from protocols.dlt645.transaction import Answered, Exchange, ExchangePolicy, Transmit, Wait
 
 log = logging.getLogger(__name__)
 
@@ -107,84 +107,89 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
     async def close(self) -> None:
         self.port.close()
 
-    async def send_priority(self, message: Any) -> Transaction:
-        last_error: Exception | None = None
-        for attempt in range(1 + self.settings.retries):
-            try:
-                return await self._transact(message, None)
-            except (BusTimeout, d.RemoteProtocolError) as exc:
-                last_error = exc
-                if attempt < self.settings.retries:
-                    await asyncio.sleep(self.settings.retry_backoff_s * (attempt + 1))
-        assert last_error is not None
-        raise last_error
+    async def send_priority(self, message: Any) -> Answered:
+        return await self._exchange(message, None, 1 + self.settings.retries)
 
-    async def _transact(self, request: d.Message, meter: Dlt645Meter | None) -> Transaction:
-        """Run one exchange (with follow-ups) on the wire."""
+    def _policy(self, attempts: int) -> ExchangePolicy:
         settings = self.settings
+        return ExchangePolicy(reply_timeout_s=settings.timeout_s, attempts=attempts,
+                              retry_backoff_s=settings.retry_backoff_s,
+                              turnaround_s=settings.turnaround_s,
+                              char_time_s=self.port.wire_time(1), link=self.describe_link())
+
+    async def _exchange(self, request: d.Message, meter: Dlt645Meter | None, attempts: int,
+                        between_attempts: Callable[[], Awaitable[None]] | None = None) -> Answered:
+        """Run one exchange (with follow-ups and retries) on the wire: the I/O shell around
+        :class:`~protocols.dlt645.transaction.Exchange`, which makes every decision.
+
+        Besides the driver's ``not_before``, a frame never goes out within ``turnaround_s`` of the
+        last byte this port heard: between attempts ``between_attempts`` (the priority lane) may
+        have run another exchange on the line that the driver does not know about.
+        """
         port = self.port
-        catalogue = meter.catalogue if meter else None
-        # Master turnaround: at least turnaround_s since the last byte we heard.
-        wait = settings.turnaround_s - (time.monotonic() - port.last_rx)
-        if wait > 0:
-            await asyncio.sleep(wait)
-        port.discard_input()
-        self.splitter.clear()
-        tx = Transaction(request, catalogue=catalogue)
-        frame = tx.start(preamble=PREAMBLE)
-        started = time.monotonic()
+        turnaround = self.settings.turnaround_s
+        exchange = Exchange(request, self._policy(attempts),
+                            catalogue=meter.catalogue if meter else None, splitter=self.splitter,
+                            preamble=PREAMBLE)
+        action = exchange.start(time.monotonic())
+        started: float | None = None
         try:
             while True:
-                port.write(frame)
-                self.stats.bytes_out += len(frame)
-                if tx.finished:  # broadcast: nobody answers; let it leave the wire
-                    await asyncio.sleep(port.wire_time(len(frame)) + settings.turnaround_s)
-                    return tx
-                deadline = time.monotonic() + port.wire_time(len(frame)) + settings.timeout_s
-                next_frame: bytes | None = None
-                while not tx.finished and next_frame is None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        tx.timeout()
-                        self.stats.timeouts += 1
-                        raise BusTimeout(f"no reply from {request.address} within "
-                                         f"{settings.timeout_s * 1000:.0f} ms")
-                    chunk = await port.read_some(remaining)
-                    if not chunk:
-                        continue
-                    self.stats.bytes_in += len(chunk)
-                    for raw in self.splitter.feed(chunk):
-                        next_frame = self._receive(tx, raw, catalogue, meter)
-                        if next_frame is not None or tx.finished:
-                            break
-                if tx.finished:
-                    return tx
-                assert next_frame is not None
-                await asyncio.sleep(settings.turnaround_s)
-                frame = next_frame
+                if isinstance(action, Transmit):
+                    if action.retry_after is not None:
+                        self._attempt_over(started, meter, action.retry_after, retry=True)
+                        started = None
+                        if between_attempts is not None:
+                            # A control frame waiting since the failed attempt goes before the retry.
+                            await between_attempts()
+                    wait = max(action.not_before, port.last_rx + turnaround) - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    if action.flush_input:
+                        port.discard_input()
+                        started = time.monotonic()
+                    port.write(action.frame)
+                    self.stats.bytes_out += len(action.frame)
+                    action = exchange.sent(time.monotonic())
+                elif isinstance(action, Wait):
+                    remaining = action.deadline - time.monotonic()
+                    chunk = await port.read_some(remaining) if remaining > 0 else b""
+                    if chunk:
+                        self.stats.bytes_in += len(chunk)
+                        action = exchange.receive(chunk, time.monotonic())
+                    else:
+                        action = exchange.tick(time.monotonic())
+                elif isinstance(action, Answered):
+                    self._attempt_over(started, meter, None)
+                    started = None
+                    return action
+                else:
+                    self._attempt_over(started, meter, action.error)
+                    started = None
+                    raise action.error
         finally:
-            now = time.monotonic()
-            self.stats.busy_s += now - started
-            self.stats.record(now, tx.state.value == "done")
+            if started is not None:  # cancelled, or the port failed mid-attempt
+                self._attempt_over(started, meter, None, ok=False)
             self.stats.garbage_bytes = self.splitter.garbage_bytes
             self.stats.checksum_errors = self.splitter.checksum_errors
             if meter is not None:
-                meter.stats.transactions += 1
+                meter.stats.bad_frames += exchange.undecodable_frames
 
-    def _receive(self, tx: Transaction, raw: bytes, catalogue: d.Catalogue | None,
-                 meter: Dlt645Meter | None) -> bytes | None:
-        try:
-            message = d.decode(raw, catalogue)
-        except d.RemoteProtocolError as exc:
-            if meter is not None:
-                meter.stats.bad_frames += 1
-            # A reply from the addressed meter that we cannot decode fails the attempt now (retry),
-            # anything else (echo, other meter) is noise on a shared line.
-            if raw[1:7] == bytes.fromhex(tx.request.address)[::-1] and raw[8] & 0x80:
-                raise
-            log.debug("bus %s: undecodable frame ignored: %s", self.name, exc)
-            return None
-        return tx.receive(message)
+    def _attempt_over(self, started: float | None, meter: Dlt645Meter | None,
+                      error: Exception | None, *, retry: bool = False, ok: bool | None = None) -> None:
+        """Bus and meter counters for one attempt (one request and its follow-ups)."""
+        now = time.monotonic()
+        if started is not None:
+            self.stats.busy_s += now - started
+        self.stats.record(now, error is None if ok is None else ok)
+        if isinstance(error, d.NoReply):
+            self.stats.timeouts += 1
+        if meter is not None:
+            meter.stats.transactions += 1
+            if isinstance(error, d.NoReply):
+                meter.stats.timeouts += 1
+            if retry:
+                meter.stats.retries += 1
 
     async def poll(self, meter: Dlt645Meter) -> PollResult:
         started_ms = now_ms()
@@ -197,35 +202,25 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
         meter.stats.polls += 1
         for read in meter.reads:
             await self.serve_priority_now()
-            tx: Transaction | None = None
-            for attempt in range(1 + settings.retries):
-                try:
-                    tx = await self._transact(read.request, meter)
-                    answered = True
-                    break
-                except d.ExceptionReply as exc:
-                    answered = True
-                    meter.stats.refusals += 1
-                    if not read.optional:
-                        errors.append(f"DI {read.request.di:08X}: {exc}")
-                    break
-                except BusTimeout as exc:
-                    meter.stats.timeouts += 1
-                    last = str(exc)
-                except d.RemoteProtocolError as exc:
-                    answered = True
-                    last = f"DI {read.request.di:08X}: {exc}"
-                if attempt < settings.retries:
-                    meter.stats.retries += 1
-                    await asyncio.sleep(settings.retry_backoff_s * (attempt + 1))
-                    # A control frame waiting since the failed attempt goes before the retry.
-                    await self.serve_priority_now()
-            else:
-                errors.append(last)
+            try:
+                tx = await self._exchange(read.request, meter, 1 + settings.retries,
+                                          self.serve_priority_now)
+            except d.ExceptionReply as exc:
+                answered = True
+                meter.stats.refusals += 1
+                if not read.optional:
+                    errors.append(f"DI {read.request.di:08X}: {exc}")
+                continue
+            except d.NoReply as exc:
+                errors.append(str(exc))
                 if not answered:
                     break  # silent meter: do not spend a timeout on each remaining item
-            if tx is None:
                 continue
+            except d.TransactionError as exc:  # garbled: the meter is there
+                answered = True
+                errors.append(f"DI {read.request.di:08X}: {exc}")
+                continue
+            answered = True
             t_ms = now_ms()
             for i, reading in enumerate(tx.readings):
                 name = (read.names[i] if i < len(read.names) else
@@ -262,9 +257,9 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
         request = d.ReadRequest(meter.address, d.ENERGY_RECORDS_DI, count=count,
                                 start=boundary_local(first))
         try:
-            tx = await self._transact(request, meter)
-            records = d.decode_load_records(bytes(tx.data))
-        except BusTimeout:
+            tx = await self._exchange(request, meter, 1)
+            records = d.decode_load_records(tx.data)
+        except d.NoReply:
             return  # still owed: the next answered poll asks again
         except d.ExceptionReply as exc:
             log.info("bus %s: meter %s has no load records from %s (%s): its estimates stay",

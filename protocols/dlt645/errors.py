@@ -68,3 +68,63 @@ class ExceptionReply(ProtocolError):
 
 class LocalProtocolError(ProtocolError):
     """The caller asked to build something DL/T 645 cannot express."""
+
+
+class TransactionError(RemoteProtocolError):
+    """An exchange with a meter ended without a usable answer (or a reply broke its state machine).
+
+    The leaves below are what :class:`~protocols.dlt645.transaction.Exchange` reports; each message is
+    the one line a field engineer or the daemon's log shows, with what to check.
+    """
+
+
+def _tries(attempts: int) -> str:
+    return f"{attempts} {'try' if attempts == 1 else 'tries'}"
+
+
+class NoReply(TransactionError):
+    """The addressed meter said nothing usable before the last deadline.
+
+    Fields: ``address``, ``attempts``, ``link`` (e.g. ``2400 8E1``), ``noise_bytes`` (bytes heard that
+    formed no valid frame: at a wrong baud rate or parity a meter's reply arrives as exactly that).
+    """
+
+    def __init__(self, address: str, attempts: int, link: str, *, noise_bytes: int = 0,
+                 detail: str = "") -> None:
+        self.address = address
+        self.attempts = attempts
+        self.link = link
+        self.noise_bytes = noise_bytes
+        noise = (f" ({noise_bytes} bytes of noise heard — check baud and parity)"
+                 if noise_bytes else "")
+        super().__init__(detail or f"meter {address}: no reply after {_tries(attempts)} at {link}"
+                                   f"{noise} — check wiring, address and baud")
+
+
+class StrayReply(NoReply):
+    """No reply from the addressed meter, but other meters answered during the wait.
+
+    On a multi-drop line a late reply of the previous meter is normal and does not end the wait; if
+    nothing from *our* meter follows, the addresses heard are the best clue (a mistyped address, or
+    two meters set to the same one). Fields as :class:`NoReply`, plus ``others`` (addresses heard).
+    """
+
+    def __init__(self, address: str, attempts: int, link: str, others: tuple[str, ...]) -> None:
+        self.others = others
+        super().__init__(address, attempts, link, detail=(
+            f"meter {address}: no reply after {_tries(attempts)} at {link}, but "
+            f"{', '.join(others)} answered — check the address"))
+
+
+class GarbledReply(TransactionError):
+    """The addressed meter answered with a frame that cannot be used (undecodable data, a reply to
+    something else, follow-ups that do not join). Fields: ``address``, ``attempts``, ``link``,
+    ``cause`` (the codec's error)."""
+
+    def __init__(self, address: str, attempts: int, link: str, cause: ProtocolError) -> None:
+        self.address = address
+        self.attempts = attempts
+        self.link = link
+        self.cause = cause
+        super().__init__(f"meter {address}: unusable reply after {_tries(attempts)} at {link}: "
+                         f"{cause} — check baud, parity and line noise")
