@@ -28,8 +28,8 @@ from gateway.acquisition.poll_result import PolledValue, PollResult
 from gateway.analytics.theft import TheftMonitor
 from gateway.config import load_config
 from gateway.pipeline.committer import Committer, PipelineServices
-from protocols.topics import GatewayTopics
 from gateway.store import Store
+from protocols.topics import GatewayTopics
 
 HEAD = """[gateway]
 id = "gw-bench"
@@ -107,7 +107,7 @@ def main() -> None:
             config = load_config(site / "gateway.toml")
             store = Store.open(site / "var" / "gateway.sqlite")
             committer = Committer(PipelineServices.open(store, GatewayTopics("mtr/v1", "gw-bench")), asyncio.Queue())
-            monitor = TheftMonitor(config, committer)
+            monitor = TheftMonitor(config, committer.alarms)
             monitor.screen = not args.no_screen
             per_poll, per_batch = asyncio.run(run(monitor, args.meters, batch, args.rounds))
             alarms = len(store.active_alarms())

@@ -44,7 +44,7 @@ def test_a_bad_event_loop_value_is_a_config_error_naming_the_key(tmp_path: Path)
     proc = subprocess.run([sys.executable, "-m", "gateway.app.cli", "check-config", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "gateway.app.event_loop" in proc.stdout + proc.stderr
+    assert "gateway.event_loop" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("choice", ["asyncio", "auto"])

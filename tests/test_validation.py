@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from gateway.acquisition.poll_result import PolledValue, PollResult
 from gateway.pipeline.committer import Committer, PipelineServices
-from protocols.topics import GatewayTopics
 from gateway.pipeline.validation import RegisterMemory, check_value, classify, is_register
 from gateway.store import Store
 from protocols.payload import decode_message
+from protocols.topics import GatewayTopics
 
 
 def pv(q: str, v: object) -> PolledValue:

@@ -39,15 +39,15 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edge_rules import theft
 from gateway.config import GatewayConfig, TheftSection
+from gateway.pipeline.alarms import Alarms
 from gateway.pipeline.feed import ValidatedPoll
-from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +106,6 @@ INDICATORS: Final = (
 KINDS: Final = tuple(spec.kind for spec in INDICATORS)
 
 
-class AlarmSink(Protocol):
-    """What the monitor needs of :class:`gateway.pipeline.committer.Committer`."""
-
-    store: Store
-
-    def alarm(self, kind: str, key: str, state: str, meter: str | None,
-              details: dict[str, object], t_ms: int) -> None: ...
-
-
 def alarm_key(kind: str, meter: str) -> str:
     return f"{kind}/{meter}"
 
@@ -122,21 +113,19 @@ def alarm_key(kind: str, meter: str) -> str:
 class TheftMonitor:
     """Keeps each configured meter's recent polls and raises/clears the theft.* alarms.
 
-    Attach :meth:`on_poll` to ``Committer.poll_listeners``. The listener only records; the
+    Subscribe :meth:`on_poll` to the pipeline's validated feed. The subscriber only records; the
     kernels run over the meters polled since, at most every ``evaluate_interval_s`` (scheduled
     on the running loop, so a whole committer batch is in), or at once when there is no loop
     (tools; tests also call :meth:`evaluate`).
     """
 
-    def __init__(self, config: GatewayConfig, committer: AlarmSink,
-                 wake: Callable[[], None] | None = None, *,
+    def __init__(self, config: GatewayConfig, alarms: Alarms, *,
                  on_failure: Callable[[str, BaseException], None] | None = None) -> None:
         #: Told when an evaluation fails (evaluations run from the event loop, outside any task).
         self.on_failure = on_failure
         self.failed = False
         self.settings: TheftSection = config.theft
-        self.committer = committer
-        self._wake = wake
+        self.alarms = alarms
         self.meters: tuple[str, ...] = tuple(m.id for m in config.meters)
         self._row = {meter: r for r, meter in enumerate(self.meters)}
         s = self.settings
@@ -162,7 +151,7 @@ class TheftMonitor:
     def _restore(self) -> None:
         """Alarms raised before a restart stay raised until a poll shows them gone: mark them
         active, so the first evaluation clears what no longer holds."""
-        for state in self.committer.store.active_alarms():
+        for state in self.alarms.store.active_alarms():
             if state.kind not in KINDS:
                 continue
             meter = state.key[len(state.kind) + 1:]
@@ -207,7 +196,7 @@ class TheftMonitor:
         if self.failed:
             return
         try:
-            changed = self.evaluate()
+            self.evaluate()
         except Exception as exc:  # any bug: polling goes on, the supervisor is told
             self.failed = True
             log.error("theft indicators failed on a batch and stopped; reads are unaffected",
@@ -215,8 +204,6 @@ class TheftMonitor:
             if self.on_failure is not None:
                 self.on_failure("theft", exc)
             return
-        if changed and self._wake is not None:
-            self._wake()
 
     # -- per batch ------------------------------------------------------------------------------
     def window(self, rows: NDArray[np.intp]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
@@ -250,13 +237,13 @@ class TheftMonitor:
             key = alarm_key(spec.kind, meter)
             if now[k, j]:
                 details = self._evidence(spec, results[j], int(k), row, times[k])
-                self.committer.alarm(spec.kind, key, "raised", meter, details, int(last[k]))
+                self.alarms.transition(spec.kind, key, "raised", meter, details, int(last[k]))
             else:
                 details = {"window_start_ms": _first_time(data[k], times[k]),
                            "window_end_ms": int(last[k]),
                            "hint": f"{spec.kind.split('.', 1)[1].replace('_', ' ')} no longer "
                                    f"holds at the poll of {_iso(int(last[k]))}"}
-                self.committer.alarm(spec.kind, key, "cleared", meter, details, int(last[k]))
+                self.alarms.transition(spec.kind, key, "cleared", meter, details, int(last[k]))
             self.active[row, j] = now[k, j]
         return len(changed)
 

@@ -65,9 +65,7 @@ class Runtime:
         use_numpy_twins(self.vee.implementation == "np")
         self.committer = Committer(services, self.outbound, vee=self.vee,
                                    coalesce_s=config.store.commit_window_ms / 1000)
-        wake = services.writer.on_commit
-        self.commands = CommandHandler(config, store, self.committer, self.buses,
-                                       on_commit=wake)
+        self.commands = CommandHandler(config, self.committer, self.buses)
         self._unsubscribe: list[Callable[[], None]] = []
         self._task_names: list[str] = []
         self._analytics: list[tuple[str, object]] = []
@@ -91,7 +89,7 @@ class Runtime:
         if config.theft.enabled:  # NumPy only: no numba for a gateway without groups
             from gateway.analytics.theft import TheftMonitor
 
-            theft = TheftMonitor(config, self.committer, wake, on_failure=supervisor.fail)
+            theft = TheftMonitor(config, self.services.alarms, on_failure=supervisor.fail)
             self._subscribe("theft", theft.on_poll)
         if config.groups:
             from gateway.analytics.areas import AreaReconciler

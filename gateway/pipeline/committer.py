@@ -137,7 +137,7 @@ class Committer:
                 backfilled.append(item)
                 continue
             if isinstance(item, BusEvent):
-                self.alarm(item.kind, f"{item.kind}/{item.meter_id}", item.state, item.meter_id,
+                self._alarm(item.kind, f"{item.kind}/{item.meter_id}", item.state, item.meter_id,
                             dict(item.details, bus=item.bus), item.t_ms)
                 continue
             self.stats.polls += 1
@@ -188,7 +188,7 @@ class Committer:
                    if any(Reason.UNDER_INVESTIGATION in r.reasons for r in records)}
         for meter in needing - self._field_read:
             self._field_read.add(meter)
-            self.alarm(FIELD_READ_ALARM, f"{FIELD_READ_ALARM}/{meter}", "raised", meter,
+            self._alarm(FIELD_READ_ALARM, f"{FIELD_READ_ALARM}/{meter}", "raised", meter,
                        {"reason": Reason.UNDER_INVESTIGATION,
                         "hint": f"meter {meter}: its intervals have been estimated for too long "
                                 "(VEE rule prolonged_estimation) — send a field read"}, t_ms)
@@ -200,7 +200,7 @@ class Committer:
                     r.q == GRID_QUANTITY and r.quality == "A" and not r.reasons
                     for r in records):
                 self._field_read.discard(meter)
-                self.alarm(FIELD_READ_ALARM, f"{FIELD_READ_ALARM}/{meter}", "cleared", meter,
+                self._alarm(FIELD_READ_ALARM, f"{FIELD_READ_ALARM}/{meter}", "cleared", meter,
                            {"hint": f"meter {meter} delivers actual reads again"}, t_ms)
 
     def _reads_message(self, meter_id: str, ts: int, records: list[ReadRecord]) -> OutboxMessage:
@@ -253,11 +253,10 @@ class Committer:
             if self._flag_state.get(key) == on:
                 continue
             self._flag_state[key] = on
-            self.alarm(kind, f"{kind}/{result.meter_id}/{flag}", "raised" if on else "cleared",
+            self._alarm(kind, f"{kind}/{result.meter_id}/{flag}", "raised" if on else "cleared",
                         result.meter_id, {"flag": flag}, result.finished_ms)
 
-    def alarm(self, kind: str, key: str, state: str, meter: str | None,
-              details: dict[str, object], t_ms: int) -> None:
-        """Raise or clear alarm ``key`` through the alarm service (counted for health)."""
+    def _alarm(self, kind: str, key: str, state: str, meter: str | None,
+               details: dict[str, object], t_ms: int) -> None:
         if self.alarms.transition(kind, key, state, meter, details, t_ms):
             self.stats.alarms += 1

@@ -39,7 +39,6 @@ from gateway.config import GatewayConfig, MeterConfig
 from gateway.control.actuation import actuate_meter
 from gateway.control.commands import ChainHead, CommandVerifier, Journal, JournalError, ResultSigner
 from gateway.pipeline.committer import Committer
-from gateway.store import Store
 from gateway.uplink.mqtt_link import InboundCommand
 from protocols.dlt645.messages import ControlAction
 
@@ -96,13 +95,15 @@ class MeterOutcome:
 
 
 class CommandHandler:
-    def __init__(self, config: GatewayConfig, store: Store, committer: Committer,
-                 buses: list[ScheduledBus], on_commit: Any) -> None:  # type: ignore[type-arg]
+    def __init__(self, config: GatewayConfig, committer: Committer,
+                 buses: list[ScheduledBus]) -> None:  # type: ignore[type-arg]
         self.config = config
-        self.store = store
+        self.store = committer.store
         self.committer = committer
+        #: Results and audit heads go through the one outbox writer; alarms through the service.
+        self.writer = committer.writer
+        self.alarms = committer.alarms
         self.prefix = config.mqtt.topic_prefix
-        self._on_commit = on_commit
         data_dir = Path(config.gateway.data_dir)
         self.journal = Journal.open(data_dir / "audit.db")
         params_check = None
@@ -159,11 +160,9 @@ class CommandHandler:
         self._result(cmd, status, reason)
 
     def _result(self, cmd: bytes, status: str, reason: str) -> None:
-        self.store.enqueue(self.signer.outbox_message(topic_prefix=self.prefix, epoch=self.store.epoch,
+        self.writer.write([self.signer.outbox_message(topic_prefix=self.prefix, epoch=self.store.epoch,
                                                       ts=_now_ms(), cmd=cmd, status=status,
-                                                      reason=reason))
-        if callable(self._on_commit):
-            self._on_commit()
+                                                      reason=reason)])
 
     def recover(self) -> int:
         """Report commands interrupted by a crash between the journal entry and the action."""
@@ -185,11 +184,9 @@ class CommandHandler:
         checks a journal against any head the central system kept."""
         head = self.journal.head() if head is None else head
         records = self.journal.record_count()
-        self.store.enqueue(self.signer.audit_head_message(
+        self.writer.write([self.signer.audit_head_message(
             topic_prefix=self.prefix, epoch=self.store.epoch, ts=_now_ms(), head=head,
-            records=records))
-        if callable(self._on_commit):
-            self._on_commit()
+            records=records)])
         return head
 
     async def _publish_audit_heads(self) -> None:
@@ -287,16 +284,16 @@ class CommandHandler:
     def _trip_pending(self, meter_id: str, state: str, cmd_id: bytes) -> None:
         """The CRM's "about to trip" event: raised before the frame goes out, cleared once the
         relay was seen open."""
-        self.committer.alarm("load_control.trip_pending", f"load_control.trip_pending/{meter_id}",
+        self.alarms.transition("load_control.trip_pending", f"load_control.trip_pending/{meter_id}",
                              state, meter_id, {"command": cmd_id.hex()}, _now_ms())
 
     def _relay_confirmed(self, meter_id: str, action: str, cmd_id: bytes) -> None:
         """CRM alarms once the relay was seen in its new state."""
         if action == "trip":
             self._trip_pending(meter_id, "cleared", cmd_id)
-            self.committer.alarm("load_control.tripped", f"load_control.tripped/{meter_id}",
+            self.alarms.transition("load_control.tripped", f"load_control.tripped/{meter_id}",
                                  "raised", meter_id, {"command": cmd_id.hex()}, _now_ms())
         elif action == "close":
-            self.committer.alarm("load_control.tripped", f"load_control.tripped/{meter_id}",
+            self.alarms.transition("load_control.tripped", f"load_control.tripped/{meter_id}",
                                  "cleared", meter_id, {"command": cmd_id.hex(), "restored": True},
                                  _now_ms())

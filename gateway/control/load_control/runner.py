@@ -63,6 +63,7 @@ class LoadControlRunner:
         self._link_up = link_up
         self._last_link: bool | None = None
         self.committer = committer
+        self.alarms = committer.alarms
         self.journal = journal
         self._report = report  # (cmd_id, status, reason) -> None: signed result to the outbox
         self.state_path = Path(config.gateway.data_dir) / "load_control.json"
@@ -156,7 +157,7 @@ class LoadControlRunner:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             elif isinstance(out, PublishAlarm):
-                self.committer.alarm(out.kind, out.key, out.state, out.meter,
+                self.alarms.transition(out.kind, out.key, out.state, out.meter,
                                      {**dict(out.details), **({"group": out.group} if out.group else {})},
                                      int(out.t * 1000))
             elif isinstance(out, RecordRound):
