@@ -22,9 +22,11 @@ import numpy as np
 
 from gateway.analytics.areas import EXPORT_Q, IMPORT_Q, AreaReconciler
 from gateway.config import load_config
+from gateway.pipeline.outbox import OutboxWriter
 from gateway.store import Store
 from gateway.store.records import DailyValue
 from hil_tests.synthetic_areas import SyntheticSettings, generate
+from protocols.topics import GatewayTopics
 
 
 def main() -> None:
@@ -52,7 +54,7 @@ def main() -> None:
                         rows.append(DailyValue(meter, quantity, first + dt.timedelta(days=j),
                                                Decimal(f"{value:.2f}"), letters[code]))
         store.put_daily(rows)
-        reconciler = AreaReconciler(config, store)
+        reconciler = AreaReconciler(config, OutboxWriter(store), GatewayTopics(config.mqtt.topic_prefix, config.gateway.id))
         (unit,) = [u for u in reconciler.units if u.area is not None]
         last = first + dt.timedelta(days=len(data.days) - 1)
         started = time.perf_counter()

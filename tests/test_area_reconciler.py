@@ -16,8 +16,10 @@ import pytest
 from gateway.acquisition.poll_result import PolledValue, PollResult
 from gateway.analytics.areas import AreaReconciler
 from gateway.config import load_config
+from gateway.pipeline.outbox import OutboxWriter
 from gateway.store import Store
 from protocols.payload import decode_message
+from protocols.topics import GatewayTopics
 
 CONFIG = """\
 [gateway]
@@ -105,7 +107,7 @@ def site(tmp_path: Path) -> Path:
 def open_reconciler(site: Path, clocks: Clocks) -> tuple[AreaReconciler, Store]:
     config = load_config(site / "gateway.toml")
     store = Store.open(site / "var" / "gateway.sqlite")
-    return AreaReconciler(config, store, clock=clocks.time, monotonic=clocks.monotonic), store
+    return AreaReconciler(config, OutboxWriter(store), GatewayTopics(config.mqtt.topic_prefix, config.gateway.id), clock=clocks.time, monotonic=clocks.monotonic), store
 
 
 def midnight_ms(day: dt.date) -> int:

@@ -19,8 +19,10 @@ from firmware_tools.reconcile_command import IMPORT_Q, freeze_at, read_series, r
 from gateway.acquisition.poll_result import PolledValue, PollResult
 from gateway.analytics.areas import AreaReconciler
 from gateway.config import load_config
+from gateway.pipeline.outbox import OutboxWriter
 from gateway.store import Store
 from protocols.payload import decode_message
+from protocols.topics import GatewayTopics
 
 MIN = 60_000
 GAP = 30 * MIN
@@ -175,7 +177,7 @@ def test_the_daemon_and_gwtool_reconcile_give_identical_days(site: Path) -> None
     config = load_config(site / "gateway.toml")
     store = Store.open(site / "var" / "gateway.sqlite")
     mono = [0.0]
-    reconciler = AreaReconciler(config, store, clock=lambda: 1e9, monotonic=lambda: mono[0])
+    reconciler = AreaReconciler(config, OutboxWriter(store), GatewayTopics(config.mqtt.topic_prefix, config.gateway.id), clock=lambda: 1e9, monotonic=lambda: mono[0])
     for meter, t, value in rows:
         reconciler.on_poll(PollResult(meter, "tcp-1", t, t, True, values=(
             PolledValue(IMPORT_Q, value, "kWh", t),)))

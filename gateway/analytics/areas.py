@@ -59,9 +59,10 @@ from gateway.config import AreaConfig, GatewayConfig, GroupConfig
 from gateway.config.reconcile import band_settings, suspect_settings
 from gateway.pipeline.committer import FLAG_ALARMS
 from gateway.pipeline.feed import ValidatedPoll
-from gateway.store import Store
+from gateway.pipeline.outbox import OutboxWriter
 from gateway.store.records import DailyValue, OutboxMessage
 from protocols.payload import AreaLoss, Envelope, GroupTotal, Suspect, build_group
+from protocols.topics import QOS_DEFAULT, GatewayTopics
 
 log = logging.getLogger(__name__)
 
@@ -148,21 +149,21 @@ class AreaReconciler:
     def __init__(
         self,
         config: GatewayConfig,
-        store: Store,
-        on_commit: Callable[[], None] | None = None,
+        writer: OutboxWriter,
+        topics: GatewayTopics,
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.settings = config.reconcile
-        self.store = store
-        self._on_commit = on_commit
+        self.writer = writer
+        self.store = writer.store
+        self.topics = topics
         self._clock = clock
         self._monotonic = monotonic
         self.band = band_settings(config.reconcile)
         self.suspects = suspect_settings(config.reconcile)
-        self.prefix = f"{config.mqtt.topic_prefix}/{config.gateway.id}"
         self.units = _units(config)
         self.meters = sorted({meter for unit in self.units for meter in unit.meters})
         self._scope = set(self.meters)
@@ -504,16 +505,14 @@ class AreaReconciler:
             return build_group(Envelope(gateway, self.store.epoch, seq, now_ms), group,
                                totals=[total], loss=loss)
 
-        message = OutboxMessage(topic=f"{self.prefix}/groups/{group}", qos=1, build=build)
-        (seq,) = self.store.put_daily([marker], messages=[message], now_ms=now_ms)
+        message = OutboxMessage(topic=self.topics.groups(group), qos=QOS_DEFAULT, build=build)
+        seq = self.writer.write_daily([marker], message, now_ms)
         self._done.add((unit.id, result.day))
         self.published += 1
         if loss is not None:
             log.info("area %s %s: %s, loss %s %%, coverage %.3f, suspects %s", loss.area,
                      loss.day, loss.status, loss.loss_pct, loss.coverage,
                      [s.meter for s in loss.suspects] or "none")
-        if self._on_commit is not None:
-            self._on_commit()
         return seq
 
     def _forget_old(self) -> None:

@@ -85,7 +85,6 @@ class Runtime:
         for bus in self.buses:
             bus.attach_backfill(self.vee.backfill)
             self._start(f"bus:{bus.name}", self._run_bus(bus))
-        wake = self.services.writer.on_commit
         if config.theft.enabled:  # NumPy only: no numba for a gateway without groups
             from gateway.analytics.theft import TheftMonitor
 
@@ -99,7 +98,7 @@ class Runtime:
             self._subscribe("groups", publisher.on_poll)
             self._start("groups", publisher.run())
             # Daily group energy and area line loss from the 00:00 freezes (docs/reconciliation.md).
-            reconciler = AreaReconciler(config, self.services.store, wake)
+            reconciler = AreaReconciler(config, self.services.writer, self.services.topics)
             self._subscribe("areas", reconciler.on_poll)
             self._start("areas", reconciler.run())
             from gateway.control.load_control.runner import LoadControlRunner

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from gateway.store import HoldingQueue, Store
 from gateway.store.errors import StoreFullError
-from gateway.store.records import OutboxMessage
+from gateway.store.records import DailyValue, OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,18 @@ class OutboxWriter:
         if changed:
             self._wake()
         return changed
+
+    def write_daily(self, values: Sequence[DailyValue], message: OutboxMessage,
+                    now_ms: int) -> int:
+        """Commit a daily result's message with the daily values that record it as published
+        (one transaction: a crash can neither publish a day twice nor forget it); returns the
+        message's seq. With the disk full this raises :class:`StoreFullError` and nothing is
+        held: the day is still due in its owner's state and is tried again on its next pass,
+        which is the same "keep it, retry in order" policy with the state as the hold."""
+        (seq,) = self.store.put_daily(values, messages=[message], now_ms=now_ms)
+        self.stats.commits += 1
+        self._wake()
+        return seq
 
     def flush(self) -> None:
         """Try again to commit what is held (the maintenance loop calls this every minute, so
