@@ -304,7 +304,7 @@ def _load(data: bytes, max_depth: int, what: str) -> object:
         decoder.decode()
     except cbor2.CBORDecodeEOF:
         return item
-    except Exception:
+    except Exception:  # noqa: BLE001 - anything after the item means trailing bytes
         pass
     raise CoseDecodeError(f"{what}: trailing bytes after the CBOR item")
 

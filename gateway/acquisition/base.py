@@ -209,7 +209,7 @@ class ScheduledBus(ABC, Generic[M]):
     async def _poll_and_report(self, meter: M) -> None:
         try:
             result = await self.poll(meter)
-        except Exception as exc:  # a bug in one poll must not kill the bus: report it as a failure
+        except Exception as exc:  # noqa: BLE001 - a bug in one poll must not kill the bus: reported as a failure
             result = PollResult(meter.meter_id, self.name, now_ms(), now_ms(), False, (),
                                 (f"internal error: {type(exc).__name__}: {exc}",))
         finally:
@@ -241,7 +241,7 @@ class ScheduledBus(ABC, Generic[M]):
         self.stats.priority_frames += 1
         try:
             outcome = await self.send_priority(item.message)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - handed to the caller awaiting the future
             if not item.future.done():
                 item.future.set_exception(exc)
         else:

@@ -60,6 +60,7 @@ from gateway.config.reconcile import band_settings, suspect_settings
 from gateway.pipeline.committer import FLAG_ALARMS
 from gateway.pipeline.feed import ValidatedPoll
 from gateway.pipeline.outbox import OutboxWriter
+from gateway.store.errors import StoreError
 from gateway.store.records import DailyValue, OutboxMessage
 from protocols.payload import AreaLoss, Envelope, GroupTotal, Suspect, build_group
 from protocols.topics import QOS_DEFAULT, GatewayTopics
@@ -544,9 +545,9 @@ class AreaReconciler:
             self._wake.clear()
             try:
                 await self.process()
-            except Exception:
-                # A bug or a damaged row must not stop polling; the day stays due and is tried
-                # again on the next wake.
-                log.exception("daily line loss failed; retrying on the next freeze or in %.0f s",
-                              tick)
+            except StoreError as exc:
+                # A full disk or a damaged row: the day stays due and is tried again on the next
+                # wake. Anything else is a bug and ends this task (the supervisor reports it).
+                log.error("daily line loss not stored (%s); retrying on the next freeze or in "
+                          "%.0f s", exc, tick)
                 await asyncio.sleep(tick)

@@ -37,7 +37,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.store.errors import StoreError
 from gateway.uplink.mqtt_link import PublishListener, wall_clock_ms
+from protocols.payload import PayloadError
 from protocols.payload import mark_hist as payload_mark_hist
 
 log = logging.getLogger(__name__)
@@ -205,7 +207,7 @@ class OutboxPump:
         while self._link.connected:
             try:
                 self._fill_window(final=True)
-            except Exception as exc:  # the store failing: what is left goes out next start
+            except StoreError as exc:  # the store failing: what is left goes out next start
                 self._last_error = f"final drain failed: {exc}"
                 log.exception("outbox: final drain failed")
                 break
@@ -238,7 +240,7 @@ class OutboxPump:
         self._wake.set()
         try:
             self._connect_seq = self._outbox.last_seq
-        except Exception as exc:
+        except StoreError as exc:
             # Unknown where the backlog ends: mark everything as backlog. `hist` only tells
             # consumers a message may be late or repeated, so erring this way is harmless.
             self._connect_seq = sys.maxsize
@@ -288,7 +290,7 @@ class OutboxPump:
                 return
             try:
                 self._fill_window()
-            except Exception as exc:  # the store failing must not kill the pump
+            except StoreError as exc:  # the store failing must not kill the pump
                 self._last_error = f"reading the outbox failed: {exc}"
                 log.exception("outbox: reading pending rows failed; retrying")
                 await asyncio.sleep(1.0)
@@ -329,7 +331,7 @@ class OutboxPump:
     def _wire_payload(self, row: OutboxRow) -> bytes:
         try:
             return self._mark_hist(row.payload)
-        except Exception as exc:
+        except PayloadError as exc:
             # A stored payload the codec cannot re-read must not block every row behind it:
             # send it as stored (same id, consumers still dedupe) and say so.
             self._last_error = (
@@ -357,7 +359,7 @@ class OutboxPump:
         attempted, self._attempted = self._attempted, []
         try:
             self._outbox.mark_acked(seqs, self._clock_ms(), attempted)
-        except Exception as exc:
+        except StoreError as exc:
             # Keep the acknowledgements: the next flush retries. If the daemon dies first, these
             # rows are re-sent (with hist) on restart — a duplicate, never a loss. The hand-over
             # counts are diagnostics: dropped rather than kept growing while the disk refuses.

@@ -124,7 +124,7 @@ def _load(data: bytes) -> object:
         decoder.decode()
     except cbor2.CBORDecodeEOF:
         return item
-    except Exception:
+    except Exception:  # noqa: BLE001 - anything after the map means trailing bytes
         pass
     raise PayloadDecodeError("trailing bytes after the CBOR map: a payload is exactly one map")
 

@@ -39,6 +39,7 @@ from gateway.config import GatewayConfig, MeterConfig
 from gateway.control.actuation import actuate_meter
 from gateway.control.commands import ChainHead, CommandVerifier, Journal, JournalError, ResultSigner
 from gateway.pipeline.committer import Committer
+from gateway.store.errors import StoreError
 from gateway.uplink.mqtt_link import InboundCommand
 from protocols.dlt645.messages import ControlAction
 
@@ -202,7 +203,7 @@ class CommandHandler:
                 if head.seq > 0 and head != last:
                     self.publish_audit_head(head)
                     last = head
-            except Exception as exc:  # the anchor is worth retrying; the command loop goes on
+            except (StoreError, JournalError) as exc:  # worth retrying; the loop goes on
                 log.error("audit chain head not published (%s); retrying in %s s", exc,
                           interval or "(no interval: at the next start)")
             if interval <= 0:
@@ -255,11 +256,7 @@ class CommandHandler:
             # tripped, and an operator's close lifts the engine's holds.
             for o in outcomes:
                 if o.ok:
-                    try:
-                        self.load_control.on_operator_relay(o.meter, cmd.action == "trip", cmd.id)
-                    except Exception:
-                        log.exception("load control not told of the operator's %s of %s",
-                                      cmd.action, o.meter)
+                    self.load_control.on_operator_relay(o.meter, cmd.action == "trip", cmd.id)
 
     async def _act(self, meter_id: str, action: str, cmd_id: bytes) -> MeterOutcome:
         """One meter's part of a command: the verified relay operation
