@@ -43,15 +43,14 @@ from protocols.commands import (
     EnvelopeError,
     ResultError,
     build_envelope,
-    command_topic,
     parse_envelope,
     parse_head,
     parse_private_key,
     raw_public_key,
     read_result_topic,
-    result_topic,
     verify_chain,
 )
+from protocols.topics import GatewayTopics
 
 from .errors import ToolError
 
@@ -252,8 +251,8 @@ def cmd_send_command(args: argparse.Namespace) -> int:
     command_id = _command_id(message)
     gateway_key = _gateway_public_key(args.gateway_pub)
     prefix = args.topic_prefix.rstrip("/")
-    cmd_topic = command_topic(prefix, args.gateway)
-    res_topic = result_topic(prefix, args.gateway)
+    topics = GatewayTopics(prefix, args.gateway)
+    cmd_topic, res_topic = topics.commands, topics.command_results
 
     protocol = paho.MQTTv5 if args.protocol == "5" else paho.MQTTv311
     client = paho.Client(

@@ -40,26 +40,14 @@ __all__ = [
     "AuditHeadMessage",
     "CommandResult",
     "ResultError",
-    "command_topic",
     "read_result",
     "read_result_topic",
-    "result_topic",
     "sign_audit_head",
     "sign_result",
 ]
 
 #: QoS of ``P/G/cmd/result``: a result is delivered at least once.
 RESULT_QOS: Final = 1
-
-
-def result_topic(topic_prefix: str, gateway_id: str) -> str:
-    """``P/G/cmd/result``."""
-    return f"{topic_prefix}/{gateway_id}/cmd/result"
-
-
-def command_topic(topic_prefix: str, gateway_id: str) -> str:
-    """``P/G/cmd``."""
-    return f"{topic_prefix}/{gateway_id}/cmd"
 
 
 def sign_result(

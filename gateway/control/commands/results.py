@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.store.records import OutboxMessage
 from protocols.commands.audit_chain import ChainHead
 from protocols.commands.keys import parse_private_key, raw_public_key
-from protocols.commands.results import RESULT_QOS, result_topic, sign_audit_head, sign_result
+from protocols.commands.results import RESULT_QOS, sign_audit_head, sign_result
 from protocols.payload import CMD_STATUSES, Envelope
+from protocols.topics import GatewayTopics
 
 
 class ResultSigner:
@@ -47,7 +48,7 @@ class ResultSigner:
         to ``head`` was cut off or edited."""
         gw = self.gateway_id
         return OutboxMessage(
-            topic=result_topic(topic_prefix, gw),
+            topic=GatewayTopics(topic_prefix, gw).command_results,
             qos=RESULT_QOS,
             build=lambda seq: sign_audit_head(
                 self._key, self.kid, Envelope(gw, epoch, seq, ts), head, records
@@ -63,7 +64,7 @@ class ResultSigner:
             raise ValueError(f"result status {status!r} is not one of {sorted(CMD_STATUSES)}")
         gw = self.gateway_id
         return OutboxMessage(
-            topic=result_topic(topic_prefix, gw),
+            topic=GatewayTopics(topic_prefix, gw).command_results,
             qos=RESULT_QOS,
             build=lambda seq: self.sign(Envelope(gw, epoch, seq, ts), cmd, status, reason),
         )
