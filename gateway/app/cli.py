@@ -21,15 +21,10 @@ EXIT_BAD_CONFIG = 2
 
 def _check_config(args: argparse.Namespace) -> int:
     from gateway.acquisition.factory import load_profiles
-    from gateway.control.load_control.runner import engine_settings
-    from gateway.pipeline.vee_stage import vee_settings
 
     try:
         config = load_config(Path(args.file))
         load_profiles(config)
-        if config.groups or config.load_control:
-            engine_settings(config)
-        vee_settings(config)
     except ConfigError as err:
         print(format_errors(err), file=sys.stderr)
         return EXIT_BAD_CONFIG

@@ -25,7 +25,7 @@ from gateway.acquisition.base import ScheduledBus
 from gateway.acquisition.dlt645_bus import Dlt645Bus
 from gateway.acquisition.modbus_bus import ModbusBus
 from gateway.acquisition.poll_result import PollResult
-from gateway.config import ConfigError, ConfigIssue, GatewayConfig
+from gateway.config import GatewayConfig
 from gateway.control.commands import Journal
 from gateway.control.load_control import (
     CommandOutcome,
@@ -35,7 +35,6 @@ from gateway.control.load_control import (
     PublishAlarm,
     RecordRound,
     SendControl,
-    SettingsError,
     Topology,
 )
 from gateway.control.modbus_relay import actuate_modbus_relay
@@ -48,12 +47,8 @@ STALE_POLLS = 3
 
 
 def engine_settings(config: GatewayConfig) -> EngineSettings:
-    """``[load_control]`` checked; its problems become config errors (exit 2)."""
-    try:
-        return EngineSettings.from_mapping(config.load_control)
-    except SettingsError as exc:
-        raise ConfigError([ConfigIssue(config.source_file or Path("<config>"), path, text)
-                           for path, text in exc.problems]) from None
+    """The engine's settings: ``[load_control]`` as the config loader checked and typed it."""
+    return config.load_control
 
 
 class LoadControlRunner:
