@@ -35,8 +35,8 @@ from gateway.config import (
 from gateway.config.fields import specs_of
 from gateway.config.kinds import MapOf, Table, TableList, Variants
 from gateway.config.load_control import EngineSettings
-from gateway.config.vee import VeeSection
 from gateway.config.reference import BEGIN_MARKER, END_MARKER, reference_markdown
+from gateway.config.vee import VeeSection
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "configs" / "example.toml"
@@ -934,9 +934,7 @@ def _declared_keys() -> dict[str, set[str]]:
                 keys.add(key)
                 if isinstance(sub.kind, Table):
                     classes.append(sub.kind.cls)
-                elif isinstance(sub.kind, MapOf) and isinstance(sub.kind.item, Table):
-                    classes.append(sub.kind.item.cls)
-                elif isinstance(sub.kind, TableList) and isinstance(sub.kind.item, Table):
+                elif (isinstance(sub.kind, MapOf) and isinstance(sub.kind.item, Table)) or (isinstance(sub.kind, TableList) and isinstance(sub.kind.item, Table)):
                     classes.append(sub.kind.item.cls)
         sections[name] = keys
     return sections

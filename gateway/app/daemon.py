@@ -104,7 +104,7 @@ class GatewayDaemon:
         self.outbound = asyncio.Queue(maxsize=max(64, 4 * len(config.meters)))
         try:
             runtime = Runtime(config, build_buses(config, self.outbound))
-            if config.groups or config.load_control:
+            if config.groups:
                 # numba-backed modules load only when groups exist: a gateway without them
                 # keeps its memory small (the JIT runtime alone is tens of MB).
                 from gateway.control.load_control.runner import engine_settings

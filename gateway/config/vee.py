@@ -25,21 +25,25 @@ from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 from edge_rules.vee_rules import KERNEL_CHOICES, RULES, RuleSpec
 from gateway.config.context import Context
 from gateway.config.fields import Problems, setting
-from gateway.config.issues import ROOT, ConfigError, ConfigIssue
+from gateway.config.issues import ROOT, ConfigError, ConfigIssue, KeyPath
 from gateway.config.kinds import (
     INVALID,
     Bool,
     Choice,
     Int,
+    Kind,
     ListOf,
     MapOf,
     Number,
+    SchemaDefs,
+    Siblings,
     Str,
     Table,
     TableList,
     Variant,
     Variants,
     build_table,
+    describe,
 )
 from gateway.config.kinds_calendar import DATES, Date, Holidays, UtcOffset
 
@@ -50,6 +54,40 @@ Severity = Literal["info", "warn", "fail"]
 Kernels = Literal["auto", "numba", "numpy"]
 # One grid interval is 15 minutes of grid time (NEM12); every duration in [vee] is in it.
 GRID_INTERVAL_S: Final = 900
+DEFAULT_UTC_OFFSET: Final = "+08:00"  # China Standard Time, where the DL/T 645 meters are
+# A grid interval must be a whole number of wall-clock intervals.
+_INTERVAL_CHOICES: Final = tuple(n for n in range(1, GRID_INTERVAL_S + 1) if GRID_INTERVAL_S % n == 0)
+
+
+@dataclass(frozen=True)
+class MeterClassName(Kind):
+    """The name of a meter class: "default" or a `[vee.classes]` table, as written in the file
+    (checked against what the user wrote, like `Ref`, so one bad class does not also make
+    every rule naming it an error); `any_class` also allows "*" (every class)."""
+
+    any_class: bool = False
+
+    def _known(self, ctx: Context) -> list[str]:
+        vee = ctx.raw.get("vee")
+        classes = vee.get("classes") if isinstance(vee, dict) else None
+        named = list(classes) if isinstance(classes, dict) else []
+        return ["default", *(name for name in named if name != "default")]
+
+    def expected(self) -> str:
+        text = "a class defined under vee.classes"
+        return f'"*" or {text}' if self.any_class else text
+
+    def check(self, value: object, at: KeyPath, ctx: Context, siblings: Siblings) -> object:
+        if isinstance(value, str) and (
+            value in self._known(ctx) or (self.any_class and value == "*")
+        ):
+            return value
+        known = ", ".join(self._known(ctx))
+        ctx.report(at, f"expected {self.expected()} ({known}), got {describe(value)}")
+        return INVALID
+
+    def json_schema(self, defs: SchemaDefs) -> dict[str, Any]:
+        return {"type": "string", "minLength": 1}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,7 +177,7 @@ class MeterFactsSection:
     """[vee.meters.<meter id>]: facts of one meter that override its class."""
 
     meter_class: str | None = setting(
-        Str(), default=None, key="class", doc="The meter's class (a [vee.classes] name)."
+        MeterClassName(), default=None, key="class", doc="The meter's class."
     )
     contract_kw: float | None = setting(
         Number(minimum=0, exclusive_minimum=True, unit="kW"),
@@ -164,7 +202,7 @@ def _rule_entry(spec: RuleSpec) -> type:
             "meter_class",
             str,
             setting(
-                Str(),
+                MeterClassName(any_class=True),
                 default="*",
                 key="class",
                 doc='The meter class the entry applies to ("*": every class).',
@@ -216,10 +254,11 @@ class VeeSection:
     grid time (see interval_seconds).
     """
 
-    utc_offset: str = setting(
+    utc_offset: str | None = setting(
         UtcOffset(),
-        default="+08:00",
-        doc="Meters' local time: days, day types and tariffs follow it.",
+        default=None,
+        doc='Meters\' local time: days, day types and tariffs follow it (unset: "+08:00"; '
+        "gwtool reconcile then takes [reconcile] utc_offset_min).",
     )
     holidays: str | tuple[dt.date, ...] = setting(
         Holidays(), default="cn", doc="Holiday table: built-in cn, none, or a list of dates."
@@ -243,7 +282,7 @@ class VeeSection:
         doc="With kernels = auto: meters from which numba is used.",
     )
     interval_seconds: int = setting(
-        Int(minimum=1, maximum=GRID_INTERVAL_S, unit="seconds, dividing 900"),
+        Int(choices=_INTERVAL_CHOICES, unit="seconds: the divisors of 900"),
         default=GRID_INTERVAL_S,
         doc="Wall-clock length of one 15-minute grid interval: 900 in production; test rigs "
         "set a few seconds so a simulated day passes in minutes.",
@@ -276,27 +315,6 @@ class VeeSection:
     )
 
     def table_problems(self) -> Problems:
-        if GRID_INTERVAL_S % self.interval_seconds:
-            yield (
-                "interval_seconds",
-                "must divide 900 (a 15-minute interval is a whole number of them), "
-                f"got {self.interval_seconds}",
-            )
-        known = ["default", *(name for name in self.classes if name != "default")]
-        for position, entry in enumerate(self.rules):
-            if entry.meter_class != "*" and entry.meter_class not in known:
-                yield (
-                    ("rules", position, "class"),
-                    f'expected "*" or a class defined under vee.classes ({", ".join(known)}), '
-                    f'got "{entry.meter_class}"',
-                )
-        for meter, facts in self.meters.items():
-            if facts.meter_class is not None and facts.meter_class not in known:
-                yield (
-                    ("meters", meter, "class"),
-                    f"expected a class defined under vee.classes ({', '.join(known)}), "
-                    f'got "{facts.meter_class}"',
-                )
         for meter, check in self.check_meters.items():
             if check == meter:
                 yield ("check_meters", meter), "expected the id of another meter, not itself"
@@ -348,7 +366,7 @@ def vee_config(section: VeeSection) -> VeeConfig:
     est = section.estimation
     backfill = section.backfill
     return VeeConfig(
-        calendar=Calendar(parse_utc_offset(section.utc_offset), holidays, workdays),
+        calendar=Calendar(parse_utc_offset(section.utc_offset or DEFAULT_UTC_OFFSET), holidays, workdays),
         classes=classes,
         settings=rules,
         estimation=EstimationSettings(
@@ -379,6 +397,12 @@ def vee_section(table: object, file: Path) -> VeeSection:
     return section
 
 
+def vee_config_from_table(table: object, file: Path = Path("[vee]")) -> VeeConfig:
+    """A raw `[vee]` table (a dict as tomllib gives it) checked and turned into the kernels'
+    `VeeConfig`, for tools and tests that have no gateway config around it."""
+    return vee_config(vee_section(table, file))
+
+
 def load_vee_rules(path: Path) -> VeeConfig:
     """The `[vee]` table of a TOML file (a rules file or a gateway config: other tables are
     ignored), for `gwtool vee --rules`. Raises `ConfigError`."""
@@ -395,4 +419,4 @@ def load_vee_rules(path: Path) -> VeeConfig:
         raise ConfigError(
             [ConfigIssue(path, "", "no [vee] table (see docs/vee.md for the format)")]
         )
-    return vee_config(vee_section(table, path))
+    return vee_config_from_table(table, path)
