@@ -39,8 +39,10 @@ from gateway.pipeline.committer import Committer
 from gateway.pipeline.vee_stage import VeeStage, vee_settings
 from gateway.store import Store
 from gateway.store.errors import StoreError
-from gateway.uplink.mqtt_link import GatewayStateMessages, LinkSettings, MqttLink
+from gateway.uplink.link_settings import LinkSettings
+from gateway.uplink.mqtt_link import MqttLink
 from gateway.uplink.outbox_pump import OutboxPump
+from gateway.uplink.state_messages import GatewayStateMessages
 from protocols.payload import Envelope, build_health
 
 log = logging.getLogger("gateway")

@@ -37,7 +37,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.uplink.mqtt_link import PublishListener, wall_clock_ms
+from gateway.uplink.mqtt_link import PublishListener
+from gateway.uplink.state_messages import wall_clock_ms
 from protocols.payload import mark_hist as payload_mark_hist
 
 log = logging.getLogger(__name__)
