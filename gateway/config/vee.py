@@ -335,12 +335,12 @@ def vee_config(section: VeeSection) -> VeeConfig:
 
     holidays: frozenset[dt.date]
     workdays: frozenset[dt.date]
-    if section.holidays == "cn":
-        holidays, workdays = CN_HOLIDAYS, CN_WORKDAYS
-    elif section.holidays == "none":
-        holidays, workdays = frozenset(), frozenset()
-    else:
+    if isinstance(section.holidays, tuple):
         holidays, workdays = frozenset(section.holidays), frozenset()
+    elif section.holidays == "cn":
+        holidays, workdays = CN_HOLIDAYS, CN_WORKDAYS
+    else:  # "none"
+        holidays, workdays = frozenset(), frozenset()
     holidays |= frozenset(section.extra_holidays)
     workdays |= frozenset(section.workdays)
     classes = {"default": MeterClass("default")}
