@@ -59,8 +59,10 @@ from bench.daemon_rig import (
 )
 from gateway.app.daemon import BOOKKEEPING_DELAY_S
 from gateway.store import OutboxMessage, OutboxRow, Store
-from gateway.uplink.mqtt_link import GatewayStateMessages, LinkSettings, MqttLink
+from gateway.uplink.link_settings import LinkSettings
+from gateway.uplink.mqtt_link import MqttLink
 from gateway.uplink.outbox_pump import OutboxPump
+from gateway.uplink.state_messages import GatewayStateMessages
 from protocols.payload import ReadRecord
 
 GOAL_RATIO = 0.5

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_rules.vee_rules import parse_vee_config
 from gateway.acquisition.poll_result import PolledValue, PollResult
+from gateway.config.vee import vee_config_from_table
 from gateway.pipeline.vee_stage import GRID_QUANTITY, VeeStage
 from protocols.payload import ReadRecord
 
@@ -38,7 +38,7 @@ def main() -> int:
     args = parser.parse_args()
     ids = [f"m-{i}" for i in range(args.meters)]
     start = 1_800_000_000_000 - 1_800_000_000_000 % INTERVAL_MS + 40 * INTERVAL_MS
-    stage = VeeStage(parse_vee_config({"kernels": args.kernels}), ids, start)
+    stage = VeeStage(vee_config_from_table({"kernels": args.kernels}), ids, start)
 
     def batch(t_ms: int, k: int) -> list[tuple[PollResult, list[ReadRecord]]]:
         out = []

@@ -2,8 +2,10 @@
 
 The rule *logic* lives in :mod:`edge_rules.vee_kernels`; this module says which rules apply to
 which meters, from when, how hard, and with which numbers. Configuration is a ``[vee]`` table —
-in the gateway config, or in a ``rules.toml`` for ``gwtool vee --rules`` — and every key has a
-documented default, so an empty table is a complete, sensible configuration (docs/vee.md)::
+in the gateway config, or in a ``rules.toml`` for ``gwtool vee --rules`` — read and checked by
+``gateway.config.vee`` (this package imports no gateway code, so it receives the typed
+:class:`VeeConfig`); every key has a documented default, so an empty table is a complete,
+sensible configuration (docs/vee.md)::
 
     [vee]
     utc_offset = "+08:00"              # meters' local time: days, day types and tariffs follow it
@@ -36,17 +38,15 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edge_rules import vee_kernels as vk
-from edge_rules.calendar import CN_HOLIDAYS, CN_WORKDAYS, Calendar, parse_utc_offset
+from edge_rules.calendar import Calendar
 from edge_rules.codes import Reason
 
 __all__ = [
@@ -64,9 +64,6 @@ __all__ = [
     "RuleSetting",
     "RuleSpec",
     "VeeConfig",
-    "VeeConfigError",
-    "load_vee_config",
-    "parse_vee_config",
     "reasons_of",
 ]
 
@@ -374,14 +371,6 @@ class RuleArrays:
                              for name in self.__slots__})
 
 
-class VeeConfigError(ValueError):
-    """Every problem found in a ``[vee]`` table; ``issues`` are ``key path: what is wrong``."""
-
-    def __init__(self, issues: Sequence[str]) -> None:
-        self.issues = tuple(issues)
-        super().__init__("; ".join(self.issues))
-
-
 @dataclass(frozen=True, slots=True)
 class VeeConfig:
     """A parsed ``[vee]`` table."""
@@ -496,345 +485,3 @@ class VeeConfig:
             "voltage_high": voltage["nominal_v"] * (1.0 + voltage["high_pct"] / 100.0),
             "prolonged_after": p["prolonged_estimation"]["intervals"],
         }
-
-
-# ------------------------------------------------------------------------------------------
-# Parsing
-# ------------------------------------------------------------------------------------------
-
-_TOP_KEYS: Final = ("utc_offset", "holidays", "extra_holidays", "workdays", "estimation",
-                    "classes", "rules", "check_meters", "meters", "kernels", "numba_min_meters",
-                    "interval_seconds", "backfill")
-_CLASS_KEYS: Final = ("contract_kw", "register_digits", "lsb_kwh", "generating", "members")
-_RULE_KEYS: Final = ("name", "class", "effective", "severity")
-
-
-class _Issues:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.items: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{self.source}: {path}: {message}")
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _date(value: object) -> dt.date | None:
-    if isinstance(value, dt.datetime):
-        return None
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _dates(issues: _Issues, path: str, value: object) -> list[dt.date]:
-    if not isinstance(value, list):
-        issues.add(path, f"expected a list of dates (YYYY-MM-DD), got {value!r}")
-        return []
-    days = []
-    for i, item in enumerate(value):
-        day = _date(item)
-        if day is None:
-            issues.add(f"{path}[{i}]", f"expected a date YYYY-MM-DD, got {item!r}")
-        else:
-            days.append(day)
-    return days
-
-
-def _unknown(issues: _Issues, path: str, table: Mapping[str, object], known: Sequence[str]
-             ) -> None:
-    for key in table:
-        if key not in known:
-            issues.add(f"{path}.{key}", f"unknown key (expected one of: {', '.join(known)})")
-
-
-def parse_vee_config(table: Mapping[str, object], source: str = "[vee]") -> VeeConfig:
-    """Parse a ``[vee]`` table (a dict from ``tomllib``). Raises :class:`VeeConfigError` listing
-    every problem with its key path."""
-    issues = _Issues(source)
-    _unknown(issues, "vee", table, _TOP_KEYS)
-
-    offset = 480
-    raw_offset = table.get("utc_offset", "+08:00")
-    if not isinstance(raw_offset, str):
-        issues.add("vee.utc_offset", f"expected a string like \"+08:00\", got {raw_offset!r}")
-    else:
-        try:
-            offset = parse_utc_offset(raw_offset)
-        except ValueError as exc:
-            issues.add("vee.utc_offset", str(exc))
-
-    holidays: frozenset[dt.date] = CN_HOLIDAYS
-    workdays: frozenset[dt.date] = CN_WORKDAYS
-    raw_holidays = table.get("holidays", "cn")
-    if raw_holidays == "cn":
-        pass
-    elif raw_holidays == "none":
-        holidays, workdays = frozenset(), frozenset()
-    elif isinstance(raw_holidays, list):
-        holidays, workdays = frozenset(_dates(issues, "vee.holidays", raw_holidays)), frozenset()
-    else:
-        issues.add("vee.holidays", "expected \"cn\" (built-in table), \"none\" or a list of "
-                   f"dates, got {raw_holidays!r}")
-    if "extra_holidays" in table:
-        holidays = holidays | frozenset(_dates(issues, "vee.extra_holidays",
-                                               table["extra_holidays"]))
-    if "workdays" in table:
-        workdays = workdays | frozenset(_dates(issues, "vee.workdays", table["workdays"]))
-
-    estimation = _parse_estimation(issues, table.get("estimation", {}))
-    classes = _parse_classes(issues, table.get("classes", {}))
-    settings = _parse_rules(issues, table.get("rules", []), classes)
-
-    check_meters: dict[str, str] = {}
-    raw_checks = table.get("check_meters", {})
-    if not isinstance(raw_checks, dict):
-        issues.add("vee.check_meters", f"expected a table meter = check meter, got {raw_checks!r}")
-    else:
-        for meter, check in raw_checks.items():
-            if not isinstance(check, str) or not check or check == meter:
-                issues.add(f"vee.check_meters.{meter}",
-                           f"expected the id of another meter, got {check!r}")
-            else:
-                check_meters[meter] = check
-
-    meters = _parse_meters(issues, table.get("meters", {}), classes)
-    daemon = _parse_daemon(issues, table)
-    if issues.items:
-        raise VeeConfigError(issues.items)
-    return VeeConfig(
-        meters=meters,
-        calendar=Calendar(offset, holidays, workdays),
-        classes=classes,
-        settings=tuple(settings),
-        estimation=estimation,
-        check_meters=check_meters,
-        daemon=daemon,
-    )
-
-
-def _parse_daemon(issues: _Issues, table: Mapping[str, object]) -> DaemonSettings:
-    defaults = DaemonSettings()
-    kernels = table.get("kernels", defaults.kernels)
-    if kernels not in KERNEL_CHOICES:
-        issues.add("vee.kernels", f"expected one of {', '.join(map(repr, KERNEL_CHOICES))}, "
-                   f"got {kernels!r}")
-        kernels = defaults.kernels
-    values: dict[str, int] = {}
-    for key, low, high in (("numba_min_meters", 0, 10**7), ("interval_seconds", 1, 900)):
-        value = table.get(key, getattr(defaults, key))
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            issues.add(f"vee.{key}", f"expected an integer {low}..{high}, got {value!r}")
-            value = getattr(defaults, key)
-        values[key] = int(value)
-    if 900 % values["interval_seconds"]:
-        issues.add("vee.interval_seconds", f"must divide 900 (a 15-minute interval is a whole "
-                   f"number of them), got {values['interval_seconds']}")
-        values["interval_seconds"] = defaults.interval_seconds
-    return DaemonSettings(str(kernels), values["numba_min_meters"], values["interval_seconds"],
-                          _parse_backfill(issues, table.get("backfill", {})))
-
-
-def _parse_backfill(issues: _Issues, raw: object) -> BackfillSettings:
-    if not isinstance(raw, dict):
-        issues.add("vee.backfill", f"expected a table, got {raw!r}")
-        return BackfillSettings()
-    defaults = BackfillSettings()
-    _unknown(issues, "vee.backfill", raw, BackfillSettings.__slots__)
-    enabled = raw.get("enabled", defaults.enabled)
-    if not isinstance(enabled, bool):
-        issues.add("vee.backfill.enabled", f"expected true or false, got {enabled!r}")
-        enabled = defaults.enabled
-    values: dict[str, int] = {}
-    for key, low, high in (("max_records", 1, 96), ("max_age_hours", 1, 48)):
-        value = raw.get(key, getattr(defaults, key))
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            issues.add(f"vee.backfill.{key}", f"expected an integer {low}..{high}, got {value!r}")
-            value = getattr(defaults, key)
-        values[key] = int(value)
-    return BackfillSettings(enabled, values["max_records"], values["max_age_hours"])
-
-
-def _parse_estimation(issues: _Issues, raw: object) -> EstimationSettings:
-    if not isinstance(raw, dict):
-        issues.add("vee.estimation", f"expected a table, got {raw!r}")
-        return EstimationSettings()
-    defaults = EstimationSettings()
-    _unknown(issues, "vee.estimation", raw, EstimationSettings.__slots__)
-    values: dict[str, object] = {}
-    bounds = {"linear_max_minutes": (0, 24 * 60), "like_weeks": (1, 8), "snap_seconds": (0, 450)}
-    for key, (low, high) in bounds.items():
-        if key in raw:
-            value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                issues.add(f"vee.estimation.{key}", f"expected an integer {low}..{high}, "
-                           f"got {value!r}")
-            else:
-                values[key] = value
-    if "linear_max_minutes" in values and int(str(values["linear_max_minutes"])) % 15:
-        issues.add("vee.estimation.linear_max_minutes", "must be a multiple of 15 (intervals)")
-    if "seasonal_factor" in raw:
-        if not isinstance(raw["seasonal_factor"], bool):
-            issues.add("vee.estimation.seasonal_factor", "expected true or false")
-        else:
-            values["seasonal_factor"] = raw["seasonal_factor"]
-    return EstimationSettings(
-        linear_max_minutes=int(str(values.get("linear_max_minutes",
-                                              defaults.linear_max_minutes))),
-        like_weeks=int(str(values.get("like_weeks", defaults.like_weeks))),
-        seasonal_factor=bool(values.get("seasonal_factor", defaults.seasonal_factor)),
-        snap_seconds=int(str(values.get("snap_seconds", defaults.snap_seconds))),
-    )
-
-
-def _parse_classes(issues: _Issues, raw: object) -> dict[str, MeterClass]:
-    classes = {"default": MeterClass("default")}
-    if not isinstance(raw, dict):
-        issues.add("vee.classes", f"expected a table of classes, got {raw!r}")
-        return classes
-    for name, body in raw.items():
-        path = f"vee.classes.{name}"
-        if not isinstance(body, dict):
-            issues.add(path, f"expected a table, got {body!r}")
-            continue
-        _unknown(issues, path, body, _CLASS_KEYS)
-        contract = body.get("contract_kw")
-        contract_kw = None
-        if contract is not None:
-            contract_kw = _number(contract)
-            if contract_kw is None or not contract_kw > 0:
-                issues.add(f"{path}.contract_kw", f"expected a power in kW > 0, got {contract!r}")
-                contract_kw = None
-        digits = body.get("register_digits", 6)
-        if isinstance(digits, bool) or not isinstance(digits, int) or not 1 <= digits <= 12:
-            issues.add(f"{path}.register_digits",
-                       f"expected the integer digits of the register (1..12), got {digits!r}")
-            digits = 6
-        lsb = _number(body.get("lsb_kwh", 0.01))
-        if lsb is None or not lsb > 0:
-            issues.add(f"{path}.lsb_kwh", f"expected a resolution in kWh > 0, got "
-                       f"{body.get('lsb_kwh')!r}")
-            lsb = 0.01
-        generating = body.get("generating", False)
-        if not isinstance(generating, bool):
-            issues.add(f"{path}.generating", f"expected true or false, got {generating!r}")
-            generating = False
-        members = body.get("members", [])
-        if not isinstance(members, list) or not all(isinstance(m, str) and m for m in members):
-            issues.add(f"{path}.members",
-                       f"expected a list of meter id patterns (fnmatch), got {members!r}")
-            members = []
-        classes[name] = MeterClass(name, contract_kw, digits, lsb, generating, tuple(members))
-    return classes
-
-
-def _parse_meters(issues: _Issues, raw: object, classes: Mapping[str, MeterClass]
-                  ) -> dict[str, MeterFacts]:
-    meters: dict[str, MeterFacts] = {}
-    if not isinstance(raw, dict):
-        issues.add("vee.meters", f"expected a table of meters, got {raw!r}")
-        return meters
-    for meter, body in raw.items():
-        path = f"vee.meters.{meter}"
-        if not isinstance(body, dict):
-            issues.add(path, f"expected a table, got {body!r}")
-            continue
-        _unknown(issues, path, body, ("class", "contract_kw", "register_digits"))
-        meter_class = body.get("class")
-        if meter_class is not None and meter_class not in classes:
-            issues.add(f"{path}.class", f"expected a class defined under vee.classes "
-                       f"({', '.join(classes)}), got {meter_class!r}")
-            meter_class = None
-        contract_kw = None
-        if "contract_kw" in body:
-            contract_kw = _number(body["contract_kw"])
-            if contract_kw is None or not contract_kw > 0:
-                issues.add(f"{path}.contract_kw", f"expected a power in kW > 0, got "
-                           f"{body['contract_kw']!r}")
-                contract_kw = None
-        digits = body.get("register_digits")
-        if digits is not None and (isinstance(digits, bool) or not isinstance(digits, int)
-                                   or not 1 <= digits <= 12):
-            issues.add(f"{path}.register_digits", f"expected 1..12, got {digits!r}")
-            digits = None
-        meters[meter] = MeterFacts(meter_class, contract_kw, digits)
-    return meters
-
-
-def _parse_rules(issues: _Issues, raw: object, classes: Mapping[str, MeterClass]
-                 ) -> list[RuleSetting]:
-    if not isinstance(raw, list):
-        issues.add("vee.rules", f"expected an array of tables [[vee.rules]], got {raw!r}")
-        return []
-    settings = []
-    for i, entry in enumerate(raw):
-        path = f"vee.rules[{i}]"
-        if not isinstance(entry, dict):
-            issues.add(path, f"expected a table, got {entry!r}")
-            continue
-        raw_name = entry.get("name")
-        spec = RULES.get(raw_name) if isinstance(raw_name, str) else None
-        if spec is None:
-            issues.add(f"{path}.name", f"expected one of: {', '.join(RULES)}; got {raw_name!r}")
-            continue
-        name = spec.name
-        _unknown(issues, path, entry, (*_RULE_KEYS, *spec.params))
-        meter_class = entry.get("class", "*")
-        if not isinstance(meter_class, str) or (meter_class != "*" and meter_class not in classes):
-            issues.add(f"{path}.class", f"expected \"*\" or a class defined under vee.classes "
-                       f"({', '.join(classes)}), got {meter_class!r}")
-            meter_class = "*"
-        effective = None
-        if "effective" in entry:
-            effective = _date(entry["effective"])
-            if effective is None:
-                issues.add(f"{path}.effective",
-                           f"expected a date (YYYY-MM-DD), got {entry['effective']!r}")
-        severity = entry.get("severity")
-        if severity is not None and severity not in SEVERITIES:
-            issues.add(f"{path}.severity", f"expected one of: {', '.join(SEVERITIES)}; "
-                       f"got {severity!r}")
-            severity = None
-        params: dict[str, float] = {}
-        for key, pspec in spec.params.items():
-            if key not in entry:
-                continue
-            value = _number(entry[key])
-            if value is None or not pspec.low <= value <= pspec.high or (
-                    pspec.integer and not float(value).is_integer()):
-                kind = "an integer" if pspec.integer else "a number"
-                issues.add(f"{path}.{key}", f"expected {kind} in {pspec.low:g}..{pspec.high:g} "
-                           f"({pspec.unit}), got {entry[key]!r}")
-                continue
-            params[key] = value
-        if name == "history" and params.get("weeks", 4) > 8:
-            issues.add(f"{path}.weeks", "interval history holds 8 weeks")
-        settings.append(RuleSetting(name, meter_class, effective, severity, params))
-    return settings
-
-
-def load_vee_config(path: Path) -> VeeConfig:
-    """Read the ``[vee]`` table of a TOML file (a rules file or a gateway config: other tables
-    are ignored). Raises :class:`VeeConfigError` for a missing file, bad TOML or bad rules."""
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise VeeConfigError([f"{path}: no such file"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VeeConfigError([f"{path}: cannot read: {exc}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise VeeConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    table = document.get("vee")
-    if not isinstance(table, dict):
-        raise VeeConfigError([f"{path}: no [vee] table (see docs/vee.md for the format)"])
-    return parse_vee_config(table, str(path))

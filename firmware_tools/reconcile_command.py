@@ -393,14 +393,12 @@ def indicator_evidence(
 # --------------------------------------------------------------------------------------------
 
 
-def _offset_ms(text: str | None, config_vee: Mapping[str, object], default_min: int) -> int:
+def _offset_ms(text: str | None, config_vee_offset: str | None, default_min: int) -> int:
     from edge_rules.calendar import parse_utc_offset
 
-    if text is None and "utc_offset" not in config_vee:
+    source = text if text is not None else config_vee_offset
+    if source is None:
         return default_min * 60_000
-    source = text if text is not None else config_vee["utc_offset"]
-    if not isinstance(source, str):
-        raise ToolError(f'[vee] utc_offset must be a string like "+08:00", got {source!r}')
     try:
         return parse_utc_offset(source) * 60_000
     except ValueError as exc:
@@ -439,7 +437,7 @@ def run_reconcile(
         raise ToolError(f"cannot read {config_path}: {exc.strerror or exc}") from None
     if not config.areas:
         raise ToolError(f"{config_path} has no [[areas]]: nothing to reconcile")
-    offset_ms = _offset_ms(utc_offset, config.vee, config.reconcile.utc_offset_min)
+    offset_ms = _offset_ms(utc_offset, config.vee.utc_offset, config.reconcile.utc_offset_min)
     if max_gap_ms is None:
         max_gap_ms = round(config.reconcile.max_gap_min * 60_000)
     try:

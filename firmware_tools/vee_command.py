@@ -54,7 +54,9 @@ from edge_rules import vee_kernels as vk
 from edge_rules.calendar import DAY_MS, INTERVALS_PER_DAY, Calendar
 from edge_rules.codes import QUALITY_LETTERS
 from edge_rules.vee_engine import SparseVerdict, VeeEngine, Verdict
-from edge_rules.vee_rules import VeeConfig, VeeConfigError, load_vee_config, reasons_of
+from edge_rules.vee_rules import VeeConfig, reasons_of
+from gateway.config import ConfigError
+from gateway.config.vee import load_vee_rules
 
 from .errors import ToolError
 
@@ -640,9 +642,9 @@ def run_vee(input_path: Path, output_path: Path, rules_path: Path | None,
     """Validate ``input_path`` into ``output_path`` (written atomically). Raises
     :class:`ToolError` for a missing input, unusable rules or an unwritable output."""
     try:
-        config = load_vee_config(rules_path) if rules_path is not None else VeeConfig()
-    except VeeConfigError as exc:
-        raise ToolError("rules: " + "; ".join(exc.issues)) from None
+        config = load_vee_rules(rules_path) if rules_path is not None else VeeConfig()
+    except ConfigError as exc:
+        raise ToolError("rules: " + "; ".join(str(issue) for issue in exc.errors)) from None
     if not input_path.is_file():
         raise ToolError(f"input {input_path}: no such file")
     tolerance_ms = config.estimation.snap_seconds * 1000

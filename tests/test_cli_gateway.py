@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,31 @@ MISTAKES = [
     ("TOML syntax error", MINIMAL.replace('host = "127.0.0.1"', 'host = "127.0.0.1'), ":"),
 ]
 
+#: The sections that used to be free tables checked by their own parsers: an unknown key and a
+#: wrongly typed value in each, (section text, key path the error must name).
+SECTION_MISTAKES = [
+    ("vee unknown key", "[vee]\nutc_ofset = '+08:00'\n", "vee.utc_ofset: unknown key"),
+    ("vee nested unknown key", "[vee.estimation]\nlike_wekes = 4\n",
+     "vee.estimation.like_wekes: unknown key"),
+    ("vee rule parameter of another rule", "[[vee.rules]]\nname = 'spike'\nwarn_s = 5\n",
+     "vee.rules[0].warn_s: unknown key"),
+    ("vee wrong type", "[vee]\nnumba_min_meters = 'many'\n",
+     'vee.numba_min_meters: expected an integer between 0 and 10000000, got string "many"'),
+    ("vee rule parameter wrong type", "[[vee.rules]]\nname = 'spike'\nfactor = 'big'\n",
+     "vee.rules[0].factor: expected a number"),
+    ("load_control unknown key", "[load_control]\nsetle_s = 120\n",
+     "load_control.setle_s: unknown key"),
+    ("load_control wrong type", "[load_control]\nalarm_delay_s = 'soon'\n",
+     'load_control.alarm_delay_s: expected a number between 0 and 2678400 (seconds), '
+     'got string "soon"'),
+    ("load_control group wrong type", "[load_control.groups.g]\nrounds = 'm-001'\n",
+     "load_control.groups.g.rounds: expected an array"),
+    ("reconcile unknown key", "[reconcile]\nband_kk = 6\n", "reconcile.band_kk: unknown key"),
+    ("reconcile wrong type", "[reconcile]\nload_dependent = 'yes'\n",
+     'reconcile.load_dependent: expected true or false, got string "yes"'),
+]
+MISTAKES += [(name, MINIMAL + "\n" + section, names) for name, section, names in SECTION_MISTAKES]
+
 
 def _gateway(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway.app.cli", *args], cwd=cwd, capture_output=True,
@@ -55,6 +81,62 @@ def test_check_config_accepts_the_example() -> None:
     result = _gateway("check-config", str(REPO / "configs" / "example.toml"), cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
+
+
+def _example_key_paths(table: dict[str, object], prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Every key path in a parsed TOML table, array-of-tables entries included."""
+    paths = []
+    for key, value in table.items():
+        path = (*prefix, key)
+        paths.append(path)
+        if isinstance(value, dict):
+            paths += _example_key_paths(value, path)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for entry in value:
+                paths += _example_key_paths(entry, path)
+    return paths
+
+
+def _schema_has(schema: dict, node: dict, path: tuple[str, ...], document: object) -> bool:
+    """Whether the schema declares the key at `path`, following $ref, named-entry tables
+    (additionalProperties), arrays of tables and the variant whose const matches the entry."""
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].removeprefix("#/$defs/")]
+    if not path:
+        return True
+    if "oneOf" in node:
+        return any(_schema_has(schema, option, path, document) for option in node["oneOf"])
+    if node.get("type") == "array":
+        entries = document if isinstance(document, list) else []
+        return all(_schema_has(schema, node["items"], path, entry) for entry in entries)
+    if not isinstance(document, dict):
+        return False
+    properties = node.get("properties", {})
+    consts = {key: prop["const"] for key, prop in properties.items() if "const" in prop}
+    if any(document.get(key) != value for key, value in consts.items()):
+        return False  # another variant's entry
+    head, rest = path[0], path[1:]
+    if head in properties:
+        return _schema_has(schema, properties[head], rest, document[head])
+    extra = node.get("additionalProperties")
+    return isinstance(extra, dict) and _schema_has(schema, extra, rest, document[head])
+
+
+def test_config_schema_lists_every_key_of_vee_load_control_and_reconcile() -> None:
+    """example.toml shows every key of these sections; config-schema must know each of them."""
+    example = tomllib.loads((REPO / "configs" / "example.toml").read_text(encoding="utf-8"))
+    schema = json.loads(_gateway("config-schema", cwd=REPO).stdout)
+    paths = []
+    for section in ("vee", "load_control", "reconcile"):
+        paths += _example_key_paths({section: example[section]}, ())
+    # the sections themselves, their sub-tables, named entries and rule parameters
+    assert {"vee", "load_control", "reconcile"} <= {path[0] for path in paths}
+    assert ("vee", "rules", "factor") in paths and ("load_control", "prepaid", "trip_delay_s") in paths
+    missing = [".".join(path) for path in paths if not _schema_has(schema, schema, path, example)]
+    assert missing == []
+    # and the check can fail: a key the example does not have is not in the schema
+    assert not _schema_has(schema, schema, ("vee", "estimation", "like_wekes"),
+                           {"vee": {"estimation": {"like_wekes": 4}}})
 
 
 def test_config_schema_is_json() -> None:

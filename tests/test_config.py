@@ -6,6 +6,7 @@ the public API exactly as `edge-gateway check-config` does.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -32,8 +33,10 @@ from gateway.config import (
     load_config,
 )
 from gateway.config.fields import specs_of
-from gateway.config.kinds import Table, TableList, Variants
+from gateway.config.kinds import MapOf, Table, TableList, Variants
+from gateway.config.load_control import EngineSettings
 from gateway.config.reference import BEGIN_MARKER, END_MARKER, reference_markdown
+from gateway.config.vee import VeeSection
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "configs" / "example.toml"
@@ -170,7 +173,8 @@ def test_minimal_loads_with_documented_defaults() -> None:
     assert (commands.clock_trusted, commands.max_age_s) == (False, 120)
     assert (commands.max_meters_per_command, commands.two_person_threshold) == (50, 10)
     assert config.gateway.health_interval_s == 30
-    assert config.vee == {}
+    assert config.vee == VeeSection()
+    assert config.load_control == EngineSettings()
 
 
 def test_dataclass_defaults_match_loader_defaults(site: Path) -> None:
@@ -211,15 +215,20 @@ def test_transformer_ratios_stay_exact(site: Path) -> None:
     assert meter.ct_ratio * meter.pt_ratio == Decimal("10.0")
 
 
-def test_vee_table_passes_through_untouched(site: Path) -> None:
+def test_vee_and_load_control_tables_are_typed(site: Path) -> None:
     text = (
-        BASE + '\n[vee]\nspike_factor = 3.5\n[vee.rules.zero]\nenabled = true\nquantities = ["a"]\n'
+        BASE
+        + '\n[vee]\nholidays = "none"\n[vee.classes.c]\ncontract_kw = 40\n'
+        + '[[vee.rules]]\nname = "spike"\nclass = "c"\nfactor = 3.5\n'
+        + '[load_control]\nsettle_s = 90\n[load_control.groups.subs]\nalarm_delay_s = 30\n'
     )
     config = load_config(write(site, text))
-    assert config.vee == {
-        "spike_factor": 3.5,
-        "rules": {"zero": {"enabled": True, "quantities": ["a"]}},
-    }
+    assert config.vee.holidays == "none"
+    assert config.vee.classes["c"].contract_kw == 40.0
+    (rule,) = config.vee.rules
+    assert (rule.name, rule.meter_class, rule.factor, rule.min_kwh) == ("spike", "c", 3.5, None)
+    assert config.load_control.settle_s == 90.0
+    assert config.load_control.groups["subs"].alarm_delay_s == (30.0,)
 
 
 # --- one mistake, one located error ------------------------------------------------------
@@ -710,7 +719,7 @@ def test_config_sha256_is_the_file_digest(site: Path) -> None:
 # emits checks that documents pass or fail. It refuses keywords it does not know, so a new
 # kind of constraint cannot slip past these tests unchecked.
 
-_ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "default"}
+_ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "default", "format"}
 _ASSERTIONS = {
     "$ref",
     "type",
@@ -727,6 +736,7 @@ _ASSERTIONS = {
     "maxLength",
     "pattern",
     "minItems",
+    "maxItems",
     "uniqueItems",
     "oneOf",
     "anyOf",
@@ -734,7 +744,8 @@ _ASSERTIONS = {
 _JSON_TYPES: dict[str, Callable[[Any], bool]] = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
+    # TOML dates are strings of format "date" to JSON Schema tools (Taplo reads them so).
+    "string": lambda v: isinstance(v, str | dt.date),
     "boolean": lambda v: isinstance(v, bool),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
@@ -770,6 +781,8 @@ def schema_errors(
         errors.append(f"{at}: pattern")
     if "minItems" in schema and len(value) < schema["minItems"]:
         errors.append(f"{at}: too few items")
+    if "maxItems" in schema and len(value) > schema["maxItems"]:
+        errors.append(f"{at}: too many items")
     if schema.get("uniqueItems") and len({json.dumps(v) for v in value}) != len(value):
         errors.append(f"{at}: duplicate items")
     if "items" in schema:
@@ -785,6 +798,10 @@ def schema_errors(
                 errors += schema_errors(properties[key], item, root, f"{at}.{key}")
             elif schema.get("additionalProperties") is False:
                 errors.append(f"{at}.{key}: additional property")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                errors += schema_errors(
+                    schema["additionalProperties"], item, root, f"{at}.{key}"
+                )
     if "oneOf" in schema:
         passing = [s for s in schema["oneOf"] if not schema_errors(s, value, root, at)]
         if len(passing) != 1:
@@ -869,11 +886,9 @@ def test_schema_tables_are_closed_and_described() -> None:
         assert table["description"], table["title"]
         for key, prop in table["properties"].items():
             assert prop["description"], f"{table['title']}.{key}"
-    assert schema["properties"]["vee"] == {
-        "type": "object",
-        "description": schema["properties"]["vee"]["description"],
-        "default": {},
-    }
+    # No free tables: [vee] and [load_control] are declared like every other section.
+    assert schema["properties"]["vee"]["$ref"] == "#/$defs/VeeSection"
+    assert schema["properties"]["load_control"]["$ref"] == "#/$defs/EngineSettings"
 
 
 def test_schema_has_every_declared_key_with_its_default() -> None:
@@ -919,7 +934,7 @@ def _declared_keys() -> dict[str, set[str]]:
                 keys.add(key)
                 if isinstance(sub.kind, Table):
                     classes.append(sub.kind.cls)
-                elif isinstance(sub.kind, TableList) and isinstance(sub.kind.item, Table):
+                elif (isinstance(sub.kind, MapOf) and isinstance(sub.kind.item, Table)) or (isinstance(sub.kind, TableList) and isinstance(sub.kind.item, Table)):
                     classes.append(sub.kind.item.cls)
         sections[name] = keys
     return sections
@@ -938,7 +953,9 @@ def test_example_documents_every_key() -> None:
     for section, keys in _declared_keys().items():
         assert section in blocks, f"example.toml has no [{section}] section"
         for key in keys:
-            assert re.search(rf"(^|[#{{,]\s*){key}\s*=", blocks[section], re.M), (
+            as_key = rf"(^|[#{{,]\s*){key}\s*="
+            as_table = rf"^#?\s*\[\[?{section}\.{key}[\].]"
+            assert re.search(f"{as_key}|{as_table}", blocks[section], re.M), (
                 f"example.toml does not show {section}.{key}"
             )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -697,19 +698,43 @@ def test_restart_reports_actuations_in_flight_as_unknown() -> None:
     assert clone.holds("m0") == ("remote",)  # still wanted open: no double action, no release
 
 
-def test_settings_errors_name_the_key() -> None:
-    with pytest.raises(SettingsError) as info:
-        EngineSettings.from_mapping({"alarm_delay_s": "soon", "restore_delay_max_s": -1,
-                                     "groups": {"g": {"round": []}}, "colour": 1})
-    text = str(info.value)
-    assert "load_control.alarm_delay_s: must be a number" in text
+def _load_control_errors(tmp_path: Path, table: str) -> str:
+    """The config errors of the minimal config with a [load_control] table added."""
+    from gateway.config import ConfigError, load_config
+
+    minimal = (Path(__file__).resolve().parents[1] / "configs" / "minimal.toml").read_text()
+    path = tmp_path / "gateway.toml"
+    path.write_text(minimal + "\n" + table)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return str(info.value)
+
+
+def test_settings_errors_name_the_key(tmp_path: Path) -> None:
+    from gateway.config import load_config
+
+    text = _load_control_errors(
+        tmp_path,
+        '[load_control]\nalarm_delay_s = "soon"\nrestore_delay_max_s = -1\ncolour = 1\n'
+        "[load_control.groups.g]\nround = []\n",
+    )
+    assert "load_control.alarm_delay_s: expected a number" in text
+    assert "load_control.restore_delay_max_s: expected a number" in text
     assert "load_control.groups.g.round: unknown key" in text
     assert "load_control.colour: unknown key" in text
-    ok = EngineSettings.from_mapping({"alarm_delay_s": 60, "prepaid": {"trip_delay_s": 0},
-                                      "groups": {"g": {"rounds": [["m0"]], "alarm_delay_s": 30}}})
+    path = tmp_path / "ok.toml"
+    path.write_text(
+        (Path(__file__).resolve().parents[1] / "configs" / "minimal.toml").read_text()
+        + '\n[load_control]\nalarm_delay_s = 60\n[load_control.prepaid]\ntrip_delay_s = 0\n'
+        '[load_control.groups.g]\nrounds = [["m0"]]\nalarm_delay_s = 30\n'
+    )
+    ok = load_config(path).load_control
     assert ok.alarm_delay_s == 60.0 and ok.groups["g"].rounds == (("m0",),)
-    with pytest.raises(SettingsError, match="restore_delay_min_s"):
-        EngineSettings(restore_delay_min_s=100.0, restore_delay_max_s=10.0)
+    assert ok.groups["g"].alarm_delay_s == (30.0,) and ok.prepaid.trip_delay_s == 0.0
+    text = _load_control_errors(
+        tmp_path, "[load_control]\nrestore_delay_min_s = 100\nrestore_delay_max_s = 10\n"
+    )
+    assert "load_control.restore_delay_min_s: must not exceed restore_delay_max_s" in text
 
 
 def test_commands_come_from_the_verifier_unchanged() -> None:

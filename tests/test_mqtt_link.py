@@ -21,15 +21,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.uplink.mqtt_link import (
-    BdseqFile,
-    GatewayStateMessages,
-    LinkSettings,
-    LinkState,
-    MqttLink,
-    TlsSettings,
-    reconnect_delay,
-)
+from gateway.config import ConfigError, TlsSettings, load_config
+from gateway.uplink.link_settings import LinkSettings
+from gateway.uplink.mqtt_link import LinkState, MqttLink, reconnect_delay
+from gateway.uplink.state_messages import BdseqFile, GatewayStateMessages
 from protocols.payload import decode_message
 from tests.broker import (
     Endpoint,
@@ -106,25 +101,35 @@ def test_reconnect_delay_grows_exponentially_with_jitter_within_bounds() -> None
     assert len({round(reconnect_delay(5, 0.5, 30.0, rng), 6) for _ in range(50)}) > 40
 
 
-def test_settings_reject_what_would_break_the_contract() -> None:
-    def settings(**overrides: Any) -> LinkSettings:
-        values: dict[str, Any] = {
-            "host": "h",
-            "port": 1883,
-            "client_id": "gw-1",
-            "topic_prefix": "mtr/v1",
-        }
-        return LinkSettings(**{**values, **overrides})
+def test_settings_reject_what_would_break_the_contract(tmp_path: Path) -> None:
+    """The MQTT rules live once, in the config declarations; the link takes what they let by."""
+    minimal = (Path(__file__).resolve().parents[1] / "configs" / "minimal.toml").read_text()
+    (tmp_path / "c.pem").write_text("not checked here\n")
 
-    with pytest.raises(ValueError, match=r"\[gateway\] id"):
-        settings(client_id="gw/1")
-    with pytest.raises(ValueError, match=r"\[mqtt\] keepalive_s"):
-        settings(keepalive_s=0)
-    with pytest.raises(ValueError, match=r"reconnect_min_s"):
-        settings(reconnect_min_s=5, reconnect_max_s=1)
-    with pytest.raises(ValueError, match=r"cert_file and key_file"):
-        settings(tls=TlsSettings(cert_file=Path("c.pem")))
-    assert "secret" not in repr(settings(username="u", password="secret"))
+    def problems(old: str, new: str) -> str:
+        path = tmp_path / "gateway.toml"
+        path.write_text(minimal.replace(old, new, 1))
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        return str(caught.value)
+
+    host = 'host = "127.0.0.1"'
+    assert "gateway.id: expected an id" in problems('id = "gw-0001"', 'id = "gw/1"')
+    assert "mqtt.keepalive_s: expected an integer between 1 and 65535" in problems(
+        host, host + "\nkeepalive_s = 0"
+    )
+    assert "mqtt.reconnect_min_s: must not exceed reconnect_max_s" in problems(
+        host, host + "\nreconnect_min_s = 5\nreconnect_max_s = 1"
+    )
+    assert "mqtt.tls.key_file: cert_file and key_file must be given together" in problems(
+        host, host + '\ntls = { cert_file = "c.pem" }'
+    )
+    assert "mqtt.password: MQTT 3.1.1 does not allow a password" in problems(
+        host, host + '\nprotocol = "3.1.1"\npassword = "pw"'
+    )
+    settings = LinkSettings(host="h", port=1883, client_id="gw-1", topic_prefix="mtr/v1",
+                            username="u", password="secret")
+    assert "secret" not in repr(settings)
 
 
 def test_bdseq_file_survives_restart_and_is_replaced_atomically(tmp_path: Path) -> None:
@@ -174,7 +179,9 @@ def test_birth_then_clean_stop_publishes_death_and_no_will(
 CHILD = r"""
 import asyncio, sys
 from pathlib import Path
-from gateway.uplink.mqtt_link import BdseqFile, GatewayStateMessages, LinkSettings, MqttLink
+from gateway.uplink.link_settings import LinkSettings
+from gateway.uplink.mqtt_link import MqttLink
+from gateway.uplink.state_messages import BdseqFile, GatewayStateMessages
 
 async def main():
     host, port, data = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
@@ -537,7 +544,9 @@ profile = "dlt645-2007"
     assert (settings.protocol, settings.keepalive_s, settings.inflight_window) == ("3.1.1", 7, 32)
     assert (settings.username, settings.password) == ("gw", "pw")
     assert settings.tls == TlsSettings(
-        tmp_path / "ca.pem", tmp_path / "client.pem", tmp_path / "client.key"
+        ca_file=tmp_path / "ca.pem",
+        cert_file=tmp_path / "client.pem",
+        key_file=tmp_path / "client.key",
     )
     assert settings.state_topic == "mtr/v1/gw-0042/state"
     assert settings.command_topic == "mtr/v1/gw-0042/cmd"

@@ -18,8 +18,10 @@ from typing import Any, Literal
 import pytest
 
 from gateway.store import OutboxMessage, Store
-from gateway.uplink.mqtt_link import GatewayStateMessages, LinkSettings, MqttLink, PublishListener
+from gateway.uplink.link_settings import LinkSettings
+from gateway.uplink.mqtt_link import MqttLink, PublishListener
 from gateway.uplink.outbox_pump import OutboxPump
+from gateway.uplink.state_messages import GatewayStateMessages
 from protocols.payload import (
     Envelope,
     ReadRecord,

@@ -13,14 +13,9 @@ import pytest
 from edge_rules import vee_kernels as vk
 from edge_rules.calendar import day_number
 from edge_rules.codes import Reason
-from edge_rules.vee_rules import (
-    RULES,
-    VeeConfig,
-    VeeConfigError,
-    load_vee_config,
-    parse_vee_config,
-    reasons_of,
-)
+from edge_rules.vee_rules import RULES, VeeConfig, reasons_of
+from gateway.config import ConfigError
+from gateway.config.vee import load_vee_rules, vee_config_from_table
 
 NAN = float("nan")
 
@@ -272,7 +267,7 @@ min_kwh = 2.0
 
 
 def test_rules_resolve_by_class_and_effective_date() -> None:
-    config = parse_vee_config(tomllib.loads(RULES_TOML)["vee"])
+    config = vee_config_from_table(tomllib.loads(RULES_TOML)["vee"])
     before = day_number(dt.date(2025, 5, 31))
     june = day_number(dt.date(2025, 6, 1))
     later = day_number(dt.date(2026, 3, 1))
@@ -314,9 +309,9 @@ class = "nope"
 weeks = 12
 effective = "yesterday"
 """)["vee"]
-    with pytest.raises(VeeConfigError) as caught:
-        parse_vee_config(bad, "rules.toml")
-    text = "\n".join(caught.value.issues)
+    with pytest.raises(ConfigError) as caught:
+        vee_config_from_table(bad, Path("rules.toml"))
+    text = "\n".join(str(issue) for issue in caught.value.errors)
     for expected in (
         "vee.utc_offset",
         "vee.colour: unknown key",
@@ -330,19 +325,19 @@ effective = "yesterday"
         "vee.rules[2].effective",
     ):
         assert expected in text, expected
-    assert all(issue.startswith("rules.toml: ") for issue in caught.value.issues)
+    assert all(str(issue).startswith("rules.toml: ") for issue in caught.value.errors)
 
 
 def test_load_reads_the_vee_table_of_a_file(tmp_path: Path) -> None:
     path = tmp_path / "gateway.toml"
     path.write_text('[gateway]\nid = "gw"\n[vee]\n[[vee.rules]]\nname = "stopped"\nmin_kw = 0.2\n')
-    config = load_vee_config(path)
+    config = load_vee_rules(path)
     assert config.rule("stopped", "default", 0).params["min_kw"] == 0.2
     path.write_text("[gateway]\n")
-    with pytest.raises(VeeConfigError, match=r"no \[vee\] table"):
-        load_vee_config(path)
-    with pytest.raises(VeeConfigError, match="no such file"):
-        load_vee_config(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match=r"no \[vee\] table"):
+        load_vee_rules(path)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_vee_rules(tmp_path / "missing.toml")
 
 
 def test_catalogue_has_every_rule_of_the_issue() -> None:

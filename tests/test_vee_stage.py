@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from edge_rules.codes import Method, Reason
-from edge_rules.vee_rules import parse_vee_config
 from gateway.acquisition.poll_result import PolledValue, PollResult
 from gateway.config import ConfigError, load_config
-from gateway.pipeline.vee_stage import BASIC, GRID_QUANTITY, VeeStage, vee_settings
+from gateway.config.vee import vee_config_from_table
+from gateway.pipeline.vee_stage import BASIC, GRID_QUANTITY, VeeStage
 from gateway.store import Store
 from protocols.payload import ReadRecord
 
@@ -59,7 +59,7 @@ def seeded_stage(meters: list[str], store: Store | None = None, now_ms: int = T0
                  config: dict[str, object] | None = None) -> VeeStage:
     """A stage whose engine has four weeks of like days (what a gateway that has been running
     for a month has), so an open gap can be estimated from them."""
-    stage = VeeStage(parse_vee_config(config or CONFIG), meters, now_ms, store)
+    stage = VeeStage(vee_config_from_table(config or CONFIG), meters, now_ms, store)
     rows = np.arange(len(meters), dtype=np.int64)
     today = stage.grid.anchor_interval // 96
     for day in range(today - 30, today - 1):
@@ -158,7 +158,7 @@ def test_history_state_and_published_keys_survive_a_restart(tmp_path: Path) -> N
         stage.save()
         history = stage.engine.hist.to_arrays()
         # a new process, with meters in another order and one more meter
-        again = VeeStage(parse_vee_config(CONFIG), ["m-3", "m-2", "m-1"], T0 + 500_000, store)
+        again = VeeStage(vee_config_from_table(CONFIG), ["m-3", "m-2", "m-1"], T0 + 500_000, store)
         assert again.load()
         assert again.grid == stage.grid and again.first_day == stage.first_day
         restored = again.engine.hist.reindexed(["m-1", "m-2"]).to_arrays()
@@ -187,9 +187,8 @@ def test_gateway_config_vee_problems_are_config_errors_with_key_paths(tmp_path: 
         [vee.classes.commercial]
         contract_kw = "lots"
         """))
-    config = load_config(path)
     with pytest.raises(ConfigError) as caught:
-        vee_settings(config)
+        load_config(path)
     paths = {issue.path for issue in caught.value.errors}
     assert paths == {"vee.kernels", "vee.interval_seconds", "vee.bogus",
                      "vee.classes.commercial.contract_kw"}, caught.value.errors
@@ -202,9 +201,9 @@ def test_numba_is_imported_only_when_the_compiled_kernels_are_chosen(
         kernels: str, meters: int, numba: bool) -> None:
     script = textwrap.dedent(f"""
         import sys
-        from edge_rules.vee_rules import parse_vee_config
+        from gateway.config.vee import vee_config_from_table
         from gateway.pipeline.vee_stage import VeeStage
-        stage = VeeStage(parse_vee_config({{"kernels": "{kernels}"}}),
+        stage = VeeStage(vee_config_from_table({{"kernels": "{kernels}"}}),
                          [f"m-{{i}}" for i in range({meters})], 1_800_000_000_000)
         stage.apply([], 1_800_000_000_000 + 3_600_000)
         print(stage.implementation, "numba" in sys.modules)
@@ -216,7 +215,7 @@ def test_numba_is_imported_only_when_the_compiled_kernels_are_chosen(
 
 def test_voltages_and_tariff_sums_are_judged_at_the_boundary_and_findings_re_published() -> None:
     fleet = Fleet(["m-1", "m-2"])
-    stage = VeeStage(parse_vee_config({**CONFIG, "rules": [
+    stage = VeeStage(vee_config_from_table({**CONFIG, "rules": [
         {"name": "voltage", "class": "*", "severity": "fail", "high_pct": 10}]}),
         list(fleet.base), T0)
     run(stage, fleet, range(100, 104))

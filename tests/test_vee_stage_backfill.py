@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_rules.vee_rules import parse_vee_config
 from gateway.acquisition.poll_result import IntervalRecords
+from gateway.config.vee import vee_config_from_table
 from gateway.pipeline.vee_stage import VeeStage
 from gateway.store import Store
 from tests.test_vee_stage import CONFIG, T0, Fleet, run, seeded_stage
@@ -58,7 +58,7 @@ def test_records_read_back_supersede_the_estimates_and_feed_the_window() -> None
 
 
 def test_backfill_off_owes_nothing() -> None:
-    config = parse_vee_config({**CONFIG, "backfill": {"enabled": False}})
+    config = vee_config_from_table({**CONFIG, "backfill": {"enabled": False}})
     assert VeeStage(config, ["m-1"], T0).backfill is None
 
 
@@ -72,6 +72,6 @@ def test_estimates_still_owed_after_a_restart(tmp_path: Path) -> None:
         owed = stage.backfill.owed("m-2")
         assert len(owed) >= 3
         stage.save(T0 + 118_500)
-        again = VeeStage(parse_vee_config(CONFIG), list(fleet.base), T0 + 119_000, store)
+        again = VeeStage(vee_config_from_table(CONFIG), list(fleet.base), T0 + 119_000, store)
         assert again.load() and again.backfill is not None
         assert again.backfill.owed("m-2") == owed and again.backfill.owed("m-1") == []

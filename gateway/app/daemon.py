@@ -35,8 +35,10 @@ from gateway.config import ConfigError, GatewayConfig, format_errors
 from gateway.pipeline.committer import PipelineServices
 from gateway.store import Store
 from gateway.store.errors import StoreError, StoreFullError
-from gateway.uplink.mqtt_link import GatewayStateMessages, LinkSettings, MqttLink
+from gateway.uplink.link_settings import LinkSettings
+from gateway.uplink.mqtt_link import MqttLink
 from gateway.uplink.outbox_pump import OutboxPump
+from gateway.uplink.state_messages import GatewayStateMessages
 from protocols.topics import GatewayTopics
 
 log = logging.getLogger("gateway")

@@ -23,18 +23,9 @@ class Plan:
     config: GatewayConfig
     vee: VeeConfig
 
-    @property
-    def needs_load_control(self) -> bool:
-        """Group limits are possible (numba-backed modules load only then)."""
-        return bool(self.config.groups or self.config.load_control)
-
 
 def build_plan(path: Path) -> Plan:
     """Load and check ``path``; raises :class:`~gateway.config.ConfigError` with every problem."""
     config = load_config(path)
     load_profiles(config)
-    if config.groups or config.load_control:
-        from gateway.control.load_control.runner import engine_settings
-
-        engine_settings(config)
     return Plan(config, vee_settings(config))

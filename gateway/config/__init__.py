@@ -6,7 +6,7 @@
     except ConfigError as err:
         print(format_errors(err), file=sys.stderr)   # exit 2
 
-The declarations in `model.py` drive the validator, `config_json_schema()` and the key
+The declarations in `model.py` (and the section modules it includes) drive the validator, `config_json_schema()` and the key
 reference in docs/configuration.md alike.
 """
 
@@ -21,16 +21,15 @@ from gateway.config.model import (
     GroupConfig,
     GroupMember,
     MeterConfig,
-    MqttSection,
     OperatorConfig,
-    ReconcileSection,
     SerialBusConfig,
     StoreSection,
     TcpBusConfig,
     TheftSection,
-    TlsSettings,
 )
+from gateway.config.mqtt import MqttSection, TlsSettings
 from gateway.config.profiles import ProfileRef
+from gateway.config.reconcile import ReconcileSection
 from gateway.config.schema import config_json_schema
 
 __all__ = [

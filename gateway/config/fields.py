@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from gateway.config.kinds import Kind
 
 SPEC_KEY: Final = "gateway.config.spec"
+
+#: What a table's `table_problems()` yields: (the key it names, or a path of keys and
+#: indices below the table such as ("rules", 0, "class"); the message).
+Problems = Iterator[tuple[str | tuple[str | int, ...], str]]
 
 
 class _Required:
@@ -49,16 +53,20 @@ class Spec:
     kind: Kind
     doc: str
     default: Any = REQUIRED
+    key: str | None = None  # the TOML key, when it cannot be the field's name ("class")
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
 
 
-def setting(kind: Kind, *, doc: str, default: Any = REQUIRED) -> Any:
+def setting(kind: Kind, *, doc: str, default: Any = REQUIRED, key: str | None = None) -> Any:
     """A dataclass field for one config key; the dataclass default mirrors `default` so code
-    (and tests) can build config objects directly with the same defaults the loader uses."""
-    spec = Spec(kind=kind, doc=doc, default=default)
+    (and tests) can build config objects directly with the same defaults the loader uses.
+
+    `key` names the TOML key when it differs from the field (a key that is a Python keyword).
+    """
+    spec = Spec(kind=kind, doc=doc, default=default, key=key)
     metadata = {SPEC_KEY: spec}
     if default is REQUIRED:
         return dataclasses.field(metadata=metadata)
@@ -71,7 +79,7 @@ def setting(kind: Kind, *, doc: str, default: Any = REQUIRED) -> Any:
 
 
 def specs_of(cls: type) -> dict[str, Spec]:
-    """The declared keys of a config table class, in declaration order.
+    """The declared keys of a config table class by TOML key, in declaration order.
 
     Fields without a spec (e.g. `GatewayConfig.sha256`) are derived by the loader, not read
     from the file, and are left out.
@@ -80,8 +88,18 @@ def specs_of(cls: type) -> dict[str, Spec]:
     for field in dataclasses.fields(cls):
         spec = field.metadata.get(SPEC_KEY)
         if isinstance(spec, Spec):
-            result[field.name] = spec
+            result[spec.key or field.name] = spec
     return result
+
+
+def field_names(cls: type) -> dict[str, str]:
+    """TOML key -> dataclass field name, for the keys whose names differ."""
+    names: dict[str, str] = {}
+    for field in dataclasses.fields(cls):
+        spec = field.metadata.get(SPEC_KEY)
+        if isinstance(spec, Spec) and spec.key is not None:
+            names[spec.key] = field.name
+    return names
 
 
 def table_doc(cls: type) -> str:

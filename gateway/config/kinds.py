@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from gateway.config.context import Context
-from gateway.config.fields import REQUIRED, Spec, specs_of, table_doc, with_overrides
+from gateway.config.fields import (
+    REQUIRED,
+    Spec,
+    field_names,
+    specs_of,
+    table_doc,
+    with_overrides,
+)
 from gateway.config.issues import KeyPath
 
 
@@ -382,17 +389,22 @@ class ListOf(Kind):
     min_items: int = 0
     unique: bool = False
     as_set: bool = False
+    max_items: int | None = None
 
     def expected(self) -> str:
         text = f"an array of {_plural(self.item.expected())}"
-        if self.min_items:
+        if self.min_items and self.max_items is not None:
+            text += f" ({self.min_items} to {self.max_items})"
+        elif self.min_items:
             text += f" (at least {self.min_items})"
         return text
 
     def check(self, value: object, at: KeyPath, ctx: Context, siblings: Siblings) -> object:
         if not isinstance(value, list):
             return self.reject(value, at, ctx)
-        if len(value) < self.min_items:
+        if len(value) < self.min_items or (
+            self.max_items is not None and len(value) > self.max_items
+        ):
             ctx.report(at, f"expected {self.expected()}, got {describe(value)}")
             return INVALID
         items: list[object] = []
@@ -414,6 +426,8 @@ class ListOf(Kind):
         schema: dict[str, Any] = {"type": "array", "items": self.item.json_schema(defs)}
         if self.min_items:
             schema["minItems"] = self.min_items
+        if self.max_items is not None:
+            schema["maxItems"] = self.max_items
         if self.unique:
             schema["uniqueItems"] = True
         return schema
@@ -429,19 +443,58 @@ def _plural(phrase: str) -> str:
 
 
 @dataclass(frozen=True)
-class FreeTable(Kind):
-    """A table passed through unchecked, for a layer that validates its own settings."""
+class OneOrMore(Kind):
+    """One value or an array of them, always converted to a tuple (`alarm_delay_s = 300` for
+    every round, or `[300, 60]` one per round)."""
+
+    item: Kind
 
     def expected(self) -> str:
-        return "a table"
+        return f"{self.item.expected()}, or an array of {_plural(self.item.expected())}"
+
+    def check(self, value: object, at: KeyPath, ctx: Context, siblings: Siblings) -> object:
+        if not isinstance(value, list):
+            item = self.item.check(value, at, ctx, siblings)
+            return INVALID if item is INVALID else (item,)
+        if not value:
+            return self.reject(value, at, ctx)
+        items = [self.item.check(raw, at.index(i), ctx, siblings) for i, raw in enumerate(value)]
+        return INVALID if any(item is INVALID for item in items) else tuple(items)
+
+    def json_schema(self, defs: SchemaDefs) -> dict[str, Any]:
+        one = self.item.json_schema(defs)
+        return {"oneOf": [one, {"type": "array", "items": one, "minItems": 1}]}
+
+
+@dataclass(frozen=True)
+class MapOf(Kind):
+    """A table whose keys are names the user chooses (meter classes, group ids), each holding
+    a value of one kind; converted to a dict in file order.
+
+    `name` says what the keys are, for messages and the docs (`[vee.classes.<name>]`).
+    """
+
+    item: Kind
+    name: str = "name"
+
+    def expected(self) -> str:
+        return f"a table of {self.name} = {self.item.expected()}"
 
     def check(self, value: object, at: KeyPath, ctx: Context, siblings: Siblings) -> object:
         if not isinstance(value, dict):
             return self.reject(value, at, ctx)
-        return dict(value)
+        items: dict[str, object] = {}
+        ok = True
+        for key, raw in value.items():
+            item = self.item.check(raw, at.key(key), ctx, value)
+            if item is INVALID:
+                ok = False
+            else:
+                items[key] = item
+        return items if ok else INVALID
 
     def json_schema(self, defs: SchemaDefs) -> dict[str, Any]:
-        return {"type": "object"}
+        return {"type": "object", "additionalProperties": self.item.json_schema(defs)}
 
 
 @dataclass(frozen=True)
@@ -662,13 +715,24 @@ def build_table(
     values, ok = check_fields(specs, raw, at, ctx, foreign_hint)
     if not ok:
         return INVALID
-    obj = cls(**values)
+    names = field_names(cls)
+    obj = cls(**{names.get(key, key): value for key, value in values.items()})
     rules = getattr(obj, "table_problems", None)
     if rules is not None:
         for key, message in rules():
-            ctx.report(at.key(key), message)
+            ctx.report(_below(at, key), message)
     ctx.remember(obj, at)
     return obj
+
+
+def _below(at: KeyPath, key: str | tuple[str | int, ...]) -> KeyPath:
+    """The path of a key a table rule names: one key, or a path of keys and indices
+    (`("rules", 0, "class")`) for rules that relate nested entries."""
+    if isinstance(key, str):
+        return at.key(key)
+    for part in key:
+        at = at.index(part) if isinstance(part, int) else at.key(part)
+    return at
 
 
 def table_schema(

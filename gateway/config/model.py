@@ -1,7 +1,8 @@
 """The typed gateway configuration: one frozen dataclass per TOML table.
 
 Each field is one TOML key, declared with `setting(kind, doc=..., default=...)`; those
-declarations are the only statement of what the file may contain (see fields.py). Rules
+declarations are the only statement of what the file may contain (see fields.py). The larger
+sections have their own modules: mqtt.py, reconcile.py, vee.py, load_control.py. Rules
 that relate keys of one table live in that table's `table_problems()`; rules that relate
 sections (a meter's address against its bus's protocol, areas against groups) live in
 crosschecks.py.
@@ -13,19 +14,18 @@ crosschecks.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from gateway.config.addresses import MeterAddress
-from gateway.config.fields import setting
+from gateway.config.fields import Problems, setting
+from gateway.config.ids import HOST, ID_PATTERN, IDENT
 from gateway.config.kinds import (
     Bool,
     Choice,
     FilePath,
-    FreeTable,
     Int,
     ListOf,
     Number,
@@ -36,24 +36,15 @@ from gateway.config.kinds import (
     Variant,
     Variants,
 )
+from gateway.config.load_control import EngineSettings
+from gateway.config.mqtt import MqttSection
 from gateway.config.operator_keys import Ed25519PublicKeyKind
 from gateway.config.profiles import ProfileKind, ProfileRef
-
-# Ids end up as MQTT topic segments (P/G/reads/{meter}) and in file names, so no '/', '+',
-# '#', spaces or a leading '$' (topics starting with '$' are reserved by brokers).
-ID_PATTERN: Final = "[A-Za-z0-9][A-Za-z0-9._-]*"
-ID_HINT: Final = (
-    "an id of letters, digits, '.', '_' or '-' starting with a letter or digit "
-    "(at most 64 characters; it is used in MQTT topics)"
-)
-IDENT: Final = Str(pattern=ID_PATTERN, hint=ID_HINT, max_length=64)
-# Topic prefix: one or more '/'-separated levels, none empty, no wildcards.
-TOPIC_PREFIX_PATTERN: Final = "[^/#+\\s]+(/[^/#+\\s]+)*"
-HOST: Final = Str(pattern="[^\\s/]+", hint="a host name or IP address")
+from gateway.config.reconcile import ReconcileSection
+from gateway.config.vee import VeeSection
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 EventLoop = Literal["auto", "uvloop", "asyncio"]
-MqttProtocol = Literal["5", "3.1.1"]
 BusProtocol = Literal["dlt645", "modbus-rtu", "modbus-tcp"]
 SerialProtocol = Literal["dlt645", "modbus-rtu"]
 Parity = Literal["N", "E", "O"]
@@ -62,9 +53,7 @@ Direction = Literal["import", "export"]
 Role = Literal["VIEWER", "OPERATOR", "ENGINEER", "SECADM"]
 
 BAUDRATES: Final = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
-MAX_U32: Final = 2**32 - 1
 
-Problems = Iterator[tuple[str, str]]
 
 
 # --- [gateway] ---------------------------------------------------------------------------
@@ -101,114 +90,6 @@ class GatewaySection:
         "the standard loop. uvloop cuts the daemon's CPU per Modbus TCP poll by about a fifth "
         "(docs/performance.md). Read at start only: a SIGHUP reload keeps the running loop.",
     )
-
-
-# --- [mqtt] ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TlsSettings:
-    """[mqtt].tls: TLS to the broker; present (even empty) means TLS is on.
-
-    Without ca_file the system trust store verifies the broker. cert_file and key_file give
-    a client certificate and must be given together.
-    """
-
-    ca_file: Path | None = setting(
-        FilePath("file"),
-        default=None,
-        doc="PEM CA bundle that signed the broker's certificate (default: system trust store).",
-    )
-    cert_file: Path | None = setting(
-        FilePath("file"),
-        default=None,
-        doc="PEM client certificate, for brokers that require client authentication.",
-    )
-    key_file: Path | None = setting(
-        FilePath("file"),
-        default=None,
-        doc="PEM private key of cert_file.",
-    )
-
-    def table_problems(self) -> Problems:
-        if (self.cert_file is None) != (self.key_file is None):
-            missing = "key_file" if self.key_file is None else "cert_file"
-            yield (
-                missing,
-                "cert_file and key_file must be given together (a client certificate needs its key)",
-            )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MqttSection:
-    """[mqtt]: the broker connection that carries reads, alarms, state and commands."""
-
-    host: str = setting(HOST, doc="Broker host name or IP address.")
-    port: int = setting(
-        Int(minimum=1, maximum=65535),
-        default=1883,
-        doc="Broker TCP port (usually 8883 with TLS).",
-    )
-    topic_prefix: str = setting(
-        Str(
-            pattern=TOPIC_PREFIX_PATTERN,
-            hint="topic levels separated by '/', without wildcards, spaces or empty levels",
-        ),
-        default="mtr/v1",
-        doc="Topic prefix P in P/G/...; part of the MQTT contract.",
-    )
-    protocol: MqttProtocol = setting(
-        Choice(get_args(MqttProtocol)),
-        default="5",
-        doc='MQTT protocol version, "5" or "3.1.1" (a string).',
-    )
-    keepalive_s: int = setting(
-        Int(minimum=1, maximum=65535, unit="seconds"),
-        default=10,
-        doc="Keepalive interval: a silently dead link (cut cable, NAT timeout) is noticed "
-        "after about 1.5 times this.",
-    )
-    session_expiry_s: int = setting(
-        Int(minimum=0, maximum=MAX_U32, unit="seconds"),
-        default=3600,
-        doc="How long the broker keeps the session (subscriptions, queued commands) after a "
-        "disconnect (MQTT 5).",
-    )
-    inflight_window: int = setting(
-        # 65535 MQTT packet ids, 4 of them kept back for state messages by the link.
-        Int(minimum=1, maximum=65531),
-        default=64,
-        doc="Most QoS 1 messages awaiting PUBACK at once.",
-    )
-    reconnect_min_s: float = setting(
-        Number(minimum=0, maximum=3600, exclusive_minimum=True, unit="seconds"),
-        default=1.0,
-        doc="First reconnect delay; doubled after each failure up to reconnect_max_s.",
-    )
-    reconnect_max_s: float = setting(
-        Number(minimum=0, maximum=3600, exclusive_minimum=True, unit="seconds"),
-        default=60.0,
-        doc="Longest reconnect delay.",
-    )
-    username: str | None = setting(Str(), default=None, doc="Broker user name (optional).")
-    password: str | None = setting(
-        Str(), default=None, doc="Broker password (optional); keep the file mode 0600."
-    )
-    tls: TlsSettings | None = setting(
-        Table(TlsSettings),
-        default=None,
-        doc="TLS settings as an inline table; omit for plain TCP.",
-    )
-
-    def table_problems(self) -> Problems:
-        if self.reconnect_min_s > self.reconnect_max_s:
-            yield (
-                "reconnect_min_s",
-                f"must not exceed reconnect_max_s ({self.reconnect_max_s:g}), "
-                f"got {self.reconnect_min_s:g}",
-            )
-        if self.protocol == "3.1.1" and self.password is not None and self.username is None:
-            yield "password", "MQTT 3.1.1 does not allow a password without a username"
 
 
 # --- [store] -----------------------------------------------------------------------------
@@ -493,169 +374,6 @@ class AreaConfig:
     subs: str = setting(Ref("groups"), doc="Id of the group summing the customer sub-meters.")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReconcileSection:
-    """[reconcile]: how daily line loss is judged, by the daemon and by `gwtool reconcile`.
-
-    Every area is reconciled once per day from the registers frozen at 00:00 (docs/
-    reconciliation.md). The band keys are `edge_rules.reconcile.BandSettings`, the suspect
-    keys `edge_rules.line_loss.SuspectSettings`; both tools read them from here so an
-    offline re-run judges a day exactly as the gateway did.
-    """
-
-    utc_offset_min: int = setting(
-        Int(minimum=-720, maximum=840, unit="minutes"),
-        default=480,
-        doc="Local time of the meters (China: +480). Days are local days: meters without a "
-        "daily freeze register are read at local 00:00 and days are named by local date.",
-    )
-    freeze_wait_s: float = setting(
-        Number(minimum=0, maximum=86400, unit="seconds"),
-        default=3600.0,
-        doc="After the first meter of an area reports a day's 00:00 freeze, how long to wait "
-        "for the others before reconciling with what arrived (missing meters then count "
-        "against the coverage gate). A day is reconciled at once when every meter reported.",
-    )
-    max_gap_min: float = setting(
-        Number(minimum=0, maximum=1440, exclusive_minimum=True, unit="minutes"),
-        default=60.0,
-        doc="Meters without a freeze register: a 00:00 value is interpolated (quality E) "
-        "between reads at most this far before and after midnight; a read in the first "
-        "minute after midnight is the actual frozen value.",
-    )
-    history_days: int = setting(
-        Int(minimum=7, maximum=3660, unit="days"),
-        default=400,
-        doc="Days of frozen values the gateway keeps and reconciles over; the band and the "
-        "suspects' baselines look back at most this far.",
-    )
-    window_days: int = setting(
-        Int(minimum=1, maximum=366, unit="days"),
-        default=60,
-        doc="Learned band: how many qualified, fully actual days it learns from.",
-    )
-    lookback_days: int = setting(
-        Int(minimum=1, maximum=3660, unit="days"),
-        default=365,
-        doc="Learned band: how far back those days are searched for (at least window_days).",
-    )
-    min_history_days: int = setting(
-        Int(minimum=1, maximum=366, unit="days"),
-        default=20,
-        doc="Learned band: qualified days needed before it is used; until then only the "
-        "guards judge (at most window_days).",
-    )
-    band_k: float = setting(
-        Number(minimum=0, exclusive_minimum=True, maximum=100),
-        default=6.0,
-        doc="Learned band half-width in median absolute deviations: median ± k·MAD.",
-    )
-    min_halfwidth_pct: float = setting(
-        Number(minimum=0, maximum=100, unit="percentage points"),
-        default=0.5,
-        doc="Narrowest band half-width, so an unusually steady area does not flag wobbles.",
-    )
-    lower_guard_pct: float = setting(
-        Number(minimum=-100, maximum=100, unit="percent"),
-        default=-1.0,
-        doc="Absolute guard: a loss below this is negative whatever the band says.",
-    )
-    upper_guard_pct: float = setting(
-        Number(minimum=-100, maximum=100, unit="percent"),
-        default=10.0,
-        doc="Absolute guard: a loss above this is high whatever the band says.",
-    )
-    min_coverage_pct: float = setting(
-        Number(minimum=0, maximum=100, unit="percent"),
-        default=98.0,
-        doc="Coverage gate: a day is uncalculable unless this share of the sub-meter "
-        "channels have both freezes actual (and the master's are actual).",
-    )
-    estimate_uncertainty: float = setting(
-        Number(minimum=0, maximum=10),
-        default=0.3,
-        doc="Relative error assumed of an estimated sub-meter day; the band widens by it on "
-        "days with estimates.",
-    )
-    sustained_days: int = setting(
-        Int(minimum=0, maximum=366, unit="days"),
-        default=7,
-        doc="Sustained-shift rule: the mean of this many days beyond sustained_fraction of "
-        "the band makes a day high or negative too (0 turns the rule off).",
-    )
-    sustained_fraction: float = setting(
-        Number(minimum=0, exclusive_minimum=True, maximum=1),
-        default=0.5,
-        doc="Sustained-shift rule: the fraction of the band half-width the mean must exceed.",
-    )
-    load_dependent: bool = setting(
-        Bool(),
-        default=True,
-        doc="Centre the band on a robust iron + copper loss model in the master's daily "
-        "energy (loss rises on heavy days) instead of a constant median.",
-    )
-    suspect_baseline_days: int = setting(
-        Int(minimum=1, maximum=366, unit="days"),
-        default=28,
-        doc="Suspects: qualified days a customer's share of the master is learned over.",
-    )
-    suspect_min_baseline_days: int = setting(
-        Int(minimum=1, maximum=366, unit="days"),
-        default=14,
-        doc="Suspects: qualified days needed before a customer can be named (at most "
-        "suspect_baseline_days).",
-    )
-    suspect_recent_days: int = setting(
-        Int(minimum=1, maximum=60, unit="days"),
-        default=5,
-        doc="Suspects: days a customer's drop is averaged over.",
-    )
-    suspect_min_drop_pct: float = setting(
-        Number(minimum=0, maximum=100, unit="percent"),
-        default=20.0,
-        doc="Suspects: smallest drop against the customer's expected energy that can name it.",
-    )
-    suspect_min_deficit_kwh: float = setting(
-        Number(minimum=0, maximum=10**6, unit="kWh per day"),
-        default=0.5,
-        doc="Suspects: smallest daily deficit that can name a customer.",
-    )
-    max_suspects: int = setting(
-        Int(minimum=1, maximum=100),
-        default=10,
-        doc="Most suspects listed per area and day, most likely first.",
-    )
-
-    def table_problems(self) -> Problems:
-        if self.lower_guard_pct >= self.upper_guard_pct:
-            yield (
-                "lower_guard_pct",
-                f"must be below upper_guard_pct ({self.upper_guard_pct:g}), "
-                f"got {self.lower_guard_pct:g}",
-            )
-        if self.lookback_days < self.window_days:
-            yield (
-                "lookback_days",
-                f"must be at least window_days ({self.window_days}), got {self.lookback_days}",
-            )
-        if self.min_history_days > self.window_days:
-            yield (
-                "min_history_days",
-                f"must not exceed window_days ({self.window_days}), got {self.min_history_days}",
-            )
-        if self.sustained_days > self.window_days:
-            yield (
-                "sustained_days",
-                f"must not exceed window_days ({self.window_days}), got {self.sustained_days}",
-            )
-        if self.suspect_min_baseline_days > self.suspect_baseline_days:
-            yield (
-                "suspect_min_baseline_days",
-                f"must not exceed suspect_baseline_days ({self.suspect_baseline_days}), "
-                f"got {self.suspect_min_baseline_days}",
-            )
-
-
 # --- [theft] -----------------------------------------------------------------------------
 
 
@@ -902,21 +620,17 @@ class GatewayConfig:
     commands: CommandsSection = setting(
         Table(CommandsSection), default=CommandsSection(), doc="Command verification limits."
     )
-    vee: dict[str, Any] = setting(
-        FreeTable(),
-        default={},
+    vee: VeeSection = setting(
+        Table(VeeSection),
+        default=VeeSection(),
         doc="Validation and estimation (VEE): calendar, kernels, interval grid, estimation, "
-        "backfill of estimated intervals from meters' load records ([vee.backfill] enabled, "
-        "max_records, max_age_hours), "
-        "meter classes and per-class rule overrides. Checked by edge_rules.vee_rules when the "
-        "daemon starts and by check-config (unknown keys are errors); keys and defaults in "
-        "docs/vee.md.",
+        "backfill, meter classes and per-class rule overrides (docs/vee.md).",
     )
-    load_control: dict[str, Any] = setting(
-        FreeTable(),
-        default={},
-        doc="Load-control engine settings (rounds, delays, hysteresis, protect, prepaid), "
-        "checked by gateway.control.load_control (docs/load_control.md).",
+    load_control: EngineSettings = setting(
+        Table(EngineSettings),
+        default=EngineSettings(),
+        doc="Load-control engine: rounds, delays, hysteresis, protect, prepaid "
+        "(docs/load_control.md).",
     )
     # Derived by the loader, not read from the file.
     source_file: Path | None = field(default=None, compare=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from gateway.config.fields import REQUIRED, Spec, specs_of, table_doc
-from gateway.config.kinds import Table, TableList, Variants, to_json
+from gateway.config.kinds import MapOf, Table, TableList, Variants, to_json
 from gateway.config.model import GatewayConfig
 
 BEGIN_MARKER: Final = "<!-- BEGIN GENERATED KEY REFERENCE (python -m gateway.config.reference) -->"
@@ -61,11 +61,17 @@ def _section(
     yield ""
     yield from _rows(cls, overrides)
     yield ""
+    table = header.strip("[]").split(" ")[0]
     for name, spec in specs_of(cls).items():
-        if isinstance(spec.kind, Table):
-            yield from _section(f"{header.strip('[]')}.{name}", spec.kind.cls)
-        elif isinstance(spec.kind, TableList) and isinstance(spec.kind.item, Table):
-            yield from _section(f"{header}.{name} entries", spec.kind.item.cls)
+        kind = spec.kind
+        if isinstance(kind, Table):
+            yield from _section(f"[{table}.{name}]", kind.cls)
+        elif isinstance(kind, MapOf) and isinstance(kind.item, Table):
+            yield from _section(f"[{table}.{name}.<{kind.name}>]", kind.item.cls)
+        elif isinstance(kind, TableList) and isinstance(kind.item, Table):
+            yield from _section(f"{header}.{name} entries", kind.item.cls)
+        elif isinstance(kind, TableList) and isinstance(kind.item, Variants):
+            yield from _variant_sections(f"[[{table}.{name}]]", kind.item)
 
 
 def _variant_sections(header: str, kind: Variants) -> Iterator[str]:
@@ -85,7 +91,8 @@ def reference_markdown() -> str:
     """The key reference as Markdown: one table per TOML table, in file order."""
     lines = ["## Key reference", ""]
     lines.append(
-        "Generated from the declarations in `gateway/config/model.py`; do not edit by hand."
+        "Generated from the declarations in `gateway/config/` (model.py and the section "
+        "modules); do not edit by hand."
     )
     lines.append("")
     lines.extend(_rows(GatewayConfig))

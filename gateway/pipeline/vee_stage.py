@@ -46,7 +46,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Final
 
 import numpy as np
@@ -55,11 +54,11 @@ from numpy.typing import NDArray
 from edge_rules.calendar import INTERVAL_MS, INTERVALS_PER_DAY
 from edge_rules.codes import QUALITY_A, QUALITY_E, QUALITY_LETTERS, QUALITY_N, QUALITY_S
 from edge_rules.vee_engine import VeeEngine, Verdict, Window
-from edge_rules.vee_rules import VeeConfig, VeeConfigError, parse_vee_config, reasons_of
+from edge_rules.vee_rules import VeeConfig, reasons_of
 from gateway.acquisition.backfill import BackfillBoard
 from gateway.acquisition.poll_result import IntervalRecords, PollResult
-from gateway.config import ConfigError, GatewayConfig
-from gateway.config.issues import ConfigIssue
+from gateway.config import GatewayConfig
+from gateway.config.vee import vee_config
 from gateway.store import Store
 from protocols.payload import ReadRecord
 
@@ -571,18 +570,8 @@ def _graded(record: ReadRecord, quality: int, bits: int) -> ReadRecord:
 
 
 def vee_settings(config: GatewayConfig) -> VeeConfig:
-    """``[vee]`` of a gateway config, checked by the VEE layer; its problems become config
-    errors with their key paths (exit 2), like any other key's."""
-    try:
-        return parse_vee_config(config.vee, "[vee]")
-    except VeeConfigError as exc:
-        source = config.source_file or Path("<config>")
-        issues = []
-        for text in exc.issues:
-            _, _, rest = text.partition(": ")  # "[vee]: vee.x.y: message"
-            path, _, message = rest.partition(": ")
-            issues.append(ConfigIssue(source, path, message or text))
-        raise ConfigError(issues) from None
+    """The kernels' view of ``[vee]``, which the config loader has already checked."""
+    return vee_config(config.vee)
 
 
 __all__ = ["GRID_QUANTITY", "Grid", "VeeStage", "VeeStats", "vee_settings"]

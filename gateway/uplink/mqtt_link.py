@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
 import random
 import socket
 import ssl
@@ -44,8 +43,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import Any, Protocol, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -53,262 +51,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from protocols import payload
-
-if TYPE_CHECKING:
-    from gateway.config.model import GatewayConfig
+from gateway.config.mqtt import STATE_MESSAGE_SLOTS
+from gateway.uplink.link_settings import LinkSettings
+from gateway.uplink.state_messages import StateMessages, wall_clock_ms
 
 log = logging.getLogger(__name__)
 
-MqttProtocol = Literal["5", "3.1.1"]
 _PAHO_PROTOCOLS: dict[str, MQTTProtocolVersion] = {
     "5": paho.MQTTv5,
     "3.1.1": paho.MQTTv311,
 }
-
-# Birth and death messages travel through paho next to the outbox window; they need room there.
-_STATE_MESSAGE_SLOTS = 4
-_MAX_WINDOW = 65535 - _STATE_MESSAGE_SLOTS
-
-
-def wall_clock_ms() -> int:
-    """Gateway UTC time in integer milliseconds, as every payload's `ts` carries it."""
-    return time.time_ns() // 1_000_000
-
-
-# ---------------------------------------------------------------------------------------------
-# Settings
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TlsSettings:
-    """TLS towards the broker (`[mqtt] tls = {...}` in the config).
-
-    Fields: `ca_file` (trust anchors for the broker certificate; None uses the system store),
-    `cert_file` and `key_file` (client certificate authentication; both or neither).
-    """
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LinkSettings:
-    """Everything the link needs to know about the broker and the session.
-
-    `client_id` is the gateway id: it is the MQTT client id (the persistent session is keyed on
-    it) and the topic segment `G` in `P/G/...`.
-    """
-
-    host: str
-    port: int
-    client_id: str
-    topic_prefix: str
-    protocol: MqttProtocol = "5"
-    keepalive_s: int = 10
-    # How long the broker keeps our session (subscription and queued commands) while we are away.
-    session_expiry_s: int = 3600
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
-    connect_timeout_s: float = 5.0
-    # The outbox pump's in-flight window; paho's own queue is capped just above it.
-    inflight_window: int = 64
-    command_queue_size: int = 64
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: TlsSettings | None = None
-
-    @classmethod
-    def from_config(cls, config: GatewayConfig) -> LinkSettings:
-        """The link settings of a loaded gateway config (`[gateway]` id, `[mqtt]`)."""
-        m = config.mqtt
-        tls = None
-        if m.tls is not None:
-            tls = TlsSettings(m.tls.ca_file, m.tls.cert_file, m.tls.key_file)
-        return cls(
-            host=m.host,
-            port=m.port,
-            client_id=config.gateway.id,
-            topic_prefix=m.topic_prefix,
-            protocol=m.protocol,
-            keepalive_s=m.keepalive_s,
-            session_expiry_s=m.session_expiry_s,
-            reconnect_min_s=m.reconnect_min_s,
-            reconnect_max_s=m.reconnect_max_s,
-            inflight_window=m.inflight_window,
-            username=m.username,
-            password=m.password,
-            tls=tls,
-        )
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.host:
-            problems.append("[mqtt] host: must not be empty")
-        if not 0 < self.port < 65536:
-            problems.append(f"[mqtt] port: {self.port} is not a TCP port (1-65535)")
-        if not self.client_id or any(c in self.client_id for c in "/+#"):
-            problems.append(
-                f"[gateway] id: {self.client_id!r} must be non-empty and contain no '/', '+' or '#'"
-                " (it is a topic segment and the MQTT client id)"
-            )
-        if any(c in self.topic_prefix for c in "+#") or self.topic_prefix.endswith("/"):
-            problems.append(
-                f"[mqtt] topic_prefix: {self.topic_prefix!r} must not contain '+' or '#' "
-                "nor end with '/'"
-            )
-        if self.protocol not in _PAHO_PROTOCOLS:
-            problems.append(f"[mqtt] protocol: {self.protocol!r} is not one of '5', '3.1.1'")
-        if not 1 <= self.keepalive_s <= 65535:
-            problems.append(
-                f"[mqtt] keepalive_s: {self.keepalive_s} must be 1-65535 seconds "
-                "(0 would switch dead-link detection off)"
-            )
-        if not 0 <= self.session_expiry_s <= 0xFFFFFFFF:
-            problems.append(f"[mqtt] session_expiry_s: {self.session_expiry_s} out of range")
-        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
-            problems.append(
-                f"[mqtt] reconnect_min_s/reconnect_max_s: need 0 < min <= max, got "
-                f"{self.reconnect_min_s}/{self.reconnect_max_s}"
-            )
-        if self.connect_timeout_s <= 0:
-            problems.append(f"[mqtt] connect_timeout_s: {self.connect_timeout_s} must be > 0")
-        if not 1 <= self.inflight_window <= _MAX_WINDOW:
-            problems.append(
-                f"[mqtt] inflight_window: {self.inflight_window} must be 1-{_MAX_WINDOW} "
-                f"(16-bit packet ids, {_STATE_MESSAGE_SLOTS} kept for state messages)"
-            )
-        if self.command_queue_size < 1:
-            problems.append(f"[mqtt] command_queue_size: {self.command_queue_size} must be >= 1")
-        if self.password is not None and self.username is None and self.protocol == "3.1.1":
-            problems.append(
-                "[mqtt] password: MQTT 3.1.1 does not allow a password without a username"
-            )
-        if self.tls is not None and (self.tls.cert_file is None) != (self.tls.key_file is None):
-            problems.append("[mqtt] tls: cert_file and key_file must be given together")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    @property
-    def state_topic(self) -> str:
-        return f"{self.topic_prefix}/{self.client_id}/state"
-
-    @property
-    def command_topic(self) -> str:
-        return f"{self.topic_prefix}/{self.client_id}/cmd"
-
-
-# ---------------------------------------------------------------------------------------------
-# bdseq: birth/death sequence number, persisted across restarts
-# ---------------------------------------------------------------------------------------------
-
-
-class BdseqFile:
-    """`bdseq` kept in a one-line text file, for a daemon that does not keep it in the store's
-    meta table. Pass `BdseqFile(path).next` as the link's `next_bdseq`.
-
-    Written with write-to-temp + fsync + rename, so after a power cut the file holds either the
-    old or the new number, never a torn one. If the disk refuses the write we log it and carry
-    on with the in-memory number: delivering data matters more than a gap-free bdseq.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._value = self._load()
-
-    def _load(self) -> int:
-        try:
-            text = self.path.read_text().strip()
-        except FileNotFoundError:
-            return 0
-        try:
-            value = int(text)
-        except ValueError:
-            log.warning(
-                "bdseq file %s holds %r, not an integer; starting again from 0 "
-                "(delete the file to silence this)",
-                self.path,
-                text[:40],
-            )
-            return 0
-        return max(value, 0)
-
-    @property
-    def current(self) -> int:
-        return self._value
-
-    def next(self) -> int:
-        self._value += 1
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as f:
-                f.write(f"{self._value}\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
-            log.error("cannot persist bdseq %d to %s: %s", self._value, self.path, exc)
-        return self._value
-
-
-# ---------------------------------------------------------------------------------------------
-# State payloads (birth / will / death)
-# ---------------------------------------------------------------------------------------------
-
-
-class StateMessages(Protocol):
-    """Builds the three `P/G/state` payloads for a given bdseq."""
-
-    def birth(self, bdseq: int) -> bytes: ...
-
-    def will(self, bdseq: int) -> bytes: ...
-
-    def death(self, bdseq: int) -> bytes: ...
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayStateMessages:
-    """State payloads built by the payload codec (`protocols.payload`).
-
-    `position` returns the store's (epoch, last_seq): state messages are ephemeral and carry the
-    durable stream's high-water mark as their `seq`, so a consumer reading a birth can tell how
-    far the durable stream had got. `version`, `config_sha256` and `meters` go into the birth.
-    """
-
-    gateway_id: str
-    version: str
-    config_sha256: str
-    meters: tuple[str, ...]
-    position: Callable[[], tuple[int, int]]
-    clock_ms: Callable[[], int] = field(default=lambda: wall_clock_ms())
-
-    def _envelope(self) -> payload.Envelope:
-        epoch, last_seq = self.position()
-        return payload.Envelope(self.gateway_id, epoch, last_seq, self.clock_ms())
-
-    def birth(self, bdseq: int) -> bytes:
-        return payload.build_birth(
-            self._envelope(),
-            bdseq=bdseq,
-            version=self.version,
-            config_sha256=self.config_sha256,
-            meters=self.meters,
-        )
-
-    def will(self, bdseq: int) -> bytes:
-        # Built at connect time; the broker publishes it whenever we vanish.
-        return payload.build_death(self._envelope(), bdseq=bdseq)
-
-    def death(self, bdseq: int) -> bytes:
-        return payload.build_death(self._envelope(), bdseq=bdseq)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,7 +196,7 @@ class MqttLink:
             reconnect_on_failure=False,
             **kwargs,
         )
-        window = s.inflight_window + _STATE_MESSAGE_SLOTS
+        window = s.inflight_window + STATE_MESSAGE_SLOTS
         client.max_inflight_messages_set(window)
         client.max_queued_messages_set(window)
         client.connect_timeout = s.connect_timeout_s

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.store.errors import StoreError
-from gateway.uplink.mqtt_link import PublishListener, wall_clock_ms
+from gateway.uplink.mqtt_link import PublishListener
+from gateway.uplink.state_messages import wall_clock_ms
 from protocols.payload import PayloadError
 from protocols.payload import mark_hist as payload_mark_hist
 

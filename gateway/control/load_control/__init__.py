@@ -5,7 +5,7 @@ relay operations. See docs/load_control.md.
 Integration, in the daemon::
 
     topology = Topology.from_config(config)
-    settings = EngineSettings.from_mapping(config_table.get("load_control", {}))
+    settings = config.load_control                      # [load_control], checked by the loader
     engine = (LoadControlEngine.from_dict(saved, topology, settings) if saved
               else LoadControlEngine(topology, settings))
     dispatch(engine.power_up(time.time()))

@@ -26,33 +26,22 @@ from typing import Any, Literal
 
 from edge_rules.groups import build_layout, group_power, latest_power
 from gateway.acquisition.base import ScheduledBus
-from gateway.config import ConfigError, ConfigIssue, GatewayConfig
+from gateway.config import GatewayConfig
 from gateway.control.actuation import actuate_meter
 from gateway.control.commands import Journal
 from gateway.control.load_control import (
     CommandOutcome,
     ControlCommand,
-    EngineSettings,
     LoadControlEngine,
     PublishAlarm,
     RecordRound,
     SendControl,
-    SettingsError,
     Topology,
 )
 from gateway.pipeline.committer import Committer
 from gateway.pipeline.feed import ValidatedPoll
 
 log = logging.getLogger(__name__)
-
-
-def engine_settings(config: GatewayConfig) -> EngineSettings:
-    """``[load_control]`` checked; its problems become config errors (exit 2)."""
-    try:
-        return EngineSettings.from_mapping(config.load_control)
-    except SettingsError as exc:
-        raise ConfigError([ConfigIssue(config.source_file or Path("<config>"), path, text)
-                           for path, text in exc.problems]) from None
 
 
 class LoadControlRunner:
@@ -68,7 +57,7 @@ class LoadControlRunner:
         self._report = report  # (cmd_id, status, reason) -> None: signed result to the outbox
         self.state_path = Path(config.gateway.data_dir) / "load_control.json"
         topology = Topology.from_config(config)
-        settings = engine_settings(config)
+        settings = config.load_control  # checked and typed by the config loader
         saved = self._load()
         rng = random.Random()
         self.engine = (LoadControlEngine.from_dict(saved, topology, settings, rng=rng) if saved
