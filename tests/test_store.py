@@ -36,6 +36,7 @@ from protocols.payload import (
     ReadRecord,
     build_alarm,
     decode_message,
+    mark_hist,
     parse_reads,
 )
 
@@ -428,7 +429,8 @@ def test_backlog_is_decided_by_sequence_and_keeps_the_id(store: Store) -> None:
     connect_seq = store.last_seq  # the connection comes up here
     store.commit_poll(poll(store, 1, T0 + 60_000))  # live
     rows = store.pending(10)
-    sent = {row.seq: decode_message(row.wire_payload(connect_seq)) for row in rows}
+    sent = {row.seq: decode_message(mark_hist(row.payload) if row.is_backlog(connect_seq)
+                                    else row.payload) for row in rows}
     assert {seq: m.get("hist") for seq, m in sent.items()} == {1: True, 2: True, 3: None}
     for row in rows:
         assert sent[row.seq]["id"] == decode_message(row.payload)["id"]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from protocols.payload import Envelope, ReadRecord, build_reads, mark_hist
+from protocols.payload import Envelope, ReadRecord, build_reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +68,6 @@ class OutboxRow:
         rows whenever NTP steps the clock, which a gateway does right after boot.
         """
         return self.seq <= connect_seq
-
-    def wire_payload(self, connect_seq: int) -> bytes:
-        """The bytes to publish on the connection described by ``connect_seq``: the stored
-        payload, with ``hist: true`` added when the row is backlog (same ``id`` and ``seq``)."""
-        return mark_hist(self.payload) if self.is_backlog(connect_seq) else self.payload
 
 
 @dataclass(frozen=True, slots=True)

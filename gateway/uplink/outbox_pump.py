@@ -15,7 +15,7 @@ The rules it keeps (DESIGN §5):
   committed while the broker was unreachable, or left by an earlier run. It is sent with the
   same `id` and `hist: true` (the payload codec's `mark_hist`), so consumers dedupe it and know
   it is late. The rule is by sequence, not by clock, so an NTP step cannot misclassify rows
-  (the same rule as `gateway.store.records.OutboxRow.is_backlog`).
+  (`gateway.store.records.OutboxRow.is_backlog`, the one rule).
 
 The pump runs on the event-loop thread; the link calls its `link_up`/`link_down`/
 `publish_done` methods there too. Acknowledgements and hand-over counts are written to the store
@@ -38,29 +38,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.store.errors import StoreError
+from gateway.store.records import OutboxRow
 from gateway.uplink.mqtt_link import PublishListener
 from gateway.uplink.state_messages import wall_clock_ms
 from protocols.payload import PayloadError
 from protocols.payload import mark_hist as payload_mark_hist
 
 log = logging.getLogger(__name__)
-
-
-class OutboxRow(Protocol):
-    """One committed, unacknowledged message: `seq` (per-store, increasing), `topic`,
-    `payload` (CBOR bytes, exactly as first published), `qos`."""
-
-    @property
-    def seq(self) -> int: ...
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def payload(self) -> bytes: ...
-
-    @property
-    def qos(self) -> int: ...
 
 
 class Outbox(Protocol):
@@ -296,9 +280,6 @@ class OutboxPump:
                 log.exception("outbox: reading pending rows failed; retrying")
                 await asyncio.sleep(1.0)
 
-    def _is_backlog(self, seq: int) -> bool:
-        return seq <= self._connect_seq
-
     def _fill_window(self, *, final: bool = False) -> None:
         handed: list[int] = []
         try:
@@ -314,7 +295,7 @@ class OutboxPump:
                 return
             rows = self._outbox.pending(room, self._cursor)
             for row in rows:
-                backlog = self._is_backlog(row.seq)
+                backlog = row.is_backlog(self._connect_seq)
                 payload = self._wire_payload(row) if backlog else row.payload
                 mid = self._link.publish(row.topic, payload, row.qos)
                 if mid is None:
