@@ -18,6 +18,7 @@ from typing import Any, Literal
 import pytest
 
 from gateway.store import OutboxMessage, Store
+from gateway.store.errors import StoreFullError
 from gateway.uplink.link_settings import LinkSettings
 from gateway.uplink.mqtt_link import MqttLink, PublishListener
 from gateway.uplink.outbox_pump import OutboxPump
@@ -282,7 +283,7 @@ class FlakyAckStore(Store):
                    attempted: Iterable[int] = ()) -> int:
         if self.failures:
             self.failures -= 1
-            raise OSError("disk full")
+            raise StoreFullError("disk full")  # what the store raises (sqlite errors translated)
         return super().mark_acked(seqs, when_ms, attempted)
 
 
