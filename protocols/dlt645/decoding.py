@@ -53,11 +53,9 @@ from .messages import (
 _Decoder: TypeAlias = Callable[[RawFrame, Version, Catalogue], Message]
 
 
-
 def _error_names(word: int, version: Version) -> tuple[str, ...]:
     table = ERROR_WORD_2007 if version == V2007 else ERROR_WORD_1997
     return tuple(name for bit, name in enumerate(table) if name and word >> bit & 1)
-
 
 
 def _need(frame: RawFrame, size: int, what: str, exact: bool = True) -> bytes:

@@ -3,9 +3,9 @@
 Each message is a frozen, slotted dataclass whose docstring lists its fields and the function code it
 stands for; :data:`Message` is their union. This module holds only the vocabulary: turning a message
 into frame bytes is :mod:`.encoding`, turning frame bytes into a message is :mod:`.decoding`, and the
-data-field layouts both follow are in :mod:`.data_fields`. The types sit apart from the codec because
-most callers (the transaction driver, the gateway's actuation and load control) only need to build or
-inspect messages, never their wire form.
+data-field layouts both follow are in :mod:`.data_fields`. The types sit apart from the codec so that
+code which only names or inspects messages (the gateway's actuation and load control mostly need
+:class:`ControlAction`) does not have to read several hundred lines of byte layouts to find them.
 """
 
 from __future__ import annotations
