@@ -17,7 +17,9 @@ from .catalogue import (
     Catalogue,
     catalogue_for,
 )
+from .decoding import decode, decode_raw
 from .describe import describe, value_text
+from .encoding import build_read_reply, encode, encode_values
 from .errors import (
     ChecksumError,
     DataError,
@@ -73,11 +75,6 @@ from .messages import (
     TimeSyncRequest,
     WriteAddressRequest,
     WriteRequest,
-    build_read_reply,
-    decode,
-    decode_raw,
-    encode,
-    encode_values,
 )
 from .splitter import FrameSplitter
 

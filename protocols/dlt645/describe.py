@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from .encoding import encode
 from .formats import Value
 from .frame import FUNCTION_TABLE, Version
 from .messages import (
@@ -22,7 +23,6 @@ from .messages import (
     ReadRequest,
     TimeSyncRequest,
     WriteRequest,
-    encode,
 )
 
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .catalogue import Catalogue, catalogue_for
+from .decoding import decode
+from .encoding import encode
 from .errors import (
     ExceptionReply,
     GarbledReply,
@@ -50,8 +52,6 @@ from .messages import (
     ReadReply,
     ReadRequest,
     TimeSyncRequest,
-    decode,
-    encode,
 )
 from .splitter import FrameSplitter
 

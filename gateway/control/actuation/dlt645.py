@@ -46,6 +46,7 @@ from gateway.control.actuation.driver import (
 )
 from gateway.control.actuation.machine import ActuationPolicy, RelayActuation
 from protocols import dlt645 as d
+from protocols.dlt645.data_fields import function_code
 from protocols.dlt645.frame import Control, Version, build_frame
 from protocols.dlt645.items import Reading
 from protocols.dlt645.messages import (
@@ -54,7 +55,6 @@ from protocols.dlt645.messages import (
     ErrorReply,
     ReadReply,
     ReadRequest,
-    function_code,
 )
 
 __all__ = [
