@@ -15,16 +15,17 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from gateway.acquisition.errors import AcquisitionError
 from gateway.acquisition.poll_result import BusEvent, PollResult
 from gateway.acquisition.schedule import PollSchedule
 from gateway.acquisition.stats import BusStats, MeterStats
 
 
-class BusTimeout(Exception):
+class BusTimeout(AcquisitionError):
     """No (usable) reply before the deadline."""
 
 
-class PriorityLaneFull(Exception):
+class PriorityLaneFull(AcquisitionError):
     """The bus's priority lane is full; the caller must retry later (never queued unboundedly)."""
 
 

@@ -20,6 +20,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus, now_ms
+from gateway.acquisition.errors import AcquisitionError
 from gateway.acquisition.modbus_responses import RESPONSE_CLASSES, register_bytes
 from gateway.acquisition.poll_result import BusEvent, PolledValue, PollResult
 from protocols.modbus.errors import RegisterDecodeError
@@ -41,7 +42,7 @@ class ModbusMeter(MeterSlot):
 GATEWAY_EXCEPTIONS = frozenset({0x0A, 0x0B})
 
 
-class ModbusRefusal(ModbusException):
+class ModbusRefusal(AcquisitionError, ModbusException):
     """The meter answered with a Modbus exception (e.g. 02 illegal address, 04 device failure):
     it heard the request and said no. Sending the same write again changes nothing, unlike a
     timeout."""

@@ -15,10 +15,12 @@ import time
 
 import serial
 
+from gateway.acquisition.errors import AcquisitionError
+
 PARITIES = {"E": serial.PARITY_EVEN, "N": serial.PARITY_NONE, "O": serial.PARITY_ODD}
 
 
-class SerialPortError(Exception):
+class SerialPortError(AcquisitionError):
     """The port cannot be opened or used; the message says what to check."""
 
 

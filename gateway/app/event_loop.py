@@ -21,11 +21,13 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import GatewayError
+
 #: ``[gateway] event_loop`` values (the config model's choice).
 CHOICES = ("auto", "uvloop", "asyncio")
 
 
-class EventLoopUnavailable(Exception):
+class EventLoopUnavailable(GatewayError):
     """``event_loop = "uvloop"`` was asked for and uvloop cannot be imported."""
 
 

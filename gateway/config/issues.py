@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.errors import GatewayError
+
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -78,7 +80,7 @@ class ConfigIssue:
         return f"{where}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(GatewayError):
     """A config file that cannot be used; `errors` holds every problem found, in file order
     of the sections (structure first, then cross-references between sections)."""
 

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from gateway.config.context import Context
 from gateway.config.issues import KeyPath
 from gateway.config.kinds import INVALID, Kind, SchemaDefs, Siblings
+from gateway.errors import GatewayError
 
 ED25519_KEY_BYTES: Final = 32
 _HEX_KEY: Final = re.compile(rb"[0-9a-fA-F]{64}")
@@ -24,7 +25,7 @@ _HEX_KEY: Final = re.compile(rb"[0-9a-fA-F]{64}")
 _MAX_KEY_FILE_BYTES: Final = 16 * 1024
 
 
-class KeyFormatError(ValueError):
+class KeyFormatError(GatewayError, ValueError):
     """The bytes are not an Ed25519 public key in any accepted encoding."""
 
 

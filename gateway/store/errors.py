@@ -3,8 +3,10 @@ data directories in its life (a replaced SD card, a test rig) and the operator m
 
 from __future__ import annotations
 
+from gateway.errors import GatewayError
 
-class StoreError(Exception):
+
+class StoreError(GatewayError):
     """Base of the store errors."""
 
 

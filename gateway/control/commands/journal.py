@@ -35,6 +35,7 @@ from typing import Final, Literal, cast
 
 import cbor2
 
+from gateway.control.errors import ControlError
 from protocols.commands.audit_chain import (
     AUDIT_APPLICATION_ID,
     CHAIN_COLUMNS,
@@ -96,7 +97,7 @@ _LATEST: Final = _MIGRATIONS[-1][0]
 _RECORD_COLUMNS: Final = ", ".join(CHAIN_COLUMNS)
 
 
-class JournalError(Exception):
+class JournalError(ControlError):
     """The journal cannot be opened or written. A command whose verdict could not be journaled
     must not be acted on."""
 

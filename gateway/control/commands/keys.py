@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Literal
 
+from gateway.control.errors import ControlError
 from protocols.commands.envelope import ACTIONS, ROLES, GroupTarget, Role, Targets
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def allowed_actions(role: Role) -> frozenset[str]:
     return frozenset(action for action, right in ACTION_RIGHT.items() if right in rights)
 
 
-class UnknownTargetError(LookupError):
+class UnknownTargetError(ControlError, LookupError):
     """A command names a meter or group the gateway does not have."""
 
 

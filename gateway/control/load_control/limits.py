@@ -49,6 +49,7 @@ from edge_rules.load_limits import (
     MAX_PERIODS,
     LimitSchedule,
 )
+from gateway.control.errors import ControlError
 from gateway.control.load_control.settings import MAX_ROUNDS
 
 __all__ = [
@@ -77,7 +78,7 @@ _WEEKDAY_NAMES: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _MAX_SPAN_S: Final = 10 * 366 * 86400
 
 
-class LimitParamsError(ValueError):
+class LimitParamsError(ControlError, ValueError):
     """A ``limit`` (or other load-control) command's params are wrong; the text says which
     field and what it must be."""
 

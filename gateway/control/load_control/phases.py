@@ -35,6 +35,8 @@ import enum
 from collections.abc import Mapping
 from typing import Final, TypeVar
 
+from gateway.control.errors import ControlError
+
 __all__ = [
     "PREPAID_TRANSITIONS",
     "ROUND_TRANSITIONS",
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 
-class TransitionError(RuntimeError):
+class TransitionError(ControlError, RuntimeError):
     """The engine fired an event its phase table has no row for — an engine bug, never bad
     input; the phase is left as it was."""
 

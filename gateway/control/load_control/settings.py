@@ -21,6 +21,7 @@ from gateway.config.load_control import (
     PrepaidSettings,
     RestoreAction,
 )
+from gateway.control.errors import ControlError
 
 if TYPE_CHECKING:
     from gateway.config.model import GatewayConfig
@@ -37,7 +38,7 @@ __all__ = [
     "Topology",
 ]
 
-class SettingsError(ValueError):
+class SettingsError(ControlError, ValueError):
     """Settings that contradict the topology (a protected meter in a round); ``problems`` lists
     ``(key path, what is expected)``."""
 
