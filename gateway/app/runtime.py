@@ -20,9 +20,9 @@ from collections.abc import Callable
 
 from edge_rules._jit import use_numpy_twins
 from gateway.acquisition.base import ScheduledBus
+from gateway.acquisition.errors import AcquisitionError
 from gateway.acquisition.factory import build_buses
 from gateway.acquisition.poll_result import BusEvent, PollResult
-from gateway.acquisition.serial_port import SerialPortError
 from gateway.app.plan import Plan
 from gateway.app.supervisor import Supervisor
 from gateway.control.commands.handler import CommandHandler
@@ -35,7 +35,7 @@ log = logging.getLogger("gateway")
 
 #: Errors of a bus's line (adapter unplugged, port busy, TCP peer gone): the bus task retries
 #: with a growing delay instead of dying. Anything else is a bug and goes to the supervisor.
-LINE_ERRORS: tuple[type[BaseException], ...] = (SerialPortError, OSError, ConnectionError)
+LINE_ERRORS: tuple[type[BaseException], ...] = (AcquisitionError, OSError)
 BUS_STOP_TIMEOUT_S = 10.0
 
 
