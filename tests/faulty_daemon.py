@@ -26,7 +26,7 @@ from gateway.uplink.outbox_pump import OutboxPump
 
 #: Seconds after import before the planted fault fires: the daemon is READY and has fed the
 #: watchdog a few times by then.
-DELAY_S = 4.0
+DELAY_S = 3.0
 STARTED = time.monotonic()
 
 
