@@ -29,12 +29,13 @@ from gateway.app.event_loop import running_loop_name
 from gateway.app.health import HealthReporter, LoopLagMonitor
 from gateway.app.plan import Plan, build_plan
 from gateway.app.runtime import Runtime
+from gateway.app.store_guard import StoreGuard
 from gateway.app.supervisor import Supervisor
 from gateway.app.systemd_notify import SystemdNotifier
 from gateway.config import ConfigError, GatewayConfig, format_errors
 from gateway.pipeline.committer import PipelineServices
 from gateway.store import Store
-from gateway.store.errors import StoreError, StoreFullError
+from gateway.store.errors import StoreError
 from gateway.uplink.link_settings import LinkSettings
 from gateway.uplink.mqtt_link import MqttLink
 from gateway.uplink.outbox_pump import OutboxPump
@@ -50,9 +51,7 @@ EXIT_BAD_CONFIG = 2
 #: SQLite write instead of one per loop iteration; a crash loses at most this much of them,
 #: and those rows are re-sent with the same id — see gateway/uplink/outbox_pump.py).
 BOOKKEEPING_DELAY_S = 0.1
-DISK_ALARM_KEY = "disk.low"
 PROGRESS_STALE_S = 60.0
-MAINTENANCE_INTERVAL_S = 60.0
 
 
 def _now_ms() -> int:
@@ -72,6 +71,7 @@ class GatewayDaemon:
         self.link: MqttLink | None = None
         self.pump: OutboxPump | None = None
         self.runtime: Runtime | None = None
+        self.guard: StoreGuard | None = None
         self.lag = LoopLagMonitor()
         self.health = HealthReporter(self)
 
@@ -95,6 +95,8 @@ class GatewayDaemon:
             log.error("the store was damaged and moved to %s; a new one was created",
                       self.store.recovered_from)
         log.info("store %s open (epoch %016x)", self.store.path, self.store.epoch)
+        self.guard = StoreGuard(self.store, config)
+        self.guard.adopt_spills()
         loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
                              (signal.SIGHUP, self.request_reload)):
@@ -102,8 +104,10 @@ class GatewayDaemon:
         try:
             self.services = PipelineServices.open(
                 self.store, GatewayTopics(config.mqtt.topic_prefix, config.gateway.id),
-                on_commit=self._wake_pump)
+                on_commit=self._wake_pump, ballast=self.guard.ballast)
             self.services.feed.on_failure = self.supervisor.fail
+            self.services.alarms.ephemeral = self._publish_now
+            self.guard.attach(self.services)
             await self._start_link(config)
             await self._start_runtime(plan)
             self.supervisor.start("loop-lag", self.lag.run())
@@ -120,9 +124,9 @@ class GatewayDaemon:
                     self.stop_event.clear()
                     self.reload_requested = False
                     await self._reload()
-            return EXIT_OK
         finally:
-            await self._shutdown()
+            lost = await self._shutdown()
+        return EXIT_FAILURE if lost else EXIT_OK  # a stop that lost data must not exit 0
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -135,6 +139,12 @@ class GatewayDaemon:
     def _wake_pump(self) -> None:
         if self.pump is not None:
             self.pump.notify()
+
+    def _publish_now(self, topic: str, payload: bytes) -> None:
+        """Send a message straight to the broker, outside the store (an alarm the failing store
+        cannot take): at QoS 1 while connected; health shows the state either way."""
+        if self.link is not None and self.link.connected:
+            self.link.publish(topic, payload, qos=1)
 
     async def _start_runtime(self, plan: Plan) -> None:
         assert self.services is not None
@@ -193,57 +203,45 @@ class GatewayDaemon:
             await self._stop_link()
             await self._start_link(config)
         await self._start_runtime(plan)
+        if self.guard is not None:
+            self.guard.reconfigure(config)
         self.notifier.ready(f"reloaded: {len(config.meters)} meters")
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self) -> int:
+        """Stop everything; returns how many messages were lost (held, and neither committed
+        nor spilled)."""
         self.notifier.stopping()
         if self.runtime is not None:
             await self.runtime.stop()
+        lost = self.guard.settle_at_stop() if self.guard is not None else 0
         self.supervisor.release("outbox-pump")  # the pump drains before the link goes
         await self.supervisor.stop()
         await self._stop_link()
-        if self.services is not None and self.services.writer.held:
-            log.error("%d messages could not be written (disk full) and are lost with this stop",
-                      self.services.writer.held)
         if self.store is not None:
             self.store.close()
-        log.info("gateway stopped cleanly")
+        if lost:
+            log.error("gateway stopped; %d messages were lost (see above)", lost)
+        else:
+            log.info("gateway stopped cleanly")
+        return lost
 
     # -- periodic work ------------------------------------------------------------------------------
     async def _maintenance_loop(self) -> None:
-        """Disk pressure alarm, retries of anything held for the disk, outbox retention."""
-        last_prune = 0.0
+        """Disk alarms, retries of anything held for the store, WAL, ballast, retention
+        (gateway/app/store_guard.py)."""
         while True:
-            if self.store is not None and self.runtime is not None and self.services is not None:
-                cfg = self.runtime.config.store
-                status = self.store.disk_status(cfg.disk_alarm_free_mb, cfg.disk_alarm_free_pct)
-                alarms = self.services.alarms
-                is_active = alarms.active(DISK_ALARM_KEY)
-                if status.alarm and not is_active:
-                    alarms.raise_("disk.low", DISK_ALARM_KEY, None,
-                                  {"free_bytes": status.free_bytes,
-                                   "total_bytes": status.total_bytes,
-                                   "hint": status.describe()}, _now_ms())
-                elif not status.alarm and is_active:
-                    alarms.clear("disk.low", DISK_ALARM_KEY, None,
-                                 {"free_bytes": status.free_bytes}, _now_ms())
-                self.services.writer.flush()
-                if time.monotonic() - last_prune > 3600:
-                    try:
-                        removed = self.store.prune(_now_ms(), cfg.retention_days)
-                    except StoreFullError as exc:
-                        log.warning("outbox retention postponed: %s", exc)
-                    else:
-                        last_prune = time.monotonic()
-                        if removed:
-                            log.info("pruned %d acknowledged outbox rows older than %s days",
-                                     removed, cfg.retention_days)
-            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
+            interval = self.runtime.config.store.disk_check_interval_s if self.runtime else 5.0
+            if self.guard is not None:
+                self.guard.check()
+            await asyncio.sleep(interval)
 
     def unhealthy(self) -> list[str]:
         """Why the watchdog must not be fed now (empty when everything makes progress)."""
         reasons = [f"{name} {failure.describe()}"
                    for name, failure in self.supervisor.failures.items()]
+        store_problem = self.guard.unhealthy() if self.guard is not None else None
+        if store_problem is not None:
+            reasons.append(store_problem)
         if self.pump is not None and not self.pump.alive and "outbox-pump" not in \
                 self.supervisor.failures:
             reasons.append("outbox pump stopped")

@@ -16,6 +16,7 @@ from protocols.topics import QOS_HEALTH
 
 if TYPE_CHECKING:
     from gateway.app.runtime import Runtime
+    from gateway.app.store_guard import StoreGuard
     from gateway.app.supervisor import Supervisor
     from gateway.pipeline.committer import PipelineServices
     from gateway.store import Store
@@ -68,6 +69,7 @@ class _Daemon(Protocol):
     runtime: Runtime | None
     services: PipelineServices | None
     supervisor: Supervisor
+    guard: StoreGuard | None
     lag: LoopLagMonitor
 
     def unhealthy(self) -> list[str]: ...
@@ -111,6 +113,8 @@ class HealthReporter:
             stats["committer"] = dataclasses.asdict(d.runtime.committer.stats)
         if d.services is not None:
             stats["outbox_writer"] = dataclasses.asdict(d.services.writer.stats)
+        if d.guard is not None:
+            stats["store"] = d.guard.health()
         return stats
 
     async def run(self) -> None:

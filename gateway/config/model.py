@@ -122,6 +122,27 @@ class StoreSection:
         "at once). Many meters polled together then cost one fsync, not one each; a clean stop "
         "still commits and publishes everything gathered.",
     )
+    spill_dir: Path | None = setting(
+        FilePath("dir"),
+        default=None,
+        doc="Where messages held in memory (the store failing: disk full, filesystem read-only) "
+        "are written at a stop, and committed from at the next start. Put it on another "
+        "filesystem than data_dir, e.g. /run/edge-gateway (tmpfs: survives a service restart, "
+        "not a power cut) or another partition. Unset: a stop with messages held logs an ERROR "
+        "with their count and exits 1.",
+    )
+    ballast_mb: int = setting(
+        Int(minimum=0, maximum=1024, unit="MiB"),
+        default=4,
+        doc="Reserve file laid in data_dir while there is room and deleted when the disk "
+        "fills, so the store can still commit what is held and the disk alarm (0: none).",
+    )
+    disk_check_interval_s: float = setting(
+        Number(minimum=1, maximum=3600, unit="seconds"),
+        default=5.0,
+        doc="How often free space is checked and the store is retried while it fails: often "
+        "enough for the disk alarm to fire before a small partition fills.",
+    )
 
 
 # --- [[buses]] ---------------------------------------------------------------------------

@@ -10,10 +10,11 @@ full).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from gateway.pipeline.outbox import AlarmTransition, OutboxWriter
+from gateway.pipeline.outbox import AlarmTransition, Committed, OutboxWriter
 from gateway.store import Store
+from gateway.store.errors import StoreError
 from gateway.store.records import OutboxMessage
 from protocols.payload import AlarmEvent, Envelope, build_alarm
 from protocols.topics import QOS_DEFAULT, GatewayTopics
@@ -36,6 +37,10 @@ class Alarms:
         self.topics = topics
         #: Transitions committed (or held for the disk) since start, for health.
         self.transitions = 0
+        #: Publishes an alarm message at once, outside the store (the MQTT link), for the
+        #: transitions the store cannot take now; set by the daemon. The durable event follows
+        #: when the store works again.
+        self.ephemeral: Callable[[str, bytes], None] | None = None
 
     def raise_(self, kind: str, key: str, meter: str | None, details: Mapping[str, object],
                t_ms: int) -> bool:
@@ -64,12 +69,20 @@ class Alarms:
             return build_alarm(Envelope(gateway_id, store.epoch, seq, t_ms), event)
 
         message = OutboxMessage(topic=self.topics.alarms, qos=QOS_DEFAULT, build=build)
-        changed = self.writer.transition(AlarmTransition(key, kind, state, dict(details), t_ms,
+        outcome = self.writer.transition(AlarmTransition(key, kind, state, dict(details), t_ms,
                                                          message))
-        if changed:
-            self.transitions += 1
-            log.warning("alarm %s %s: %s", key, state, details.get("hint", dict(details)))
-        return changed
+        if outcome is Committed.UNCHANGED:
+            return False
+        self.transitions += 1
+        log.warning("alarm %s %s: %s", key, state, details.get("hint", dict(details)))
+        if outcome is Committed.HELD and self.ephemeral is not None:
+            try:
+                seq = store.last_seq
+            except StoreError:
+                seq = 0
+            self.ephemeral(self.topics.alarms, build_alarm(
+                Envelope(gateway_id, store.epoch, seq, t_ms), event, ephemeral=True))
+        return True
 
     def active(self, key: str) -> bool:
         """Whether ``key`` is raised now (as committed)."""

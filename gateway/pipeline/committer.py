@@ -24,6 +24,7 @@ from gateway.pipeline.outbox import OutboxWriter
 from gateway.pipeline.validation import FLOAT_WINDOWS, RegisterMemory, float_window
 from gateway.pipeline.vee_stage import GRID_QUANTITY, VeeStage
 from gateway.store import Store, wall_ms
+from gateway.store.disk import Ballast
 from gateway.store.records import OutboxMessage
 from protocols.payload import ReadRecord
 from protocols.topics import GatewayTopics
@@ -65,9 +66,9 @@ class PipelineServices:
 
     @classmethod
     def open(cls, store: Store, topics: GatewayTopics, *, on_commit: object = None,
-             max_held_messages: int = 10_000) -> PipelineServices:
+             max_held_messages: int = 10_000, ballast: Ballast | None = None) -> PipelineServices:
         writer = OutboxWriter(store, on_commit=on_commit if callable(on_commit) else None,
-                              max_held_messages=max_held_messages)
+                              max_held_messages=max_held_messages, ballast=ballast)
         return cls(store, topics, writer, Alarms(store, writer, topics), ValidatedFeed())
 
 

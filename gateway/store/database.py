@@ -30,7 +30,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -294,6 +294,27 @@ class Store:
             except sqlite3.Error as exc:
                 raise _translate(exc, self.path) from exc
         return deleted
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it to zero bytes.
+
+        SQLite checkpoints on its own only once the WAL reaches 1000 pages (4 MiB here) and never
+        shrinks the file; on a nearly full disk that WAL is the space the next commit needs. The
+        daemon calls this after the store recovers from a failure and while disk space is low."""
+        with self._lock:
+            conn = self._require_open()
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from exc
+
+    def adopt(self, rows: Sequence[OutboxRow], *, now_ms: int | None = None) -> list[int]:
+        """Commit rows taken from another store's outbox (a spill) as they are, in one
+        transaction: their payloads keep the id and seq of the store that built them (consumers
+        see that store's epoch), and get seqs of this store for ordering and acknowledgement."""
+        messages = [OutboxMessage(topic=row.topic, qos=row.qos, build=_as_built(row.payload))
+                    for row in rows]
+        return self.commit_poll(messages, now_ms=now_ms)
 
     def disk_status(self, min_free_mb: float, min_free_pct: float) -> DiskStatus:
         """Free space of the filesystem holding the database against the configured minimums."""
@@ -618,6 +639,13 @@ class Store:
 
 
 # -------------------------------------------------------------------- helpers
+
+
+def _as_built(payload: bytes) -> Callable[[int], bytes]:
+    def build(_seq: int) -> bytes:
+        return payload
+
+    return build
 
 
 def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:

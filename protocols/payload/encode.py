@@ -101,9 +101,11 @@ def _build_reads_cbor2(env: Envelope, meter: str, reads: Sequence[ReadRecord]) -
     return _dumps(message)
 
 
-def build_alarm(env: Envelope, event: AlarmEvent) -> bytes:
-    """An alarm raise or clear event (topic ``P/G/alarms``, durable)."""
-    message = _durable(env)
+def build_alarm(env: Envelope, event: AlarmEvent, *, ephemeral: bool = False) -> bytes:
+    """An alarm raise or clear event (topic ``P/G/alarms``), durable — or, with ``ephemeral``,
+    the copy sent at once while the store cannot be written (id of kind ``alarm``, ``seq`` the
+    last durable seq); the durable event follows once the store works again."""
+    message = _ephemeral(env, "alarm") if ephemeral else _durable(env)
     message["kind"] = event.kind
     message["key"] = event.key
     message["state"] = event.state
