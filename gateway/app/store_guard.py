@@ -77,7 +77,12 @@ class StoreGuard:
     def attach(self, services: PipelineServices) -> None:
         self.services = services
         services.writer.on_state_change = self._store_state_changed
-        self._lay_ballast()
+        cfg = self.config.store
+        try:
+            status = self.store.disk_status(cfg.disk_alarm_free_mb, cfg.disk_alarm_free_pct)
+        except OSError:
+            return
+        self._lay_ballast_if_room(status.free_bytes)
 
     def reconfigure(self, config: GatewayConfig) -> None:
         self.config = config
@@ -85,7 +90,14 @@ class StoreGuard:
 
     # -- periodic -------------------------------------------------------------------------------
     def check(self) -> None:
-        """One round: disk alarm, retry of what is held, WAL and ballast, retention."""
+        """One round: disk alarm, retry of what is held, WAL and ballast, retention. A store
+        error is logged and the next round tries again (this loop must not die with the disk)."""
+        try:
+            self._check()
+        except StoreError as exc:
+            log.warning("disk check postponed: %s", exc)
+
+    def _check(self) -> None:
         services = self.services
         if services is None:
             return
@@ -109,8 +121,9 @@ class StoreGuard:
         try:
             if status.alarm:
                 self.store.checkpoint()  # the WAL is the room the next commit needs
-            elif status.free_bytes > cfg.disk_alarm_free_mb * 2**20 + self.ballast.size_bytes:
-                self._lay_ballast()
+                self._lay_ballast_if_room(status.free_bytes)
+            else:
+                self._lay_ballast_if_room(status.free_bytes)
             if time.monotonic() - self._last_prune > PRUNE_INTERVAL_S:
                 self._last_prune = time.monotonic()
                 removed = self.store.prune(_now_ms(), cfg.retention_days)
@@ -119,6 +132,12 @@ class StoreGuard:
                              cfg.retention_days)
         except StoreError as exc:
             log.warning("store maintenance postponed: %s", exc)
+
+    def _lay_ballast_if_room(self, free_bytes: int) -> None:
+        """Lay the reserve again only with room to spare beyond the alarm threshold, so laying
+        it never causes the disk alarm it is there to survive."""
+        if free_bytes > self.config.store.disk_alarm_free_mb * 2**20 + 2 * self.ballast.size_bytes:
+            self._lay_ballast()
 
     def _lay_ballast(self) -> None:
         if self.ballast.size_bytes and not self.ballast.present and self.ballast.lay():

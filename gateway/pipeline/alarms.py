@@ -59,7 +59,10 @@ class Alarms:
             raise ValueError(f"alarm state must be 'raised' or 'cleared', not {state!r}")
         raised_at: int | None = None
         if state == "cleared":
-            current = self.store.alarm(key)
+            try:
+                current = self.store.alarm(key)
+            except StoreError:  # the store cannot be read now: the clear goes out without it
+                current = None
             raised_at = current.raised_ms if current else None
         event = AlarmEvent(kind=kind, key=key, state=state, severity=SEVERITY.get(kind, "minor"),
                            details=dict(details), meter=meter, raised=raised_at)
@@ -85,6 +88,9 @@ class Alarms:
         return True
 
     def active(self, key: str) -> bool:
-        """Whether ``key`` is raised now (as committed)."""
+        """Whether ``key`` is raised now: committed, or held for the store."""
+        held = self.writer.held_state(key)
+        if held is not None:
+            return held == "raised"
         state = self.store.alarm(key)
         return state is not None and state.cleared_ms is None

@@ -178,6 +178,13 @@ class OutboxWriter:
         if self.held or self.failure is not None:
             self.write([])
 
+    def held_state(self, key: str) -> str | None:
+        """The state of the newest held transition of alarm ``key`` (None: none held)."""
+        for change in reversed(self._alarms):
+            if change.key == key:
+                return change.state
+        return None
+
     @property
     def held(self) -> int:
         """Messages and alarm transitions waiting in memory for the store."""
