@@ -87,7 +87,7 @@ def test_a_filesystem_gone_read_only_is_a_state_and_its_hold_survives_a_restart(
         assert writer.held == 30
         assert states and states[0] is not None and not states[0].full
         assert "read-only" in states[0].hint
-        result = spill(writer.held_messages(), spill_dir, epoch=store.epoch,
+        result = spill(writer.held_items(), spill_dir, epoch=store.epoch,
                        last_seq=store.last_seq, now_ms=T0 + 20)
         assert result.messages == 30
         store.close()
@@ -120,7 +120,7 @@ def test_what_is_held_at_a_stop_is_spilled_and_adopted_with_the_same_ids(tmp_pat
             writer.write(poll(store, 2, T0 + k))
             if writer.held >= 10:
                 break
-        held = writer.held_messages()
+        held = writer.held_items()
         base = store.last_seq
         result = spill(held, spill_dir, epoch=store.epoch, last_seq=base, now_ms=T0 + 10)
         assert result.messages == len(held) and writer.forget_held() == len(held)
@@ -138,7 +138,7 @@ def test_what_is_held_at_a_stop_is_spilled_and_adopted_with_the_same_ids(tmp_pat
 
 def test_a_spill_the_store_has_moved_past_is_left_in_place(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "gw.db")
-    messages: list[OutboxMessage] = poll(store, 2, T0)
+    messages: list[tuple[OutboxMessage, None]] = [(m, None) for m in poll(store, 2, T0)]
     spill(messages, tmp_path / "spill", epoch=store.epoch, last_seq=store.last_seq, now_ms=T0)
     store.commit_poll(poll(store, 1, T0 + 1))  # committed first: the spill's seqs are taken
     assert adopt_spills(store, tmp_path / "spill", now_ms=T0) == 0

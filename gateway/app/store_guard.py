@@ -77,6 +77,11 @@ class StoreGuard:
     def attach(self, services: PipelineServices) -> None:
         self.services = services
         services.writer.on_state_change = self._store_state_changed
+        now = _now_ms()
+        for kind in (STORE_FAILED, DISK_FULL):  # raised before a restart, spilled, adopted
+            if services.alarms.active(kind):
+                services.alarms.clear(kind, kind, None, {
+                    "hint": f"store {self.store.path} writable again (after a restart)"}, now)
         cfg = self.config.store
         try:
             status = self.store.disk_status(cfg.disk_alarm_free_mb, cfg.disk_alarm_free_pct)
@@ -198,7 +203,7 @@ class StoreGuard:
         writer.flush()
         if not writer.held:
             return 0
-        held = writer.held_messages()
+        held = writer.held_items()
         spill_dir = self.config.store.spill_dir
         if spill_dir is not None:
             try:

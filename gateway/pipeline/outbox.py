@@ -190,10 +190,13 @@ class OutboxWriter:
         """Messages and alarm transitions waiting in memory for the store."""
         return self.holding.held + len(self._alarms)
 
-    def held_messages(self) -> list[OutboxMessage]:
-        """Everything held, alarm events first (they are older than anything the hold took in
-        after the failure began), for a spill at stop."""
-        return [change.event for change in self._alarms] + self.holding.held_messages()
+    def held_items(self) -> list[tuple[OutboxMessage, AlarmTransition | None]]:
+        """Everything held, for a spill at stop: alarm transitions first (with the state change
+        they carry), then the held polls, oldest first."""
+        items: list[tuple[OutboxMessage, AlarmTransition | None]] = [
+            (change.event, change) for change in self._alarms]
+        items.extend((message, None) for message in self.holding.held_messages())
+        return items
 
     def forget_held(self) -> int:
         """Drop what is held once it was saved elsewhere (a spill file)."""

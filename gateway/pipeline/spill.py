@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import cbor2
 
+from gateway.pipeline.outbox import AlarmTransition
 from gateway.store import Store
 from gateway.store.errors import StoreError
 from gateway.store.records import OutboxMessage, OutboxRow
@@ -42,12 +44,15 @@ class SpillResult:
     messages: int
 
 
-def spill(messages: list[OutboxMessage], spill_dir: Path, *, epoch: int, last_seq: int,
-          now_ms: int) -> SpillResult:
-    """Write ``messages`` (oldest first) to a new spill file in ``spill_dir``."""
-    rows = []
-    for i, message in enumerate(messages, start=1):
-        rows.append([message.topic, message.qos, message.build(last_seq + i)])
+def spill(items: list[tuple[OutboxMessage, AlarmTransition | None]], spill_dir: Path, *,
+          epoch: int, last_seq: int, now_ms: int) -> SpillResult:
+    """Write held messages (oldest first; an alarm event with its state change) to a new spill
+    file in ``spill_dir``."""
+    rows: list[list[object]] = []
+    for i, (message, change) in enumerate(items, start=1):
+        alarm = None if change is None else [change.key, change.kind, change.state,
+                                             change.details, change.t_ms]
+        rows.append([message.topic, message.qos, message.build(last_seq + i), alarm])
     document = {"v": FORMAT, "epoch": epoch, "base_seq": last_seq, "rows": rows}
     path = spill_dir / f"spill-{epoch:016x}-{last_seq:012d}-{now_ms}.cbor"
     tmp = path.with_suffix(".tmp")
@@ -84,15 +89,64 @@ def adopt_spills(store: Store, spill_dir: Path, *, now_ms: int) -> int:
         except (OSError, ValueError, KeyError, TypeError, cbor2.CBORDecodeError) as exc:
             log.error("spill file %s is unreadable (%s); left in place", path, exc)
             continue
+        if not isinstance(rows, list) or not all(_row_ok(r) for r in rows):
+            log.error("spill file %s has rows that are not [topic, qos, payload, alarm]; left "
+                      "in place", path)
+            continue
         if epoch == store.epoch and store.last_seq != base:
             log.error("spill file %s starts after seq %d but the store is at %d; left in place "
                       "(adopting it would repeat message ids)", path, base, store.last_seq)
             continue
-        outbox_rows = [OutboxRow(seq=0, topic=str(topic), payload=bytes(payload), qos=int(qos),
-                                 created_ms=now_ms, attempts=0) for topic, qos, payload in rows]
-        store.adopt(outbox_rows, now_ms=now_ms)
+        _adopt_rows(store, rows, now_ms)
         path.unlink()
-        adopted += len(outbox_rows)
-        log.warning("adopted %d messages spilled at the last stop from %s", len(outbox_rows),
-                    path)
+        adopted += len(rows)
+        log.warning("adopted %d messages spilled at the last stop from %s", len(rows), path)
     return adopted
+
+
+def _adopt_rows(store: Store, rows: list[list[object]], now_ms: int) -> None:
+    """Commit spilled rows in order: runs of plain messages in one transaction each, an alarm
+    event together with its state change (so the alarm table knows what is active)."""
+    plain: list[OutboxRow] = []
+
+    def flush() -> None:
+        if plain:
+            store.adopt(plain, now_ms=now_ms)
+            plain.clear()
+
+    for entry in rows:
+        topic, qos, payload, alarm = entry
+        if not isinstance(payload, bytes) or not isinstance(qos, int):
+            raise SpillError("a spilled row is not [topic, qos, payload, alarm]")
+        row = OutboxRow(seq=0, topic=str(topic), payload=payload, qos=qos, created_ms=now_ms,
+                        attempts=0)
+        if alarm is None:
+            plain.append(row)
+            continue
+        flush()
+        if not isinstance(alarm, list) or len(alarm) != 5 or not isinstance(alarm[3], dict):
+            raise SpillError("a spilled alarm is not [key, kind, state, details, t_ms]")
+        key, kind, state, details, t_ms = alarm
+        event = OutboxMessage(topic=row.topic, qos=row.qos, build=_fixed(row.payload))
+        if state == "raised":
+            store.raise_alarm(str(key), str(kind), details, int(t_ms), event=event)
+        else:
+            store.clear_alarm(str(key), int(t_ms), event=event)
+    flush()
+
+
+def _row_ok(row: object) -> bool:
+    if not isinstance(row, list) or len(row) != 4:
+        return False
+    topic, qos, payload, alarm = row
+    if not (isinstance(topic, str) and isinstance(qos, int) and isinstance(payload, bytes)):
+        return False
+    return alarm is None or (isinstance(alarm, list) and len(alarm) == 5
+                             and isinstance(alarm[3], dict) and isinstance(alarm[4], int))
+
+
+def _fixed(payload: bytes) -> Callable[[int], bytes]:
+    def build(_seq: int) -> bytes:
+        return payload
+
+    return build
