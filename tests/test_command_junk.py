@@ -222,3 +222,65 @@ def test_ten_thousand_junk_messages_grow_the_journal_by_kilobytes_and_a_real_com
         finally:
             handler.close()
     assert verify_journal_file(data_dir / "audit.db").ok
+
+
+# ------------------------------------------------------------------------ through the daemon
+
+
+@pytest.mark.slow
+def test_junk_through_the_daemon_and_mosquitto_is_counted_in_health(tmp_path: Path) -> None:
+    """2,000 junk messages (20 of 1 MiB) published on the real broker to the real daemon: the
+    health message counts every one, the journal stays small, and a signed trip afterwards is
+    executed. Published in paced batches: the link's command queue (64) drops what overflows it,
+    which is the link's business, not the journal's."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from tests.broker import Observer
+    from tests.gateway_rig import decoded, gateway_rig, wait_until
+    from tests.test_e2e_commands import _send, _setup
+
+    count = 2_000
+    with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=2, modbus_meters=0) as rig:
+        line = rig.lines["rs485-1"]
+        target = sorted(line.meters)[0]
+        key_path = _setup(rig, tmp_path, protected="none")
+        data_dir = rig.workdir / "var"
+        with Observer(rig.broker, rig.topic("health"), client_id="junk-health") as observer:
+            rig.start_daemon()
+
+            def commands_health() -> dict[str, int] | None:
+                found = [m["stats"].get("commands") for _t, m in decoded(observer,
+                                                                         rig.topic("health"))]
+                return found[-1] if found and found[-1] else None
+
+            assert wait_until(lambda: commands_health() is not None, 30), rig.log_text()[-2000:]
+            before = _journal_bytes(data_dir)
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            client.connect(rig.broker.host, rig.broker.port, keepalive=30)
+            client.loop_start()
+            try:
+                junk = [m for _kind, m in _junk(count)]  # 20 of them 1 MiB
+                assert sum(len(m) == MIB for m in junk) == 20
+                for start in range(0, count, 25):
+                    infos = [client.publish(rig.topic("cmd"), m, qos=1)
+                             for m in junk[start:start + 25]]
+                    for info in infos:
+                        info.wait_for_publish(10.0)
+                    time.sleep(0.2)
+            finally:
+                client.disconnect()
+                client.loop_stop()
+            assert "command queue full" not in rig.log_text()
+            assert wait_until(lambda: (commands_health() or {}).get(
+                "unauthenticated_rejected") == count, 30), (commands_health(),
+                                                            rig.log_text()[-2000:])
+            health = commands_health()
+            assert health is not None and health["unauthenticated_unjournaled"] >= count - 200
+            assert _journal_bytes(data_dir) - before <= 1_000_000
+            ok = _send(rig, key_path, tmp_path, "t", "--action", "trip", "--targets",
+                       f"m-{target[-4:]}", "--ctr", "1")
+            assert ok["code"] == 0 and "executed" in str(ok["out"]), ok
+            assert line.meters[target].sim.snapshot().status.relay_open
+            assert rig.stop_daemon() == 0
+        assert verify_journal_file(data_dir / "audit.db").ok
