@@ -8,6 +8,7 @@ built the way `gwtool sign-command` builds them, and the SQLite journal in tmp_p
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -335,6 +336,12 @@ def _with_protected(protected: dict[int, object]) -> bytes:
     return cbor2.dumps(cbor2.CBORTag(18, [prot, {}, payload, signature]))
 
 
+#: Rejected before every signature verified: journaled as a digest, within a budget.
+UNAUTHENTICATED = frozenset({RejectCode.TOO_LARGE, RejectCode.MALFORMED, RejectCode.BAD_ALGORITHM,
+                             RejectCode.UNKNOWN_KEY, RejectCode.DUPLICATE_SIGNER,
+                             RejectCode.BAD_SIGNATURE})
+
+
 @pytest.mark.parametrize(("name", "make", "code"), REJECTIONS, ids=[r[0] for r in REJECTIONS])
 def test_each_rejection_is_journaled_with_its_reason(
     rig: Rig, name: str, make: object, code: RejectCode
@@ -345,11 +352,21 @@ def test_each_rejection_is_journaled_with_its_reason(
     assert decision.status == "rejected" and decision.code is code, decision.reason
     assert decision.command is None
     assert decision.reason.startswith(f"{code}: ") and len(decision.reason) > len(code) + 5
-    assert rig.last_two() == ("received", "rejected")
     rejected = rig.journal.records()[-1]
     assert rejected.seq == decision.journal_seq
     assert rejected.details["code"] == str(code)
     assert rejected.details["reason"] == decision.reason.removeprefix(f"{code}: ")
+    if code in UNAUTHENTICATED:
+        # Nobody's signature vouches for it: one record, its digest and size, not its bytes.
+        assert [r.kind for r in rig.journal.records()] == ["rejected"]
+        assert rejected.details["sha256"] == hashlib.sha256(message).digest()
+        assert rejected.details["size"] == len(message)
+        assert rejected.details["authentic"] is False and "claimed" not in rejected.details
+        assert len(rejected.body) < 400
+    else:
+        assert rig.last_two() == ("received", "rejected")
+        assert rig.journal.records()[-2].details["message"] == message
+        assert rejected.details["authentic"] is True and "claimed" in rejected.details
     assert rig.journal.pending() == []
     assert verify_journal_file(rig.path).ok
 

@@ -111,6 +111,7 @@ class HealthReporter:
                              "last_error": status.last_error}
         if d.runtime is not None:
             stats["committer"] = dataclasses.asdict(d.runtime.committer.stats)
+            stats["commands"] = d.runtime.commands.health()
         if d.services is not None:
             stats["outbox_writer"] = dataclasses.asdict(d.services.writer.stats)
         if d.guard is not None:

@@ -578,6 +578,14 @@ class CommandsSection:
         doc="Most commands one operator key may have accepted in any 60 s; more are rejected "
         "(rate_limited). Bounds the damage of a leaked key or a runaway script.",
     )
+    unauthenticated_journal_per_minute: int = setting(
+        Int(minimum=0, maximum=10000),
+        default=60,
+        doc="Most unauthenticated messages on the command topic (malformed, unknown key, bad "
+        "signature) journaled per minute, each as one record of its SHA-256, size and reason; "
+        "more are only counted (health: commands). Keeps whoever may publish on the topic from "
+        "filling the disk; 0 journals none of them.",
+    )
     gateway_key: Path | None = setting(
         FilePath("file"),
         default=None,

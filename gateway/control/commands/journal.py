@@ -10,8 +10,9 @@ SQLite triggers refuse UPDATE and DELETE on the journal table, so no code path o
 can rewrite history by mistake; they are no defence against someone with the file, which is the
 chain's job.
 
-**Records.** ``received`` (every message: its size, SHA-256 and the bytes), ``rejected`` (code and
-reason), ``accepted`` (the verified command), and outcomes ``executed`` / ``failed`` written by
+**Records.** ``received`` (every authenticated message: its size, SHA-256 and the bytes),
+``rejected`` (code and reason; for a message no signature vouches for, its size and SHA-256
+instead of a ``received`` record, see :mod:`.junk`), ``accepted`` (the verified command), and outcomes ``executed`` / ``failed`` written by
 whoever acts (the ``final`` flag marks the last outcome of a command). A command that is
 ``accepted`` without a final outcome is *pending*: after a crash between journaling and acting,
 :meth:`Journal.pending` finds it so the daemon reports it instead of acting a second time.

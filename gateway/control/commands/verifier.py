@@ -20,7 +20,11 @@ failing closed (DESIGN.md §6).
    meters carries two distinct operators' signatures; the issuing key is within its rate limit.
 
 The first failing check decides, and its code and reason are journaled with the received message
-in one transaction. A command that passed step 7 spends its counter and id whether it is then
+in one transaction — in full (two records, ``received`` with the bytes and ``rejected``) once
+every signature has verified. A message rejected *before* that (steps 1–4: anyone who may publish
+on the topic can send it) is journaled as one ``rejected`` record holding its SHA-256, size and
+reason, and only within ``[commands] unauthenticated_journal_per_minute``; beyond that budget it
+is counted, not journaled (:mod:`.junk`), so junk cannot fill the disk. A command that passed step 7 spends its counter and id whether it is then
 accepted or rejected (same transaction as the verdict): an authentic command refused by a role or
 an interlock must not become acceptable later by being sent again.
 
@@ -45,6 +49,7 @@ from gateway.control.commands.journal import (
     ReplayConflictError,
     ReplayMark,
 )
+from gateway.control.commands.junk import JournalBudget, JunkStats
 from gateway.control.commands.keys import KeyTable, OperatorKey, UnknownTargetError, allowed_actions
 from protocols import cose
 from protocols.commands.envelope import (
@@ -116,6 +121,7 @@ class VerifierPolicy:
     rate_limit_count: int = 30
     rate_limit_window_s: float = 60.0
     max_signatures: int = 4
+    unauthenticated_journal_per_minute: int = 60
 
     @classmethod
     def from_config(cls, config: GatewayConfig, **overrides: object) -> VerifierPolicy:
@@ -126,6 +132,7 @@ class VerifierPolicy:
             "max_meters_per_command": c.max_meters_per_command,
             "two_person_threshold": c.two_person_threshold,
             "rate_limit_count": c.rate_limit_per_minute,
+            "unauthenticated_journal_per_minute": c.unauthenticated_journal_per_minute,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -165,7 +172,8 @@ class Decision:
     ``status`` ``accepted`` | ``rejected``; ``code`` (None when accepted); ``reason`` (the
     result's reason text: ``"code: detail"``, empty when accepted); ``command_id`` (from the
     payload when it could be read — for a rejection before the signature check it is *claimed*,
-    not proven); ``command`` (only when accepted); ``journal_seq`` (the verdict record).
+    not proven); ``command`` (only when accepted); ``journal_seq`` (the verdict record; None for
+    an unauthenticated rejection over the journal budget, which was only counted).
     """
 
     status: Literal["accepted", "rejected"]
@@ -173,7 +181,7 @@ class Decision:
     reason: str
     command_id: bytes | None
     command: VerifiedCommand | None
-    journal_seq: int
+    journal_seq: int | None
 
     @property
     def accepted(self) -> bool:
@@ -199,6 +207,9 @@ class _Seen:
 
 
 _RECEIVED_BYTES_KEPT: Final = 64 * 1024
+#: Longest reason kept for an unauthenticated rejection: its detail may quote what the sender
+#: chose (a key id), and neither the journal nor the signed result should carry that at length.
+_UNAUTHENTICATED_REASON_CHARS: Final = 200
 
 
 class CommandVerifier:
@@ -228,6 +239,10 @@ class CommandVerifier:
         self._limits = cose.DecodeLimits(
             max_message_bytes=policy.max_message_bytes, max_signatures=policy.max_signatures
         )
+        self._junk_budget = JournalBudget(policy.unauthenticated_journal_per_minute)
+        #: Unauthenticated rejections since start (published in the health message).
+        self.junk = JunkStats()
+        self._skipped_since_journaled = 0
 
     @classmethod
     def from_config(
@@ -265,6 +280,8 @@ class CommandVerifier:
         try:
             command = self._check(message, now, seen)
         except _Reject as rejection:
+            if not seen.signers:
+                return self._journal_unauthenticated(seen, rejection, now)
             return self._journal_rejection(message, seen, rejection, now_ms)
         try:
             records = self.journal.append(
@@ -506,6 +523,35 @@ class CommandVerifier:
             None,
             records[-1].seq,
         )
+
+    def _journal_unauthenticated(self, seen: _Seen, rejection: _Reject, now: float) -> Decision:
+        """A message no operator's signature vouches for: one record of its digest, size and
+        reason, within the budget; over it, only counted. No replay state is spent, and the
+        claimed command id is kept (the signed result names it) but nothing else it claims."""
+        detail = rejection.detail
+        if len(detail) > _UNAUTHENTICATED_REASON_CHARS:
+            detail = detail[: _UNAUTHENTICATED_REASON_CHARS - 1] + "…"
+        reason = f"{rejection.code}: {detail}"
+        cmd = seen.envelope.id if seen.envelope is not None else None
+        self.junk.rejected += 1
+        if not self._junk_budget.take(now):
+            self.junk.unjournaled += 1
+            self._skipped_since_journaled += 1
+            return Decision("rejected", rejection.code, reason, cmd, None, None)
+        details: dict[str, object] = {
+            "code": str(rejection.code),
+            "reason": detail,
+            "size": seen.size,
+            "sha256": seen.sha256,
+            "authentic": False,
+            "counter_spent": False,
+        }
+        if self._skipped_since_journaled:
+            details["unjournaled_before"] = self._skipped_since_journaled
+        entry = JournalEntry("rejected", cmd=cmd, details=details)
+        [record] = self.journal.append([entry], now_ms=math.floor(now * 1000))
+        self._skipped_since_journaled = 0
+        return Decision("rejected", rejection.code, reason, cmd, None, record.seq)
 
     def _received(self, message: bytes, seen: _Seen) -> JournalEntry:
         details: dict[str, object] = {"size": seen.size, "sha256": seen.sha256}
