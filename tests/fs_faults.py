@@ -88,8 +88,10 @@ class Ext4:
         trigger.write_text("test: injected by the test suite\n")
 
     def repair(self) -> None:
-        """Unmount (lazily: a process may still hold files there), fsck and mount again."""
-        _run("umount", "-l", str(self.path))
+        """Unmount (lazily only if a process still holds files there), fsck, mount again."""
+        _run("sync")
+        if _run("umount", str(self.path)).returncode != 0:
+            _run("umount", "-l", str(self.path))
         _run("e2fsck", "-fy", str(self.image))
         result = _run("mount", "-o", "loop,errors=remount-ro", str(self.image), str(self.path))
         assert result.returncode == 0, result.stderr
