@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import random
 import signal
@@ -257,19 +258,28 @@ def test_frozen_broker_is_noticed_within_one_and_a_half_keepalives(
     run(main)
 
 
-def test_link_retries_until_the_broker_appears(tmp_path: Path) -> None:
+def test_link_retries_until_the_broker_appears(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     broker = MosquittoBroker(tmp_path / "late-broker")
+    caplog.set_level(logging.DEBUG, logger="gateway.uplink.mqtt_link")
 
     async def main() -> None:
-        link = make_link(settings_for(broker), tmp_path)
+        link = make_link(settings_for(broker, reconnect_max_s=0.3), tmp_path)
         await link.start()
         try:
             assert await until(lambda: link.status().last_error is not None, 5)
             assert "refused" in (link.status().last_error or "")
             assert not link.connected
             assert link.publish(f"{PREFIX}/{GW}/reads/m-001", b"x", 1) is None
+            # Several refused attempts (every 0.2-0.3 s), logged as one line, no traceback.
+            assert await until(lambda: (link.status().bdseq or 0) >= 4, 5)
+            refused = [r for r in caplog.records
+                       if r.levelno >= logging.WARNING and "refused" in r.getMessage()]
+            assert len(refused) == 1 and refused[0].exc_info is None
             broker.start()
             assert await link.wait_connected(5)
+            assert any("working again after" in r.getMessage() for r in caplog.records)
         finally:
             await link.stop()
             broker.kill()
