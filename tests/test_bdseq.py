@@ -189,11 +189,10 @@ def test_on_a_really_full_filesystem_the_number_is_still_persisted(tiny_tmpfs: P
     path = tiny_tmpfs / BDSEQ_FILE_NAME
     counter = BdseqCounter.open(path)
     assert counter.next() == 1
-    with pytest.raises(OSError) as full:
-        with open(tiny_tmpfs / "filler", "wb") as f:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
+    with pytest.raises(OSError) as full, open(tiny_tmpfs / "filler", "wb") as f:
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
     assert full.value.errno == errno.ENOSPC
     assert [counter.next(), counter.next()] == [2, 3] and counter.persisted  # in place: no room needed
     assert BdseqCounter.open(path).next() == 4
