@@ -20,7 +20,8 @@ What this module owns, and why it is built this way:
   connection once nothing has come back for 1.5 × keepalive. On a healthy link paho pings after
   one keepalive of silence, so the broker always answers well inside that bound.
 * **Birth and death carry `bdseq`.** Before each connection attempt a new `bdseq` is taken from a
-  persistent counter and put into the last will (`{online: false, bdseq}`, retained); after the
+  persistent counter that never needs a store write and never fails for a full or failing disk
+  (`gateway.store.bdseq`), and put into the last will (`{online: false, bdseq}`, retained); after the
   CONNACK the retained birth carries the same number, so a consumer can tell which session a will
   belongs to. A clean stop publishes a retained death and sends DISCONNECT, which tells the broker
   to discard the will.
