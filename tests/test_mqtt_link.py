@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import random
 import signal
@@ -22,9 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.config import ConfigError, TlsSettings, load_config
+from gateway.store.bdseq import BdseqCounter
 from gateway.uplink.link_settings import LinkSettings
 from gateway.uplink.mqtt_link import LinkState, MqttLink, reconnect_delay
-from gateway.uplink.state_messages import BdseqFile, GatewayStateMessages
+from gateway.uplink.state_messages import GatewayStateMessages
 from protocols.payload import decode_message
 from tests.broker import (
     Endpoint,
@@ -65,7 +67,7 @@ def make_link(settings: LinkSettings, tmp_path: Path) -> MqttLink:
         meters=("m-001", "m-002"),
         position=lambda: (0x1234, 0),
     )
-    return MqttLink(settings, state=state, next_bdseq=BdseqFile(tmp_path / "mqtt_bdseq").next)
+    return MqttLink(settings, state=state, next_bdseq=BdseqCounter.open(tmp_path / "mqtt_bdseq").next)
 
 
 def run(coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -132,16 +134,6 @@ def test_settings_reject_what_would_break_the_contract(tmp_path: Path) -> None:
     assert "secret" not in repr(settings)
 
 
-def test_bdseq_file_survives_restart_and_is_replaced_atomically(tmp_path: Path) -> None:
-    path = tmp_path / "d" / "mqtt_bdseq"
-    first = BdseqFile(path)
-    assert [first.next(), first.next(), first.next()] == [1, 2, 3]
-    assert BdseqFile(path).next() == 4
-    assert not path.with_name("mqtt_bdseq.tmp").exists()
-    path.write_text("garbage")
-    assert BdseqFile(path).next() == 1  # unreadable file: warn and restart, never crash
-
-
 # --------------------------------------------------------------------------------------------
 # birth / death / will
 # --------------------------------------------------------------------------------------------
@@ -181,7 +173,8 @@ import asyncio, sys
 from pathlib import Path
 from gateway.uplink.link_settings import LinkSettings
 from gateway.uplink.mqtt_link import MqttLink
-from gateway.uplink.state_messages import BdseqFile, GatewayStateMessages
+from gateway.store.bdseq import BdseqCounter
+from gateway.uplink.state_messages import GatewayStateMessages
 
 async def main():
     host, port, data = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
@@ -189,7 +182,7 @@ async def main():
                             keepalive_s=5, reconnect_min_s=0.2, reconnect_max_s=1.0)
     state = GatewayStateMessages("gw-link-1", "0.1.0-test", "ab" * 32, ("m-001",),
                                  position=lambda: (0x1234, 0))
-    link = MqttLink(settings, state=state, next_bdseq=BdseqFile(data / "mqtt_bdseq").next)
+    link = MqttLink(settings, state=state, next_bdseq=BdseqCounter.open(data / "mqtt_bdseq").next)
     await link.start()
     if not await link.wait_connected(10):
         sys.exit("no connection")
@@ -203,7 +196,7 @@ asyncio.run(main())
 def test_killed_gateway_leaves_retained_will_with_the_birth_bdseq(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
-    (tmp_path / "mqtt_bdseq").write_text("41\n")  # as left by earlier runs
+    BdseqCounter.open(tmp_path / "mqtt_bdseq", floor=41)  # as left by earlier runs
     with Observer(mosquitto, STATE) as observer:
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, mosquitto.host, str(mosquitto.port), str(tmp_path)],
@@ -265,19 +258,28 @@ def test_frozen_broker_is_noticed_within_one_and_a_half_keepalives(
     run(main)
 
 
-def test_link_retries_until_the_broker_appears(tmp_path: Path) -> None:
+def test_link_retries_until_the_broker_appears(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     broker = MosquittoBroker(tmp_path / "late-broker")
+    caplog.set_level(logging.DEBUG, logger="gateway.uplink.mqtt_link")
 
     async def main() -> None:
-        link = make_link(settings_for(broker), tmp_path)
+        link = make_link(settings_for(broker, reconnect_max_s=0.3), tmp_path)
         await link.start()
         try:
             assert await until(lambda: link.status().last_error is not None, 5)
             assert "refused" in (link.status().last_error or "")
             assert not link.connected
             assert link.publish(f"{PREFIX}/{GW}/reads/m-001", b"x", 1) is None
+            # Several refused attempts (every 0.2-0.3 s), logged as one line, no traceback.
+            assert await until(lambda: (link.status().bdseq or 0) >= 4, 5)
+            refused = [r for r in caplog.records
+                       if r.levelno >= logging.WARNING and "refused" in r.getMessage()]
+            assert len(refused) == 1 and refused[0].exc_info is None
             broker.start()
             assert await link.wait_connected(5)
+            assert any("working again after" in r.getMessage() for r in caplog.records)
         finally:
             await link.stop()
             broker.kill()

@@ -4,6 +4,7 @@ and a real mosquitto that is stopped, frozen and killed under it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -287,9 +288,13 @@ class FlakyAckStore(Store):
         return super().mark_acked(seqs, when_ms, attempted)
 
 
-def test_failed_ack_write_is_retried_not_forgotten(tmp_path: Path) -> None:
+def test_failed_ack_write_is_retried_not_forgotten(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     flaky = FlakyAckStore.open(tmp_path / "flaky.db")
     assert isinstance(flaky, FlakyAckStore)
+    flaky.failures = 3  # three retries a second apart
+    caplog.set_level(logging.INFO, logger="gateway.uplink.outbox_pump")
 
     async def main() -> None:
         link = ScriptedLink()
@@ -303,8 +308,13 @@ def test_failed_ack_write_is_retried_not_forgotten(tmp_path: Path) -> None:
         await settle()
         assert flaky.outbox_depth() == 1
         assert "acknowledgements failed" in (pump.status().last_error or "")
-        assert await until(lambda: flaky.outbox_depth() == 0, 3)
+        assert await until(lambda: flaky.outbox_depth() == 0, 5)
         await pump.stop()
+        # Three failures of the same kind: one line, no traceback; then one "working again".
+        lines = [r for r in caplog.records if r.name == "gateway.uplink.outbox_pump"]
+        assert [r.levelno for r in lines] == [logging.WARNING, logging.INFO], caplog.text
+        assert all(r.exc_info is None for r in lines)
+        assert "working again after 3 failures" in lines[1].getMessage()
 
     run(main)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import secrets
@@ -35,6 +36,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 
+from gateway.store.bdseq import BDSEQ_FILE_NAME, BdseqCounter
 from gateway.store.disk import disk_status
 from gateway.store.errors import StoreCorruptError, StoreError, StoreFullError
 from gateway.store.records import (
@@ -508,13 +510,26 @@ class Store:
 
     # ---------------------------------------------------------------- birth/death
 
+    @functools.cached_property
+    def bdseq(self) -> BdseqCounter:
+        """The MQTT link's birth/death sequence, kept in its own preallocated file beside the
+        database (:mod:`gateway.store.bdseq`) rather than in a transaction, so that a full or
+        failing disk never stops the link from connecting. Opened on first use, which is the
+        link's first connection attempt right after start. The number older versions kept in
+        ``meta`` is its floor, so the first start with the file continues from it."""
+        try:
+            with self._reading() as conn:
+                floor: int | None = _meta_int(conn, "bdseq")
+        except StoreError as exc:
+            log.warning("store %s: cannot read the old bdseq (%s); bdseq may jump", self.path, exc)
+            floor = None
+        return BdseqCounter.open(self.path.parent / BDSEQ_FILE_NAME, floor=floor)
+
     def next_bdseq(self) -> int:
         """Advance and return the birth/death sequence that pairs a birth certificate with the
-        last will registered on the same connection; persisted so a restart never repeats one."""
-        with self._transaction() as conn:
-            value = _meta_int(conn, "bdseq") + 1
-            conn.execute("UPDATE meta SET value = ? WHERE key = 'bdseq'", (value,))
-            return value
+        last will registered on the same connection; never repeats across restarts and never
+        fails for a disk problem (see :attr:`bdseq`)."""
+        return self.bdseq.next()
 
     # ---------------------------------------------------------------- internals
 

@@ -20,7 +20,8 @@ What this module owns, and why it is built this way:
   connection once nothing has come back for 1.5 × keepalive. On a healthy link paho pings after
   one keepalive of silence, so the broker always answers well inside that bound.
 * **Birth and death carry `bdseq`.** Before each connection attempt a new `bdseq` is taken from a
-  persistent counter and put into the last will (`{online: false, bdseq}`, retained); after the
+  persistent counter that never needs a store write and never fails for a full or failing disk
+  (`gateway.store.bdseq`), and put into the last will (`{online: false, bdseq}`, retained); after the
   CONNACK the retained birth carries the same number, so a consumer can tell which session a will
   belongs to. A clean stop publishes a retained death and sends DISCONNECT, which tells the broker
   to discard the will.
@@ -52,6 +53,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config.mqtt import STATE_MESSAGE_SLOTS
+from gateway.uplink.failure_log import FailureLog
 from gateway.uplink.link_settings import LinkSettings
 from gateway.uplink.state_messages import StateMessages, wall_clock_ms
 
@@ -164,6 +166,10 @@ class MqttLink:
         self._rng = rng or random.Random()
         self._state = LinkState.STOPPED
         self._counters = _Counters()
+        # Connection failures repeat on every retry: one line per distinct error, then a summary
+        # at most once a minute (gateway.uplink.failure_log); the same for everything else.
+        self._link_failures = FailureLog(log, "MQTT")
+        self._other_failures = FailureLog(log, "MQTT")
         self._listener: PublishListener | None = None
         self._attempt: _Attempt | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -359,7 +365,7 @@ class MqttLink:
             delay = reconnect_delay(failures, s.reconnect_min_s, s.reconnect_max_s, self._rng)
             failures += 1
             self._state = LinkState.WAITING
-            log.info("MQTT: next connection attempt in %.1f s", delay)
+            log.debug("MQTT: next connection attempt in %.1f s", delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), delay)
 
@@ -373,12 +379,12 @@ class MqttLink:
             self._loop.remove_reader(stale)
             self._loop.remove_writer(stale)
         try:
+            # Never fails for a disk problem (gateway.store.bdseq): connecting needs no store.
             bdseq = self._next_bdseq()
             will = self._state_messages.will(bdseq)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a bug here must not end the link task
             # Without a will matching the birth we must not connect; retry after backoff.
-            self._record_error(f"cannot prepare the last will: {exc}")
-            log.exception("MQTT: preparing bdseq/last will failed")
+            self._record_error(f"cannot prepare the last will: {exc}", self._link_failures, exc)
             return None
         attempt = _Attempt(bdseq=bdseq)
         self._attempt = attempt
@@ -395,7 +401,7 @@ class MqttLink:
                 lambda: self._client.connect(s.host, s.port, s.keepalive_s, **kwargs),
             )
         except (OSError, ValueError) as exc:
-            self._record_error(_explain_connect_error(s, exc))
+            self._record_error(_explain_connect_error(s, exc), self._link_failures)
             return attempt
         if self._stop_requested.is_set():
             self._register_socket(attempt)
@@ -536,9 +542,9 @@ class MqttLink:
             return  # paho closes the socket next and reports it through on_disconnect
         try:
             birth = self._state_messages.birth(attempt.bdseq)
-        except Exception as exc:
-            log.exception("MQTT: building the birth message failed")
+        except Exception as exc:  # noqa: BLE001 - a bug here must not unwind through paho
             attempt.close_reason = f"cannot build the birth message: {exc}"
+            self._link_failures.failed(attempt.close_reason, exc_info=exc)
             # Not from inside paho's read path: drop the connection on the next loop turn.
             assert self._loop is not None
             self._loop.call_soon(self._abort_connection, attempt.close_reason)
@@ -546,6 +552,7 @@ class MqttLink:
         self._state = LinkState.UP
         attempt.up_since = time.monotonic()
         self._counters.connects += 1
+        self._link_failures.recovered()
         log.info(
             "MQTT: connected to %s:%d (MQTT %s, session present: %s, bdseq %d)",
             s.host,
@@ -585,7 +592,10 @@ class MqttLink:
                 cause = f"connection closed before any CONNACK ({reason})"
             else:
                 cause = f"connection lost ({reason})"
-        self._record_error(f"MQTT link to {self.settings.host}:{self.settings.port} down: {cause}")
+        self._record_error(
+            f"MQTT link to {self.settings.host}:{self.settings.port} down: {cause}",
+            self._link_failures,
+        )
         self._connection_lost()
 
     def _connection_lost(self) -> None:
@@ -669,8 +679,15 @@ class MqttLink:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(fn, *args)
 
-    def _record_error(self, message: str) -> None:
-        log.warning("MQTT: %s", message)
+    def _record_error(
+        self,
+        message: str,
+        failures: FailureLog | None = None,
+        unexpected: BaseException | None = None,
+    ) -> None:
+        """Keep `message` for health and log it through `failures` (rate-limited; a traceback
+        only for an `unexpected` exception, i.e. a bug)."""
+        (failures or self._other_failures).failed(message, exc_info=unexpected)
         self._counters.last_error = message
         self._counters.last_error_ms = self._clock_ms()
 

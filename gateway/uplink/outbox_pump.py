@@ -39,6 +39,7 @@ from typing import Protocol
 
 from gateway.store.errors import StoreError
 from gateway.store.records import OutboxRow
+from gateway.uplink.failure_log import FailureLog
 from gateway.uplink.mqtt_link import PublishListener
 from gateway.uplink.state_messages import wall_clock_ms
 from protocols.payload import PayloadError
@@ -144,6 +145,12 @@ class OutboxPump:
         self._rejected = 0
         self._max_inflight = 0
         self._last_error: str | None = None
+        # Store failures repeat on every retry (each second on a full disk): one line per
+        # distinct error, a summary at most once a minute, no traceback — a StoreError is the
+        # disk talking, not a bug (gateway.uplink.failure_log).
+        self._ack_failures = FailureLog(log, "outbox: recording acknowledgements")
+        self._read_failures = FailureLog(log, "outbox: reading pending rows")
+        self._rejections = FailureLog(log, "outbox", level=logging.ERROR)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -194,7 +201,7 @@ class OutboxPump:
                 self._fill_window(final=True)
             except StoreError as exc:  # the store failing: what is left goes out next start
                 self._last_error = f"final drain failed: {exc}"
-                log.exception("outbox: final drain failed")
+                log.error("outbox: %s; the rest goes out at the next start", self._last_error)
                 break
             remaining = deadline - loop.time()
             if not self._inflight or remaining <= 0:
@@ -230,7 +237,7 @@ class OutboxPump:
             # consumers a message may be late or repeated, so erring this way is harmless.
             self._connect_seq = sys.maxsize
             self._last_error = f"reading the store's last seq failed: {exc}"
-            log.exception("outbox: reading last_seq failed; sending everything as backlog")
+            log.warning("outbox: %s; sending everything as backlog", self._last_error)
 
     def link_down(self) -> None:
         # PUBACKs already received are real deliveries: record them before anything else.
@@ -248,6 +255,7 @@ class OutboxPump:
         if ok:
             self._acks.append(seq)
             self._acked += 1
+            self._rejections.recovered()
             self._schedule_bookkeeping()
         else:
             # The row stays unacknowledged in the store and is sent again (marked hist) after
@@ -258,7 +266,7 @@ class OutboxPump:
                 f"broker rejected outbox row seq {seq}: {reason} — check the broker ACL and "
                 "limits for this gateway's topics"
             )
-            log.error("outbox: %s", self._last_error)
+            self._rejections.failed(self._last_error)
         if not self._inflight:
             self._idle.set()
         self._wake.set()
@@ -277,8 +285,10 @@ class OutboxPump:
                 self._fill_window()
             except StoreError as exc:  # the store failing must not kill the pump
                 self._last_error = f"reading the outbox failed: {exc}"
-                log.exception("outbox: reading pending rows failed; retrying")
+                self._read_failures.failed(f"{exc}; retrying every second")
                 await asyncio.sleep(1.0)
+            else:
+                self._read_failures.recovered()
 
     def _fill_window(self, *, final: bool = False) -> None:
         handed: list[int] = []
@@ -341,11 +351,14 @@ class OutboxPump:
         attempted, self._attempted = self._attempted, []
         try:
             self._outbox.mark_acked(seqs, self._clock_ms(), attempted)
+            self._ack_failures.recovered()
         except StoreError as exc:
             # Keep the acknowledgements: the next flush retries. If the daemon dies first, these
             # rows are re-sent (with hist) on restart — a duplicate, never a loss. The hand-over
             # counts are diagnostics: dropped rather than kept growing while the disk refuses.
             self._acks = seqs + self._acks
             self._last_error = f"recording {len(seqs)} acknowledgements failed: {exc}"
-            log.exception("outbox: mark_acked failed; will retry")
+            self._ack_failures.failed(
+                f"{exc}; {len(self._acks)} kept in memory and retried every second"
+            )
             self._flush_handle = asyncio.get_running_loop().call_later(1.0, self._flush_acks)

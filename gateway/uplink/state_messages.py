@@ -1,14 +1,13 @@
 """What the link says about the gateway itself: the retained birth / will / death payloads on
-`P/G/state`, and `bdseq`, the session number that ties a will to its birth across restarts."""
+`P/G/state`. `bdseq`, the session number that ties a will to its birth across restarts, is kept
+by `gateway.store.bdseq.BdseqCounter`."""
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from protocols import payload
@@ -21,60 +20,6 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-
-
-class BdseqFile:
-    """`bdseq` kept in a one-line text file, for a daemon that does not keep it in the store's
-    meta table. Pass `BdseqFile(path).next` as the link's `next_bdseq`.
-
-    Written with write-to-temp + fsync + rename, so after a power cut the file holds either the
-    old or the new number, never a torn one. If the disk refuses the write we log it and carry
-    on with the in-memory number: delivering data matters more than a gap-free bdseq.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._value = self._load()
-
-    def _load(self) -> int:
-        try:
-            text = self.path.read_text().strip()
-        except FileNotFoundError:
-            return 0
-        try:
-            value = int(text)
-        except ValueError:
-            log.warning(
-                "bdseq file %s holds %r, not an integer; starting again from 0 "
-                "(delete the file to silence this)",
-                self.path,
-                text[:40],
-            )
-            return 0
-        return max(value, 0)
-
-    @property
-    def current(self) -> int:
-        return self._value
-
-    def next(self) -> int:
-        self._value += 1
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as f:
-                f.write(f"{self._value}\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
-            log.error("cannot persist bdseq %d to %s: %s", self._value, self.path, exc)
-        return self._value
 
 
 # --- state payloads (birth / will / death) ---------------------------------------------------
