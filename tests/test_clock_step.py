@@ -17,9 +17,9 @@ from gateway.pipeline.committer import Committer, PipelineServices
 from gateway.pipeline.vee_stage import VeeStage
 from gateway.store import Store
 from protocols.topics import GatewayTopics
-from tests.test_theft_monitor import CONFIG, Rig, T0, alarm_messages, poll
-from tests.test_vee_stage import Fleet, seeded_stage
+from tests.test_theft_monitor import CONFIG, T0, Rig, alarm_messages, poll
 from tests.test_vee_stage import T0 as VEE_T0
+from tests.test_vee_stage import Fleet, seeded_stage
 
 DAY_S = 86_400
 HOUR_S = 3_600
