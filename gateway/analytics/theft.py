@@ -28,6 +28,13 @@ Only the NumPy twins are called: they are proven equal to the compiled kernels
 (tests/test_theft_kernels.py), a batch is a handful of meters × ``window_samples`` polls, and
 a gateway must not import numba (~70 MB RSS) for this. Per poll the cost is a few scalar
 stores into the sample array; Python objects are made only for alarm transitions.
+
+Clock steps. The kernels measure durations (``sustain_s``, energy = power × time between
+polls), so in the daemon they are given each poll's time on the *monotonic* clock
+(:class:`~gateway.pipeline.clock.ClockWatch`); the alarms and their evidence keep wall times.
+When the watch has seen a wall-clock step, every window is discarded (the samples before the
+step are dropped, not evaluated), polls stamped before the step are not recorded, and a meter is
+evaluated again — its alarms raised or cleared — from its second poll after the step.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from numpy.typing import NDArray
 from edge_rules import theft
 from gateway.config import GatewayConfig, TheftSection
 from gateway.pipeline.alarms import Alarms
+from gateway.pipeline.clock import ClockWatch
 from gateway.pipeline.feed import ValidatedPoll
 
 log = logging.getLogger(__name__)
@@ -73,6 +81,10 @@ _IMPORT: Final = 10
 _EXPORT: Final = 11
 _COVER: Final = 12
 _TERMINAL_COVER: Final = 13
+#: Polls a meter needs after a clock step before it is evaluated again (one says nothing).
+SETTLE_SAMPLES: Final = 2
+#: ms a poll may seem to come from the future (clock reads rounded to ms) and still be recorded.
+FUTURE_SLACK_MS: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +132,8 @@ class TheftMonitor:
     """
 
     def __init__(self, config: GatewayConfig, alarms: Alarms, *,
-                 on_failure: Callable[[str, BaseException], None] | None = None) -> None:
+                 on_failure: Callable[[str, BaseException], None] | None = None,
+                 clock: ClockWatch | None = None) -> None:
         #: Told when an evaluation fails (evaluations run from the event loop, outside any task).
         self.on_failure = on_failure
         self.failed = False
@@ -136,7 +149,15 @@ class TheftMonitor:
                            dtype=np.float64)
         self.generating = np.array([m.generating for m in config.meters], dtype=np.uint8)
         self.samples = np.full((meters, N_CHANNELS, n), np.nan)
+        #: The kernels' poll times: monotonic ms with a ``clock``, else the polls' wall times.
         self.times = np.zeros((meters, n), dtype=np.int64)
+        #: The polls' wall times (UTC ms), for the alarms and their evidence.
+        self.wall = np.zeros((meters, n), dtype=np.int64)
+        #: Wall-clock steps (None: the polls' times are used as given, as tools and tests do).
+        self.clock = clock
+        self._steps_seen = clock.steps if clock is not None else 0
+        #: True for meters whose window a clock step discarded, until SETTLE_SAMPLES polls.
+        self.settling = np.zeros(meters, dtype=bool)
         self.filled = np.zeros(meters, dtype=np.int64)
         self._next = np.zeros(meters, dtype=np.int64)
         #: 1 where the alarm (meter row, indicator) is raised.
@@ -166,6 +187,17 @@ class TheftMonitor:
         row = self._row.get(result.meter_id)
         if row is None or not result.ok or not result.values:
             return
+        kernel_ms = result.finished_ms
+        clock = self.clock
+        if clock is not None:
+            if clock.steps != self._steps_seen:
+                self.discard_windows()
+            kernel_ms = clock.to_monotonic_ms(result.finished_ms)
+            age = clock.monotonic_ms() - kernel_ms
+            latest = self.times[row, (self._next[row] - 1) % self.settings.window_samples]
+            if (not -FUTURE_SLACK_MS <= age <= clock.threshold_ms
+                    or (self.filled[row] and kernel_ms < latest)):
+                return  # stamped by the wall clock before a step: its time means nothing now
         column = int(self._next[row])
         samples = self.samples
         samples[row, :, column] = np.nan
@@ -174,7 +206,8 @@ class TheftMonitor:
             channel = channel_of(pv.quantity)
             if channel is not None and pv.value is not None and not isinstance(pv.value, str):
                 samples[row, channel, column] = float(pv.value)
-        self.times[row, column] = result.finished_ms
+        self.times[row, column] = kernel_ms
+        self.wall[row, column] = result.finished_ms
         self._next[row] = (column + 1) % self.settings.window_samples
         self.filled[row] += 1
         self._dirty.add(row)
@@ -189,6 +222,21 @@ class TheftMonitor:
             # bench/bench_theft_monitor.py), so meters polled close together share one.
             delay = self._last_evaluation + self.settings.evaluate_interval_s - time.monotonic()
             loop.call_later(max(0.0, delay), self._evaluate_batch)
+
+    def discard_windows(self) -> None:
+        """After a wall-clock step: drop every meter's samples, so no window spans the step
+        (what was measured before it is not evaluated, neither raised nor cleared on)."""
+        if self.clock is not None:
+            self._steps_seen = self.clock.steps
+        self.samples.fill(np.nan)
+        self.times.fill(0)
+        self.wall.fill(0)
+        self.filled.fill(0)
+        self._next.fill(0)
+        self.settling.fill(True)
+        log.info("theft: a wall-clock step discarded the indicator windows of %d meters; each "
+                 "is evaluated again from its %d. poll after the step", len(self.meters),
+                 SETTLE_SAMPLES)
 
     def _evaluate_batch(self) -> None:
         self._scheduled = False
@@ -206,14 +254,16 @@ class TheftMonitor:
             return
 
     # -- per batch ------------------------------------------------------------------------------
-    def window(self, rows: NDArray[np.intp]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-        """The samples and times of ``rows`` in time order (oldest first; polls not yet made
-        are NaN at the front)."""
+    def window(self, rows: NDArray[np.intp]
+               ) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
+        """The samples, kernel times and wall times of ``rows`` in time order (oldest first;
+        polls not yet made are NaN at the front)."""
         n = self.settings.window_samples
         order = (self._next[rows, None] + np.arange(n)) % n
         data = np.take_along_axis(self.samples[rows], order[:, None, :], axis=2)
         times = np.take_along_axis(self.times[rows], order, axis=1)
-        return data, times
+        wall = np.take_along_axis(self.wall[rows], order, axis=1)
+        return data, times, wall
 
     def evaluate(self, rows: Sequence[int] | None = None) -> int:
         """Run every indicator over ``rows`` (default: the meters polled since the last call);
@@ -221,11 +271,15 @@ class TheftMonitor:
         if rows is None:
             rows, self._dirty = sorted(self._dirty), set()
         index = np.asarray(rows, dtype=np.intp)
+        if self.settling.any() and index.size:
+            self.settling[index] &= self.filled[index] < SETTLE_SAMPLES
+            index = index[~self.settling[index]]
         if index.size == 0:
             return 0
-        data, times = self.window(index)
+        data, times, wall = self.window(index)
         results = self._indicators(index, data, times, screen=self.screen)
         last = times[:, -1]
+        last_wall = wall[:, -1]
         now = np.zeros((index.size, len(INDICATORS)), dtype=np.uint8)
         for j, arrays in enumerate(results):
             now[:, j] = (arrays.fired != 0) & (arrays.end_ms == last)
@@ -236,14 +290,16 @@ class TheftMonitor:
             spec = INDICATORS[j]
             key = alarm_key(spec.kind, meter)
             if now[k, j]:
-                details = self._evidence(spec, results[j], int(k), row, times[k])
-                self.alarms.transition(spec.kind, key, "raised", meter, details, int(last[k]))
+                details = self._evidence(spec, results[j], int(k), row, times[k], wall[k])
+                self.alarms.transition(spec.kind, key, "raised", meter, details,
+                                       int(last_wall[k]))
             else:
-                details = {"window_start_ms": _first_time(data[k], times[k]),
-                           "window_end_ms": int(last[k]),
+                details = {"window_start_ms": _first_time(data[k], wall[k]),
+                           "window_end_ms": int(last_wall[k]),
                            "hint": f"{spec.kind.split('.', 1)[1].replace('_', ' ')} no longer "
-                                   f"holds at the poll of {_iso(int(last[k]))}"}
-                self.alarms.transition(spec.kind, key, "cleared", meter, details, int(last[k]))
+                                   f"holds at the poll of {_iso(int(last_wall[k]))}"}
+                self.alarms.transition(spec.kind, key, "cleared", meter, details,
+                                       int(last_wall[k]))
             self.active[row, j] = now[k, j]
         return len(changed)
 
@@ -333,16 +389,17 @@ class TheftMonitor:
         return table[kind]
 
     def _evidence(self, spec: IndicatorSpec, arrays: theft.IndicatorArrays, k: int, row: int,
-                  times: NDArray[np.int64]) -> dict[str, object]:
+                  times: NDArray[np.int64], wall: NDArray[np.int64]) -> dict[str, object]:
         value, reference, detail = (_finite(arrays.value[k]), _finite(arrays.reference[k]),
                                     _finite(arrays.detail[k]))
-        start, end = int(arrays.start_ms[k]), int(arrays.end_ms[k])
+        start = _wall_at(times, wall, int(arrays.start_ms[k]))
+        end = _wall_at(times, wall, int(arrays.end_ms[k]))
         details: dict[str, object] = {
             "phases": "".join(p for b, p in enumerate("abc") if int(arrays.phases[k]) & (1 << b)),
             "start_ms": start,
             "end_ms": end,
-            "window_start_ms": _first_time(None, times, self.filled[row]),
-            "window_end_ms": int(times[-1]),
+            "window_start_ms": _first_time(None, wall, self.filled[row]),
+            "window_end_ms": int(wall[-1]),
             "samples": int(min(self.filled[row], self.settings.window_samples)),
             spec.value: value,
             spec.reference: reference,
@@ -366,6 +423,15 @@ def _first_time(data: NDArray[np.float64] | None, times: NDArray[np.int64],
     else:
         first = max(0, n - int(filled))
     return int(times[first])
+
+
+def _wall_at(times: NDArray[np.int64], wall: NDArray[np.int64], t: int) -> int:
+    """The wall time of the poll the kernels knew as ``t`` (the kernels report episode bounds
+    in the times they were given: monotonic in the daemon)."""
+    hits = np.flatnonzero(times == t)
+    if hits.size:
+        return int(wall[hits[-1]])
+    return t + int(wall[-1] - times[-1])
 
 
 def _spread(values: NDArray[np.float64]) -> float:

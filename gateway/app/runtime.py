@@ -26,6 +26,7 @@ from gateway.acquisition.poll_result import BusEvent, PollResult
 from gateway.app.plan import Plan
 from gateway.app.supervisor import Supervisor
 from gateway.control.commands.handler import CommandHandler
+from gateway.pipeline.clock import ClockWatch
 from gateway.pipeline.committer import Committer, PipelineServices
 from gateway.pipeline.vee_stage import VeeStage
 from gateway.store.errors import StoreError
@@ -63,8 +64,13 @@ class Runtime:
         # The same choice for every kernel the daemon runs (summation groups, reconciliation,
         # load limits): below [vee] numba_min_meters their NumPy twins, and no numba in memory.
         use_numpy_twins(self.vee.implementation == "np")
+        # Wall-clock steps (gateway/pipeline/clock.py): the committer consults the watch at
+        # every batch; VEE and theft discard what spans a step.
+        self.clock = ClockWatch(config.gateway.clock_step_threshold_s, services.alarms)
+        self.clock.subscribe(self.vee.on_clock_step)
         self.committer = Committer(services, self.outbound, vee=self.vee,
-                                   coalesce_s=config.store.commit_window_ms / 1000)
+                                   coalesce_s=config.store.commit_window_ms / 1000,
+                                   clock=self.clock)
         self.commands = CommandHandler(config, self.committer, self.buses)
         self._unsubscribe: list[Callable[[], None]] = []
         self._task_names: list[str] = []
@@ -88,7 +94,8 @@ class Runtime:
         if config.theft.enabled:  # NumPy only: no numba for a gateway without groups
             from gateway.analytics.theft import TheftMonitor
 
-            theft = TheftMonitor(config, self.services.alarms, on_failure=supervisor.fail)
+            theft = TheftMonitor(config, self.services.alarms, on_failure=supervisor.fail,
+                                 clock=self.clock)
             self._subscribe("theft", theft.on_poll)
         if config.groups:
             from gateway.analytics.areas import AreaReconciler

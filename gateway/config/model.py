@@ -77,6 +77,14 @@ class GatewaySection:
         default=30.0,
         doc="Seconds between health messages on P/G/health.",
     )
+    clock_step_threshold_s: float = setting(
+        Number(minimum=1, maximum=86400, unit="seconds"),
+        default=300.0,
+        doc="A jump of the wall clock against the monotonic clock larger than this is a clock "
+        "step (NTP/RTC correction, an operator's date -s): logged once, raised as a clock.step "
+        "alarm, theft windows spanning it are discarded and VEE does not estimate the intervals "
+        "it jumped over (docs/reliability.md). Smaller differences are drift and ignored.",
+    )
     log_level: LogLevel = setting(
         Choice(get_args(LogLevel)),
         default="INFO",

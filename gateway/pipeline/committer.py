@@ -19,6 +19,7 @@ from itertools import chain
 from edge_rules.codes import Reason
 from gateway.acquisition.poll_result import BusEvent, IntervalRecords, PollResult
 from gateway.pipeline.alarms import Alarms
+from gateway.pipeline.clock import ClockWatch
 from gateway.pipeline.feed import ValidatedFeed, ValidatedPoll, accepted_values
 from gateway.pipeline.outbox import OutboxWriter
 from gateway.pipeline.validation import FLOAT_WINDOWS, RegisterMemory, float_window
@@ -77,7 +78,7 @@ class Committer:
 
     def __init__(self, services: PipelineServices, inbound: asyncio.Queue[PollResult | BusEvent],
                  *, vee: VeeStage | None = None, max_batch: int = 256,
-                 coalesce_s: float = 0.0) -> None:
+                 coalesce_s: float = 0.0, clock: ClockWatch | None = None) -> None:
         self.services = services
         self.store = services.store
         self.topics = services.topics
@@ -96,6 +97,9 @@ class Committer:
         self._read_topics: dict[str, str] = {}
         #: VEE for the configured meters; None: basic validation only.
         self.vee = vee
+        #: Consulted at every batch (gateway/pipeline/clock.py): a wall-clock step is raised
+        #: and its listeners (VEE, theft) are told before the batch's reads reach them.
+        self.clock = clock
 
     def seed_registers(self) -> int:
         """Load the last actual register values so a decrease after a restart is still caught."""
@@ -130,6 +134,8 @@ class Committer:
             self.commit(batch)
 
     def commit(self, batch: list[PollResult | BusEvent]) -> None:
+        if self.clock is not None:
+            self.clock.check()
         messages: list[OutboxMessage] = []
         polled: list[tuple[PollResult, list[ReadRecord]]] = []
         backfilled: list[IntervalRecords] = []

@@ -34,6 +34,15 @@ the older day is committed to the engine's history and the state is saved in the
 Memory. numba is imported only when the configured implementation is ``nb`` (``[vee] kernels``;
 ``auto`` picks the NumPy twins below ``numba_min_meters``): see edge_rules/_jit.py.
 
+Clock steps (gateway/pipeline/clock.py, docs/vee.md). Intervals are wall-clock intervals, so a
+wall-clock step is handed to :meth:`VeeStage.on_clock_step` before the batch that sees it:
+intervals that came due only because the clock jumped forward are *skipped* — never estimated
+nor published, the engine's verdict on them is ignored — and after a step back no grid read is
+placed until the wall clock is past where it was before the step (the replayed span would put
+reads into intervals that already have theirs, or before them: duplicates and negative
+consumption); those reads keep the committer's basic validation, and so do the two intervals
+where the clock is back to where it was (their consumption includes the replayed span).
+
 Grid time. ``[vee] interval_seconds`` below 900 compresses the grid for test rigs (a day of 96
 intervals passes in 96 × interval_seconds); grid days are then numbered from the day the stage
 first started, so the calendar still sees plausible dates. Production (900) uses local time.
@@ -59,6 +68,7 @@ from gateway.acquisition.backfill import BackfillBoard
 from gateway.acquisition.poll_result import IntervalRecords, PollResult
 from gateway.config import GatewayConfig
 from gateway.config.vee import vee_config
+from gateway.pipeline.clock import ClockStep
 from gateway.store import Store
 from protocols.payload import ReadRecord
 
@@ -178,6 +188,10 @@ class VeeStage:
         self._tariffs: list[tuple[int, ReadRecord, list[ReadRecord]]] = []
         #: reasons of the basic records of grid reads not yet graded, by (row, col)
         self._basic_reasons: dict[tuple[int, int], tuple[int, ...]] = {}
+        #: absolute intervals [first, end) a forward clock step jumped over: not estimated
+        self.skipped: list[tuple[int, int]] = []
+        #: after a step back: grid reads stamped before this wall time are not placed
+        self.replay_until_ms = 0
         backfill = config.daemon.backfill
         #: estimated intervals owed by meters that keep load records (gateway/acquisition/backfill.py);
         #: the daemon shares it with the DL/T 645 bus tasks. None: ``[vee.backfill]`` is off.
@@ -244,6 +258,8 @@ class VeeStage:
             getattr(self, name)[new] = arrays[f"window.{name}"][old]
         self.first_day = first_day
         self._due_done = int(arrays["window.due_done"])
+        if "window.skipped" in arrays:  # absent in states saved before clock steps were handled
+            self.skipped = [(int(a), int(b)) for a, b in arrays["window.skipped"].tolist()]
         rows_of_saved = {old_row: new_row for new_row, old_row in pairs}
         for entry in arrays["window.basic"].tolist():
             r, c, codes = str(entry).split(",")
@@ -264,12 +280,48 @@ class VeeStage:
         for name in ("reads", "power", "export", "conflict", "pub_quality", "pub_method",
                      "pub_bits", "pub_value", "pub_t", "pub_rev", "read_exp"):
             arrays[f"window.{name}"] = getattr(self, name)
+        arrays["window.skipped"] = np.array(self.skipped, dtype=np.int64).reshape(-1, 2)
         arrays["window.basic"] = np.array(
             [f"{r},{c},{';'.join(map(str, codes))}" for (r, c), codes in self._basic_reasons.items()],
             dtype=np.str_)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)  # type: ignore[arg-type]
         self.store.put_vee_state(STATE_NAME, buffer.getvalue(), now_ms=now_ms)
+
+    # ------------------------------------------------------------------ clock steps
+
+    def on_clock_step(self, step: ClockStep) -> None:
+        """The wall clock stepped (module docstring): skip the intervals a forward step jumped
+        over; after a step back, place no grid read until the clock is past ``before_ms``."""
+        if step.step_ms > 0:
+            first = self.grid.due_end(step.before_ms)
+            end = self.grid.due_end(step.after_ms)
+            if end > first:
+                self.skipped.append((first, end))
+                log.warning("VEE: the clock jumped over %d intervals; they are not estimated",
+                            end - first)
+        else:
+            self.replay_until_ms = max(self.replay_until_ms, step.before_ms)
+            # The first read after the replayed span carries the energy of the whole span (the
+            # register kept counting): the interval the clock comes back to, and the next one
+            # (a read within snap of the boundary may land either side), are not graded.
+            grid = self.grid
+            back_to = grid.anchor_interval + (step.before_ms - grid.anchor_ms) // grid.interval_ms
+            self.skipped.append((int(back_to), int(back_to) + 2))
+            log.warning("VEE: the clock stepped back %.0f s; grid reads are not placed until it "
+                        "is past %d again (they keep basic validation)", -step.step_ms / 1000,
+                        step.before_ms)
+
+    def _skipped_mask(self, due: int) -> NDArray[np.bool_] | None:
+        """Columns ``[0, due)`` of the window a clock step jumped over (None: none)."""
+        if not self.skipped or self.first_day is None:
+            return None
+        start = self.first_day * S_DAY
+        columns = np.arange(start, start + due)
+        mask = np.zeros(due, dtype=bool)
+        for first, end in self.skipped:
+            mask |= (columns >= first) & (columns < end)
+        return mask if mask.any() else None
 
     # ------------------------------------------------------------------ the committer's hook
 
@@ -293,6 +345,8 @@ class VeeStage:
                 q = record.q
                 if q == GRID_QUANTITY:
                     total = record
+                    if record.t < self.replay_until_ms:
+                        continue  # replayed by a step back: off the grid (basic validation)
                     interval = self.grid.interval_of_read(record.t)
                     if interval is not None:
                         placements.append((row, interval, poll, record))
@@ -465,6 +519,7 @@ class VeeStage:
             self._basic_reasons = {(r, c - S_DAY): v for (r, c), v in self._basic_reasons.items()
                                    if c >= S_DAY}
             self.first_day += 1
+            self.skipped = [(a, b) for a, b in self.skipped if b > self.first_day * S_DAY]
             self._due_done = max(0, self._due_done - S_DAY)
             self.stats.days_committed += 1
             self.save(now_ms)
@@ -508,6 +563,9 @@ class VeeStage:
         old_q[silent] = NOTHING
         self.pub_quality[rows, :due] = old_q
         changed &= ~silent
+        skipped = self._skipped_mask(due)
+        if skipped is not None:
+            changed &= ~skipped[None, :]  # jumped over by a clock step: nothing is owed
         start = self.first_day * S_DAY
         for i, col in zip(*np.nonzero(changed), strict=True):
             row = int(rows[i])
