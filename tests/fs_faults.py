@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which(args[0]) is None:
+        pytest.skip(f"{args[0]} is not installed (util-linux, e2fsprogs)")
     return subprocess.run(list(args), capture_output=True, text=True, check=False)
 
 
