@@ -68,7 +68,7 @@ TARGETS: dict[str, tuple[type, str, Any]] = {
     "theft": (TheftMonitor, "evaluate", _failing_method),
     "load-control": (LoadControlRunner, "run", _failing_coroutine),
     "commands": (CommandHandler, "run", _failing_coroutine),
-    "bus:rs485-1": (Dlt645Bus, "run", _failing_coroutine),
+    "bus:rs485-1": (Dlt645Bus, "serve", _failing_coroutine),  # the runtime opens, then serves
     "committer": (Committer, "run", _failing_coroutine),
     "outbox-pump": (OutboxPump, "_run", _failing_coroutine),
 }

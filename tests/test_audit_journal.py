@@ -17,8 +17,9 @@ import pytest
 
 from firmware_tools.cli import main as gwtool
 from firmware_tools.command_tools import verify_journal_file
-from gateway.control.commands.journal import Journal, JournalEntry
+from gateway.control.commands.journal import Journal, JournalEntry, JournalError
 from protocols.commands import GENESIS_HASH, record_hash
+from tests.readonly_fs import remount_readonly, small_tmpfs
 
 T0 = 1_767_225_600_000
 RECORDS = 12
@@ -238,3 +239,13 @@ def test_gwtool_process_exit_codes(journal_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert "first bad record 2" in bad.stderr
+
+
+def test_journal_on_a_read_only_filesystem_is_one_clear_error(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "mnt") as mnt:
+        remount_readonly(mnt)
+        with pytest.raises(JournalError, match=f"audit journal {mnt}/audit.db: cannot be opened "
+                                               "for writing .*read-write"):
+            Journal.open(mnt / "audit.db")
+        with pytest.raises(JournalError, match="cannot create its directory"):
+            Journal.open(mnt / "sub" / "audit.db")

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from gateway.store import (
-    STORE_CORRUPT_ALARM,
     DailyValue,
     HoldingQueue,
     OutboxMessage,
@@ -162,9 +161,14 @@ def test_damaged_database_is_moved_aside_never_deleted(
         assert moved is not None and moved.name.startswith("gw.db.corrupt-")
         assert moved.read_bytes() == damaged  # preserved byte for byte for `.recover`
         assert store.epoch != old_epoch and store.last_seq == 0 and store.outbox_depth() == 0
-        (alarm,) = store.active_alarms()
-        assert alarm.key == STORE_CORRUPT_ALARM and alarm.raised_ms == T0
-        assert alarm.details["moved_to"] == str(moved) and alarm.details["path"] == str(path)
+        # The store.corrupt alarm is the daemon's to raise (through its alarm service, with
+        # the event that publishes it: test_e2e_daemon); the store says what it found.
+        recovery = store.recovery
+        assert recovery is not None and recovery.found_ms == T0
+        details = recovery.details()
+        assert details["moved_to"] == str(moved) and details["path"] == str(path)
+        assert str(moved) in str(details["hint"]) and ".recover" in str(details["hint"])
+        assert store.active_alarms() == []
     assert str(path) in caplog.text and str(moved) in caplog.text and ".recover" in caplog.text
     # The new file is healthy: reopening it moves nothing.
     with Store.open(path) as again:
@@ -177,7 +181,8 @@ def test_file_that_is_not_sqlite_is_moved_aside(tmp_path: Path) -> None:
     with Store.open(path) as store:
         assert store.recovered_from is not None
         assert store.recovered_from.read_bytes().startswith(b"this is a config file")
-        assert store.active_alarms()[0].details["problem"] == "file is not a database"
+        assert store.recovery is not None
+        assert store.recovery.details()["problem"] == "file is not a database"
 
 
 def _garble_middle_pages(path: Path, count: int = 3) -> bytes:
@@ -228,7 +233,8 @@ def test_wal_without_its_database_is_kept_not_discarded(tmp_path: Path) -> None:
         assert fresh.recovered_from is not None
         assert Path(f"{fresh.recovered_from}-wal").read_bytes() == wal
         assert fresh.outbox_depth() == 0 and fresh.reads("m-0") == []
-        assert fresh.active_alarms()[0].details["problem"].startswith("journal or WAL")  # type: ignore[union-attr]
+        assert fresh.recovery is not None
+        assert fresh.recovery.problem.startswith("journal or WAL")
 
 
 def test_locked_database_is_an_error_not_damage(tmp_path: Path) -> None:

@@ -87,6 +87,9 @@ class ScheduledBus(ABC, Generic[M]):
         self._index = {id(m): i for i, m in enumerate(meters)}
         self._idle: list[tuple[float, int, M]] = []
         self._overruns = 0
+        #: Why the line cannot be used now (None while it is open or not tried yet): health
+        #: shows the bus down while this is set.
+        self.line_error: str | None = None
 
     # -- subclass interface ---------------------------------------------------------------------------
     @abstractmethod
@@ -114,6 +117,26 @@ class ScheduledBus(ABC, Generic[M]):
         self._stopping = True
         self._wakeup.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopping
+
+    def line_down(self, error: str) -> None:
+        """The line cannot be used (open failed, or it failed while serving): the bus shows as
+        down in health — success ratio 0, every meter unreachable — until :meth:`line_up`."""
+        self.line_error = error
+
+    def line_up(self) -> None:
+        self.line_error = None
+
+    async def pause(self, seconds: float) -> None:
+        """Wait before retrying the line; returns early when the bus is asked to stop. The wait
+        counts as progress: the retry loop is alive."""
+        self.progress = time.monotonic()
+        await self._sleep(seconds)
+        self.progress = time.monotonic()
+
     def submit_priority(self, message: Any) -> asyncio.Future[Any]:
         """Queue a control frame ahead of routine reads; the future resolves with its outcome."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -133,11 +156,15 @@ class ScheduledBus(ABC, Generic[M]):
     def health(self, now: float | None = None) -> dict[str, Any]:
         now = time.monotonic() if now is None else now
         rate, ratio = self.stats.rate(now)
+        down = self.line_error is not None
         return {
-            "transactions_per_s": round(rate, 3), "success_ratio": round(ratio, 4),
+            # A bus whose line cannot be opened has made no transaction, and none succeeded.
+            "state": "down" if down else "up", "line_error": self.line_error,
+            "transactions_per_s": round(rate, 3), "success_ratio": 0.0 if down else round(ratio, 4),
             "transactions": self.stats.transactions, "timeouts": self.stats.timeouts,
             "overruns": self.overruns, "priority_frames": self.stats.priority_frames,
             "comm_lost": sorted(m.meter_id for m in self.meters if m.comm_lost),
+            "unreachable": sorted(m.meter_id for m in self.meters) if down else [],
             # Per-meter counters, compact: [polls, ok, failed, timeouts, retries, poll ms].
             "meters": {m.meter_id: [m.stats.polls, m.stats.polls_ok, m.stats.polls_failed,
                                     m.stats.timeouts, m.stats.retries,
@@ -145,7 +172,12 @@ class ScheduledBus(ABC, Generic[M]):
         }
 
     async def run(self) -> None:
+        """Open the line and serve the schedule until stopped."""
         await self.open()
+        await self.serve()
+
+    async def serve(self) -> None:
+        """Serve the schedule on an opened line until stopped; closes the line when it ends."""
         self._idle = [(m.schedule.next_due, i, m) for i, m in enumerate(self.meters)
                       if not m.in_flight]
         heapq.heapify(self._idle)

@@ -33,8 +33,10 @@ from gateway.app.store_guard import StoreGuard
 from gateway.app.supervisor import Supervisor
 from gateway.app.systemd_notify import SystemdNotifier
 from gateway.config import ConfigError, GatewayConfig, format_errors
+from gateway.control.errors import ControlError
+from gateway.errors import GatewayError
 from gateway.pipeline.committer import PipelineServices
-from gateway.store import Store
+from gateway.store import STORE_CORRUPT_ALARM, Store
 from gateway.store.errors import StoreError
 from gateway.uplink.link_settings import LinkSettings
 from gateway.uplink.mqtt_link import MqttLink
@@ -51,6 +53,9 @@ EXIT_BAD_CONFIG = 2
 #: SQLite write instead of one per loop iteration; a crash loses at most this much of them,
 #: and those rows are re-sent with the same id — see gateway/uplink/outbox_pump.py).
 BOOKKEEPING_DELAY_S = 0.1
+#: What a start can fail on besides the configuration: a data_dir, store, audit journal or key
+#: that cannot be used. Each says in one line which file and what to fix.
+START_ERRORS: tuple[type[GatewayError], ...] = (StoreError, ControlError)
 PROGRESS_STALE_S = 60.0
 
 
@@ -65,6 +70,8 @@ class GatewayDaemon:
         self.stop_event = asyncio.Event()
         self.reload_requested = False
         self._stopping = False
+        #: The start failed after the link was up (logged as "cannot start"): not a clean stop.
+        self.start_failed = False
         self.supervisor = Supervisor()
         self.store: Store | None = None
         self.services: PipelineServices | None = None
@@ -85,31 +92,26 @@ class GatewayDaemon:
         config = plan.config
         logging.getLogger().setLevel(getattr(logging, str(config.gateway.log_level).upper(),
                                              logging.INFO))
-        data_dir = Path(config.gateway.data_dir)
         try:
-            self.store = Store.open(data_dir / "gateway.sqlite")
-        except StoreError as exc:
-            log.error("cannot open the store in %s: %s", data_dir, exc)
+            runtime = self._open(plan)
+        except START_ERRORS as exc:
+            # One line naming the file and what to fix; nothing was started, so nothing stops.
+            log.error("cannot start: %s", exc)
+            if self.store is not None:
+                self.store.close()
             return EXIT_FAILURE
-        if self.store.recovered_from is not None:
-            log.error("the store was damaged and moved to %s; a new one was created",
-                      self.store.recovered_from)
-        log.info("store %s open (epoch %016x)", self.store.path, self.store.epoch)
-        self.guard = StoreGuard(self.store, config)
-        self.guard.adopt_spills()
         loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
                              (signal.SIGHUP, self.request_reload)):
             loop.add_signal_handler(sig, handler)
         try:
-            self.services = PipelineServices.open(
-                self.store, GatewayTopics(config.mqtt.topic_prefix, config.gateway.id),
-                on_commit=self._wake_pump, ballast=self.guard.ballast)
-            self.services.feed.on_failure = self.supervisor.fail
-            self.services.alarms.ephemeral = self._publish_now
-            self.guard.attach(self.services)
-            await self._start_link(config)
-            await self._start_runtime(plan)
+            try:
+                await self._start_link(config)
+                await self._start_runtime(runtime)
+            except START_ERRORS as exc:
+                log.error("cannot start: %s", exc)
+                self.start_failed = True
+                return EXIT_FAILURE
             self.supervisor.start("loop-lag", self.lag.run())
             self.supervisor.start("health", self.health.run())
             self.supervisor.start("maintenance", self._maintenance_loop())
@@ -126,7 +128,28 @@ class GatewayDaemon:
                     await self._reload()
         finally:
             lost = await self._shutdown()
-        return EXIT_FAILURE if lost else EXIT_OK  # a stop that lost data must not exit 0
+        return EXIT_FAILURE if lost or self.start_failed else EXIT_OK  # lost data: never 0
+
+    def _open(self, plan: Plan) -> Runtime:
+        """Everything that needs the data_dir — the store, the pipeline services, the runtime's
+        audit journal and result key — opened before the broker hears of this gateway, so a
+        data_dir that cannot be used ends the start before anything runs."""
+        config = plan.config
+        self.store = Store.open(Path(config.gateway.data_dir) / "gateway.sqlite")
+        log.info("store %s open (epoch %016x)", self.store.path, self.store.epoch)
+        self.guard = StoreGuard(self.store, config)
+        self.guard.adopt_spills()  # before anything else is committed (spill.py says why)
+        self.services = PipelineServices.open(
+            self.store, GatewayTopics(config.mqtt.topic_prefix, config.gateway.id),
+            on_commit=self._wake_pump, ballast=self.guard.ballast)
+        self.services.feed.on_failure = self.supervisor.fail
+        self.services.alarms.ephemeral = self._publish_now
+        self.guard.attach(self.services)
+        recovery = self.store.recovery
+        if recovery is not None:  # committed with its event: published once the link is up
+            self.services.alarms.raise_(STORE_CORRUPT_ALARM, STORE_CORRUPT_ALARM, None,
+                                        recovery.details(), recovery.found_ms)
+        return self._build_runtime(plan)
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -146,11 +169,13 @@ class GatewayDaemon:
         if self.link is not None and self.link.connected:
             self.link.publish(topic, payload, qos=1)
 
-    async def _start_runtime(self, plan: Plan) -> None:
+    def _build_runtime(self, plan: Plan) -> Runtime:
         assert self.services is not None
-        runtime = Runtime(plan, self.services, self.supervisor, self.link)
+        return Runtime(plan, self.services, self.supervisor)
+
+    async def _start_runtime(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        await runtime.start()
+        await runtime.start(self.link)
 
     async def _start_link(self, config: GatewayConfig) -> None:
         assert self.store is not None
@@ -202,7 +227,7 @@ class GatewayDaemon:
                 or old.sha256 != config.sha256:
             await self._stop_link()
             await self._start_link(config)
-        await self._start_runtime(plan)
+        await self._start_runtime(self._build_runtime(plan))
         if self.guard is not None:
             self.guard.reconfigure(config)
         self.notifier.ready(f"reloaded: {len(config.meters)} meters")
@@ -221,7 +246,7 @@ class GatewayDaemon:
             self.store.close()
         if lost:
             log.error("gateway stopped; %d messages were lost (see above)", lost)
-        else:
+        elif not self.start_failed:  # a failed start was logged as such: not a clean stop
             log.info("gateway stopped cleanly")
         return lost
 

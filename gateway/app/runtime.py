@@ -38,6 +38,12 @@ log = logging.getLogger("gateway")
 #: with a growing delay instead of dying. Anything else is a bug and goes to the supervisor.
 LINE_ERRORS: tuple[type[BaseException], ...] = (AcquisitionError, OSError)
 BUS_STOP_TIMEOUT_S = 10.0
+#: Retry delays of a line that cannot be used: the first retry soon (a port busy for a moment),
+#: then growing; the cap stays below the watchdog's progress limit (daemon PROGRESS_STALE_S).
+LINE_RETRY_MIN_S = 2.0
+LINE_RETRY_MAX_S = 30.0
+#: The alarm of a bus whose line cannot be used (key ``bus.unavailable/<bus>``).
+BUS_UNAVAILABLE = "bus.unavailable"
 
 
 def _now_ms() -> int:
@@ -47,14 +53,16 @@ def _now_ms() -> int:
 class Runtime:
     """The parts of the daemon that one configuration determines."""
 
-    def __init__(self, plan: Plan, services: PipelineServices, supervisor: Supervisor,
-                 link: MqttLink | None) -> None:
+    def __init__(self, plan: Plan, services: PipelineServices, supervisor: Supervisor) -> None:
+        """Build every part; files in data_dir (the audit journal, the result key) are opened
+        here, so a data_dir that cannot be used fails the start (StoreError, ControlError)
+        before anything runs or the broker hears of the gateway."""
         config = plan.config
         self.plan = plan
         self.config = config
         self.services = services
         self.supervisor = supervisor
-        self.link = link
+        self.link: MqttLink | None = None
         store = services.store
         # Bounded: a bus waits when the committer is behind instead of growing memory.
         self.outbound: asyncio.Queue[PollResult | BusEvent] = asyncio.Queue(
@@ -78,7 +86,9 @@ class Runtime:
         self.load_control: object | None = None
 
     # -- start ----------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, link: MqttLink | None) -> None:
+        """Start every task; commands arrive over ``link`` (None: no commands)."""
+        self.link = link
         config, supervisor = self.config, self.supervisor
         seeded = self.committer.seed_registers()
         restored = self.vee.load()
@@ -133,19 +143,51 @@ class Runtime:
         self._unsubscribe.append(self.services.feed.subscribe(name, subscriber))
 
     async def _run_bus(self, bus: ScheduledBus) -> None:  # type: ignore[type-arg]
-        """Run a bus; if its line cannot be opened (adapter unplugged), retry instead of dying.
-        A bug (any other error) ends the task and the supervisor reports it."""
-        delay = 2.0
-        while True:
+        """Run a bus; when its line cannot be opened or fails (adapter unplugged, port busy, TCP
+        peer gone), say so at once — a ``bus.unavailable`` alarm and the bus shown down in
+        health — and retry with a growing delay instead of dying; the alarm clears when the
+        line opens. A bug (any other error) ends the task and the supervisor reports it.
+
+        Retrying counts as progress for the watchdog: a restart does not bring an adapter back,
+        and would stop the other buses; the alarm and health are how the operator hears of it.
+        """
+        delay = LINE_RETRY_MIN_S
+        while not bus.stopping:
             try:
-                await bus.run()
-                return
+                await bus.open()
             except LINE_ERRORS as exc:
-                if bus._stopping:
+                self._line_down(bus, exc)
+            else:
+                self._line_up(bus)
+                delay = LINE_RETRY_MIN_S
+                try:
+                    await bus.serve()
                     return
-                log.error("bus %s failed: %s — retrying in %.0f s", bus.name, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 60.0)
+                except LINE_ERRORS as exc:
+                    if bus.stopping:
+                        return
+                    self._line_down(bus, exc)
+            await bus.pause(delay)
+            delay = min(delay * 2, LINE_RETRY_MAX_S)
+
+    def _line_down(self, bus: ScheduledBus, exc: BaseException) -> None:  # type: ignore[type-arg]
+        if bus.line_error != str(exc):  # once per failure, not once per retry (small flash)
+            log.error("bus %s: line unavailable (%s); retrying until it opens", bus.name, exc)
+        bus.line_down(str(exc))
+        self.services.alarms.raise_(
+            BUS_UNAVAILABLE, f"{BUS_UNAVAILABLE}/{bus.name}", None,
+            {"bus": bus.name, "link": bus.describe_link(), "error": str(exc),
+             "hint": f"bus {bus.name} ({bus.describe_link()}) cannot be used: {exc}; none of "
+                     f"its {len(bus.meters)} meters is polled until it can — check the adapter "
+                     "is plugged in and the port in the configuration"}, _now_ms())
+
+    def _line_up(self, bus: ScheduledBus) -> None:  # type: ignore[type-arg]
+        if bus.line_error is None:
+            return
+        bus.line_up()
+        self.services.alarms.clear(BUS_UNAVAILABLE, f"{BUS_UNAVAILABLE}/{bus.name}", None,
+                                   {"bus": bus.name, "link": bus.describe_link()}, _now_ms())
+        log.info("bus %s: line open again (%s)", bus.name, bus.describe_link())
 
     async def _vee_ticks(self) -> None:
         """Estimates are due at every interval boundary (+ snap tolerance) even when no poll

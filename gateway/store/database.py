@@ -32,6 +32,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -47,7 +48,13 @@ from gateway.store.records import (
     OutboxRow,
     StoredRead,
 )
-from gateway.store.recovery import integrity_problem, move_aside, orphaned_side_files
+from gateway.store.recovery import (
+    WRITABLE_HINT,
+    integrity_problem,
+    move_aside,
+    orphaned_side_files,
+    unusable_file,
+)
 from gateway.store.schema import check_ownership, migrate
 from protocols.payload import QUALITIES, parse_reads
 
@@ -61,6 +68,24 @@ _PRUNE_BATCH = 2000
 _JOURNAL_SIZE_LIMIT = 16 * 2**20
 
 STORE_CORRUPT_ALARM = "store.corrupt"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRecovery:
+    """A damaged database found at open and moved aside: the ``store.corrupt`` alarm's facts."""
+
+    path: Path
+    moved_to: Path
+    problem: str
+    found_ms: int
+
+    def details(self) -> dict[str, object]:
+        """The alarm's details: both files, what was wrong, and how to salvage the old one."""
+        return {
+            "path": str(self.path), "moved_to": str(self.moved_to), "problem": self.problem,
+            "hint": f"unacknowledged messages may be salvaged with `sqlite3 {self.moved_to} "
+                    ".recover`",
+        }
 
 
 def wall_ms() -> int:
@@ -81,6 +106,8 @@ class Store:
         self.epoch = epoch
         #: Where a damaged database found at open was moved to (None when the file was healthy).
         self.recovered_from = recovered_from
+        #: What was moved aside and why, for the ``store.corrupt`` alarm (None when healthy).
+        self.recovery: StoreRecovery | None = None
         # (meter, quantity) -> (t_ms, value) that last_registers logically holds: loaded on the
         # first write, updated only after a COMMIT (see _insert_messages).
         self._register_marks: dict[tuple[str, str], tuple[int, str]] | None = None
@@ -96,17 +123,25 @@ class Store:
 
         An existing file is checked with ``PRAGMA quick_check`` first. A damaged file — or one that
         is not SQLite at all — is moved aside (see :mod:`gateway.store.recovery`), logged at
-        ERROR, and a fresh database is created; the fresh database starts with an active
-        ``store.corrupt`` alarm naming both files, and :attr:`recovered_from` is set, so the
-        daemon can publish it. A database from a newer gateway or another application raises
-        :class:`StoreVersionError` and is left alone. A file that is locked or unreadable (as
-        opposed to damaged) raises :class:`StoreError` and is left alone too.
+        ERROR, and a fresh database is created; :attr:`recovered_from` and :attr:`recovery` are
+        set so the daemon raises the ``store.corrupt`` alarm through its alarm service (which
+        commits it with the event that publishes it; the store cannot build that message). A
+        database from a newer gateway or another application raises :class:`StoreVersionError`
+        and is left alone. A file or directory that is locked, unreadable, read-only or cannot be
+        created (as opposed to damaged) raises :class:`StoreError` naming the path and what to
+        fix, and is left alone too.
 
-        ``busy_timeout_s``: how long to wait for another connection's lock (a gwtool reader
-        checkpointing, say) before giving up.
+        ``now_ms``: when the damage was found (the alarm's time). ``busy_timeout_s``: how long to
+        wait for another connection's lock (a gwtool reader checkpointing, say) before giving up.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"store {path}: cannot create the data_dir {path.parent} ({exc.strerror}); "
+                f"{WRITABLE_HINT}"
+            ) from exc
         recovered_from: Path | None = None
         problem: str | None = None
         if path.exists():
@@ -114,24 +149,27 @@ class Store:
         elif orphaned_side_files(path):
             problem = "journal or WAL file without its database"
         if problem is not None:
-            recovered_from = move_aside(path, problem)
+            try:
+                recovered_from = move_aside(path, problem)
+            except OSError as exc:
+                raise StoreError(
+                    f"store {path} is damaged ({problem}) and cannot be moved aside "
+                    f"({exc.strerror}); {WRITABLE_HINT}"
+                ) from exc
         conn = _connect(path, busy_timeout_s)
         try:
             migrate(conn)
             epoch = _ensure_meta(conn)
         except sqlite3.Error as exc:
             conn.close()
-            raise _translate(exc, path) from exc
+            raise _translate_open(exc, path) from exc
         except BaseException:
             conn.close()
             raise
         store = cls(conn, path, epoch, recovered_from)
         if recovered_from is not None:
-            store.raise_alarm(
-                STORE_CORRUPT_ALARM,
-                STORE_CORRUPT_ALARM,
-                {"path": str(path), "moved_to": str(recovered_from), "problem": problem},
-                now_ms if now_ms is not None else wall_ms(),
+            store.recovery = StoreRecovery(
+                path, recovered_from, problem or "", now_ms if now_ms is not None else wall_ms()
             )
         return store
 
@@ -664,9 +702,12 @@ def _as_built(payload: bytes) -> Callable[[int], bytes]:
 
 
 def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
-    )
+    try:
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+        )
+    except sqlite3.Error as exc:
+        raise _translate_open(exc, path) from exc
     try:
         check_ownership(conn, str(path))
         if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
@@ -688,7 +729,7 @@ def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
         conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
     except sqlite3.Error as exc:
         conn.close()
-        raise _translate(exc, path) from exc
+        raise _translate_open(exc, path) from exc
     except BaseException:
         conn.close()
         raise
@@ -724,6 +765,14 @@ def _ensure_meta(conn: sqlite3.Connection) -> int:
 
 def _meta_int(conn: sqlite3.Connection, key: str) -> int:
     return int(conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
+
+def _translate_open(exc: sqlite3.Error, path: Path) -> StoreError:
+    """An error while opening: a file or directory that cannot be used says what to fix; the
+    rest as :func:`_translate`."""
+    if unusable_file(exc):
+        return StoreError(f"store {path}: cannot be opened for writing ({exc}); {WRITABLE_HINT}")
+    return _translate(exc, path)
 
 
 def _translate(exc: sqlite3.Error, path: Path) -> StoreError:

@@ -28,6 +28,17 @@ log = logging.getLogger("gateway.store")
 # Primary result codes that mean "this file is damaged" — as opposed to locked, unreadable or on a
 # failing device, where moving the file would only hide the real problem.
 _DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+# Primary result codes that mean "the file or its directory cannot be used": permissions, a
+# read-only mount, a missing directory, an I/O error of the device. Nothing the gateway can fix.
+_UNUSABLE_CODES = frozenset({
+    sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_AUTH,
+})
+#: What the operator can do when the data directory cannot be written.
+WRITABLE_HINT = (
+    "make the data_dir writable by the gateway user and check its filesystem is mounted "
+    "read-write and not full (or set [gateway] data_dir to a directory that is)"
+)
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
@@ -44,14 +55,14 @@ def integrity_problem(path: Path, busy_timeout_s: float = 5.0) -> str | None:
             f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=busy_timeout_s
         )
     except sqlite3.Error as exc:
-        raise StoreError(
-            f"store {path}: cannot open ({exc}); check permissions and the disk"
-        ) from exc
+        raise StoreError(f"store {path}: cannot open ({exc}); {WRITABLE_HINT}") from exc
     try:
         rows = conn.execute("PRAGMA quick_check(20)").fetchall()
     except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _DAMAGE_CODES:
+        if primary_code(exc) in _DAMAGE_CODES:
             return str(exc)
+        if primary_code(exc) in _UNUSABLE_CODES:
+            raise StoreError(f"store {path}: cannot be read ({exc}); {WRITABLE_HINT}") from exc
         raise StoreError(
             f"store {path}: integrity check could not run ({exc}); is another process holding it?"
         ) from exc
@@ -61,6 +72,17 @@ def integrity_problem(path: Path, busy_timeout_s: float = 5.0) -> str | None:
     if findings == ["ok"]:
         return None
     return "; ".join(findings)
+
+
+def primary_code(exc: sqlite3.Error) -> int:
+    """SQLite's primary result code of ``exc`` (0 when it carries none)."""
+    return int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
+
+
+def unusable_file(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the file or its directory cannot be used (permissions, a read-only
+    mount, an I/O error) rather than that its content is wrong."""
+    return primary_code(exc) in _UNUSABLE_CODES
 
 
 def move_aside(path: Path, problem: str, now: dt.datetime | None = None) -> Path:

@@ -38,6 +38,7 @@ from gateway.acquisition.modbus_bus import ModbusBus
 from gateway.config import GatewayConfig, MeterConfig
 from gateway.control.actuation import actuate_meter
 from gateway.control.commands import ChainHead, CommandVerifier, Journal, JournalError, ResultSigner
+from gateway.control.errors import ControlError
 from gateway.pipeline.committer import Committer
 from gateway.store.errors import StoreError
 from gateway.uplink.mqtt_link import InboundCommand
@@ -67,14 +68,19 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class GatewayKeyError(ControlError):
+    """The result-signing key cannot be created or read; the message names the file and what
+    to fix. Results must be signed, so the gateway does not start without it."""
+
+
 def ensure_gateway_key(config: GatewayConfig) -> Path:
     """The gateway's result-signing key: the configured one, or one created in data_dir at first
-    start (private, 0600) so results are always signed. Its public key is logged for the operator."""
+    start (private, 0600) so results are always signed. Its public key is logged for the operator.
+    Raises :class:`GatewayKeyError` when the key cannot be created (a read-only data_dir)."""
     if config.commands.gateway_key is not None:
         return Path(config.commands.gateway_key)
     path = Path(config.gateway.data_dir) / "gateway-result.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
@@ -82,22 +88,47 @@ def ensure_gateway_key(config: GatewayConfig) -> Path:
         # I/O error that remounts the filesystem read-only seconds after the first start must
         # not leave an empty or half-written key (every later start would fail on it).
         tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise GatewayKeyError(
+                f"result key {path}: cannot be created ({exc.strerror}); make the data_dir "
+                "writable by the gateway user, or set [commands] gateway_key to an existing key"
+            ) from exc
         public = key.public_key().public_bytes(serialization.Encoding.Raw,
                                                serialization.PublicFormat.Raw)
         log.warning("created the gateway's result-signing key %s (public key %s); set "
                     "[commands] gateway_key to manage it yourself", path, public.hex())
     return path
+
+
+def load_result_signer(config: GatewayConfig) -> ResultSigner:
+    """The signer of command results, from :func:`ensure_gateway_key`'s file."""
+    path = ensure_gateway_key(config)
+    try:
+        return ResultSigner.from_pem(path, config.gateway.id)
+    except OSError as exc:
+        raise GatewayKeyError(
+            f"result key {path}: cannot be read ({exc.strerror}); check the file exists and "
+            "the gateway user may read it ([commands] gateway_key)"
+        ) from exc
+    except ValueError as exc:
+        raise GatewayKeyError(
+            f"result key {path}: {exc}; replace it with an Ed25519 private key in PEM "
+            "([commands] gateway_key)"
+        ) from exc
 
 
 @dataclass
@@ -117,6 +148,8 @@ class CommandHandler:
         self.writer = committer.writer
         self.alarms = committer.alarms
         self.prefix = config.mqtt.topic_prefix
+        # The key first: if it cannot be made, no journal is left open behind the error.
+        self.signer = load_result_signer(config)
         data_dir = Path(config.gateway.data_dir)
         self.journal = Journal.open(data_dir / "audit.db")
         params_check = None
@@ -128,7 +161,6 @@ class CommandHandler:
                                                     relay_check=self.relay_problem)
         #: The load-control engine's driver, for group limits; set by the daemon.
         self.load_control: Any = None
-        self.signer = ResultSigner.from_pem(ensure_gateway_key(config), config.gateway.id)
         self.meters: dict[str, MeterConfig] = {m.id: m for m in config.meters}
         self.bus_of: dict[str, ScheduledBus] = {}  # type: ignore[type-arg]
         self.set_buses(buses)

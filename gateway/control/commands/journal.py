@@ -197,15 +197,26 @@ class Journal:
         replay_window_s: int = DEFAULT_REPLAY_WINDOW_S,
         busy_timeout_s: float = 5.0,
     ) -> Journal:
-        """Open (creating if needed) the journal at ``path``."""
+        """Open (creating if needed) the journal at ``path``.
+
+        Raises :class:`JournalError` naming the file and what to fix when it cannot be: a
+        directory that cannot be created or written, a file that is not an audit journal. The
+        journal is never moved aside or recreated here: it is the audit trail and holds the
+        replay state, so a damaged one is the operator's to restore or retire."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(
+                f"audit journal {path}: cannot create its directory ({exc.strerror}); "
+                f"{_WRITABLE_HINT}"
+            ) from exc
         try:
             conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
             )
         except sqlite3.Error as exc:
-            raise JournalError(f"audit journal {path}: cannot open: {exc}") from exc
+            raise _open_error(exc, path) from exc
         try:
             _check_ownership(conn, path)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -220,7 +231,7 @@ class Journal:
             _migrate(conn)
         except sqlite3.Error as exc:
             conn.close()
-            raise JournalError(f"audit journal {path}: {exc}") from exc
+            raise _open_error(exc, path) from exc
         except BaseException:
             conn.close()
             raise
@@ -515,6 +526,31 @@ def _record(row: Sequence[object]) -> JournalRecord:
         prev_hash=cast(bytes, prev_hash),
         hash=cast(bytes, digest),
     )
+
+
+_WRITABLE_HINT = (
+    "make the data_dir writable by the gateway user and check its filesystem is mounted "
+    "read-write and not full"
+)
+_UNUSABLE_CODES: Final = frozenset({
+    sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_AUTH,
+})
+_DAMAGE_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def _open_error(exc: sqlite3.Error, path: Path) -> JournalError:
+    """What went wrong opening the journal, and what the operator can do about it."""
+    code = int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
+    if code in _DAMAGE_CODES:
+        return JournalError(
+            f"audit journal {path}: not a readable audit journal ({exc}); restore it from a "
+            "backup, or move it aside to start a new one (with no replay history)"
+        )
+    if code in _UNUSABLE_CODES:
+        return JournalError(f"audit journal {path}: cannot be opened for writing ({exc}); "
+                            f"{_WRITABLE_HINT}")
+    return JournalError(f"audit journal {path}: {exc}")
 
 
 def _check_ownership(conn: sqlite3.Connection, path: Path) -> None:
