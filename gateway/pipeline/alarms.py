@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 #: minor.
 SEVERITY = {
     "vee.field_read": "minor", "comm_loss": "major", "disk.low": "major", "meter.flag": "minor",
+    # The store cannot be written: reads are held in memory and lost at the hold's bound.
+    "disk.full": "critical", "store.failed": "critical",
+    "store.corrupt": "major", "bus.unavailable": "major", "clock.step": "minor",
 }
 
 
