@@ -27,7 +27,6 @@ import datetime as dt
 import functools
 import json
 import logging
-import secrets
 import sqlite3
 import threading
 import time
@@ -38,8 +37,13 @@ from pathlib import Path
 from types import TracebackType
 
 from gateway.store.bdseq import BDSEQ_FILE_NAME, BdseqCounter
+from gateway.store.connection import connect as _connect
+from gateway.store.connection import ensure_meta as _ensure_meta
+from gateway.store.connection import meta_int as _meta_int
+from gateway.store.connection import translate as _translate
+from gateway.store.connection import translate_open as _translate_open
 from gateway.store.disk import disk_status
-from gateway.store.errors import StoreCorruptError, StoreError, StoreFullError
+from gateway.store.errors import StoreError
 from gateway.store.records import (
     AlarmState,
     DailyValue,
@@ -53,9 +57,8 @@ from gateway.store.recovery import (
     integrity_problem,
     move_aside,
     orphaned_side_files,
-    unusable_file,
 )
-from gateway.store.schema import check_ownership, migrate
+from gateway.store.schema import migrate
 from protocols.payload import QUALITIES, parse_reads
 
 log = logging.getLogger("gateway.store")
@@ -64,8 +67,6 @@ _MS_PER_DAY = 86_400_000
 #: Rows deleted per retention transaction, so pruning weeks of backlog never holds the write lock
 #: for long (each batch is one short transaction).
 _PRUNE_BATCH = 2000
-#: WAL file size kept after a checkpoint; bounds the disk the WAL holds on to between checkpoints.
-_JOURNAL_SIZE_LIMIT = 16 * 2**20
 
 STORE_CORRUPT_ALARM = "store.corrupt"
 
@@ -699,95 +700,6 @@ def _as_built(payload: bytes) -> Callable[[int], bytes]:
         return payload
 
     return build
-
-
-def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
-    try:
-        conn = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
-        )
-    except sqlite3.Error as exc:
-        raise _translate_open(exc, path) from exc
-    try:
-        check_ownership(conn, str(path))
-        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
-            # A new, empty file. auto_vacuum must be chosen before WAL mode (which writes the
-            # header) and the first table; afterwards only VACUUM can change it. Incremental mode
-            # lets prune() hand freed pages back to the filesystem, which matters when the disk is
-            # what is running out.
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(
-                f"store {path}: SQLite refused WAL mode (got {mode!r}); the data_dir must be on a "
-                "local filesystem that supports shared memory (not NFS)"
-            )
-        # FULL: the WAL is fsynced at every commit, so a committed poll survives power loss,
-        # not just a process crash (NORMAL would only guarantee the latter in WAL mode).
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
-    except sqlite3.Error as exc:
-        conn.close()
-        raise _translate_open(exc, path) from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _ensure_meta(conn: sqlite3.Connection) -> int:
-    """Create the epoch and counters on a new database; return the epoch."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-        if row is None:
-            epoch = secrets.randbits(64)
-            conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [("epoch", f"{epoch:016x}"), ("last_seq", 0), ("bdseq", 0)],
-            )
-        else:
-            epoch = int(row[0], 16)
-            # Defence in depth: if meta was ever restored from an older copy than the outbox,
-            # never hand out a seq that a stored (hence possibly published) row already has.
-            highest = conn.execute("SELECT max(seq) FROM outbox").fetchone()[0] or 0
-            if highest > _meta_int(conn, "last_seq"):
-                log.warning("store meta.last_seq behind outbox (%d); advancing it", highest)
-                conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (highest,))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return epoch
-
-
-def _meta_int(conn: sqlite3.Connection, key: str) -> int:
-    return int(conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
-
-
-def _translate_open(exc: sqlite3.Error, path: Path) -> StoreError:
-    """An error while opening: a file or directory that cannot be used says what to fix; the
-    rest as :func:`_translate`."""
-    if unusable_file(exc):
-        return StoreError(f"store {path}: cannot be opened for writing ({exc}); {WRITABLE_HINT}")
-    return _translate(exc, path)
-
-
-def _translate(exc: sqlite3.Error, path: Path) -> StoreError:
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    if code == sqlite3.SQLITE_FULL:
-        return StoreFullError(
-            f"store {path}: disk or database full ({exc}); nothing of this transaction was "
-            "stored — free space on the data_dir filesystem or prune acknowledged rows"
-        )
-    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return StoreCorruptError(
-            f"store {path}: database damaged ({exc}); restart the gateway to move it aside "
-            "and start a fresh store"
-        )
-    return StoreError(f"store {path}: {exc}")
 
 
 def _check_message(message: OutboxMessage) -> None:
