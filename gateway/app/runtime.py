@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from edge_rules._jit import use_numpy_twins
 from gateway.acquisition.base import ScheduledBus
@@ -128,12 +129,32 @@ class Runtime:
             self.load_control = runner
             self._subscribe("load-control", runner.on_poll)
             self._start("load-control", runner.run())
+        if config.power.fail_input is not None:
+            self._start_power_watch(config.power.fail_input)
         interrupted = self.commands.recover()
         if interrupted:
             log.error("%d command(s) were interrupted by the last stop; reported failed",
                       interrupted)
         if self.link is not None:
             self._start("commands", self.commands.run(self.link.commands))
+
+    def _start_power_watch(self, path: Path) -> None:
+        """Outage alarms from the gateway's power-fail input (docs/outages.md)."""
+        from gateway.analytics.outages import PowerWatch, served_areas, watch_power
+
+        config, store = self.config, self.services.store
+        watch = PowerWatch(served_areas(config), self.services.alarms,
+                           min_duration_s=config.outage.min_duration_s,
+                           hold_up_s=config.power.hold_up_s)
+
+        def recall(key: str) -> int | None:
+            try:
+                state = store.alarm(key)
+            except StoreError:
+                return None
+            return state.raised_ms if state is not None and state.cleared_ms is None else None
+
+        self._start("power", watch_power(watch, path, config.power.fail_value, recall))
 
     def _start(self, name: str, coro: object) -> None:
         self.supervisor.start(name, coro)  # type: ignore[arg-type]
@@ -205,7 +226,7 @@ class Runtime:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         consumers = [n for n in self._task_names
-                     if n in ("commands", "load-control", "groups", "areas", "vee")]
+                     if n in ("commands", "load-control", "groups", "areas", "vee", "power")]
         await self.supervisor.stop(consumers)
         bus_tasks = [n for n in self._task_names if n.startswith("bus:")]
         await self.supervisor.stop(bus_tasks, ask=self._ask_buses_to_stop,

@@ -39,6 +39,7 @@ from gateway.config.kinds import (
 from gateway.config.load_control import EngineSettings
 from gateway.config.mqtt import MqttSection
 from gateway.config.operator_keys import Ed25519PublicKeyKind
+from gateway.config.power import OutageSection, PowerSection
 from gateway.config.profiles import ProfileKind, ProfileRef
 from gateway.config.reconcile import ReconcileSection
 from gateway.config.vee import VeeSection
@@ -51,6 +52,7 @@ Parity = Literal["N", "E", "O"]
 Sign = Literal["+", "-"]
 Direction = Literal["import", "export"]
 Role = Literal["VIEWER", "OPERATOR", "ENGINEER", "SECADM"]
+MeterPhase = Literal["a", "b", "c", "abc"]
 
 BAUDRATES: Final = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
@@ -363,6 +365,23 @@ class MeterConfig:
         doc="Basic current Ib as the gateway reports it (after ct_ratio), for the theft "
         "indicators; unset: [theft] basic_current_a.",
     )
+    customer: str | None = setting(
+        Str(max_length=64),
+        default=None,
+        doc="Customer (account) id the CRM knows; outage alarms list it among the affected "
+        "customers. Unset: the meter is listed, no customer.",
+    )
+    premise: str | None = setting(
+        Str(max_length=128),
+        default=None,
+        doc="Premise (service point) id or address of the meter, for the CRM.",
+    )
+    phase: MeterPhase | None = setting(
+        Choice(get_args(MeterPhase)),
+        default=None,
+        doc='The phase the meter is supplied from: "a", "b", "c", or "abc" for a '
+        "three-phase meter.",
+    )
 
 
 # --- topology ----------------------------------------------------------------------------
@@ -668,6 +687,16 @@ class GatewayConfig:
         default=EngineSettings(),
         doc="Load-control engine: rounds, delays, hysteresis, protect, prepaid "
         "(docs/load_control.md).",
+    )
+    power: PowerSection = setting(
+        Table(PowerSection),
+        default=PowerSection(),
+        doc="The gateway's own power-fail input (docs/outages.md).",
+    )
+    outage: OutageSection = setting(
+        Table(OutageSection),
+        default=OutageSection(),
+        doc="Outage classification: momentary against sustained (docs/outages.md).",
     )
     # Derived by the loader, not read from the file.
     source_file: Path | None = field(default=None, compare=False)

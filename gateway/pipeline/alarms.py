@@ -28,6 +28,7 @@ SEVERITY = {
     # The store cannot be written: reads are held in memory and lost at the hold's bound.
     "disk.full": "critical", "store.failed": "critical",
     "store.corrupt": "major", "bus.unavailable": "major", "clock.step": "minor",
+    "outage.area": "critical", "outage.momentary": "warning",
 }
 
 
