@@ -150,3 +150,18 @@ def test_served_areas_from_the_example_config() -> None:
     assert area.customers == ("C-0042-000", "C-1001")
     assert config.meter("m-001").phase == "a"
     assert config.outage.min_duration_s == 60 and config.power.fail_input is None
+
+
+def test_meter_phase_is_one_of_a_b_c_abc(tmp_path: Path) -> None:
+    from gateway.config import ConfigError
+
+    example = Path(__file__).resolve().parents[1] / "configs" / "example.toml"
+    text = example.read_text(encoding="utf-8")
+    assert 'phase = "a"\n' in text
+    bad = tmp_path / "gateway.toml"
+    bad.write_text(text.replace('phase = "a"\n', 'phase = "d"\n'), encoding="utf-8")
+    for name in ("profiles",):  # example.toml refers to nothing else beside it
+        if (example.parent / name).exists():
+            (tmp_path / name).symlink_to(example.parent / name)
+    with pytest.raises(ConfigError, match="phase"):
+        load_config(bad)
