@@ -58,7 +58,7 @@ from bench.daemon_rig import (
     verdict,
 )
 from gateway.app.daemon import BOOKKEEPING_DELAY_S
-from gateway.store import OutboxMessage, OutboxRow, Store
+from gateway.store import OutboxCursor, OutboxMessage, OutboxRow, Store
 from gateway.uplink.link_settings import LinkSettings
 from gateway.uplink.mqtt_link import MqttLink
 from gateway.uplink.outbox_pump import OutboxPump
@@ -112,10 +112,10 @@ class CountingOutbox:
         self.write_transactions = 0
         self.store_s = 0.0
 
-    def pending(self, limit: int, after_seq: int | None) -> Sequence[OutboxRow]:
+    def pending(self, limit: int, after: OutboxCursor | None) -> Sequence[OutboxRow]:
         t0 = time.perf_counter()
         try:
-            return self.store.pending(limit, after_seq)
+            return self.store.pending(limit, after)
         finally:
             self.store_s += time.perf_counter() - t0
 

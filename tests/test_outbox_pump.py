@@ -25,8 +25,10 @@ from gateway.uplink.mqtt_link import MqttLink, PublishListener
 from gateway.uplink.outbox_pump import OutboxPump
 from gateway.uplink.state_messages import GatewayStateMessages
 from protocols.payload import (
+    AlarmEvent,
     Envelope,
     ReadRecord,
+    build_alarm,
     build_reads,
     decode_message,
     mark_hist,
@@ -94,6 +96,14 @@ class Ledger:
 
             messages.append(OutboxMessage(topic=f"{PREFIX}/{GW}/reads/{meter}", qos=1, build=build))
         return self.store.commit_poll(messages, now_ms=ts)
+
+
+def alarm_message(store: Store, key: str) -> OutboxMessage:
+    """An alarm event as the alarm service commits it (topic P/G/alarms)."""
+    event = AlarmEvent(kind="comm_loss", key=key, state="raised", severity="major", meter="m-001")
+    return OutboxMessage(
+        topic=f"{PREFIX}/{GW}/alarms", qos=1,
+        build=lambda seq: build_alarm(Envelope(GW, store.epoch, seq, 1_700_000_000_000), event))
 
 
 @pytest.fixture
@@ -329,6 +339,63 @@ def test_pump_started_after_the_connection_is_up(store: Store) -> None:
         assert link.seqs() == [1]
         assert link.hist_flags() == [True]  # committed before this connection: backlog
         await pump.stop(drain_timeout=0.1)
+
+    run(main)
+
+
+def test_alarms_overtake_the_backlog_within_one_window(store: Store) -> None:
+    """Alarms and command results go in the priority lane: each free slot of the window takes
+    the lowest unsent priority row first, so an alarm waits for the rows already in flight, not
+    for the backlog; each lane keeps its seq order, resends after a drop included."""
+
+    async def main() -> None:
+        link = ScriptedLink()
+        pump = OutboxPump(store, link, window=4)
+        pump.start()
+        ledger = Ledger(store)
+        for _ in range(5):
+            ledger.commit()  # 1..20: reads committed while the link is down
+        assert store.enqueue(alarm_message(store, "a1")) == 21
+        link.up()
+        await settle()
+        assert link.seqs() == [21, 1, 2, 3]  # the alarm first, backlog behind it
+        assert link.hist_flags() == [True] * 4  # both committed before the connection
+        link.ack(1)
+        link.ack(2)
+        await settle()
+        assert link.seqs(4) == [4, 5]
+        # an alarm and a command result committed on this connection: live, and next
+        assert store.enqueue(alarm_message(store, "a2")) == 22
+        signed = b"\xd2\x84\x40\xa0\x40\x40"  # a COSE_Sign1 (tag 18), as results are
+        assert store.enqueue(OutboxMessage(
+            topic=f"{PREFIX}/{GW}/cmd/result", qos=1, build=lambda seq: signed)) == 23
+        pump.notify()
+        await settle()
+        assert link.seqs(6) == []  # the window is full: nothing is pre-empted
+        link.ack(3)
+        await settle()
+        assert [topic.rsplit("/", 1)[1] for _, topic, _, _ in link.published[6:]] == ["alarms"]
+        link.ack(4)
+        await settle()
+        assert link.published[7][1:3] == (f"{PREFIX}/{GW}/cmd/result", signed)
+        assert not is_hist(link.published[6][2])
+        # a drop: each lane starts again from its lowest unacknowledged row
+        link.down()
+        mark = len(link.published)
+        link.up()
+        await settle()
+        assert seq_of(link.published[mark][2]) == 22
+        assert link.published[mark + 1][1:3] == (f"{PREFIX}/{GW}/cmd/result", signed)
+        assert "/reads/" in link.published[mark + 2][1]
+        while store.outbox_depth():
+            for mid, *_ in link.published[mark:]:
+                link.ack(mid)
+            mark = len(link.published)
+            await settle()
+        reads = [seq_of(p) for _, t, p, _ in link.published if "/reads/" in t]
+        firsts = list(dict.fromkeys(reads))
+        assert firsts == sorted(firsts) and set(firsts) == set(range(1, 21))
+        await pump.stop()
 
     run(main)
 
@@ -641,3 +708,71 @@ def test_daemon_killed_with_rows_in_flight_resends_them_after_restart(
     states = [decode_message(p) for _, p, _ in observer.messages(f"{PREFIX}/{GW}/state")]
     wills = [m for m in states if m["online"] is False]
     assert wills and wills[0]["bdseq"] == int(bdseq)
+
+
+def test_alarm_overtakes_a_read_backlog_after_a_broker_outage(
+    mosquitto: MosquittoBroker, store: Store
+) -> None:
+    """The consumer's view of the priority lane: 5,000 reads committed while the broker is
+    down, then an alarm, then the broker comes back. The alarm reaches the subscriber before the
+    backlog's last message — first of all, in fact, where strict seq order had put it behind all
+    5,000 — and a second alarm raised while the backlog drains is the very next row handed to
+    the link. Nothing is lost and each meter's reads keep their order. (bench/
+    bench_alarm_priority.py measures the same with 50,000.)"""
+    backlog, window = 5_000, 16
+    meters = tuple(f"m-{k:03d}" for k in range(500))
+
+    async def main() -> None:
+        with Observer(mosquitto, f"{PREFIX}/{GW}/#") as observer:
+            gw = Gateway(store, mosquitto, window=window)
+            handed: list[str] = []
+            publish = gw.link.publish
+
+            def recording(topic: str, payload: bytes, qos: int, retain: bool = False) -> int | None:
+                mid = publish(topic, payload, qos, retain)
+                if mid is not None:
+                    handed.append(topic)
+                return mid
+
+            gw.link.publish = recording  # type: ignore[method-assign]
+            ledger = Ledger(store)
+            await gw.start()
+            try:
+                assert await gw.link.wait_connected(5)
+                await asyncio.to_thread(mosquitto.stop)
+                assert await until(lambda: not gw.link.connected, 5)
+                for _ in range(backlog // len(meters)):
+                    ledger.commit(meters)  # 500 rows per transaction, as a coalesced cycle
+                first_alarm = store.enqueue(alarm_message(store, "during-outage"))
+                assert first_alarm == backlog + 1
+                await asyncio.to_thread(mosquitto.start)
+                assert await gw.link.wait_connected(10)
+                # a second alarm while the backlog drains
+                assert await until(lambda: handed.count(f"{PREFIX}/{GW}/alarms") == 1, 5)
+                assert await until(lambda: len(handed) >= 1_000, 10, step=0.001)
+                handed_before = len(handed)
+                second_alarm = store.enqueue(alarm_message(store, "during-drain"))
+                gw.pump.notify()
+                assert await until(lambda: store.outbox_depth() == 0, 30)
+                assert await until(lambda: len(reads_received(observer)) >= backlog, 10)
+                assert await until(
+                    lambda: len(observer.messages(f"{PREFIX}/{GW}/alarms")) >= 2, 5)
+            finally:
+                await gw.stop()
+        # the link's view: the next free slot after the commit went to the alarm
+        assert handed.index(f"{PREFIX}/{GW}/alarms", handed_before) == handed_before
+        # the subscriber's view
+        arrived = [(topic, seq_of(p)) for topic, p, _ in observer.messages(f"{PREFIX}/{GW}/")
+                   if not topic.endswith("/state")]
+        alarms_at = [i for i, (topic, _) in enumerate(arrived) if topic.endswith("/alarms")]
+        assert [arrived[i][1] for i in alarms_at] == [first_alarm, second_alarm]
+        reads_before_first = alarms_at[0]
+        reads_before_second = alarms_at[1] - 1
+        assert reads_before_first <= window, reads_before_first
+        assert reads_before_second < backlog
+        last_read_at = max(i for i, (topic, _) in enumerate(arrived) if "/reads/" in topic)
+        assert alarms_at[1] < last_read_at
+        result = check_delivery(ledger, observer)
+        assert result["rows"] == backlog
+
+    run(main)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import logging
 import os
@@ -22,11 +23,13 @@ import pytest
 from gateway.store import (
     DailyValue,
     HoldingQueue,
+    OutboxCursor,
     OutboxMessage,
     Store,
     StoreError,
     StoreFullError,
     StoreVersionError,
+    is_priority_topic,
 )
 from gateway.store.schema import APPLICATION_ID, LATEST_VERSION
 from protocols.payload import (
@@ -401,7 +404,7 @@ def test_pending_cursor_acks_depth_and_age(store: Store) -> None:
         store.commit_poll([blob(10)], now_ms=T0 + i)
     assert store.outbox_depth() == 5 and store.oldest_unacked_ms() == T0
     assert [r.seq for r in store.pending(2)] == [1, 2]
-    assert [r.seq for r in store.pending(10, after_seq=2)] == [3, 4, 5]
+    assert [r.seq for r in store.pending(10, after=OutboxCursor(bulk=2))] == [3, 4, 5]
     assert store.mark_acked([1, 3], when_ms=T0 + 10) == 2
     assert store.mark_acked([1, 3, 99], when_ms=T0 + 11) == 0  # repeats and unknown seqs
     assert [r.seq for r in store.pending(10)] == [2, 4, 5]
@@ -803,10 +806,15 @@ def test_sigkill_at_random_moments_loses_no_committed_poll(tmp_path: Path) -> No
 
 def test_outbox_queries_use_their_partial_indexes(store: Store) -> None:
     """Weeks of acknowledged rows sit before the unacknowledged ones; the pump's and retention's
-    queries must go straight to their rows instead of walking those."""
+    queries must go straight to their rows instead of walking those — and the priority lane's
+    query must not walk the read backlog either."""
     assert store._conn is not None
+    columns = "seq, topic, payload, qos, created_ms, attempts, priority"
     plans = {
-        "pending": "SELECT seq FROM outbox WHERE acked_ms IS NULL AND seq > 0 ORDER BY seq LIMIT 5",
+        "priority": f"SELECT {columns} FROM outbox WHERE acked_ms IS NULL AND priority = 1 "
+        "AND seq > 0 ORDER BY seq LIMIT 5",
+        "bulk": f"SELECT {columns} FROM outbox WHERE acked_ms IS NULL AND priority = 0 "
+        "AND seq > 0 ORDER BY seq LIMIT 5",
         "depth": "SELECT count(*) FROM outbox WHERE acked_ms IS NULL",
         "prune": "SELECT seq FROM outbox WHERE acked_ms IS NOT NULL AND created_ms < 5 "
         "ORDER BY created_ms LIMIT 5",
@@ -815,8 +823,113 @@ def test_outbox_queries_use_their_partial_indexes(store: Store) -> None:
         name: " ".join(row[3] for row in store._conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
         for name, sql in plans.items()
     }
-    assert "outbox_unacked" in used["pending"] and "outbox_unacked" in used["depth"]
+    assert "INDEX outbox_priority_unacked" in used["priority"], used
+    assert "INDEX outbox_unacked" in used["bulk"] and "INDEX outbox_unacked" in used["depth"]
+    assert "TEMP B-TREE" not in used["priority"] + used["bulk"], used  # no sort of the backlog
     assert "outbox_acked_age" in used["prune"]
+    # the statements Store.pending really runs are these two
+    source = inspect.getsource(Store.pending)
+    assert "acked_ms IS NULL AND priority = 1 AND seq > ? ORDER BY seq LIMIT ?" in source
+    assert "acked_ms IS NULL AND priority = 0 AND seq > ? ORDER BY seq LIMIT ?" in source
+
+
+def alarm_message(store: Store, key: str, t: int) -> OutboxMessage:
+    event = AlarmEvent(kind="comm_loss", key=key, state="raised", severity="major", meter="m-0")
+    return OutboxMessage(
+        topic="mtr/v1/gw-0001/alarms", qos=1,
+        build=lambda seq: build_alarm(Envelope("gw-0001", store.epoch, seq, t), event))
+
+
+def result_message(payload: bytes = b"\xa0") -> OutboxMessage:
+    return OutboxMessage(topic="mtr/v1/gw-0001/cmd/result", qos=1, build=lambda seq: payload)
+
+
+def test_alarms_and_command_results_overtake_the_read_backlog(store: Store) -> None:
+    """The lane follows from the topic at commit; pending() gives the priority lane first, each
+    lane in seq order, and a cursor per lane resumes each exactly after its own last row."""
+    store.commit_poll(poll(store, 3, T0), now_ms=T0)  # 1..3 reads
+    assert store.enqueue(alarm_message(store, "a1", T0 + 1)) == 4
+    store.commit_poll(poll(store, 2, T0 + 2))  # 5..6 reads
+    assert store.enqueue(result_message()) == 7
+    assert store.enqueue(alarm_message(store, "a2", T0 + 3)) == 8
+
+    rows = store.pending(10)
+    assert [r.seq for r in rows] == [4, 7, 8, 1, 2, 3, 5, 6]
+    assert [r.priority for r in rows] == [True] * 3 + [False] * 5
+    assert [r.seq for r in store.pending(4)] == [4, 7, 8, 1]
+    # the pump's cursor after handing over 4, 7, 1: the rest of each lane, priority first
+    cursor = OutboxCursor()
+    for row in (rows[0], rows[1], rows[3]):
+        cursor = cursor.past(row)
+    assert cursor == OutboxCursor(priority=7, bulk=1)
+    assert [r.seq for r in store.pending(10, after=cursor)] == [8, 2, 3, 5, 6]
+    # an alarm committed now is next, ahead of the reads still waiting
+    assert store.enqueue(alarm_message(store, "a3", T0 + 4)) == 9
+    assert [r.seq for r in store.pending(2, after=cursor)] == [8, 9]
+    # acknowledgements, depth, age and the backlog rule do not care about lanes
+    assert store.mark_acked([4, 7, 8, 9]) == 4
+    assert [r.seq for r in store.pending(10)] == [1, 2, 3, 5, 6]
+    assert store.outbox_depth() == 5 and store.oldest_unacked_ms() == T0
+    assert [r.is_backlog(5) for r in rows] == [True, False, False, True, True, True, True, False]
+    # seq stays one sequence per store: no gaps, whatever the lane
+    assert sorted(r.seq for r in rows) == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_the_lane_is_chosen_by_topic_ending() -> None:
+    assert is_priority_topic("mtr/v1/gw-0001/alarms")
+    assert is_priority_topic("mtr/v1/gw-0001/cmd/result")
+    assert not is_priority_topic("mtr/v1/gw-0001/reads/alarms-meter")
+    assert not is_priority_topic("mtr/v1/gw-0001/reads/alarms")  # a meter called "alarms"
+    assert not is_priority_topic("mtr/v1/gw-0001/groups/alarms")
+    assert not is_priority_topic("mtr/v1/gw-0001/cmd")
+    assert not is_priority_topic("mtr/v1/gw-0001/groups/g1")
+    assert not is_priority_topic("mtr/v1/gw-0001/reads/m-1")
+
+
+def test_a_version_2_store_upgrades_in_place_with_its_alarms_in_the_priority_lane(
+    tmp_path: Path,
+) -> None:
+    """A store written by the schema before the lanes (version 2) with a read backlog and
+    unacknowledged alarms: after the upgrade nothing is lost, its waiting alarms and results
+    lead (the migration's SQL applies the same rule as is_priority_topic), acknowledged rows
+    stay acknowledged, and new commits choose their lane."""
+    from gateway.store.schema import MIGRATIONS
+
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for migration in MIGRATIONS[:2]:
+        for statement in migration.statements:
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute("INSERT INTO meta (key, value) VALUES ('epoch', '00000000000000ab'), "
+                 "('last_seq', 8), ('bdseq', 0)")
+    topics = {
+        1: ("mtr/v1/gw-0001/alarms", T0),  # acknowledged before the upgrade
+        2: ("mtr/v1/gw-0001/reads/m-1", None),
+        3: ("mtr/v1/gw-0001/alarms", None),
+        4: ("mtr/v1/gw-0001/groups/g1", None),
+        5: ("mtr/v1/gw-0001/cmd/result", None),
+        6: ("mtr/v1/gw-0001/reads/alarms", None),
+        7: ("mtr/v1/gw-0001/cmd", None),
+        8: ("mtr/v1/gw-0001/groups/alarms", None),
+    }
+    for seq, (topic, acked) in topics.items():
+        conn.execute("INSERT INTO outbox (seq, topic, payload, qos, created_ms, acked_ms) "
+                     "VALUES (?, ?, ?, 1, ?, ?)", (seq, topic, bytes([seq]), T0 + seq, acked))
+    conn.close()
+
+    with Store.open(path) as store:
+        assert store._conn is not None
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
+        rows = store.pending(10)
+        assert [r.seq for r in rows] == [3, 5, 2, 4, 6, 7, 8]
+        assert all(r.priority == is_priority_topic(r.topic) for r in rows)
+        assert [r.payload for r in rows] == [bytes([r.seq]) for r in rows]
+        assert store._conn.execute("SELECT priority FROM outbox WHERE seq = 1").fetchone()[0] == 0
+        assert store.enqueue(alarm_message(store, "a9", T0 + 9)) == 9
+        store.commit_poll(poll(store, 1, T0 + 10))  # 10
+        assert [r.seq for r in store.pending(10)] == [3, 5, 9, 2, 4, 6, 7, 8, 10]
 
 
 def test_a_version_1_store_keeps_its_reads_through_the_upgrade(tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ from gateway.store.records import (
     AlarmState,
     DailyValue,
     DiskStatus,
+    OutboxCursor,
     OutboxMessage,
     OutboxRow,
     StoredRead,
+    is_priority_topic,
 )
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "DailyValue",
     "DiskStatus",
     "HoldingQueue",
+    "OutboxCursor",
     "OutboxMessage",
     "OutboxRow",
     "Store",
@@ -30,5 +33,6 @@ __all__ = [
     "StoreFullError",
     "StoreVersionError",
     "StoredRead",
+    "is_priority_topic",
     "wall_ms",
 ]

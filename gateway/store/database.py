@@ -48,9 +48,11 @@ from gateway.store.records import (
     AlarmState,
     DailyValue,
     DiskStatus,
+    OutboxCursor,
     OutboxMessage,
     OutboxRow,
     StoredRead,
+    is_priority_topic,
 )
 from gateway.store.recovery import (
     WRITABLE_HINT,
@@ -209,7 +211,9 @@ class Store:
         self, messages: Sequence[OutboxMessage], *, now_ms: int | None = None
     ) -> list[int]:
         """Commit a poll cycle: every message's outbox row and the reads it carries, in ONE
-        transaction. Returns the seqs assigned, in the order of ``messages``.
+        transaction. Returns the seqs assigned, in the order of ``messages``. Each row's outbox
+        lane follows from its topic here (:func:`~gateway.store.records.is_priority_topic`), the
+        one place it is decided, so producers need not know about lanes.
 
         Each message's ``build`` is called with its seq inside the transaction (see
         :class:`OutboxMessage`). Raises :class:`StoreFullError` when the disk is full — then
@@ -227,16 +231,29 @@ class Store:
         """Commit one durable message (an alarm event, a group result); returns its seq."""
         return self.commit_poll([message], now_ms=now_ms)[0]
 
-    def pending(self, limit: int, after_seq: int | None = None) -> list[OutboxRow]:
-        """Up to ``limit`` unacknowledged rows in seq order, after ``after_seq`` if given (the
-        pump's cursor over rows already in flight on this connection)."""
+    def pending(self, limit: int, after: OutboxCursor | None = None) -> list[OutboxRow]:
+        """Up to ``limit`` unacknowledged rows: the priority lane first (alarms and command
+        results, :func:`~gateway.store.records.is_priority_topic`), then the read lane, each in
+        seq order and after its own position in ``after`` if given (the pump's cursor over rows
+        already in flight on this connection).
+
+        Two queries, one per lane, each walking only its lane's partial index from the cursor:
+        one ``ORDER BY priority DESC, seq`` would have to sort every unacknowledged row."""
+        cursor = after if after is not None else OutboxCursor()
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT seq, topic, payload, qos, created_ms, attempts FROM outbox "
-                "WHERE acked_ms IS NULL AND seq > ? ORDER BY seq LIMIT ?",
-                (after_seq if after_seq is not None else 0, limit),
+                "SELECT seq, topic, payload, qos, created_ms, attempts, priority FROM outbox "
+                "WHERE acked_ms IS NULL AND priority = 1 AND seq > ? ORDER BY seq LIMIT ?",
+                (cursor.priority, limit),
             ).fetchall()
-        return [OutboxRow(*row) for row in rows]
+            if len(rows) < limit:
+                rows += conn.execute(
+                    "SELECT seq, topic, payload, qos, created_ms, attempts, priority FROM outbox "
+                    "WHERE acked_ms IS NULL AND priority = 0 AND seq > ? ORDER BY seq LIMIT ?",
+                    (cursor.bulk, limit - len(rows)),
+                ).fetchall()
+        return [OutboxRow(seq, topic, payload, qos, created, attempts, bool(priority))
+                for seq, topic, payload, qos, created, attempts, priority in rows]
 
     def mark_attempted(self, seqs: Iterable[int], when_ms: int | None = None) -> None:
         """Count a hand-over to the MQTT client. Diagnostics only — backlog is decided by
@@ -669,15 +686,14 @@ class Store:
                     if record.quality == "A" and isinstance(record.val, Decimal):
                         self._note_register(conn, register_rows, meter, record.q, record.t,
                                             str(record.val))
-            outbox_rows.append(
-                (seq, message.topic, payload, message.qos, created_ms, meter, t_first, t_last)
-            )
+            outbox_rows.append((seq, message.topic, payload, message.qos, created_ms, meter,
+                                t_first, t_last, int(is_priority_topic(message.topic))))
             seqs.append(seq)
         # One statement per table for the whole batch: a coalesced poll cycle of many meters
         # costs two executemany calls, not two per meter.
         conn.executemany(
-            "INSERT INTO outbox (seq, topic, payload, qos, created_ms, meter, t_first, t_last) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO outbox (seq, topic, payload, qos, created_ms, meter, t_first, t_last, "
+            "priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             outbox_rows,
         )
         if register_rows:

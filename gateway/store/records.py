@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from protocols.payload import Envelope, ReadRecord, build_reads
@@ -45,10 +45,32 @@ class OutboxMessage:
         )
 
 
+#: Topic endings of the durable messages that travel in the priority lane of the outbox: alarms
+#: (``P/G/alarms``) and command results (``P/G/cmd/result``). After an outage of the link the
+#: read backlog can be tens of thousands of rows; an outage alarm or a command's answer that
+#: queued behind it would reach the utility hours late.
+PRIORITY_TOPIC_ENDINGS: tuple[str, ...] = ("/alarms", "/cmd/result")
+
+#: Topic levels followed by a meter or group id (``P/G/reads/{meter}``, ``P/G/groups/{group}``):
+#: a meter that happens to be called ``alarms`` must not lift its reads into the priority lane.
+_ID_LEVELS = ("/reads/", "/groups/")
+
+
+def is_priority_topic(topic: str) -> bool:
+    """Whether a message on ``topic`` goes in the outbox's priority lane — the one rule, applied
+    by the store when it commits the row (so producers need not know about lanes). By topic
+    because the store sees topics, not kinds; ids are single topic levels, so ``cmd/result``
+    can only be the results topic, and ``alarms`` is the alarms topic unless it is an id."""
+    if not topic.endswith(PRIORITY_TOPIC_ENDINGS):
+        return False
+    return not any(topic.endswith(level + "alarms") for level in _ID_LEVELS)
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     """An unacknowledged outbox row as stored: the payload exactly as committed (never with
-    ``hist``), the number of times it was handed to the MQTT client, and its commit time."""
+    ``hist``), the number of times it was handed to the MQTT client, its commit time, and
+    whether it is in the priority lane (:func:`is_priority_topic`)."""
 
     seq: int
     topic: str
@@ -56,6 +78,7 @@ class OutboxRow:
     qos: int
     created_ms: int
     attempts: int
+    priority: bool = False
 
     def is_backlog(self, connect_seq: int) -> bool:
         """Whether this row is backlog on a connection established when the store's last seq was
@@ -68,6 +91,22 @@ class OutboxRow:
         rows whenever NTP steps the clock, which a gateway does right after boot.
         """
         return self.seq <= connect_seq
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCursor:
+    """How far the pump has handed rows to the link on the current connection, per lane: the
+    highest seq of each lane. Two numbers because the lanes overtake each other — an alarm
+    committed at seq 50,001 goes out while the read lane is still at seq 3,000 — and each
+    lane must still resume exactly after its own last row. The zero cursor means "from the
+    lowest unacknowledged row of each lane" (a new connection)."""
+
+    priority: int = 0
+    bulk: int = 0
+
+    def past(self, row: OutboxRow) -> OutboxCursor:
+        """The cursor after ``row`` was handed to the link."""
+        return replace(self, priority=row.seq) if row.priority else replace(self, bulk=row.seq)
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,6 +125,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        version=3,
+        purpose="a priority lane in the outbox for alarms and command results",
+        statements=(
+            # After an outage of the link, alarms and command results must overtake the read
+            # backlog (gateway.store.records.is_priority_topic decides the lane at commit).
+            # seq stays one sequence per store, so gap detection and the backlog rule
+            # (OutboxRow.is_backlog) do not change; only the order the pump reads rows in does.
+            "ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 0 "
+            "CHECK (priority IN (0, 1))",
+            # Unacknowledged alarms and results of an upgraded store join the lane too; this is
+            # is_priority_topic as it stood at version 3 (acknowledged rows never go out again).
+            """UPDATE outbox SET priority = 1 WHERE acked_ms IS NULL
+                AND (topic GLOB '*/cmd/result' OR (topic GLOB '*/alarms'
+                     AND topic NOT GLOB '*/reads/alarms' AND topic NOT GLOB '*/groups/alarms'))""",
+            # The priority lane is a few rows among possibly many thousand of backlog: its own
+            # partial index finds them without touching the others. The read lane keeps using
+            # outbox_unacked and skips the few priority rows it meets on the way.
+            "CREATE INDEX outbox_priority_unacked ON outbox (seq) "
+            "WHERE acked_ms IS NULL AND priority = 1",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

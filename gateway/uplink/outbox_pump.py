@@ -7,9 +7,15 @@ The rules it keeps (DESIGN §5):
   Only the broker's acknowledgement (`publish_done(ok=True)`) marks a row acknowledged.
 * **Bounded in-flight window.** At most `window` rows are handed to the link at once; the next
   row goes out when an acknowledgement frees a slot. The store, not paho, holds everything else.
-* **Order.** Rows go out in `seq` order. After a reconnect the pump starts again from the lowest
-  unacknowledged row, so re-sends precede new rows and each meter's messages keep their order
-  (a consumer may see a duplicate, never a reordering).
+* **Order, in two lanes.** Alarms and command results are in the store's priority lane, every
+  other row in the read lane (`gateway.store.records.is_priority_topic`). Each time a slot of
+  the window is free the pump takes the lowest unsent row of the priority lane, and only when
+  that lane is empty the lowest of the read lane, so after an outage of the link an alarm waits
+  for at most one window of backlog rows already in flight, not for the whole backlog. Within a
+  lane rows go out in `seq` order. After a reconnect the pump starts again from the lowest
+  unacknowledged row of each lane, so re-sends precede new rows and each meter's messages keep
+  their order (a consumer may see a duplicate, never a reordering within a lane; across lanes
+  an alarm may arrive before reads with lower seqs, which DESIGN §5 allows).
 * **Backlog is marked.** A row committed before the current connection came up (seq <= the
   store's `last_seq` read at CONNACK) is backlog: it was in flight when a connection dropped,
   committed while the broker was unreachable, or left by an earlier run. It is sent with the
@@ -38,7 +44,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.store.errors import StoreError
-from gateway.store.records import OutboxRow
+from gateway.store.records import OutboxCursor, OutboxRow
 from gateway.uplink.failure_log import FailureLog
 from gateway.uplink.mqtt_link import PublishListener
 from gateway.uplink.state_messages import wall_clock_ms
@@ -51,8 +57,9 @@ log = logging.getLogger(__name__)
 class Outbox(Protocol):
     """The part of the store the pump uses."""
 
-    def pending(self, limit: int, after_seq: int | None) -> Sequence[OutboxRow]:
-        """Unacknowledged rows with seq > after_seq (all if None), ascending, at most limit."""
+    def pending(self, limit: int, after: OutboxCursor | None) -> Sequence[OutboxRow]:
+        """At most ``limit`` unacknowledged rows past ``after`` (all if None): the priority
+        lane's first, then the read lane's, each lane ascending by seq."""
         ...
 
     def mark_acked(self, seqs: Sequence[int], when_ms: int, attempted: Sequence[int] = ()) -> object:
@@ -130,7 +137,8 @@ class OutboxPump:
         self._idle_poll_s = idle_poll_s
         self._connect_seq = 0  # store.last_seq when the current connection came up
         self._inflight: dict[int, int] = {}  # mid -> seq
-        self._cursor: int | None = None  # highest seq handed to the link on this connection
+        # highest seq of each lane handed to the link on this connection
+        self._cursor = OutboxCursor()
         self._acks: list[int] = []
         self._attempted: list[int] = []  # handed to the link, count not yet written
         self._bookkeeping_delay_s = bookkeeping_delay_s
@@ -228,7 +236,7 @@ class OutboxPump:
     # -- link events (event-loop thread) -------------------------------------------------------
 
     def link_up(self) -> None:
-        self._cursor = None  # start again from the lowest unacknowledged row
+        self._cursor = OutboxCursor()  # start again from the lowest unacknowledged rows
         self._wake.set()
         try:
             self._connect_seq = self._outbox.last_seq
@@ -245,7 +253,7 @@ class OutboxPump:
         # Everything still in flight is presumed lost; paho's copies were dropped by the link.
         # Those rows are <= the next connection's last_seq, so they go out again as backlog.
         self._inflight.clear()
-        self._cursor = None
+        self._cursor = OutboxCursor()
         self._idle.set()
 
     def publish_done(self, mid: int, ok: bool, reason: str) -> None:
@@ -311,7 +319,7 @@ class OutboxPump:
                 if mid is None:
                     return  # link went down; link_down()/link_up() reset the cursor
                 self._inflight[mid] = row.seq
-                self._cursor = row.seq
+                self._cursor = self._cursor.past(row)
                 handed.append(row.seq)
                 self._published += 1
                 if backlog:
