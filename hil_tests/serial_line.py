@@ -374,6 +374,7 @@ class Dlt645Line:
         self._slave = -1
         self._wake_r = -1
         self._wake_w = -1
+        self._cut = False
         self.device = ""
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -431,6 +432,18 @@ class Dlt645Line:
         new = faults if faults is not None else Faults(**knobs)  # type: ignore[arg-type]
         with self._lock:
             self._port(address).faults = new
+
+    def set_cut(self, cut: bool = True) -> None:
+        """Cut (``True``) or mend (``False``) the RS-485 pair between the client and every meter
+        of the line: while cut, requests reach no meter and nothing answers, but the pty stays
+        open — a severed pair or a dead adapter that still enumerates, not an unplugged one."""
+        with self._lock:
+            self._cut = cut
+
+    @property
+    def cut(self) -> bool:
+        with self._lock:
+            return self._cut
 
     def faults(self, address: str) -> Faults:
         with self._lock:
@@ -511,6 +524,8 @@ class Dlt645Line:
         client_baud = self._client_baudrate() or self.baudrate
         char = character_time(client_baud)
         with self._lock:
+            if self._cut:
+                return  # the pair is cut: the bytes never reach a meter
             self._stats.bytes_received += len(data)
             for i in range(len(data)):
                 byte_start = max(self._rx_end, now)

@@ -82,6 +82,10 @@ class Dlt645Rig:
         """Change one meter's faults while the line runs; no arguments = healthy again."""
         self.line.set_faults(address, faults, **knobs)
 
+    def set_cut(self, cut: bool = True) -> None:
+        """Cut (or mend) the line's pair: every meter of it goes silent at once."""
+        self.line.set_cut(cut)
+
     def close(self) -> None:
         self.line.close()
 

@@ -28,6 +28,7 @@ from gateway.app.plan import Plan
 from gateway.app.supervisor import Supervisor
 from gateway.control.commands.handler import CommandHandler
 from gateway.pipeline.clock import ClockWatch
+from gateway.pipeline.bus_faults import BusLine
 from gateway.pipeline.committer import Committer, PipelineServices
 from gateway.pipeline.vee_stage import VeeStage
 from gateway.store.errors import StoreError
@@ -79,7 +80,10 @@ class Runtime:
         self.clock.subscribe(self.vee.on_clock_step)
         self.committer = Committer(services, self.outbound, vee=self.vee,
                                    coalesce_s=config.store.commit_window_ms / 1000,
-                                   clock=self.clock)
+                                   clock=self.clock,
+                                   buses=[BusLine(bus.name, bus.describe_link(),
+                                                  tuple(m.meter_id for m in bus.meters))
+                                          for bus in self.buses])
         self.commands = CommandHandler(config, self.committer, self.buses)
         self._unsubscribe: list[Callable[[], None]] = []
         self._task_names: list[str] = []

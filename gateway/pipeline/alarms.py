@@ -29,6 +29,7 @@ SEVERITY = {
     "disk.full": "critical", "store.failed": "critical",
     "store.corrupt": "major", "bus.unavailable": "major", "clock.step": "minor",
     "outage.area": "critical", "outage.momentary": "warning",
+    "comm.bus": "major",  # a whole bus silent: wiring or adapter, never an outage
 }
 
 

@@ -4,7 +4,9 @@ The committer drains what the bus tasks produced, classifies every value
 (:mod:`gateway.pipeline.validation`), lets VEE grade the interval reads
 (:mod:`gateway.pipeline.vee_stage`), and commits everything available in one SQLite transaction
 through the outbox writer (reads + their outbox rows), which wakes the outbox pump. Bus events
-(comm loss) become alarm raise/clear rows through the alarm service. Then — and only then — the
+(comm loss) become alarm raise/clear rows through the alarm service, after the bus-fault
+classifier (:mod:`gateway.pipeline.bus_faults`) folded those of a silent bus into one
+``comm.bus`` alarm. Then — and only then — the
 validated polls go to the subscribers of the feed (groups, areas, theft, load control).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import chain
@@ -19,6 +22,7 @@ from itertools import chain
 from edge_rules.codes import Reason
 from gateway.acquisition.poll_result import BusEvent, IntervalRecords, PollResult
 from gateway.pipeline.alarms import Alarms
+from gateway.pipeline.bus_faults import AlarmChange, BusFaults, BusLine
 from gateway.pipeline.clock import ClockWatch
 from gateway.pipeline.feed import ValidatedFeed, ValidatedPoll, accepted_values
 from gateway.pipeline.outbox import OutboxWriter
@@ -26,6 +30,7 @@ from gateway.pipeline.validation import FLOAT_WINDOWS, RegisterMemory, float_win
 from gateway.pipeline.vee_stage import GRID_QUANTITY, VeeStage
 from gateway.store import Store, wall_ms
 from gateway.store.disk import Ballast
+from gateway.store.errors import StoreError
 from gateway.store.records import OutboxMessage
 from protocols.payload import ReadRecord
 from protocols.topics import GatewayTopics
@@ -78,7 +83,8 @@ class Committer:
 
     def __init__(self, services: PipelineServices, inbound: asyncio.Queue[PollResult | BusEvent],
                  *, vee: VeeStage | None = None, max_batch: int = 256,
-                 coalesce_s: float = 0.0, clock: ClockWatch | None = None) -> None:
+                 coalesce_s: float = 0.0, clock: ClockWatch | None = None,
+                 buses: Sequence[BusLine] = ()) -> None:
         self.services = services
         self.store = services.store
         self.topics = services.topics
@@ -100,6 +106,10 @@ class Committer:
         #: Consulted at every batch (gateway/pipeline/clock.py): a wall-clock step is raised
         #: and its listeners (VEE, theft) are told before the batch's reads reach them.
         self.clock = clock
+        #: Comm-loss events of the configured ``buses`` pass through the bus-fault classifier
+        #: (a whole silent bus is one ``comm.bus`` alarm); events of other buses go straight on.
+        self.bus_faults = BusFaults(buses)
+        self._bus_faults_seeded = not buses
 
     def seed_registers(self) -> int:
         """Load the last actual register values so a decrease after a restart is still caught."""
@@ -139,14 +149,16 @@ class Committer:
         messages: list[OutboxMessage] = []
         polled: list[tuple[PollResult, list[ReadRecord]]] = []
         backfilled: list[IntervalRecords] = []
+        self._seed_bus_faults()
         for item in batch:
             if isinstance(item, IntervalRecords):  # meters' own records, for VEE (backfill.py)
                 backfilled.append(item)
                 continue
             if isinstance(item, BusEvent):
-                self._alarm(item.kind, f"{item.kind}/{item.meter_id}", item.state, item.meter_id,
-                            dict(item.details, bus=item.bus), item.t_ms)
+                self._changes(self.bus_faults.on_comm_loss(item, self._mains_lost))
                 continue
+            self._changes(self.bus_faults.on_poll(item.meter_id, item.bus, item.ok,
+                                                  item.finished_ms))
             self.stats.polls += 1
             polled.append((item, self._records(item)))
             self._flags(item)
@@ -175,6 +187,30 @@ class Committer:
         self.stats.dropped = writer.stats.dropped
         if polled and self.feed.wanted:
             self.feed.publish(self._validated(item, records) for item, records in polled)
+
+    def _changes(self, changes: list[AlarmChange]) -> None:
+        for c in changes:
+            self._alarm(c.kind, c.key, c.state, c.meter, c.details, c.t_ms)
+
+    def _seed_bus_faults(self) -> None:
+        """``comm.bus`` alarms raised before a restart or reload are cleared by the first
+        meter of their bus that answers (read once, at the first commit)."""
+        if self._bus_faults_seeded:
+            return
+        self._bus_faults_seeded = True
+        try:
+            self.bus_faults.seed(a.key for a in self.store.active_alarms())
+        except StoreError as exc:
+            log.warning("raised comm.bus alarms cannot be read (%s): a bus cut before the "
+                        "restart is cleared only if it is cut again first", exc)
+
+    def _mains_lost(self) -> bool:
+        """Whether the gateway's power-fail input reported mains lost: an ``outage.area``
+        alarm is raised (gateway/analytics/outages.py). No input, or nothing raised: present."""
+        try:
+            return any(a.kind == "outage.area" for a in self.store.active_alarms())
+        except StoreError:
+            return False
 
     @staticmethod
     def _validated(item: PollResult, records: list[ReadRecord]) -> ValidatedPoll:
