@@ -69,6 +69,12 @@ def test_bus_whose_port_cannot_be_opened_raises_an_alarm_and_shows_down(tmp_path
             assert str(later) in down["line_error"]
             assert (bus_health("rs485-1") or {}).get("state") == "up"
             assert not missing & set(reads_by_meter(observer, rig))
+            # A dead adapter is one bus alarm (docs/outages.md, "Bus faults are not outages"):
+            # no per-meter comm_loss, no comm.bus beside it, never an outage.
+            others = [m for _t, m in decoded(observer, rig.topic("alarms"))
+                      if m.get("kind") != "bus.unavailable"]
+            assert not [m for m in others if str(m.get("kind")).startswith(("outage.", "comm"))], \
+                others
             # The adapter appears: the alarm clears and its meters are read.
             later.symlink_to(real)
             assert wait_until(lambda: any(a["state"] == "cleared"

@@ -27,8 +27,8 @@ from gateway.acquisition.poll_result import BusEvent, PollResult
 from gateway.app.plan import Plan
 from gateway.app.supervisor import Supervisor
 from gateway.control.commands.handler import CommandHandler
-from gateway.pipeline.clock import ClockWatch
 from gateway.pipeline.bus_faults import BusLine
+from gateway.pipeline.clock import ClockWatch
 from gateway.pipeline.committer import Committer, PipelineServices
 from gateway.pipeline.vee_stage import VeeStage
 from gateway.store.errors import StoreError
