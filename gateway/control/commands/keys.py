@@ -16,7 +16,7 @@ touches a file.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -130,7 +130,7 @@ class KeyTable:
     meters: frozenset[str]
     protected_meters: frozenset[str]
     groups: Mapping[str, tuple[str, ...]]
-    areas: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+    areas: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def build(
