@@ -601,8 +601,10 @@ def test_outcome_for_a_command_never_accepted_is_refused(rig: Rig) -> None:
 
 
 def test_only_operator_holds_control() -> None:
-    assert allowed_actions("OPERATOR") >= {"trip", "close", "limit", "protect"}
-    for role in ("VIEWER", "ENGINEER", "SECADM"):
+    assert allowed_actions("OPERATOR") >= {"trip", "close", "limit", "protect", "planned_outage"}
+    # An ENGINEER switches nothing; planning an outage is the one action granted by role.
+    assert allowed_actions("ENGINEER") == frozenset({"planned_outage"})
+    for role in ("VIEWER", "SECADM"):
         assert allowed_actions(role) == frozenset()
 
 

@@ -71,6 +71,12 @@ def served_areas(config: GatewayConfig) -> tuple[ServedArea, ...]:
     )
 
 
+class PlannedWindows(Protocol):
+    """Planned outages in force (gateway/control/commands/planned.py, wired by the runtime)."""
+
+    def covers(self, area: str, meters: Sequence[str], t_ms: int) -> bool: ...
+
+
 class AlarmSink(Protocol):
     """What the watch needs of the pipeline's alarm service (gateway/pipeline/alarms.py)."""
 
@@ -92,8 +98,11 @@ class PowerWatch:
     """The outage rules over observations of the power-fail input; no I/O of its own."""
 
     def __init__(self, areas: Sequence[ServedArea], alarms: AlarmSink, *, min_duration_s: float,
-                 hold_up_s: float, report_after_s: float = REPORT_AFTER_S) -> None:
+                 hold_up_s: float, report_after_s: float = REPORT_AFTER_S,
+                 planned: PlannedWindows | None = None) -> None:
         self.areas = tuple(areas)
+        #: A loss that starts inside a planned window of its area is the utility's own work.
+        self.planned = planned
         self.alarms = alarms
         self.min_duration_s = min_duration_s
         self.hold_up_s = hold_up_s
@@ -157,7 +166,12 @@ class PowerWatch:
 
     def _common(self, area: ServedArea, loss: _Loss) -> dict[str, object]:
         return {"area": area.id, "meters": list(area.meters), "customers": list(area.customers),
-                "start_ms": loss.start_ms, "planned": False, "confirmed": False}
+                "start_ms": loss.start_ms, "planned": self._planned(area, loss),
+                "confirmed": False}
+
+    def _planned(self, area: ServedArea, loss: _Loss) -> bool:
+        return self.planned is not None and self.planned.covers(area.id, area.meters,
+                                                                loss.start_ms)
 
     def _raised_details(self, area: ServedArea, loss: _Loss) -> dict[str, object]:
         return {**self._common(area, loss), "hold_up_s": self.hold_up_s,

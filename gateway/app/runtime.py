@@ -149,7 +149,7 @@ class Runtime:
         config, store = self.config, self.services.store
         watch = PowerWatch(served_areas(config), self.services.alarms,
                            min_duration_s=config.outage.min_duration_s,
-                           hold_up_s=config.power.hold_up_s)
+                           hold_up_s=config.power.hold_up_s, planned=self.commands.planned)
 
         def recall(key: str) -> int | None:
             try:

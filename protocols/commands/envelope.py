@@ -25,7 +25,17 @@ import cbor2
 
 from protocols import cose
 
-Action = Literal["trip", "close", "allow_close", "alarm", "limit", "cancel", "protect", "unprotect"]
+Action = Literal[
+    "trip",
+    "close",
+    "allow_close",
+    "alarm",
+    "limit",
+    "cancel",
+    "protect",
+    "unprotect",
+    "planned_outage",
+]
 Role = Literal["VIEWER", "OPERATOR", "ENGINEER", "SECADM"]
 
 ACTIONS: Final[tuple[Action, ...]] = get_args(Action)

@@ -12,7 +12,8 @@ At start-up, commands journaled as accepted but never finished (the daemon died 
 journal entry and the action) are reported ``failed`` and **not** re-executed: a trip must happen
 once or not at all, and the operator decides whether to send it again.
 
-Actions handled here act on explicit meters (trip, close, allow_close, alarm, protect, unprotect).
+Actions handled here act on explicit meters (trip, close, allow_close, alarm, protect, unprotect),
+or record a planned outage window (``planned_outage``, :mod:`gateway.control.commands.planned`).
 Group limits (``limit``/``cancel``) belong to the load-control engine. When the engine runs, it is
 told of every confirmed operator trip (it becomes the meter's ``remote`` hold, so no round restore
 closes it) and close (which lifts every hold).
@@ -37,7 +38,16 @@ from gateway.acquisition.base import ScheduledBus
 from gateway.acquisition.modbus_bus import ModbusBus
 from gateway.config import GatewayConfig, MeterConfig
 from gateway.control.actuation import actuate_meter
-from gateway.control.commands import ChainHead, CommandVerifier, Journal, JournalError, ResultSigner
+from gateway.control.commands import (
+    ChainHead,
+    CommandVerifier,
+    Journal,
+    JournalError,
+    ResultSigner,
+    VerifiedCommand,
+)
+from gateway.control.commands.planned import FILE_NAME as PLANNED_FILE
+from gateway.control.commands.planned import PlannedOutageError, PlannedOutages
 from gateway.control.errors import ControlError
 from gateway.pipeline.committer import Committer
 from gateway.store.errors import StoreError
@@ -157,8 +167,11 @@ class CommandHandler:
             from gateway.control.load_control import check_params
 
             params_check = check_params
+        #: Planned outage windows (``planned_outage``), read by the power watch's alarms.
+        self.planned = PlannedOutages(data_dir / PLANNED_FILE)
         self.verifier = CommandVerifier.from_config(config, self.journal, params_check=params_check,
-                                                    relay_check=self.relay_problem)
+                                                    relay_check=self.relay_problem,
+                                                    planned=self.planned)
         #: The load-control engine's driver, for group limits; set by the daemon.
         self.load_control: Any = None
         self.meters: dict[str, MeterConfig] = {m.id: m for m in config.meters}
@@ -287,6 +300,9 @@ class CommandHandler:
         if os.environ.get(FAILPOINT_ENV) == "after-accept":
             # Test rigs only: die exactly between the journal entry and the action.
             os.kill(os.getpid(), signal.SIGKILL)
+        if cmd.action == "planned_outage":
+            self._plan_outage(cmd)
+            return
         if self.load_control is not None and (cmd.action in ("limit", "cancel") or cmd.group):
             self.load_control.on_command(cmd)  # the engine reports the outcome when it has one
             return
@@ -309,6 +325,17 @@ class CommandHandler:
             for o in outcomes:
                 if o.ok:
                     self.load_control.on_operator_relay(o.meter, cmd.action == "trip", cmd.id)
+
+    def _plan_outage(self, cmd: VerifiedCommand) -> None:
+        """Record (or cancel) a planned outage window; nothing on the bus moves."""
+        area = cmd.group if cmd.group in self.verifier.keys.areas else None
+        status: Literal["executed", "failed"] = "executed"
+        try:
+            reason = self.planned.apply(cmd.id, area, cmd.meters, cmd.params, time.time())
+        except PlannedOutageError as exc:
+            status, reason = "failed", str(exc)
+        self.journal.record_outcome(cmd.id, status, reason, now_ms=_now_ms())
+        self._result(cmd.id, status, reason)
 
     async def _act(self, meter_id: str, action: str, cmd_id: bytes) -> MeterOutcome:
         """One meter's part of a command: the verified relay operation

@@ -16,7 +16,7 @@ touches a file.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -77,16 +77,32 @@ ROLE_RIGHTS: Final[Mapping[Role, frozenset[Right]]] = MappingProxyType(
     }
 )
 
-#: The right each action needs. All of them switch or restrict a customer's supply.
+#: Actions granted to named roles rather than through a 62351-8 right. ``planned_outage``
+#: switches nothing: it tells the gateway that an outage in a window is the utility's own work,
+#: so the CRM does not treat it as a fault. Planning maintenance is the job of operators and of
+#: engineers (who hold CONFIG, not CONTROL); no pre-defined right names it, and granting it by a
+#: right every ENGINEER holds would hand it to SECADM too, whose job is keys, not the network.
+ACTION_ROLES: Final[Mapping[str, frozenset[Role]]] = MappingProxyType(
+    {"planned_outage": frozenset({"OPERATOR", "ENGINEER"})}
+)
+
+#: The right each other action needs. All of them switch or restrict a customer's supply.
 ACTION_RIGHT: Final[Mapping[str, Right]] = MappingProxyType(
-    {action: "CONTROL" for action in ACTIONS}
+    {action: "CONTROL" for action in ACTIONS if action not in ACTION_ROLES}
 )
 
 
 def allowed_actions(role: Role) -> frozenset[str]:
     """The actions a command claiming ``role`` may carry."""
     rights = ROLE_RIGHTS[role]
-    return frozenset(action for action, right in ACTION_RIGHT.items() if right in rights)
+    by_right = {action for action, right in ACTION_RIGHT.items() if right in rights}
+    by_role = {action for action, roles in ACTION_ROLES.items() if role in roles}
+    return frozenset(by_right | by_role)
+
+
+def roles_for(action: str) -> frozenset[Role]:
+    """The roles that may carry ``action`` (for the rejection's hint)."""
+    return frozenset(role for role in ROLES if action in allowed_actions(role))
 
 
 class UnknownTargetError(ControlError, LookupError):
@@ -106,12 +122,15 @@ class OperatorKey:
 @dataclass(frozen=True, slots=True)
 class KeyTable:
     """The gateway's command authority: operator keys by COSE kid, the meters it knows, the
-    protected ones, and group membership for ``{"group": id}`` targets."""
+    protected ones, and group membership for ``{"group": id}`` targets. ``areas``: the
+    ``[[areas]]`` (master meter, then the sub-meters of its ``subs`` group), which only
+    ``planned_outage`` may name as ``{"group": area id}`` (area ids never equal group ids)."""
 
     operators: Mapping[bytes, OperatorKey]
     meters: frozenset[str]
     protected_meters: frozenset[str]
     groups: Mapping[str, tuple[str, ...]]
+    areas: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def build(
@@ -120,6 +139,7 @@ class KeyTable:
         meters: Iterable[str],
         protected_meters: Iterable[str] = (),
         groups: Mapping[str, Iterable[str]] | None = None,
+        areas: Mapping[str, Iterable[str]] | None = None,
     ) -> KeyTable:
         table: dict[bytes, OperatorKey] = {}
         for op in operators:
@@ -135,11 +155,13 @@ class KeyTable:
         if not protected <= known:
             raise ValueError(f"protected meter(s) {sorted(protected - known)} are not configured")
         members = {gid: tuple(dict.fromkeys(ms)) for gid, ms in (groups or {}).items()}
+        area_meters = {aid: tuple(dict.fromkeys(ms)) for aid, ms in (areas or {}).items()}
         return cls(
             operators=MappingProxyType(table),
             meters=known,
             protected_meters=protected,
             groups=MappingProxyType(members),
+            areas=MappingProxyType(area_meters),
         )
 
     @classmethod
@@ -153,19 +175,27 @@ class KeyTable:
             meters=(m.id for m in config.meters),
             protected_meters=(m.id for m in config.meters if m.protected),
             groups={g.id: [member.meter for member in g.members] for g in config.groups},
+            areas={
+                a.id: [a.master, *(member.meter for member in config.group(a.subs).members)]
+                for a in config.areas
+            },
         )
 
     def key(self, kid: bytes) -> OperatorKey | None:
         """The operator key with COSE kid ``kid``, or None."""
         return self.operators.get(kid)
 
-    def expand(self, targets: Targets) -> tuple[str, ...]:
+    def expand(self, targets: Targets, *, areas: bool = False) -> tuple[str, ...]:
         """The meter ids a command's targets name, in order, each once; raises
-        :class:`UnknownTargetError` naming what is not configured."""
+        :class:`UnknownTargetError` naming what is not configured. With ``areas`` a
+        ``{"group": id}`` may also name an ``[[areas]]`` id (its master and sub-meters)."""
         if isinstance(targets, GroupTarget):
             members = self.groups.get(targets.group)
+            if members is None and areas:
+                members = self.areas.get(targets.group)
             if members is None:
-                raise UnknownTargetError(f"group {targets.group!r} is not configured")
+                what = "group or area" if areas else "group"
+                raise UnknownTargetError(f"{what} {targets.group!r} is not configured")
             return members
         unknown = [m for m in targets.meters if m not in self.meters]
         if unknown:

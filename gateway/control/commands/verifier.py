@@ -14,7 +14,8 @@ failing closed (DESIGN.md §6).
    above the last one spent.
 8. **role** — every signer holds the claimed role, and the role may carry the action
    (IEC 62351-8, :mod:`.keys`).
-9. **interlocks** — targets exist; params pass the engine's check; no protected meter is tripped;
+9. **interlocks** — targets exist (for ``planned_outage`` a ``{"group": id}`` may name an area);
+   params pass the engine's check (``planned_outage``: :mod:`.planned`'s); no protected meter is tripped;
    every meter can carry the action out (the daemon's ``relay_check``: a Modbus meter whose
    profile declares no relay cannot be tripped or closed); at most ``max_meters_per_command`` meters; a trip or limit reaching ``two_person_threshold``
    meters carries two distinct operators' signatures; the issuing key is within its rate limit.
@@ -50,7 +51,16 @@ from gateway.control.commands.journal import (
     ReplayMark,
 )
 from gateway.control.commands.junk import JournalBudget, JunkStats
-from gateway.control.commands.keys import KeyTable, OperatorKey, UnknownTargetError, allowed_actions
+from gateway.control.commands.keys import (
+    KeyTable,
+    OperatorKey,
+    UnknownTargetError,
+    allowed_actions,
+    roles_for,
+)
+from gateway.control.commands.planned import ACTION as PLANNED_OUTAGE
+from gateway.control.commands.planned import PlannedOutages
+from gateway.control.commands.planned import check_params as check_planned_params
 from protocols import cose
 from protocols.commands.envelope import (
     TRIPPING_ACTIONS,
@@ -217,7 +227,8 @@ class CommandVerifier:
 
     ``params_check`` is the load-control engine's validation of ``params`` (see
     :data:`ParamsCheck`); without it params are only checked for shape. ``relay_check`` is the
-    daemon's knowledge of the meters' relays (:data:`RelayCheck`).
+    daemon's knowledge of the meters' relays (:data:`RelayCheck`). ``planned`` holds the planned
+    outages in force, so that a ``planned_outage`` cancel can only name one that exists.
     """
 
     def __init__(
@@ -229,8 +240,10 @@ class CommandVerifier:
         *,
         params_check: ParamsCheck | None = None,
         relay_check: RelayCheck | None = None,
+        planned: PlannedOutages | None = None,
     ) -> None:
         self.policy = policy
+        self.planned = planned if planned is not None else PlannedOutages(None)
         self.relay_check = relay_check
         self.keys = keys
         self.journal = journal
@@ -253,6 +266,7 @@ class CommandVerifier:
         clock: TrustedClock | None = None,
         params_check: ParamsCheck | None = None,
         relay_check: RelayCheck | None = None,
+        planned: PlannedOutages | None = None,
     ) -> CommandVerifier:
         return cls(
             VerifierPolicy.from_config(config),
@@ -266,6 +280,7 @@ class CommandVerifier:
             ),
             params_check=params_check,
             relay_check=relay_check,
+            planned=planned,
         )
 
     # ---------------------------------------------------------------- the checks
@@ -350,10 +365,11 @@ class CommandVerifier:
                     f"(it holds {', '.join(sorted(signer.roles))})",
                 )
         if envelope.action not in allowed_actions(envelope.role):
+            may = " or ".join(sorted(roles_for(envelope.action)))
+            why = "" if envelope.action == PLANNED_OUTAGE else " (IEC 62351-8: it lacks the CONTROL right)"
             raise _Reject(
                 RejectCode.INSUFFICIENT_ROLE,
-                f"role {envelope.role} may not {envelope.action} (IEC 62351-8: it lacks "
-                "the CONTROL right); sign as OPERATOR",
+                f"role {envelope.role} may not {envelope.action}{why}; sign as {may}",
             )
         # 9. interlocks
         meters, trippable = self._check_interlocks(envelope, signers, now)
@@ -450,11 +466,16 @@ class CommandVerifier:
         self, envelope: CommandEnvelope, signers: tuple[OperatorKey, ...], now: float
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         p = self.policy
+        planned = envelope.action == PLANNED_OUTAGE
         try:
-            meters = self.keys.expand(envelope.targets)
+            meters = self.keys.expand(envelope.targets, areas=planned)
         except UnknownTargetError as exc:
             raise _Reject(RejectCode.UNKNOWN_TARGET, str(exc)) from None
-        if self.params_check is not None:
+        if planned:
+            problem = check_planned_params(envelope.params, now, self.planned.windows)
+            if problem is not None:
+                raise _Reject(RejectCode.BAD_PARAMS, problem)
+        elif self.params_check is not None:
             problem = self.params_check(envelope.action, envelope.params)
             if problem is not None:
                 raise _Reject(RejectCode.BAD_PARAMS, problem)
@@ -468,7 +489,8 @@ class CommandVerifier:
             problem = self.relay_check(envelope.action, meters)
             if problem is not None:
                 raise _Reject(RejectCode.NO_RELAY, problem)
-        if len(meters) > p.max_meters_per_command:
+        # A planned outage switches nothing: a whole area (hundreds of meters) is its usual size.
+        if len(meters) > p.max_meters_per_command and not planned:
             raise _Reject(
                 RejectCode.TOO_MANY_METERS,
                 f"{len(meters)} meters, over max_meters_per_command = {p.max_meters_per_command}",
