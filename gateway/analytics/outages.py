@@ -23,14 +23,20 @@ The rule that satisfies both (timelines in docs/outages.md):
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
+from gateway.acquisition.dlt645_bus import Dlt645Bus
 from gateway.config.model import GatewayConfig
+from gateway.errors import GatewayError
+from protocols.dlt645 import ProtocolError, ReadRequest, Version
+from protocols.dlt645.items import Reading
 
 log = logging.getLogger(__name__)
 
@@ -211,3 +217,210 @@ async def watch_power(watch: PowerWatch, path: Path, fail_value: str,
             unreadable = False
             watch.observe(lost, time.monotonic(), time.time_ns() // 1_000_000)
         await asyncio.sleep(POLL_INTERVAL_S)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Restore verification (docs/outages.md, "Restore verification"): the meters' own power-down
+# records confirm or contradict the gateway's times. Kept apart from PowerWatch: the watch only
+# clears, and a sink around the alarm service (:class:`RestoreCheck`) sees the clear go out at
+# once for the CRM and then asks the meters.
+
+OUTAGE_VERIFIED = "outage.verified"
+#: The verdict is due within this long of restore (issue 14).
+VERIFY_WITHIN_S = 120.0
+#: When the meters are asked, after restore: a meter boots for a few seconds after its supply
+#: returns, so the first round waits; the later rounds ask only the meters that did not answer.
+#: Three rounds at most, one read each of count and newest record: no retry storm on a bus that
+#: is busy catching up after the outage.
+VERIFY_ROUNDS_S = (5.0, 30.0, 90.0)
+#: One read on the priority lane (the bus retries on the wire itself) may take this long.
+READ_TIMEOUT_S = 5.0
+#: A meter's record agrees with the gateway when its start and its end each lie within this of
+#: the gateway's (F98 of Q/GDW 1376.1 marks a terminal's record valid or invalid the same way).
+RECORD_TOLERANCE_S = 60.0
+#: DL/T 645-2007 A.4: power-down count and the newest record (start, end; YYMMDDhhmmss).
+POWER_DOWN_COUNT_DI = 0x03110000
+POWER_DOWN_LAST_DI = 0x03110001
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRecord:
+    """What one meter said about its newest power-down (``error`` when it did not answer)."""
+
+    meter: str
+    count: int | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    error: str | None = None
+
+
+def record_agreement(record: MeterRecord, start_ms: int, end_ms: int,
+                     tolerance_s: float = RECORD_TOLERANCE_S) -> str | None:
+    """``"valid"`` when the meter's newest record starts and ends within ``tolerance_s`` of the
+    gateway's loss, ``"invalid"`` when it answered otherwise (no record, an open record, an older
+    one), None when it did not answer (no evidence either way)."""
+    if record.error is not None:
+        return None
+    if record.start_ms is None or record.end_ms is None:
+        return "invalid"
+    limit = tolerance_s * 1000
+    agrees = abs(record.start_ms - start_ms) <= limit and abs(record.end_ms - end_ms) <= limit
+    return "valid" if agrees else "invalid"
+
+
+def verification_details(area: str, records: Sequence[MeterRecord], start_ms: int, end_ms: int,
+                         tolerance_s: float = RECORD_TOLERANCE_S) -> dict[str, object]:
+    """The verdict on one area's loss. ``confirmed`` when more than half of the meters that
+    answered hold a valid record: meters that stay silent prove nothing, and one meter with a
+    wrong clock does not overturn the rest."""
+    rows: list[dict[str, object]] = []
+    valid = answered = 0
+    for record in records:
+        agreement = record_agreement(record, start_ms, end_ms, tolerance_s)
+        row: dict[str, object] = {"meter": record.meter}
+        if agreement is None:
+            row["error"] = record.error or "no answer"
+        else:
+            answered += 1
+            valid += agreement == "valid"
+            row.update(count=record.count, start_ms=record.start_ms, end_ms=record.end_ms,
+                       agreement=agreement)
+        rows.append(row)
+    confirmed = answered > 0 and 2 * valid > answered
+    return {"area": area, "start_ms": start_ms, "end_ms": end_ms, "confirmed": confirmed,
+            "records": rows, "answered": answered, "valid": valid, "tolerance_s": tolerance_s,
+            "hint": f"area {area}: {valid} of {answered} answering meters hold a power-down "
+                    f"record within {tolerance_s:g} s of the gateway's times"
+                    + ("" if confirmed else "; the outage is not confirmed by the meters")}
+
+
+#: Reads one DL/T 645 identifier from a meter; returns its readings, raises on no answer.
+MeterRead = Callable[[str, int], Awaitable[Sequence[Reading]]]
+
+
+def _local_ms(value: object, utc_offset_min: int) -> int | None:
+    if not isinstance(value, dt.datetime):
+        return None
+    zone = dt.timezone(dt.timedelta(minutes=utc_offset_min))
+    return int(value.replace(tzinfo=zone).timestamp() * 1000)
+
+
+async def read_power_down(read: MeterRead, meter: str, utc_offset_min: int,
+                          timeout_s: float = READ_TIMEOUT_S) -> MeterRecord:
+    """The count and newest power-down record of ``meter``, each read bounded by ``timeout_s``."""
+    try:
+        count_readings = await asyncio.wait_for(read(meter, POWER_DOWN_COUNT_DI), timeout_s)
+        last_readings = await asyncio.wait_for(read(meter, POWER_DOWN_LAST_DI), timeout_s)
+    except (TimeoutError, GatewayError, ProtocolError, OSError) as exc:
+        return MeterRecord(meter, error=str(exc) or type(exc).__name__)
+    count = next((int(r.value) for r in count_readings if isinstance(r.value, Decimal)), None)
+    times = {r.name.rsplit(".", 1)[-1]: r.value for r in last_readings}
+    return MeterRecord(meter, count, _local_ms(times.get("start"), utc_offset_min),
+                       _local_ms(times.get("end"), utc_offset_min))
+
+
+@dataclass(frozen=True, slots=True)
+class _Restore:
+    area: str
+    meters: tuple[str, ...]
+    start_ms: int
+    end_ms: int
+
+
+class RestoreCheck:
+    """An :class:`AlarmSink` around the alarm service: passes everything on, and after an
+    ``outage.area`` clear that was an outage (not momentary) asks the area's meters
+    (at most ``sample`` of those ``read`` can reach) for their power-down records, then records
+    the verdict as an ``outage.verified`` event (raised and cleared at once, key
+    ``outage.verified/<area>``). The clear itself goes out unchanged and at once."""
+
+    def __init__(self, alarms: AlarmSink, read: MeterRead, readable: Callable[[str], bool], *,
+                 sample: int, utc_offset_min: int, rounds_s: Sequence[float] = VERIFY_ROUNDS_S,
+                 tolerance_s: float = RECORD_TOLERANCE_S,
+                 read_timeout_s: float = READ_TIMEOUT_S) -> None:
+        self.alarms = alarms
+        self.read = read
+        self.readable = readable
+        self.sample = sample
+        self.utc_offset_min = utc_offset_min
+        self.rounds_s = tuple(rounds_s)
+        self.tolerance_s = tolerance_s
+        self.read_timeout_s = read_timeout_s
+        self._pending: asyncio.Queue[_Restore] = asyncio.Queue(maxsize=64)
+        #: Verdicts published (for logs and tests).
+        self.verdicts: list[dict[str, object]] = []
+
+    def raise_(self, kind: str, key: str, meter: str | None, details: Mapping[str, object],
+               t_ms: int) -> bool:
+        return self.alarms.raise_(kind, key, meter, details, t_ms)
+
+    def clear(self, kind: str, key: str, meter: str | None, details: Mapping[str, object],
+              t_ms: int) -> bool:
+        done = self.alarms.clear(kind, key, meter, details, t_ms)
+        if kind == OUTAGE_AREA and details.get("momentary") is False:
+            self._schedule(details)
+        return done
+
+    def _schedule(self, details: Mapping[str, object]) -> None:
+        meters = details.get("meters")
+        start_ms, end_ms = details.get("start_ms"), details.get("end_ms")
+        if not isinstance(meters, list) or not isinstance(start_ms, int) \
+                or not isinstance(end_ms, int):
+            return
+        chosen = tuple(m for m in meters if isinstance(m, str) and self.readable(m))[:self.sample]
+        try:
+            self._pending.put_nowait(_Restore(str(details.get("area")), chosen, start_ms, end_ms))
+        except asyncio.QueueFull:
+            log.error("restore verification of area %s dropped: too many pending",
+                      details.get("area"))
+
+    async def run(self) -> None:
+        """The supervised task ("power-verify"): verify each restore as it comes."""
+        running: set[asyncio.Task[None]] = set()
+        while True:
+            restore = await self._pending.get()
+            task = asyncio.get_running_loop().create_task(self.verify(restore))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+    async def verify(self, restore: _Restore) -> None:
+        """Ask the meters in bounded rounds, then publish the verdict within VERIFY_WITHIN_S."""
+        began = time.monotonic()
+        answers: dict[str, MeterRecord] = {m: MeterRecord(m, error="not asked")
+                                           for m in restore.meters}
+        for at_s in self.rounds_s:
+            silent = [m for m, r in answers.items() if r.error is not None]
+            if not silent or at_s >= VERIFY_WITHIN_S:
+                break
+            await asyncio.sleep(max(0.0, at_s - (time.monotonic() - began)))
+            for meter in silent:
+                answers[meter] = await read_power_down(self.read, meter, self.utc_offset_min,
+                                                       self.read_timeout_s)
+        details = verification_details(restore.area, list(answers.values()), restore.start_ms,
+                                       restore.end_ms, self.tolerance_s)
+        key = f"{OUTAGE_VERIFIED}/{restore.area}"
+        now_ms = time.time_ns() // 1_000_000
+        log.warning("area %s: restore %s by the meters (%s of %s valid)", restore.area,
+                    "confirmed" if details["confirmed"] else "not confirmed", details["valid"],
+                    details["answered"])
+        self.alarms.raise_(OUTAGE_VERIFIED, key, None, details, now_ms)
+        self.alarms.clear(OUTAGE_VERIFIED, key, None, details, now_ms)
+        self.verdicts.append(details)
+
+
+def priority_reader(buses: Iterable[object]) -> tuple[MeterRead, Callable[[str], bool]]:
+    """A :data:`MeterRead` over the DL/T 645-2007 meters of ``buses`` through each bus's
+    priority lane (off the routine poll), and which meters it can reach."""
+    slots: dict[str, tuple[Dlt645Bus, str]] = {}
+    for bus in buses:
+        if isinstance(bus, Dlt645Bus):
+            for slot in bus.meters:
+                if slot.version == Version.V2007:
+                    slots[slot.meter_id] = (bus, slot.address)
+
+    async def read(meter: str, di: int) -> Sequence[Reading]:
+        bus, address = slots[meter]
+        answered = await bus.submit_priority(ReadRequest(address, di))
+        return tuple(answered.readings)
+
+    return read, slots.__contains__

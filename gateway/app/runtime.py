@@ -144,10 +144,24 @@ class Runtime:
 
     def _start_power_watch(self, path: Path) -> None:
         """Outage alarms from the gateway's power-fail input (docs/outages.md)."""
-        from gateway.analytics.outages import PowerWatch, served_areas, watch_power
+        from gateway.analytics.outages import (
+            AlarmSink,
+            PowerWatch,
+            RestoreCheck,
+            priority_reader,
+            served_areas,
+            watch_power,
+        )
 
         config, store = self.config, self.services.store
-        watch = PowerWatch(served_areas(config), self.services.alarms,
+        sink: AlarmSink = self.services.alarms
+        if config.outage.verify_sample > 0:
+            read, readable = priority_reader(self.buses)
+            check = RestoreCheck(sink, read, readable, sample=config.outage.verify_sample,
+                                 utc_offset_min=config.commands.meter_utc_offset_min)
+            self._start("power-verify", check.run())
+            sink = check
+        watch = PowerWatch(served_areas(config), sink,
                            min_duration_s=config.outage.min_duration_s,
                            hold_up_s=config.power.hold_up_s, planned=self.commands.planned)
 
@@ -230,7 +244,8 @@ class Runtime:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         consumers = [n for n in self._task_names
-                     if n in ("commands", "load-control", "groups", "areas", "vee", "power")]
+                     if n in ("commands", "load-control", "groups", "areas", "vee", "power",
+                               "power-verify")]
         await self.supervisor.stop(consumers)
         bus_tasks = [n for n in self._task_names if n.startswith("bus:")]
         await self.supervisor.stop(bus_tasks, ask=self._ask_buses_to_stop,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config.fields import setting
-from gateway.config.kinds import FilePath, Number, Str
+from gateway.config.kinds import FilePath, Int, Number, Str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,4 +52,12 @@ class OutageSection:
         doc="A power loss shorter than this is momentary, not an outage (IEEE 1366 treats "
         "< 5 min as momentary; 60 s is the concentrators' usual limit): no outage.area "
         "alarm if it ends before the alarm is due, else the alarm is cleared as momentary.",
+    )
+    verify_sample: int = setting(
+        Int(minimum=0, maximum=64),
+        default=5,
+        doc="After an outage ends, how many of each area's DL/T 645-2007 meters (master first, "
+        "in configuration order) are asked for their power-down records (03110000 count, "
+        "03110001 newest start/end) on the bus priority lane; the verdict is an "
+        "outage.verified event within 120 s. 0: no verification.",
     )

@@ -30,6 +30,7 @@ SEVERITY = {
     "store.corrupt": "major", "bus.unavailable": "major", "clock.step": "minor",
     "outage.area": "critical", "outage.momentary": "warning",
     "comm.bus": "major",  # a whole bus silent: wiring or adapter, never an outage
+    "outage.verified": "warning",  # the meters' verdict on an outage already cleared
 }
 
 
