@@ -14,7 +14,10 @@ The rule that satisfies both (timelines in docs/outages.md):
   area (raised and cleared at once) says it happened;
 - a reported loss is cleared on restore with ``end_ms`` and ``duration_s`` from the gateway's
   monotonic clock; when it lasted less than ``min_duration_s`` the clear says
-  ``momentary: true`` (the suspicion withdrawn: it was no outage).
+  ``momentary: true`` (the suspicion withdrawn: it was no outage);
+- a reported loss that lasts ``hold_up_s - stop_margin_s`` asks the daemon to stop (the hold-up
+  rule, :meth:`PowerWatch.hold_up_due`): the battery runs out at ``hold_up_s``, and a clean stop
+  (commit, spill, final drain, MQTT death message) needs the margin.
 
 :class:`PowerWatch` holds the rules and no I/O (the tests drive it with a fake clock);
 :func:`watch_power` is the supervised task that reads the file.
@@ -47,6 +50,9 @@ POLL_INTERVAL_S = 0.1
 #: A loss this long is reported even when min_duration_s is longer: the alarm must reach the
 #: CRM ≤ 5 s after the input flips, and commit and publish take the rest of those 5 s.
 REPORT_AFTER_S = 3.0
+#: A hook that asks the daemon to stop cleanly, with the reason for its log (the runtime passes
+#: the daemon's; analytics may not import gateway.app).
+RequestStop = Callable[[str], None]
 #: The area of a gateway without [[areas]]: every meter it polls.
 GATEWAY_AREA = "gateway"
 
@@ -98,6 +104,11 @@ class _Loss:
     start_mono: float
     start_ms: int
     reported: bool = False
+    #: Where the battery's hold-up is counted from (monotonic): the loss start, or this
+    #: process's start for a loss carried over from before it (see PowerWatch.resume).
+    hold_up_from: float | None = None
+    #: The stop was asked for (once per loss).
+    stop_requested: bool = False
 
 
 class PowerWatch:
@@ -105,8 +116,12 @@ class PowerWatch:
 
     def __init__(self, areas: Sequence[ServedArea], alarms: AlarmSink, *, min_duration_s: float,
                  hold_up_s: float, report_after_s: float = REPORT_AFTER_S,
-                 planned: PlannedWindows | None = None) -> None:
+                 planned: PlannedWindows | None = None, stop_margin_s: float = 0.0,
+                 request_stop: RequestStop | None = None) -> None:
         self.areas = tuple(areas)
+        #: Asked once a reported loss has lasted hold_up_s - stop_margin_s; None: never stop.
+        self.request_stop = request_stop
+        self.stop_margin_s = stop_margin_s
         #: A loss that starts inside a planned window of its area is the utility's own work.
         self.planned = planned
         self.alarms = alarms
@@ -128,7 +143,7 @@ class PowerWatch:
         wall clock, so its duration is measured from there."""
         if self.loss is None:
             self.loss = _Loss(now_mono - max(0, now_ms - start_ms) / 1000, start_ms,
-                              reported=True)
+                              reported=True, hold_up_from=now_mono)
 
     def observe(self, lost: bool, now_mono: float, now_ms: int) -> None:
         """One reading of the input: ``lost`` True while mains is lost."""
@@ -144,6 +159,7 @@ class PowerWatch:
                 for area in self.areas:
                     self.alarms.raise_(OUTAGE_AREA, self.key(area), None,
                                        self._raised_details(area, loss), now_ms)
+            self._check_hold_up(loss, now_mono)
             return
         if loss is None:
             return
@@ -169,6 +185,27 @@ class PowerWatch:
                                    f"{duration_s:.1f} s, not an outage")
                 self.alarms.raise_(OUTAGE_MOMENTARY, key, None, details, now_ms)
                 self.alarms.clear(OUTAGE_MOMENTARY, key, None, details, now_ms)
+
+    def hold_up_due(self, loss: _Loss, now_mono: float) -> bool:
+        """Whether the clean stop is due: the loss was reported (so the CRM heard of it, even
+        when the margin leaves no time before that) and has lasted ``hold_up_s -
+        stop_margin_s``. A loss carried over from before this start counts from this start:
+        the gateway cannot know how the battery fared while it was down, and stopping at once
+        would leave no chance to clear the outage on restore."""
+        since = loss.start_mono if loss.hold_up_from is None else loss.hold_up_from
+        return loss.reported and now_mono - since >= self.hold_up_s - self.stop_margin_s
+
+    def _check_hold_up(self, loss: _Loss, now_mono: float) -> None:
+        if self.request_stop is None or loss.stop_requested or not self.hold_up_due(loss,
+                                                                                    now_mono):
+            return
+        loss.stop_requested = True
+        elapsed = now_mono - loss.start_mono
+        reason = (f"mains lost for {elapsed:.1f} s: [power] hold_up_s {self.hold_up_s:g} s "
+                  f"less stop_margin_s {self.stop_margin_s:g} s reached; stopping before the "
+                  "battery runs out")
+        log.warning("%s", reason)
+        self.request_stop(reason)
 
     def _common(self, area: ServedArea, loss: _Loss) -> dict[str, object]:
         return {"area": area.id, "meters": list(area.meters), "customers": list(area.customers),

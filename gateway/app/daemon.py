@@ -8,6 +8,10 @@ Lifecycle (DESIGN §2, issue 3):
 * SIGTERM / SIGINT: the runtime stops (buses finish their in-flight transaction, everything
   polled is committed), the pump waits briefly for PUBACKs, the link publishes a retained death
   and disconnects cleanly (so the broker does not send the last will), the store is closed.
+* hold-up (docs/outages.md): when mains has been lost for ``[power] hold_up_s - stop_margin_s``
+  the power watch asks for the same clean stop, and the exit code is EXIT_HOLD_UP (3), which
+  the systemd unit does not restart (RestartPreventExitStatus): on battery a restart would only
+  stop again; the box boots when power returns.
 * SIGHUP: a new plan is built; an invalid one keeps the old runtime running and says why. A valid
   one replaces the runtime through the same code as a start.
 * supervision (gateway/app/supervisor.py): every long-running task runs under the supervisor; the
@@ -49,6 +53,9 @@ log = logging.getLogger("gateway")
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_CONFIG = 2
+#: Stopped cleanly because mains stayed lost until the hold-up's stop margin (docs/outages.md).
+#: Not 0 (the service did not end by request) and not restarted by systemd.
+EXIT_HOLD_UP = 3
 #: How long the outbox pump gathers PUBACKs and hand-over counts before writing them (one
 #: SQLite write instead of one per loop iteration; a crash loses at most this much of them,
 #: and those rows are re-sent with the same id — see gateway/uplink/outbox_pump.py).
@@ -70,6 +77,8 @@ class GatewayDaemon:
         self.stop_event = asyncio.Event()
         self.reload_requested = False
         self._stopping = False
+        #: Why the power watch asked for the stop (None: not a hold-up stop).
+        self.hold_up_stop: str | None = None
         #: The start failed after the link was up (logged as "cannot start"): not a clean stop.
         self.start_failed = False
         self.supervisor = Supervisor()
@@ -128,6 +137,8 @@ class GatewayDaemon:
                     await self._reload()
         finally:
             lost = await self._shutdown()
+        if self.hold_up_stop is not None and not self.start_failed:
+            return EXIT_HOLD_UP  # even with lost data: a restart on battery would only stop again
         return EXIT_FAILURE if lost or self.start_failed else EXIT_OK  # lost data: never 0
 
     def _open(self, plan: Plan) -> Runtime:
@@ -155,6 +166,12 @@ class GatewayDaemon:
         self._stopping = True
         self.stop_event.set()
 
+    def request_hold_up_stop(self, reason: str) -> None:
+        """The power watch's hook (passed through the runtime): stop as on SIGTERM."""
+        log.warning("stopping: %s", reason)
+        self.hold_up_stop = reason
+        self.request_stop()
+
     def request_reload(self) -> None:
         self.reload_requested = True
         self.stop_event.set()
@@ -171,7 +188,8 @@ class GatewayDaemon:
 
     def _build_runtime(self, plan: Plan) -> Runtime:
         assert self.services is not None
-        return Runtime(plan, self.services, self.supervisor)
+        return Runtime(plan, self.services, self.supervisor,
+                       request_stop=self.request_hold_up_stop)
 
     async def _start_runtime(self, runtime: Runtime) -> None:
         self.runtime = runtime

@@ -55,8 +55,11 @@ def _now_ms() -> int:
 class Runtime:
     """The parts of the daemon that one configuration determines."""
 
-    def __init__(self, plan: Plan, services: PipelineServices, supervisor: Supervisor) -> None:
-        """Build every part; files in data_dir (the audit journal, the result key) are opened
+    def __init__(self, plan: Plan, services: PipelineServices, supervisor: Supervisor, *,
+                 request_stop: Callable[[str], None] | None = None) -> None:
+        """Build every part; ``request_stop(reason)`` is the daemon's clean stop, asked for by
+        the power watch when the hold-up runs out (None: the runtime never stops the daemon).
+        Files in data_dir (the audit journal, the result key) are opened
         here, so a data_dir that cannot be used fails the start (StoreError, ControlError)
         before anything runs or the broker hears of the gateway."""
         config = plan.config
@@ -64,6 +67,7 @@ class Runtime:
         self.config = config
         self.services = services
         self.supervisor = supervisor
+        self.request_stop = request_stop
         self.link: MqttLink | None = None
         store = services.store
         # Bounded: a bus waits when the committer is behind instead of growing memory.
@@ -163,7 +167,9 @@ class Runtime:
             sink = check
         watch = PowerWatch(served_areas(config), sink,
                            min_duration_s=config.outage.min_duration_s,
-                           hold_up_s=config.power.hold_up_s, planned=self.commands.planned)
+                           hold_up_s=config.power.hold_up_s, planned=self.commands.planned,
+                           stop_margin_s=config.power.stop_margin_s,
+                           request_stop=self.request_stop)
 
         def recall(key: str) -> int | None:
             try:
