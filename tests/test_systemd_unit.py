@@ -25,6 +25,11 @@ def test_unit_has_notify_watchdog_restart_and_directories() -> None:
     assert service["Type"] == "notify"
     assert service["WatchdogSec"]
     assert service["Restart"] == "on-failure"
+    # Not restarted: a bad configuration (2), the hold-up stop on battery (3, docs/outages.md).
+    from gateway.app.daemon import EXIT_BAD_CONFIG, EXIT_HOLD_UP
+
+    assert set(service["RestartPreventExitStatus"].split()) == {str(EXIT_BAD_CONFIG),
+                                                                 str(EXIT_HOLD_UP)}
     assert service["StateDirectory"] == "edge-gateway"
     assert service["CacheDirectory"] == "edge-gateway"
     assert "NUMBA_CACHE_DIR=/var/cache/edge-gateway" in service["Environment"]
