@@ -214,6 +214,28 @@ def test_per_phase_indicators_raise_with_evidence_and_clear(
     assert kinds <= {kind, "theft.current_imbalance"}
 
 
+def test_a_phase_current_flowing_back_is_a_current_not_a_loss_of_one(rig: Rig) -> None:
+    """DL/T 645-2007 currents are signed: −0.789 A is 0.789 A flowing back on that phase (a
+    rooftop inverter on phase c). Neither loss of current nor imbalance may read the sign as a
+    smaller current (the issue's false alarm: "−0.789 A < 0.025 A while another phase carried
+    5.123 A", and an imbalance of 115 % computed from the signed value)."""
+    for k in range(3):
+        rig.committer.commit([poll("m-1", T0 + k * STEP, imported=honest(k),
+                                   i=(5.123, 5.0, -4.9), p=(1.07, 1.05, -1.02))])
+    kinds = {a["kind"] for a in rig.alarms()}
+    assert "theft.loss_of_current" not in kinds and "theft.current_imbalance" not in kinds
+
+
+def test_imbalance_is_computed_on_current_magnitudes(rig: Rig) -> None:
+    for k in range(3):
+        rig.committer.commit([poll("m-1", T0 + k * STEP, imported=honest(k),
+                                   i=(4.0, 4.0, -2.0), p=(0.84, 0.84, -0.42))])
+    (state, raised), = events(rig, "theft.current_imbalance")
+    assert state == "raised"
+    assert raised["details"]["imbalance_pct"] == 50.0  # (4 - 2) / 4, not (4 - (-2)) / 4
+    assert "theft.loss_of_current" not in {a["kind"] for a in rig.alarms()}
+
+
 def test_reverse_energy_only_on_meters_not_generating(rig: Rig) -> None:
     for meter in ("m-1", "pv"):
         for k in range(3):

@@ -71,6 +71,9 @@ CHANNELS: Final = {
     "events.terminal_cover_open.count": 13,
 }
 N_CHANNELS: Final = 14
+#: Channels that hold phase current magnitudes (see :meth:`TheftMonitor.on_poll`).
+CURRENT_CHANNELS: Final = frozenset({CHANNELS["current.a"], CHANNELS["current.b"],
+                                     CHANNELS["current.c"]})
 #: kWh; far below a register step (0.01 kWh), far above float error on register differences.
 REGISTER_EPSILON: Final = 1e-6
 _V: Final = slice(0, 3)
@@ -205,7 +208,13 @@ class TheftMonitor:
         for pv in result.values:
             channel = channel_of(pv.quantity)
             if channel is not None and pv.value is not None and not isinstance(pv.value, str):
-                samples[row, channel, column] = float(pv.value)
+                value = float(pv.value)
+                # DL/T 645-2007 phase currents carry the direction as a sign (XXX.XXX with the
+                # top bit: power flowing back on that phase). The current indicators compare
+                # how much current flows, so they get magnitudes; direction is judged from the
+                # signed powers (reverse energy), which are kept as read.
+                samples[row, channel, column] = abs(value) if channel in CURRENT_CHANNELS \
+                    else value
         self.times[row, column] = kernel_ms
         self.wall[row, column] = result.finished_ms
         self._next[row] = (column + 1) % self.settings.window_samples
