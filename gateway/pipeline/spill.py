@@ -16,7 +16,6 @@ MQTT but not the store's local reads table.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import cbor2
 from gateway.pipeline.outbox import AlarmTransition
 from gateway.store import Store
 from gateway.store.errors import StoreError
+from gateway.store.files import write_atomically
 from gateway.store.records import OutboxMessage, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -55,21 +55,10 @@ def spill(items: list[tuple[OutboxMessage, AlarmTransition | None]], spill_dir: 
         rows.append([message.topic, message.qos, message.build(last_seq + i), alarm])
     document = {"v": FORMAT, "epoch": epoch, "base_seq": last_seq, "rows": rows}
     path = spill_dir / f"spill-{epoch:016x}-{last_seq:012d}-{now_ms}.cbor"
-    tmp = path.with_suffix(".tmp")
     try:
         spill_dir.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            cbor2.dump(document, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(spill_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(path, cbor2.dumps(document))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise SpillError(f"cannot write a spill file in {spill_dir}: {exc.strerror or exc}") \
             from None
     return SpillResult(path, len(rows))

@@ -51,6 +51,7 @@ from gateway.control.commands.planned import PlannedOutageError, PlannedOutages
 from gateway.control.errors import ControlError
 from gateway.pipeline.committer import Committer
 from gateway.store.errors import StoreError
+from gateway.store.files import write_atomically
 from gateway.uplink.mqtt_link import InboundCommand
 from protocols.dlt645.messages import ControlAction
 
@@ -94,25 +95,10 @@ def ensure_gateway_key(config: GatewayConfig) -> Path:
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        # Written to a temporary name, fsynced, renamed, directory fsynced: a power cut or an
-        # I/O error that remounts the filesystem read-only seconds after the first start must
-        # not leave an empty or half-written key (every later start would fail on it).
-        tmp = path.with_suffix(".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(pem)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_atomically(path, pem, mode=0o600)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise GatewayKeyError(
                 f"result key {path}: cannot be created ({exc.strerror}); make the data_dir "
                 "writable by the gateway user, or set [commands] gateway_key to an existing key"

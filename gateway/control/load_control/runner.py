@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ from gateway.control.load_control import (
 )
 from gateway.pipeline.committer import Committer
 from gateway.pipeline.feed import ValidatedPoll
+from gateway.store.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,8 @@ class LoadControlRunner:
         return data if isinstance(data, dict) else None
 
     def _save(self) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.engine.to_dict()))
-        os.replace(tmp, self.state_path)
+        # Durably: a restart after a power cut must still know which customers it tripped.
+        write_atomically(self.state_path, json.dumps(self.engine.to_dict()).encode("utf-8"))
 
     # -- inputs -------------------------------------------------------------------------------------
     def on_poll(self, result: ValidatedPoll) -> None:
