@@ -155,3 +155,53 @@ def test_meters_of_a_restored_phase_are_not_suspected_for_the_phase_outage() -> 
     [clear] = poll(rules, "a2", True, 120_000)
     assert clear.state == "cleared"
     assert poll(rules, "a1", False, 120_500) == []   # a first new miss: not yet suspected
+
+
+def test_a_missed_poll_is_reprobed_at_once_with_its_phase_neighbours() -> None:
+    """The bus task (gateway/acquisition/base.py): a meter polled every 2 s, cut after its first
+    poll, misses its next poll and is polled again ~1 s later, with its phase neighbour and a
+    witness of the other phase, both polled every 30 s — long before their next slot."""
+    import asyncio
+    import time
+
+    from gateway.acquisition.base import REPROBE_DELAY_S, BusSettings
+    from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
+    from gateway.acquisition.poll_result import PollResult
+    from gateway.acquisition.serial_port import AsyncSerialPort
+    from hil_tests.load_model import ManualClock
+    from hil_tests.sim import run_dlt645_line
+    from protocols import dlt645 as d
+
+    addresses = ["000000000301", "000000000302", "000000000303"]
+    with run_dlt645_line(addresses, baudrate=9600, clock=ManualClock(0.0)) as line:
+        async def scenario() -> list[PollResult]:
+            queue: asyncio.Queue = asyncio.Queue(maxsize=100)  # type: ignore[type-arg]
+            now = time.monotonic()
+            meters = [Dlt645Meter(meter_id=f"m{i}", address=a, schedule=PollSchedule(2.0 if i == 0 else 30.0, now),
+                                  reads=[PlannedRead(d.ReadRequest(a, 0x0001FF00))])
+                      for i, a in enumerate(addresses)]
+            bus = Dlt645Bus("t", AsyncSerialPort(line.device, 9600, "N"), meters, queue,
+                            BusSettings(timeout_s=0.2, retries=0))
+            bus.phases = {"m0": "a", "m1": "a", "m2": "b"}
+            task = asyncio.create_task(bus.run())
+            await asyncio.sleep(0.5)
+            line.cut_power(addresses[0])
+            await asyncio.sleep(3.6 - (time.monotonic() - now))   # the grid's slot 2 is at 4 s
+            bus.stop()
+            await task
+            results = []
+            while not queue.empty():
+                item = queue.get_nowait()
+                if isinstance(item, PollResult):
+                    results.append(item)
+            return results
+
+        results = asyncio.run(scenario())
+    polls = [(r.meter_id, r.ok) for r in results]
+    assert polls[:3] == [("m0", True), ("m1", True), ("m2", True)]    # slot 0, before the cut
+    assert polls[3] == ("m0", False)                                   # 2 s: the miss
+    # ~REPROBE_DELAY_S later, before m0's slot at 4 s: its probe, its neighbour m1 and the
+    # witness m2 (their own next slot is at 30 s)
+    assert sorted(polls[4:]) == [("m0", False), ("m1", True), ("m2", True)], polls
+    probe = [r for r in results if r.meter_id == "m0"][-1]
+    assert probe.started_ms - results[3].finished_ms >= REPROBE_DELAY_S * 1000 - 50
