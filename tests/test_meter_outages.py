@@ -205,3 +205,17 @@ def test_a_missed_poll_is_reprobed_at_once_with_its_phase_neighbours() -> None:
     assert sorted(polls[4:]) == [("m0", False), ("m1", True), ("m2", True)], polls
     probe = [r for r in results if r.meter_id == "m0"][-1]
     assert probe.started_ms - results[3].finished_ms >= REPROBE_DELAY_S * 1000 - 50
+
+
+def test_alarms_raised_before_a_restart_are_taken_up() -> None:
+    rules = MeterOutages(SITES)
+    rules.seed([("outage.meter/a1", 50_000), ("outage.phase/bus/b", 40_000),
+                ("comm.bus/bus", 1), ("outage.meter/unknown", 1)])
+    assert poll(rules, "a1", True, 90_000) == []
+    [check] = rules.checks
+    assert (check.silent_from_ms, check.back_ms) == (50_000, 90_000)
+    [clear] = rules.on_record(check, 45_000, 85_000, None, 91_000)
+    assert clear.details["confirmed"] is True and clear.details["duration_s"] == 40.0
+    [phase] = poll(rules, "b1", True, 95_000)
+    assert (phase.key, phase.state) == ("outage.phase/bus/b", "cleared")
+    assert phase.details["duration_s"] == 55.0

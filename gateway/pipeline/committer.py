@@ -110,7 +110,7 @@ class Committer:
         #: Comm-loss events of the configured ``buses`` pass through the bus-fault classifier
         #: (a whole silent bus is one ``comm.bus`` alarm); events of other buses go straight on.
         self.bus_faults = BusFaults(buses)
-        self._bus_faults_seeded = not buses
+        self._bus_faults_seeded = not buses and not sites
         #: Meters with a ``phase``: outage.meter / outage.phase from their silences
         #: (gateway/pipeline/meter_outages.py). ``record_checks`` is set by the runtime to read
         #: a meter's power-down record when it answers again; unset, the check fails at once.
@@ -217,16 +217,22 @@ class Committer:
             self._alarm(c.kind, c.key, c.state, c.meter, c.details, c.t_ms)
 
     def _seed_bus_faults(self) -> None:
-        """``comm.bus`` alarms raised before a restart or reload are cleared by the first
-        meter of their bus that answers (read once, at the first commit)."""
+        """``comm.bus``, ``outage.meter`` and ``outage.phase`` alarms raised before a restart or
+        reload are cleared by the first answer of their bus, meter or phase (read once, at the
+        first commit)."""
         if self._bus_faults_seeded:
             return
         self._bus_faults_seeded = True
         try:
-            self.bus_faults.seed(a.key for a in self.store.active_alarms())
+            active = self.store.active_alarms()
+            self.bus_faults.seed(a.key for a in active)
+            self.meter_outages.seed(
+                (a.key, start if isinstance(start := a.details.get("start_ms"), int)
+                 else a.raised_ms) for a in active)
         except StoreError as exc:
-            log.warning("raised comm.bus alarms cannot be read (%s): a bus cut before the "
-                        "restart is cleared only if it is cut again first", exc)
+            log.warning("raised comm.bus / outage alarms cannot be read (%s): a bus cut or "
+                        "outage before the restart is cleared only if it happens again first",
+                        exc)
 
     def _mains_lost(self) -> bool:
         """Whether the gateway's power-fail input reported mains lost: an ``outage.area``

@@ -100,6 +100,26 @@ class MeterOutages:
         #: Record reads to make (the committer hands them to the runtime's reader).
         self.checks: list[RecordCheck] = []
 
+    def seed(self, raised: Iterable[tuple[str, int]]) -> None:
+        """``(key, start_ms)`` of outage.meter / outage.phase alarms still raised from before a
+        restart or reload: taken up as if the silence had just been classified, so the meter's
+        answer (its record read) or the phase's first answer clears them."""
+        for key, start_ms in raised:
+            kind, _, rest = key.partition("/")
+            if kind == OUTAGE_METER and rest in self._meters:
+                m = self._meters[rest]
+                m.suspected_ms = m.first_miss_ms = m.last_ok_ms = start_ms
+                m.misses, m.last_ok = SILENT_AFTER, False
+            elif kind == OUTAGE_PHASE:
+                bus, _, phase = rest.rpartition("/")
+                ph = self._phases.get((bus, phase))
+                if ph is None:
+                    continue
+                ph.silent_ms = ph.raised_ms = start_ms
+                for m in self._meters.values():
+                    if (m.site.bus, m.site.phase) == (bus, phase):
+                        m.first_miss_ms, m.misses, m.last_ok = start_ms, SILENT_AFTER, False
+
     # -- inputs ---------------------------------------------------------------------------------
     def on_poll(self, meter: str, ok: bool, t_ms: int, flags: Mapping[str, bool],
                 mains_lost: Callable[[], bool]) -> list[AlarmChange]:
