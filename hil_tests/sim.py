@@ -98,6 +98,14 @@ class Dlt645Rig:
         for address in addresses or tuple(self.meters):
             self.meters[address].power_on()
 
+    def mute(self, *addresses: str, muted: bool = True) -> None:
+        """Make these meters stop answering while they keep their supply (a loose A/B wire at
+        the meter, a broken transceiver): no power-down record, unlike :meth:`cut_power`.
+        ``muted=False`` lets them answer again."""
+        for address in addresses:
+            self.line.set_faults(address, no_reply=True) if muted \
+                else self.line.set_faults(address)
+
     def close(self) -> None:
         self.line.close()
 

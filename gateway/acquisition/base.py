@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from gateway.acquisition.errors import AcquisitionError
 from gateway.acquisition.poll_result import BusEvent, PollResult
-from gateway.acquisition.schedule import PollSchedule
+from gateway.acquisition.schedule import PollSchedule, probe_set
 from gateway.acquisition.stats import BusStats, MeterStats
 
 
@@ -53,6 +53,11 @@ class MeterSlot:
 
 
 M = TypeVar("M", bound=MeterSlot)
+
+#: How soon a meter that missed a poll is polled again (with its phase neighbours): long enough
+#: for a frame lost to noise to pass, short enough that a meter outage is suspected within
+#: seconds of the missed poll (docs/outages.md, "Meter and phase outages").
+REPROBE_DELAY_S = 1.0
 
 
 @dataclass
@@ -90,6 +95,9 @@ class ScheduledBus(ABC, Generic[M]):
         #: Why the line cannot be used now (None while it is open or not tried yet): health
         #: shows the bus down while this is set.
         self.line_error: str | None = None
+        #: ``phase`` of the bus's meters that have one, in configuration order (set by the
+        #: runtime): a meter that misses a poll is re-probed with its phase neighbours.
+        self.phases: dict[str, str] = {}
 
     # -- subclass interface ---------------------------------------------------------------------------
     @abstractmethod
@@ -248,6 +256,8 @@ class ScheduledBus(ABC, Generic[M]):
         finally:
             meter.in_flight = False
         meter.schedule.finish_poll(time.monotonic(), result.ok)
+        if not result.ok and meter.schedule.consecutive_failures == 1 and meter.meter_id in self.phases:
+            self._reprobe(meter)
         entry = (meter.schedule.next_due, self._index[id(meter)], meter)
         earliest = self._idle[0][0] if self._idle else None
         heapq.heappush(self._idle, entry)
@@ -257,6 +267,25 @@ class ScheduledBus(ABC, Generic[M]):
         await self.outbound.put(result)
         await self._comm_loss_bookkeeping(meter, result)
         self.progress = time.monotonic()
+
+    def _reprobe(self, meter: M) -> None:
+        """The meter's failure run begins: poll it again within seconds, with its phase
+        neighbours that still answered and a witness of each other phase
+        (:func:`~gateway.acquisition.schedule.probe_set`), so the pipeline can tell a meter
+        outage from a phase outage or a bus fault long before the next interval. Bounded: one
+        probe pending per meter, asked once per run of failures; meters already failing are
+        not pulled along."""
+        at = time.monotonic() + REPROBE_DELAY_S
+        wanted = set(probe_set(meter.meter_id, self.phases))
+        moved = meter.schedule.reprobe(at)
+        for other in self.meters:
+            if other is not meter and other.meter_id in wanted and not other.in_flight \
+                    and other.schedule.consecutive_failures == 0:
+                moved = other.schedule.reprobe(at) or moved
+        if moved:  # entries of the idle heap carry their due time: rebuild (rare, O(n))
+            self._idle = [(m.schedule.next_due, i, m) for (_, i, m) in self._idle]
+            heapq.heapify(self._idle)
+            self._wakeup.set()
 
     def _fail_pending_priority(self) -> None:
         while not self._priority.empty():

@@ -30,6 +30,7 @@ from gateway.control.commands.handler import CommandHandler
 from gateway.pipeline.bus_faults import BusLine
 from gateway.pipeline.clock import ClockWatch
 from gateway.pipeline.committer import Committer, PipelineServices
+from gateway.pipeline.meter_outages import MeterSite, RecordCheck
 from gateway.pipeline.vee_stage import VeeStage
 from gateway.store.errors import StoreError
 from gateway.uplink.mqtt_link import MqttLink
@@ -87,12 +88,45 @@ class Runtime:
                                    clock=self.clock,
                                    buses=[BusLine(bus.name, bus.describe_link(),
                                                   tuple(m.meter_id for m in bus.meters))
-                                          for bus in self.buses])
+                                          for bus in self.buses],
+                                   sites=self._meter_sites())
         self.commands = CommandHandler(config, self.committer, self.buses)
         self._unsubscribe: list[Callable[[], None]] = []
         self._task_names: list[str] = []
         self._analytics: list[tuple[str, object]] = []
         self.load_control: object | None = None
+
+    def _meter_sites(self) -> list[MeterSite]:
+        """Meters with a ``phase``: re-probed with their neighbours on a missed poll, and
+        classified for outage.meter / outage.phase (docs/outages.md)."""
+        from gateway.analytics.outages import served_areas
+
+        area_of: dict[str, str] = {}
+        for area in served_areas(self.config):
+            for meter_id in area.meters:
+                area_of.setdefault(meter_id, area.id)
+        sites = [MeterSite(m.id, m.bus, m.phase, m.customer, area_of.get(m.id))
+                 for m in self.config.meters if m.phase is not None]
+        for bus in self.buses:
+            bus.phases = {s.meter: s.phase for s in sites if s.bus == bus.name}
+        return sites
+
+    async def _read_records(self, queue: asyncio.Queue[RecordCheck]) -> None:
+        """The supervised task ("meter-records"): read the newest power-down record of each
+        meter that answers again after a suspected outage, on its bus's priority lane, with
+        the reader restore verification uses (gateway/analytics/outages.py)."""
+        from gateway.analytics.outages import priority_reader, read_power_down
+
+        read, readable = priority_reader(self.buses)
+        offset = self.config.commands.meter_utc_offset_min
+        while True:
+            check = await queue.get()
+            if not readable(check.meter):
+                self.committer.power_down_record(check, None, None,
+                                                 "the meter keeps no power-down records")
+                continue
+            record = await read_power_down(read, check.meter, offset)
+            self.committer.power_down_record(check, record.start_ms, record.end_ms, record.error)
 
     # -- start ----------------------------------------------------------------------------------
     async def start(self, link: MqttLink | None) -> None:
@@ -137,6 +171,18 @@ class Runtime:
             self.load_control = runner
             self._subscribe("load-control", runner.on_poll)
             self._start("load-control", runner.run())
+        if any(bus.phases for bus in self.buses):
+            checks: asyncio.Queue[RecordCheck] = asyncio.Queue(maxsize=256)
+
+            def ask(check: RecordCheck) -> None:
+                try:
+                    checks.put_nowait(check)
+                except asyncio.QueueFull:
+                    self.committer.power_down_record(check, None, None,
+                                                     "too many power-down records to read")
+
+            self.committer.record_checks = ask
+            self._start("meter-records", self._read_records(checks))
         if config.power.fail_input is not None:
             self._start_power_watch(config.power.fail_input)
         interrupted = self.commands.recover()
@@ -251,7 +297,7 @@ class Runtime:
             unsubscribe()
         consumers = [n for n in self._task_names
                      if n in ("commands", "load-control", "groups", "areas", "vee", "power",
-                               "power-verify")]
+                               "power-verify", "meter-records")]
         await self.supervisor.stop(consumers)
         bus_tasks = [n for n in self._task_names if n.startswith("bus:")]
         await self.supervisor.stop(bus_tasks, ask=self._ask_buses_to_stop,

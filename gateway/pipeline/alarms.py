@@ -31,6 +31,8 @@ SEVERITY = {
     "outage.area": "critical", "outage.momentary": "warning",
     "comm.bus": "major",  # a whole bus silent: wiring or adapter, never an outage
     "outage.verified": "warning",  # the meters' verdict on an outage already cleared
+    # Inferred from the meters (gateway/pipeline/meter_outages.py): one premise, one phase.
+    "outage.meter": "major", "outage.phase": "critical",
 }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import chain
@@ -25,6 +25,7 @@ from gateway.pipeline.alarms import Alarms
 from gateway.pipeline.bus_faults import AlarmChange, BusFaults, BusLine
 from gateway.pipeline.clock import ClockWatch
 from gateway.pipeline.feed import ValidatedFeed, ValidatedPoll, accepted_values
+from gateway.pipeline.meter_outages import MeterOutages, MeterSite, RecordCheck
 from gateway.pipeline.outbox import OutboxWriter
 from gateway.pipeline.validation import FLOAT_WINDOWS, RegisterMemory, float_window
 from gateway.pipeline.vee_stage import GRID_QUANTITY, VeeStage
@@ -84,7 +85,7 @@ class Committer:
     def __init__(self, services: PipelineServices, inbound: asyncio.Queue[PollResult | BusEvent],
                  *, vee: VeeStage | None = None, max_batch: int = 256,
                  coalesce_s: float = 0.0, clock: ClockWatch | None = None,
-                 buses: Sequence[BusLine] = ()) -> None:
+                 buses: Sequence[BusLine] = (), sites: Sequence[MeterSite] = ()) -> None:
         self.services = services
         self.store = services.store
         self.topics = services.topics
@@ -109,7 +110,12 @@ class Committer:
         #: Comm-loss events of the configured ``buses`` pass through the bus-fault classifier
         #: (a whole silent bus is one ``comm.bus`` alarm); events of other buses go straight on.
         self.bus_faults = BusFaults(buses)
-        self._bus_faults_seeded = not buses
+        self._bus_faults_seeded = not buses and not sites
+        #: Meters with a ``phase``: outage.meter / outage.phase from their silences
+        #: (gateway/pipeline/meter_outages.py). ``record_checks`` is set by the runtime to read
+        #: a meter's power-down record when it answers again; unset, the check fails at once.
+        self.meter_outages = MeterOutages(sites)
+        self.record_checks: Callable[[RecordCheck], None] | None = None
 
     def seed_registers(self) -> int:
         """Load the last actual register values so a decrease after a restart is still caught."""
@@ -159,6 +165,9 @@ class Committer:
                 continue
             self._changes(self.bus_faults.on_poll(item.meter_id, item.bus, item.ok,
                                                   item.finished_ms))
+            self._changes(self.meter_outages.on_poll(item.meter_id, item.ok, item.finished_ms,
+                                                     item.flags, self._mains_lost))
+            self._record_checks()
             self.stats.polls += 1
             polled.append((item, self._records(item)))
             self._flags(item)
@@ -189,20 +198,41 @@ class Committer:
             self.feed.publish(self._validated(item, records) for item, records in polled)
 
     def _changes(self, changes: list[AlarmChange]) -> None:
-        for c in changes:
+        for change in changes:
+            for c in self.meter_outages.filter(change):
+                self._alarm(c.kind, c.key, c.state, c.meter, c.details, c.t_ms)
+
+    def _record_checks(self) -> None:
+        checks, self.meter_outages.checks = self.meter_outages.checks, []
+        for check in checks:
+            if self.record_checks is not None:
+                self.record_checks(check)
+            else:
+                self.power_down_record(check, None, None, "no power-down record reader")
+
+    def power_down_record(self, check: RecordCheck, start_ms: int | None, end_ms: int | None,
+                          error: str | None) -> None:
+        """The record a :class:`RecordCheck` asked for (the runtime's reader calls this)."""
+        for c in self.meter_outages.on_record(check, start_ms, end_ms, error, wall_ms()):
             self._alarm(c.kind, c.key, c.state, c.meter, c.details, c.t_ms)
 
     def _seed_bus_faults(self) -> None:
-        """``comm.bus`` alarms raised before a restart or reload are cleared by the first
-        meter of their bus that answers (read once, at the first commit)."""
+        """``comm.bus``, ``outage.meter`` and ``outage.phase`` alarms raised before a restart or
+        reload are cleared by the first answer of their bus, meter or phase (read once, at the
+        first commit)."""
         if self._bus_faults_seeded:
             return
         self._bus_faults_seeded = True
         try:
-            self.bus_faults.seed(a.key for a in self.store.active_alarms())
+            active = self.store.active_alarms()
+            self.bus_faults.seed(a.key for a in active)
+            self.meter_outages.seed(
+                (a.key, start if isinstance(start := a.details.get("start_ms"), int)
+                 else a.raised_ms) for a in active)
         except StoreError as exc:
-            log.warning("raised comm.bus alarms cannot be read (%s): a bus cut before the "
-                        "restart is cleared only if it is cut again first", exc)
+            log.warning("raised comm.bus / outage alarms cannot be read (%s): a bus cut or "
+                        "outage before the restart is cleared only if it happens again first",
+                        exc)
 
     def _mains_lost(self) -> bool:
         """Whether the gateway's power-fail input reported mains lost: an ``outage.area``
