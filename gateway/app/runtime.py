@@ -93,8 +93,6 @@ class Runtime:
         self.commands = CommandHandler(config, self.committer, self.buses)
         self._unsubscribe: list[Callable[[], None]] = []
         self._task_names: list[str] = []
-        self._analytics: list[tuple[str, object]] = []
-        self.load_control: object | None = None
 
     def _meter_sites(self) -> list[MeterSite]:
         """Meters with a ``phase``: re-probed with their neighbours on a missed poll, and
@@ -168,7 +166,6 @@ class Runtime:
                                        report=self.commands.report,
                                        link_up=lambda: link is not None and link.connected)
             self.commands.load_control = runner
-            self.load_control = runner
             self._subscribe("load-control", runner.on_poll)
             self._start("load-control", runner.run())
         if any(bus.phases for bus in self.buses):

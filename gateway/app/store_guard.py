@@ -82,12 +82,7 @@ class StoreGuard:
             if services.alarms.active(kind):
                 services.alarms.clear(kind, kind, None, {
                     "hint": f"store {self.store.path} writable again (after a restart)"}, now)
-        cfg = self.config.store
-        try:
-            status = self.store.disk_status(cfg.disk_alarm_free_mb, cfg.disk_alarm_free_pct)
-        except OSError:
-            return
-        self._lay_ballast_if_room(status.free_bytes)
+        # The ballast is laid by the first check(), which the maintenance task runs at start.
 
     def reconfigure(self, config: GatewayConfig) -> None:
         self.config = config
@@ -123,20 +118,15 @@ class StoreGuard:
         services.writer.flush()
         if services.writer.failure is not None:
             return
-        try:
-            if status.alarm:
-                self.store.checkpoint()  # the WAL is the room the next commit needs
-                self._lay_ballast_if_room(status.free_bytes)
-            else:
-                self._lay_ballast_if_room(status.free_bytes)
-            if time.monotonic() - self._last_prune > PRUNE_INTERVAL_S:
-                self._last_prune = time.monotonic()
-                removed = self.store.prune(_now_ms(), cfg.retention_days)
-                if removed:
-                    log.info("pruned %d acknowledged outbox rows older than %s days", removed,
-                             cfg.retention_days)
-        except StoreError as exc:
-            log.warning("store maintenance postponed: %s", exc)
+        if status.alarm:
+            self.store.checkpoint()  # the WAL is the room the next commit needs
+        self._lay_ballast_if_room(status.free_bytes)
+        if time.monotonic() - self._last_prune > PRUNE_INTERVAL_S:
+            self._last_prune = time.monotonic()
+            removed = self.store.prune(_now_ms(), cfg.retention_days)
+            if removed:
+                log.info("pruned %d acknowledged outbox rows older than %s days", removed,
+                         cfg.retention_days)
 
     def _lay_ballast_if_room(self, free_bytes: int) -> None:
         """Lay the reserve again only with room to spare beyond the alarm threshold, so laying

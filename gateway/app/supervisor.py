@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +24,10 @@ log = logging.getLogger("gateway.supervisor")
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Why component ``name`` stopped: the error's type and text, and when (monotonic s)."""
+    """Why component ``name`` stopped: the error's type and text."""
 
     name: str
     error: str
-    at: float
 
     def describe(self) -> str:
         return f"failed: {self.error}"
@@ -71,7 +69,7 @@ class Supervisor:
         if name not in self._failures:
             log.error("%s stopped: %s — the watchdog is no longer fed; systemd restarts the "
                       "daemon", name, text)
-        self._failures[name] = Failure(name, text, time.monotonic())
+        self._failures[name] = Failure(name, text)
 
     async def stop(self, names: Iterable[str] | None = None, *,
                    ask: Callable[[], None] | None = None, timeout: float = 10.0) -> None:

@@ -26,7 +26,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.store import HoldingQueue, Store
 from gateway.store.disk import Ballast
@@ -90,7 +90,6 @@ class OutboxStats:
     held_alarms: int = 0
     failures: int = 0
     ballast_released: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class OutboxWriter:
@@ -175,7 +174,7 @@ class OutboxWriter:
     def flush(self) -> None:
         """Try again to commit what is held (the maintenance loop calls this every few seconds,
         so held data reaches the disk as soon as it can, even when nothing new is polled)."""
-        if self.held or self.failure is not None:
+        if self.held:
             self.write([])
 
     def held_state(self, key: str) -> str | None:

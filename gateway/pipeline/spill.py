@@ -16,7 +16,6 @@ MQTT but not the store's local reads table.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,7 +115,7 @@ def _adopt_rows(store: Store, rows: list[list[object]], now_ms: int) -> None:
         if not isinstance(alarm, list) or len(alarm) != 5 or not isinstance(alarm[3], dict):
             raise SpillError("a spilled alarm is not [key, kind, state, details, t_ms]")
         key, kind, state, details, t_ms = alarm
-        event = OutboxMessage(topic=row.topic, qos=row.qos, build=_fixed(row.payload))
+        event = OutboxMessage.prebuilt(topic=row.topic, qos=row.qos, payload=row.payload)
         if state == "raised":
             store.raise_alarm(str(key), str(kind), details, int(t_ms), event=event)
         else:
@@ -133,9 +132,3 @@ def _row_ok(row: object) -> bool:
     return alarm is None or (isinstance(alarm, list) and len(alarm) == 5
                              and isinstance(alarm[3], dict) and isinstance(alarm[4], int))
 
-
-def _fixed(payload: bytes) -> Callable[[int], bytes]:
-    def build(_seq: int) -> bytes:
-        return payload
-
-    return build

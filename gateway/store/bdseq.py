@@ -28,7 +28,6 @@ a file left behind by an older run never takes the counter backwards.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import struct
@@ -36,6 +35,8 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+
+from gateway.store.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -171,22 +172,12 @@ class BdseqCounter:
     def _create(self, value: int) -> str | None:
         """Write a fresh preallocated file holding `value` (temp file + rename, so a crash
         leaves either no file or a whole one). Returns None on success, else the error."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
         image = bytearray(FILE_SIZE)
         image[0 : _SLOT.size] = encode_slot(value)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                _write_all(fd, bytes(image), 0)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            write_atomically(self.path, bytes(image))
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             return f"cannot create it: {exc.strerror or exc}"
         self._slot = 0
         return None
@@ -239,12 +230,3 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
             raise OSError("short write")
         view = view[n:]
         offset += n
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-

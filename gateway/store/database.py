@@ -30,7 +30,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -370,7 +370,7 @@ class Store:
         """Commit rows taken from another store's outbox (a spill) as they are, in one
         transaction: their payloads keep the id and seq of the store that built them (consumers
         see that store's epoch), and get seqs of this store for ordering and acknowledgement."""
-        messages = [OutboxMessage(topic=row.topic, qos=row.qos, build=_as_built(row.payload))
+        messages = [OutboxMessage.prebuilt(topic=row.topic, qos=row.qos, payload=row.payload)
                     for row in rows]
         return self.commit_poll(messages, now_ms=now_ms)
 
@@ -709,13 +709,6 @@ class Store:
 
 
 # -------------------------------------------------------------------- helpers
-
-
-def _as_built(payload: bytes) -> Callable[[int], bytes]:
-    def build(_seq: int) -> bytes:
-        return payload
-
-    return build
 
 
 def _check_message(message: OutboxMessage) -> None:

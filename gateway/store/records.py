@@ -31,6 +31,16 @@ class OutboxMessage:
     reads: Sequence[ReadRecord] = ()
 
     @classmethod
+    def prebuilt(cls, *, topic: str, qos: int, payload: bytes) -> OutboxMessage:
+        """A message whose payload was built before (by another store: a spill adopted at
+        start); it keeps that payload's own id and seq whatever seq this store gives its row."""
+
+        def build(_seq: int) -> bytes:
+            return payload
+
+        return cls(topic=topic, qos=qos, build=build)
+
+    @classmethod
     def for_reads(
         cls, *, topic: str, gw: str, epoch: int, ts: int, meter: str, reads: Sequence[ReadRecord]
     ) -> OutboxMessage:
