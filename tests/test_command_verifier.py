@@ -342,6 +342,10 @@ UNAUTHENTICATED = frozenset({RejectCode.TOO_LARGE, RejectCode.MALFORMED, RejectC
                              RejectCode.BAD_SIGNATURE})
 
 
+#: Malformed payloads under a signature that holds: journaled in full, like any authentic command.
+SIGNED_BUT_MALFORMED = frozenset({"not a command payload", "unknown payload field"})
+
+
 @pytest.mark.parametrize(("name", "make", "code"), REJECTIONS, ids=[r[0] for r in REJECTIONS])
 def test_each_rejection_is_journaled_with_its_reason(
     rig: Rig, name: str, make: object, code: RejectCode
@@ -356,7 +360,7 @@ def test_each_rejection_is_journaled_with_its_reason(
     assert rejected.seq == decision.journal_seq
     assert rejected.details["code"] == str(code)
     assert rejected.details["reason"] == decision.reason.removeprefix(f"{code}: ")
-    if code in UNAUTHENTICATED:
+    if code in UNAUTHENTICATED and name not in SIGNED_BUT_MALFORMED:
         # Nobody's signature vouches for it: one record, its digest and size, not its bytes.
         assert [r.kind for r in rig.journal.records()] == ["rejected"]
         assert rejected.details["sha256"] == hashlib.sha256(message).digest()
@@ -366,7 +370,9 @@ def test_each_rejection_is_journaled_with_its_reason(
     else:
         assert rig.last_two() == ("received", "rejected")
         assert rig.journal.records()[-2].details["message"] == message
-        assert rejected.details["authentic"] is True and "claimed" in rejected.details
+        assert rejected.details["authentic"] is True
+        # A payload that cannot be parsed has no claims to record, only its bytes.
+        assert ("claimed" in rejected.details) is (code is not RejectCode.MALFORMED)
     assert rig.journal.pending() == []
     assert verify_journal_file(rig.path).ok
 
@@ -725,3 +731,49 @@ def test_verify_chain_passes_on_a_busy_journal(rig: Rig) -> None:
     assert report.ok and report.records == len(rig.journal.records())
     assert report.head == rig.journal.head()
     assert os.path.getsize(rig.path) > 0
+
+
+def _spoiled(key: Ed25519PrivateKey, kid: bytes, **changes: object) -> tuple[bytes, bytes]:
+    """A signed command whose payload fields are changed after building (so that it breaks the
+    envelope's rules) and signed again: (message, its id)."""
+    message, cmd = command(ctr=7)
+    payload = {**cbor2.loads(cose.decode(message).payload), **changes}
+    return cose.sign1(cbor2.dumps(payload), key, protected=cose.ed25519_protected(kid)), cmd
+
+
+@pytest.mark.parametrize(("changes", "said"), [
+    ({"exp": int(NOW) - 10}, "'exp'"),
+    ({"action": "self_destruct"}, "'action'"),
+    ({"targets": "m-001"}, "'targets'"),
+], ids=["exp before iat", "unknown action", "targets not a list"])
+def test_a_malformed_command_with_a_readable_id_is_answered(
+        rig: Rig, changes: dict[str, object], said: str) -> None:
+    """Issue 17: whatever makes a payload malformed, a readable id gets a rejection naming it
+    (the daemon signs and publishes the result for every decision with a command id)."""
+    message, cmd = _spoiled(OPERATOR_A, b"op-a", **changes)
+    decision = rig.verify(message)
+    assert (decision.status, decision.code, decision.command_id) == (
+        "rejected", RejectCode.MALFORMED, cmd)
+    assert said in decision.reason
+    # The signature held: journaled in full (bytes and verdict), under the command's id.
+    assert rig.last_two() == ("received", "rejected")
+    assert all(r.cmd == cmd for r in rig.journal.records())
+    assert rig.journal.records()[-1].details["authentic"] is True
+    # Nothing was spent: the same counter is still usable by a correct command.
+    assert rig.verify(command(ctr=7)[0]).accepted
+
+
+def test_an_unsigned_malformed_command_is_answered_but_journaled_as_junk(rig: Rig) -> None:
+    message, cmd = _spoiled(STRANGER, b"op-a", action="self_destruct")
+    decision = rig.verify(message)
+    assert (decision.code, decision.command_id) == (RejectCode.MALFORMED, cmd)
+    [record] = rig.journal.records()
+    assert record.details["authentic"] is False and record.cmd == cmd
+
+
+def test_a_payload_without_a_readable_id_gets_no_answer(rig: Rig) -> None:
+    for payload in ({"v": 1, "id": b"short"}, [1, 2], {"v": 1}):
+        message = cose.sign1(cbor2.dumps(payload), OPERATOR_A,
+                             protected=cose.ed25519_protected(b"op-a"))
+        decision = rig.verify(message)
+        assert (decision.code, decision.command_id) == (RejectCode.MALFORMED, None)

@@ -3,7 +3,9 @@ failing closed (DESIGN.md §6).
 
 1. **size** — over the limit, or empty: rejected before any parsing.
 2. **decode limits** — one tagged COSE_Sign1/COSE_Sign within the limits of
-   :mod:`protocols.cose`, carrying a well-formed command payload (:mod:`.envelope`).
+   :mod:`protocols.cose`, carrying a well-formed command payload (:mod:`.envelope`). A payload
+   refused here still has its id read alone (``claimed_command_id``) so that it is answered,
+   and its signatures checked so that an authentic one is journaled in full.
 3. **algorithm and key** — protected EdDSA, a kid the key table knows, each signer once.
 4. **signature** — every signature, over the bytes as received, external AAD empty.
 5. **audience** — ``aud`` is this gateway's id.
@@ -36,6 +38,7 @@ caller must not act.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import math
@@ -67,6 +70,7 @@ from protocols.commands.envelope import (
     CommandEnvelope,
     EnvelopeError,
     GroupTarget,
+    claimed_command_id,
     parse_envelope,
 )
 
@@ -212,6 +216,8 @@ class _Seen:
     sha256: bytes
     size: int
     envelope: CommandEnvelope | None = None
+    #: The command id the payload carries (the envelope's, or read alone from a malformed one).
+    claimed_id: bytes | None = None
     signers: tuple[OperatorKey, ...] = ()
     spend: ReplayMark | None = None
 
@@ -329,8 +335,14 @@ class CommandVerifier:
         try:
             envelope = parse_envelope(cose_message.payload)
         except EnvelopeError as exc:
+            # Still answered when its id can be read, and journaled in full when its signature
+            # holds: an authentic but malformed command is an operator's (or a tool's) mistake.
+            seen.claimed_id = claimed_command_id(cose_message.payload)
+            with contextlib.suppress(_Reject):
+                seen.signers = self._check_signatures(cose_message)
             raise _Reject(RejectCode.MALFORMED, str(exc)) from None
         seen.envelope = envelope
+        seen.claimed_id = envelope.id
         # 3. algorithm and key id; 4. signature
         signers = self._check_signatures(cose_message)
         seen.signers = signers
@@ -529,7 +541,7 @@ class CommandVerifier:
         if seen.signers:
             details["signers"] = [s.kid for s in seen.signers]
         details["counter_spent"] = seen.spend is not None
-        entry = JournalEntry("rejected", cmd=env.id if env else None, kid=issuer, details=details)
+        entry = JournalEntry("rejected", cmd=seen.claimed_id, kid=issuer, details=details)
         entries = [self._received(message, seen), entry]
         try:
             records = self.journal.append(entries, now_ms=now_ms, replay=seen.spend)
@@ -541,7 +553,7 @@ class CommandVerifier:
             "rejected",
             rejection.code,
             f"{rejection.code}: {rejection.detail}",
-            env.id if env else None,
+            seen.claimed_id,
             None,
             records[-1].seq,
         )
@@ -554,7 +566,7 @@ class CommandVerifier:
         if len(detail) > _UNAUTHENTICATED_REASON_CHARS:
             detail = detail[: _UNAUTHENTICATED_REASON_CHARS - 1] + "…"
         reason = f"{rejection.code}: {detail}"
-        cmd = seen.envelope.id if seen.envelope is not None else None
+        cmd = seen.claimed_id
         self.junk.rejected += 1
         if not self._junk_budget.take(now):
             self.junk.unjournaled += 1
@@ -580,8 +592,7 @@ class CommandVerifier:
         if seen.size <= _RECEIVED_BYTES_KEPT:
             # The signed bytes themselves: an auditor can re-verify every signature later.
             details["message"] = message
-        env = seen.envelope
-        return JournalEntry("received", cmd=env.id if env else None, details=details)
+        return JournalEntry("received", cmd=seen.claimed_id, details=details)
 
     def _accepted(self, command: VerifiedCommand) -> JournalEntry:
         return JournalEntry(
