@@ -608,10 +608,11 @@ def test_outcome_for_a_command_never_accepted_is_refused(rig: Rig) -> None:
 
 def test_only_operator_holds_control() -> None:
     assert allowed_actions("OPERATOR") >= {"trip", "close", "limit", "protect", "planned_outage"}
-    # An ENGINEER switches nothing; planning an outage is the one action granted by role.
-    assert allowed_actions("ENGINEER") == frozenset({"planned_outage"})
-    for role in ("VIEWER", "SECADM"):
-        assert allowed_actions(role) == frozenset()
+    # An ENGINEER switches nothing; planning an outage and asking for a replay are granted by
+    # role. A VIEWER may only ask for messages again; SECADM administers keys, nothing else.
+    assert allowed_actions("ENGINEER") == frozenset({"planned_outage", "replay"})
+    assert allowed_actions("VIEWER") == frozenset({"replay"})
+    assert allowed_actions("SECADM") == frozenset()
 
 
 def test_key_table_from_config(tmp_path: Path) -> None:
@@ -777,3 +778,61 @@ def test_a_payload_without_a_readable_id_gets_no_answer(rig: Rig) -> None:
                              protected=cose.ed25519_protected(b"op-a"))
         decision = rig.verify(message)
         assert (decision.code, decision.command_id) == (RejectCode.MALFORMED, None)
+
+
+# ------------------------------------------------------------------------------ replay
+
+
+def _replay(ctr: int, params: Mapping[str, object] | None = None, *,
+            targets: Sequence[str] | Mapping[str, str] = (GW,), role: str = "VIEWER",
+            keys: Sequence[tuple[Ed25519PrivateKey, str]] = ((OPERATOR_B, "op-b"),),
+            iat: int = int(NOW)) -> bytes:
+    wanted = {"epoch": 7, "from_seq": 10, "to_seq": 19} if params is None else params
+    return command(keys=keys, action="replay", targets=targets, ctr=ctr, role=role,
+                   params=wanted, iat=iat)[0]
+
+
+def test_a_viewer_operator_or_engineer_may_ask_for_a_replay(rig: Rig) -> None:
+    for i, (keys, role) in enumerate([((OPERATOR_B, "op-b"), "VIEWER"),
+                                      ((OPERATOR_A, "op-a"), "OPERATOR"),
+                                      ((ENGINEER, "eng-1"), "ENGINEER")], start=1):
+        decision = rig.verify(_replay(i, keys=[keys], role=role))
+        assert decision.accepted, decision.reason
+        assert decision.command is not None and decision.command.meters == ()
+        assert dict(decision.command.params) == {"epoch": 7, "from_seq": 10, "to_seq": 19}
+
+
+@pytest.mark.parametrize(("params", "targets", "code", "said"), [
+    ({"epoch": 7, "from_seq": 10}, [GW], RejectCode.BAD_PARAMS, "'to_seq'"),
+    ({"epoch": 7, "from_seq": 10, "to_seq": 9}, [GW], RejectCode.BAD_PARAMS, "empty"),
+    ({"epoch": 7, "from_seq": 0, "to_seq": 9}, [GW], RejectCode.BAD_PARAMS, "empty"),
+    ({"epoch": -1, "from_seq": 1, "to_seq": 9}, [GW], RejectCode.BAD_PARAMS, "'epoch'"),
+    ({"epoch": 7, "from_seq": 1, "to_seq": True}, [GW], RejectCode.BAD_PARAMS, "'to_seq'"),
+    ({"epoch": 7, "from_seq": 1, "to_seq": 9, "meter": "m-001"}, [GW], RejectCode.BAD_PARAMS,
+     "unknown"),
+    ({"epoch": 7, "from_seq": 2, "to_seq": 10_002}, [GW], RejectCode.BAD_PARAMS,
+     "replay_max_messages = 10000"),
+    (None, ["m-001"], RejectCode.UNKNOWN_TARGET, f"targets = [{GW!r}]"),
+    (None, {"group": "feeder-a"}, RejectCode.UNKNOWN_TARGET, "the gateway itself"),
+], ids=["no to_seq", "backwards", "seq 0", "negative epoch", "bool", "unknown param",
+        "too many", "a meter", "a group"])
+def test_a_replay_out_of_shape_is_rejected_with_the_reason(
+        rig: Rig, params: Mapping[str, object] | None, targets: Sequence[str] | Mapping[str, str],
+        code: RejectCode, said: str) -> None:
+    decision = rig.verify(_replay(1, params, targets=targets))
+    assert decision.code is code and said in decision.reason, decision.reason
+
+
+def test_replays_are_rate_limited_for_the_whole_gateway(rig: Rig) -> None:
+    """replay_per_minute (default 6) counts accepted replays of every key together."""
+    for ctr in range(1, 4):
+        assert rig.verify(_replay(ctr), NOW + ctr).accepted
+    for ctr in range(1, 4):
+        assert rig.verify(_replay(ctr, keys=[(ENGINEER, "eng-1")], role="ENGINEER"),
+                          NOW + 3 + ctr).accepted
+    refused = rig.verify(_replay(10), NOW + 10)
+    assert refused.code is RejectCode.RATE_LIMITED and "replay_per_minute = 6" in refused.reason
+    # Other commands are not counted against replays, nor replays against the key's own limit.
+    assert rig.verify(command(ctr=11, action="alarm", targets=["m-001"])[0], NOW + 11).accepted
+    assert rig.verify(_replay(12, iat=int(NOW) + 62), NOW + 62).accepted  # the window moved on
+

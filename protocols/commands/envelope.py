@@ -35,6 +35,7 @@ Action = Literal[
     "protect",
     "unprotect",
     "planned_outage",
+    "replay",
 ]
 Role = Literal["VIEWER", "OPERATOR", "ENGINEER", "SECADM"]
 

@@ -16,7 +16,8 @@ failing closed (DESIGN.md §6).
    above the last one spent.
 8. **role** — every signer holds the claimed role, and the role may carry the action
    (IEC 62351-8, :mod:`.keys`).
-9. **interlocks** — targets exist (for ``planned_outage`` a ``{"group": id}`` may name an area);
+9. **interlocks** — targets exist (for ``planned_outage`` a ``{"group": id}`` may name an area;
+   ``replay`` targets the gateway itself and has its own checks, :mod:`.replay`);
    params pass the engine's check (``planned_outage``: :mod:`.planned`'s); no protected meter is tripped;
    every meter can carry the action out (the daemon's ``relay_check``: a Modbus meter whose
    profile declares no relay cannot be tripped or closed); at most ``max_meters_per_command`` meters; a trip or limit reaching ``two_person_threshold``
@@ -55,6 +56,7 @@ from gateway.control.commands.journal import (
 )
 from gateway.control.commands.junk import JournalBudget, JunkStats
 from gateway.control.commands.keys import (
+    ACTION_ROLES,
     KeyTable,
     OperatorKey,
     UnknownTargetError,
@@ -64,6 +66,9 @@ from gateway.control.commands.keys import (
 from gateway.control.commands.planned import ACTION as PLANNED_OUTAGE
 from gateway.control.commands.planned import PlannedOutages
 from gateway.control.commands.planned import check_params as check_planned_params
+from gateway.control.commands.replay import ACTION as REPLAY
+from gateway.control.commands.replay import check_params as check_replay_params
+from gateway.control.commands.replay import check_targets as check_replay_targets
 from protocols import cose
 from protocols.commands.envelope import (
     TRIPPING_ACTIONS,
@@ -136,6 +141,8 @@ class VerifierPolicy:
     rate_limit_window_s: float = 60.0
     max_signatures: int = 4
     unauthenticated_journal_per_minute: int = 60
+    replay_per_minute: int = 6
+    replay_max_messages: int = 10000
 
     @classmethod
     def from_config(cls, config: GatewayConfig, **overrides: object) -> VerifierPolicy:
@@ -147,6 +154,8 @@ class VerifierPolicy:
             "two_person_threshold": c.two_person_threshold,
             "rate_limit_count": c.rate_limit_per_minute,
             "unauthenticated_journal_per_minute": c.unauthenticated_journal_per_minute,
+            "replay_per_minute": c.replay_per_minute,
+            "replay_max_messages": c.replay_max_messages,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -378,7 +387,7 @@ class CommandVerifier:
                 )
         if envelope.action not in allowed_actions(envelope.role):
             may = " or ".join(sorted(roles_for(envelope.action)))
-            why = "" if envelope.action == PLANNED_OUTAGE else " (IEC 62351-8: it lacks the CONTROL right)"
+            why = "" if envelope.action in ACTION_ROLES else " (IEC 62351-8: it lacks the CONTROL right)"
             raise _Reject(
                 RejectCode.INSUFFICIENT_ROLE,
                 f"role {envelope.role} may not {envelope.action}{why}; sign as {may}",
@@ -479,16 +488,20 @@ class CommandVerifier:
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         p = self.policy
         planned = envelope.action == PLANNED_OUTAGE
-        try:
-            meters = self.keys.expand(envelope.targets, areas=planned)
-        except UnknownTargetError as exc:
-            raise _Reject(RejectCode.UNKNOWN_TARGET, str(exc)) from None
-        if planned:
-            problem = check_planned_params(envelope.params, now, self.planned.windows)
-            if problem is not None:
-                raise _Reject(RejectCode.BAD_PARAMS, problem)
-        elif self.params_check is not None:
-            problem = self.params_check(envelope.action, envelope.params)
+        if envelope.action == REPLAY:  # the gateway itself: no meter is touched
+            meters: tuple[str, ...] = ()
+            self._check_replay(envelope, now)
+        else:
+            try:
+                meters = self.keys.expand(envelope.targets, areas=planned)
+            except UnknownTargetError as exc:
+                raise _Reject(RejectCode.UNKNOWN_TARGET, str(exc)) from None
+            if planned:
+                problem = check_planned_params(envelope.params, now, self.planned.windows)
+            elif self.params_check is not None:
+                problem = self.params_check(envelope.action, envelope.params)
+            else:
+                problem = None
             if problem is not None:
                 raise _Reject(RejectCode.BAD_PARAMS, problem)
         protected = [m for m in meters if m in self.keys.protected_meters]
@@ -525,6 +538,25 @@ class CommandVerifier:
                 f"{p.rate_limit_window_s:g} s (limit {p.rate_limit_count})",
             )
         return meters, trippable
+
+    def _check_replay(self, envelope: CommandEnvelope, now: float) -> None:
+        """A replay's own interlocks (:mod:`.replay`): it targets this gateway, asks for a range
+        within ``replay_max_messages``, and the gateway is within ``replay_per_minute``."""
+        p = self.policy
+        problem = check_replay_targets(envelope.targets, p.gateway_id)
+        if problem is not None:
+            raise _Reject(RejectCode.UNKNOWN_TARGET, problem)
+        problem = check_replay_params(envelope.params, p.replay_max_messages)
+        if problem is not None:
+            raise _Reject(RejectCode.BAD_PARAMS, problem)
+        since_ms = math.floor((now - p.rate_limit_window_s) * 1000)
+        replays = self.journal.accepted_action_count(REPLAY, since_ms)
+        if replays >= p.replay_per_minute:
+            raise _Reject(
+                RejectCode.RATE_LIMITED,
+                f"{replays} replays already accepted in the last {p.rate_limit_window_s:g} s "
+                f"(replay_per_minute = {p.replay_per_minute}); ask again later",
+            )
 
     # ---------------------------------------------------------------- journaling
 
