@@ -112,8 +112,9 @@ class StoreSection:
     retention_days: int = setting(
         Int(minimum=0, maximum=3650, unit="days"),
         default=7,
-        doc="Days to keep rows the broker has acknowledged (0: delete once acknowledged). "
-        "Unacknowledged rows are never deleted by age.",
+        doc="Days to keep rows the broker has acknowledged, counted from their commit and from "
+        "their acknowledgement (0: delete once acknowledged); a consumer may ask for them again "
+        "meanwhile (replay). Unacknowledged rows are never deleted by age.",
     )
     disk_alarm_free_mb: int = setting(
         Int(minimum=0, maximum=10**7, unit="MiB"),
