@@ -51,7 +51,8 @@ def dlt645_catalogue(profile: Dlt645Profile) -> d.Catalogue:
 
 def plan_dlt645(profile: Dlt645Profile, address: str) -> list[PlannedRead]:
     version = d.Version(int(profile.version))
-    return [PlannedRead(d.ReadRequest(address, int(r.di, 16), version), r.optional, r.name, r.names)
+    return [PlannedRead(d.ReadRequest(address, int(r.di, 16), version), r.optional, r.name, r.names,
+                        r.every_s, r.refresh_on)
             for r in profile.reads]
 
 
