@@ -20,6 +20,7 @@ from typing import Any
 
 from tests.broker import Observer
 from tests.gateway_rig import GatewayRig, decoded, gateway_rig, wait_until
+from tests.test_payload_cddl import CDDL, Validator, parse_rules
 
 PREPAID_PROFILE = """\
 kind = "dlt645"
@@ -165,6 +166,12 @@ def test_prepaid_low_exhausted_trip_recharge_and_protected_customer(tmp_path: Pa
             assert stats[address[saved]].control_frames == 2
             assert _alarms(observer, rig, "load.protected_trip_blocked") == {}
             assert rig.stop_daemon() == 0
+            validator = Validator(parse_rules(CDDL.read_text(encoding="utf-8")))
+            for _t, message in decoded(observer, rig.topic("alarms")):
+                validator.check("alarm-message", message, message["key"])
+                if str(message["kind"]).startswith("prepaid."):
+                    validator.check(f"prepaid-{message['state']}-details", message["details"],
+                                    message["key"])
 
         # Cadence: the balance block was read less often than the purchase counter.
         reads = [m for _t, m in decoded(observer, rig.topic(f"reads/{tripped}"))]
