@@ -9,6 +9,10 @@ Wire discipline (the bus is the bottleneck: 2400 baud is ~218 bytes/s):
   item is not asked the rest of its items in that poll;
 * the reply timeout starts when the request has left the wire (its bytes take 11 bit-times each).
 
+A read with a cadence (profile ``every_s``) is skipped in polls where it is not due, unless a
+quantity it is refreshed on (``refresh_on``) changed earlier in the same poll: a prepaid meter's
+balance block every few minutes, and at once when its purchase counter moved.
+
 A priority lane (bounded) carries control frames (load control's trip/close): it is served before the
 next routine transaction, even in the middle of a meter's poll.
 
