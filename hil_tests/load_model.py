@@ -41,7 +41,9 @@ Events, status and faults
     a reversed CT, a stopped register and a register running at a multiple of the measured
     energy. One knob per indicator of :mod:`edge_rules.theft`. The *true* load keeps flowing
     under the theft faults (a broken conductor stops the load of its phase), which is what an
-    area master meter (:meth:`LoadModel.master_meter`) sees.
+    area master meter (:meth:`LoadModel.master_meter`) sees. A prepaid meter
+    (:meth:`SimMeter.set_prepaid`) keeps a prepayment account whose balance falls as its import
+    register rises and rises on :meth:`SimMeter.recharge` (:mod:`hil_tests.prepayment`).
 
 Driving it from a protocol simulator (Modbus here, DL/T 645 on a pty alike)
     On each request: ``snap = meter.sample()`` (advances to the model clock's "now"). If
