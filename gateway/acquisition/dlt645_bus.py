@@ -231,6 +231,8 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
             except d.ExceptionReply as exc:
                 answered = True
                 meter.stats.refusals += 1
+                if read.every_s is not None:  # a refusal is an answer: not asked again at once
+                    meter.read_at[read.request.di] = time.monotonic()
                 if not read.optional:
                     errors.append(f"DI {read.request.di:08X}: {exc}")
                 continue
