@@ -94,7 +94,7 @@ _QUANTITY_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 #: values that have no place in the shared vocabulary yet (any unit is accepted there).
 QUANTITY_ROOTS: frozenset[str] = frozenset(
     {"voltage", "current", "power", "frequency", "energy", "demand", "ratio", "status", "event",
-     "time", "x"}
+     "time", "prepaid", "x"}
 )
 
 # Longest prefix wins. Roots listed here must match one of their prefixes, which catches typos
@@ -361,13 +361,18 @@ class Dlt645Read:
     4 for -1997); ``name`` — the quantity a single-value DI publishes as (None: the codec's
     catalogue name); ``names`` — quantity names, in reply order, for a block DI such as
     ``0001FF00`` (total, T1..T4); ``optional`` — the meter may answer "no data" without that
-    being an alarm.
+    being an alarm; ``every_s`` — read this DI only once that long has passed since it last
+    answered (None: every poll), for slow values such as a prepaid balance on a busy 2400-baud
+    line; ``refresh_on`` — quantities read earlier in the same poll whose change makes this DI
+    due at once whatever ``every_s`` says (a purchase counter that moved: read the balance now).
     """
 
     di: str
     name: str | None = None
     names: tuple[str, ...] = ()
     optional: bool = False
+    every_s: float | None = None
+    refresh_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,6 +474,15 @@ def _parse_dlt645(top: TableReader, name: str, common: _Common) -> Dlt645Profile
         if reader.has("name") and reader.has("names"):
             reader.error("names", "give either name (one value) or names (a block DI), not both")
         optional = reader.boolean("optional", default=False)
+        every = reader.decimal("every_s")
+        if every is not None and every <= 0:
+            reader.error("every_s", f"must be a positive number of seconds, got {every}")
+            every = None
+        refresh_on = reader.string_list("refresh_on") or ()
+        for i, item in enumerate(refresh_on):
+            problem = check_quantity_name(item)
+            if problem:
+                reader.error(f"refresh_on[{i}]", problem)
         reader.finish()
         if di is None:
             continue
@@ -476,7 +490,9 @@ def _parse_dlt645(top: TableReader, name: str, common: _Common) -> Dlt645Profile
             reader.error("di", f"DI {di} is already read at {seen_reads[di]}")
             continue
         seen_reads[di] = reader.path
-        reads.append(Dlt645Read(di=di, name=quantity, names=tuple(names), optional=optional))
+        reads.append(Dlt645Read(di=di, name=quantity, names=tuple(names), optional=optional,
+                                every_s=None if every is None else float(every),
+                                refresh_on=tuple(refresh_on)))
     if not read_tables and top.has("reads"):
         top.error("reads", "must list at least one DI to read")
 

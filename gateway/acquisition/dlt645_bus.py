@@ -9,6 +9,10 @@ Wire discipline (the bus is the bottleneck: 2400 baud is ~218 bytes/s):
   item is not asked the rest of its items in that poll;
 * the reply timeout starts when the request has left the wire (its bytes take 11 bit-times each).
 
+A read with a cadence (profile ``every_s``) is skipped in polls where it is not due, unless a
+quantity it is refreshed on (``refresh_on``) changed earlier in the same poll: a prepaid meter's
+balance block every few minutes, and at once when its purchase counter moved.
+
 A priority lane (bounded) carries control frames (load control's trip/close): it is served before the
 next routine transaction, even in the middle of a meter's poll.
 
@@ -50,12 +54,16 @@ PREAMBLE = 4  # FE bytes before each request: many meters need them to wake thei
 
 @dataclass(frozen=True)
 class PlannedRead:
-    """One request of a meter's poll: the request, whether refusal is normal, and naming."""
+    """One request of a meter's poll: the request, whether refusal is normal, naming, and its
+    cadence (``every_s``: read only that often; ``refresh_on``: read at once when one of these
+    quantities changed earlier in the poll — see :class:`protocols.profiles.Dlt645Read`)."""
 
     request: d.ReadRequest
     optional: bool = False
     name: str | None = None
     names: tuple[str, ...] = ()
+    every_s: float | None = None
+    refresh_on: tuple[str, ...] = ()
 
 
 @dataclass
@@ -66,6 +74,18 @@ class Dlt645Meter(MeterSlot):
     reads: list[PlannedRead] = field(default_factory=list)
     catalogue: d.Catalogue = field(default_factory=lambda: d.CATALOGUE_2007)
     load_records: bool = False  # the profile says the meter keeps class-4 load records
+    #: DI → monotonic time it last answered (reads with a cadence only).
+    read_at: dict[int, float] = field(default_factory=dict)
+    #: Last value of each quantity some read is refreshed on (to notice a change).
+    watched: dict[str, ValueType] = field(default_factory=dict)
+
+    def read_due(self, read: PlannedRead, now: float, changed: set[str]) -> bool:
+        """Whether ``read`` belongs in this poll: always without a cadence; otherwise when one
+        of its ``refresh_on`` quantities changed in this poll, or its cadence has run."""
+        if read.every_s is None or changed.intersection(read.refresh_on):
+            return True
+        last = self.read_at.get(read.request.di)
+        return last is None or now - last >= read.every_s
 
 
 def polled_value(name: str, value: d.Value) -> ValueType:
@@ -200,7 +220,10 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
         answered = False
         settings = self.settings
         meter.stats.polls += 1
+        changed: set[str] = set()
         for read in meter.reads:
+            if not meter.read_due(read, time.monotonic(), changed):
+                continue
             await self.serve_priority_now()
             try:
                 tx = await self._exchange(read.request, meter, 1 + settings.retries,
@@ -208,6 +231,8 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
             except d.ExceptionReply as exc:
                 answered = True
                 meter.stats.refusals += 1
+                if read.every_s is not None:  # a refusal is an answer: not asked again at once
+                    meter.read_at[read.request.di] = time.monotonic()
                 if not read.optional:
                     errors.append(f"DI {read.request.di:08X}: {exc}")
                 continue
@@ -228,7 +253,14 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
                 if isinstance(reading.value, Mapping):
                     for flag, on in reading.value.items():
                         flags[flag] = bool(on)
-                values.append(PolledValue(name, polled_value(name, reading.value), reading.unit, t_ms))
+                value = polled_value(name, reading.value)
+                values.append(PolledValue(name, value, reading.unit, t_ms))
+                if name in meter.watched or any(name in r.refresh_on for r in meter.reads):
+                    if name in meter.watched and meter.watched[name] != value:
+                        changed.add(name)
+                    meter.watched[name] = value
+            if read.every_s is not None:
+                meter.read_at[read.request.di] = time.monotonic()
         elapsed = time.monotonic() - t0
         meter.stats.last_poll_s = elapsed
         ok = answered and bool(values)

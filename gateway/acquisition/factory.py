@@ -11,9 +11,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from gateway.acquisition.base import BusSettings, ScheduledBus
+from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus
 from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
-from gateway.acquisition.modbus_bus import ModbusBus, make_meter
+from gateway.acquisition.modbus_bus import ModbusBus, ModbusMeter, make_meter
 from gateway.acquisition.poll_result import BusEvent, PollResult
 from gateway.acquisition.schedule import PollSchedule
 from gateway.acquisition.serial_port import AsyncSerialPort
@@ -51,8 +51,24 @@ def dlt645_catalogue(profile: Dlt645Profile) -> d.Catalogue:
 
 def plan_dlt645(profile: Dlt645Profile, address: str) -> list[PlannedRead]:
     version = d.Version(int(profile.version))
-    return [PlannedRead(d.ReadRequest(address, int(r.di, 16), version), r.optional, r.name, r.names)
+    return [PlannedRead(d.ReadRequest(address, int(r.di, 16), version), r.optional, r.name, r.names,
+                        r.every_s, r.refresh_on)
             for r in profile.reads]
+
+
+def reports_balance(meter: MeterSlot) -> bool:
+    """Whether ``meter``'s profile reads a prepaid balance (``prepaid.balance.*``): such a meter
+    feeds the load-control engine's prepaid rules even on a gateway without groups."""
+    names: list[str] = []
+    if isinstance(meter, Dlt645Meter):
+        for read in meter.reads:
+            names += [n for n in (read.name, *read.names) if n]
+            item = meter.catalogue.lookup(read.request.di)
+            members = (item,) if item is not None else meter.catalogue.members(read.request.di)
+            names += [m.name for m in members or ()]
+    elif isinstance(meter, ModbusMeter) and meter.profile is not None:
+        names += meter.profile.quantities
+    return any(n.startswith("prepaid.balance.") for n in names)
 
 
 def load_profiles(config: GatewayConfig) -> dict[str, Dlt645Profile | ModbusProfile]:
