@@ -32,7 +32,7 @@ class Database(ABC):
     where: str = ""
 
     @abstractmethod
-    def transaction(self, streams: Iterable[tuple[str, int]] = ()) -> contextlib.AbstractContextManager[None]:
+    def transaction(self, streams: Iterable[tuple[str, str]] = ()) -> contextlib.AbstractContextManager[None]:
         """A transaction holding the locks of ``streams``; commits on success, rolls back on error."""
 
     @abstractmethod

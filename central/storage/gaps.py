@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from central.storage.database import Database
-from central.storage.ingest import load_ranges
+from central.storage.ingest import epoch_text, load_ranges
 from central.streams import holes, subtract
 
 __all__ = ["GapClaim", "claim_replays", "record_replay", "scan_gaps"]
@@ -37,8 +37,8 @@ def scan_gaps(db: Database, now_ms: int, grace_ms: int) -> list[tuple[str, int, 
         "r.gw = s.gw AND r.epoch = s.epoch) > 1 OR s.acked_hwm > s.last_seq ORDER BY s.gw, s.epoch")
     found: list[tuple[str, int, int, int]] = []
     for gw, epoch in candidates:
-        with db.transaction([(gw, int(epoch))]):
-            ranges = load_ranges(db, gw, int(epoch))
+        with db.transaction([(gw, epoch)]):
+            ranges = load_ranges(db, gw, epoch)
             row = db.execute("SELECT acked_hwm, acked_hwm_ms FROM streams WHERE gw = ? AND "
                              "epoch = ?", (gw, epoch))
             acked, acked_ms = row[0] if row else (None, None)
@@ -52,7 +52,7 @@ def scan_gaps(db: Database, now_ms: int, grace_ms: int) -> list[tuple[str, int, 
                     db.execute("INSERT INTO gaps (gw, epoch, from_seq, to_seq, detected_ms) "
                                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                (gw, epoch, lo, hi, now_ms))
-                    found.append((gw, int(epoch), lo, hi))
+                    found.append((gw, int(epoch, 16), lo, hi))
     return found
 
 
@@ -84,7 +84,7 @@ def claim_replays(db: Database, now_ms: int, min_interval_ms: int, retry_ms: int
                 "UPDATE gaps SET last_request_ms = ?, requests = requests + 1 WHERE gw = ? AND "
                 "epoch = ? AND from_seq = ? AND filled_ms IS NULL AND (last_request_ms IS NULL "
                 "OR last_request_ms <= ?)", (now_ms, gw, epoch, lo, now_ms - retry_ms)):
-                claims.append(GapClaim(gw, int(epoch), int(lo), int(hi),
+                claims.append(GapClaim(gw, int(epoch, 16), int(lo), int(hi),
                                        _next_counter(db, counter, now_ms)))
     return claims
 
@@ -96,9 +96,9 @@ def record_replay(db: Database, cmd: str, claim: GapClaim, sent_ms: int,
     with db.transaction():
         db.execute("INSERT INTO replay_requests (cmd, gw, epoch, from_seq, to_seq, ctr, sent_ms, "
                    "status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                   (cmd, claim.gw, claim.epoch, claim.from_seq, claim.to_seq, claim.ctr,
+                   (cmd, claim.gw, epoch_text(claim.epoch), claim.from_seq, claim.to_seq, claim.ctr,
                     sent_ms, status, reason))
         if status is not None:
             db.execute("UPDATE gaps SET last_result = ? WHERE gw = ? AND epoch = ? AND "
-                       "from_seq = ?", (f"{status}: {reason}", claim.gw, claim.epoch,
+                       "from_seq = ?", (f"{status}: {reason}", claim.gw, epoch_text(claim.epoch),
                                         claim.from_seq))

@@ -36,7 +36,7 @@ from central.decoding import (
 from central.storage.database import Database
 from central.streams import SeqRange, add_seq, covered
 
-__all__ = ["IngestReport", "ingest", "load_ranges", "save_ranges"]
+__all__ = ["IngestReport", "epoch_text", "ingest", "load_ranges", "save_ranges"]
 
 _READ_COLUMNS = ("gw", "meter", "quantity", "t_ms", "value", "unit", "quality", "method",
                  "reasons", "message_id", "rev", "raw", "received_ms")
@@ -64,13 +64,18 @@ class IngestReport:
 Durable = ReadsIn | AlarmIn | GroupIn | ResultIn
 
 
-def load_ranges(db: Database, gw: str, epoch: int) -> list[SeqRange]:
+def epoch_text(epoch: int) -> str:
+    """A store epoch as stored: the 16 hex digits of the message id (it does not fit BIGINT)."""
+    return f"{epoch:016x}"
+
+
+def load_ranges(db: Database, gw: str, epoch: str) -> list[SeqRange]:
     rows = db.execute("SELECT lo, hi, first_ms FROM seq_ranges WHERE gw = ? AND epoch = ? "
                       "ORDER BY lo", (gw, epoch))
     return [SeqRange(int(lo), int(hi), int(first)) for lo, hi, first in rows]
 
 
-def save_ranges(db: Database, gw: str, epoch: int, ranges: list[SeqRange]) -> None:
+def save_ranges(db: Database, gw: str, epoch: str, ranges: list[SeqRange]) -> None:
     db.execute("DELETE FROM seq_ranges WHERE gw = ? AND epoch = ?", (gw, epoch))
     db.insert_many("seq_ranges", ("gw", "epoch", "lo", "hi", "first_ms"),
                    [(gw, epoch, r.lo, r.hi, r.first_ms) for r in ranges], "")
@@ -80,8 +85,8 @@ def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
     """Store ``batch`` in one transaction (see the module docstring); idempotent."""
     durable = [m for m in batch if isinstance(m, ReadsIn | AlarmIn | GroupIn | ResultIn)]
     ephemeral = [m for m in batch if isinstance(m, BirthIn | DeathIn | HealthIn)]
-    streams = {(m.stream.gw, m.stream.epoch) for m in durable}
-    streams |= {(m.gw, m.epoch) for m in ephemeral}
+    streams = {(m.stream.gw, epoch_text(m.stream.epoch)) for m in durable}
+    streams |= {(m.gw, epoch_text(m.epoch)) for m in ephemeral}
     reads_t = [r.t for m in durable if isinstance(m, ReadsIn) for r in m.records]
     db.ensure_partitions("current_reads", reads_t)
     db.ensure_partitions("alarms", [m.ts for m in durable if isinstance(m, AlarmIn)])
@@ -90,7 +95,7 @@ def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
         ranges = {s: load_ranges(db, *s) for s in sorted(streams)}
         fresh: list[Durable] = []
         for m in durable:
-            if add_seq(ranges[(m.stream.gw, m.stream.epoch)], m.stream.seq, now_ms):
+            if add_seq(ranges[(m.stream.gw, epoch_text(m.stream.epoch))], m.stream.seq, now_ms):
                 fresh.append(m)
             else:
                 report.duplicates += 1
@@ -100,10 +105,11 @@ def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
         _store_groups(db, [m for m in fresh if isinstance(m, GroupIn)])
         report.results = _store_results(db, [m for m in fresh if isinstance(m, ResultIn)])
         _store_presence(db, [m for m in ephemeral if isinstance(m, BirthIn | DeathIn)], now_ms)
-        touched = {(m.stream.gw, m.stream.epoch) for m in fresh}
+        touched = {(m.stream.gw, epoch_text(m.stream.epoch)) for m in fresh}
         for gw, epoch in sorted(streams):
             _update_stream(db, gw, epoch, [m for m in fresh if m.stream.gw == gw
-                                           and m.stream.epoch == epoch], ephemeral, now_ms)
+                                           and epoch_text(m.stream.epoch) == epoch],
+                           ephemeral, now_ms)
             if (gw, epoch) in touched:
                 save_ranges(db, gw, epoch, ranges[(gw, epoch)])
                 report.gaps_filled += _fill_gaps(db, gw, epoch, ranges[(gw, epoch)], now_ms)
@@ -166,13 +172,13 @@ def _store_results(db: Database, messages: list[ResultIn]) -> dict[str, tuple[st
 
 
 def _store_presence(db: Database, messages: list[BirthIn | DeathIn], now_ms: int) -> None:
-    rows = [(m.gw, m.message_id, isinstance(m, BirthIn), m.epoch, m.seq, m.bdseq, m.ts, now_ms)
+    rows = [(m.gw, m.message_id, isinstance(m, BirthIn), epoch_text(m.epoch), m.seq, m.bdseq, m.ts, now_ms)
             for m in messages]
     db.insert_many("presence", ("gw", "message_id", "online", "epoch", "seq", "bdseq", "ts_ms",
                                 "received_ms"), rows, "ON CONFLICT DO NOTHING")
 
 
-def _update_stream(db: Database, gw: str, epoch: int, fresh: list[Durable],
+def _update_stream(db: Database, gw: str, epoch: str, fresh: list[Durable],
                    ephemeral: list[BirthIn | DeathIn | HealthIn], now_ms: int) -> None:
     g = db.greatest
     db.execute("INSERT INTO streams (gw, epoch) VALUES (?, ?) ON CONFLICT DO NOTHING",
@@ -184,7 +190,7 @@ def _update_stream(db: Database, gw: str, epoch: int, fresh: list[Durable],
             f"last_ts_ms = CASE WHEN ? >= last_seq THEN ? ELSE last_ts_ms END "
             "WHERE gw = ? AND epoch = ?",
             (last.stream.seq, now_ms, last.stream.seq, last.ts, gw, epoch))
-    mine = [m for m in ephemeral if m.gw == gw and m.epoch == epoch]
+    mine = [m for m in ephemeral if m.gw == gw and epoch_text(m.epoch) == epoch]
     if mine:
         db.execute(f"UPDATE streams SET hwm = {g}(hwm, ?) WHERE gw = ? AND epoch = ?",
                    (max(m.seq for m in mine), gw, epoch))
@@ -199,7 +205,7 @@ def _update_stream(db: Database, gw: str, epoch: int, fresh: list[Durable],
             (max(acked), now_ms, max(acked), gw, epoch))
 
 
-def _fill_gaps(db: Database, gw: str, epoch: int, ranges: list[SeqRange], now_ms: int) -> int:
+def _fill_gaps(db: Database, gw: str, epoch: str, ranges: list[SeqRange], now_ms: int) -> int:
     open_gaps = db.execute("SELECT from_seq, to_seq FROM gaps WHERE gw = ? AND epoch = ? AND "
                            "filled_ms IS NULL", (gw, epoch))
     filled = 0

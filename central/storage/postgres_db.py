@@ -28,7 +28,7 @@ _ROWS_PER_STATEMENT = 1000
 _DDL_LOCK = 0x6564_6765_6365_6E74
 
 
-def _stream_key(gw: str, epoch: int) -> int:
+def _stream_key(gw: str, epoch: str) -> int:
     """A signed 64-bit advisory-lock key for one stream (stable across processes and hosts)."""
     digest = hashlib.blake2b(f"{gw}\0{epoch}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
@@ -64,7 +64,7 @@ class PostgresDatabase(Database):
         return StorageError(f"PostgreSQL {self.where}: {str(exc).strip()}")
 
     @contextlib.contextmanager
-    def transaction(self, streams: Iterable[tuple[str, int]] = ()) -> Iterator[None]:
+    def transaction(self, streams: Iterable[tuple[str, str]] = ()) -> Iterator[None]:
         try:
             with self.conn.transaction():
                 for key in sorted({_stream_key(gw, epoch) for gw, epoch in streams}):

@@ -62,7 +62,7 @@ def gateway_status(db: Database) -> list[GatewayStatus]:
         birth = db.scalar("SELECT max(received_ms) FROM presence WHERE gw = ? AND online", (gw,))
         death = db.scalar("SELECT max(received_ms) FROM presence WHERE gw = ? AND NOT online",
                           (gw,))
-        out.append(GatewayStatus(gw, int(epoch), int(last_seq), int(hwm), last_ts, last_rx,
+        out.append(GatewayStatus(gw, int(epoch, 16), int(last_seq), int(hwm), last_ts, last_rx,
                                  int(open_gaps), int(missing), int(filled), birth, death))
     return out
 

@@ -6,7 +6,8 @@ a better one: ``value`` is exact decimal TEXT in SQLite and NUMERIC in PostgreSQ
 JSON text and JSONB. In PostgreSQL the two big tables are partitioned by day on their time
 column (``current_reads`` by ``t_ms``, ``alarms`` by ``ts_ms``), so a day is detached or
 archived whole; partitions are made on demand, before the first row of a day is inserted.
-Every table has the primary key its idempotent insert (``ON CONFLICT``) names, so N workers
+Store epochs are random unsigned 64-bit numbers, beyond a signed BIGINT, so they are kept as the
+16 lower-case hex digits the message ids carry. Every table has the primary key its idempotent insert (``ON CONFLICT``) names, so N workers
 storing the same message store it once.
 """
 
@@ -35,24 +36,24 @@ _TABLES: Final = (
         message_id TEXT NOT NULL,
         PRIMARY KEY (message_id, ts_ms)){partition_alarms}""",
     """CREATE TABLE IF NOT EXISTS gaps (
-        gw TEXT NOT NULL, epoch BIGINT NOT NULL, from_seq BIGINT NOT NULL, to_seq BIGINT NOT NULL,
+        gw TEXT NOT NULL, epoch TEXT NOT NULL, from_seq BIGINT NOT NULL, to_seq BIGINT NOT NULL,
         detected_ms BIGINT NOT NULL, filled_ms BIGINT, requests INTEGER NOT NULL DEFAULT 0,
         last_request_ms BIGINT, last_result TEXT,
         PRIMARY KEY (gw, epoch, from_seq))""",
     # Which seqs of each (gw, epoch) stream arrived, as ranges (central/streams.py).
     """CREATE TABLE IF NOT EXISTS seq_ranges (
-        gw TEXT NOT NULL, epoch BIGINT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL,
+        gw TEXT NOT NULL, epoch TEXT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL,
         first_ms BIGINT NOT NULL, PRIMARY KEY (gw, epoch, lo))""",
     # One row per stream: the newest durable message, and the high-water marks the gateway
     # reported (hwm from any state/health message; acked_hwm from a health with an empty
     # outbox, with when that value was first reported).
     """CREATE TABLE IF NOT EXISTS streams (
-        gw TEXT NOT NULL, epoch BIGINT NOT NULL, last_seq BIGINT NOT NULL DEFAULT 0,
+        gw TEXT NOT NULL, epoch TEXT NOT NULL, last_seq BIGINT NOT NULL DEFAULT 0,
         last_ts_ms BIGINT, last_received_ms BIGINT, hwm BIGINT NOT NULL DEFAULT 0,
         acked_hwm BIGINT, acked_hwm_ms BIGINT, PRIMARY KEY (gw, epoch))""",
     # Births and deaths (the retained state topic), one row per message.
     """CREATE TABLE IF NOT EXISTS presence (
-        gw TEXT NOT NULL, message_id TEXT NOT NULL, online BOOLEAN NOT NULL, epoch BIGINT NOT NULL,
+        gw TEXT NOT NULL, message_id TEXT NOT NULL, online BOOLEAN NOT NULL, epoch TEXT NOT NULL,
         seq BIGINT NOT NULL, bdseq BIGINT NOT NULL, ts_ms BIGINT NOT NULL,
         received_ms BIGINT NOT NULL, PRIMARY KEY (message_id))""",
     """CREATE TABLE IF NOT EXISTS group_results (
@@ -66,7 +67,7 @@ _TABLES: Final = (
         PRIMARY KEY (message_id))""",
     # The replay commands this consumer sent, answered by command_results.cmd.
     """CREATE TABLE IF NOT EXISTS replay_requests (
-        cmd TEXT NOT NULL, gw TEXT NOT NULL, epoch BIGINT NOT NULL, from_seq BIGINT NOT NULL,
+        cmd TEXT NOT NULL, gw TEXT NOT NULL, epoch TEXT NOT NULL, from_seq BIGINT NOT NULL,
         to_seq BIGINT NOT NULL, ctr BIGINT NOT NULL, sent_ms BIGINT NOT NULL, status TEXT,
         reason TEXT, PRIMARY KEY (cmd))""",
     # Per-gateway pacing of replay commands.

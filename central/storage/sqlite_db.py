@@ -39,7 +39,7 @@ class SqliteDatabase(Database):
         self._in_tx = False
 
     @contextlib.contextmanager
-    def transaction(self, streams: Iterable[tuple[str, int]] = ()) -> Iterator[None]:
+    def transaction(self, streams: Iterable[tuple[str, str]] = ()) -> Iterator[None]:
         if self._in_tx:
             raise RuntimeError("nested transaction")
         try:

@@ -7,14 +7,9 @@ decoder, so a test feeds storage exactly what a worker would.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
-
-import pytest
 
 from central.decoding import Inbound, decode_inbound
-from central.storage import Database, open_database
 from protocols.payload import (
     AlarmEvent,
     Envelope,
@@ -24,22 +19,14 @@ from protocols.payload import (
     build_health,
     build_reads,
 )
-from tests import pg_cluster
 
 PREFIX = "mtr/v1"
-EPOCH = 0x1234_5678_9ABC_DEF0
+EPOCH = 0xF234_5678_9ABC_DEF0  # above 2**63: epochs are unsigned 64-bit
 _names = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[str]:
-    if not pg_cluster.available():
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not installed")
-    with pg_cluster.postgres_cluster() as url:
-        yield url
-
-
 def fresh_pg(server_url: str) -> str:
+    """A new, empty database on the test cluster (one per test: no state leaks between them)."""
     import psycopg
 
     name = f"t{next(_names)}"
@@ -47,20 +34,6 @@ def fresh_pg(server_url: str) -> str:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return server_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'central.sqlite'}"
-    return fresh_pg(request.getfixturevalue("pg_server"))
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = open_database(db_url)
-    yield database
-    database.close()
 
 
 def reads_msg(gw: str, seq: int, meter: str, records: list[ReadRecord], *, ts: int = 1_000,

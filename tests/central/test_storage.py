@@ -14,15 +14,13 @@ from central.storage.gaps import claim_replays, record_replay, scan_gaps
 from central.storage.ingest import ingest
 from central.storage.queries import gateway_status, interval_reads, outage_alarms
 from protocols.payload import Envelope, build_reads, mark_hist
-from tests.central_support import (  # noqa: F401 - fixtures
+from tests.central.support import (
     EPOCH,
     PREFIX,
     alarm_msg,
     birth_msg,
-    db,
-    db_url,
+    fresh_pg,
     health_msg,
-    pg_server,
     reads_msg,
     register,
 )
@@ -160,7 +158,6 @@ def test_concurrent_workers_store_each_message_once(db_url: str) -> None:
 
 
 def test_postgres_partitions_by_day(pg_server: str) -> None:
-    from tests.central_support import fresh_pg
 
     db = open_database(fresh_pg(pg_server))
     day = 86_400_000

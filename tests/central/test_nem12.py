@@ -20,7 +20,7 @@ from central.cli import main
 from central.storage import open_database
 from central.storage.ingest import ingest
 from protocols.payload import ReadRecord
-from tests.central_support import db_url, pg_server, reads_msg  # noqa: F401 - fixtures
+from tests.central.support import reads_msg
 
 nemreader = pytest.importorskip("nemreader")
 
