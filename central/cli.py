@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 1
-    except Exception as exc:  # noqa: BLE001 - a bug: one line to the user, the detail to the log
+    except Exception as exc:  # a bug: one line to the user, the detail to the debug log
         logging.getLogger("edge-central").debug("internal error", exc_info=True)
         print(f"edge-central: internal error ({type(exc).__name__}: {exc}); nothing "
               "unacknowledged was lost — please report it", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def test_ranges_hold_exactly_the_seqs_added_and_report_duplicates(seqs: list[int
         seen.add(s)
     held = {s for r in ranges for s in range(r.lo, r.hi + 1)}
     assert held == seen
-    assert all(a.hi + 1 < b.lo for a, b in zip(ranges, ranges[1:], strict=False))  # merged
+    assert all(a.hi + 1 < b.lo for a, b in pairwise(ranges))  # merged
     assert all(contains(ranges, s) == (s in seen) for s in range(0, 202))
     missing = {s for lo, hi in holes(ranges, 10**9, 0) for s in range(lo, hi + 1)}
     assert missing == (set(range(min(seen), max(seen) + 1)) - seen if seen else set())
