@@ -1,8 +1,11 @@
 """PostgreSQL for real deployments (psycopg 3): the same schema, partitioned by day.
 
-Rows go in as multi-row ``INSERT … VALUES (…), (…) ON CONFLICT`` statements of up to
-:data:`_ROWS_PER_STATEMENT` rows: one round trip per table per batch, and unlike ``COPY`` it can
-say what to do with a row that is already there, which is what makes N workers idempotent.
+Rows go in through ``COPY`` into a session-local staging table and one
+``INSERT … SELECT … ON CONFLICT`` from it: ``COPY`` is PostgreSQL's fast path, and the
+``ON CONFLICT`` (which ``COPY`` alone cannot say) is what makes N workers idempotent. A handful
+of rows go in as one multi-row ``INSERT … VALUES`` instead. (Measured by
+bench/bench_central_ingest.py: multi-row ``VALUES`` of 1,000 rows spent most of its time in
+psycopg's client-side parsing of the 13,000-placeholder statement.)
 
 Day partitions (``current_reads_20261207``) are created on demand before the transaction that
 needs them, each under an advisory lock, because two workers meeting a new day at once would
@@ -24,6 +27,8 @@ from central.storage.schema import DAY_MS, PARTITIONED, SCHEMA_VERSION, ddl
 __all__ = ["PostgresDatabase"]
 
 _ROWS_PER_STATEMENT = 1000
+#: Below this many rows a plain multi-row INSERT beats staging through COPY.
+_COPY_FROM_ROWS = 64
 #: Advisory-lock namespace for schema and partition DDL (any constant distinct from stream keys).
 _DDL_LOCK = 0x6564_6765_6365_6E74
 
@@ -59,6 +64,7 @@ class PostgresDatabase(Database):
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL {self.where}: {exc}".strip()) from None
         self._days: set[tuple[str, int]] = set()
+        self._stages: set[str] = set()
 
     def _fail(self, exc: Exception) -> StorageError:
         return StorageError(f"PostgreSQL {self.where}: {str(exc).strip()}")
@@ -70,8 +76,11 @@ class PostgresDatabase(Database):
                 for key in sorted({_stream_key(gw, epoch) for gw, epoch in streams}):
                     self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
                 yield
-        except self._psycopg.Error as exc:
-            raise self._fail(exc) from None
+        except BaseException as exc:
+            self._stages.clear()  # a staging table made in a rolled-back transaction is gone
+            if isinstance(exc, self._psycopg.Error):
+                raise self._fail(exc) from None
+            raise
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s")
@@ -91,6 +100,9 @@ class PostgresDatabase(Database):
 
     def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Row],
                     conflict: str, casts: Mapping[str, str] | None = None) -> None:
+        if len(rows) >= _COPY_FROM_ROWS:
+            self._copy_insert(table, columns, rows, conflict)
+            return
         casts = casts or {}
         mark = "(" + ", ".join(f"%s::{casts[c]}" if c in casts else "%s" for c in columns) + ")"
         head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
@@ -98,6 +110,26 @@ class PostgresDatabase(Database):
             for part in chunks(rows, _ROWS_PER_STATEMENT):
                 sql = head + ", ".join([mark] * len(part)) + " " + conflict
                 self.conn.execute(sql, [v for row in part for v in row])
+        except self._psycopg.Error as exc:
+            raise self._fail(exc) from None
+
+    def _copy_insert(self, table: str, columns: Sequence[str], rows: Sequence[Row],
+                     conflict: str) -> None:
+        stage = f"stage_{table}"
+        names = ", ".join(columns)
+        try:
+            if stage not in self._stages:
+                # Temporary: private to this connection, so workers never see each other's rows.
+                self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) "
+                                  "ON COMMIT DELETE ROWS")
+                self._stages.add(stage)
+            with self.conn.cursor() as cur:
+                with cur.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} "
+                            f"{conflict}")
+                cur.execute(f"DELETE FROM {stage}")
         except self._psycopg.Error as exc:
             raise self._fail(exc) from None
 

@@ -133,17 +133,18 @@ def test_concurrent_workers_store_each_message_once(db_url: str) -> None:
                 for s in range(1, 201)]
     errors: list[BaseException] = []
 
-    def work(offset: int) -> None:
+    def work(offset: int, size: int) -> None:
         db = open_database(db_url)
         try:
             for start in range(offset, 200, 10):
-                ingest(db, messages[start:start + 25], 1)
+                ingest(db, messages[start:start + size], 1)
         except BaseException as exc:
             errors.append(exc)
         finally:
             db.close()
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    # small batches go in as multi-row INSERTs, large ones through COPY and a staging table
+    threads = [threading.Thread(target=work, args=(i, (25, 100)[i % 2])) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
