@@ -35,22 +35,26 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-central", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one consumer worker")
-    run.add_argument("--config", required=True, type=Path)
+    run.add_argument("--config", type=Path, default=Path("central.toml"),
+                     help="the consumer configuration (default: ./central.toml)")
     run.add_argument("--worker", default="1",
                      help="this worker's name, unique in the share group (its MQTT session)")
     status = sub.add_parser("status", help="per-gateway sequence, gaps, lag, birth/death")
-    status.add_argument("--config", required=True, type=Path)
+    status.add_argument("--config", type=Path, default=Path("central.toml"),
+                     help="the consumer configuration (default: ./central.toml)")
     export = sub.add_parser("export", help="export stored reads")
     formats = export.add_subparsers(dest="format", required=True)
     nem = formats.add_parser("nem12", help="one NEM12 interval file per meter for one day")
-    nem.add_argument("--config", required=True, type=Path)
+    nem.add_argument("--config", type=Path, default=Path("central.toml"),
+                     help="the consumer configuration (default: ./central.toml)")
     nem.add_argument("--date", required=True, type=dt.date.fromisoformat)
     nem.add_argument("--out", required=True, type=Path)
     nem.add_argument("--tz", default="UTC", help="time zone the day is in (IANA name)")
     nem.add_argument("--interval", type=int, default=15, choices=(5, 15, 30),
                      help="interval length in minutes (the gateways' VEE grid)")
     outages = sub.add_parser("outages", help="outage and comm alarms as JSON lines (CRM feed)")
-    outages.add_argument("--config", required=True, type=Path)
+    outages.add_argument("--config", type=Path, default=Path("central.toml"),
+                     help="the consumer configuration (default: ./central.toml)")
     outages.add_argument("--since", required=True, help="ISO 8601 time; UTC when no offset")
     return parser
 

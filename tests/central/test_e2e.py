@@ -163,7 +163,6 @@ def test_three_workers_one_killed_store_every_read_exactly_once(
         assert all("stored=" in s and "stored=0," not in s for s in shares), shares
 
 
-@pytest.mark.slow
 def test_messages_missed_without_a_session_are_detected_as_a_gap(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'central.sqlite'}"
     with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=3, modbus_meters=0,
