@@ -52,6 +52,18 @@ def _committed_reads(rig: GatewayRig) -> tuple[dict[tuple[str, str, int], tuple[
     return {k: v for k, (_rev, v) in latest.items()}, [int(r[0]) for r in rows]
 
 
+def _alarm_ids(rig: GatewayRig) -> set[str]:
+    """Message ids of the alarm events the gateway committed."""
+    from protocols.payload import decode_message
+
+    con = sqlite3.connect(rig.store_path)
+    try:
+        rows = con.execute("SELECT payload FROM outbox WHERE topic LIKE '%/alarms'").fetchall()
+    finally:
+        con.close()
+    return {str(decode_message(bytes(p))["id"]) for (p,) in rows}
+
+
 def _stored_reads(url: str) -> dict[tuple[str, str, int], tuple[str | None, str, str]]:
     db = open_database(url)
     try:
@@ -156,6 +168,8 @@ def test_three_workers_one_killed_store_every_read_exactly_once(
             assert [tuple(map(int, r)) for r in db.execute("SELECT lo, hi FROM seq_ranges")] \
                 == [(seqs[0], seqs[-1])]
             assert db.scalar("SELECT count(*) FROM gaps WHERE filled_ms IS NULL") == 0
+            alarms = [m for (m,) in db.execute("SELECT message_id FROM alarms")]
+            assert sorted(alarms) == sorted(_alarm_ids(rig))  # each event once
             print(f"{engine}: {len(expected)} reads from {len(seqs)} messages, "
                   f"{db.scalar('SELECT count(*) FROM gaps')} gaps seen and filled")
         finally:

@@ -99,3 +99,32 @@ def test_sample_config_loads() -> None:
     sample = Path(__file__).resolve().parents[2] / "configs" / "central.toml"
     config = load_config(sample)
     assert config.mqtt.share_group == "central" and config.replay is None
+
+
+def test_replay_command_is_a_viewer_replay_signed_by_the_configured_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the consumer publishes on a gap, checked by the gateway's own parser and a COSE
+    verification with the replay key's public half. (Until the gateway side of replay is
+    merged, the action is added to the envelope's vocabulary here.)"""
+    import protocols.commands.envelope as envelope
+    from central.config import ReplaySettings
+    from central.replay import build_replay
+    from central.storage.gaps import GapClaim
+    from protocols import cose
+
+    if "replay" not in envelope.ACTIONS:
+        monkeypatch.setattr(envelope, "ACTIONS", (*envelope.ACTIONS, "replay"))
+    key = Ed25519PrivateKey.generate()
+    settings = ReplaySettings(kid="central-1", private_key=key, ttl_s=120)
+    command = build_replay(GapClaim("gw-7", EPOCH, 41, 57, ctr=1_800_000_000_000), settings,
+                           PREFIX, now_s=1_800_000_000)
+    assert command.topic == f"{PREFIX}/gw-7/cmd"
+    message = cose.decode(command.payload)
+    assert isinstance(message, cose.Sign1Message) and message.headers.kid == b"central-1"
+    message.verify(raw_public_key(key))
+    parsed = envelope.parse_envelope(message.payload)
+    assert (parsed.action, parsed.role, parsed.aud, parsed.ctr) == (
+        "replay", "VIEWER", "gw-7", 1_800_000_000_000)
+    assert dict(parsed.params) == {"epoch": EPOCH, "from_seq": 41, "to_seq": 57}
+    assert (parsed.iat, parsed.exp) == (1_800_000_000, 1_800_000_120)
+    assert parsed.id.hex() == command.cmd
