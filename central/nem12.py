@@ -5,7 +5,8 @@ gateway publishes the *register* read at each interval boundary (docs/vee.md): i
 is the register at its end minus the register at its start, and its quality, method and reason
 are those of the read that closes it (the gateway's VEE grades an interval by its closing read).
 An interval without both reads, or whose closing read is null, is written as null: value 0,
-quality ``N`` — what NEM12 prescribes for missing data. A read belongs to a boundary when it is
+quality ``N`` — what NEM12 prescribes for missing data — with the null read's reason code when
+it has one. A read belongs to a boundary when it is
 the one closest to it within half an interval.
 
 The files are written with ``nemwriter`` (a maintained NEM12 writer, not ours), fed every interval
@@ -78,11 +79,12 @@ def day_intervals(reads: Sequence[IntervalRead], day: dt.date, tz: ZoneInfo,
     for k in range(1, count + 1):
         end = (start + k * step).astimezone(tz).replace(tzinfo=None)
         opening, closing = at.get(k - 1), at.get(k)
-        if (opening is None or closing is None or opening.value is None
-                or closing.value is None):
-            out.append(IntervalValue(end, Decimal(0), "N", None))
+        reason = min(closing.reasons) if closing is not None and closing.reasons else None
+        if opening is None or opening.value is None or closing is None or closing.value is None:
+            # A null closing read keeps its reason (why the gateway rejected the value).
+            null_reason = reason if closing is not None and closing.value is None else None
+            out.append(IntervalValue(end, Decimal(0), "N", null_reason))
             continue
-        reason = min(closing.reasons) if closing.reasons else None
         out.append(IntervalValue(end, closing.value - opening.value, _quality_method(closing),
                                  reason))
     return out

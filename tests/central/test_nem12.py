@@ -61,12 +61,13 @@ def _expected(db_url: str, meter: str) -> list[tuple[Decimal, str, str | None]]:
     out = []
     for k in range(1, 97):
         opening, closing = by_t.get(START_MS + (k - 1) * STEP), by_t.get(START_MS + k * STEP)
+        codes = sorted(int(c) for c in closing[3].split(";") if c) if closing else []
         if opening is None or closing is None or opening[0] is None or closing[0] is None:
-            out.append((Decimal(0), "N", None))
+            null_reason = str(codes[0]) if closing is not None and codes else None
+            out.append((Decimal(0), "N", null_reason))
             continue
-        value, quality, method, reasons = closing
+        value, quality, method, _reasons = closing
         qm = quality if method is None else f"{quality}{method:02d}"
-        codes = sorted(int(c) for c in reasons.split(";") if c)
         out.append((value - opening[0], qm, str(codes[0]) if codes else None))
     return out
 
