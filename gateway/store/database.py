@@ -36,6 +36,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 
+from gateway.store import versions
 from gateway.store.bdseq import BDSEQ_FILE_NAME, BdseqCounter
 from gateway.store.connection import connect as _connect
 from gateway.store.connection import ensure_meta as _ensure_meta
@@ -343,6 +344,7 @@ class Store:
             conn.execute(
                 "DELETE FROM alarms WHERE cleared_ms IS NOT NULL AND cleared_ms < ?", (cutoff,)
             )
+            conn.execute("DELETE FROM read_versions WHERE seq < (SELECT min(seq) FROM outbox)")
         with self._lock:
             conn = self._require_open()
             try:
@@ -415,6 +417,13 @@ class Store:
                 found.append((record.t, seq, index, StoredRead(seq, meter, record)))
         found.sort(key=lambda item: item[:3])
         return [item[3] for item in found]
+
+    def superseded(self, meter: str, quantity: str, t_ms: int, rev: int) -> tuple[str, int] | None:
+        """``(message id, record index)`` of the committed record of (meter, quantity, t_ms) with
+        revision ``rev`` — what a correction with ``rev + 1`` names in ``sup`` — or None when
+        the store no longer holds it (gateway/store/versions.py)."""
+        with self._reading() as conn:
+            return versions.find(conn, meter, quantity, t_ms, rev)
 
     def last_actual_registers(self) -> list[tuple[str, str, Decimal]]:
         """``(meter, quantity, value)`` of the newest actual (quality ``A``) Decimal read of
@@ -669,6 +678,7 @@ class Store:
         seqs: list[int] = []
         outbox_rows: list[tuple[object, ...]] = []
         register_rows: list[tuple[object, ...]] = []
+        version_rows: list[tuple[object, ...]] = []
         for seq, message in enumerate(messages, start=last + 1):
             payload = message.build(seq)
             if not isinstance(payload, bytes) or not payload:
@@ -682,6 +692,8 @@ class Store:
                 meter = message.meter or ""
                 times = [record.t for record in message.reads]
                 t_first, t_last = min(times), max(times)
+                if message.indexed:
+                    version_rows += versions.note_rows(meter, seq, message.reads)
                 for record in message.reads:
                     if record.quality == "A" and isinstance(record.val, Decimal):
                         self._note_register(conn, register_rows, meter, record.q, record.t,
@@ -704,6 +716,8 @@ class Store:
                 "value = excluded.value WHERE excluded.t_ms >= last_registers.t_ms",
                 register_rows,
             )
+        if version_rows:
+            versions.upsert(conn, version_rows)
         conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seqs[-1],))
         return seqs
 

@@ -1,0 +1,122 @@
+"""Corrections: VEE's re-published intervals name the record they supersede.
+
+When VEE's verdict on an interval that already went out changes — a read first published ``A``
+judged a spike once the next read arrived (now ``S`` with a substitute, or ``N``), a gap's
+estimates re-scaled when the read that ends it arrives, an estimate replaced by an actual, a
+sparse rule's finding on a voltage — the VEE stage re-publishes the key (meter, q, t) with
+``rev`` one higher. This module makes each such record a *correction* a billing system can
+apply exactly: its ``sup`` names the superseded record as (message id, index in its ``reads``)
+(docs/payloads.md, "The reads contract"; docs/payloads.cddl).
+
+Where the superseded record is:
+
+* **in this commit** (a read placed and graded in the same batch, or two revisions of one key
+  in one batch): its message is earlier in the same list of messages, which the store commits in
+  one transaction with consecutive seqs, so it is named relative to the correction's own seq
+  when the payload is built (``build(seq)``) — exact, and the same in a spill file, which keeps
+  a poll's messages together with consecutive seqs too;
+* **committed before**: the store finds it (:meth:`gateway.store.Store.superseded`);
+* **nowhere** (pruned, or still held in memory while the store cannot be written): the
+  correction goes out without ``sup``; ``rev`` still orders the versions. Counted in
+  :attr:`Corrections.unnamed`.
+
+Cost: nothing for a batch without re-published records (the common poll).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from gateway.store import Store
+from gateway.store.errors import StoreError
+from gateway.store.records import OutboxMessage
+from protocols.payload import Envelope, ReadRecord, build_reads, durable_id
+
+log = logging.getLogger(__name__)
+
+#: Where a superseded record is: ``(message id, index)`` committed before, or
+#: ``(messages back, index)`` earlier in the same commit.
+Named = tuple[str, int] | tuple[int, int] | None
+
+
+class Corrections:
+    """Builds the VEE stage's reads messages with ``sup`` filled in (module docstring)."""
+
+    def __init__(self, store: Store, gateway_id: str, topic_of: Callable[[str], str]) -> None:
+        self.store = store
+        self.gateway_id = gateway_id
+        self.topic_of = topic_of
+        #: corrections that named what they supersede / that went out without ``sup``
+        self.named = 0
+        self.unnamed = 0
+
+    def messages(self, earlier: Sequence[OutboxMessage],
+                 vee_reads: Sequence[tuple[str, list[ReadRecord]]],
+                 ts: int) -> list[OutboxMessage]:
+        """One message per ``(meter, records)`` of ``vee_reads``, to be committed right after
+        ``earlier`` (the same list, the same transaction)."""
+        latest: dict[tuple[str, str, int], tuple[int, int, int]] | None = None
+        out: list[OutboxMessage] = []
+        for meter, records in vee_reads:
+            position = len(earlier) + len(out)
+            names: list[Named] = []
+            for index, record in enumerate(records):
+                name: Named = None
+                if record.rev and record.sup is None:
+                    if latest is None:
+                        latest = _latest([*earlier, *out])
+                        for before, seen in enumerate(records[:index]):
+                            latest[(meter, seen.q, seen.t)] = (position, before, seen.rev)
+                    name = self._name(latest, position, meter, record)
+                names.append(name)
+                if latest is not None:  # a later record of this key supersedes this one
+                    latest[(meter, record.q, record.t)] = (position, index, record.rev)
+            out.append(OutboxMessage.for_intervals(
+                topic=self.topic_of(meter), meter=meter, reads=records,
+                build=self._builder(meter, ts, tuple(records), tuple(names))))
+        return out
+
+    def _name(self, latest: dict[tuple[str, str, int], tuple[int, int, int]], position: int,
+              meter: str, record: ReadRecord) -> Named:
+        here = latest.get((meter, record.q, record.t))
+        named: Named = None
+        if here is not None:
+            if here[2] == record.rev - 1:
+                named = (position - here[0], here[1])
+        else:
+            try:
+                named = self.store.superseded(meter, record.q, record.t, record.rev - 1)
+            except StoreError as exc:
+                log.warning("correction of %s %s at %d: the superseded record cannot be looked "
+                            "up (%s); it goes out without sup", meter, record.q, record.t, exc)
+        if named is None:
+            self.unnamed += 1
+        else:
+            self.named += 1
+        return named
+
+    def _builder(self, meter: str, ts: int, records: tuple[ReadRecord, ...],
+                 names: tuple[Named, ...]) -> Callable[[int], bytes]:
+        gw, epoch = self.gateway_id, self.store.epoch
+
+        def build(seq: int) -> bytes:
+            final = [record if name is None else replace(record, sup=(
+                name[0] if isinstance(name[0], str) else durable_id(gw, epoch, seq - name[0]),
+                name[1])) for record, name in zip(records, names, strict=True)]
+            return build_reads(Envelope(gw, epoch, seq, ts), meter, final)
+
+        return build
+
+
+def _latest(messages: Sequence[OutboxMessage]) -> dict[tuple[str, str, int], tuple[int, int, int]]:
+    """(meter, q, t) -> (position, index, rev) of its newest record in ``messages``."""
+    found: dict[tuple[str, str, int], tuple[int, int, int]] = {}
+    for position, message in enumerate(messages):
+        meter = message.meter
+        if meter is None:
+            continue
+        for index, record in enumerate(message.reads):
+            found[(meter, record.q, record.t)] = (position, index, record.rev)
+    return found
