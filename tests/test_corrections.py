@@ -186,3 +186,26 @@ def test_a_record_superseded_in_the_same_commit_is_named_by_its_seq_there(
         store.commit_poll(corrections.messages([], [("m-1", [orphan])], T0 + 9050))
         assert published(store)[list(published(store))[-1]][0].sup is None
         assert corrections.unnamed == 1 and corrections.named == 3
+
+
+def test_a_rejected_spike_stops_being_the_reference_of_the_decrease_check(
+        tmp_path: Path) -> None:
+    """A spike accepted by the basic check makes every later read a "decrease" (reason 18);
+    once VEE's correction rejects it, its substitute is the reference again."""
+    import asyncio
+
+    from gateway.pipeline.committer import Committer, PipelineServices
+    from protocols.topics import GatewayTopics
+
+    with Store.open(tmp_path / "gw.db") as store:
+        committer = Committer(PipelineServices.open(store, GatewayTopics("mtr/v1", GW)),
+                              asyncio.Queue())
+        memory = committer.registers
+        assert memory.classify("m-1", GRID_QUANTITY, Decimal("100.00"))[0] == "A"
+        assert memory.classify("m-1", GRID_QUANTITY, Decimal("125.10"))[0] == "A"  # the spike
+        assert memory.classify("m-1", GRID_QUANTITY, Decimal("100.20"))[0] == "N"  # poisoned
+        committer._withdraw_rejected([("m-1", [correction(val=Decimal("100.10"))])])
+        assert memory.classify("m-1", GRID_QUANTITY, Decimal("100.30"))[0] == "A"
+        # a correction of a read that is no longer the reference changes nothing
+        committer._withdraw_rejected([("m-1", [correction(val=Decimal("90.00"))])])
+        assert memory.classify("m-1", GRID_QUANTITY, Decimal("100.25"))[0] == "N"

@@ -192,12 +192,22 @@ class Committer:
                 messages.append(self._reads_message(item.meter_id, item.finished_ms, records))
         if vee_reads:  # each re-published interval names what it supersedes (corrections.py)
             messages += self.corrections.messages(messages, vee_reads, vee_now)
+            self._withdraw_rejected(vee_reads)
         writer = self.writer
         writer.write(messages)
         self.stats.commits, self.stats.held = writer.stats.commits, writer.held
         self.stats.dropped = writer.stats.dropped
         if polled and self.feed.wanted:
             self.feed.publish(self._validated(item, records) for item, records in polled)
+
+    def _withdraw_rejected(self, vee_reads: list[tuple[str, list[ReadRecord]]]) -> None:
+        """Reads VEE rejected after they went out as actual (``S``/``N`` with the meter's value
+        in ``raw``) stop being the reference of the basic decrease check (validation.py)."""
+        for meter, records in vee_reads:
+            for record in records:
+                if record.rev and record.quality in ("S", "N") and isinstance(record.raw, Decimal):
+                    substitute = record.val if isinstance(record.val, Decimal) else None
+                    self.registers.withdraw(meter, record.q, record.raw, substitute)
 
     def _changes(self, changes: list[AlarmChange]) -> None:
         for change in changes:
