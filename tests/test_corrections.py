@@ -209,3 +209,26 @@ def test_a_rejected_spike_stops_being_the_reference_of_the_decrease_check(
         # a correction of a read that is no longer the reference changes nothing
         committer._withdraw_rejected([("m-1", [correction(val=Decimal("90.00"))])])
         assert memory.classify("m-1", GRID_QUANTITY, Decimal("100.25"))[0] == "N"
+
+
+def test_where_vee_records_went_is_kept_with_the_outbox_and_pruned_with_it(
+        tmp_path: Path) -> None:
+    """read_versions (migration 4) notes VEE's records with their message; retention prunes
+    the notes with the rows, and a pruned record is simply not found (no sup, never a wrong
+    one)."""
+    import sqlite3
+
+    with Store.open(tmp_path / "gw.db") as store:
+        corrections = Corrections(store, GW, lambda meter: f"mtr/v1/{GW}/reads/{meter}")
+        estimates = [ReadRecord(GRID_QUANTITY, Decimal("100.00") + k, "kWh", T0 + 2000 * k, "E",
+                                24, (76,)) for k in range(3)]
+        (seq,) = store.commit_poll(corrections.messages([], [("m-1", estimates)], T0), now_ms=T0)
+        keys = [(GRID_QUANTITY, r.t, 0) for r in estimates]
+        found = store.superseded("m-1", [*keys, (GRID_QUANTITY, T0, 1)])  # no rev-1 version
+        assert found == {key: (f"{GW}:{store.epoch:016x}:{seq}", k) for k, key in enumerate(keys)}
+        store.mark_acked([seq], when_ms=T0)
+        store.prune(T0 + 86_400_000, retention_days=0.5)
+        assert store.superseded("m-1", keys) == {}
+    con = sqlite3.connect(tmp_path / "gw.db")
+    assert con.execute("SELECT count(*) FROM read_versions").fetchone() == (0,)
+    con.close()

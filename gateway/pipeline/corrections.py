@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 #: Where a superseded record is: ``(message id, index)`` committed before, or
 #: ``(messages back, index)`` earlier in the same commit.
 Named = tuple[str, int] | tuple[int, int] | None
+#: (quantity, t_ms, rev) of a superseded version, as the store looks it up
+Key = tuple[str, int, int]
 
 
 class Corrections:
@@ -58,44 +60,57 @@ class Corrections:
         """One message per ``(meter, records)`` of ``vee_reads``, to be committed right after
         ``earlier`` (the same list, the same transaction)."""
         latest: dict[tuple[str, str, int], tuple[int, int, int]] | None = None
-        out: list[OutboxMessage] = []
-        for meter, records in vee_reads:
-            position = len(earlier) + len(out)
-            names: list[Named] = []
+        names: list[list[Named]] = []
+        wanted: dict[str, list[Key]] = {}  # looked up in the store, one call per meter
+        for number, (meter, records) in enumerate(vee_reads):
+            position = len(earlier) + number
+            row: list[Named] = []
             for index, record in enumerate(records):
                 name: Named = None
                 if record.rev and record.sup is None:
                     if latest is None:
-                        latest = _latest([*earlier, *out])
-                        for before, seen in enumerate(records[:index]):
-                            latest[(meter, seen.q, seen.t)] = (position, before, seen.rev)
-                    name = self._name(latest, position, meter, record)
-                names.append(name)
+                        latest = _latest([*earlier])
+                        for k, (m, before) in enumerate(vee_reads[:number + 1]):
+                            for i, seen in enumerate(before[:index] if k == number else before):
+                                latest[(m, seen.q, seen.t)] = (len(earlier) + k, i, seen.rev)
+                    here = latest.get((meter, record.q, record.t))
+                    if here is None:
+                        wanted.setdefault(meter, []).append(
+                            (record.q, record.t, record.rev - 1))
+                    elif here[2] == record.rev - 1:
+                        name = (position - here[0], here[1])
+                row.append(name)
                 if latest is not None:  # a later record of this key supersedes this one
                     latest[(meter, record.q, record.t)] = (position, index, record.rev)
+            names.append(row)
+        found = self._look_up(wanted)
+        out: list[OutboxMessage] = []
+        for (meter, records), row in zip(vee_reads, names, strict=True):
+            for index, record in enumerate(records):
+                if record.rev and record.sup is None:
+                    if row[index] is None:
+                        row[index] = found.get((meter, record.q, record.t, record.rev - 1))
+                    if row[index] is None:
+                        self.unnamed += 1
+                    else:
+                        self.named += 1
             out.append(OutboxMessage.for_intervals(
                 topic=self.topic_of(meter), meter=meter, reads=records,
-                build=self._builder(meter, ts, tuple(records), tuple(names))))
+                build=self._builder(meter, ts, tuple(records), tuple(row))))
         return out
 
-    def _name(self, latest: dict[tuple[str, str, int], tuple[int, int, int]], position: int,
-              meter: str, record: ReadRecord) -> Named:
-        here = latest.get((meter, record.q, record.t))
-        named: Named = None
-        if here is not None:
-            if here[2] == record.rev - 1:
-                named = (position - here[0], here[1])
-        else:
+    def _look_up(self, wanted: dict[str, list[Key]]
+                 ) -> dict[tuple[str, str, int, int], tuple[str, int]]:
+        found: dict[tuple[str, str, int, int], tuple[str, int]] = {}
+        for meter, keys in wanted.items():
             try:
-                named = self.store.superseded(meter, record.q, record.t, record.rev - 1)
+                named = self.store.superseded(meter, keys)
             except StoreError as exc:
-                log.warning("correction of %s %s at %d: the superseded record cannot be looked "
-                            "up (%s); it goes out without sup", meter, record.q, record.t, exc)
-        if named is None:
-            self.unnamed += 1
-        else:
-            self.named += 1
-        return named
+                log.warning("corrections of meter %s: the records they supersede cannot be "
+                            "looked up (%s); they go out without sup", meter, exc)
+                continue
+            found.update({(meter, *key): value for key, value in named.items()})
+        return found
 
     def _builder(self, meter: str, ts: int, records: tuple[ReadRecord, ...],
                  names: tuple[Named, ...]) -> Callable[[int], bytes]:

@@ -344,7 +344,9 @@ class Store:
             conn.execute(
                 "DELETE FROM alarms WHERE cleared_ms IS NOT NULL AND cleared_ms < ?", (cutoff,)
             )
-            conn.execute("DELETE FROM read_versions WHERE seq < (SELECT min(seq) FROM outbox)")
+            if deleted:  # notes of VEE records whose message is gone (one PK probe per note)
+                conn.execute("DELETE FROM read_versions WHERE NOT EXISTS "
+                             "(SELECT 1 FROM outbox WHERE outbox.seq = read_versions.seq)")
         with self._lock:
             conn = self._require_open()
             try:
@@ -418,12 +420,13 @@ class Store:
         found.sort(key=lambda item: item[:3])
         return [item[3] for item in found]
 
-    def superseded(self, meter: str, quantity: str, t_ms: int, rev: int) -> tuple[str, int] | None:
-        """``(message id, record index)`` of the committed record of (meter, quantity, t_ms) with
-        revision ``rev`` — what a correction with ``rev + 1`` names in ``sup`` — or None when
-        the store no longer holds it (gateway/store/versions.py)."""
+    def superseded(self, meter: str, keys: Sequence[tuple[str, int, int]]
+                   ) -> dict[tuple[str, int, int], tuple[str, int]]:
+        """``(message id, record index)`` of each committed record of ``meter`` with (quantity,
+        t_ms, rev) in ``keys`` — what a correction with ``rev + 1`` names in ``sup``; keys the
+        store no longer holds are left out (gateway/store/versions.py)."""
         with self._reading() as conn:
-            return versions.find(conn, meter, quantity, t_ms, rev)
+            return versions.find(conn, meter, keys)
 
     def last_actual_registers(self) -> list[tuple[str, str, Decimal]]:
         """``(meter, quantity, value)`` of the newest actual (quality ``A``) Decimal read of

@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Final
 
-from protocols.payload import PayloadError, ReadRecord, parse_reads
+from protocols.payload import PayloadError, ReadRecord, ReadsMessage, parse_reads
 
 #: How long one poll message can span (its records' times): the window searched by time.
 POLL_SPAN_MS: Final = 120_000
@@ -40,39 +40,59 @@ def upsert(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
         "idx = excluded.idx WHERE excluded.seq >= read_versions.seq", rows)
 
 
-def find(conn: sqlite3.Connection, meter: str, quantity: str, t_ms: int,
-         rev: int) -> tuple[str, int] | None:
-    """``(message id, index)`` of the record of (meter, quantity, t_ms) with ``rev`` (the one a
-    correction with ``rev + 1`` supersedes), or None when the store no longer holds it."""
-    noted = conn.execute(
-        "SELECT seq, idx FROM read_versions WHERE meter = ? AND quantity = ? AND t_ms = ?",
-        (meter, quantity, t_ms)).fetchone()
-    if noted is not None:
-        row = conn.execute("SELECT payload FROM outbox WHERE seq = ?", (noted[0],)).fetchone()
-        return None if row is None else _check(row[0], int(noted[1]), quantity, t_ms, rev)
-    rows = conn.execute(
-        "SELECT payload FROM outbox WHERE meter = ? AND t_first BETWEEN ? AND ? AND t_last >= ? "
-        "ORDER BY seq DESC", (meter, t_ms - POLL_SPAN_MS, t_ms, t_ms)).fetchall()
-    for (payload,) in rows:
-        try:
-            reads = parse_reads(payload).reads
-        except PayloadError:
-            continue
-        for index, record in enumerate(reads):
-            if record.q == quantity and record.t == t_ms:
-                return _check(payload, index, quantity, t_ms, rev)
+Key = tuple[str, int, int]  # (quantity, t_ms, rev of the superseded version)
+
+
+def find(conn: sqlite3.Connection, meter: str,
+         keys: Sequence[Key]) -> dict[Key, tuple[str, int]]:
+    """``(message id, index)`` of each committed record of ``meter`` with (quantity, t_ms, rev)
+    in ``keys`` — the records corrections with ``rev + 1`` supersede; keys the store no longer
+    holds are left out. Each payload is decoded once however many keys it holds (a gap's
+    re-scaled estimates travel in one message of up to two days of intervals)."""
+    parsed: dict[int, ReadsMessage | None] = {}
+
+    def message(seq: int, payload: bytes | None = None) -> ReadsMessage | None:
+        if seq not in parsed:
+            if payload is None:
+                row = conn.execute("SELECT payload FROM outbox WHERE seq = ?", (seq,)).fetchone()
+                payload = None if row is None else row[0]
+            try:
+                parsed[seq] = None if payload is None else parse_reads(payload)
+            except PayloadError:
+                parsed[seq] = None
+        return parsed[seq]
+
+    found: dict[Key, tuple[str, int]] = {}
+    for key in keys:
+        quantity, t_ms, rev = key
+        noted = conn.execute(
+            "SELECT seq, idx FROM read_versions WHERE meter = ? AND quantity = ? AND t_ms = ?",
+            (meter, quantity, t_ms)).fetchone()
+        if noted is not None:
+            candidates = [(int(noted[0]), int(noted[1]))]
+        else:
+            candidates = []
+            for seq, payload in conn.execute(
+                    "SELECT seq, payload FROM outbox WHERE meter = ? AND t_first BETWEEN ? AND ? "
+                    "AND t_last >= ? ORDER BY seq DESC",
+                    (meter, t_ms - POLL_SPAN_MS, t_ms, t_ms)).fetchall():
+                held = message(int(seq), payload)
+                index = _index_of(held, quantity, t_ms)
+                if index is not None:
+                    candidates = [(int(seq), index)]
+                    break
+        for seq, index in candidates:
+            held = message(seq)
+            if held is not None and index < len(held.reads) and (
+                    held.reads[index].q, held.reads[index].t, held.reads[index].rev) == key:
+                found[key] = (held.id, index)
+    return found
+
+
+def _index_of(message: ReadsMessage | None, quantity: str, t_ms: int) -> int | None:
+    if message is None:
+        return None
+    for index, record in enumerate(message.reads):
+        if record.q == quantity and record.t == t_ms:
+            return index
     return None
-
-
-def _check(payload: bytes, index: int, quantity: str, t_ms: int,
-           rev: int) -> tuple[str, int] | None:
-    try:
-        message = parse_reads(payload)
-    except PayloadError:
-        return None
-    if index >= len(message.reads):
-        return None
-    record = message.reads[index]
-    if record.q != quantity or record.t != t_ms or record.rev != rev:
-        return None
-    return message.id, index
