@@ -232,3 +232,31 @@ def test_where_vee_records_went_is_kept_with_the_outbox_and_pruned_with_it(
     con = sqlite3.connect(tmp_path / "gw.db")
     assert con.execute("SELECT count(*) FROM read_versions").fetchone() == (0,)
     con.close()
+
+
+def test_a_rejected_spike_is_not_the_register_a_restart_compares_with(tmp_path: Path) -> None:
+    """The store keeps the newest actual register for the decrease check after a restart; a
+    correction rejecting the spike puts its substitute there (``N``: nothing until the next
+    read), so the reads after a restart are not compared with the spike either."""
+    def poll(store: Store, value: str, t: int) -> None:
+        store.commit_poll([OutboxMessage.for_reads(
+            topic="x/reads/m-1", gw=GW, epoch=store.epoch, ts=t, meter="m-1",
+            reads=[ReadRecord(GRID_QUANTITY, Decimal(value), "kWh", t)])])
+
+    with Store.open(tmp_path / "gw.db") as store:
+        corrections = Corrections(store, GW, lambda meter: f"x/reads/{meter}")
+        poll(store, "100.00", T0)
+        poll(store, "125.10", T0 + 2000)  # the spike, accepted by the basic check
+        assert store.last_actual_registers() == [("m-1", GRID_QUANTITY, Decimal("125.10"))]
+        store.commit_poll(corrections.messages([], [("m-1", [correction(
+            t=T0 + 2000, sup=None)])], T0 + 4050))
+        assert store.last_actual_registers() == [("m-1", GRID_QUANTITY, Decimal("100.10"))]
+        poll(store, "100.30", T0 + 4000)
+        poll(store, "125.50", T0 + 6000)
+        store.commit_poll(corrections.messages([], [("m-1", [correction(
+            t=T0 + 6000, quality="N", val=None, method=None, raw=Decimal("125.50"),
+            sup=None)])], T0 + 8050))
+        assert store.last_actual_registers() == []
+        poll(store, "100.50", T0 + 8000)
+    with Store.open(tmp_path / "gw.db") as store:  # what a restart seeds the check with
+        assert store.last_actual_registers() == [("m-1", GRID_QUANTITY, Decimal("100.50"))]

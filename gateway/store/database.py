@@ -674,6 +674,23 @@ class Store:
         rows.append((meter, quantity, t_ms, value))
         self._pending_marks[key] = (t_ms, value)
 
+    def _withdraw_register(self, conn: sqlite3.Connection, meter: str, quantity: str, raw: str,
+                           substitute: str | None) -> None:
+        """A register read VEE rejected after it was kept as the newest actual value (a spike)
+        stops being it: its substitute takes its place, or the register is forgotten until its
+        next actual read — so a restart does not compare the next reads with the spike."""
+        if substitute is None:
+            changed = conn.execute("DELETE FROM last_registers WHERE meter = ? AND quantity = ? "
+                                   "AND value = ?", (meter, quantity, raw)).rowcount
+        else:
+            changed = conn.execute("UPDATE last_registers SET value = ? WHERE meter = ? AND "
+                                   "quantity = ? AND value = ?",
+                                   (substitute, meter, quantity, raw)).rowcount
+        key = (meter, quantity)
+        mark = self._pending_marks.get(key) or (self._register_marks or {}).get(key)
+        if changed and mark is not None and self._register_marks is not None:
+            self._pending_marks[key] = (mark[0], substitute or "")  # "": no value, next read wins
+
     def _insert_messages(
         self, conn: sqlite3.Connection, messages: Sequence[OutboxMessage], created_ms: int
     ) -> list[int]:
@@ -682,6 +699,7 @@ class Store:
         outbox_rows: list[tuple[object, ...]] = []
         register_rows: list[tuple[object, ...]] = []
         version_rows: list[tuple[object, ...]] = []
+        withdrawn: list[tuple[str, str, str, str | None]] = []
         for seq, message in enumerate(messages, start=last + 1):
             payload = message.build(seq)
             if not isinstance(payload, bytes) or not payload:
@@ -697,6 +715,7 @@ class Store:
                 t_first, t_last = min(times), max(times)
                 if message.indexed:
                     version_rows += versions.note_rows(meter, seq, message.reads)
+                    withdrawn += versions.rejected_registers(meter, message.reads)
                 for record in message.reads:
                     if record.quality == "A" and isinstance(record.val, Decimal):
                         self._note_register(conn, register_rows, meter, record.q, record.t,
@@ -721,6 +740,8 @@ class Store:
             )
         if version_rows:
             versions.upsert(conn, version_rows)
+        for meter, quantity, raw, substitute in withdrawn:
+            self._withdraw_register(conn, meter, quantity, raw, substitute)
         conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seqs[-1],))
         return seqs
 

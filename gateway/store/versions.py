@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Final
 
 from protocols.payload import PayloadError, ReadRecord, ReadsMessage, parse_reads
@@ -31,6 +32,14 @@ POLL_SPAN_MS: Final = 120_000
 def note_rows(meter: str, seq: int, reads: Sequence[ReadRecord]) -> list[tuple[object, ...]]:
     """``read_versions`` rows for the records of one indexed message (later ones win)."""
     return [(meter, record.q, record.t, seq, index) for index, record in enumerate(reads)]
+
+
+def rejected_registers(meter: str, reads: Sequence[ReadRecord]
+                       ) -> list[tuple[str, str, str, str | None]]:
+    """(meter, quantity, value, substitute) of each register read a VEE correction rejects
+    (``S``/``N`` with the meter's value in ``raw``), as ``last_registers`` holds them."""
+    return [(meter, r.q, str(r.raw), None if not isinstance(r.val, Decimal) else str(r.val))
+            for r in reads if r.rev and r.quality in ("S", "N") and isinstance(r.raw, Decimal)]
 
 
 def upsert(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
