@@ -213,7 +213,7 @@ def test_a_rejected_spike_stops_being_the_reference_of_the_decrease_check(
 
 def test_where_vee_records_went_is_kept_with_the_outbox_and_pruned_with_it(
         tmp_path: Path) -> None:
-    """read_versions (migration 4) notes VEE's records with their message; retention prunes
+    """read_versions (migration 5) notes VEE's records with their message; retention prunes
     the notes with the rows, and a pruned record is simply not found (no sup, never a wrong
     one)."""
     import sqlite3
