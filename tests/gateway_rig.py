@@ -87,6 +87,8 @@ class GatewayRig:
     process: subprocess.Popen[bytes] | None = None
     gateway_id: str = "gw-test"
     prefix: str = "mtr/v1"
+    #: Put before the daemon's command line (tests/unit_sandbox.py: the unit's seccomp filter).
+    command_prefix: list[str] = field(default_factory=list)
 
     # -- daemon ------------------------------------------------------------------------------------
     def start_daemon(self) -> subprocess.Popen[bytes]:
@@ -94,7 +96,8 @@ class GatewayRig:
         log = open(self.workdir / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.app.cli", "run", "--config", str(self.config_path)],
+            [*self.command_prefix, sys.executable, "-m", "gateway.app.cli", "run", "--config",
+             str(self.config_path)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         return self.process
