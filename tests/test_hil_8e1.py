@@ -172,3 +172,68 @@ def test_line_lost_during_the_exchange() -> None:
     finally:
         closer.join()
     _one_line(result, "cannot use serial port")
+
+
+# --- which ports fall back -------------------------------------------------------------------------
+
+
+def test_only_pseudo_terminals_fall_back(tmp_path: Path) -> None:
+    from gateway.config.serial_line import parity_for_port
+
+    master, slave = os.openpty()
+    try:
+        pty = os.ttyname(slave)
+        link = tmp_path / "ttyRIG"
+        link.symlink_to(pty)  # rigs often give the pty a stable name
+        for port in (pty, str(link)):
+            line = parity_for_port(port, "E")
+            assert line.applied == "N" and line.warning is not None and FALLBACK in line.warning
+        assert parity_for_port(pty, "O").applied == "N"
+        assert parity_for_port(pty, "N").warning is None
+        # Not ptys: a character device that is not one, URLs, paths that do not exist (yet).
+        for port in ("/dev/null", "socket://127.0.0.1:4001", str(tmp_path / "ttyUSB0")):
+            assert parity_for_port(port, "E").applied == "E", port
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_modbus_rtu_bus_on_a_pty_is_opened_8n1(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """pymodbus opens RTU ports itself: the factory hands it the parity to apply."""
+    import asyncio
+
+    from gateway.acquisition.factory import build_buses
+    from gateway.acquisition.modbus_bus import ModbusBus
+    from gateway.config import load_config
+
+    master, slave = os.openpty()
+    try:
+        config = tmp_path / "gateway.toml"
+        config.write_text(f"""
+[gateway]
+id = "gw-rtu"
+data_dir = "var"
+
+[mqtt]
+host = "127.0.0.1"
+
+[[buses]]
+name = "rtu-1"
+protocol = "modbus-rtu"
+port = "{os.ttyname(slave)}"
+baudrate = 9600
+parity = "E"
+
+[[meters]]
+id = "mb-1"
+bus = "rtu-1"
+address = 1
+profile = "sdm630"
+""")
+        buses = build_buses(load_config(config), asyncio.Queue())
+        assert isinstance(buses[0], ModbusBus) and buses[0].serial is not None
+        assert buses[0].serial["parity"] == "N"
+        assert sum(FALLBACK in r.getMessage() for r in caplog.records) == 1
+    finally:
+        os.close(master)
+        os.close(slave)
