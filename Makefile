@@ -60,7 +60,15 @@ wheels:
 
 install: wheels
 	$(PYTHON) -m venv --clear $(INSTALL_VENV)
+ifeq ($(NUMBA),no)
+	# Without numba (a 32-bit userland under a 64-bit kernel, where the wheel's marker sees
+	# aarch64): the wheel, then its other dependencies (docs/install.md).
+	$(INSTALL_VENV)/bin/python -m pip install -q $(PIP_INSTALL_ARGS) --no-deps $(WHEEL)
+	$(INSTALL_VENV)/bin/python -c "import importlib.metadata as m; print('\n'.join(r for r in m.requires('edge-gateway') if not r.startswith('numba') and 'extra ==' not in r))" > $(INSTALL_VENV)/requirements-without-numba.txt
+	$(INSTALL_VENV)/bin/python -m pip install -q $(PIP_INSTALL_ARGS) -r $(INSTALL_VENV)/requirements-without-numba.txt
+else
 	$(INSTALL_VENV)/bin/python -m pip install -q $(PIP_INSTALL_ARGS) $(WHEEL)
+endif
 	# Staged under DESTDIR: point the scripts and activate files at the final place.
 	if [ -n "$(DESTDIR)" ]; then \
 		grep -rlI -- "$(INSTALL_VENV)" $(INSTALL_VENV)/bin $(INSTALL_VENV)/pyvenv.cfg \
