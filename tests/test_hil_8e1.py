@@ -9,10 +9,10 @@ argument')``, so a rig could not restart the daemon without restarting its simul
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -162,16 +162,23 @@ def test_parity_refused_by_a_pty_is_no_longer_an_error() -> None:
 
 def test_line_lost_during_the_exchange() -> None:
     """The simulator (the pty master) goes away while gwtool waits for a reply: EIO on read."""
-    master, slave = os.openpty()
+    master, slave = os.openpty()  # our slave stays open: a master read is EIO while none is
     path = os.ttyname(slave)
-    os.close(slave)
-    closer = threading.Timer(1.5, os.close, (master,))
-    closer.start()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_tools.cli", "read", "--port", path,
+                             *READ, "--timeout-ms", "20000"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        result = gwtool("read", "--port", path, *READ, "--timeout-ms", "8000")
+        # The request on the line means gwtool has the port open and now waits for the reply.
+        ready, _, _ = select.select([master], [], [], 60)
+        assert ready, "gwtool sent no request"
+        os.read(master, 256)
     finally:
-        closer.join()
-    _one_line(result, "cannot use serial port")
+        os.close(master)
+        os.close(slave)
+    stdout, stderr = proc.communicate(timeout=60)
+    _one_line(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr),
+              "cannot use serial port", "simulator stopped")
 
 
 # --- which ports fall back -------------------------------------------------------------------------

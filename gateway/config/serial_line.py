@@ -101,8 +101,9 @@ def describe_serial_error(port: str, exc: BaseException, doing: str = "open") ->
     elif number == errno.EINVAL:
         hint = ("the driver refused the line settings: check the baud rate and parity this "
                 "adapter supports")
-    elif number == errno.EIO:
-        hint = "input/output error: the adapter was unplugged or the simulator stopped"
+    elif number == errno.EIO or "returned no data" in text:
+        # pyserial's words for a hang-up seen as an empty read (no errno).
+        hint = "the line went away: the adapter was unplugged or the simulator stopped"
     elif number == errno.ECONNREFUSED:
         hint = "nothing listens at that address: check host and port of the serial server"
     else:
