@@ -9,7 +9,6 @@ task runs; this module only moves its bytes.
 from __future__ import annotations
 
 import sys
-import termios
 import time
 from dataclasses import dataclass
 
@@ -54,10 +53,18 @@ class SerialSettings:
                               char_time_s=char_time_s(self.baudrate, self.parity), link=self.link)
 
 
-#: Every error a serial port raises on open, read or write: pyserial's own, the termios module's
-#: (not an OSError: a pty refusing parity raises ``termios.error``), the OS's, and ValueError for
-#: settings or URLs pyserial rejects.
-SERIAL_ERRORS = (serial.SerialException, termios.error, OSError, ValueError)
+# termios exists on POSIX only; a field laptop may run Windows, where pyserial raises its own.
+if sys.platform == "win32":
+    _TERMIOS_ERRORS: tuple[type[Exception], ...] = ()
+else:
+    import termios
+
+    _TERMIOS_ERRORS = (termios.error,)
+
+#: Errors a port raises while in use: pyserial's own, the termios module's (not an OSError), the OS's.
+IO_ERRORS: tuple[type[Exception], ...] = (serial.SerialException, OSError, *_TERMIOS_ERRORS)
+#: ... and on open also ValueError, for settings or URLs pyserial rejects.
+SERIAL_ERRORS: tuple[type[Exception], ...] = (*IO_ERRORS, ValueError)
 
 #: Ports the pty parity fallback was reported for (``discover`` re-opens the port per baud rate).
 _parity_warned: set[str] = set()
@@ -97,7 +104,7 @@ def run_transaction(port: serial.SerialBase, request: d.Message, settings: Seria
     """
     try:
         return _exchange(port, request, settings)
-    except (serial.SerialException, termios.error, OSError) as exc:
+    except IO_ERRORS as exc:
         raise LinkError(describe_serial_error(settings.port, exc, "use")) from None
 
 
