@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--modbus-port", type=int, default=5020, metavar="PORT",
                    help="TCP port on 127.0.0.1, 0 = any free port (default 5020)")
     m.add_argument("--modbus-profile", default="sdm630", metavar="NAME",
-                   help="register map from configs/profiles (default sdm630)")
+                   help="register map from the shipped profiles (protocols/meter_profiles, default sdm630)")
     s = parser.add_argument_group("simulation")
     s.add_argument("--seed", type=int, default=0, help="load model seed (default 0)")
     s.add_argument("--accel", type=_positive_float, default=1.0, metavar="X",

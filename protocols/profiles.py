@@ -1,6 +1,6 @@
 """Meter profiles: which quantities a meter model offers and how to read them, kept as data.
 
-A profile is one TOML file (``configs/profiles/<name>.toml``); a user adds a meter model by writing
+A profile is one TOML file (``protocols/meter_profiles/<name>.toml`` for those shipped); a user adds a meter model by writing
 one, not by writing code. Its ``kind`` key selects the schema:
 
 * ``kind = "modbus"`` — a register map, parsed into :class:`protocols.modbus.profile.ModbusProfile`
@@ -24,6 +24,7 @@ else works on text or mappings.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 import tomllib
@@ -631,8 +632,10 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
 
 
 def builtin_profile_dir() -> Path:
-    """The profiles shipped with the project (``configs/profiles`` next to the packages)."""
-    return Path(__file__).resolve().parent.parent / "configs" / "profiles"
+    """The profiles shipped with the gateway: ``protocols/meter_profiles/``, package data in the
+    wheel (pyproject ``[tool.setuptools.package-data]``), so the same lookup works from a checkout
+    and from an installed copy. The wheel is installed unzipped, so the resource is a directory."""
+    return Path(str(importlib.resources.files("protocols").joinpath("meter_profiles")))
 
 
 def find_profile(name: str, search_dirs: Sequence[str | os.PathLike[str]] | None = None) -> Path:

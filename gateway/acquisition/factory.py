@@ -16,7 +16,7 @@ from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
 from gateway.acquisition.modbus_bus import ModbusBus, ModbusMeter, make_meter
 from gateway.acquisition.poll_result import BusEvent, PollResult
 from gateway.acquisition.schedule import PollSchedule
-from gateway.acquisition.serial_port import AsyncSerialPort
+from gateway.acquisition.serial_port import AsyncSerialPort, applied_parity
 from gateway.config import (
     BusConfig,
     ConfigError,
@@ -143,7 +143,8 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
                 buses.append(ModbusBus(bus.name, mb_meters, outbound, settings,
                                        host=bus.host, port=bus.port))
             else:
-                serial = {"port": bus.port, "baudrate": bus.baudrate, "parity": bus.parity,
+                serial = {"port": bus.port, "baudrate": bus.baudrate,
+                          "parity": applied_parity(bus.port, bus.parity),
                           "bytesize": bus.bytesize, "stopbits": bus.stopbits}
                 buses.append(ModbusBus(bus.name, mb_meters, outbound, settings, serial=serial))
     return buses

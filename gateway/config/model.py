@@ -298,7 +298,7 @@ class MeterConfig:
     )
     profile: ProfileRef = setting(
         ProfileKind(),
-        doc="Profile name (profiles/<name>.toml beside the config, then configs/profiles/) "
+        doc="Profile name (profiles/<name>.toml beside the config, then the shipped protocols/meter_profiles/) "
         "or a path to a profile file.",
     )
     poll_interval_s: float = setting(
@@ -583,6 +583,19 @@ class CommandsSection:
         doc="Without clock_trusted: the largest clock error the kernel may report (adjtimex "
         "maxerror) for the NTP-synchronised clock to count as trusted; 0 trusts only a kernel "
         "reporting no error at all.",
+    )
+    clock_sync_file: str = setting(
+        Str(pattern="/.*", hint="an absolute path"),
+        default="/run/systemd/timesync/synchronized",
+        doc="Without clock_trusted, when the kernel's NTP state cannot be read (the systemd "
+        "unit's ProtectClock=yes refuses adjtimex): the file the time-sync daemon touches on "
+        "every synchronisation (systemd-timesyncd's by default).",
+    )
+    clock_sync_max_age_s: int = setting(
+        Int(minimum=1, maximum=86400, unit="seconds"),
+        default=4200,
+        doc="How recently clock_sync_file must have been touched to count (two of "
+        "timesyncd's longest poll intervals, 2048 s).",
     )
     max_age_s: int = setting(
         Int(minimum=1, maximum=86400, unit="seconds"),
