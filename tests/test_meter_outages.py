@@ -147,6 +147,21 @@ def test_three_phase_meter_reporting_a_phase_lost_raises_outage_phase() -> None:
     assert clear.state == "cleared" and "withdrawn" not in clear.details
 
 
+def test_no_outage_meter_for_a_meter_of_a_phase_already_out() -> None:
+    """Phase b raised on t1's flag: b1 silent while its neighbour b2 answers (phase back for b2
+    first) is the phase outage's silence, not a premise outage of its own."""
+    sites = [*SITES, MeterSite("b2", "bus", "b", "C-6", "tq")]
+    rules = MeterOutages(sites)
+    for site in sites:
+        rules.on_poll(site.meter, True, 0, {}, lambda: False)
+    [raised] = rules.on_poll("t1", True, 60_000, {"b.phase_break": True}, lambda: False)
+    assert raised.key == "outage.phase/bus/b"
+    assert rules.on_poll("b1", False, 60_100, {}, lambda: False) == []
+    assert rules.on_poll("b1", False, 61_100, {}, lambda: False) == []
+    assert rules.on_poll("b2", True, 61_200, {}, lambda: False) == []   # flag still believed
+    assert rules.on_poll("b1", False, 62_100, {}, lambda: False) == []  # no outage.meter
+
+
 def test_voltage_loss_with_current_flowing_is_no_outage() -> None:
     """失压 (voltage_loss): the load is supplied, the meter's voltage input is at fault."""
     rules = MeterOutages(SITES)

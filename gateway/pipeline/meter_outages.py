@@ -224,8 +224,8 @@ class MeterOutages:
                 m.misses = 0
             return changes
         for m in silent:
-            if m.suspected_ms is not None or ph.silent_ms is not None:
-                continue
+            if m.suspected_ms is not None or ph.raised_ms is not None:
+                continue  # suspected already, or its phase's outage explains the silence
             answering = any(n.last_ok and n.last_t_ms >= m.first_miss_ms
                             for n in group if n is not m)
             if answering and not mains_lost():
