@@ -145,6 +145,7 @@ def test_three_phase_meter_reporting_a_phase_lost_raises_outage_phase() -> None:
     assert poll(rules, "b1", False, 2_500) == []          # b1 dark too: the flag stands
     [clear] = poll(rules, "t1", True, 3_000, {"b.phase_break": False})
     assert clear.state == "cleared" and "withdrawn" not in clear.details
+    assert clear.details["meters"] == ["b1", "t1"]  # as raised, though t1 reports no loss now
 
 
 def test_no_outage_meter_for_a_meter_of_a_phase_already_out() -> None:

@@ -97,6 +97,7 @@ class _Phase:
     flagged: dict[str, int] = field(default_factory=dict)   # three-phase meters reporting loss
     raised_ms: int | None = None
     dark_seen: bool = False                   # a meter of the phase missed a poll meanwhile
+    listed: list[str] = field(default_factory=list)         # the raise's meters, for its clear
 
 
 class MeterOutages:
@@ -276,8 +277,8 @@ class MeterOutages:
             return []
         group = [m.site for m in self._meters.values()
                  if m.site.bus == ph.bus and m.site.phase == ph.phase]
-        reporters = flagged if active else ph.flagged
-        sites = group + [self._meters[m].site for m in reporters]
+        listed = list(flagged) if active else [*ph.listed, *ph.flagged]
+        sites = group + [self._meters[m].site for m in listed if m in self._meters]
         meters = list(dict.fromkeys(s.meter for s in sites))
         customers = list(dict.fromkeys(s.customer for s in sites if s.customer is not None))
         areas = list(dict.fromkeys(s.area for s in sites if s.area is not None))
@@ -290,7 +291,7 @@ class MeterOutages:
         key = f"{OUTAGE_PHASE}/{ph.bus}/{ph.phase}"
         if active:
             starts = [*flagged.values(), *([ph.silent_ms] if ph.silent_ms is not None else [])]
-            ph.raised_ms = min(starts)
+            ph.raised_ms, ph.listed = min(starts), meters
             details.update(start_ms=ph.raised_ms, evidence=evidence,
                            planned=self._is_planned(areas[0] if areas else None, meters,
                                                     ph.raised_ms),
