@@ -311,10 +311,12 @@ def _status_word(word: int) -> Provider:
         elif word in (4, 5, 6):
             k = word - 4
             letter = "abc"[k]
-            if k < len(phases):
+            if k < len(phases):  # 失压 (bit 0): voltage gone, current flowing; 断相 (bit 7): both
                 flags = {f"{letter}.voltage_loss": st.loss_of_voltage[k],
-                         f"{letter}.power_reverse": st.reverse_phase[k]}
-        else:
+                         f"{letter}.power_reverse": st.reverse_phase[k],
+                         f"{letter}.phase_break": k < len(st.phase_break) and st.phase_break[k]}
+        else:  # 掉电 (bit 5) is a state bit: set only while the supply is gone, when a meter
+            # without an auxiliary supply cannot answer; its trace afterwards is 03110000/01.
             flags = {"cover_open": st.cover_open, "power_down": not st.powered}
         known = {n for n in STATUS_WORD_FLAGS[word] if n}
         return [{name: flags.get(name, False) for name in known}]
@@ -555,6 +557,12 @@ class Dlt645Meter:
     def set_loss_of_voltage(self, phase: str, lost: bool) -> None:
         """Lose (or restore) the voltage of phase ``a``/``b``/``c``; counted in 03010000."""
         self._around(lambda: self.sim.set_loss_of_voltage(phase, lost))
+
+    def set_phase_break(self, phase: str, broken: bool) -> None:
+        """Lose (or restore) phase ``a``/``b``/``c`` of the supply: no voltage, no current
+        there; a three-phase meter runs on from its other phases and reports 断相 (bit 7 of
+        status word 4/5/6)."""
+        self._around(lambda: self.sim.set_phase_break(phase, broken))
 
     def _around(self, change: Callable[[], object]) -> None:
         with self._lock:

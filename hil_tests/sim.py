@@ -98,6 +98,17 @@ class Dlt645Rig:
         for address in addresses or tuple(self.meters):
             self.meters[address].power_on()
 
+    def cut_phase(self, phase: str, on_phase: Sequence[str] = (),
+                  three_phase: Sequence[str] = (), cut: bool = True) -> None:
+        """Lose (``cut=False``: restore) one phase of the supply: the meters ``on_phase``
+        (single-phase, fed from it) lose their supply as in :meth:`cut_power`, power-down
+        record included; the ``three_phase`` meters keep answering from their other phases and
+        report that phase broken (断相, status word 4/5/6 bit 7), as real meters do."""
+        for address in on_phase:
+            (self.meters[address].power_off if cut else self.meters[address].power_on)()
+        for address in three_phase:
+            self.meters[address].set_phase_break(phase, cut)
+
     def mute(self, *addresses: str, muted: bool = True) -> None:
         """Make these meters stop answering while they keep their supply (a loose A/B wire at
         the meter, a broken transceiver): no power-down record, unlike :meth:`cut_power`.

@@ -311,6 +311,8 @@ def test_events_power_down_cover_and_voltage_loss(rig: Dlt645Rig, client: Dlt645
     assert values(read(client, A2, 0x03110001)) == [START_LOCAL + dt.timedelta(seconds=600),
                                                     START_LOCAL + dt.timedelta(seconds=720)]
     assert values(read(client, A2, 0x03110002)) == [None, None]  # never happened
+    word7 = values(read(client, A2, 0x04000507))[0]
+    assert isinstance(word7, dict) and not word7["power_down"]  # a state bit: power is back
 
     clock.advance(60)
     before = meter.sim.sample()
@@ -333,6 +335,26 @@ def test_events_power_down_cover_and_voltage_loss(rig: Dlt645Rig, client: Dlt645
     meter.set_loss_of_voltage("b", False)
     loss = values(read(client, A2, 0x03010000))
     assert loss == [Decimal(0), Decimal(0), Decimal(1), Decimal(5), Decimal(0), Decimal(0)]
+
+
+def test_phase_break_reported_in_the_phase_status_word(rig: Dlt645Rig,
+                                                       client: Dlt645Client) -> None:
+    """A three-phase meter whose supply loses phase b answers on (fed from a and c) and reports
+    断相 (bit 7 of status word 5), not 失压 (bit 0: voltage gone while current flows), with no
+    voltage and no current on b; status words 4 and 6 stay clear."""
+    rig.cut_phase("b", three_phase=[A2])
+    word4, word5, word6, word7 = (values(read(client, A2, 0x04000500 | n))[0] for n in (4, 5, 6, 7))
+    assert isinstance(word5, dict) and word5["b.phase_break"] and not word5["b.voltage_loss"]
+    assert isinstance(word4, dict) and not any(word4.values())
+    assert isinstance(word6, dict) and not any(word6.values())
+    assert isinstance(word7, dict) and not word7["power_down"]
+    assert values(read(client, A2, 0x02010200)) == [Decimal(0)]
+    assert values(read(client, A2, 0x02020200)) == [Decimal(0)]
+    block = values(read(client, A2, 0x040005FF))  # status words 1..7 in one transaction
+    assert len(block) == 7 and block[4] == word5
+    rig.cut_phase("b", three_phase=[A2], cut=False)
+    word5 = values(read(client, A2, 0x04000505))[0]
+    assert isinstance(word5, dict) and not word5["b.phase_break"]
 
 
 def test_daily_freeze(rig: Dlt645Rig, client: Dlt645Client, clock: ManualClock) -> None:

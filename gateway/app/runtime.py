@@ -91,6 +91,8 @@ class Runtime:
                                           for bus in self.buses],
                                    sites=self._meter_sites())
         self.commands = CommandHandler(config, self.committer, self.buses)
+        # Meter and phase outages starting in a planned window say planned: true, as outage.area.
+        self.committer.meter_outages.planned = self.commands.planned.covers
         self._unsubscribe: list[Callable[[], None]] = []
         self._task_names: list[str] = []
 
