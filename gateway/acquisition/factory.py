@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gateway.acquisition.base import BusSettings, ScheduledBus
 from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
+from gateway.acquisition.meter_clock import ClockCadence
 from gateway.acquisition.modbus_bus import ModbusBus, make_meter
 from gateway.acquisition.poll_result import BusEvent, PollResult
 from gateway.acquisition.schedule import PollSchedule
@@ -93,6 +94,18 @@ def _settings(bus: BusConfig, concurrency: int = 1) -> BusSettings:
     )
 
 
+def _clock_cadence(config: GatewayConfig, profile: Dlt645Profile, clocked: list[str],
+                   meter_id: str, now: float) -> ClockCadence | None:
+    """When this meter's clock is read ([clock], gateway/acquisition/meter_clock.py): never
+    with ``mode = "off"`` or a profile without a [clock] table; else staggered among the
+    bus's meters that read theirs."""
+    if profile.clock is None or config.clock.mode == "off":
+        return None
+    dis = (int(profile.clock[0], 16), int(profile.clock[1], 16))
+    return ClockCadence.staggered(dis, config.clock.read_interval_s, config.clock.read_spread_s,
+                                  clocked.index(meter_id), len(clocked), now)
+
+
 def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusEvent]) -> list[ScheduledBus]:  # type: ignore[type-arg]
     profiles = load_profiles(config)
     mono, wall = time.monotonic(), time.time()
@@ -106,6 +119,7 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
 
         if bus.protocol == "dlt645":
             meters: list[Dlt645Meter] = []
+            clocked = [m.id for m in meters_cfg if getattr(profiles[m.id], "clock", None)]
             for m in meters_cfg:
                 profile = profiles[m.id]
                 assert isinstance(profile, Dlt645Profile)
@@ -113,10 +127,13 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
                 meters.append(Dlt645Meter(
                     meter_id=m.id, address=address, schedule=schedule(m.poll_interval_s),
                     version=d.Version(int(profile.version)), reads=plan_dlt645(profile, address),
-                    catalogue=dlt645_catalogue(profile), load_records=profile.load_records))
+                    catalogue=dlt645_catalogue(profile), load_records=profile.load_records,
+                    clock=_clock_cadence(config, profile, clocked, m.id, mono)))
             assert isinstance(bus, SerialBusConfig)
             port = AsyncSerialPort(bus.port, bus.baudrate, bus.parity, bus.bytesize, bus.stopbits)
-            buses.append(Dlt645Bus(bus.name, port, meters, outbound, settings))
+            dlt_bus = Dlt645Bus(bus.name, port, meters, outbound, settings)
+            dlt_bus.meter_utc_offset_min = config.commands.meter_utc_offset_min
+            buses.append(dlt_bus)
         else:
             mb_meters = []
             for m in meters_cfg:

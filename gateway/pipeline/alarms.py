@@ -33,6 +33,8 @@ SEVERITY = {
     "outage.verified": "warning",  # the meters' verdict on an outage already cleared
     # Inferred from the meters (gateway/pipeline/meter_outages.py): one premise, one phase.
     "outage.meter": "major", "outage.phase": "critical",
+    # A meter clock off the gateway's (docs/clock.md): tariffs and freezes at the wrong time.
+    "clock.drift": "minor",
 }
 
 
