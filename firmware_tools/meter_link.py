@@ -13,6 +13,11 @@ from dataclasses import dataclass
 
 import serial
 
+try:  # pyserial lets termios.error (not an OSError) escape from settings a device refuses
+    from termios import error as TermiosError
+except ImportError:  # pragma: no cover - not POSIX
+    TermiosError = OSError  # type: ignore[misc,assignment]
+
 from protocols import dlt645 as d
 from protocols.dlt645.transaction import (
     Answered,
@@ -59,7 +64,7 @@ def open_port(settings: SerialSettings) -> serial.SerialBase:
             settings.port, baudrate=settings.baudrate, parity=parity, bytesize=8, stopbits=1,
             timeout=0.02,
         )
-    except (serial.SerialException, ValueError, OSError) as exc:
+    except (serial.SerialException, ValueError, OSError, TermiosError) as exc:
         raise LinkError(
             f"cannot open serial port {settings.port}: {exc} — check the device path, that nothing "
             "else holds the port, and your permissions (dialout group)"
