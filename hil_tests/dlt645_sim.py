@@ -26,8 +26,9 @@ events ``03``              03110000/0311000n power-down, 03300D00/03300D0n meter
                            (with energies before and after), 03300E00/0n terminal cover (this
                            model has one cover, reported as the meter cover: terminal cover count
                            stays 0), 03010000 loss-of-voltage count and minutes per phase.
-parameters ``04``          date/time (the meter clock: model time + this meter's offset),
-                           address, meter number, constant, protocol version, status words 1..7.
+parameters ``04``          date/time (the meter clock: model time + this meter's offset and
+                           drift), CT/PT ratios, address, meter number, constant, protocol
+                           version, status words 1..7.
 daily freeze ``05 06``     0506000n time, 0506010n import, 0506020n export (total + 4 tariffs).
 load records ``06``        06000001 / 06040001 with N and a start time: class-4 records (import,
                            export, combined reactive 1 and 2 totals) every recording period of the
@@ -337,6 +338,8 @@ def _build_providers_2007() -> dict[int, Provider]:
     table[0x04000101] = lambda m, s: [m.clock(s)]
     table[0x04000102] = lambda m, s: [m.clock(s)]
     table[0x0400010C] = lambda m, s: [m.clock(s)]
+    table[0x04000306] = lambda m, s: [m.ct_ratio]
+    table[0x04000307] = lambda m, s: [m.pt_ratio]
     table[0x04000401] = lambda m, s: [m.address]
     table[0x04000402] = lambda m, s: [m.meter_number]
     table[0x04000409] = lambda m, s: [Decimal(m.constant)]
@@ -456,6 +459,10 @@ class Dlt645Meter:
         self.clock_syncs = 0
         self.prepay = prepay
         self.constant = constant
+        #: The CT and PT ratios programmed into the meter (04000306/04000307); a rig changes
+        #: them to play a meter reprogrammed in the field.
+        self.ct_ratio = Decimal(1)
+        self.pt_ratio = Decimal(1)
         self.baudrates = tuple(baudrates)
         self._lock = threading.RLock()
         self._power_downs = _EventHistory()

@@ -361,13 +361,15 @@ class Dlt645Read:
     4 for -1997); ``name`` — the quantity a single-value DI publishes as (None: the codec's
     catalogue name); ``names`` — quantity names, in reply order, for a block DI such as
     ``0001FF00`` (total, T1..T4); ``optional`` — the meter may answer "no data" without that
-    being an alarm.
+    being an alarm; ``slow`` — a parameter that rarely changes (CT/PT ratios): read with the
+    meter clock at ``[clock] read_interval_s`` (daily by default), not on every poll.
     """
 
     di: str
     name: str | None = None
     names: tuple[str, ...] = ()
     optional: bool = False
+    slow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +475,7 @@ def _parse_dlt645(top: TableReader, name: str, common: _Common) -> Dlt645Profile
         if reader.has("name") and reader.has("names"):
             reader.error("names", "give either name (one value) or names (a block DI), not both")
         optional = reader.boolean("optional", default=False)
+        slow = reader.boolean("slow", default=False)
         reader.finish()
         if di is None:
             continue
@@ -480,9 +483,12 @@ def _parse_dlt645(top: TableReader, name: str, common: _Common) -> Dlt645Profile
             reader.error("di", f"DI {di} is already read at {seen_reads[di]}")
             continue
         seen_reads[di] = reader.path
-        reads.append(Dlt645Read(di=di, name=quantity, names=tuple(names), optional=optional))
+        reads.append(Dlt645Read(di=di, name=quantity, names=tuple(names), optional=optional,
+                                slow=slow))
     if not read_tables and top.has("reads"):
         top.error("reads", "must list at least one DI to read")
+    elif read_tables and reads and all(r.slow for r in reads):
+        top.error("reads", "every read is slow = true: a poll needs at least one read of its own")
 
     overrides: list[Dlt645Override] = []
     seen_overrides: dict[str, str] = {}

@@ -4,6 +4,8 @@ DL/T 645 meters on a pty whose clocks run on this machine's time plus their own 
 * A meter 10 minutes fast raises ``clock.drift``, gets exactly one broadcast time sync (08H)
   under ``[clock] mode = "broadcast"``, the alarm clears on the read-back, and the sync is in
   the audit journal (accepted, then executed with the residual).
+* The meters' CT ratio, read once per clock read (``slow = true``), raises ``meter.ratio`` when
+  it changes away from the configured ratio and clears when it is back (check_ratios).
 * Near midnight nothing is sent: the daemon runs under libfaketime at 23:58 in the meters'
   zone and the simulators' clocks are set to the same instant, so the step from 23:58 to the
   meter's 00:08 would cross the daily freeze; the alarm says why no sync was sent.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,17 @@ read_spread_s = 0
 [commands]
 clock_trusted = true
 """
+SLOW_READS = """
+[[reads]]
+di = "04000306"
+slow = true
+
+[[reads]]
+di = "04000307"
+slow = true
+
+[clock]
+"""
 ZONE = dt.timezone(dt.timedelta(hours=8))  # the simulators' and the daemon's meter zone
 
 
@@ -57,7 +71,7 @@ def _rig(tmp_path: Path, start_epoch: float):  # type: ignore[no-untyped-def]
                      [{"id": f"m-{a[-4:]}", "bus": "rs485-1", "address": a,
                        "profile": "test-clock", "poll_interval_s": 1.0} for a in (FAST, RIGHT)],
                      CONFIG)
-        (tmp_path / "profiles" / "test-clock.toml").write_text(TEST_PROFILE + "\n[clock]\n")
+        (tmp_path / "profiles" / "test-clock.toml").write_text(TEST_PROFILE + SLOW_READS)
         observer = stack.enter_context(Observer(broker, "mtr/v1/#", client_id="clock-obs"))
         stack.callback(lambda: rig.process is not None and rig.kill_daemon())
         yield rig, line, observer
@@ -89,6 +103,20 @@ def test_a_meter_ten_minutes_fast_is_synced_once_and_its_alarm_clears(tmp_path: 
         assert abs(fast.offset_at(line.model.now())) <= 2
         assert all(abs(o) <= 3 for o in _offsets(observer, rig, "m-0101")[-3:])
         assert states() == ["raised", "cleared"], states()
+
+        # check_ratios in the daemon: the other meter is reprogrammed to a CT of 40 (the
+        # configuration keeps 1), then back.
+        def ratio_states() -> list[tuple[str, Any]]:
+            return [(a["state"], a["details"].get("reported"))
+                    for _t, a in decoded(observer, rig.topic("alarms"))
+                    if a.get("kind") == "meter.ratio"]
+
+        assert ratio_states() == []
+        line.meters[RIGHT].ct_ratio = Decimal(40)
+        assert wait_until(lambda: ratio_states() == [("raised", 40.0)], 30), ratio_states()
+        line.meters[RIGHT].ct_ratio = Decimal(1)
+        assert wait_until(lambda: [s for s, _ in ratio_states()] == ["raised", "cleared"], 30), \
+            ratio_states()
         assert rig.stop_daemon() == 0, rig.log_text()[-3000:]
 
     with Journal.open(tmp_path / "var" / "audit.db") as journal:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.acquisition.meter_clock import ClockCadence
+from gateway.acquisition.meter_clock import SlowCadence
 from gateway.control.meter_clock.policy import DAY_MS, SyncRule, SyncVerdict, decide
 from protocols.dlt645.clock import CLOCK_DIS, clock_offset_s, meter_clock
 from protocols.dlt645.frame import Version
@@ -62,9 +62,9 @@ def test_a_clock_item_of_the_other_edition_is_located_and_explained() -> None:
 # -- the cadence -------------------------------------------------------------------------------
 
 def test_first_reads_are_spread_then_every_interval() -> None:
-    firsts = [ClockCadence.staggered((1, 2), 86400, 3600, k, 4, 100.0).due for k in range(4)]
+    firsts = [SlowCadence.staggered((1, 2), 86400, 3600, k, 4, 100.0).due for k in range(4)]
     assert firsts == [100.0, 1000.0, 1900.0, 2800.0]
-    cadence = ClockCadence((1, 2), 86400, 0.0)
+    cadence = SlowCadence((1, 2), 86400, 0.0)
     assert cadence.is_due(0.0)
     cadence.read(10.0)
     assert cadence.due == 86410.0 and not cadence.is_due(86409.0)

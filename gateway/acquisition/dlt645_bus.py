@@ -32,7 +32,7 @@ from typing import Any
 
 from gateway.acquisition.backfill import BackfillBoard, boundary_local, interval_closed_by
 from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus, now_ms
-from gateway.acquisition.meter_clock import CLOCK_OFFSET, ClockCadence, read_clock_offset
+from gateway.acquisition.meter_clock import CLOCK_OFFSET, SlowCadence, read_clock_offset
 from gateway.acquisition.poll_result import (
     BusEvent,
     IntervalRecords,
@@ -67,7 +67,9 @@ class Dlt645Meter(MeterSlot):
     reads: list[PlannedRead] = field(default_factory=list)
     catalogue: d.Catalogue = field(default_factory=lambda: d.CATALOGUE_2007)
     load_records: bool = False  # the profile says the meter keeps class-4 load records
-    clock: ClockCadence | None = None  # the profile reads the meter clock (meter_clock.py)
+    #: Reads of parameters that rarely change (profile ``slow = true``), made with the clock.
+    slow_reads: list[PlannedRead] = field(default_factory=list)
+    slow: SlowCadence | None = None  # when the clock and slow reads are due (meter_clock.py)
 
 
 def polled_value(name: str, value: d.Value) -> ValueType:
@@ -204,7 +206,8 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
         answered = False
         settings = self.settings
         meter.stats.polls += 1
-        for read in meter.reads:
+        slow = meter.slow if meter.slow is not None and meter.slow.is_due(t0) else None
+        for read in meter.reads + meter.slow_reads if slow is not None else meter.reads:
             await self.serve_priority_now()
             try:
                 tx = await self._exchange(read.request, meter, 1 + settings.retries,
@@ -233,10 +236,12 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
                     for flag, on in reading.value.items():
                         flags[flag] = bool(on)
                 values.append(PolledValue(name, polled_value(name, reading.value), reading.unit, t_ms))
-        if answered and meter.clock is not None and meter.clock.is_due(time.monotonic()):
-            offset = await self._read_clock(meter, meter.clock)
+        if answered and slow is not None:
+            offset = await self._read_clock(meter, slow) if slow.clock_dis else None
             if offset is not None:
                 values.append(offset)
+            elif not slow.clock_dis:
+                slow.read(time.monotonic())
         elapsed = time.monotonic() - t0
         meter.stats.last_poll_s = elapsed
         ok = answered and bool(values)
@@ -254,7 +259,7 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
             await self._read_back(meter, self.backfill)
         return result
 
-    async def _read_clock(self, meter: Dlt645Meter, cadence: ClockCadence) -> PolledValue | None:
+    async def _read_clock(self, meter: Dlt645Meter, cadence: SlowCadence) -> PolledValue | None:
         """The meter clock's offset as a value of this poll, when the cadence says it is due
         (gateway/acquisition/meter_clock.py). Its transactions give way to the priority lane
         like the poll's own; a meter that refuses or garbles them still answered the poll."""
@@ -265,12 +270,13 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
                                       1 + self.settings.retries, self.serve_priority_now)
             return tuple(tx.readings)
 
+        assert cadence.clock_dis is not None
         try:
-            offset = await read_clock_offset(read, cadence.dis, self.meter_utc_offset_min)
+            offset = await read_clock_offset(read, cadence.clock_dis, self.meter_utc_offset_min)
         except d.ExceptionReply as exc:
             log.warning("bus %s: meter %s (address %s) refuses its clock (DI %04X/%04X): %s — "
                         "check the profile's [clock] items", self.name, meter.meter_id,
-                        meter.address, *cadence.dis, exc)
+                        meter.address, *cadence.clock_dis, exc)
             cadence.read(time.monotonic())
             return None
         except d.ProtocolError as exc:

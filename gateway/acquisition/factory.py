@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway.acquisition.base import BusSettings, ScheduledBus
 from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
-from gateway.acquisition.meter_clock import ClockCadence
+from gateway.acquisition.meter_clock import SlowCadence
 from gateway.acquisition.modbus_bus import ModbusBus, make_meter
 from gateway.acquisition.poll_result import BusEvent, PollResult
 from gateway.acquisition.schedule import PollSchedule
@@ -50,10 +50,11 @@ def dlt645_catalogue(profile: Dlt645Profile) -> d.Catalogue:
     return base.with_overrides(overrides) if overrides else base
 
 
-def plan_dlt645(profile: Dlt645Profile, address: str) -> list[PlannedRead]:
+def plan_dlt645(profile: Dlt645Profile, address: str, *, slow: bool = False) -> list[PlannedRead]:
+    """The profile's reads of every poll, or (``slow``) those made at the slow cadence."""
     version = d.Version(int(profile.version))
     return [PlannedRead(d.ReadRequest(address, int(r.di, 16), version), r.optional, r.name, r.names)
-            for r in profile.reads]
+            for r in profile.reads if r.slow == slow]
 
 
 def load_profiles(config: GatewayConfig) -> dict[str, Dlt645Profile | ModbusProfile]:
@@ -94,16 +95,27 @@ def _settings(bus: BusConfig, concurrency: int = 1) -> BusSettings:
     )
 
 
-def _clock_cadence(config: GatewayConfig, profile: Dlt645Profile, clocked: list[str],
-                   meter_id: str, now: float) -> ClockCadence | None:
-    """When this meter's clock is read ([clock], gateway/acquisition/meter_clock.py): never
-    with ``mode = "off"`` or a profile without a [clock] table; else staggered among the
-    bus's meters that read theirs."""
+def _clock_dis(config: GatewayConfig, profile: Dlt645Profile) -> tuple[int, int] | None:
+    """The clock's (date, time) DIs, unless the profile has no [clock] or [clock] mode is off."""
     if profile.clock is None or config.clock.mode == "off":
         return None
-    dis = (int(profile.clock[0], 16), int(profile.clock[1], 16))
-    return ClockCadence.staggered(dis, config.clock.read_interval_s, config.clock.read_spread_s,
-                                  clocked.index(meter_id), len(clocked), now)
+    return int(profile.clock[0], 16), int(profile.clock[1], 16)
+
+
+def _reads_slowly(config: GatewayConfig, profile: object) -> bool:
+    return isinstance(profile, Dlt645Profile) and (
+        _clock_dis(config, profile) is not None or any(r.slow for r in profile.reads))
+
+
+def _slow_cadence(config: GatewayConfig, profile: Dlt645Profile, slow_meters: list[str],
+                  meter_id: str, now: float) -> SlowCadence | None:
+    """When this meter's clock and slow reads are due ([clock] read_interval_s,
+    gateway/acquisition/meter_clock.py), staggered among the bus's meters that have them."""
+    if meter_id not in slow_meters:
+        return None
+    return SlowCadence.staggered(_clock_dis(config, profile), config.clock.read_interval_s,
+                                 config.clock.read_spread_s, slow_meters.index(meter_id),
+                                 len(slow_meters), now)
 
 
 def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusEvent]) -> list[ScheduledBus]:  # type: ignore[type-arg]
@@ -119,7 +131,7 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
 
         if bus.protocol == "dlt645":
             meters: list[Dlt645Meter] = []
-            clocked = [m.id for m in meters_cfg if getattr(profiles[m.id], "clock", None)]
+            slow_meters = [m.id for m in meters_cfg if _reads_slowly(config, profiles[m.id])]
             for m in meters_cfg:
                 profile = profiles[m.id]
                 assert isinstance(profile, Dlt645Profile)
@@ -128,7 +140,8 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
                     meter_id=m.id, address=address, schedule=schedule(m.poll_interval_s),
                     version=d.Version(int(profile.version)), reads=plan_dlt645(profile, address),
                     catalogue=dlt645_catalogue(profile), load_records=profile.load_records,
-                    clock=_clock_cadence(config, profile, clocked, m.id, mono)))
+                    slow_reads=plan_dlt645(profile, address, slow=True),
+                    slow=_slow_cadence(config, profile, slow_meters, m.id, mono)))
             assert isinstance(bus, SerialBusConfig)
             port = AsyncSerialPort(bus.port, bus.baudrate, bus.parity, bus.bytesize, bus.stopbits)
             dlt_bus = Dlt645Bus(bus.name, port, meters, outbound, settings)

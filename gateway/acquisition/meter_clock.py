@@ -1,12 +1,15 @@
-"""Reading a meter's clock on its bus: when (a cadence per meter, staggered) and how.
+"""Reading a meter's clock and slow parameters on its bus: when (a cadence per meter,
+staggered) and how.
 
 The clock is not read on every poll: three transactions (date, time, date again —
 protocols/dlt645/clock.py says why) are ~0.5 s of a 2400-baud line, and a meter's quartz drifts
-seconds a day. Each meter whose profile has a ``[clock]`` table carries a :class:`ClockCadence`;
-its bus reads the clock after a poll the meter answered once the cadence says it is due, and adds
-the offset to that poll as ``clock.offset`` (meter − gateway, seconds), so it is validated,
-stored and published like any read and graded by the VEE clock rules downstream
-(gateway/control/meter_clock/, docs/clock.md).
+seconds a day. Nor are parameters that rarely change (the CT and PT ratios, profile reads with
+``slow = true``). Each meter whose profile has a ``[clock]`` table or slow reads carries a
+:class:`SlowCadence`; once it is due, its bus adds the slow reads to the next poll and then reads
+the clock, adding the offset to that poll as ``clock.offset`` (meter − gateway, seconds), so it
+is validated, stored and published like any read and graded downstream: the clock by the VEE
+clock rules (gateway/control/meter_clock/, docs/clock.md), the ratios by ``check_ratios``
+(gateway/analytics/meter_ratios.py).
 
 After a start the first reads are spread over ``[clock] read_spread_s``, meter by meter, so a
 bus with two hundred meters is not asked for six hundred clock transactions in its first minute.
@@ -37,26 +40,27 @@ def _now_ms() -> int:
 
 
 @dataclass
-class ClockCadence:
-    """When one meter's clock is read next (monotonic seconds): ``dis`` are its (date, time)
-    data identifiers, ``interval_s`` the cadence."""
+class SlowCadence:
+    """When one meter's clock and slow reads are read next (``due``, monotonic seconds):
+    ``clock_dis`` are its (date, time) data identifiers (None: the clock is not read),
+    ``interval_s`` the cadence."""
 
-    dis: tuple[int, int]
+    clock_dis: tuple[int, int] | None
     interval_s: float
     due: float
 
     @classmethod
-    def staggered(cls, dis: tuple[int, int], interval_s: float, spread_s: float, index: int,
-                  count: int, now: float) -> ClockCadence:
+    def staggered(cls, clock_dis: tuple[int, int] | None, interval_s: float, spread_s: float,
+                  index: int, count: int, now: float) -> SlowCadence:
         """Meter ``index`` of ``count`` read first at its share of the spread after ``now``."""
         span = min(spread_s, interval_s)
-        return cls(dis, interval_s, now + span * index / max(1, count))
+        return cls(clock_dis, interval_s, now + span * index / max(1, count))
 
     def is_due(self, now: float) -> bool:
         return now >= self.due
 
     def read(self, now: float) -> None:
-        """A reading (or a refusal, which will not change by asking again soon) was had."""
+        """The meter answered (a refusal will not change by asking again soon either)."""
         self.due = now + self.interval_s
 
     def failed(self, now: float) -> None:

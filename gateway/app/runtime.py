@@ -189,6 +189,11 @@ class Runtime:
             if watch.clocked:  # no profile reads a clock: nothing to grade or sync
                 self._subscribe("meter-clock", watch.on_poll)
                 self._start("clock-sync", watch.run())
+        from gateway.analytics.meter_ratios import RatioCheck, reads_ratios
+
+        if reads_ratios(self.buses):  # CT/PT ratios the meters report vs the configured ones
+            self._subscribe("meter-ratios",
+                            RatioCheck(config, self.vee, self.services.alarms).on_poll)
         if config.power.fail_input is not None:
             self._start_power_watch(config.power.fail_input)
         interrupted = self.commands.recover()

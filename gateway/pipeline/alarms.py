@@ -35,6 +35,8 @@ SEVERITY = {
     "outage.meter": "major", "outage.phase": "critical",
     # A meter clock off the gateway's (docs/clock.md): tariffs and freezes at the wrong time.
     "clock.drift": "minor",
+    # A meter's own CT/PT ratio differs from the configured one: group totals off by a factor.
+    "meter.ratio": "major",
 }
 
 

@@ -100,7 +100,8 @@ class MeterClockWatch:
         self.meters = {m.id: m for m in config.meters}
         #: Meters whose clock their bus reads (the only polls looked at).
         self.clocked = frozenset(m for m, (_, slot) in self.route.items()
-                                 if slot.clock is not None and m in vee.row_of)
+                                 if slot.slow is not None and slot.slow.clock_dis is not None
+                                 and m in vee.row_of)
         #: The last offset read per meter (s), for the span a broadcast steps.
         self.offsets: dict[str, float] = {}
         #: Local day of the last sync that reached each meter.
@@ -259,8 +260,8 @@ class MeterClockWatch:
             await self._submit(job.bus, d.TimeSyncRequest(self._moment(),
                                                           version=job.slot.version))
             return
-        assert job.slot.clock is not None  # only meters with a clock cadence are queued
-        date_di, time_di = job.slot.clock.dis
+        assert job.slot.slow is not None and job.slot.slow.clock_dis is not None  # queued: clocked
+        date_di, time_di = job.slot.slow.clock_dis
         meter = self.meters[job.meter]
         credentials = (meter.control_password_level, meter.control_password.upper(),
                        meter.operator_code.upper())
@@ -284,7 +285,8 @@ class MeterClockWatch:
     async def _read_back(self, job: SyncJob) -> float | None:
         """The meter's clock after the sync, graded and its alarm updated; None when it could
         not be read."""
-        if job.slot.clock is None:
+        dis = job.slot.slow.clock_dis if job.slot.slow is not None else None
+        if dis is None:
             return None
 
         async def read(di: int) -> Sequence[d.Reading]:
@@ -293,7 +295,7 @@ class MeterClockWatch:
             return tuple(answered.readings)
 
         try:
-            residual = await read_clock_offset(read, job.slot.clock.dis, self.utc_offset_min)
+            residual = await read_clock_offset(read, dis, self.utc_offset_min)
         except (GatewayError, d.ProtocolError, TimeoutError, OSError) as exc:
             log.info("clock: meter %s: clock not read back after the sync (%s)", job.meter, exc)
             return None
