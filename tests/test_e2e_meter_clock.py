@@ -29,6 +29,7 @@ from hil_tests.sim import run_dlt645_line
 from tests.broker import MosquittoBroker, Observer
 from tests.gateway_rig import TEST_PROFILE, GatewayRig, decoded, wait_until, write_config
 from tests.test_e2e_clock_step import LIBFAKETIME, _start_under_faketime
+from tests.test_payload_cddl import CDDL, Validator, parse_rules
 
 FAST, RIGHT = "000000000101", "000000000102"
 CLOCK_EVERY_S = 3
@@ -81,6 +82,20 @@ def _clock_alarms(observer: Observer, rig: GatewayRig) -> list[dict[str, Any]]:
     return [m for _t, m in decoded(observer, rig.topic("alarms")) if m.get("kind") == "clock.drift"]
 
 
+def _conform(observer: Observer, rig: GatewayRig) -> None:
+    """Every clock.drift and meter.ratio alarm published is what docs/payloads.cddl says."""
+    validator = Validator(parse_rules(CDDL.read_text(encoding="utf-8")))
+    rules = {("clock.drift", "raised"): "clock-drift-raised-details",
+             ("clock.drift", "cleared"): "clock-drift-cleared-details",
+             ("meter.ratio", "raised"): "meter-ratio-details",
+             ("meter.ratio", "cleared"): "meter-ratio-details"}
+    for _t, message in decoded(observer, rig.topic("alarms")):
+        rule = rules.get((message.get("kind"), message.get("state")))
+        if rule is not None:
+            validator.check("alarm-message", message, message["key"])
+            validator.check(rule, message["details"], message["key"])
+
+
 def test_a_meter_ten_minutes_fast_is_synced_once_and_its_alarm_clears(tmp_path: Path) -> None:
     with _rig(tmp_path, time.time()) as (rig, line, observer):
         rig.start_daemon()
@@ -118,6 +133,7 @@ def test_a_meter_ten_minutes_fast_is_synced_once_and_its_alarm_clears(tmp_path: 
         assert wait_until(lambda: [s for s, _ in ratio_states()] == ["raised", "cleared"], 30), \
             ratio_states()
         assert rig.stop_daemon() == 0, rig.log_text()[-3000:]
+        _conform(observer, rig)
 
     with Journal.open(tmp_path / "var" / "audit.db") as journal:
         records = [r for r in journal.records() if r.kid == "gateway"]
@@ -154,5 +170,6 @@ def test_no_sync_is_sent_near_midnight(tmp_path: Path) -> None:
         assert line.meters[FAST].clock_syncs == 0 and line.meters[RIGHT].clock_syncs == 0
         assert all(abs(o - 600) <= 3 for o in _offsets(observer, rig, "m-0101"))
         assert rig.stop_daemon() == 0, rig.log_text()[-3000:]
+        _conform(observer, rig)
     with Journal.open(tmp_path / "var" / "audit.db") as journal:
         assert [r for r in journal.records() if r.kid == "gateway"] == []

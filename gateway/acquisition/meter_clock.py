@@ -1,9 +1,8 @@
 """Reading a meter's clock and slow parameters on its bus: when (a cadence per meter,
 staggered) and how.
 
-The clock is not read on every poll: three transactions (date, time, date again —
-protocols/dlt645/clock.py says why) are ~0.5 s of a 2400-baud line, and a meter's quartz drifts
-seconds a day. Nor are parameters that rarely change (the CT and PT ratios, profile reads with
+The clock is not read on every poll: it takes three transactions (date, time, date again —
+protocols/dlt645/clock.py says why), and a meter's quartz drifts by seconds a day, not minutes. Nor are parameters that rarely change (the CT and PT ratios, profile reads with
 ``slow = true``). Each meter whose profile has a ``[clock]`` table or slow reads carries a
 :class:`SlowCadence`; once it is due, its bus adds the slow reads to the next poll and then reads
 the clock, adding the offset to that poll as ``clock.offset`` (meter − gateway, seconds), so it
@@ -12,7 +11,7 @@ clock rules (gateway/control/meter_clock/, docs/clock.md), the ratios by ``check
 (gateway/analytics/meter_ratios.py).
 
 After a start the first reads are spread over ``[clock] read_spread_s``, meter by meter, so a
-bus with two hundred meters is not asked for six hundred clock transactions in its first minute.
+bus is not asked for every meter's clock in its first minute.
 The same :func:`read_clock_offset` serves the time-sync policy's read-back on the priority lane.
 """
 

@@ -11,8 +11,8 @@ is optional in the standard and many meters refuse it; the two mandatory items w
 
 The meter counts whole seconds (it truncates), so its reading lags the true instant by half a
 second on average; :func:`clock_offset_s` adds that half second back. The remaining error — the
-reply's time on the wire, a few hundred milliseconds at 2400 baud — is far below the drift
-thresholds that matter (a minute and more, docs/clock.md).
+reply's time on the wire — is far below the drift thresholds that matter (``warn_s`` is 60 s by
+default, docs/vee.md).
 
 Sans-IO: no clocks are read here; the caller says when the reply arrived.
 """
