@@ -4,13 +4,16 @@ profile's [clock] table, the read cadence, and the time-sync rule walked verdict
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.acquisition.meter_clock import SlowCadence
+from gateway.control.commands.journal import Journal, JournalEntry
 from gateway.control.meter_clock.policy import DAY_MS, SyncRule, SyncVerdict, decide
+from gateway.control.meter_clock.runner import synced_days
 from protocols.dlt645.clock import CLOCK_DIS, clock_offset_s, meter_clock
 from protocols.dlt645.frame import Version
 from protocols.profiles import ProfileError, load_named_profile, parse_profile
@@ -137,3 +140,20 @@ def test_send_never_lets_the_span_touch_a_freeze(t: int, offset: float, guard: i
     touched = any((m // 60_000) % 1440 in marks and m % 60_000 == 0
                   for m in range(low - low % 60_000, high + 1, 60_000) if m >= low)
     assert (result is SyncVerdict.NEAR_FREEZE) == touched
+
+
+# -- the journal remembers today's syncs across a restart --------------------------------------
+
+def test_synced_days_come_from_the_gateways_accepted_time_syncs(tmp_path: Path) -> None:
+    r = rule()
+    with Journal.open(tmp_path / "audit.db") as journal:
+        journal.append([JournalEntry("accepted", cmd=b"\x01" * 16, kid="gateway", details={
+            "action": "time_sync", "meters": ["m-1", "m-2"]})], now_ms=TEN_AM)
+        journal.record_outcome(b"\x01" * 16, "executed", "sent", now_ms=TEN_AM + 1)
+        journal.append([JournalEntry("accepted", cmd=b"\x02" * 16, kid="op-1", details={
+            "action": "time_sync", "meters": ["m-3"]})], now_ms=TEN_AM)  # an operator's command
+        journal.append([JournalEntry("accepted", cmd=b"\x03" * 16, kid="gateway", details={
+            "action": "time_sync", "meters": ["m-1"]})], now_ms=TEN_AM - DAY_MS)
+        days = synced_days(journal.records(), r)
+    assert days == {"m-1": r.local_day(TEN_AM), "m-2": r.local_day(TEN_AM)}
+    assert verdict(r, last_sync_day=days["m-1"]) is SyncVerdict.SYNCED_TODAY

@@ -30,7 +30,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -42,7 +42,7 @@ from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter
 from gateway.acquisition.meter_clock import CLOCK_OFFSET, read_clock_offset
 from gateway.config import GatewayConfig
 from gateway.control.commands.clock import TrustedClock
-from gateway.control.commands.journal import Journal, JournalEntry
+from gateway.control.commands.journal import Journal, JournalEntry, JournalRecord
 from gateway.control.meter_clock.policy import SyncRule, SyncVerdict, decide
 from gateway.errors import GatewayError
 from gateway.pipeline.alarms import Alarms
@@ -78,6 +78,24 @@ class SyncJob:
     bus: Dlt645Bus
     slot: Dlt645Meter
     offset_s: float
+
+
+def synced_days(records: Iterable[JournalRecord], rule: SyncRule) -> dict[str, int]:
+    """Meter → local day of its latest sync, from the ``accepted`` time-sync records the
+    gateway journaled (a sync counts once it is accepted: an interrupted one may have gone
+    out)."""
+    days: dict[str, int] = {}
+    for record in records:
+        if record.kind != "accepted" or record.kid != GATEWAY_KID:
+            continue
+        details = record.details
+        meters = details.get("meters")
+        if details.get("action") != ACTION or not isinstance(meters, list | tuple):
+            continue
+        day = rule.local_day(record.ts_ms)
+        for meter in meters:
+            days[str(meter)] = max(day, days.get(str(meter), day))
+    return days
 
 
 class MeterClockWatch:
@@ -195,17 +213,8 @@ class MeterClockWatch:
     def recall(self) -> None:
         """The local days of recent syncs, from the journal (so a restart does not sync again)."""
         head = self.journal.head().seq
-        for record in self.journal.records(after_seq=max(0, head - JOURNAL_LOOKBACK)):
-            if record.kind != "accepted" or record.kid != GATEWAY_KID:
-                continue
-            details = record.details
-            if details.get("action") != ACTION:
-                continue
-            meters = details.get("meters")
-            if isinstance(meters, list | tuple):
-                day = self.rule.local_day(record.ts_ms)
-                for m in meters:
-                    self.synced_day[str(m)] = max(day, self.synced_day.get(str(m), day))
+        self.synced_day.update(synced_days(
+            self.journal.records(after_seq=max(0, head - JOURNAL_LOOKBACK)), self.rule))
 
     async def run(self) -> None:
         """The ``clock-sync`` task: carry out queued syncs one at a time."""
