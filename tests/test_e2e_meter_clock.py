@@ -33,10 +33,10 @@ from tests.test_payload_cddl import CDDL, Validator, parse_rules
 
 FAST, RIGHT = "000000000101", "000000000102"
 CLOCK_EVERY_S = 3
-CONFIG = f"""
+CONFIG = """
 [clock]
-mode = "broadcast"
-read_interval_s = {CLOCK_EVERY_S}
+mode = "{mode}"
+read_interval_s = {every}
 read_spread_s = 0
 
 [commands]
@@ -57,7 +57,7 @@ ZONE = dt.timezone(dt.timedelta(hours=8))  # the simulators' and the daemon's me
 
 
 @contextlib.contextmanager
-def _rig(tmp_path: Path, start_epoch: float):  # type: ignore[no-untyped-def]
+def _rig(tmp_path: Path, start_epoch: float, mode: str = "broadcast"):  # type: ignore[no-untyped-def]
     broker = MosquittoBroker(tmp_path / "mosquitto")
     broker.start()
     rig = GatewayRig(tmp_path, broker, ManualClock(0.0))
@@ -71,7 +71,7 @@ def _rig(tmp_path: Path, start_epoch: float):  # type: ignore[no-untyped-def]
                             "baudrate": 9600, "parity": "N", "timeout_ms": 200, "retries": 1}],
                      [{"id": f"m-{a[-4:]}", "bus": "rs485-1", "address": a,
                        "profile": "test-clock", "poll_interval_s": 1.0} for a in (FAST, RIGHT)],
-                     CONFIG)
+                     CONFIG.format(mode=mode, every=CLOCK_EVERY_S))
         (tmp_path / "profiles" / "test-clock.toml").write_text(TEST_PROFILE + SLOW_READS)
         observer = stack.enter_context(Observer(broker, "mtr/v1/#", client_id="clock-obs"))
         stack.callback(lambda: rig.process is not None and rig.kill_daemon())
@@ -173,3 +173,19 @@ def test_no_sync_is_sent_near_midnight(tmp_path: Path) -> None:
         _conform(observer, rig)
     with Journal.open(tmp_path / "var" / "audit.db") as journal:
         assert [r for r in journal.records() if r.kid == "gateway"] == []
+
+
+def test_addressed_mode_writes_the_one_meter_with_its_password(tmp_path: Path) -> None:
+    with _rig(tmp_path, time.time(), mode="addressed") as (rig, line, observer):
+        rig.start_daemon()
+        assert wait_until(lambda: [a["state"] for a in _clock_alarms(observer, rig)] ==
+                          ["raised", "cleared"], 60), rig.log_text()[-3000:]
+        assert line.meters[FAST].clock_syncs == 2  # its date, then its time (14H)
+        assert line.meters[RIGHT].clock_syncs == 0  # nobody else is touched
+        assert abs(line.meters[FAST].offset_at(line.model.now())) <= 2
+        assert rig.stop_daemon() == 0, rig.log_text()[-3000:]
+        _conform(observer, rig)
+    with Journal.open(tmp_path / "var" / "audit.db") as journal:
+        records = [r for r in journal.records() if r.kid == "gateway"]
+    assert [r.kind for r in records] == ["accepted", "executed"], records
+    assert records[0].details["mode"] == "addressed" and records[0].details["meters"] == ["m-0101"]
