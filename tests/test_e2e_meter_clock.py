@@ -24,10 +24,21 @@ import pytest
 
 from gateway.control.commands.journal import Journal
 from hil_tests.dlt645_sim import MeterSpec
-from hil_tests.load_model import ManualClock
+from hil_tests.load_model import LoadModel, ManualClock
+from hil_tests.modbus_sim import SimulatedModbusMeter, start_modbus_tcp_meters
 from hil_tests.sim import run_dlt645_line
+from protocols.modbus.profile import ModbusProfile
+from protocols.profiles import parse_profile
 from tests.broker import MosquittoBroker, Observer
-from tests.gateway_rig import TEST_PROFILE, GatewayRig, decoded, wait_until, write_config
+from tests.gateway_rig import (
+    REPO,
+    TEST_PROFILE,
+    BackgroundLoop,
+    GatewayRig,
+    decoded,
+    wait_until,
+    write_config,
+)
 from tests.test_e2e_clock_step import LIBFAKETIME, _start_under_faketime
 from tests.test_payload_cddl import CDDL, Validator, parse_rules
 
@@ -189,3 +200,41 @@ def test_addressed_mode_writes_the_one_meter_with_its_password(tmp_path: Path) -
         records = [r for r in journal.records() if r.kid == "gateway"]
     assert [r.kind for r in records] == ["accepted", "executed"], records
     assert records[0].details["mode"] == "addressed" and records[0].details["meters"] == ["m-0101"]
+
+
+def test_a_modbus_meter_whose_profile_maps_its_clock_is_graded_but_not_set(
+        tmp_path: Path) -> None:
+    """A Modbus profile's ``clock`` registers are read at the cadence and graded like a DL/T
+    645 meter's; Modbus has no standard clock write, so the verdict is ``no_route``."""
+    broker = MosquittoBroker(tmp_path / "mosquitto")
+    broker.start()
+    rig = GatewayRig(tmp_path, broker, ManualClock(0.0))
+    text = (REPO / "configs" / "profiles" / "sdm630.toml").read_text()
+    text = text.replace('kind = "modbus"\n', 'kind = "modbus"\nclock = { holding = 0x0F00 }\n', 1)
+    profile = parse_profile(text, name="sdm630-clock")
+    assert isinstance(profile, ModbusProfile) and profile.clock is not None
+    model = LoadModel(seed=3, start_epoch=time.time(), clock=time.monotonic)
+    sim = SimulatedModbusMeter(1, profile, model.meter("mb-1", phases=3), clock_offset_s=-700.0)
+    bg = BackgroundLoop()
+    with contextlib.ExitStack() as stack:
+        stack.callback(broker.kill)
+        stack.callback(bg.close)
+        handle = bg.run(start_modbus_tcp_meters([sim], "127.0.0.1", 0))
+        stack.callback(lambda: bg.run(handle.close()))
+        write_config(rig, [{"name": "tcp-1", "protocol": "modbus-tcp", "host": "127.0.0.1",
+                            "port": handle.port, "timeout_ms": 1000}],
+                     [{"id": "mb-1", "bus": "tcp-1", "address": 1, "profile": "sdm630-clock",
+                       "poll_interval_s": 1.0}], CONFIG.format(mode="broadcast", every=3))
+        (tmp_path / "profiles" / "sdm630-clock.toml").write_text(text)
+        observer = stack.enter_context(Observer(broker, "mtr/v1/#", client_id="mb-clock-obs"))
+        stack.callback(lambda: rig.process is not None and rig.kill_daemon())
+        rig.start_daemon()
+        assert wait_until(lambda: len(_offsets(observer, rig, "mb-1")) >= 2, 60), \
+            rig.log_text()[-3000:]
+        assert all(abs(o + 700) <= 3 for o in _offsets(observer, rig, "mb-1"))
+        raised = [a for a in _clock_alarms(observer, rig) if a["state"] == "raised"]
+        assert len(raised) == 1 and raised[0]["meter"] == "mb-1", raised
+        assert raised[0]["details"]["sync"] == "no_route" and \
+            raised[0]["details"]["level"] == "resync", raised
+        assert rig.stop_daemon() == 0, rig.log_text()[-3000:]
+        _conform(observer, rig)

@@ -4,6 +4,7 @@ profile's [clock] table, the read cadence, and the time-sync rule walked verdict
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from gateway.control.meter_clock.policy import DAY_MS, SyncRule, SyncVerdict, de
 from gateway.control.meter_clock.runner import synced_days
 from protocols.dlt645.clock import CLOCK_DIS, clock_offset_s, meter_clock
 from protocols.dlt645.frame import Version
+from protocols.modbus.clock import ModbusClock, decode_clock, encode_clock
 from protocols.profiles import ProfileError, load_named_profile, parse_profile
 
 UTC8 = 480
@@ -157,3 +159,35 @@ def test_synced_days_come_from_the_gateways_accepted_time_syncs(tmp_path: Path) 
         days = synced_days(journal.records(), r)
     assert days == {"m-1": r.local_day(TEN_AM), "m-2": r.local_day(TEN_AM)}
     assert verdict(r, last_sync_day=days["m-1"]) is SyncVerdict.SYNCED_TODAY
+
+
+# -- a Modbus profile's clock -----------------------------------------------------------------
+
+MODBUS = '''kind = "modbus"
+{clock}
+[[groups]]
+[[groups.registers]]
+quantity = "voltage.a"
+address = 0x0010
+type = "float32"
+function = "input"
+'''
+
+
+def test_a_modbus_clock_is_six_registers_of_local_time() -> None:
+    profile = parse_profile(MODBUS.format(clock="clock = { holding = 0x0100 }"), name="m")
+    assert profile.clock == ModbusClock("holding", 0x0100)  # type: ignore[union-attr]
+    moment = dt.datetime(2026, 3, 4, 23, 59, 58)
+    assert decode_clock(encode_clock(moment)) == moment
+    with pytest.raises(ValueError, match=r"clock registers \[2026, 13, 1, 0, 0, 0\]"):
+        decode_clock([2026, 13, 1, 0, 0, 0])
+
+
+@pytest.mark.parametrize(("clock", "message"), [
+    ("clock = { coil = 1 }", "clock.coil: unknown key (allowed here: holding, input)"),
+    ("clock = { input = 0xFFFF }", "clock.input: expected a register address 0..0xFFFA"),
+    ("clock = { input = 0x000C }", "the clock's registers 0x000c..0x0011 overlap voltage.a"),
+])
+def test_a_bad_modbus_clock_is_located(clock: str, message: str) -> None:
+    with pytest.raises(ProfileError, match=re.escape(message)):
+        parse_profile(MODBUS.format(clock=clock), name="m")

@@ -71,6 +71,10 @@ class Dlt645Meter(MeterSlot):
     slow_reads: list[PlannedRead] = field(default_factory=list)
     slow: SlowCadence | None = None  # when the clock and slow reads are due (meter_clock.py)
 
+    @property
+    def reads_clock(self) -> bool:
+        return self.slow is not None and self.slow.clock_dis is not None
+
 
 def polled_value(name: str, value: d.Value) -> ValueType:
     """Reading values as the daemon carries them: Decimals stay exact, flags become their names."""

@@ -149,15 +149,24 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
             buses.append(dlt_bus)
         else:
             mb_meters = []
+            clocked = [m.id for m in meters_cfg if config.clock.mode != "off"
+                       and getattr(profiles[m.id], "clock", None) is not None]
             for m in meters_cfg:
                 profile = profiles[m.id]
                 assert isinstance(profile, ModbusProfile)
-                mb_meters.append(make_meter(m.id, int(m.address), profile, schedule(m.poll_interval_s)))
+                mb_meter = make_meter(m.id, int(m.address), profile, schedule(m.poll_interval_s))
+                if m.id in clocked:  # the profile maps the meter's clock (protocols/modbus/clock.py)
+                    mb_meter.slow = SlowCadence.staggered(
+                        None, config.clock.read_interval_s, config.clock.read_spread_s,
+                        clocked.index(m.id), len(clocked), mono)
+                mb_meters.append(mb_meter)
             if isinstance(bus, TcpBusConfig):
-                buses.append(ModbusBus(bus.name, mb_meters, outbound, settings,
-                                       host=bus.host, port=bus.port))
+                mb_bus = ModbusBus(bus.name, mb_meters, outbound, settings,
+                                   host=bus.host, port=bus.port)
             else:
                 serial = {"port": bus.port, "baudrate": bus.baudrate, "parity": bus.parity,
                           "bytesize": bus.bytesize, "stopbits": bus.stopbits}
-                buses.append(ModbusBus(bus.name, mb_meters, outbound, settings, serial=serial))
+                mb_bus = ModbusBus(bus.name, mb_meters, outbound, settings, serial=serial)
+            mb_bus.meter_utc_offset_min = config.commands.meter_utc_offset_min
+            buses.append(mb_bus)
     return buses

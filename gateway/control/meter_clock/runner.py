@@ -117,9 +117,9 @@ class MeterClockWatch:
             for slot in bus.meters}
         self.meters = {m.id: m for m in config.meters}
         #: Meters whose clock their bus reads (the only polls looked at).
-        self.clocked = frozenset(m for m, (_, slot) in self.route.items()
-                                 if slot.slow is not None and slot.slow.clock_dis is not None
-                                 and m in vee.row_of)
+        self.clocked = frozenset(slot.meter_id for bus in buses for slot in bus.meters
+                                 if getattr(slot, "reads_clock", False)
+                                 and slot.meter_id in vee.row_of)
         #: The last offset read per meter (s), for the span a broadcast steps.
         self.offsets: dict[str, float] = {}
         #: Local day of the last sync that reached each meter.
@@ -198,7 +198,7 @@ class MeterClockWatch:
                     f"{hint}"}, t_ms)
 
     def _queue(self, meter: str, offset: float) -> None:
-        if meter in self._queued:
+        if meter in self._queued or meter not in self.route:
             return
         bus, slot = self.route[meter]
         try:
