@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from gateway.acquisition.meter_clock import SlowCadence
 from gateway.control.commands.journal import Journal, JournalEntry
-from gateway.control.meter_clock.policy import DAY_MS, SyncRule, SyncVerdict, decide
+from gateway.control.meter_clock.policy import (
+    DAY_MS,
+    SyncRule,
+    SyncVerdict,
+    clear_after_s,
+    decide,
+)
 from gateway.control.meter_clock.runner import synced_days
 from protocols.dlt645.clock import CLOCK_DIS, clock_offset_s, meter_clock
 from protocols.dlt645.frame import Version
@@ -191,3 +197,17 @@ def test_a_modbus_clock_is_six_registers_of_local_time() -> None:
 def test_a_bad_modbus_clock_is_located(clock: str, message: str) -> None:
     with pytest.raises(ProfileError, match=re.escape(message)):
         parse_profile(MODBUS.format(clock=clock), name="m")
+
+
+def test_after_near_freeze_the_clock_is_asked_again_once_the_span_has_passed() -> None:
+    r = rule()
+    late = local_ms(23, 58)
+    assert verdict(gateway_ms=late) is SyncVerdict.NEAR_FREEZE
+    wait = clear_after_s(r, [600.0])
+    assert wait == 600 + 600 + 60
+    assert verdict(gateway_ms=late + int(wait * 1000)) is SyncVerdict.SEND
+    cadence = SlowCadence(None, 86400, 5000.0)
+    cadence.soon(100.0, wait)
+    assert cadence.due == 100.0 + wait
+    cadence.soon(100.0, 1e9)  # never later than it already was
+    assert cadence.due == 100.0 + wait

@@ -62,6 +62,10 @@ class SlowCadence:
         """The meter answered (a refusal will not change by asking again soon either)."""
         self.due = now + self.interval_s
 
+    def soon(self, now: float, seconds: float) -> None:
+        """Read again within ``seconds`` (a decision waits for a later reading)."""
+        self.due = min(self.due, now + seconds)
+
     def failed(self, now: float) -> None:
         """No usable answer: try again soon, not at every poll."""
         self.due = now + min(self.interval_s, RETRY_S)

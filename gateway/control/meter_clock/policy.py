@@ -83,6 +83,15 @@ class SyncRule:
         return False
 
 
+def clear_after_s(rule: SyncRule, offsets_s: Sequence[float]) -> float:
+    """After a ``near_freeze`` verdict, how long until the same span has moved past the freeze
+    it touched: its width, the guard on both ends, and a minute. The runner asks for the clock
+    again then — otherwise a meter whose daily read falls near midnight would be asked at the
+    same time of day, and refused, every day."""
+    width = max([0.0, *offsets_s]) - min([0.0, *offsets_s])
+    return width + 2 * rule.guard_ms / 1000 + 60.0
+
+
 def decide(rule: SyncRule, *, resync: bool, offset_s: float, routable: bool, trusted: bool,
            gateway_ms: int, last_sync_day: int | None, bus_offsets_s: Sequence[float] = ()
            ) -> SyncVerdict:

@@ -43,7 +43,7 @@ from gateway.acquisition.meter_clock import CLOCK_OFFSET, read_clock_offset
 from gateway.config import GatewayConfig
 from gateway.control.commands.clock import TrustedClock
 from gateway.control.commands.journal import Journal, JournalEntry, JournalRecord
-from gateway.control.meter_clock.policy import SyncRule, SyncVerdict, decide
+from gateway.control.meter_clock.policy import SyncRule, SyncVerdict, clear_after_s, decide
 from gateway.errors import GatewayError
 from gateway.pipeline.alarms import Alarms
 from gateway.pipeline.feed import ValidatedPoll
@@ -120,8 +120,9 @@ class MeterClockWatch:
         self.clocked = frozenset(slot.meter_id for bus in buses for slot in bus.meters
                                  if getattr(slot, "reads_clock", False)
                                  and slot.meter_id in vee.row_of)
-        #: The last offset read per meter (s), for the span a broadcast steps.
+        #: The last offset read per meter (s), for the span a broadcast steps, and its level.
         self.offsets: dict[str, float] = {}
+        self.levels: dict[str, int] = {}
         #: Local day of the last sync that reached each meter.
         self.synced_day: dict[str, int] = {}
         self.queue: asyncio.Queue[SyncJob] = asyncio.Queue(QUEUE_LIMIT)
@@ -154,10 +155,18 @@ class MeterClockWatch:
         offset = float(value.value)
         self.offsets[poll.meter_id] = offset
         level, resync = self.grade(poll.meter_id, offset)
+        self.levels[poll.meter_id] = level
         verdict = self._decide(poll.meter_id, offset, resync)
         self._alarm(poll.meter_id, offset, level, verdict, value.t_ms)
         if verdict is SyncVerdict.SEND:
             self._queue(poll.meter_id, offset)
+        elif verdict is SyncVerdict.NEAR_FREEZE and poll.meter_id in self.route:
+            # Ask again once the span is past the freeze, not at this time tomorrow.
+            slot = self.route[poll.meter_id][1]
+            if slot.slow is not None:
+                slot.slow.soon(time.monotonic(), clear_after_s(self.rule, [
+                    offset, *self.offsets.values()] if self.rule.mode == "broadcast"
+                    else [offset]))
 
     def _decide(self, meter: str, offset: float, resync: bool) -> SyncVerdict:
         route = self.route.get(meter)
@@ -248,6 +257,11 @@ class MeterClockWatch:
                         job.bus.name, reason)
             return
         self.syncs += 1
+        if broadcast:  # the bus's other drifting meters were set too: their next poll says so
+            for slot in job.bus.meters:
+                if slot.meter_id != job.meter and self.levels.get(slot.meter_id, 0) \
+                        and slot.slow is not None:
+                    slot.slow.soon(time.monotonic(), 0.0)
         residual = await self._read_back(job)
         details: dict[str, object] = {"residual_s": residual}
         if residual is None:
@@ -310,5 +324,6 @@ class MeterClockWatch:
             return None
         self.offsets[job.meter] = residual
         level, _ = self.grade(job.meter, residual)
+        self.levels[job.meter] = level
         self._alarm(job.meter, residual, level, SyncVerdict.SYNCED_TODAY, _now_ms())
         return round(residual, 3)
