@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy protocols edge_rules gateway firmware_tools
+	$(VENV)/bin/mypy protocols edge_rules gateway firmware_tools central
 
 # Two workers: most end-to-end tests wait on wire timing and the broker, not the CPU (measured:
 # 597 s with one process, 360 s with two, on the 2-core CI machine).

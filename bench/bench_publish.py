@@ -135,6 +135,10 @@ class CountingOutbox:
     def last_seq(self) -> int:
         return self.store.last_seq
 
+    @property
+    def requeues(self) -> int:
+        return self.store.requeues
+
 
 @dataclass(frozen=True)
 class Timing:

@@ -48,6 +48,7 @@ from protocols.commands import (
     parse_private_key,
     raw_public_key,
     read_result_topic,
+    sign_command,
     verify_chain,
 )
 from protocols.topics import GatewayTopics
@@ -173,20 +174,8 @@ def cmd_sign_command(args: argparse.Namespace) -> int:
         )
     except EnvelopeError as exc:
         raise ToolError(f"command would be rejected as malformed: {exc}") from None
-    payload = envelope.to_cbor()
     private = [_load_key(path) for path in keys]
-    if len(private) == 1:
-        message = cose.sign1(
-            payload, private[0], protected=cose.ed25519_protected(kids[0].encode("utf-8"))
-        )
-    else:
-        message = cose.sign(
-            payload,
-            [
-                cose.Signer(key, kid=kid.encode("utf-8"))
-                for key, kid in zip(private, kids, strict=True)
-            ],
-        )
+    message = sign_command(envelope, list(zip(private, kids, strict=True)))
     out = Path(args.out)
     try:
         out.write_bytes(message)

@@ -22,6 +22,11 @@ demand ``01 01 tt 00``     maximum import demand (total, per tariff) with its ti
 variables ``02``           V, I, P, Q, S, PF per phase and total, ``FF`` blocks; 02800002
                            frequency, 02800004 present demand. Phases B and C of a single-phase
                            meter: no_data (blocks stop after A).
+prepayment ``00 90``       00900100/01 remaining and overdrawn energy, 00900200/01 money, blocks
+                           009001FF/009002FF, and 03320201/03330201 purchase counters, 03320601/
+                           03330601 totals bought, from the model meter's prepayment account
+                           (:meth:`~hil_tests.load_model.SimMeter.set_prepaid`, ``recharge``);
+                           no_data on a meter without one (or for the other kind of account).
 events ``03``              03110000/0311000n power-down, 03300D00/03300D0n meter-cover opening
                            (with energies before and after), 03300E00/0n terminal cover (this
                            model has one cover, reported as the meter cover: terminal cover count
@@ -118,7 +123,13 @@ from protocols.dlt645 import (
     encode,
     encode_load_records,
 )
-from protocols.dlt645.catalogue import ERROR_WORD_1997, ERROR_WORD_2007, EVENT_RECORDS
+from protocols.dlt645.catalogue import (
+    ERROR_WORD_1997,
+    ERROR_WORD_2007,
+    EVENT_RECORDS,
+    PREPAID_BALANCES,
+    PREPAID_PURCHASES,
+)
 from protocols.dlt645.frame import FUNCTION_TABLE, MAX_DATA_LENGTH
 from protocols.dlt645.items import decode_item, encode_item
 
@@ -290,7 +301,8 @@ def _status_word(word: int) -> Provider:
             flags = {"relay_open": st.relay_open,
                      "relay_command_trip": st.relay_open and not st.close_allowed,
                      "pre_trip_alarm": st.pre_trip_alarm, "protect": st.protected,
-                     "prepay_energy": m.prepay == "energy", "prepay_money": m.prepay == "money"}
+                     "prepay_energy": m.prepay_kind(s) == "energy",
+                     "prepay_money": m.prepay_kind(s) == "money"}
         elif word in (4, 5, 6):
             k = word - 4
             letter = "abc"[k]
@@ -311,6 +323,17 @@ def _voltage_loss(m: Dlt645Meter, s: MeterSnapshot) -> list[Value]:
         count, minutes = m.voltage_loss(k, s.t)
         out += [Decimal(count), Decimal(minutes)]
     return out
+
+
+def _prepaid_provider(quantity: str) -> Provider:
+    """A prepayment item (00 90 xx xx, 0332/0333 purchase records) of a prepaid meter; a meter
+    without that kind of account answers no_data, as a plain meter does."""
+
+    def provide(m: Dlt645Meter, s: MeterSnapshot) -> list[Value] | None:
+        value = s.prepaid.values().get(quantity) if s.prepaid is not None else None
+        return None if value is None else [value]
+
+    return provide
 
 
 def _build_providers_2007() -> dict[int, Provider]:
@@ -335,6 +358,8 @@ def _build_providers_2007() -> dict[int, Provider]:
         table[0x03300D00 | n] = _cover_record(n)
         table[0x03300E00 | n] = lambda m, s: [None, None, *[Decimal(0)] * 12]
     table[0x03010000] = _voltage_loss
+    for item in (*PREPAID_BALANCES, *PREPAID_PURCHASES):
+        table[item[0]] = _prepaid_provider(item[1])
     table[0x04000101] = lambda m, s: [m.clock(s)]
     table[0x04000102] = lambda m, s: [m.clock(s)]
     table[0x0400010C] = lambda m, s: [m.clock(s)]
@@ -473,6 +498,10 @@ class Dlt645Meter:
         self._followups: dict[int, list[bytes]] = {}
         self._last_reply: bytes | None = None
         self._observe(sim.sample())
+
+    def prepay_kind(self, s: MeterSnapshot) -> str | None:
+        """Money or energy prepayment: the account's when the model meter has one."""
+        return s.prepaid.unit if s.prepaid is not None else self.prepay
 
     # -- identity (the line's LineMeter protocol) -------------------------------------------------
 

@@ -41,7 +41,9 @@ Events, status and faults
     a reversed CT, a stopped register and a register running at a multiple of the measured
     energy. One knob per indicator of :mod:`edge_rules.theft`. The *true* load keeps flowing
     under the theft faults (a broken conductor stops the load of its phase), which is what an
-    area master meter (:meth:`LoadModel.master_meter`) sees.
+    area master meter (:meth:`LoadModel.master_meter`) sees. A prepaid meter
+    (:meth:`SimMeter.set_prepaid`) keeps a prepayment account whose balance falls as its import
+    register rises and rises on :meth:`SimMeter.recharge` (:mod:`hil_tests.prepayment`).
 
 Driving it from a protocol simulator (Modbus here, DL/T 645 on a pty alike)
     On each request: ``snap = meter.sample()`` (advances to the model clock's "now"). If
@@ -72,6 +74,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+from hil_tests.prepayment import PrepaidAccount, PrepaidUnit, Prepayment
 
 __all__ = [
     "DEFAULT_START_EPOCH",
@@ -359,6 +363,8 @@ class MeterSnapshot:
     daily_freezes: tuple[DailyFreeze, ...]  # most recent first
     ct_ratio: Decimal
     pt_ratio: Decimal
+    #: The prepayment account of a prepaid meter (:meth:`SimMeter.set_prepaid`), else None.
+    prepaid: Prepayment | None = None
 
     @property
     def powered(self) -> bool:
@@ -405,6 +411,8 @@ class MeterSnapshot:
             out[f"demand.active.import.max.t{tariff.value}"] = demand.kw
         out["ratio.ct"] = self.ct_ratio
         out["ratio.pt"] = self.pt_ratio
+        if self.prepaid is not None:
+            out.update(self.prepaid.values())
         return out
 
 
@@ -582,6 +590,7 @@ class SimMeter:
         self._phase_current_milli = [1000] * phases
         self._broken_phases: set[int] = set()
         self._register_speed_milli = 1000
+        self._prepaid: PrepaidAccount | None = None
         # Reported as configured; the model's values are already primary-side quantities.
         self.ct_ratio = ct_ratio
         self.pt_ratio = pt_ratio
@@ -869,6 +878,8 @@ class SimMeter:
                 daily_freezes=tuple(self._freezes),
                 ct_ratio=self.ct_ratio,
                 pt_ratio=self.pt_ratio,
+                prepaid=(None if self._prepaid is None
+                         else self._prepaid.state(self._registers("import").total)),
             )
 
     def sample(self) -> MeterSnapshot:
@@ -1015,6 +1026,22 @@ class SimMeter:
             raise ValueError(f"meter {self.meter_id}: register speed {factor} is outside 0..1000")
         with self._change(at):
             self._register_speed_milli = milli
+
+    def set_prepaid(self, credit: Decimal, *, price: Decimal = Decimal(1),
+                    unit: PrepaidUnit = "money", at: float | None = None) -> None:
+        """Make this a prepaid meter from now: ``credit`` 元 (or kWh for ``unit="energy"``)
+        that falls by ``price`` per kWh imported (see :mod:`hil_tests.prepayment`)."""
+        with self._change(at):
+            self._prepaid = PrepaidAccount(unit, Decimal(credit), Decimal(price),
+                                           self._registers("import").total)
+
+    def recharge(self, amount: Decimal, at: float | None = None) -> None:
+        """The customer buys ``amount`` (a card or a remote top-up): the balance rises and the
+        purchase counter moves on by one."""
+        with self._change(at):
+            if self._prepaid is None:
+                raise ValueError(f"meter {self.meter_id} is not prepaid (set_prepaid first)")
+            self._prepaid.recharge(Decimal(amount))
 
     def reset_max_demand(self, at: float | None = None) -> None:
         """Clear maximum demand (DL/T 645 19H)."""

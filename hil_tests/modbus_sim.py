@@ -10,6 +10,9 @@ mapping the gateway decodes with, so a test can compare published values with
 
 What the wire does, as far as a simulator can make it:
 
+* A profile register for ``prepaid.balance.*`` / ``prepaid.overdraft.*`` serves the load
+  model's prepayment account (:meth:`~hil_tests.load_model.SimMeter.set_prepaid`, ``recharge``),
+  which falls as the meter's import register rises.
 * Only the registers a profile maps are readable, joined across gaps of up to the profile's
   ``max_gap`` (what the real meter tolerates); anything else is exception 02, a write is
   exception 02 (read-only), other function codes exception 01.

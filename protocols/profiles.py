@@ -94,7 +94,7 @@ _QUANTITY_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 #: values that have no place in the shared vocabulary yet (any unit is accepted there).
 QUANTITY_ROOTS: frozenset[str] = frozenset(
     {"voltage", "current", "power", "frequency", "energy", "demand", "ratio", "status", "event",
-     "time", "x"}
+     "time", "prepaid", "x"}
 )
 
 # Longest prefix wins. Roots listed here must match one of their prefixes, which catches typos
@@ -361,15 +361,18 @@ class Dlt645Read:
     4 for -1997); ``name`` — the quantity a single-value DI publishes as (None: the codec's
     catalogue name); ``names`` — quantity names, in reply order, for a block DI such as
     ``0001FF00`` (total, T1..T4); ``optional`` — the meter may answer "no data" without that
-    being an alarm; ``slow`` — a parameter that rarely changes (CT/PT ratios): read with the
-    meter clock at ``[clock] read_interval_s`` (daily by default), not on every poll.
+    being an alarm; ``every_s`` — read this DI only once that long has passed since it last
+    answered (None: every poll), for slow values such as a prepaid balance on a busy 2400-baud
+    line; ``refresh_on`` — quantities read earlier in the same poll whose change makes this DI
+    due at once whatever ``every_s`` says (a purchase counter that moved: read the balance now).
     """
 
     di: str
     name: str | None = None
     names: tuple[str, ...] = ()
     optional: bool = False
-    slow: bool = False
+    every_s: float | None = None
+    refresh_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,7 +478,15 @@ def _parse_dlt645(top: TableReader, name: str, common: _Common) -> Dlt645Profile
         if reader.has("name") and reader.has("names"):
             reader.error("names", "give either name (one value) or names (a block DI), not both")
         optional = reader.boolean("optional", default=False)
-        slow = reader.boolean("slow", default=False)
+        every = reader.decimal("every_s")
+        if every is not None and every <= 0:
+            reader.error("every_s", f"must be a positive number of seconds, got {every}")
+            every = None
+        refresh_on = reader.string_list("refresh_on") or ()
+        for i, item in enumerate(refresh_on):
+            problem = check_quantity_name(item)
+            if problem:
+                reader.error(f"refresh_on[{i}]", problem)
         reader.finish()
         if di is None:
             continue
@@ -484,11 +495,10 @@ def _parse_dlt645(top: TableReader, name: str, common: _Common) -> Dlt645Profile
             continue
         seen_reads[di] = reader.path
         reads.append(Dlt645Read(di=di, name=quantity, names=tuple(names), optional=optional,
-                                slow=slow))
+                                every_s=None if every is None else float(every),
+                                refresh_on=tuple(refresh_on)))
     if not read_tables and top.has("reads"):
         top.error("reads", "must list at least one DI to read")
-    elif read_tables and reads and all(r.slow for r in reads):
-        top.error("reads", "every read is slow = true: a poll needs at least one read of its own")
 
     overrides: list[Dlt645Override] = []
     seen_overrides: dict[str, str] = {}

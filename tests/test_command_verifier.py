@@ -342,6 +342,10 @@ UNAUTHENTICATED = frozenset({RejectCode.TOO_LARGE, RejectCode.MALFORMED, RejectC
                              RejectCode.BAD_SIGNATURE})
 
 
+#: Malformed payloads under a signature that holds: journaled in full, like any authentic command.
+SIGNED_BUT_MALFORMED = frozenset({"not a command payload", "unknown payload field"})
+
+
 @pytest.mark.parametrize(("name", "make", "code"), REJECTIONS, ids=[r[0] for r in REJECTIONS])
 def test_each_rejection_is_journaled_with_its_reason(
     rig: Rig, name: str, make: object, code: RejectCode
@@ -356,7 +360,7 @@ def test_each_rejection_is_journaled_with_its_reason(
     assert rejected.seq == decision.journal_seq
     assert rejected.details["code"] == str(code)
     assert rejected.details["reason"] == decision.reason.removeprefix(f"{code}: ")
-    if code in UNAUTHENTICATED:
+    if code in UNAUTHENTICATED and name not in SIGNED_BUT_MALFORMED:
         # Nobody's signature vouches for it: one record, its digest and size, not its bytes.
         assert [r.kind for r in rig.journal.records()] == ["rejected"]
         assert rejected.details["sha256"] == hashlib.sha256(message).digest()
@@ -366,7 +370,9 @@ def test_each_rejection_is_journaled_with_its_reason(
     else:
         assert rig.last_two() == ("received", "rejected")
         assert rig.journal.records()[-2].details["message"] == message
-        assert rejected.details["authentic"] is True and "claimed" in rejected.details
+        assert rejected.details["authentic"] is True
+        # A payload that cannot be parsed has no claims to record, only its bytes.
+        assert ("claimed" in rejected.details) is (code is not RejectCode.MALFORMED)
     assert rig.journal.pending() == []
     assert verify_journal_file(rig.path).ok
 
@@ -602,10 +608,11 @@ def test_outcome_for_a_command_never_accepted_is_refused(rig: Rig) -> None:
 
 def test_only_operator_holds_control() -> None:
     assert allowed_actions("OPERATOR") >= {"trip", "close", "limit", "protect", "planned_outage"}
-    # An ENGINEER switches nothing; planning an outage is the one action granted by role.
-    assert allowed_actions("ENGINEER") == frozenset({"planned_outage"})
-    for role in ("VIEWER", "SECADM"):
-        assert allowed_actions(role) == frozenset()
+    # An ENGINEER switches nothing; planning an outage and asking for a replay are granted by
+    # role. A VIEWER may only ask for messages again; SECADM administers keys, nothing else.
+    assert allowed_actions("ENGINEER") == frozenset({"planned_outage", "replay"})
+    assert allowed_actions("VIEWER") == frozenset({"replay"})
+    assert allowed_actions("SECADM") == frozenset()
 
 
 def test_key_table_from_config(tmp_path: Path) -> None:
@@ -725,3 +732,107 @@ def test_verify_chain_passes_on_a_busy_journal(rig: Rig) -> None:
     assert report.ok and report.records == len(rig.journal.records())
     assert report.head == rig.journal.head()
     assert os.path.getsize(rig.path) > 0
+
+
+def _spoiled(key: Ed25519PrivateKey, kid: bytes, **changes: object) -> tuple[bytes, bytes]:
+    """A signed command whose payload fields are changed after building (so that it breaks the
+    envelope's rules) and signed again: (message, its id)."""
+    message, cmd = command(ctr=7)
+    payload = {**cbor2.loads(cose.decode(message).payload), **changes}
+    return cose.sign1(cbor2.dumps(payload), key, protected=cose.ed25519_protected(kid)), cmd
+
+
+@pytest.mark.parametrize(("changes", "said"), [
+    ({"exp": int(NOW) - 10}, "'exp'"),
+    ({"action": "self_destruct"}, "'action'"),
+    ({"targets": "m-001"}, "'targets'"),
+], ids=["exp before iat", "unknown action", "targets not a list"])
+def test_a_malformed_command_with_a_readable_id_is_answered(
+        rig: Rig, changes: dict[str, object], said: str) -> None:
+    """Issue 17: whatever makes a payload malformed, a readable id gets a rejection naming it
+    (the daemon signs and publishes the result for every decision with a command id)."""
+    message, cmd = _spoiled(OPERATOR_A, b"op-a", **changes)
+    decision = rig.verify(message)
+    assert (decision.status, decision.code, decision.command_id) == (
+        "rejected", RejectCode.MALFORMED, cmd)
+    assert said in decision.reason
+    # The signature held: journaled in full (bytes and verdict), under the command's id.
+    assert rig.last_two() == ("received", "rejected")
+    assert all(r.cmd == cmd for r in rig.journal.records())
+    assert rig.journal.records()[-1].details["authentic"] is True
+    # Nothing was spent: the same counter is still usable by a correct command.
+    assert rig.verify(command(ctr=7)[0]).accepted
+
+
+def test_an_unsigned_malformed_command_is_answered_but_journaled_as_junk(rig: Rig) -> None:
+    message, cmd = _spoiled(STRANGER, b"op-a", action="self_destruct")
+    decision = rig.verify(message)
+    assert (decision.code, decision.command_id) == (RejectCode.MALFORMED, cmd)
+    [record] = rig.journal.records()
+    assert record.details["authentic"] is False and record.cmd == cmd
+
+
+def test_a_payload_without_a_readable_id_gets_no_answer(rig: Rig) -> None:
+    for payload in ({"v": 1, "id": b"short"}, [1, 2], {"v": 1}):
+        message = cose.sign1(cbor2.dumps(payload), OPERATOR_A,
+                             protected=cose.ed25519_protected(b"op-a"))
+        decision = rig.verify(message)
+        assert (decision.code, decision.command_id) == (RejectCode.MALFORMED, None)
+
+
+# ------------------------------------------------------------------------------ replay
+
+
+def _replay(ctr: int, params: Mapping[str, object] | None = None, *,
+            targets: Sequence[str] | Mapping[str, str] = (GW,), role: str = "VIEWER",
+            keys: Sequence[tuple[Ed25519PrivateKey, str]] = ((OPERATOR_B, "op-b"),),
+            iat: int = int(NOW)) -> bytes:
+    wanted = {"epoch": 7, "from_seq": 10, "to_seq": 19} if params is None else params
+    return command(keys=keys, action="replay", targets=targets, ctr=ctr, role=role,
+                   params=wanted, iat=iat)[0]
+
+
+def test_a_viewer_operator_or_engineer_may_ask_for_a_replay(rig: Rig) -> None:
+    for i, (keys, role) in enumerate([((OPERATOR_B, "op-b"), "VIEWER"),
+                                      ((OPERATOR_A, "op-a"), "OPERATOR"),
+                                      ((ENGINEER, "eng-1"), "ENGINEER")], start=1):
+        decision = rig.verify(_replay(i, keys=[keys], role=role))
+        assert decision.accepted, decision.reason
+        assert decision.command is not None and decision.command.meters == ()
+        assert dict(decision.command.params) == {"epoch": 7, "from_seq": 10, "to_seq": 19}
+
+
+@pytest.mark.parametrize(("params", "targets", "code", "said"), [
+    ({"epoch": 7, "from_seq": 10}, [GW], RejectCode.BAD_PARAMS, "'to_seq'"),
+    ({"epoch": 7, "from_seq": 10, "to_seq": 9}, [GW], RejectCode.BAD_PARAMS, "empty"),
+    ({"epoch": 7, "from_seq": 0, "to_seq": 9}, [GW], RejectCode.BAD_PARAMS, "empty"),
+    ({"epoch": -1, "from_seq": 1, "to_seq": 9}, [GW], RejectCode.BAD_PARAMS, "'epoch'"),
+    ({"epoch": 7, "from_seq": 1, "to_seq": True}, [GW], RejectCode.BAD_PARAMS, "'to_seq'"),
+    ({"epoch": 7, "from_seq": 1, "to_seq": 9, "meter": "m-001"}, [GW], RejectCode.BAD_PARAMS,
+     "unknown"),
+    ({"epoch": 7, "from_seq": 2, "to_seq": 10_002}, [GW], RejectCode.BAD_PARAMS,
+     "replay_max_messages = 10000"),
+    (None, ["m-001"], RejectCode.UNKNOWN_TARGET, f"targets = [{GW!r}]"),
+    (None, {"group": "feeder-a"}, RejectCode.UNKNOWN_TARGET, "the gateway itself"),
+], ids=["no to_seq", "backwards", "seq 0", "negative epoch", "bool", "unknown param",
+        "too many", "a meter", "a group"])
+def test_a_replay_out_of_shape_is_rejected_with_the_reason(
+        rig: Rig, params: Mapping[str, object] | None, targets: Sequence[str] | Mapping[str, str],
+        code: RejectCode, said: str) -> None:
+    decision = rig.verify(_replay(1, params, targets=targets))
+    assert decision.code is code and said in decision.reason, decision.reason
+
+
+def test_replays_are_rate_limited_for_the_whole_gateway(rig: Rig) -> None:
+    """replay_per_minute (default 6) counts accepted replays of every key together."""
+    for ctr in range(1, 4):
+        assert rig.verify(_replay(ctr), NOW + ctr).accepted
+    for ctr in range(1, 4):
+        assert rig.verify(_replay(ctr, keys=[(ENGINEER, "eng-1")], role="ENGINEER"),
+                          NOW + 3 + ctr).accepted
+    refused = rig.verify(_replay(10), NOW + 10)
+    assert refused.code is RejectCode.RATE_LIMITED and "replay_per_minute = 6" in refused.reason
+    # Other commands are not counted against replays, nor replays against the key's own limit.
+    assert rig.verify(command(ctr=11, action="alarm", targets=["m-001"])[0], NOW + 11).accepted
+    assert rig.verify(_replay(12, iat=int(NOW) + 62), NOW + 62).accepted  # the window moved on
+

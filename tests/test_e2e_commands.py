@@ -4,6 +4,7 @@ touch the bus, results on P/G/cmd/result, and a clean audit journal (issue 6, di
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -359,3 +360,76 @@ rounds = [["{ids[0]}"], ["{ids[1]}"], ["{ids[2]}"]]
             assert close["code"] == 0 and "executed" in str(close["out"]), close
             assert not line.meters[addresses[0]].sim.snapshot().status.relay_open
             assert rig.stop_daemon() == 0
+
+
+def test_every_command_with_a_readable_id_gets_a_signed_rejection(tmp_path: Path) -> None:
+    """Issue 17: commands signed by an independent COSE implementation (tests/independent_cose.py)
+    with ``exp`` before ``iat``, an unknown action, or targets that are not a list each get a
+    result signed by the gateway's key: ``rejected``, the reason naming the field. Bytes with
+    no readable id are journaled and stay unanswered, as before."""
+    from cryptography.hazmat.primitives import serialization
+
+    from tests import independent_cose
+
+    with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=2, modbus_meters=0,
+                     poll_interval_s=2.0) as rig:
+        target = f"m-{sorted(rig.lines['rs485-1'].meters)[0][-4:]}"
+        assert gwtool("keygen", "--out", str(tmp_path / "gw")).returncode == 0
+        key_path = _setup(rig, tmp_path, "none", f'gateway_key = "{tmp_path / "gw.key"}"\n')
+        op1 = _load_key(key_path)
+        gateway_public = _load_key(tmp_path / "gw.key").public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        now = int(time.time())
+        base: dict[str, object] = {"v": 1, "aud": rig.gateway_id, "iat": now, "exp": now + 60,
+                                   "role": "OPERATOR", "action": "alarm", "targets": [target],
+                                   "params": {}}
+        cases = {
+            "'exp'": {"exp": now - 60},
+            "'action'": {"action": "reboot"},
+            "'targets'": {"targets": target},
+        }
+        with Observer(rig.broker, "mtr/v1/#", client_id="answers") as observer:
+            rig.start_daemon()
+            # Reads arriving means the daemon is up and subscribed to its command topic.
+            assert wait_until(lambda: bool(decoded(observer, rig.topic("reads/"))), 30)
+            sent: dict[bytes, str] = {}
+            for ctr, (field, change) in enumerate(cases.items(), start=1):
+                cmd = os.urandom(16)
+                message = independent_cose.sign1({**base, "id": cmd, "ctr": ctr, **change}, op1,
+                                                 b"op-1")
+                publish_once(rig.broker, rig.topic("cmd"), message)
+                sent[cmd] = field
+            # No id at all, and an id of the wrong size: journaled, never answered.
+            publish_once(rig.broker, rig.topic("cmd"),
+                         independent_cose.sign1({**base, "ctr": 9}, op1, b"op-1"))
+            publish_once(rig.broker, rig.topic("cmd"),
+                         independent_cose.sign1({**base, "id": b"short", "ctr": 10}, op1, b"op-1"))
+            answers: dict[bytes, dict[str, object]] = {}
+
+            def answered() -> bool:
+                for _t, payload, _r in observer.messages(rig.topic("cmd/result")):
+                    result = independent_cose.open_sign1(payload, gateway_public)
+                    cmd = result.get("cmd")
+                    if isinstance(cmd, bytes):
+                        answers[cmd] = result
+                return set(sent) <= set(answers)
+
+            assert wait_until(answered, 30), rig.log_text()[-2000:]
+            for cmd, field in sent.items():
+                result = answers[cmd]
+                assert result["status"] == "rejected", result
+                reason = str(result["reason"])
+                assert reason.startswith("malformed: ") and field in reason, reason
+            time.sleep(2)  # the two messages without an id had their chance to be answered
+            answered()
+            assert set(answers) == set(sent), answers
+            assert rig.stop_daemon() == 0
+        journal = Journal.open(rig.workdir / "var" / "audit.db")
+        try:
+            rejected = [r for r in journal.records() if r.kind == "rejected"]
+            assert len(rejected) == 5
+            assert {r.cmd for r in rejected} == {*sent, None}
+            # Signed by a configured operator: journaled with its bytes, as authentic.
+            assert all(r.details["authentic"] for r in rejected)
+        finally:
+            journal.close()

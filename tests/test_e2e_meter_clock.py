@@ -4,7 +4,7 @@ DL/T 645 meters on a pty whose clocks run on this machine's time plus their own 
 * A meter 10 minutes fast raises ``clock.drift``, gets exactly one broadcast time sync (08H)
   under ``[clock] mode = "broadcast"``, the alarm clears on the read-back, and the sync is in
   the audit journal (accepted, then executed with the residual).
-* The meters' CT ratio, read once per clock read (``slow = true``), raises ``meter.ratio`` when
+* The meters' CT ratio, read on its own cadence (``every_s``), raises ``meter.ratio`` when
   it changes away from the configured ratio and clears when it is back (check_ratios).
 * Near midnight nothing is sent: the daemon runs under libfaketime at 23:58 in the meters'
   zone and the simulators' clocks are set to the same instant, so the step from 23:58 to the
@@ -56,11 +56,11 @@ clock_trusted = true
 SLOW_READS = """
 [[reads]]
 di = "04000306"
-slow = true
+every_s = 3
 
 [[reads]]
 di = "04000307"
-slow = true
+every_s = 3
 
 [clock]
 """

@@ -421,6 +421,26 @@ def test_prepaid_alarm_then_trip_after_delay_then_recharge_allows_close_only() -
     assert not rig.sends(ControlAction.DIRECT_CLOSE)
 
 
+def test_prepaid_exhausted_is_raised_and_cleared_and_a_protected_customer_never_tripped() -> None:
+    rig = Rig(protected=("p",), settings=scenario_settings(
+        prepaid=PrepaidSettings(alarm_threshold=10.0, trip_threshold=0.0, trip_delay_s=60.0)))
+    e = rig.engine
+    for meter in ("m1", "p"):
+        rig.dispatch(e.on_balance(meter, rig.now, -2.0))
+    raised = {o.meter: o for _, o in rig.alarms("prepaid.exhausted")}
+    assert set(raised) == {"m1", "p"}
+    assert raised["p"].details["protected"] is True and raised["p"].details["trip_at"] is None
+    assert raised["m1"].details["trip_at"] == pytest.approx(rig.now + 60.0)
+    assert raised["m1"].severity == "major"
+    rig.advance(3600)
+    assert [o.meter for _, o in rig.sends(TRIP)] == ["m1"]
+    assert not [o for _, o in rig.sends() if o.meter == "p"]  # not even an alarm frame
+    assert not rig.alarms("load.protected_trip_blocked")
+    rig.dispatch(e.on_balance("m1", rig.now, 5.0))  # above the trip threshold, still low
+    assert [o.meter for _, o in rig.alarms("prepaid.exhausted", "cleared")] == ["m1"]
+    assert not rig.alarms("prepaid.low", "cleared")
+
+
 def test_prepaid_trip_is_released_by_allow_close_even_when_power_control_lets_go_last() -> None:
     engine = engine_for(alarm_delay_s=0.0, settle_s=60.0, restore_delay_max_s=0.0,
                         restore_delay_min_s=0.0,

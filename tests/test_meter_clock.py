@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.acquisition.meter_clock import SlowCadence
+from gateway.acquisition.meter_clock import ClockCadence
 from gateway.control.commands.journal import Journal, JournalEntry
 from gateway.control.meter_clock.policy import (
     DAY_MS,
@@ -73,9 +73,9 @@ def test_a_clock_item_of_the_other_edition_is_located_and_explained() -> None:
 # -- the cadence -------------------------------------------------------------------------------
 
 def test_first_reads_are_spread_then_every_interval() -> None:
-    firsts = [SlowCadence.staggered((1, 2), 86400, 3600, k, 4, 100.0).due for k in range(4)]
+    firsts = [ClockCadence.staggered((1, 2), 86400, 3600, k, 4, 100.0).due for k in range(4)]
     assert firsts == [100.0, 1000.0, 1900.0, 2800.0]
-    cadence = SlowCadence((1, 2), 86400, 0.0)
+    cadence = ClockCadence((1, 2), 86400, 0.0)
     assert cadence.is_due(0.0)
     cadence.read(10.0)
     assert cadence.due == 86410.0 and not cadence.is_due(86409.0)
@@ -206,7 +206,7 @@ def test_after_near_freeze_the_clock_is_asked_again_once_the_span_has_passed() -
     wait = clear_after_s(r, [600.0])
     assert wait == 600 + 600 + 60
     assert verdict(gateway_ms=late + int(wait * 1000)) is SyncVerdict.SEND
-    cadence = SlowCadence(None, 86400, 5000.0)
+    cadence = ClockCadence(None, 86400, 5000.0)
     cadence.soon(100.0, wait)
     assert cadence.due == 100.0 + wait
     cadence.soon(100.0, 1e9)  # never later than it already was

@@ -776,3 +776,52 @@ def test_alarm_overtakes_a_read_backlog_after_a_broker_outage(
         assert result["rows"] == backlog
 
     run(main)
+
+
+def test_replayed_rows_go_out_again_marked_hist_once_each(store: Store) -> None:
+    """Rows a consumer asked for again (Store.requeue, the replay command) are sent with their
+    stored payload plus hist, even though committed on this very connection; a second replay
+    below the lane's cursor is still served, and a row queued again while in flight is not
+    sent twice."""
+    async def main() -> None:
+        link = ScriptedLink()
+        pump = OutboxPump(store, link, window=4)
+        pump.start()
+        link.up()
+        ledger = Ledger(store)
+        ledger.commit()
+        ledger.commit()  # seqs 1..8, live on this connection
+        pump.notify()
+        while len(link.published) < 8 or pump.status().inflight:
+            for mid, *_ in link.published:
+                link.ack(mid)
+            await settle()
+        pump._flush_acks()
+        assert store.outbox_depth() == 0 and link.hist_flags() == [False] * 8
+
+        store.requeue(5, 7)
+        pump.notify()
+        await settle()
+        assert link.seqs(8) == [5, 6, 7] and link.hist_flags(8) == [True] * 3
+        assert [p for _, _, p, _ in link.published[8:]] == [
+            mark_hist(ledger.payloads[s]) for s in (5, 6, 7)]
+        # 5..7 in flight; a replay of 2..6 rewinds the lane below its cursor: 2..4 go out,
+        # 5 and 6 (still in flight) do not go out twice.
+        store.requeue(2, 6)
+        pump.notify()
+        await settle()
+        assert link.seqs(11) == [2]  # the window (4) is full: 5, 6, 7 and 2 in flight
+        for mid in range(9, 13):
+            link.ack(mid)
+        await settle()
+        assert link.seqs(11) == [2, 3, 4]
+        for mid in (13, 14):
+            link.ack(mid)
+        await settle()
+        pump._flush_acks()
+        assert store.outbox_depth() == 0
+        assert len(link.published) == 14
+        assert pump.status().resent == 6
+        await pump.stop()
+
+    run(main)

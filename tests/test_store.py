@@ -326,7 +326,7 @@ def test_last_actual_registers_survive_retention_and_ignore_late_backfill(store:
     expected = [("m-1", "e.exp", Decimal("3.0")), ("m-1", "e.imp", Decimal("100.50"))]
     assert store.last_actual_registers() == expected
     assert str(store.last_actual_registers()[1][2]) == "100.50"
-    store.mark_acked(range(1, store.last_seq + 1))
+    store.mark_acked(range(1, store.last_seq + 1), when_ms=T0)
     store.prune(T0 + 100 * DAY_MS, retention_days=1)
     assert store.reads("m-1") == [] and seqs
     assert store.last_actual_registers() == expected
@@ -500,7 +500,8 @@ def test_prune_deletes_only_acknowledged_rows_past_retention(store: Store) -> No
     old_acked = store.commit_poll(poll(store, 2, T0), now_ms=T0)
     old_unacked = store.commit_poll(poll(store, 2, T0), now_ms=T0)
     young_acked = store.commit_poll(poll(store, 2, T0), now_ms=T0 + 29 * DAY_MS)
-    store.mark_acked(old_acked + young_acked, when_ms=T0 + 29 * DAY_MS)
+    store.mark_acked(old_acked, when_ms=T0)
+    store.mark_acked(young_acked, when_ms=T0 + 29 * DAY_MS)
     store.raise_alarm("a/old", "a", {}, T0 - DAY_MS)
     store.clear_alarm("a/old", T0)
     store.raise_alarm("a/active", "a", {}, T0)
@@ -809,12 +810,14 @@ def test_outbox_queries_use_their_partial_indexes(store: Store) -> None:
     queries must go straight to their rows instead of walking those — and the priority lane's
     query must not walk the read backlog either."""
     assert store._conn is not None
-    columns = "seq, topic, payload, qos, created_ms, attempts, priority"
+    columns = "seq, topic, payload, qos, created_ms, attempts, priority, replay"
     plans = {
         "priority": f"SELECT {columns} FROM outbox WHERE acked_ms IS NULL AND priority = 1 "
+        "AND replay = 0 AND seq > 0 ORDER BY seq LIMIT 5",
+        "replay": f"SELECT {columns} FROM outbox WHERE acked_ms IS NULL AND replay = 1 "
         "AND seq > 0 ORDER BY seq LIMIT 5",
         "bulk": f"SELECT {columns} FROM outbox WHERE acked_ms IS NULL AND priority = 0 "
-        "AND seq > 0 ORDER BY seq LIMIT 5",
+        "AND replay = 0 AND seq > 0 ORDER BY seq LIMIT 5",
         "depth": "SELECT count(*) FROM outbox WHERE acked_ms IS NULL",
         "prune": "SELECT seq FROM outbox WHERE acked_ms IS NOT NULL AND created_ms < 5 "
         "ORDER BY created_ms LIMIT 5",
@@ -825,12 +828,15 @@ def test_outbox_queries_use_their_partial_indexes(store: Store) -> None:
     }
     assert "INDEX outbox_priority_unacked" in used["priority"], used
     assert "INDEX outbox_unacked" in used["bulk"] and "INDEX outbox_unacked" in used["depth"]
-    assert "TEMP B-TREE" not in used["priority"] + used["bulk"], used  # no sort of the backlog
+    assert "INDEX outbox_replay_unacked" in used["replay"], used
+    assert "TEMP B-TREE" not in used["priority"] + used["bulk"] + used["replay"], used
     assert "outbox_acked_age" in used["prune"]
-    # the statements Store.pending really runs are these two
+    # the statements Store.pending really runs are these three
     source = inspect.getsource(Store.pending)
-    assert "acked_ms IS NULL AND priority = 1 AND seq > ? ORDER BY seq LIMIT ?" in source
-    assert "acked_ms IS NULL AND priority = 0 AND seq > ? ORDER BY seq LIMIT ?" in source
+    assert '"FROM outbox WHERE acked_ms IS NULL AND {lane} AND seq > ? "' in source
+    assert '"ORDER BY seq LIMIT ?"' in source
+    for lane in ("priority = 1 AND replay = 0", "replay = 1", "priority = 0 AND replay = 0"):
+        assert f'"{lane}"' in source
 
 
 def alarm_message(store: Store, key: str, t: int) -> OutboxMessage:

@@ -9,6 +9,10 @@ Wire discipline (the bus is the bottleneck: 2400 baud is ~218 bytes/s):
   item is not asked the rest of its items in that poll;
 * the reply timeout starts when the request has left the wire (its bytes take 11 bit-times each).
 
+A read with a cadence (profile ``every_s``) is skipped in polls where it is not due, unless a
+quantity it is refreshed on (``refresh_on``) changed earlier in the same poll: a prepaid meter's
+balance block every few minutes, and at once when its purchase counter moved.
+
 A priority lane (bounded) carries control frames (load control's trip/close): it is served before the
 next routine transaction, even in the middle of a meter's poll.
 
@@ -32,7 +36,7 @@ from typing import Any
 
 from gateway.acquisition.backfill import BackfillBoard, boundary_local, interval_closed_by
 from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus, now_ms
-from gateway.acquisition.meter_clock import CLOCK_OFFSET, SlowCadence, read_clock_offset
+from gateway.acquisition.meter_clock import CLOCK_OFFSET, ClockCadence, read_clock_offset
 from gateway.acquisition.poll_result import (
     BusEvent,
     IntervalRecords,
@@ -51,12 +55,16 @@ PREAMBLE = 4  # FE bytes before each request: many meters need them to wake thei
 
 @dataclass(frozen=True)
 class PlannedRead:
-    """One request of a meter's poll: the request, whether refusal is normal, and naming."""
+    """One request of a meter's poll: the request, whether refusal is normal, naming, and its
+    cadence (``every_s``: read only that often; ``refresh_on``: read at once when one of these
+    quantities changed earlier in the poll — see :class:`protocols.profiles.Dlt645Read`)."""
 
     request: d.ReadRequest
     optional: bool = False
     name: str | None = None
     names: tuple[str, ...] = ()
+    every_s: float | None = None
+    refresh_on: tuple[str, ...] = ()
 
 
 @dataclass
@@ -67,13 +75,24 @@ class Dlt645Meter(MeterSlot):
     reads: list[PlannedRead] = field(default_factory=list)
     catalogue: d.Catalogue = field(default_factory=lambda: d.CATALOGUE_2007)
     load_records: bool = False  # the profile says the meter keeps class-4 load records
-    #: Reads of parameters that rarely change (profile ``slow = true``), made with the clock.
-    slow_reads: list[PlannedRead] = field(default_factory=list)
-    slow: SlowCadence | None = None  # when the clock and slow reads are due (meter_clock.py)
+    #: When the meter clock is read (gateway/acquisition/meter_clock.py); None: not read.
+    clock: ClockCadence | None = None
+    #: DI → monotonic time it last answered (reads with a cadence only).
+    read_at: dict[int, float] = field(default_factory=dict)
+    #: Last value of each quantity some read is refreshed on (to notice a change).
+    watched: dict[str, ValueType] = field(default_factory=dict)
 
     @property
     def reads_clock(self) -> bool:
-        return self.slow is not None and self.slow.clock_dis is not None
+        return self.clock is not None
+
+    def read_due(self, read: PlannedRead, now: float, changed: set[str]) -> bool:
+        """Whether ``read`` belongs in this poll: always without a cadence; otherwise when one
+        of its ``refresh_on`` quantities changed in this poll, or its cadence has run."""
+        if read.every_s is None or changed.intersection(read.refresh_on):
+            return True
+        last = self.read_at.get(read.request.di)
+        return last is None or now - last >= read.every_s
 
 
 def polled_value(name: str, value: d.Value) -> ValueType:
@@ -210,8 +229,10 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
         answered = False
         settings = self.settings
         meter.stats.polls += 1
-        slow = meter.slow if meter.slow is not None and meter.slow.is_due(t0) else None
-        for read in meter.reads + meter.slow_reads if slow is not None else meter.reads:
+        changed: set[str] = set()
+        for read in meter.reads:
+            if not meter.read_due(read, time.monotonic(), changed):
+                continue
             await self.serve_priority_now()
             try:
                 tx = await self._exchange(read.request, meter, 1 + settings.retries,
@@ -219,6 +240,8 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
             except d.ExceptionReply as exc:
                 answered = True
                 meter.stats.refusals += 1
+                if read.every_s is not None:  # a refusal is an answer: not asked again at once
+                    meter.read_at[read.request.di] = time.monotonic()
                 if not read.optional:
                     errors.append(f"DI {read.request.di:08X}: {exc}")
                 continue
@@ -239,13 +262,18 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
                 if isinstance(reading.value, Mapping):
                     for flag, on in reading.value.items():
                         flags[flag] = bool(on)
-                values.append(PolledValue(name, polled_value(name, reading.value), reading.unit, t_ms))
-        if answered and slow is not None:
-            offset = await self._read_clock(meter, slow) if slow.clock_dis else None
+                value = polled_value(name, reading.value)
+                values.append(PolledValue(name, value, reading.unit, t_ms))
+                if name in meter.watched or any(name in r.refresh_on for r in meter.reads):
+                    if name in meter.watched and meter.watched[name] != value:
+                        changed.add(name)
+                    meter.watched[name] = value
+            if read.every_s is not None:
+                meter.read_at[read.request.di] = time.monotonic()
+        if answered and meter.clock is not None and meter.clock.is_due(time.monotonic()):
+            offset = await self._read_clock(meter, meter.clock)
             if offset is not None:
                 values.append(offset)
-            elif not slow.clock_dis:
-                slow.read(time.monotonic())
         elapsed = time.monotonic() - t0
         meter.stats.last_poll_s = elapsed
         ok = answered and bool(values)
@@ -263,7 +291,7 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
             await self._read_back(meter, self.backfill)
         return result
 
-    async def _read_clock(self, meter: Dlt645Meter, cadence: SlowCadence) -> PolledValue | None:
+    async def _read_clock(self, meter: Dlt645Meter, cadence: ClockCadence) -> PolledValue | None:
         """The meter clock's offset as a value of this poll, when the cadence says it is due
         (gateway/acquisition/meter_clock.py). Its transactions give way to the priority lane
         like the poll's own; a meter that refuses or garbles them still answered the poll."""
@@ -274,13 +302,13 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
                                       1 + self.settings.retries, self.serve_priority_now)
             return tuple(tx.readings)
 
-        assert cadence.clock_dis is not None
+        assert cadence.dis is not None
         try:
-            offset = await read_clock_offset(read, cadence.clock_dis, self.meter_utc_offset_min)
+            offset = await read_clock_offset(read, cadence.dis, self.meter_utc_offset_min)
         except d.ExceptionReply as exc:
             log.warning("bus %s: meter %s (address %s) refuses its clock (DI %04X/%04X): %s — "
                         "check the profile's [clock] items", self.name, meter.meter_id,
-                        meter.address, *cadence.clock_dis, exc)
+                        meter.address, *cadence.dis, exc)
             cadence.read(time.monotonic())
             return None
         except d.ProtocolError as exc:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.acquisition.base import BusSettings, ScheduledBus
+from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus
 from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
-from gateway.acquisition.meter_clock import SlowCadence
-from gateway.acquisition.modbus_bus import ModbusBus, make_meter
+from gateway.acquisition.meter_clock import ClockCadence
+from gateway.acquisition.modbus_bus import ModbusBus, ModbusMeter, make_meter
 from gateway.acquisition.poll_result import BusEvent, PollResult
 from gateway.acquisition.schedule import PollSchedule
 from gateway.acquisition.serial_port import AsyncSerialPort
@@ -23,6 +24,7 @@ from gateway.config import (
     ConfigError,
     ConfigIssue,
     GatewayConfig,
+    MeterConfig,
     SerialBusConfig,
     TcpBusConfig,
 )
@@ -50,11 +52,26 @@ def dlt645_catalogue(profile: Dlt645Profile) -> d.Catalogue:
     return base.with_overrides(overrides) if overrides else base
 
 
-def plan_dlt645(profile: Dlt645Profile, address: str, *, slow: bool = False) -> list[PlannedRead]:
-    """The profile's reads of every poll, or (``slow``) those made at the slow cadence."""
+def plan_dlt645(profile: Dlt645Profile, address: str) -> list[PlannedRead]:
     version = d.Version(int(profile.version))
-    return [PlannedRead(d.ReadRequest(address, int(r.di, 16), version), r.optional, r.name, r.names)
-            for r in profile.reads if r.slow == slow]
+    return [PlannedRead(d.ReadRequest(address, int(r.di, 16), version), r.optional, r.name, r.names,
+                        r.every_s, r.refresh_on)
+            for r in profile.reads]
+
+
+def reports_balance(meter: MeterSlot) -> bool:
+    """Whether ``meter``'s profile reads a prepaid balance (``prepaid.balance.*``): such a meter
+    feeds the load-control engine's prepaid rules even on a gateway without groups."""
+    names: list[str] = []
+    if isinstance(meter, Dlt645Meter):
+        for read in meter.reads:
+            names += [n for n in (read.name, *read.names) if n]
+            item = meter.catalogue.lookup(read.request.di)
+            members = (item,) if item is not None else meter.catalogue.members(read.request.di)
+            names += [m.name for m in members or ()]
+    elif isinstance(meter, ModbusMeter) and meter.profile is not None:
+        names += meter.profile.quantities
+    return any(n.startswith("prepaid.balance.") for n in names)
 
 
 def load_profiles(config: GatewayConfig) -> dict[str, Dlt645Profile | ModbusProfile]:
@@ -95,27 +112,26 @@ def _settings(bus: BusConfig, concurrency: int = 1) -> BusSettings:
     )
 
 
-def _clock_dis(config: GatewayConfig, profile: Dlt645Profile) -> tuple[int, int] | None:
-    """The clock's (date, time) DIs, unless the profile has no [clock] or [clock] mode is off."""
-    if profile.clock is None or config.clock.mode == "off":
+def _clock_cadence(config: GatewayConfig, profile: object, clocked: list[str], meter_id: str,
+                   now: float) -> ClockCadence | None:
+    """When this meter's clock is read ([clock] read_interval_s, gateway/acquisition/
+    meter_clock.py), staggered among the bus's meters whose profile maps theirs; None when
+    [clock] mode is off or the profile maps no clock."""
+    if meter_id not in clocked:
         return None
-    return int(profile.clock[0], 16), int(profile.clock[1], 16)
+    dis = None
+    if isinstance(profile, Dlt645Profile) and profile.clock is not None:
+        dis = int(profile.clock[0], 16), int(profile.clock[1], 16)
+    return ClockCadence.staggered(dis, config.clock.read_interval_s, config.clock.read_spread_s,
+                                  clocked.index(meter_id), len(clocked), now)
 
 
-def _reads_slowly(config: GatewayConfig, profile: object) -> bool:
-    return isinstance(profile, Dlt645Profile) and (
-        _clock_dis(config, profile) is not None or any(r.slow for r in profile.reads))
-
-
-def _slow_cadence(config: GatewayConfig, profile: Dlt645Profile, slow_meters: list[str],
-                  meter_id: str, now: float) -> SlowCadence | None:
-    """When this meter's clock and slow reads are due ([clock] read_interval_s,
-    gateway/acquisition/meter_clock.py), staggered among the bus's meters that have them."""
-    if meter_id not in slow_meters:
-        return None
-    return SlowCadence.staggered(_clock_dis(config, profile), config.clock.read_interval_s,
-                                 config.clock.read_spread_s, slow_meters.index(meter_id),
-                                 len(slow_meters), now)
+def _clocked(config: GatewayConfig, meters: Sequence[MeterConfig],
+             profiles: dict[str, Dlt645Profile | ModbusProfile]) -> list[str]:
+    """The meters of one bus whose clocks are read, in configuration order."""
+    if config.clock.mode == "off":
+        return []
+    return [m.id for m in meters if profiles[m.id].clock is not None]
 
 
 def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusEvent]) -> list[ScheduledBus]:  # type: ignore[type-arg]
@@ -131,7 +147,7 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
 
         if bus.protocol == "dlt645":
             meters: list[Dlt645Meter] = []
-            slow_meters = [m.id for m in meters_cfg if _reads_slowly(config, profiles[m.id])]
+            clocked = _clocked(config, meters_cfg, profiles)
             for m in meters_cfg:
                 profile = profiles[m.id]
                 assert isinstance(profile, Dlt645Profile)
@@ -140,8 +156,7 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
                     meter_id=m.id, address=address, schedule=schedule(m.poll_interval_s),
                     version=d.Version(int(profile.version)), reads=plan_dlt645(profile, address),
                     catalogue=dlt645_catalogue(profile), load_records=profile.load_records,
-                    slow_reads=plan_dlt645(profile, address, slow=True),
-                    slow=_slow_cadence(config, profile, slow_meters, m.id, mono)))
+                    clock=_clock_cadence(config, profile, clocked, m.id, mono)))
             assert isinstance(bus, SerialBusConfig)
             port = AsyncSerialPort(bus.port, bus.baudrate, bus.parity, bus.bytesize, bus.stopbits)
             dlt_bus = Dlt645Bus(bus.name, port, meters, outbound, settings)
@@ -149,16 +164,12 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
             buses.append(dlt_bus)
         else:
             mb_meters = []
-            clocked = [m.id for m in meters_cfg if config.clock.mode != "off"
-                       and getattr(profiles[m.id], "clock", None) is not None]
+            clocked = _clocked(config, meters_cfg, profiles)
             for m in meters_cfg:
                 profile = profiles[m.id]
                 assert isinstance(profile, ModbusProfile)
                 mb_meter = make_meter(m.id, int(m.address), profile, schedule(m.poll_interval_s))
-                if m.id in clocked:  # the profile maps the meter's clock (protocols/modbus/clock.py)
-                    mb_meter.slow = SlowCadence.staggered(
-                        None, config.clock.read_interval_s, config.clock.read_spread_s,
-                        clocked.index(m.id), len(clocked), mono)
+                mb_meter.clock = _clock_cadence(config, profile, clocked, m.id, mono)
                 mb_meters.append(mb_meter)
             if isinstance(bus, TcpBusConfig):
                 mb_bus = ModbusBus(bus.name, mb_meters, outbound, settings,

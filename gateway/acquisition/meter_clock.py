@@ -1,14 +1,13 @@
-"""Reading a meter's clock and slow parameters on its bus: when (a cadence per meter,
-staggered) and how.
+"""Reading a meter's clock on its bus: when (a cadence per meter, staggered) and how.
 
 The clock is not read on every poll: it takes three transactions (date, time, date again —
-protocols/dlt645/clock.py says why), and a meter's quartz drifts by seconds a day, not minutes. Nor are parameters that rarely change (the CT and PT ratios, profile reads with
-``slow = true``). Each meter whose profile has a ``[clock]`` table or slow reads carries a
-:class:`SlowCadence`; once it is due, its bus adds the slow reads to the next poll and then reads
-the clock, adding the offset to that poll as ``clock.offset`` (meter − gateway, seconds), so it
-is validated, stored and published like any read and graded downstream: the clock by the VEE
-clock rules (gateway/control/meter_clock/, docs/clock.md), the ratios by ``check_ratios``
-(gateway/analytics/meter_ratios.py).
+protocols/dlt645/clock.py says why), and a meter's quartz drifts by seconds a day, not minutes.
+Each meter whose profile maps its clock (a DL/T 645 ``[clock]`` table, a Modbus ``clock``
+table) carries a :class:`ClockCadence`; once it is due, its bus reads the clock after a poll the
+meter answered and adds the offset to that poll as ``clock.offset`` (meter − gateway, seconds),
+so it is validated, stored and published like any read and graded downstream by the VEE clock
+rules (gateway/control/meter_clock/, docs/clock.md). Other values that rarely change (the CT and
+PT ratios) use a profile read's own ``every_s`` cadence.
 
 After a start the first reads are spread over ``[clock] read_spread_s``, meter by meter, so a
 bus is not asked for every meter's clock in its first minute.
@@ -39,21 +38,21 @@ def _now_ms() -> int:
 
 
 @dataclass
-class SlowCadence:
-    """When one meter's clock and slow reads are read next (``due``, monotonic seconds):
-    ``clock_dis`` are its (date, time) data identifiers (None: the clock is not read),
-    ``interval_s`` the cadence."""
+class ClockCadence:
+    """When one meter's clock is read next (``due``, monotonic seconds): ``dis`` are a DL/T
+    645 meter's (date, time) data identifiers (None for a Modbus meter, whose profile says
+    which registers), ``interval_s`` the cadence."""
 
-    clock_dis: tuple[int, int] | None
+    dis: tuple[int, int] | None
     interval_s: float
     due: float
 
     @classmethod
-    def staggered(cls, clock_dis: tuple[int, int] | None, interval_s: float, spread_s: float,
-                  index: int, count: int, now: float) -> SlowCadence:
+    def staggered(cls, dis: tuple[int, int] | None, interval_s: float, spread_s: float,
+                  index: int, count: int, now: float) -> ClockCadence:
         """Meter ``index`` of ``count`` read first at its share of the spread after ``now``."""
         span = min(spread_s, interval_s)
-        return cls(clock_dis, interval_s, now + span * index / max(1, count))
+        return cls(dis, interval_s, now + span * index / max(1, count))
 
     def is_due(self, now: float) -> bool:
         return now >= self.due

@@ -21,7 +21,7 @@ from pymodbus.exceptions import ModbusException
 
 from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus, now_ms
 from gateway.acquisition.errors import AcquisitionError
-from gateway.acquisition.meter_clock import CLOCK_OFFSET, SlowCadence
+from gateway.acquisition.meter_clock import CLOCK_OFFSET, ClockCadence
 from gateway.acquisition.modbus_responses import RESPONSE_CLASSES, register_bytes
 from gateway.acquisition.poll_result import BusEvent, PolledValue, PollResult
 from protocols.dlt645.clock import clock_offset_s
@@ -40,12 +40,11 @@ class ModbusMeter(MeterSlot):
     profile: ModbusProfile | None = None
     blocks: list[ReadBlock] = field(default_factory=list)
     #: When the clock the profile maps is read (gateway/acquisition/meter_clock.py).
-    slow: SlowCadence | None = None
+    clock: ClockCadence | None = None
 
     @property
     def reads_clock(self) -> bool:
-        return self.slow is not None and self.profile is not None and \
-            self.profile.clock is not None
+        return self.clock is not None
 
 
 #: Modbus exceptions 0A (gateway path unavailable) and 0B (target device failed to respond).
@@ -193,9 +192,8 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                         errors.append(f"{spec.quantity}: {value.value}")
                         continue
                     values.append(PolledValue(spec.quantity, value, spec.unit, t_ms))
-            if answered and meter.reads_clock and meter.slow is not None \
-                    and meter.slow.is_due(time.monotonic()):
-                offset = await self._read_clock(client, meter, meter.slow)
+            if answered and meter.clock is not None and meter.clock.is_due(time.monotonic()):
+                offset = await self._read_clock(client, meter, meter.clock)
                 if offset is not None:
                     values.append(offset)
         finally:
@@ -213,7 +211,7 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                           tuple(errors))
 
     async def _read_clock(self, client: ModbusClient, meter: ModbusMeter,
-                          cadence: SlowCadence) -> PolledValue | None:
+                          cadence: ClockCadence) -> PolledValue | None:
         """The clock's offset as a value of this poll (one read of the six registers the
         profile maps, protocols/modbus/clock.py); None when it was not had."""
         assert meter.profile is not None and meter.profile.clock is not None

@@ -4,8 +4,8 @@ Group totals, line loss and load-control power multiply each meter's secondary r
 configured ``ct_ratio × pt_ratio``. A meter reprogrammed in the field (a CT changed from 200/5
 to 300/5 and the meter's ratio parameter with it) while the configuration kept the old ratio
 makes every one of those figures wrong by the same factor, and nothing in the readings shows it.
-A profile that reads the meter's own ratios (DL/T 645-2007 04000306 / 04000307, ``slow = true``:
-once a day with the clock) publishes them as ``ratio.ct`` / ``ratio.pt``; this subscriber grades
+A profile that reads the meter's own ratios (DL/T 645-2007 04000306 / 04000307, ``every_s =
+86400``: once a day) publishes them as ``ratio.ct`` / ``ratio.pt``; this subscriber grades
 them with the VEE engine's ``check_ratios`` (the ``multiplier`` rule — the same call ``gwtool
 vee`` makes for ``ratio.*`` rows), starting from the configured ratio, and raises
 ``meter.ratio`` (key ``meter.ratio/<meter>/<ct|pt>``) when the reported ratio changes away from
@@ -45,7 +45,7 @@ def reads_ratios(buses: Iterable[object]) -> bool:
     for bus in buses:
         for slot in getattr(bus, "meters", ()):
             if isinstance(slot, Dlt645Meter):
-                for read in (*slot.reads, *slot.slow_reads):
+                for read in slot.reads:
                     item = slot.catalogue.lookup(read.request.di)
                     names = (read.name, *read.names, item.name if item else None)
                     if any(n in RATIOS for n in names if n):

@@ -22,7 +22,7 @@ from pathlib import Path
 from edge_rules._jit import use_numpy_twins
 from gateway.acquisition.base import ScheduledBus
 from gateway.acquisition.errors import AcquisitionError
-from gateway.acquisition.factory import build_buses
+from gateway.acquisition.factory import build_buses, reports_balance
 from gateway.acquisition.poll_result import BusEvent, PollResult
 from gateway.app.plan import Plan
 from gateway.app.supervisor import Supervisor
@@ -159,6 +159,8 @@ class Runtime:
             reconciler = AreaReconciler(config, self.services.writer, self.services.topics)
             self._subscribe("areas", reconciler.on_poll)
             self._start("areas", reconciler.run())
+        # Load control: group limits, and prepaid customers wherever a meter reports a balance.
+        if config.groups or any(reports_balance(m) for bus in self.buses for m in bus.meters):
             from gateway.control.load_control.runner import LoadControlRunner
 
             link = self.link

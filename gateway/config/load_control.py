@@ -103,7 +103,8 @@ class EngineSettings:
     utc_offset_min: int = setting(
         Int(minimum=-720, maximum=840, unit="minutes"),
         default=480,
-        doc="Meters' local time zone: factory-rest days and time-period windows follow it.",
+        doc="Meters' local time zone: factory-rest days, time-period windows and the month "
+        "boundary of monthly energy limits follow it.",
     )
     power_step_s: int = setting(
         Int(minimum=1, maximum=900, unit="seconds"),

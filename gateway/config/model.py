@@ -113,8 +113,9 @@ class StoreSection:
     retention_days: int = setting(
         Int(minimum=0, maximum=3650, unit="days"),
         default=7,
-        doc="Days to keep rows the broker has acknowledged (0: delete once acknowledged). "
-        "Unacknowledged rows are never deleted by age.",
+        doc="Days to keep rows the broker has acknowledged, counted from their commit and from "
+        "their acknowledgement (0: delete once acknowledged); a consumer may ask for them again "
+        "meanwhile (replay). Unacknowledged rows are never deleted by age.",
     )
     disk_alarm_free_mb: int = setting(
         Int(minimum=0, maximum=10**7, unit="MiB"),
@@ -613,6 +614,21 @@ class CommandsSection:
         "signature) journaled per minute, each as one record of its SHA-256, size and reason; "
         "more are only counted (health: commands). Keeps whoever may publish on the topic from "
         "filling the disk; 0 journals none of them.",
+    )
+    replay_per_minute: int = setting(
+        Int(minimum=0, maximum=600),
+        default=6,
+        doc="Most replay commands (a consumer asking for stored messages again) accepted in any "
+        "60 s, from all keys together; more are rejected (rate_limited). Each one re-sends up "
+        "to replay_max_messages on the uplink, which may be a metered cellular link; 0 accepts "
+        "none.",
+    )
+    replay_max_messages: int = setting(
+        Int(minimum=1, maximum=1_000_000, unit="messages"),
+        default=10000,
+        doc="Most messages one replay command may ask for (to_seq - from_seq + 1); a larger "
+        "range is rejected (bad_params) and must be asked in parts. 10000 is a day of 100 "
+        "meters polled every 15 minutes.",
     )
     gateway_key: Path | None = setting(
         FilePath("file"),

@@ -11,15 +11,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from gateway.config.context import Context
 from gateway.config.issues import KeyPath
 from gateway.config.kinds import INVALID, Kind, SchemaDefs, Siblings
 from gateway.errors import GatewayError
+from protocols.commands.keys import ED25519_KEY_BYTES, PublicKeyError, parse_public_key
 
-ED25519_KEY_BYTES: Final = 32
 _HEX_KEY: Final = re.compile(rb"[0-9a-fA-F]{64}")
 # A PEM public key is a few hundred bytes; anything far larger is the wrong file.
 _MAX_KEY_FILE_BYTES: Final = 16 * 1024
@@ -30,25 +27,12 @@ class KeyFormatError(GatewayError, ValueError):
 
 
 def parse_ed25519_public_key(data: bytes) -> bytes:
-    """The 32 raw bytes of an Ed25519 public key held as raw bytes, hex text or PEM."""
-    if len(data) == ED25519_KEY_BYTES:
-        return data
-    text = data.strip()
-    if _HEX_KEY.fullmatch(text):
-        return bytes.fromhex(text.decode("ascii"))
-    if text.startswith(b"-----BEGIN"):
-        if b"PRIVATE KEY" in text.split(b"\n", 1)[0]:
-            raise KeyFormatError("this is a PRIVATE key; give the operator's public key")
-        try:
-            key = serialization.load_pem_public_key(text)
-        except ValueError as exc:
-            raise KeyFormatError(f"PEM does not parse: {exc}") from exc
-        if not isinstance(key, Ed25519PublicKey):
-            raise KeyFormatError(f"PEM holds a {type(key).__name__}, not an Ed25519 key")
-        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    raise KeyFormatError(
-        f"{len(data)} bytes that are neither 32 raw bytes, 64 hex digits nor a PEM public key"
-    )
+    """The 32 raw bytes of an Ed25519 public key held as raw bytes, hex text or PEM (the one
+    parser lives in :mod:`protocols.commands.keys`; its error becomes the config's own)."""
+    try:
+        return parse_public_key(data)
+    except PublicKeyError as exc:
+        raise KeyFormatError(str(exc)) from exc
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,9 @@ SEVERITY = {
     "outage.verified": "warning",  # the meters' verdict on an outage already cleared
     # Inferred from the meters (gateway/pipeline/meter_outages.py): one premise, one phase.
     "outage.meter": "major", "outage.phase": "critical",
+    # Prepaid customers (gateway/control/load_control/customers.py): low balance, then nothing
+    # left (the trip follows after [load_control.prepaid] trip_delay_s).
+    "prepaid.low": "warning", "prepaid.exhausted": "major",
     # A meter clock off the gateway's (docs/clock.md): tariffs and freezes at the wrong time.
     "clock.drift": "minor",
     # A meter's own CT/PT ratio differs from the configured one: group totals off by a factor.

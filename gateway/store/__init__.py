@@ -16,6 +16,7 @@ from gateway.store.records import (
     StoredRead,
     is_priority_topic,
 )
+from gateway.store.replay import NotHeld, Requeued
 
 __all__ = [
     "STORE_CORRUPT_ALARM",
@@ -24,9 +25,11 @@ __all__ = [
     "DailyValue",
     "DiskStatus",
     "HoldingQueue",
+    "NotHeld",
     "OutboxCursor",
     "OutboxMessage",
     "OutboxRow",
+    "Requeued",
     "Store",
     "StoreCorruptError",
     "StoreError",

@@ -60,6 +60,9 @@ from gateway.store.recovery import (
     move_aside,
     orphaned_side_files,
 )
+from gateway.store.replay import NotHeld, Requeued
+from gateway.store.replay import held_from as _held_from
+from gateway.store.replay import requeue as _requeue
 from gateway.store.schema import migrate
 from protocols.payload import QUALITIES, parse_reads
 
@@ -115,6 +118,9 @@ class Store:
         # first write, updated only after a COMMIT (see _insert_messages).
         self._register_marks: dict[tuple[str, str], tuple[int, str]] | None = None
         self._pending_marks: dict[tuple[str, str], tuple[int, str]] = {}
+        #: How many replays queued rows since open: the pump rewinds its replay lane when it
+        #: changes (a later replay may ask for rows below the lane's cursor).
+        self.requeues = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -233,27 +239,41 @@ class Store:
 
     def pending(self, limit: int, after: OutboxCursor | None = None) -> list[OutboxRow]:
         """Up to ``limit`` unacknowledged rows: the priority lane first (alarms and command
-        results, :func:`~gateway.store.records.is_priority_topic`), then the read lane, each in
-        seq order and after its own position in ``after`` if given (the pump's cursor over rows
-        already in flight on this connection).
+        results, :func:`~gateway.store.records.is_priority_topic`), then the replay lane (rows
+        a consumer asked for again, :meth:`requeue`), then the read lane, each in seq order and
+        after its own position in ``after`` if given (the pump's cursor over rows already in
+        flight on this connection).
 
-        Two queries, one per lane, each walking only its lane's partial index from the cursor:
-        one ``ORDER BY priority DESC, seq`` would have to sort every unacknowledged row."""
+        One query per lane, each walking only its lane's partial index from the cursor: one
+        ``ORDER BY priority DESC, seq`` would have to sort every unacknowledged row."""
         cursor = after if after is not None else OutboxCursor()
+        rows: list[tuple[int, str, bytes, int, int, int, int, int]] = []
         with self._reading() as conn:
-            rows = conn.execute(
-                "SELECT seq, topic, payload, qos, created_ms, attempts, priority FROM outbox "
-                "WHERE acked_ms IS NULL AND priority = 1 AND seq > ? ORDER BY seq LIMIT ?",
-                (cursor.priority, limit),
-            ).fetchall()
-            if len(rows) < limit:
+            for lane, since in (("priority = 1 AND replay = 0", cursor.priority),
+                                ("replay = 1", cursor.replay),
+                                ("priority = 0 AND replay = 0", cursor.bulk)):
+                if len(rows) >= limit:
+                    break
                 rows += conn.execute(
-                    "SELECT seq, topic, payload, qos, created_ms, attempts, priority FROM outbox "
-                    "WHERE acked_ms IS NULL AND priority = 0 AND seq > ? ORDER BY seq LIMIT ?",
-                    (cursor.bulk, limit - len(rows)),
+                    "SELECT seq, topic, payload, qos, created_ms, attempts, priority, replay "
+                    f"FROM outbox WHERE acked_ms IS NULL AND {lane} AND seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (since, limit - len(rows)),
                 ).fetchall()
-        return [OutboxRow(seq, topic, payload, qos, created, attempts, bool(priority))
-                for seq, topic, payload, qos, created, attempts, priority in rows]
+        return [OutboxRow(seq, topic, payload, qos, created, attempts, bool(priority),
+                          bool(replay))
+                for seq, topic, payload, qos, created, attempts, priority, replay in rows]
+
+    def requeue(self, from_seq: int, to_seq: int) -> Requeued | NotHeld:
+        """Queue the acknowledged rows ``from_seq..to_seq`` (inclusive) to be published again,
+        marked ``hist``, in the replay lane — only if the store holds the whole range; else
+        say from which seq it holds everything (:mod:`gateway.store.replay`). Durable once it
+        returns; raises :class:`StoreFullError` on a full disk (nothing queued)."""
+        with self._transaction() as conn:
+            outcome = _requeue(conn, from_seq, to_seq)
+        if isinstance(outcome, Requeued) and outcome.requeued:
+            self.requeues += 1
+        return outcome
 
     def mark_attempted(self, seqs: Iterable[int], when_ms: int | None = None) -> None:
         """Count a hand-over to the MQTT client. Diagnostics only — backlog is decided by
@@ -285,7 +305,7 @@ class Store:
         with self._transaction(durable=False) as conn:
             before = conn.total_changes
             conn.executemany(
-                "UPDATE outbox SET acked_ms = ?, attempts = attempts + ?, "
+                "UPDATE outbox SET acked_ms = ?, replay = 0, attempts = attempts + ?, "
                 "last_attempt_ms = CASE WHEN ? THEN ? ELSE last_attempt_ms END "
                 "WHERE seq = ? AND acked_ms IS NULL",
                 [(when, tries.get(seq, 0), seq in tries, when, seq) for seq in acked],
@@ -309,17 +329,21 @@ class Store:
 
     def oldest_unacked_ms(self) -> int | None:
         """Commit time of the oldest unacknowledged row (the first by seq: commit order is the
-        truth even when the wall clock was stepped between commits), or None."""
+        truth even when the wall clock was stepped between commits), or None. Rows a replay
+        queued again are delivered data, not a backlog, and do not count."""
         with self._reading() as conn:
             row = conn.execute(
-                "SELECT created_ms FROM outbox WHERE acked_ms IS NULL ORDER BY seq LIMIT 1"
+                "SELECT created_ms FROM outbox WHERE acked_ms IS NULL AND replay = 0 "
+                "ORDER BY seq LIMIT 1"
             ).fetchone()
         return None if row is None else int(row[0])
 
     def prune(self, now_ms: int, retention_days: float) -> int:
-        """Delete acknowledged outbox rows committed more than ``retention_days`` before
-        ``now_ms``, with their reads, and alarms cleared that long ago; return the number of
-        outbox rows deleted. Unacknowledged rows are never deleted, however old.
+        """Delete acknowledged outbox rows committed *and* acknowledged more than
+        ``retention_days`` before ``now_ms``, with their reads, and alarms cleared that long
+        ago; return the number of outbox rows deleted. Unacknowledged rows are never deleted,
+        however old. A row acknowledged late (after a long outage) is still kept the whole
+        period after its acknowledgement, so a consumer can ask for it again (replay).
 
         Works in short batches and then returns freed pages to the filesystem. On a disk that is
         already completely full even a delete cannot be journaled — prune while the disk alarm
@@ -333,8 +357,9 @@ class Store:
             with self._transaction() as conn:
                 count = conn.execute(
                     "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
-                    "WHERE acked_ms IS NOT NULL AND created_ms < ? ORDER BY created_ms LIMIT ?)",
-                    (cutoff, _PRUNE_BATCH),
+                    "WHERE acked_ms IS NOT NULL AND created_ms < ? AND acked_ms < ? "
+                    "ORDER BY created_ms LIMIT ?)",
+                    (cutoff, cutoff, _PRUNE_BATCH),
                 ).rowcount
             deleted += count
             if count < _PRUNE_BATCH:
@@ -373,6 +398,12 @@ class Store:
         messages = [OutboxMessage.prebuilt(topic=row.topic, qos=row.qos, payload=row.payload)
                     for row in rows]
         return self.commit_poll(messages, now_ms=now_ms)
+
+    def held_from(self) -> int | None:
+        """The oldest seq from which every row up to the newest is held (None: no rows), what
+        a consumer may still ask to replay (:func:`gateway.store.replay.held_from`)."""
+        with self._reading() as conn:
+            return _held_from(conn)
 
     def disk_status(self, min_free_mb: float, min_free_pct: float) -> DiskStatus:
         """Free space of the filesystem holding the database against the configured minimums."""

@@ -79,8 +79,9 @@ def is_priority_topic(topic: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     """An unacknowledged outbox row as stored: the payload exactly as committed (never with
-    ``hist``), the number of times it was handed to the MQTT client, its commit time, and
-    whether it is in the priority lane (:func:`is_priority_topic`)."""
+    ``hist``), the number of times it was handed to the MQTT client, its commit time, whether
+    it is in the priority lane (:func:`is_priority_topic`), and whether a replay queued it again
+    after it was acknowledged (``replay``: it goes in the replay lane, always marked ``hist``)."""
 
     seq: int
     topic: str
@@ -89,6 +90,7 @@ class OutboxRow:
     created_ms: int
     attempts: int
     priority: bool = False
+    replay: bool = False
 
     def is_backlog(self, connect_seq: int) -> bool:
         """Whether this row is backlog on a connection established when the store's last seq was
@@ -98,9 +100,10 @@ class OutboxRow:
         either never sent (committed while offline or before a restart) or sent on a connection
         that died before its PUBACK — late either way. Rows committed after the connection came
         up are live even when they queue behind a backlog. Wall-clock times would misclassify
-        rows whenever NTP steps the clock, which a gateway does right after boot.
+        rows whenever NTP steps the clock, which a gateway does right after boot. A row a replay
+        queued again is backlog by definition, whenever it was committed.
         """
-        return self.seq <= connect_seq
+        return self.replay or self.seq <= connect_seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +112,17 @@ class OutboxCursor:
     highest seq of each lane. Two numbers because the lanes overtake each other — an alarm
     committed at seq 50,001 goes out while the read lane is still at seq 3,000 — and each
     lane must still resume exactly after its own last row. The zero cursor means "from the
-    lowest unacknowledged row of each lane" (a new connection)."""
+    lowest unacknowledged row of each lane" (a new connection). ``replay`` is the replay lane's
+    (rows a consumer asked for again, :meth:`gateway.store.Store.requeue`)."""
 
     priority: int = 0
     bulk: int = 0
+    replay: int = 0
 
     def past(self, row: OutboxRow) -> OutboxCursor:
         """The cursor after ``row`` was handed to the link."""
+        if row.replay:
+            return replace(self, replay=row.seq)
         return replace(self, priority=row.seq) if row.priority else replace(self, bulk=row.seq)
 
 

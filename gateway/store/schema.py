@@ -147,6 +147,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE acked_ms IS NULL AND priority = 1",
         ),
     ),
+    Migration(
+        version=4,
+        purpose="a replay lane: acknowledged rows a consumer asked for again",
+        statements=(
+            # A consumer that finds a gap asks for a seq range again (the replay command,
+            # gateway/store/replay.py). Those rows become unacknowledged again with replay = 1:
+            # the pump sends them in their own lane with hist, a PUBACK acknowledges them (and
+            # clears the flag) as for any row, and a restart in between sends them again.
+            "ALTER TABLE outbox ADD COLUMN replay INTEGER NOT NULL DEFAULT 0 "
+            "CHECK (replay IN (0, 1))",
+            "CREATE INDEX outbox_replay_unacked ON outbox (seq) "
+            "WHERE acked_ms IS NULL AND replay = 1",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -22,6 +22,11 @@ The rules it keeps (DESIGN §5):
   same `id` and `hist: true` (the payload codec's `mark_hist`), so consumers dedupe it and know
   it is late. The rule is by sequence, not by clock, so an NTP step cannot misclassify rows
   (`gateway.store.records.OutboxRow.is_backlog`, the one rule).
+* **Replays** (a consumer asked for a seq range again: `gateway.store.replay`) are rows made
+  unacknowledged again in a third lane, between the priority lane and the reads, always marked
+  `hist`. A replay may ask for rows below that lane's cursor, so the pump rewinds the lane when
+  the store's `requeues` count moves, skipping rows still in flight or acknowledged but not
+  yet recorded (no duplicate from the rewind itself).
 
 The pump runs on the event-loop thread; the link calls its `link_up`/`link_down`/
 `publish_done` methods there too. Acknowledgements and hand-over counts are written to the store
@@ -40,7 +45,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gateway.store.errors import StoreError
@@ -71,6 +76,12 @@ class Outbox(Protocol):
     @property
     def last_seq(self) -> int:
         """The highest seq committed so far (0 for an empty store)."""
+        ...
+
+    @property
+    def requeues(self) -> int:
+        """How many times a replay queued acknowledged rows again (their seqs may lie below
+        the replay lane's cursor, so the pump rewinds that lane when this changes)."""
         ...
 
 
@@ -139,6 +150,7 @@ class OutboxPump:
         self._inflight: dict[int, int] = {}  # mid -> seq
         # highest seq of each lane handed to the link on this connection
         self._cursor = OutboxCursor()
+        self._requeues_seen = 0  # the store's requeues when the replay lane was last rewound
         self._acks: list[int] = []
         self._attempted: list[int] = []  # handed to the link, count not yet written
         self._bookkeeping_delay_s = bookkeeping_delay_s
@@ -311,8 +323,16 @@ class OutboxPump:
             room = self._window - len(self._inflight)
             if room <= 0:
                 return
+            self._rewind_replay_lane()
             rows = self._outbox.pending(room, self._cursor)
+            # A rewound replay lane meets rows in flight, or acknowledged with the record not
+            # yet written: queued again meanwhile, they need no second send.
+            sent = ({*self._inflight.values(), *self._acks} if any(r.replay for r in rows)
+                    else set())
             for row in rows:
+                if row.seq in sent:
+                    self._cursor = self._cursor.past(row)
+                    continue
                 backlog = row.is_backlog(self._connect_seq)
                 payload = self._wire_payload(row) if backlog else row.payload
                 mid = self._link.publish(row.topic, payload, row.qos)
@@ -327,6 +347,12 @@ class OutboxPump:
             self._max_inflight = max(self._max_inflight, len(self._inflight))
             if len(rows) < room:
                 return  # caught up with the store
+
+    def _rewind_replay_lane(self) -> None:
+        requeues = self._outbox.requeues
+        if requeues != self._requeues_seen:
+            self._requeues_seen = requeues
+            self._cursor = replace(self._cursor, replay=0)
 
     def _wire_payload(self, row: OutboxRow) -> bytes:
         try:

@@ -4,7 +4,8 @@
   rules, so a tool cannot make a command the gateway would reject as malformed.
 * :mod:`.results` — signed results and audit chain heads on ``P/G/cmd/result``: sign and read.
 * :mod:`.audit_chain` — the audit journal's record hashes, chain heads and chain verification.
-* :mod:`.keys` — Ed25519 private keys from PEM bytes, raw public keys.
+* :mod:`.keys` — Ed25519 private keys from PEM bytes, public keys in any accepted spelling.
+* :mod:`.signing` — a command envelope signed by one or two keys (``gwtool``, ``edge-central``).
 
 No files, sockets or clocks: callers read key files and journal databases, pass the current time,
 and publish the bytes (the h11 model, as for :mod:`protocols.dlt645`). The COSE layer itself is
@@ -35,7 +36,7 @@ from .envelope import (
     new_command_id,
     parse_envelope,
 )
-from .keys import parse_private_key, raw_public_key
+from .keys import PublicKeyError, parse_private_key, parse_public_key, raw_public_key
 from .results import (
     RESULT_QOS,
     AuditHeadMessage,
@@ -46,6 +47,7 @@ from .results import (
     sign_audit_head,
     sign_result,
 )
+from .signing import sign_command
 
 __all__ = [
     "ACTIONS",
@@ -64,6 +66,7 @@ __all__ = [
     "EnvelopeError",
     "GroupTarget",
     "MeterTargets",
+    "PublicKeyError",
     "ResultError",
     "build_envelope",
     "encode_details",
@@ -71,11 +74,13 @@ __all__ = [
     "parse_envelope",
     "parse_head",
     "parse_private_key",
+    "parse_public_key",
     "raw_public_key",
     "read_result",
     "read_result_topic",
     "record_hash",
     "sign_audit_head",
+    "sign_command",
     "sign_result",
     "verify_chain",
 ]

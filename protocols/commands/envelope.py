@@ -35,6 +35,7 @@ Action = Literal[
     "protect",
     "unprotect",
     "planned_outage",
+    "replay",
 ]
 Role = Literal["VIEWER", "OPERATOR", "ENGINEER", "SECADM"]
 
@@ -151,6 +152,27 @@ def build_envelope(
         "params": dict(params or {}),
     }
     return parse_envelope(cbor2.dumps(draft))
+
+
+def claimed_command_id(payload: bytes) -> bytes | None:
+    """The ``id`` a payload carries when :func:`parse_envelope` refuses it, or None.
+
+    Why: an operator's console waits for the result naming its command id. A command refused
+    for any other field (``exp`` before ``iat``, an unknown action, targets that are not a list)
+    must still be answered, so the id is read on its own: a CBOR map within the decoder's limits
+    whose ``id`` is :data:`COMMAND_ID_BYTES` bytes. Anything less has no id to answer to."""
+    try:
+        item = cose.decode_plain(
+            payload, max_bytes=MAX_PAYLOAD_BYTES, max_depth=MAX_DEPTH, what="command payload"
+        )
+    except cose.CoseDecodeError:
+        return None
+    if not isinstance(item, Mapping):
+        return None
+    command_id = item.get("id")
+    if isinstance(command_id, bytes) and len(command_id) == COMMAND_ID_BYTES:
+        return command_id
+    return None
 
 
 def parse_envelope(payload: bytes) -> CommandEnvelope:

@@ -1,17 +1,52 @@
-"""Ed25519 private keys as operators and the gateway keep them: PKCS#8 PEM bytes, sans-IO.
+"""Ed25519 keys as operators, gateways and the central consumer keep them, sans-IO.
 
-The daemon (its result-signing key) and ``gwtool`` (operators' keys) both turn PEM bytes into a
-signing key and a signing key into the 32 raw public bytes that ``[[operators]] public_key``
-holds. Reading the file is the caller's job, so the caller decides how a missing or unreadable
-file is reported; this module only judges the bytes.
+The daemon (its result-signing key), ``gwtool`` (operators' keys) and ``edge-central`` (its
+replay key) turn PEM bytes into a signing key and a signing key into the 32 raw public bytes
+that ``[[operators]] public_key`` holds; the daemon's config, ``gwtool`` and ``edge-central``
+(gateways' result keys) read public keys in any of their three spellings. Reading the file is
+the caller's job, so the caller decides how a missing or unreadable file is reported; this
+module only judges the bytes.
 """
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+import re
+from typing import Final
 
-__all__ = ["parse_private_key", "raw_public_key"]
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+__all__ = ["ED25519_KEY_BYTES", "PublicKeyError", "parse_private_key", "parse_public_key",
+           "raw_public_key"]
+
+ED25519_KEY_BYTES: Final = 32
+_HEX_KEY: Final = re.compile(rb"[0-9a-fA-F]{64}")
+
+
+class PublicKeyError(ValueError):
+    """The bytes are not an Ed25519 public key in any accepted encoding."""
+
+
+def parse_public_key(data: bytes) -> bytes:
+    """The 32 raw bytes of an Ed25519 public key held as raw bytes, hex text or PEM."""
+    if len(data) == ED25519_KEY_BYTES:
+        return data
+    text = data.strip()
+    if _HEX_KEY.fullmatch(text):
+        return bytes.fromhex(text.decode("ascii"))
+    if text.startswith(b"-----BEGIN"):
+        if b"PRIVATE KEY" in text.split(b"\n", 1)[0]:
+            raise PublicKeyError("this is a PRIVATE key; give the public key")
+        try:
+            key = serialization.load_pem_public_key(text)
+        except ValueError as exc:
+            raise PublicKeyError(f"PEM does not parse: {exc}") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise PublicKeyError(f"PEM holds a {type(key).__name__}, not an Ed25519 key")
+        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raise PublicKeyError(
+        f"{len(data)} bytes that are neither 32 raw bytes, 64 hex digits nor a PEM public key"
+    )
 
 
 def parse_private_key(pem: bytes, source: str) -> Ed25519PrivateKey:

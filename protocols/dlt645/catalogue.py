@@ -142,6 +142,39 @@ PARAMETERS: Final[tuple[tuple[int, str, Format], ...]] = (
     (0x0400040D, "meter.protocol_version", Ascii(16)),
 )
 
+# Prepayment (费控/预付费, DL/T 645-2007 A.3 00 90 xx xx and the 2013 filing): the balance the
+# meter holds and what it lets the customer overdraw, in money (元, XXXXXX.XX) or energy
+# (XXXXXX.XX kWh). A money-prepaid meter answers the 009002xx pair, an energy-prepaid one the
+# 009001xx pair (status word 3 bits 8/9 say which); 009001FF / 009002FF read a pair at once.
+_MONEY_4: Final = Bcd(4, 2, "CNY")
+PREPAID_BALANCES: Final[tuple[tuple[int, str, Format], ...]] = (
+    (0x00900100, "prepaid.balance.energy", _ENERGY_4),
+    (0x00900101, "prepaid.overdraft.energy", _ENERGY_4),
+    (0x00900200, "prepaid.balance.money", _MONEY_4),
+    (0x00900201, "prepaid.overdraft.money", _MONEY_4),
+)
+# Purchase records (A.4 0332 energy purchases, 0333 money purchases; DI0 01 = the last one):
+# the purchase counter (XXXX) changes at every recharge, so reading it each poll tells the
+# gateway when to read the balance again; then the cumulative amount bought after it.
+PREPAID_PURCHASES: Final[tuple[tuple[int, str, Format], ...]] = (
+    (0x03320201, "prepaid.purchase.energy.count", Bcd(2, 0, "count")),
+    (0x03320601, "prepaid.purchase.energy.total", _ENERGY_4),
+    (0x03330201, "prepaid.purchase.money.count", Bcd(2, 0, "count")),
+    (0x03330601, "prepaid.purchase.money.total", _MONEY_4),
+)
+# Prepayment parameters (A.5 04000F0x energy, 0400100x money): the meter's own thresholds.
+PREPAID_PARAMETERS: Final[tuple[tuple[int, str, Format], ...]] = (
+    (0x04000F01, "prepaid.limit.energy.alarm1", _ENERGY_4),
+    (0x04000F02, "prepaid.limit.energy.alarm2", _ENERGY_4),
+    (0x04000F03, "prepaid.limit.energy.hoard", _ENERGY_4),
+    (0x04000F04, "prepaid.limit.energy.overdraft", _ENERGY_4),
+    (0x04001001, "prepaid.limit.money.alarm1", _MONEY_4),
+    (0x04001002, "prepaid.limit.money.alarm2", _MONEY_4),
+    (0x04001003, "prepaid.limit.money.overdraft", _MONEY_4),
+    (0x04001004, "prepaid.limit.money.hoard", _MONEY_4),
+    (0x04001005, "prepaid.limit.money.close_allowed", _MONEY_4),
+)
+
 FREEZE_DAYS: Final = 62  # 05060001..0506003E: the last 62 daily freezes
 
 
@@ -165,7 +198,7 @@ def _generate_2007() -> dict[int, DataItem]:
     for di2, members, name, fmt in VARIABLES:
         for di1, suffix in members.items():
             add(DataItem(0x02000000 | di2 << 16 | di1 << 8, f"{name}.{suffix}", (Field("", fmt),)))
-    for di, name, fmt in SPECIAL_VARIABLES:
+    for di, name, fmt in SPECIAL_VARIABLES + PREPAID_BALANCES + PREPAID_PURCHASES:
         add(DataItem(di, name, (Field("", fmt),)))
     # Events
     add(DataItem(0x03110000, "events.power_down.count", (Field("", _COUNT),)))
@@ -181,7 +214,7 @@ def _generate_2007() -> dict[int, DataItem]:
         Field(f"{phase}.{what}", Bcd(3, 0, unit))
         for phase in ("a", "b", "c") for what, unit in (("count", "count"), ("minutes", "min"))
     )))
-    for di, name, fmt in PARAMETERS:
+    for di, name, fmt in PARAMETERS + PREPAID_PARAMETERS:
         add(DataItem(di, name, (Field("", fmt),)))
     for word, names in STATUS_WORD_FLAGS.items():
         add(DataItem(STATUS_WORDS_DI | word, f"status.word{word}", (Field("", Flags(2, names)),)))

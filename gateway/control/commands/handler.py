@@ -13,7 +13,8 @@ journal entry and the action) are reported ``failed`` and **not** re-executed: a
 once or not at all, and the operator decides whether to send it again.
 
 Actions handled here act on explicit meters (trip, close, allow_close, alarm, protect, unprotect),
-or record a planned outage window (``planned_outage``, :mod:`gateway.control.commands.planned`).
+record a planned outage window (``planned_outage``, :mod:`gateway.control.commands.planned`), or
+queue stored messages to be published again (``replay``, :mod:`gateway.control.commands.replay`).
 Group limits (``limit``/``cancel``) belong to the load-control engine. When the engine runs, it is
 told of every confirmed operator trip (it becomes the meter's ``remote`` hold, so no round restore
 closes it) and close (which lifts every hold).
@@ -48,6 +49,9 @@ from gateway.control.commands import (
 )
 from gateway.control.commands.planned import FILE_NAME as PLANNED_FILE
 from gateway.control.commands.planned import PlannedOutageError, PlannedOutages
+from gateway.control.commands.replay import ACTION as REPLAY
+from gateway.control.commands.replay import ReplayRange
+from gateway.control.commands.replay import execute as execute_replay
 from gateway.control.errors import ControlError
 from gateway.pipeline.committer import Committer
 from gateway.store.errors import StoreError
@@ -289,6 +293,9 @@ class CommandHandler:
         if cmd.action == "planned_outage":
             self._plan_outage(cmd)
             return
+        if cmd.action == REPLAY:
+            self._replay(cmd)
+            return
         if self.load_control is not None and (cmd.action in ("limit", "cancel") or cmd.group):
             self.load_control.on_command(cmd)  # the engine reports the outcome when it has one
             return
@@ -322,6 +329,14 @@ class CommandHandler:
             status, reason = "failed", str(exc)
         self.journal.record_outcome(cmd.id, status, reason, now_ms=_now_ms())
         self._result(cmd.id, status, reason)
+
+    def _replay(self, cmd: VerifiedCommand) -> None:
+        """Queue stored messages for re-publishing (:mod:`gateway.control.commands.replay`); the
+        outbox pump sends them with ``hist`` in its replay lane, and the result says how many."""
+        status, reason = execute_replay(self.store, ReplayRange.from_params(cmd.params))
+        self.journal.record_outcome(cmd.id, status, reason, now_ms=_now_ms())
+        self._result(cmd.id, status, reason)
+        (log.info if status == "executed" else log.warning)("replay: %s", reason)
 
     async def _act(self, meter_id: str, action: str, cmd_id: bytes) -> MeterOutcome:
         """One meter's part of a command: the verified relay operation

@@ -411,6 +411,16 @@ class Journal:
             ).fetchone()
         return int(row[0])
 
+    def accepted_action_count(self, action: str, since_ms: int) -> int:
+        """How many ``action`` commands, from any key, were accepted at or after ``since_ms``
+        (a gateway-wide rate limit: ``[commands] replay_per_minute``). Decodes the accepted
+        records of the window, which the per-key rate limit keeps to a few per key."""
+        with self._reading() as conn:
+            bodies = conn.execute(
+                "SELECT body FROM journal WHERE kind = 'accepted' AND ts_ms >= ?", (since_ms,)
+            ).fetchall()
+        return sum(1 for (body,) in bodies if cbor2.loads(body).get("action") == action)
+
     def pending(self) -> list[PendingCommand]:
         """Accepted commands without a final outcome, oldest first."""
         with self._reading() as conn:

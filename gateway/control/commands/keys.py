@@ -82,8 +82,14 @@ ROLE_RIGHTS: Final[Mapping[Role, frozenset[Right]]] = MappingProxyType(
 #: so the CRM does not treat it as a fault. Planning maintenance is the job of operators and of
 #: engineers (who hold CONFIG, not CONTROL); no pre-defined right names it, and granting it by a
 #: right every ENGINEER holds would hand it to SECADM too, whose job is keys, not the network.
+#: ``replay`` switches nothing either: it asks the gateway to publish again messages it already
+#: published (a consumer found a gap), so whoever may read them may ask — a VIEWER (the
+#: central consumer's own key), an OPERATOR or an ENGINEER. SECADM, again, is left out.
 ACTION_ROLES: Final[Mapping[str, frozenset[Role]]] = MappingProxyType(
-    {"planned_outage": frozenset({"OPERATOR", "ENGINEER"})}
+    {
+        "planned_outage": frozenset({"OPERATOR", "ENGINEER"}),
+        "replay": frozenset({"VIEWER", "OPERATOR", "ENGINEER"}),
+    }
 )
 
 #: The right each other action needs. All of them switch or restrict a customer's supply.

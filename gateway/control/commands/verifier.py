@@ -3,7 +3,9 @@ failing closed (DESIGN.md §6).
 
 1. **size** — over the limit, or empty: rejected before any parsing.
 2. **decode limits** — one tagged COSE_Sign1/COSE_Sign within the limits of
-   :mod:`protocols.cose`, carrying a well-formed command payload (:mod:`.envelope`).
+   :mod:`protocols.cose`, carrying a well-formed command payload (:mod:`.envelope`). A payload
+   refused here still has its id read alone (``claimed_command_id``) so that it is answered,
+   and its signatures checked so that an authentic one is journaled in full.
 3. **algorithm and key** — protected EdDSA, a kid the key table knows, each signer once.
 4. **signature** — every signature, over the bytes as received, external AAD empty.
 5. **audience** — ``aud`` is this gateway's id.
@@ -14,7 +16,8 @@ failing closed (DESIGN.md §6).
    above the last one spent.
 8. **role** — every signer holds the claimed role, and the role may carry the action
    (IEC 62351-8, :mod:`.keys`).
-9. **interlocks** — targets exist (for ``planned_outage`` a ``{"group": id}`` may name an area);
+9. **interlocks** — targets exist (for ``planned_outage`` a ``{"group": id}`` may name an area;
+   ``replay`` targets the gateway itself and has its own checks, :mod:`.replay`);
    params pass the engine's check (``planned_outage``: :mod:`.planned`'s); no protected meter is tripped;
    every meter can carry the action out (the daemon's ``relay_check``: a Modbus meter whose
    profile declares no relay cannot be tripped or closed); at most ``max_meters_per_command`` meters; a trip or limit reaching ``two_person_threshold``
@@ -36,6 +39,7 @@ caller must not act.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import math
@@ -52,6 +56,7 @@ from gateway.control.commands.journal import (
 )
 from gateway.control.commands.junk import JournalBudget, JunkStats
 from gateway.control.commands.keys import (
+    ACTION_ROLES,
     KeyTable,
     OperatorKey,
     UnknownTargetError,
@@ -61,12 +66,16 @@ from gateway.control.commands.keys import (
 from gateway.control.commands.planned import ACTION as PLANNED_OUTAGE
 from gateway.control.commands.planned import PlannedOutages
 from gateway.control.commands.planned import check_params as check_planned_params
+from gateway.control.commands.replay import ACTION as REPLAY
+from gateway.control.commands.replay import check_params as check_replay_params
+from gateway.control.commands.replay import check_targets as check_replay_targets
 from protocols import cose
 from protocols.commands.envelope import (
     TRIPPING_ACTIONS,
     CommandEnvelope,
     EnvelopeError,
     GroupTarget,
+    claimed_command_id,
     parse_envelope,
 )
 
@@ -132,6 +141,8 @@ class VerifierPolicy:
     rate_limit_window_s: float = 60.0
     max_signatures: int = 4
     unauthenticated_journal_per_minute: int = 60
+    replay_per_minute: int = 6
+    replay_max_messages: int = 10000
 
     @classmethod
     def from_config(cls, config: GatewayConfig, **overrides: object) -> VerifierPolicy:
@@ -143,6 +154,8 @@ class VerifierPolicy:
             "two_person_threshold": c.two_person_threshold,
             "rate_limit_count": c.rate_limit_per_minute,
             "unauthenticated_journal_per_minute": c.unauthenticated_journal_per_minute,
+            "replay_per_minute": c.replay_per_minute,
+            "replay_max_messages": c.replay_max_messages,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -212,6 +225,8 @@ class _Seen:
     sha256: bytes
     size: int
     envelope: CommandEnvelope | None = None
+    #: The command id the payload carries (the envelope's, or read alone from a malformed one).
+    claimed_id: bytes | None = None
     signers: tuple[OperatorKey, ...] = ()
     spend: ReplayMark | None = None
 
@@ -329,8 +344,14 @@ class CommandVerifier:
         try:
             envelope = parse_envelope(cose_message.payload)
         except EnvelopeError as exc:
+            # Still answered when its id can be read, and journaled in full when its signature
+            # holds: an authentic but malformed command is an operator's (or a tool's) mistake.
+            seen.claimed_id = claimed_command_id(cose_message.payload)
+            with contextlib.suppress(_Reject):
+                seen.signers = self._check_signatures(cose_message)
             raise _Reject(RejectCode.MALFORMED, str(exc)) from None
         seen.envelope = envelope
+        seen.claimed_id = envelope.id
         # 3. algorithm and key id; 4. signature
         signers = self._check_signatures(cose_message)
         seen.signers = signers
@@ -366,7 +387,7 @@ class CommandVerifier:
                 )
         if envelope.action not in allowed_actions(envelope.role):
             may = " or ".join(sorted(roles_for(envelope.action)))
-            why = "" if envelope.action == PLANNED_OUTAGE else " (IEC 62351-8: it lacks the CONTROL right)"
+            why = "" if envelope.action in ACTION_ROLES else " (IEC 62351-8: it lacks the CONTROL right)"
             raise _Reject(
                 RejectCode.INSUFFICIENT_ROLE,
                 f"role {envelope.role} may not {envelope.action}{why}; sign as {may}",
@@ -467,16 +488,20 @@ class CommandVerifier:
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         p = self.policy
         planned = envelope.action == PLANNED_OUTAGE
-        try:
-            meters = self.keys.expand(envelope.targets, areas=planned)
-        except UnknownTargetError as exc:
-            raise _Reject(RejectCode.UNKNOWN_TARGET, str(exc)) from None
-        if planned:
-            problem = check_planned_params(envelope.params, now, self.planned.windows)
-            if problem is not None:
-                raise _Reject(RejectCode.BAD_PARAMS, problem)
-        elif self.params_check is not None:
-            problem = self.params_check(envelope.action, envelope.params)
+        if envelope.action == REPLAY:  # the gateway itself: no meter is touched
+            meters: tuple[str, ...] = ()
+            self._check_replay(envelope, now)
+        else:
+            try:
+                meters = self.keys.expand(envelope.targets, areas=planned)
+            except UnknownTargetError as exc:
+                raise _Reject(RejectCode.UNKNOWN_TARGET, str(exc)) from None
+            if planned:
+                problem = check_planned_params(envelope.params, now, self.planned.windows)
+            elif self.params_check is not None:
+                problem = self.params_check(envelope.action, envelope.params)
+            else:
+                problem = None
             if problem is not None:
                 raise _Reject(RejectCode.BAD_PARAMS, problem)
         protected = [m for m in meters if m in self.keys.protected_meters]
@@ -514,6 +539,25 @@ class CommandVerifier:
             )
         return meters, trippable
 
+    def _check_replay(self, envelope: CommandEnvelope, now: float) -> None:
+        """A replay's own interlocks (:mod:`.replay`): it targets this gateway, asks for a range
+        within ``replay_max_messages``, and the gateway is within ``replay_per_minute``."""
+        p = self.policy
+        problem = check_replay_targets(envelope.targets, p.gateway_id)
+        if problem is not None:
+            raise _Reject(RejectCode.UNKNOWN_TARGET, problem)
+        problem = check_replay_params(envelope.params, p.replay_max_messages)
+        if problem is not None:
+            raise _Reject(RejectCode.BAD_PARAMS, problem)
+        since_ms = math.floor((now - p.rate_limit_window_s) * 1000)
+        replays = self.journal.accepted_action_count(REPLAY, since_ms)
+        if replays >= p.replay_per_minute:
+            raise _Reject(
+                RejectCode.RATE_LIMITED,
+                f"{replays} replays already accepted in the last {p.rate_limit_window_s:g} s "
+                f"(replay_per_minute = {p.replay_per_minute}); ask again later",
+            )
+
     # ---------------------------------------------------------------- journaling
 
     def _journal_rejection(
@@ -529,7 +573,7 @@ class CommandVerifier:
         if seen.signers:
             details["signers"] = [s.kid for s in seen.signers]
         details["counter_spent"] = seen.spend is not None
-        entry = JournalEntry("rejected", cmd=env.id if env else None, kid=issuer, details=details)
+        entry = JournalEntry("rejected", cmd=seen.claimed_id, kid=issuer, details=details)
         entries = [self._received(message, seen), entry]
         try:
             records = self.journal.append(entries, now_ms=now_ms, replay=seen.spend)
@@ -541,7 +585,7 @@ class CommandVerifier:
             "rejected",
             rejection.code,
             f"{rejection.code}: {rejection.detail}",
-            env.id if env else None,
+            seen.claimed_id,
             None,
             records[-1].seq,
         )
@@ -554,7 +598,7 @@ class CommandVerifier:
         if len(detail) > _UNAUTHENTICATED_REASON_CHARS:
             detail = detail[: _UNAUTHENTICATED_REASON_CHARS - 1] + "…"
         reason = f"{rejection.code}: {detail}"
-        cmd = seen.envelope.id if seen.envelope is not None else None
+        cmd = seen.claimed_id
         self.junk.rejected += 1
         if not self._junk_budget.take(now):
             self.junk.unjournaled += 1
@@ -580,8 +624,7 @@ class CommandVerifier:
         if seen.size <= _RECEIVED_BYTES_KEPT:
             # The signed bytes themselves: an auditor can re-verify every signature later.
             details["message"] = message
-        env = seen.envelope
-        return JournalEntry("received", cmd=env.id if env else None, details=details)
+        return JournalEntry("received", cmd=seen.claimed_id, details=details)
 
     def _accepted(self, command: VerifiedCommand) -> JournalEntry:
         return JournalEntry(

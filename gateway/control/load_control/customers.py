@@ -1,8 +1,9 @@
 """Per-customer controls: prepaid balance, delayed and time-limited remote trips, meter timers.
 
 Prepaid (:class:`~.phases.PrepaidPhase`, moved only through :data:`~.phases.PREPAID_TRANSITIONS`):
-alarm at or below the alarm threshold, trip after ``trip_delay_s`` at or below the trip
-threshold, and *allow close* — never a direct close — once recharged. A remote trip with an alarm
+alarm at or below the alarm threshold (``prepaid.low``), ``prepaid.exhausted`` and the trip
+after ``trip_delay_s`` at or below the trip threshold (the alarm is raised for a protected
+customer too — the CRM must call — but the trip never comes), and *allow close* — never a direct close — once recharged. A remote trip with an alarm
 delay trips when the delay has run (unless protect began meanwhile); one with a duration allows
 closing when it runs out (Q/GDW 1376.1 遥控跳闸 限电时间).
 """
@@ -53,6 +54,10 @@ class CustomerControl(RoundControl):
                 ms.fire_prepaid(PrepaidEvent.EXHAUSTED)
                 ms.prepaid_due = self._now + p.trip_delay_s
                 self._raise("prepaid.low", meter, "warning", meter=meter, details=details)
+                self._raise("prepaid.exhausted", meter, "major", meter=meter,
+                            details={**details, "trip_delay_s": p.trip_delay_s,
+                                     "trip_at": ms.prepaid_due if can_trip else None,
+                                     "protected": not can_trip})
                 if can_trip:
                     self._alarm_on(meter, PREPAID, {**details, "trip_at": ms.prepaid_due,
                                                      "reason": "prepaid balance exhausted"})
@@ -64,6 +69,7 @@ class CustomerControl(RoundControl):
                 self._hold(meter, PREPAID, "prepaid balance exhausted", details)
                 self._alarm_off(meter, PREPAID, "tripped")
             return
+        self._clear("prepaid.exhausted", meter, meter=meter, severity="major", details=details)
         if ms.prepaid_phase is PrepaidPhase.TRIPPED:
             # Recharged: the customer may close the relay (1B); the gateway never closes it.
             self._release(meter, PREPAID, 0.0, ControlAction.ALLOW_CLOSE, "prepaid recharged")

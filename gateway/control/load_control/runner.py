@@ -6,7 +6,15 @@ Group power is :func:`edge_rules.groups.group_power` over the members' latest
 ``power.active.total`` reads, refreshed from every poll: the very total published on
 ``P/G/groups`` (each member counts the part of its power flowing in its configured direction,
 × sign × CT × PT); a member not read within three poll intervals makes the total unknown
-rather than silently smaller. The engine's state is saved to
+rather than silently smaller.
+
+Prepaid balances come from the meters' own balance reads (``prepaid.balance.money`` or
+``prepaid.balance.energy``, less the overdraft; DL/T 645 00900200/00900201, a Modbus profile's
+balance register): each validated poll that carries one calls
+:meth:`LoadControlEngine.on_balance`. Month-to-date group energy for monthly limits comes from
+the validated register reads through :class:`~.month_energy.MonthToDate` and goes to
+:meth:`LoadControlEngine.on_energy` after every poll of a member. Alarms about a meter carry its
+configured ``customer`` id, for the CRM. The engine's state is saved to
 ``data_dir/load_control.json`` (atomic replace) after every call that produced output, so a
 restart continues an episode instead of forgetting which customers it has tripped.
 """
@@ -37,6 +45,7 @@ from gateway.control.load_control import (
     SendControl,
     Topology,
 )
+from gateway.control.load_control.month_energy import REGISTERS, MonthToDate
 from gateway.pipeline.committer import Committer
 from gateway.pipeline.feed import ValidatedPoll
 from gateway.store.files import write_atomically
@@ -70,6 +79,15 @@ class LoadControlRunner:
             config.groups, {m.id: float(m.ct_ratio * m.pt_ratio) for m in config.meters})
         self.power_meters = sorted({member.meter for g in config.groups for member in g.members})
         self.poll_interval = {m.id: m.poll_interval_s for m in config.meters}
+        self.customers = {m.id: m.customer for m in config.meters if m.customer}
+        self.groups_of: dict[str, list[str]] = {}
+        for g in config.groups:
+            for member in g.members:
+                self.groups_of.setdefault(member.meter, [])
+                if g.id not in self.groups_of[member.meter]:
+                    self.groups_of[member.meter].append(g.id)
+        self.month_path = Path(config.gateway.data_dir) / "month_energy.json"
+        self.month = MonthToDate(self.layout, settings.utc_offset_min, self._load_month())
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- persistence --------------------------------------------------------------------------------
@@ -83,18 +101,52 @@ class LoadControlRunner:
             return None
         return data if isinstance(data, dict) else None
 
+    def _load_month(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.month_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.error("month-to-date energy %s unreadable (%s); counting from the next reads",
+                      self.month_path, exc)
+            return None
+        return data if isinstance(data, dict) else None
+
     def _save(self) -> None:
         # Durably: a restart after a power cut must still know which customers it tripped.
         write_atomically(self.state_path, json.dumps(self.engine.to_dict()).encode("utf-8"))
 
     # -- inputs -------------------------------------------------------------------------------------
     def on_poll(self, result: ValidatedPoll) -> None:
-        for v in result.values:
-            if v.quantity == "power.active.total" and isinstance(v.value, Decimal | float | int):
-                self.power[result.meter_id] = (float(v.value), v.t_ms / 1000)
+        meter = result.meter_id
+        numbers = {v.quantity: (float(v.value), v.t_ms / 1000) for v in result.values
+                   if isinstance(v.value, Decimal | float | int)}
+        if "power.active.total" in numbers:
+            self.power[meter] = numbers["power.active.total"]
         if "relay_open" in result.flags:
-            self.dispatch(self.engine.on_meter_status(result.meter_id, time.time(),
+            self.dispatch(self.engine.on_meter_status(meter, time.time(),
                                                       relay_open=result.flags["relay_open"]))
+        balance = prepaid_balance(numbers)
+        if balance is not None and meter in self.meters:
+            self.dispatch(self.engine.on_balance(meter, balance[1], balance[0]))
+        groups = self.groups_of.get(meter)
+        if groups:
+            self._month_to_date(meter, numbers, groups)
+
+    def _month_to_date(self, meter: str, numbers: dict[str, tuple[float, float]],
+                       groups: list[str]) -> None:
+        saved = False
+        latest = 0.0
+        for direction, quantity in REGISTERS.items():
+            if quantity in numbers:
+                kwh, t = numbers[quantity]
+                latest = max(latest, t)
+                saved |= self.month.observe(meter, direction, t, kwh)
+        if saved:
+            write_atomically(self.month_path, json.dumps(self.month.to_dict()).encode("utf-8"))
+        if latest:
+            for group, kwh in self.month.group_kwh(groups, latest).items():
+                self.dispatch(self.engine.on_energy(group, latest, kwh))
 
     def group_power(self, group_id: str, now: float) -> float | None:
         """The group's power in kW as published on ``P/G/groups``, None unless every member
@@ -145,9 +197,13 @@ class LoadControlRunner:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             elif isinstance(out, PublishAlarm):
-                self.alarms.transition(out.kind, out.key, out.state, out.meter,
-                                     {**dict(out.details), **({"group": out.group} if out.group else {})},
-                                     int(out.t * 1000))
+                details = dict(out.details)
+                if out.group:
+                    details["group"] = out.group
+                if out.meter in self.customers:  # the CRM routes on the customer, not the meter
+                    details["customer"] = self.customers[out.meter]
+                self.alarms.transition(out.kind, out.key, out.state, out.meter, details,
+                                       int(out.t * 1000))
             elif isinstance(out, RecordRound):
                 log.warning("load control %s round %d (%s): tripped %s, %s %s before, %s after",
                             out.group, out.round_no, out.kind, ",".join(out.meters), out.before,
@@ -171,3 +227,15 @@ class LoadControlRunner:
                                                       relay_open=outcome.relay_open))
         self.dispatch(self.engine.on_actuation(out.request_id, time.time(), outcome.ok,
                                                outcome.detail))
+
+
+def prepaid_balance(numbers: dict[str, tuple[float, float]]) -> tuple[float, float] | None:
+    """(balance, seconds read) from one poll's numbers: the money balance, else the energy
+    balance, less what the customer has overdrawn (a meter in overdraft shows 0 remaining and
+    the overdraft beside it); None when the poll read no balance."""
+    for unit in ("money", "energy"):
+        found = numbers.get(f"prepaid.balance.{unit}")
+        if found is not None:
+            overdraft = numbers.get(f"prepaid.overdraft.{unit}", (0.0, found[1]))[0]
+            return found[0] - overdraft, found[1]
+    return None

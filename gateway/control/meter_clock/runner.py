@@ -163,8 +163,8 @@ class MeterClockWatch:
         elif verdict is SyncVerdict.NEAR_FREEZE and poll.meter_id in self.route:
             # Ask again once the span is past the freeze, not at this time tomorrow.
             slot = self.route[poll.meter_id][1]
-            if slot.slow is not None:
-                slot.slow.soon(time.monotonic(), clear_after_s(self.rule, [
+            if slot.clock is not None:
+                slot.clock.soon(time.monotonic(), clear_after_s(self.rule, [
                     offset, *self.offsets.values()] if self.rule.mode == "broadcast"
                     else [offset]))
 
@@ -260,8 +260,8 @@ class MeterClockWatch:
         if broadcast:  # the bus's other drifting meters were set too: their next poll says so
             for slot in job.bus.meters:
                 if slot.meter_id != job.meter and self.levels.get(slot.meter_id, 0) \
-                        and slot.slow is not None:
-                    slot.slow.soon(time.monotonic(), 0.0)
+                        and slot.clock is not None:
+                    slot.clock.soon(time.monotonic(), 0.0)
         residual = await self._read_back(job)
         details: dict[str, object] = {"residual_s": residual}
         if residual is None:
@@ -283,8 +283,8 @@ class MeterClockWatch:
             await self._submit(job.bus, d.TimeSyncRequest(self._moment(),
                                                           version=job.slot.version))
             return
-        assert job.slot.slow is not None and job.slot.slow.clock_dis is not None  # queued: clocked
-        date_di, time_di = job.slot.slow.clock_dis
+        assert job.slot.clock is not None and job.slot.clock.dis is not None  # queued: clocked
+        date_di, time_di = job.slot.clock.dis
         meter = self.meters[job.meter]
         credentials = (meter.control_password_level, meter.control_password.upper(),
                        meter.operator_code.upper())
@@ -308,7 +308,7 @@ class MeterClockWatch:
     async def _read_back(self, job: SyncJob) -> float | None:
         """The meter's clock after the sync, graded and its alarm updated; None when it could
         not be read."""
-        dis = job.slot.slow.clock_dis if job.slot.slow is not None else None
+        dis = job.slot.clock.dis if job.slot.clock is not None else None
         if dis is None:
             return None
 

@@ -1,0 +1,97 @@
+"""How fast one ``edge-central`` process decodes and stores reads, without the broker.
+
+    .venv/bin/python bench/bench_central_ingest.py [--gateways 20] [--meters 100] [--polls 5]
+        [--batch 500] [--engine sqlite|postgresql|both]
+
+Builds v1 reads messages of 10 values each (2 exact registers, 8 floats: a Modbus poll) for a
+fleet of gateways, then times, in this one process: decoding them through the consumer's trust
+boundary (``central.decoding``) and storing them in batches through ``central.storage.ingest``
+(dedupe by seq ranges, upserts, stream bookkeeping), on SQLite (a temp file) and on a throwaway
+PostgreSQL cluster (initdb + pg_ctl, fsync off: the CPU cost, not the disk's). Prints values/s
+for each stage — the per-core figures docs/central.md sizes deployments from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from central.decoding import Inbound, decode_inbound
+from central.storage import open_database
+from central.storage.ingest import ingest
+from protocols.payload import Envelope, ReadRecord, build_reads
+
+PREFIX = "mtr/v1"
+T0 = 1_767_225_600_000
+QUANTITIES = ("voltage.a", "voltage.b", "voltage.c", "current.a", "current.b", "current.c",
+              "power.active.total", "frequency")
+
+
+def messages(gateways: int, meters: int, polls: int) -> list[tuple[str, bytes]]:
+    out = []
+    for g in range(gateways):
+        gw = f"gw-{g:04d}"
+        seq = 0
+        for p in range(polls):
+            t = T0 + p * 60_000
+            for m in range(meters):
+                seq += 1
+                records = [ReadRecord("energy.active.import.total",
+                                      Decimal(f"{1000 + m}.{p:02d}"), "kWh", t),
+                           ReadRecord("energy.active.export.total", Decimal(f"{m}.5"), "kWh", t)]
+                records += [ReadRecord(q, 230.0 + i + m / 100, "V", t)
+                            for i, q in enumerate(QUANTITIES)]
+                payload = build_reads(Envelope(gw, 0xABCD_0000_0000_0000 + g, seq, t),
+                                      f"m-{m:03d}", records)
+                out.append((f"{PREFIX}/{gw}/reads/m-{m:03d}", payload))
+    return out
+
+
+def run(engine: str, url: str, batch: list[tuple[str, bytes]], size: int) -> None:
+    t0 = time.perf_counter()
+    decoded: list[Inbound] = [decode_inbound(t, p, PREFIX, {}) for t, p in batch]
+    t1 = time.perf_counter()
+    db = open_database(url)
+    values = 0
+    t2 = time.perf_counter()
+    for i in range(0, len(decoded), size):
+        values += ingest(db, decoded[i:i + size], 1).values
+    t3 = time.perf_counter()
+    db.close()
+    n = len(batch) * 10
+    print(f"{engine:10s} {len(batch):7,d} msgs {n:8,d} values | decode {n / (t1 - t0):9,.0f} "
+          f"values/s | store {n / (t3 - t2):9,.0f} values/s | both {n / (t3 - t2 + t1 - t0):9,.0f}"
+          f" values/s (batch {size})")
+    assert values == n, (values, n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gateways", type=int, default=20)
+    parser.add_argument("--meters", type=int, default=100)
+    parser.add_argument("--polls", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--engine", choices=("sqlite", "postgresql", "both"), default="both")
+    args = parser.parse_args()
+    batch = messages(args.gateways, args.meters, args.polls)
+    if args.engine in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory() as tmp:
+            run("sqlite", f"sqlite:///{tmp}/central.sqlite", batch, args.batch)
+    if args.engine in ("postgresql", "both"):
+        from tests.central.pg_cluster import available, postgres_cluster
+
+        if not available():
+            print("postgresql: initdb/pg_ctl not installed, skipped")
+            return
+        with postgres_cluster() as url:
+            run("postgresql", url, batch, args.batch)
+
+
+if __name__ == "__main__":
+    main()

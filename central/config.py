@@ -1,0 +1,199 @@
+"""``central.toml``: what one consumer worker needs (DESIGN §9), checked as a whole at start.
+
+Every error names the file, the key path and what is expected, and unknown keys are errors (a
+misspelt ``grace_s`` silently falling back to its default would hide a real setting). Paths are
+relative to the file's directory, so a config and its keys can move together.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from central.errors import ConfigError
+from protocols.commands import parse_private_key, parse_public_key
+
+__all__ = ["CentralConfig", "MqttSettings", "ReplaySettings", "load_config"]
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """Broker, topic prefix and the shared-subscription group the workers split load in."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic_prefix: str = "mtr/v1"
+    share_group: str = "central"
+    keepalive_s: int = 30
+    #: How long the broker keeps a worker's session (and the messages queued for it) after it
+    #: disconnects, so a worker restarted under the same ``--worker`` name loses nothing.
+    session_expiry_s: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySettings:
+    """The key replay commands are signed with (role VIEWER on each gateway) and their pacing."""
+
+    kid: str
+    private_key: Ed25519PrivateKey
+    #: At most one replay command per gateway this often (the gateway rate-limits too).
+    min_interval_s: float = 10.0
+    #: An open gap is asked for again after this long without being filled.
+    retry_s: float = 60.0
+    #: Command lifetime (``exp - iat``).
+    ttl_s: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class CentralConfig:
+    """The whole configuration; ``replay`` is None when the consumer only detects gaps."""
+
+    path: Path
+    database_url: str
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    replay: ReplaySettings | None = None
+    #: A hole in a stream becomes a gap after this long (lanes and workers reorder briefly).
+    gap_grace_s: float = 30.0
+    gap_scan_interval_s: float = 5.0
+    batch_max: int = 500
+    batch_wait_ms: int = 200
+    result_keys: dict[str, bytes] = field(default_factory=dict)
+
+
+_SECTIONS: dict[str, set[str]] = {
+    "mqtt": {"host", "port", "topic_prefix", "share_group", "keepalive_s", "session_expiry_s"},
+    "database": {"url"},
+    "replay": {"kid", "private_key", "min_interval_s", "retry_s", "ttl_s"},
+    "gaps": {"grace_s", "scan_interval_s"},
+    "ingest": {"batch_max", "batch_wait_ms"},
+    "gateways": {"id", "result_key"},
+}
+
+
+class _Reader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, at: str, expected: str, got: object) -> ConfigError:
+        return ConfigError(f"{self.path}: {at}: expected {expected}, got {got!r}")
+
+    def table(self, doc: dict[str, Any], name: str) -> dict[str, Any]:
+        value = doc.get(name, {})
+        if not isinstance(value, dict):
+            raise self.fail(name, "a table", value)
+        self.known(value, name, _SECTIONS[name])
+        return value
+
+    def known(self, table: dict[str, Any], at: str, keys: set[str]) -> None:
+        for key in table:
+            if key not in keys:
+                raise ConfigError(
+                    f"{self.path}: {at}.{key}: unknown key; allowed: {', '.join(sorted(keys))}"
+                )
+
+    def text(self, table: dict[str, Any], at: str, key: str, default: str | None = None) -> str:
+        value = table.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise self.fail(f"{at}.{key}", "non-empty text", value)
+        return value
+
+    def number(self, table: dict[str, Any], at: str, key: str, default: float,
+               low: float, high: float, *, integer: bool = False) -> Any:
+        value = table.get(key, default)
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+            kind = "an integer" if integer else "a number"
+            raise self.fail(f"{at}.{key}", f"{kind} in {low:g}..{high:g}", value)
+        return value
+
+    def file(self, table: dict[str, Any], at: str, key: str) -> bytes:
+        name = self.text(table, at, key)
+        path = (self.path.parent / name).resolve()
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: {at}.{key}: cannot read {path}: {exc.strerror}") from None
+
+
+def load_config(path: Path) -> CentralConfig:
+    """Read and check ``path``; :class:`ConfigError` names the first problem."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    r = _Reader(path)
+    r.known(doc, "(top level)", set(_SECTIONS))
+    mq = r.table(doc, "mqtt")
+    mqtt = MqttSettings(
+        host=r.text(mq, "mqtt", "host", "127.0.0.1"),
+        port=r.number(mq, "mqtt", "port", 1883, 1, 65535, integer=True),
+        topic_prefix=r.text(mq, "mqtt", "topic_prefix", "mtr/v1"),
+        share_group=r.text(mq, "mqtt", "share_group", "central"),
+        keepalive_s=r.number(mq, "mqtt", "keepalive_s", 30, 5, 3600, integer=True),
+        session_expiry_s=r.number(mq, "mqtt", "session_expiry_s", 3600, 0, 2**32 - 1,
+                                  integer=True),
+    )
+    if any(c in mqtt.share_group for c in "/+#"):
+        raise r.fail("mqtt.share_group", "a name without '/', '+' or '#'", mqtt.share_group)
+    db = r.table(doc, "database")
+    url = r.text(db, "database", "url", "sqlite:///var/central.sqlite")
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        # Relative SQLite paths are relative to the config file, like every other path here.
+        url = "sqlite:///" + str((path.parent / url[len("sqlite:///"):]).resolve())
+    gaps = r.table(doc, "gaps")
+    ingest = r.table(doc, "ingest")
+    return CentralConfig(
+        path=path,
+        database_url=url,
+        mqtt=mqtt,
+        replay=_replay(r, doc),
+        gap_grace_s=r.number(gaps, "gaps", "grace_s", 30.0, 0.1, 86400),
+        gap_scan_interval_s=r.number(gaps, "gaps", "scan_interval_s", 5.0, 0.1, 3600),
+        batch_max=r.number(ingest, "ingest", "batch_max", 500, 1, 100000, integer=True),
+        batch_wait_ms=r.number(ingest, "ingest", "batch_wait_ms", 200, 1, 60000, integer=True),
+        result_keys=_result_keys(r, doc),
+    )
+
+
+def _replay(r: _Reader, doc: dict[str, Any]) -> ReplaySettings | None:
+    if "replay" not in doc:
+        return None
+    rp = r.table(doc, "replay")
+    pem = r.file(rp, "replay", "private_key")
+    try:
+        key = parse_private_key(pem, f"{r.path}: replay.private_key")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return ReplaySettings(
+        kid=r.text(rp, "replay", "kid"),
+        private_key=key,
+        min_interval_s=r.number(rp, "replay", "min_interval_s", 10.0, 0.0, 86400),
+        retry_s=r.number(rp, "replay", "retry_s", 60.0, 0.1, 86400),
+        ttl_s=r.number(rp, "replay", "ttl_s", 300, 1, 86400, integer=True),
+    )
+
+
+def _result_keys(r: _Reader, doc: dict[str, Any]) -> dict[str, bytes]:
+    entries = doc.get("gateways", [])
+    if not isinstance(entries, list):
+        raise r.fail("gateways", "an array of tables ([[gateways]])", entries)
+    keys: dict[str, bytes] = {}
+    for i, entry in enumerate(entries):
+        at = f"gateways[{i}]"
+        if not isinstance(entry, dict):
+            raise r.fail(at, "a table", entry)
+        r.known(entry, at, _SECTIONS["gateways"])
+        gw = r.text(entry, at, "id")
+        if gw in keys:
+            raise ConfigError(f"{r.path}: {at}.id: gateway {gw!r} is listed twice")
+        try:
+            keys[gw] = parse_public_key(r.file(entry, at, "result_key"))
+        except ValueError as exc:
+            raise ConfigError(f"{r.path}: {at}.result_key: {exc}") from None
+    return keys

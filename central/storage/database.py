@@ -1,0 +1,70 @@
+"""One connection to the consumer's database, SQLite or PostgreSQL, behind one small interface.
+
+The SQL elsewhere in :mod:`central.storage` is written once, with ``?`` placeholders and the
+syntax both engines share (``ON CONFLICT … DO UPDATE … WHERE``, ``RETURNING``); a dialect
+supplies what differs: placeholders, the ``greatest`` function, how a transaction locks the
+streams it touches, typed parameters (NUMERIC, JSONB) and day partitions.
+
+Locking is what makes N workers safe. A transaction names the (gw, epoch) streams it will
+read-modify-write; SQLite takes the database's write lock up front (``BEGIN IMMEDIATE``: one
+writer at a time, so the ranges read are the ranges written), PostgreSQL takes one
+transaction-scoped advisory lock per stream, in sorted order so two workers never deadlock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+__all__ = ["Database", "Row"]
+
+Row = tuple[Any, ...]
+
+
+class Database(ABC):
+    """A connection plus its dialect. Not thread-safe: one per worker thread."""
+
+    #: Name of SQL's two-argument maximum in this dialect.
+    greatest: str = "max"
+    #: A human name for messages: the file, or the server without the password.
+    where: str = ""
+
+    @abstractmethod
+    def transaction(self, streams: Iterable[tuple[str, str]] = ()) -> contextlib.AbstractContextManager[None]:
+        """A transaction holding the locks of ``streams``; commits on success, rolls back on error."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run one statement; its rows (empty for statements without a result)."""
+
+    @abstractmethod
+    def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; how many rows it changed."""
+
+    @abstractmethod
+    def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Row],
+                    conflict: str, casts: Mapping[str, str] | None = None) -> None:
+        """Insert ``rows`` with ``conflict`` (an ``ON CONFLICT`` clause). ``casts`` names the
+        SQL type of columns passed as text (NUMERIC values, JSON) where the engine needs it."""
+
+    def ensure_partitions(self, table: str, times_ms: Iterable[int]) -> None:  # noqa: B027
+        """Make sure the day partitions holding ``times_ms`` exist (PostgreSQL only; SQLite
+        has no partitions, so the default does nothing)."""
+
+    @abstractmethod
+    def create_schema(self) -> None:
+        """Create the tables if they are missing (idempotent, safe with workers racing)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self.execute(sql, params)
+        return rows[0][0] if rows else None
+
+
+def chunks(rows: Sequence[Row], size: int) -> Iterator[Sequence[Row]]:
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]

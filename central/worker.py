@@ -1,0 +1,220 @@
+"""One consumer worker: a member of the shared subscription, storing batches, chasing gaps.
+
+Any number of workers run with the same ``share_group``, on one machine or many; the broker
+hands each message to one of them (MQTT 5 shared subscriptions, ``$share/<group>/<filter>``).
+What keeps that safe is in the database, not in the worker: dedupe, corrections and gap
+bookkeeping happen in one transaction per batch (:mod:`central.storage.ingest`), and the worker
+acknowledges a batch's messages (``manual_ack``) only after that transaction commits. A worker
+killed mid-batch has acknowledged nothing of it, and its persistent session (``--worker`` names
+it; ``session_expiry_s`` keeps it) gets the messages again when it comes back.
+
+The state topic is subscribed to outside the share, by every worker: births are retained, and a
+broker does not send retained messages to shared subscriptions.
+
+Threads: paho's network thread only queues messages; this thread decodes, stores, acknowledges,
+scans for gaps every ``gap_scan_interval_s`` and publishes replay commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from central.config import CentralConfig
+from central.decoding import Inbound, InboundError, decode_inbound
+from central.errors import StorageError
+from central.replay import build_replay
+from central.storage.database import Database
+from central.storage.gaps import claim_replays, record_replay, scan_gaps
+from central.storage.ingest import ingest
+from protocols.commands import EnvelopeError
+
+__all__ = ["Worker", "WorkerStats", "subscriptions"]
+
+log = logging.getLogger("edge-central")
+
+#: Topic kinds a worker consumes through the share (DESIGN §4), below ``P/+/``.
+_SHARED_FILTERS = ("reads/+", "groups/+", "alarms", "health", "cmd/result")
+_STORAGE_RETRY_S = 2.0
+
+
+def subscriptions(config: CentralConfig) -> list[str]:
+    """The topic filters one worker subscribes to."""
+    p, group = config.mqtt.topic_prefix, config.mqtt.share_group
+    return [f"$share/{group}/{p}/+/{f}" for f in _SHARED_FILTERS] + [f"{p}/+/state"]
+
+
+@dataclass
+class WorkerStats:
+    """Counters a worker logs when it stops (and tests read)."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    values: int = 0
+    gaps_found: int = 0
+    gaps_filled: int = 0
+    replays_sent: int = 0
+
+
+class Worker:
+    """Runs until :meth:`stop` (or a signal handler calling it)."""
+
+    def __init__(self, config: CentralConfig, name: str, db: Database) -> None:
+        self.config = config
+        self.name = name
+        self.db = db
+        self.stats = WorkerStats()
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._client = self._make_client()
+
+    @property
+    def client_id(self) -> str:
+        return f"edge-central-{self.config.mqtt.share_group}-{self.name}"
+
+    def _make_client(self) -> Any:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        client.reconnect_delay_set(1, 10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = lambda _c, _u, msg: self._inbox.put(msg)
+        return client
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the connection: %s", reason)
+            return
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        client.subscribe([(f, SubscribeOptions(qos=1)) for f in subscriptions(self.config)])
+        self._connected.set()
+        log.info("worker %s connected (session present: %s)", self.name,
+                 getattr(flags, "session_present", None))
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                       props: Any) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("worker %s lost the broker (%s); reconnecting", self.name, reason)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> WorkerStats:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        mq = self.config.mqtt
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = mq.session_expiry_s
+        # Ack-after-commit bounds what the broker sends ahead: one batch in flight.
+        props.ReceiveMaximum = min(self.config.batch_max, 65535)
+        self._client.connect_async(mq.host, mq.port, keepalive=mq.keepalive_s,
+                                   clean_start=False, properties=props)
+        self._client.loop_start()
+        next_scan = time.monotonic() + self.config.gap_scan_interval_s
+        try:
+            while not self._stop.is_set():
+                batch = self._take_batch()
+                if batch:
+                    self._store(batch)
+                if time.monotonic() >= next_scan:
+                    self._chase_gaps()
+                    next_scan = time.monotonic() + self.config.gap_scan_interval_s
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+        return self.stats
+
+    def _take_batch(self) -> list[Any]:
+        try:
+            first = self._inbox.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.config.batch_wait_ms / 1000
+        while len(batch) < self.config.batch_max:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(self._inbox.get(timeout=left))
+            except queue.Empty:
+                break
+        return batch
+
+    def _store(self, batch: list[Any]) -> None:
+        decoded: list[Inbound] = []
+        for msg in batch:
+            self.stats.received += 1
+            try:
+                decoded.append(decode_inbound(msg.topic, bytes(msg.payload),
+                                              self.config.mqtt.topic_prefix,
+                                              self.config.result_keys))
+            except InboundError as exc:
+                self.stats.rejected += 1
+                log.warning("rejected: %s", exc)
+        while not self._stop.is_set():
+            try:
+                report = ingest(self.db, decoded, _now_ms())
+                break
+            except StorageError as exc:
+                # Nothing acknowledged, nothing lost: the broker keeps the messages in flight.
+                log.error("%s; retrying in %.0f s", exc, _STORAGE_RETRY_S)
+                self._stop.wait(_STORAGE_RETRY_S)
+        else:
+            return  # stopping without a commit: the messages stay unacknowledged
+        self.stats.stored += report.stored
+        self.stats.duplicates += report.duplicates
+        self.stats.values += report.values
+        self.stats.gaps_filled += report.gaps_filled
+        for cmd, (status, reason) in report.results.items():
+            log.info("replay %s: %s %s", cmd, status, reason)
+        for msg in batch:
+            if msg.qos > 0:
+                self._client.ack(msg.mid, msg.qos)
+
+    def _chase_gaps(self) -> None:
+        now = _now_ms()
+        try:
+            found = scan_gaps(self.db, now, int(self.config.gap_grace_s * 1000))
+            for gw, epoch, lo, hi in found:
+                log.warning("gap: %s epoch %016x seq %d..%d", gw, epoch, lo, hi)
+            self.stats.gaps_found += len(found)
+            replay = self.config.replay
+            if replay is None or not self._connected.is_set():
+                return
+            claims = claim_replays(self.db, now, int(replay.min_interval_s * 1000),
+                                   int(replay.retry_s * 1000), f"replay:{replay.kid}")
+            for claim in claims:
+                try:
+                    command = build_replay(claim, replay, self.config.mqtt.topic_prefix,
+                                           now // 1000)
+                except EnvelopeError as exc:
+                    record_replay(self.db, f"unsent-{claim.gw}-{claim.ctr}", claim, now,
+                                  "unsent", str(exc))
+                    log.error("cannot ask %s for a replay: %s", claim.gw, exc)
+                    continue
+                # Recorded first: a result that beats the bookkeeping must find its request.
+                record_replay(self.db, command.cmd, claim, now)
+                self._client.publish(command.topic, command.payload, qos=1)
+                self.stats.replays_sent += 1
+                log.info("asked %s to replay epoch %016x seq %d..%d (cmd %s)", claim.gw,
+                         claim.epoch, claim.from_seq, claim.to_seq, command.cmd)
+        except StorageError as exc:
+            log.error("gap scan: %s", exc)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
