@@ -236,6 +236,12 @@ def _energy_provider(kind: Callable[[MeterSnapshot], TariffRegisters], tariff: i
     return lambda m, s: [_register(kind(s), tariff)]
 
 
+def _import_total(m: Dlt645Meter, s: MeterSnapshot) -> list[Value]:
+    """The active import total register, as read: a spike armed by the rig
+    (:meth:`Dlt645Meter.spike_next_read`) is added to this one read."""
+    return [m.reported_import(s.energy_import.total)]
+
+
 def _demand_provider(tariff: int) -> Provider:
     def provide(m: Dlt645Meter, s: MeterSnapshot) -> list[Value]:
         demand: MaxDemand = s.max_demand if tariff == 0 else s.max_demand_by_tariff[tariff - 1]
@@ -341,6 +347,7 @@ def _build_providers_2007() -> dict[int, Provider]:
     for kind_code, kind in _ENERGY_KINDS.items():
         for tariff in range(TARIFFS + 1):
             table[kind_code << 16 | tariff << 8] = _energy_provider(kind, tariff)
+    table[0x00010000] = _import_total
     for tariff in range(TARIFFS + 1):
         table[0x01010000 | tariff << 8] = _demand_provider(tariff)
     for di2, (phase_attr, total_attr) in _VARIABLES.items():
@@ -497,6 +504,7 @@ class Dlt645Meter:
         self._voltage_lost_since: list[float | None] = [None, None, None]
         self._followups: dict[int, list[bytes]] = {}
         self._last_reply: bytes | None = None
+        self._spike: Decimal | None = None
         self._observe(sim.sample())
 
     def prepay_kind(self, s: MeterSnapshot) -> str | None:
@@ -556,6 +564,18 @@ class Dlt645Meter:
 
     def close_cover(self) -> None:
         self._around(self.sim.close_cover)
+
+    def spike_next_read(self, kwh: Decimal) -> None:
+        """The next read of the active import total (00010000, alone or in its block; 9010 on
+        -1997) reports ``kwh`` too much, once — a glitched register read, as VEE must catch —
+        then the true register again. The register itself is not changed."""
+        with self._lock:
+            self._spike = Decimal(kwh)
+
+    def reported_import(self, total: Decimal) -> Decimal:
+        """The import total as this read reports it (consumes an armed spike)."""
+        spike, self._spike = self._spike, None
+        return total if spike is None else total + spike
 
     def set_loss_of_voltage(self, phase: str, lost: bool) -> None:
         """Lose (or restore) the voltage of phase ``a``/``b``/``c``; counted in 03010000."""

@@ -44,6 +44,7 @@ import os
 import tty
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Self
 
 from pymodbus.constants import ExcCodes
@@ -76,13 +77,31 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class SimulatedModbusMeter:
     """One meter on a simulated bus: ``unit_id`` (1..247), ``profile``, ``meter``;
+    ``spikes`` what the next read of a quantity reports too much (:meth:`spike_next_read`);
     ``clock_offset_s`` how far ahead of the model's time the clock is that the profile's
     ``clock`` registers show (protocols/modbus/clock.py)."""
 
     unit_id: int
     profile: ModbusProfile
     meter: SimMeter
+    spikes: dict[str, Decimal] = field(default_factory=dict)
     clock_offset_s: float = 0.0
+
+    def spike_next_read(self, kwh: Decimal, quantity: str = "energy.active.import.total") -> None:
+        """The next request that reads ``quantity``'s registers reports it ``kwh`` too high,
+        once — a glitched register read, as VEE must catch — then the true value again."""
+        self.spikes[quantity] = Decimal(kwh)
+
+    def served_values(self, values: dict[str, Decimal], function: RegisterFunction,
+                      first: int, end: int) -> dict[str, Decimal]:
+        """The model's values as this request reads them: a spike armed for a quantity whose
+        registers lie in [first, end) of ``function`` is added, and consumed."""
+        for spec in self.profile.registers:
+            if (spec.quantity in self.spikes and spec.function is function
+                    and first <= spec.address < end and spec.quantity in values):
+                spike = self.spikes.pop(spec.quantity)
+                values = {**values, spec.quantity: values[spec.quantity] + spike}
+        return values
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +172,10 @@ async def _serve_unit(
     snapshot = sim.meter.sample()
     if not snapshot.powered:
         raise NoSuchIdException(f"unit {sim.unit_id} ({sim.meter.meter_id}) has no supply")
-    for (served_function, register), word in encode_values(sim.profile, snapshot.values()).items():
+    values = snapshot.values()
+    if sim.spikes:
+        values = sim.served_values(values, function, address, address + count)
+    for (served_function, register), word in encode_values(sim.profile, values).items():
         if served_function is function:
             registers[register - start_address] = word
     clock = sim.profile.clock

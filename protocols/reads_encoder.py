@@ -102,6 +102,8 @@ _K_REASONS: Final = _text("reasons")
 _K_HIST: Final = _text("hist")
 _K_RAW: Final = _text("raw")
 _K_REV: Final = _text("rev")
+_K_SUP: Final = _text("sup")
+_PAIR: Final = b"\x82"  # array of 2
 _NULL: Final = b"\xf6"
 _TRUE: Final = b"\xf5"
 _ENVELOPE_KEYS: Final = (_head(5, 7) + _text("v"), _text("gw"), _text("id"), _text("seq"),
@@ -155,7 +157,10 @@ def encode_reads(version: int, gw: str, message_id: str, seq: int, ts: int, mete
             last_t, last_t_b = t, t_b
         method, reasons, hist, raw, rev = (record.method, record.reasons, record.hist,
                                           record.raw, record.rev)
-        size = 5 + (method is not None) + bool(reasons) + bool(hist) + (raw is not None) + bool(rev)
+        # ``sup`` is only ever set together with ``rev`` (ReadRecord checks it): an actual
+        # read never looks at it.
+        size = 5 + (method is not None) + bool(reasons) + bool(hist) + (raw is not None) + (
+            bool(rev) and 1 + (record.sup is not None))
         key = (record.q, record.unit, record.quality, size)
         fragments = _FRAGMENTS.get(key)
         if fragments is None:
@@ -176,6 +181,12 @@ def encode_reads(version: int, gw: str, message_id: str, seq: int, ts: int, mete
             extras.append((_K_RAW, _number(raw)))
         if rev:
             extras.append((_K_REV, _int(rev)))
+            sup = record.sup
+            if sup is not None:
+                index = _int(sup[1])
+                message = sup[0].encode("utf-8")  # a message id: not cached, as above
+                extras.append((_K_SUP, None if index is None else
+                               _PAIR + _head(3, len(message)) + message + index))
         for key_b, item_b in extras:
             if item_b is None:
                 return None

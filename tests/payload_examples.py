@@ -27,6 +27,7 @@ from protocols.payload import (
     build_health,
     build_reads,
     decode_message,
+    durable_id,
 )
 
 GW = "gw-0001"
@@ -54,7 +55,8 @@ def examples() -> dict[str, bytes]:
                 ReadRecord("voltage.a", 229.7, "V", T0),
                 # VEE: the interval before this read had been estimated while the meter was
                 # silent; now that this read closes the gap, the estimate is scaled to the
-                # register delta and re-published under the same (meter, q, t) with rev 1.
+                # register delta and re-published under the same (meter, q, t) with rev 1,
+                # naming the record it supersedes: record 0 of message 1017.
                 ReadRecord(
                     "energy.active.import.total",
                     Decimal("1206.17"),
@@ -64,6 +66,7 @@ def examples() -> dict[str, bytes]:
                     method=24,
                     reasons=(76,),
                     rev=1,
+                    sup=(durable_id(GW, EPOCH, 1017), 0),
                 ),
                 ReadRecord("power.factor.total", None, "", T0, quality="N", reasons=(3,)),
             ],

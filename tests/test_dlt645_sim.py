@@ -120,6 +120,20 @@ def test_energy_register_is_the_model_register_exactly(rig: Dlt645Rig, client: D
     assert reading.value == twin.sample().energy_import.total
 
 
+def test_a_spike_knob_glitches_one_read_of_the_import_total(rig: Dlt645Rig,
+                                                           client: Dlt645Client,
+                                                           clock: ManualClock) -> None:
+    """``spike_next_read``: the next read of 00010000 (here inside its block 0001FF00) reports
+    the register plus the spike, once; the next reads (and the model) are the true register."""
+    clock.advance(5 * 3600)
+    rig.meters[A1].spike_next_read(Decimal("25"))
+    total, *tariffs = values(read(client, A1, 0x0001FF00))
+    true = rig.meters[A1].sim.snapshot().energy_import.total
+    assert total == true + 25 and sum(tariffs) == true  # type: ignore[arg-type]
+    assert energy(client, A1) == true == rig.meters[A1].sim.snapshot().energy_import.total
+    assert energy(client, A2) == rig.meters[A2].sim.snapshot().energy_import.total
+
+
 def test_block_reads_match_the_snapshot(rig: Dlt645Rig, client: Dlt645Client,
                                         clock: ManualClock) -> None:
     clock.advance(19 * 3600)  # evening peak: every register and phase carries load

@@ -108,6 +108,29 @@ def test_tcp_poll_equals_the_load_model_exactly() -> None:
     asyncio.run(scenario())
 
 
+def test_a_spike_knob_glitches_one_read_of_the_import_register() -> None:
+    """``spike_next_read``: the next request reading the import total reports it 25 kWh too
+    high, once; the next poll (and the model) are the true register."""
+    async def scenario() -> None:
+        clock, _, meters = rig()
+        sim = meters[0]
+        handle = await start_modbus_tcp_meters(meters, "127.0.0.1", 0)
+        client = AsyncModbusTcpClient("127.0.0.1", port=handle.port, timeout=2, retries=0)
+        try:
+            assert await client.connect()
+            clock.advance(3600)
+            sim.spike_next_read(Decimal(25))
+            spiked = (await poll(client, sim))["energy.active.import.total"].value
+            true = sim.meter.snapshot().values()["energy.active.import.total"]
+            assert spiked == true + 25
+            assert_matches_snapshot(await poll(client, sim), sim)
+        finally:
+            client.close()
+            await handle.close()
+
+    asyncio.run(scenario())
+
+
 def test_tcp_commands_faults_and_exceptions_on_the_wire() -> None:
     async def scenario() -> None:
         clock, _, meters = rig()

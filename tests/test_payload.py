@@ -99,6 +99,9 @@ def exact_record(record: ReadRecord) -> tuple[object, ...]:
         record.method,
         record.reasons,
         record.hist,
+        exact(record.raw),
+        record.rev,
+        record.sup,
     )
 
 
@@ -538,8 +541,11 @@ def any_read_records(draw: st.DrawFn) -> ReadRecord:
                           draw(st.one_of(finite_floats, registers())), "V", draw(times))
     record = draw(read_records())
     raw = draw(st.none() | registers() | finite_floats) if record.quality in "NS" else None
+    rev = draw(st.integers(0, 2**64 - 1))
+    sup = draw(st.none() | st.tuples(st.text(min_size=1, max_size=40),
+                                      st.integers(0, 2**64 - 1))) if rev else None
     return ReadRecord(record.q, record.val, record.unit, record.t, record.quality, record.method,
-                      record.reasons, record.hist, raw, draw(st.integers(0, 2**64 - 1)))
+                      record.reasons, record.hist, raw, rev, sup)
 
 
 @given(st.lists(any_read_records(), min_size=1, max_size=12), st.text(min_size=1, max_size=30),

@@ -129,7 +129,13 @@ class Validator:
             self.check_map(kind, value, where)
         elif kind.startswith("["):
             match = re.fullmatch(r"\[\s*([*+])\s*(.+)\]", kind, re.S)
-            assert match, f"unsupported array {kind!r}"
+            if match is None:  # a fixed array, e.g. [tstr, uint]: one type per position
+                items = _split_top(kind[1:-1], ",")
+                assert isinstance(value, list) and len(value) == len(items), (
+                    f"{where}: expected an array of {len(items)}, got {value!r}")
+                for i, (item_kind, item) in enumerate(zip(items, value, strict=True)):
+                    self.check(item_kind, item, f"{where}[{i}]")
+                return
             assert isinstance(value, list), f"{where}: expected an array, got {value!r}"
             assert match.group(1) == "*" or value, f"{where}: array must not be empty"
             for i, item in enumerate(value):

@@ -24,6 +24,7 @@ from gateway.acquisition.poll_result import BusEvent, IntervalRecords, PollResul
 from gateway.pipeline.alarms import Alarms
 from gateway.pipeline.bus_faults import AlarmChange, BusFaults, BusLine
 from gateway.pipeline.clock import ClockWatch
+from gateway.pipeline.corrections import Corrections
 from gateway.pipeline.feed import ValidatedFeed, ValidatedPoll, accepted_values
 from gateway.pipeline.meter_outages import MeterOutages, MeterSite, RecordCheck
 from gateway.pipeline.outbox import OutboxWriter
@@ -116,6 +117,7 @@ class Committer:
         #: a meter's power-down record when it answers again; unset, the check fails at once.
         self.meter_outages = MeterOutages(sites)
         self.record_checks: Callable[[RecordCheck], None] | None = None
+        self.corrections = Corrections(self.store, self.gateway_id, self._read_topic)
 
     def seed_registers(self) -> int:
         """Load the last actual register values so a decrease after a restart is still caught."""
@@ -188,14 +190,24 @@ class Committer:
         for item, records in polled:
             if records:
                 messages.append(self._reads_message(item.meter_id, item.finished_ms, records))
-        for meter_id, records in vee_reads:
-            messages.append(self._reads_message(meter_id, vee_now, records))
+        if vee_reads:  # each re-published interval names what it supersedes (corrections.py)
+            messages += self.corrections.messages(messages, vee_reads, vee_now)
+            self._withdraw_rejected(vee_reads)
         writer = self.writer
         writer.write(messages)
         self.stats.commits, self.stats.held = writer.stats.commits, writer.held
         self.stats.dropped = writer.stats.dropped
         if polled and self.feed.wanted:
             self.feed.publish(self._validated(item, records) for item, records in polled)
+
+    def _withdraw_rejected(self, vee_reads: list[tuple[str, list[ReadRecord]]]) -> None:
+        """Reads VEE rejected after they went out as actual (``S``/``N`` with the meter's value
+        in ``raw``) stop being the reference of the basic decrease check (validation.py)."""
+        for meter, records in vee_reads:
+            for record in records:
+                if record.rev and record.quality in ("S", "N") and isinstance(record.raw, Decimal):
+                    substitute = record.val if isinstance(record.val, Decimal) else None
+                    self.registers.withdraw(meter, record.q, record.raw, substitute)
 
     def _changes(self, changes: list[AlarmChange]) -> None:
         for change in changes:
@@ -276,10 +288,16 @@ class Committer:
                 self._alarm(FIELD_READ_ALARM, f"{FIELD_READ_ALARM}/{meter}", "cleared", meter,
                            {"hint": f"meter {meter} delivers actual reads again"}, t_ms)
 
-    def _reads_message(self, meter_id: str, ts: int, records: list[ReadRecord]) -> OutboxMessage:
+    def _read_topic(self, meter_id: str) -> str:
         topic = self._read_topics.get(meter_id)
         if topic is None:
             topic = self._read_topics[meter_id] = self.topics.reads(meter_id)
+        return topic
+
+    def _reads_message(self, meter_id: str, ts: int, records: list[ReadRecord]) -> OutboxMessage:
+        topic = self._read_topics.get(meter_id)
+        if topic is None:
+            topic = self._read_topic(meter_id)
         return OutboxMessage.for_reads(
             topic=topic, gw=self.gateway_id, epoch=self.store.epoch,
             ts=ts, meter=meter_id, reads=records)

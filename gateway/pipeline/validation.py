@@ -175,6 +175,21 @@ class RegisterMemory:
             self._last[key] = value
         return verdict
 
+    def withdraw(self, meter: str, quantity: str, value: Decimal, substitute: Decimal | None
+                 ) -> bool:
+        """VEE rejected a register read after it was accepted here (a spike, judged once the
+        next read arrived): a read flagged bad must not stay the value the next one is compared
+        with, or every read after a spike would be a "decrease". If ``value`` is still the
+        reference, its substitute takes its place (none: no reference until the next read)."""
+        key = (meter, quantity)
+        if self._last.get(key) != value:
+            return False
+        if substitute is None:
+            del self._last[key]
+        else:
+            self._last[key] = substitute
+        return True
+
     def check(self, meter: str, pv: PolledValue) -> CheckedValue:
         quality, reasons, rollover = self.classify(meter, pv.quantity, pv.value)
         return CheckedValue(pv, quality, reasons, rollover)

@@ -15,7 +15,9 @@ read records:
   no history) is not published: the comm-loss alarm already says the meter is silent.
 * **A later verdict that differs** (a gap's estimates scaled to the read that ends it, an
   estimate replaced by an actual, a rule that flags a complete day) is re-published under the
-  same natural key (meter, quantity, ``t``) with ``rev`` one higher (docs/payloads.cddl).
+  same natural key (meter, quantity, ``t``) with ``rev`` one higher (docs/payloads.cddl): a
+  correction, which the committer has name the record it supersedes (``sup``,
+  gateway/pipeline/corrections.py, docs/payloads.md).
 * **Backfill** (gateway/acquisition/backfill.py): every interval estimated for a meter that keeps load
   records is noted on :attr:`VeeStage.backfill`; when the meter answers again its bus reads the
   records back and :meth:`VeeStage.backfill_records` puts them in the window as the intervals'

@@ -36,6 +36,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 
+from gateway.store import versions
 from gateway.store.bdseq import BDSEQ_FILE_NAME, BdseqCounter
 from gateway.store.connection import connect as _connect
 from gateway.store.connection import ensure_meta as _ensure_meta
@@ -368,6 +369,9 @@ class Store:
             conn.execute(
                 "DELETE FROM alarms WHERE cleared_ms IS NOT NULL AND cleared_ms < ?", (cutoff,)
             )
+            if deleted:  # notes of VEE records whose message is gone (one PK probe per note)
+                conn.execute("DELETE FROM read_versions WHERE NOT EXISTS "
+                             "(SELECT 1 FROM outbox WHERE outbox.seq = read_versions.seq)")
         with self._lock:
             conn = self._require_open()
             try:
@@ -446,6 +450,14 @@ class Store:
                 found.append((record.t, seq, index, StoredRead(seq, meter, record)))
         found.sort(key=lambda item: item[:3])
         return [item[3] for item in found]
+
+    def superseded(self, meter: str, keys: Sequence[tuple[str, int, int]]
+                   ) -> dict[tuple[str, int, int], tuple[str, int]]:
+        """``(message id, record index)`` of each committed record of ``meter`` with (quantity,
+        t_ms, rev) in ``keys`` — what a correction with ``rev + 1`` names in ``sup``; keys the
+        store no longer holds are left out (gateway/store/versions.py)."""
+        with self._reading() as conn:
+            return versions.find(conn, meter, keys)
 
     def last_actual_registers(self) -> list[tuple[str, str, Decimal]]:
         """``(meter, quantity, value)`` of the newest actual (quality ``A``) Decimal read of
@@ -693,6 +705,23 @@ class Store:
         rows.append((meter, quantity, t_ms, value))
         self._pending_marks[key] = (t_ms, value)
 
+    def _withdraw_register(self, conn: sqlite3.Connection, meter: str, quantity: str, raw: str,
+                           substitute: str | None) -> None:
+        """A register read VEE rejected after it was kept as the newest actual value (a spike)
+        stops being it: its substitute takes its place, or the register is forgotten until its
+        next actual read — so a restart does not compare the next reads with the spike."""
+        if substitute is None:
+            changed = conn.execute("DELETE FROM last_registers WHERE meter = ? AND quantity = ? "
+                                   "AND value = ?", (meter, quantity, raw)).rowcount
+        else:
+            changed = conn.execute("UPDATE last_registers SET value = ? WHERE meter = ? AND "
+                                   "quantity = ? AND value = ?",
+                                   (substitute, meter, quantity, raw)).rowcount
+        key = (meter, quantity)
+        mark = self._pending_marks.get(key) or (self._register_marks or {}).get(key)
+        if changed and mark is not None and self._register_marks is not None:
+            self._pending_marks[key] = (mark[0], substitute or "")  # "": no value, next read wins
+
     def _insert_messages(
         self, conn: sqlite3.Connection, messages: Sequence[OutboxMessage], created_ms: int
     ) -> list[int]:
@@ -700,6 +729,8 @@ class Store:
         seqs: list[int] = []
         outbox_rows: list[tuple[object, ...]] = []
         register_rows: list[tuple[object, ...]] = []
+        version_rows: list[tuple[object, ...]] = []
+        withdrawn: list[tuple[str, str, str, str | None]] = []
         for seq, message in enumerate(messages, start=last + 1):
             payload = message.build(seq)
             if not isinstance(payload, bytes) or not payload:
@@ -713,6 +744,9 @@ class Store:
                 meter = message.meter or ""
                 times = [record.t for record in message.reads]
                 t_first, t_last = min(times), max(times)
+                if message.indexed:
+                    version_rows += versions.note_rows(meter, seq, message.reads)
+                    withdrawn += versions.rejected_registers(meter, message.reads)
                 for record in message.reads:
                     if record.quality == "A" and isinstance(record.val, Decimal):
                         self._note_register(conn, register_rows, meter, record.q, record.t,
@@ -735,6 +769,10 @@ class Store:
                 "value = excluded.value WHERE excluded.t_ms >= last_registers.t_ms",
                 register_rows,
             )
+        if version_rows:
+            versions.upsert(conn, version_rows)
+        for meter, quantity, raw, substitute in withdrawn:
+            self._withdraw_register(conn, meter, quantity, raw, substitute)
         conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seqs[-1],))
         return seqs
 

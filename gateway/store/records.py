@@ -21,7 +21,9 @@ class OutboxMessage:
     and the seq is not consumed. ``build`` must be quick and must not touch the store.
 
     ``meter`` and ``reads`` are the read records the message carries; they are stored in the
-    ``reads`` table with the message's seq, in the same transaction.
+    ``reads`` table with the message's seq, in the same transaction. ``indexed``: the store notes
+    where each of them went (``read_versions``, gateway/store/versions.py) — VEE's interval
+    records, which a later correction names by message id and index.
     """
 
     topic: str
@@ -29,6 +31,7 @@ class OutboxMessage:
     build: Callable[[int], bytes]
     meter: str | None = None
     reads: Sequence[ReadRecord] = ()
+    indexed: bool = False
 
     @classmethod
     def prebuilt(cls, *, topic: str, qos: int, payload: bytes) -> OutboxMessage:
@@ -53,6 +56,13 @@ class OutboxMessage:
             meter=meter,
             reads=records,
         )
+
+    @classmethod
+    def for_intervals(cls, *, topic: str, meter: str, reads: Sequence[ReadRecord],
+                      build: Callable[[int], bytes]) -> OutboxMessage:
+        """VEE's interval records of one meter (QoS 1, ``indexed``); ``build`` makes the payload
+        from the seq (it fills in what the records supersede, gateway/pipeline/corrections.py)."""
+        return cls(topic=topic, qos=1, build=build, meter=meter, reads=tuple(reads), indexed=True)
 
 
 #: Topic endings of the durable messages that travel in the priority lane of the outbox: alarms

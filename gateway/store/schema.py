@@ -161,6 +161,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE acked_ms IS NULL AND replay = 1",
         ),
     ),
+    Migration(
+        version=5,
+        purpose="where each VEE interval record went, so a correction can name it",
+        statements=(
+            # A correction names the record it supersedes (message id, index: `sup`,
+            # docs/payloads.md). A poll's own records are found by time in the outbox (a poll
+            # message spans the poll); VEE's messages span up to two days of intervals, so where
+            # each of their records went is kept here, the newest per key
+            # (gateway/store/versions.py). One row per VEE interval key; pruned with the outbox.
+            """CREATE TABLE read_versions (
+                meter TEXT NOT NULL,
+                quantity TEXT NOT NULL,
+                t_ms INTEGER NOT NULL,
+                seq INTEGER NOT NULL,
+                idx INTEGER NOT NULL,
+                PRIMARY KEY (meter, quantity, t_ms)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -242,7 +242,8 @@ def _parse_read(raw: object, where: str) -> ReadRecord:
     if not isinstance(raw, dict):
         raise PayloadDecodeError(f"{where}: a read record must be a map")
     record = cast(dict[str, object], raw)
-    allowed = {"q", "val", "unit", "t", "quality", "method", "reasons", "hist", "raw", "rev"}
+    allowed = {"q", "val", "unit", "t", "quality", "method", "reasons", "hist", "raw", "rev",
+               "sup"}
     unknown = set(record) - allowed
     if unknown:
         raise PayloadDecodeError(f"{where}: unknown fields {sorted(unknown)}")
@@ -259,6 +260,14 @@ def _parse_read(raw: object, where: str) -> ReadRecord:
     rev = record.get("rev", 0)
     if "rev" in record and (isinstance(rev, bool) or not isinstance(rev, int) or rev < 1):
         raise PayloadDecodeError(f"{where}: 'rev' is a positive integer when present, got {rev!r}")
+    found = record.get("sup")
+    sup: tuple[str, int] | None = None
+    if found is not None:
+        if not (isinstance(found, list) and len(found) == 2 and isinstance(found[0], str)
+                and isinstance(found[1], int) and not isinstance(found[1], bool)):
+            raise PayloadDecodeError(
+                f"{where}: 'sup' is [message id, record index], got {found!r}")
+        sup = (found[0], found[1])
     reasons = record.get("reasons", [])
     if not isinstance(reasons, list):
         raise PayloadDecodeError(f"{where}: 'reasons' must be a list of integers")
@@ -274,6 +283,7 @@ def _parse_read(raw: object, where: str) -> ReadRecord:
             hist=cast(bool, record.get("hist", False)),
             raw=raw_value,
             rev=cast(int, rev),
+            sup=sup,
         )
     except PayloadEncodeError as exc:
         raise PayloadDecodeError(f"{where}: {exc}") from exc

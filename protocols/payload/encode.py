@@ -76,6 +76,8 @@ def _read_map(record: ReadRecord) -> dict[str, object]:
         out["raw"] = _number(record.raw)
     if record.rev:
         out["rev"] = record.rev
+    if record.sup is not None:
+        out["sup"] = list(record.sup)
     return out
 
 

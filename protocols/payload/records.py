@@ -78,7 +78,10 @@ class ReadRecord:
     revision of this natural key (meter, ``q``, ``t``): 0 (not sent) on the first publication,
     n on its n-th replacement — an estimate re-scaled once the register reads around its gap
     are known, or replaced by an actual read. The record with the highest ``rev`` for a key
-    is the current one, whatever order the messages arrive in.
+    is the current one, whatever order the messages arrive in. ``sup`` on a replacement (a
+    *correction*) names the record it supersedes: ``(message id, index in that message's
+    reads)``, so a consumer can reverse exactly what it booked (None: not known, e.g. the
+    earlier message was pruned from the store; ``rev`` alone still orders the versions).
     """
 
     q: str
@@ -91,6 +94,7 @@ class ReadRecord:
     hist: bool = False
     raw: Decimal | float | None = None
     rev: int = 0
+    sup: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         # The common record (an actual instantaneous float) in one expression: this runs for
@@ -111,6 +115,7 @@ class ReadRecord:
             and self.raw is None
             and type(self.rev) is int
             and self.rev == 0
+            and self.sup is None
             and math.isfinite(val)
         ):
             return
@@ -143,6 +148,19 @@ class ReadRecord:
             if self.quality == "A":
                 raise PayloadEncodeError(f"{self.q}: an actual read carries its value in val, not raw")
             _check_number(self.raw, f"{self.q}: raw value", floats=True)
+        if self.sup is not None:
+            self._check_sup()
+
+    def _check_sup(self) -> None:
+        sup = self.sup
+        if not (isinstance(sup, tuple) and len(sup) == 2):
+            raise PayloadEncodeError(
+                f"{self.q}: sup is (message id, record index), got {sup!r}")
+        _require_text(sup[0], f"{self.q}: superseded message id")
+        _require_uint(sup[1], f"{self.q}: superseded record index")
+        if self.rev < 1:
+            raise PayloadEncodeError(
+                f"{self.q}: only a replacement (rev >= 1) supersedes a record (sup)")
 
     @classmethod
     def actual(cls, q: str, val: Decimal | float, unit: str, t: int) -> ReadRecord:
@@ -177,6 +195,7 @@ class ReadRecord:
         _set_field(record, "hist", False)
         _set_field(record, "raw", None)
         _set_field(record, "rev", 0)
+        _set_field(record, "sup", None)
         return record
 
 
