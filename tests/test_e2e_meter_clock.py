@@ -105,6 +105,11 @@ def _conform(observer: Observer, rig: GatewayRig) -> None:
         if rule is not None:
             validator.check("alarm-message", message, message["key"])
             validator.check(rule, message["details"], message["key"])
+    clock_reads = [m for _t, m in decoded(observer, rig.topic("reads/"))
+                   if any(r["q"] == "clock.offset" for r in m["reads"])]
+    assert clock_reads, "no clock.offset read was published"
+    for message in clock_reads:
+        validator.check("reads-message", message, message["id"])
 
 
 def test_a_meter_ten_minutes_fast_is_synced_once_and_its_alarm_clears(tmp_path: Path) -> None:
