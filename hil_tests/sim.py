@@ -214,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 000000000001)")
     d.add_argument("--phases", type=int, choices=(1, 3), default=3,
                    help="phases of every DL/T 645 meter (default 3)")
+    d.add_argument("--clock-offset-s", type=float, default=0.0, metavar="S",
+                   help="every DL/T 645 meter's clock starts S seconds ahead (negative: behind; "
+                   "default 0)")
+    d.add_argument("--clock-drift-s-per-day", type=float, default=0.0, metavar="S",
+                   help="and gains S seconds per simulated day (default 0)")
     m = parser.add_argument_group("Modbus TCP")
     m.add_argument("--modbus-tcp-meters", type=_count, default=0, metavar="N",
                    help="number of Modbus TCP meters (units 1..N on one server; default 0)")
@@ -258,7 +263,9 @@ def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> _Plan:
     except ValueError as exc:
         parser.error(f"--first-address: {exc}")
     first_1997 = args.dlt645_meters - args.dlt645_1997_meters
-    specs = [MeterSpec(a, version=1997 if i >= first_1997 else 2007, phases=args.phases)
+    specs = [MeterSpec(a, version=1997 if i >= first_1997 else 2007, phases=args.phases,
+                       clock_offset_s=args.clock_offset_s,
+                       clock_drift_s_per_day=args.clock_drift_s_per_day)
              for i, a in enumerate(addresses)]
     plan = _Plan(specs)
     if args.modbus_tcp_meters:

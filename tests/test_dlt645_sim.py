@@ -205,6 +205,22 @@ def test_write_clock_needs_the_password(rig: Dlt645Rig, client: Dlt645Client,
     assert values(read(client, A1, 0x04000101)) == [dt.date(2025, 1, 1)]
 
 
+def test_a_drifting_clock_gains_its_rate_and_a_sync_restarts_the_drift(clock: ManualClock) -> None:
+    model = LoadModel(seed=SEED, clock=clock)
+    meter = build_meter(model, MeterSpec(A1, clock_offset_s=600.0, clock_drift_s_per_day=8.0))
+    with run_dlt645_line([meter], baudrate=BAUD, model=model) as line, \
+            Dlt645Client(line.device, BAUD) as client:
+        clock.advance(3 * 3600)  # 03:00 true; the meter gained 1 s on top of its 10 minutes
+        assert values(read(client, A1, 0x04000102)) == [dt.time(3, 10, 1)]
+        moment = dt.datetime(2025, 1, 1, 3, 0, 0)
+        client.exchange(encode(TimeSyncRequest(moment)), timeout=0.3)
+        assert meter.clock_syncs == 1
+        assert values(read(client, A1, 0x04000102)) == [dt.time(3, 0, 0)]
+        clock.advance(86400)  # a day later it is 8 s fast again
+        assert values(read(client, A1, 0x04000101)) == [dt.date(2025, 1, 2)]
+        assert values(read(client, A1, 0x04000102)) == [dt.time(3, 0, 8)]
+
+
 def test_trip_opens_the_relay_and_stops_the_energy(rig: Dlt645Rig, client: Dlt645Client,
                                                    clock: ManualClock) -> None:
     clock.advance(8 * 3600)

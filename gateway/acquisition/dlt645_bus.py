@@ -36,6 +36,7 @@ from typing import Any
 
 from gateway.acquisition.backfill import BackfillBoard, boundary_local, interval_closed_by
 from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus, now_ms
+from gateway.acquisition.meter_clock import CLOCK_OFFSET, ClockCadence, read_clock_offset
 from gateway.acquisition.poll_result import (
     BusEvent,
     IntervalRecords,
@@ -74,10 +75,16 @@ class Dlt645Meter(MeterSlot):
     reads: list[PlannedRead] = field(default_factory=list)
     catalogue: d.Catalogue = field(default_factory=lambda: d.CATALOGUE_2007)
     load_records: bool = False  # the profile says the meter keeps class-4 load records
+    #: When the meter clock is read (gateway/acquisition/meter_clock.py); None: not read.
+    clock: ClockCadence | None = None
     #: DI → monotonic time it last answered (reads with a cadence only).
     read_at: dict[int, float] = field(default_factory=dict)
     #: Last value of each quantity some read is refreshed on (to notice a change).
     watched: dict[str, ValueType] = field(default_factory=dict)
+
+    @property
+    def reads_clock(self) -> bool:
+        return self.clock is not None
 
     def read_due(self, read: PlannedRead, now: float, changed: set[str]) -> bool:
         """Whether ``read`` belongs in this poll: always without a cadence; otherwise when one
@@ -110,6 +117,8 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
         self.port = port
         self.splitter = d.FrameSplitter()
         self.backfill: BackfillBoard | None = None
+        #: The meters' zone east of UTC ([commands] meter_utc_offset_min), for clock reads.
+        self.meter_utc_offset_min = 480
 
     def attach_backfill(self, board: BackfillBoard | None) -> None:
         """Share VEE's board of owed intervals; registers the meters that keep load records."""
@@ -261,6 +270,10 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
                     meter.watched[name] = value
             if read.every_s is not None:
                 meter.read_at[read.request.di] = time.monotonic()
+        if answered and meter.clock is not None and meter.clock.is_due(time.monotonic()):
+            offset = await self._read_clock(meter, meter.clock)
+            if offset is not None:
+                values.append(offset)
         elapsed = time.monotonic() - t0
         meter.stats.last_poll_s = elapsed
         ok = answered and bool(values)
@@ -277,6 +290,34 @@ class Dlt645Bus(ScheduledBus[Dlt645Meter]):
         if ok and self.backfill is not None and meter.meter_id in self.backfill.meters:
             await self._read_back(meter, self.backfill)
         return result
+
+    async def _read_clock(self, meter: Dlt645Meter, cadence: ClockCadence) -> PolledValue | None:
+        """The meter clock's offset as a value of this poll, when the cadence says it is due
+        (gateway/acquisition/meter_clock.py). Its transactions give way to the priority lane
+        like the poll's own; a meter that refuses or garbles them still answered the poll."""
+
+        async def read(di: int) -> tuple[d.Reading, ...]:
+            await self.serve_priority_now()
+            tx = await self._exchange(d.ReadRequest(meter.address, di, meter.version), meter,
+                                      1 + self.settings.retries, self.serve_priority_now)
+            return tuple(tx.readings)
+
+        assert cadence.dis is not None
+        try:
+            offset = await read_clock_offset(read, cadence.dis, self.meter_utc_offset_min)
+        except d.ExceptionReply as exc:
+            log.warning("bus %s: meter %s (address %s) refuses its clock (DI %04X/%04X): %s — "
+                        "check the profile's [clock] items", self.name, meter.meter_id,
+                        meter.address, *cadence.dis, exc)
+            cadence.read(time.monotonic())
+            return None
+        except d.ProtocolError as exc:
+            log.info("bus %s: meter %s: clock not read (%s); trying again later", self.name,
+                     meter.meter_id, exc)
+            cadence.failed(time.monotonic())
+            return None
+        cadence.read(time.monotonic())
+        return PolledValue(CLOCK_OFFSET, round(offset, 3), "s", now_ms())
 
     async def _read_back(self, meter: Dlt645Meter, board: BackfillBoard) -> None:
         """One load-record transaction for the oldest intervals ``meter`` owes (module docstring);

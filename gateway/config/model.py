@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from gateway.config.addresses import MeterAddress
+from gateway.config.clock import ClockSection
 from gateway.config.fields import Problems, setting
 from gateway.config.ids import HOST, ID_PATTERN, IDENT
 from gateway.config.kinds import (
@@ -726,6 +727,12 @@ class GatewayConfig:
         Table(OutageSection),
         default=OutageSection(),
         doc="Outage classification: momentary against sustained (docs/outages.md).",
+    )
+    clock: ClockSection = setting(
+        Table(ClockSection),
+        default=ClockSection(),
+        doc="Meter clocks: read cadence, clock.drift alarms, automatic time sync "
+        "(docs/clock.md).",
     )
     # Derived by the loader, not read from the file.
     source_file: Path | None = field(default=None, compare=False)
