@@ -63,7 +63,7 @@ MULTIPLIER_MIN_LIKE_DAYS: Final = 3
 #: last year than a seasonal trend.
 SEASONAL_CLAMP: Final = (0.5, 2.0)
 
-_REJECTED: Final = vk.BIT_DECREASE | vk.BIT_IMPOSSIBLE
+_REJECTED: Final = vk.BIT_DECREASE | vk.BIT_IMPOSSIBLE | vk.BIT_SPIKE_READ
 
 
 # ==========================================================================================
