@@ -23,7 +23,9 @@ built to match). Gaps where the register itself did not count (meter stopped), c
 being replaced (a spike) or restarted at a new level are never scaled.
 
 An estimate never overwrites an actual: the kernel fills only slots that have no accepted read,
-and the caller keeps actual reads as they are.
+and the caller keeps actual reads as they are. Every estimated register value lies between the
+register reads around its gap (inclusive), by construction: a gap that is not scaled is held
+within them, and an open gap never goes below the read before it.
 """
 
 from __future__ import annotations
@@ -211,14 +213,25 @@ def fill_row(
                     shape[j] = total / n_int
             if chosen != _CHECK and chosen != _LINEAR:
                 chosen = _SCALING
+        # The register values lie between the reads around the gap by construction: a gap
+        # that could not be scaled (stopped meter, new baseline, a start from an estimate) is
+        # held within [read before, read after]; an open gap never goes below the read before.
+        top = np.inf
+        if bracketed:
+            top = anchors[i, q]
+            if top < pv and modulus == modulus:
+                top += modulus
+            if top < pv:
+                top = pv
         run = pv
         for j in range(a, b + 1):
             out_energy[i, j] = shape[j]
             if j < q:
                 run += shape[j]
-                if modulus == modulus and run >= modulus:
-                    run -= modulus
-                value[i, j] = run
+                held = min(max(run, pv), top)
+                if modulus == modulus and held >= modulus:
+                    held -= modulus
+                value[i, j] = held
                 method[i, j] = chosen
                 scaled[i, j] = 1 if did_scale else 0
         if bracketed:
@@ -379,6 +392,11 @@ def fill_gaps_np(
     run_sum = np.zeros((m, due + 1))
     np.cumsum(np.where(chosen != 0, est, 0.0), axis=1, out=run_sum[:, 1:])
     register = pv + (run_sum[:, 1:] - run_sum[rows, a_c])
+    # held within the reads around the gap (fill_row)
+    top = np.where(bracketed, anc[rows, np.clip(q, 0, due - 1)], np.inf)
+    top = np.where((top < pv) & ~np.isnan(modulus)[:, None], top + modulus[:, None], top)
+    top = np.where(top < pv, pv, top)
+    register = np.minimum(np.maximum(register, pv), top)
     wrapped = ~np.isnan(modulus)[:, None] & (register >= modulus[:, None])
     register = np.where(wrapped, register - modulus[:, None], register)
     filled = fill & (chosen != 0)

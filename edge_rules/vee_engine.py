@@ -430,11 +430,21 @@ class VeeEngine:
             values = np.where(estimated, np.nan, values)
             use = (cal.day_types(first, 7 * weeks_est) == target).astype(np.uint8)
             profile, count = impl.masked_mean(np.ascontiguousarray(values), use)
+            reference[:, cols] = np.where(count >= MULTIPLIER_MIN_LIKE_DAYS, profile, np.nan)
+            if np.any(count == 0):
+                # No like day of this type yet (a holiday week with its make-up working days
+                # takes every Sunday of a month): the shape of the ordinary days beats a flat
+                # line, and a bracketed gap is scaled to its register delta anyway.
+                ordinary = (cal.day_types(first, 7 * weeks_est) != DayType.HOLIDAY
+                            ).astype(np.uint8)
+                broad, broad_count = impl.masked_mean(np.ascontiguousarray(values), ordinary)
+                none = count == 0
+                profile = np.where(none, broad, profile)
+                count = np.where(none, broad_count, count)
             factor = self._seasonal_factor(rows, day, weeks_est) if \
                 self.config.estimation.seasonal_factor else np.ones(n)
             like[:, cols] = profile * factor[:, None]
             like_count[:, cols] = count
-            reference[:, cols] = np.where(count >= MULTIPLIER_MIN_LIKE_DAYS, profile, np.nan)
             # day references (history rule): trailing like days and the same season last year
             for weeks in np.unique(params.history_weeks):
                 sel = params.history_weeks == weeks

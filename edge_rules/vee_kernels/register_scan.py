@@ -91,6 +91,7 @@ def scan_row(
     Nearly every row is a register counting up within its limit; that case is checked and
     written in two branch-free passes before falling back to the general walk."""
     s = reads.shape[1]
+    back = (1.0 - 2.0 * margin) * mod  # a step forward this large went back across the wrap
     if s and pv == pv:
         ok = True
         prev = pv
@@ -98,7 +99,7 @@ def scan_row(
             v = reads[i, k]
             d = v - prev
             elapsed = k - ps if k == 0 else 1
-            ok &= (v == v) & (d >= 0.0) & ~(lim * elapsed < d)
+            ok &= (v == v) & (d >= 0.0) & ~(lim * elapsed < d) & ~(d > back)
             prev = v
         if ok:
             prev = pv
@@ -145,6 +146,8 @@ def scan_row(
                 d = v - pv
             else:
                 f |= BIT_DECREASE
+        elif d > back:  # from the bottom of the range to its top: a decrease across the wrap
+            f |= BIT_DECREASE
         if (f & BIT_DECREASE) == 0 and lim * (k - ps) < d:
             f |= BIT_IMPOSSIBLE
         if f & (BIT_DECREASE | BIT_IMPOSSIBLE):
@@ -228,6 +231,7 @@ def register_scan_np(
     cn = cand_count.copy()
     wrap_hi = (1.0 - wrap_margin) * modulus
     wrap_lo = wrap_margin * modulus
+    back = (1.0 - 2.0 * wrap_margin) * modulus
     qv = np.full(m, np.nan)  # the accepted read before ``pv``
     qs = np.zeros(m, dtype=np.int64)
     rows = np.arange(m)
@@ -262,7 +266,7 @@ def register_scan_np(
         ps = np.where(spike, qs, ps)
         qv = np.where(spike, np.nan, qv)
         d = np.where(spike, v - pv, np.where(roll, d + modulus, d))
-        dec = below & ~roll & ~spike
+        dec = (below & ~roll & ~spike) | (compare & ~below & (d > back))
         imp = compare & ~dec & (limit * (k - ps) < d)
         bad = dec | imp
         chained = (cn > 0) & (v >= cv) & ~(limit * (k - cs) < v - cv)
@@ -308,7 +312,10 @@ def register_scan(
     relative to the window start); ``modulus`` 10^digits of each register (NaN: unknown, so
     every decrease is one); ``limit`` the most energy one interval can hold (contract kW ×
     interval hours × 1.2; NaN: no limit). A drop from the top ``wrap_margin`` of the range to its
-    bottom ``wrap_margin`` is a rollover; any other drop is a decrease. Rejected reads (decrease,
+    bottom ``wrap_margin`` is a rollover; any other drop is a decrease, and so is a step forward
+    of more than ``1 − 2 × wrap_margin`` of the range (back across the wrap). A drop whose next
+    reads continue the trend from before the previous read makes that previous read the bad one
+    (:func:`spike_before`). Rejected reads (decrease,
     impossible) do not become the baseline, unless ``rebase_reads`` consecutive rejected reads
     agree with each other (a meter exchange or a preset register). The ``cand_*`` arrays carry a
     started re-baseline across windows.
