@@ -195,7 +195,9 @@ def fill_row(
                     break
             if not blocked:
                 total = anchors[i, q] - pv
-                if total < 0.0 and modulus == modulus:
+                # a wrap only from the top half of the range to the bottom half: a read just
+                # below where the gap started (an estimate that overshot) is no wrap
+                if total < -0.5 * modulus:
                     total += modulus
                 if total < 0.0:
                     total = np.nan
@@ -219,7 +221,7 @@ def fill_row(
         top = np.inf
         if bracketed:
             top = anchors[i, q]
-            if top < pv and modulus == modulus:
+            if top < pv - 0.5 * modulus:
                 top += modulus
             if top < pv:
                 top = pv
@@ -377,7 +379,7 @@ def fill_gaps_np(
     blocked = _range_count(no_scale[:, :due] != 0, a_c, b_c) > 0
     can_scale = (chosen != 0) & bracketed & (p == a - 1) & ~blocked
     total = anc[rows, np.clip(q, 0, due - 1)] - pv
-    total = np.where((total < 0.0) & ~np.isnan(modulus)[:, None], total + modulus[:, None], total)
+    total = np.where(total < -0.5 * modulus[:, None], total + modulus[:, None], total)
     can_scale &= total >= 0.0
     shape_sum = np.zeros((m, due + 1))
     np.cumsum(np.where(chosen != 0, shape, 0.0), axis=1, out=shape_sum[:, 1:])
@@ -394,7 +396,7 @@ def fill_gaps_np(
     register = pv + (run_sum[:, 1:] - run_sum[rows, a_c])
     # held within the reads around the gap (fill_row)
     top = np.where(bracketed, anc[rows, np.clip(q, 0, due - 1)], np.inf)
-    top = np.where((top < pv) & ~np.isnan(modulus)[:, None], top + modulus[:, None], top)
+    top = np.where(top < pv - 0.5 * modulus[:, None], top + modulus[:, None], top)
     top = np.where(top < pv, pv, top)
     register = np.minimum(np.maximum(register, pv), top)
     wrapped = ~np.isnan(modulus)[:, None] & (register >= modulus[:, None])

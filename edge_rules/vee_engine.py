@@ -328,6 +328,8 @@ class VeeEngine:
         inputs, export_scan, export_delta = self.chain_inputs(window, due)
         n, s = window.reads.shape
         out = rule_chain(inputs, self.implementation)
+        if window.days > 1 and inputs.due == s:
+            _hold_open_gaps(out, inputs)
         method = np.where((out.quality == 1) | (out.quality == 2), out.fill.method, 0
                           ).astype(np.uint8)
         field_read = ((out.published & vk.BIT_PROLONGED) != 0).any(axis=1)
@@ -705,6 +707,30 @@ class VeeEngine:
         changed, self._ratios[key] = vk.ratio_changes(values, rows, last)
         return self.grade_sparse(rows, np.where(changed != 0, vk.BIT_MULTIPLIER, 0
                                                  ).astype(np.uint32), day)
+
+
+def _hold_open_gaps(out: ChainOutputs, inputs: ChainInputs) -> None:
+    """Hold the register still over a gap that is open at the end of a fully due window, in the
+    window's older day: that day is committed next and its values are final, yet nothing says
+    where the register will be when the meter answers. Extrapolated (like-day) values could
+    then stand above that later read; the last actual value cannot, so the older day publishes
+    it and the gap's energy is scaled into the newer day once the read that ends it arrives.
+    The estimated interval energies (history, day energy) are kept."""
+    quality = out.quality
+    last = _last_index(quality == 0)
+    rows = np.flatnonzero(last < S_DAY - 1)
+    for i in rows.tolist():
+        k = int(last[i])
+        if k >= 0:
+            hold = out.value[i, k]
+        else:
+            soft = inputs.soft_value[i]
+            hold = soft if soft == soft else inputs.start_value[i]
+        cols = np.arange(k + 1, S_DAY)
+        estimated = cols[(quality[i, cols] == 1) | (quality[i, cols] == 2)]
+        if estimated.size and hold == hold:
+            out.value[i, estimated] = hold
+            out.fill.value[i, estimated] = hold
 
 
 def _last_index(mask: Bool) -> I64:
