@@ -63,6 +63,12 @@ MULTIPLIER_MIN_LIKE_DAYS: Final = 3
 #: last year than a seasonal trend.
 SEASONAL_CLAMP: Final = (0.5, 2.0)
 
+#: Like days the history rule needs before it calls a day high or low (fewer: no judgement).
+HISTORY_MIN_LIKE_DAYS: Final = 3
+#: How many robust standard deviations of the meter's own like days a day must stand away
+#: from their median (as well as the rule's ratio and ``min_kwh``) to be flagged.
+SPREAD_SIGMAS: Final = 4.0
+
 _REJECTED: Final = vk.BIT_DECREASE | vk.BIT_IMPOSSIBLE | vk.BIT_SPIKE_READ
 
 
@@ -417,6 +423,7 @@ class VeeEngine:
         calculated = np.full((n, s), np.nan)
         reference = np.full((n, s), np.nan)
         trailing = np.full((n, window.days), np.nan)
+        margin = np.full((n, window.days), np.nan)
         last_year = np.full((n, window.days), np.nan)
         cal = self.config.calendar
         impl = IMPLEMENTATIONS[self.implementation]
@@ -450,8 +457,8 @@ class VeeEngine:
             # day references (history rule): trailing like days and the same season last year
             for weeks in np.unique(params.history_weeks):
                 sel = params.history_weeks == weeks
-                trailing[sel, b] = self._day_mean(rows[sel], day - 7 * int(weeks), 7 * int(weeks),
-                                                  target)
+                trailing[sel, b], margin[sel, b] = self._day_spread(
+                    rows[sel], day - 7 * int(weeks), 7 * int(weeks), target)
             for half in np.unique(params.last_year_days):
                 sel = params.last_year_days == half
                 last_year[sel, b] = self._day_mean(rows[sel], day - 364 - int(half),
@@ -461,7 +468,8 @@ class VeeEngine:
             annual = self._annual_energy(rows, day)
             calculated[:, cols] = (annual / 365.0)[:, None] * shape
         return {"like": like, "like_count": like_count, "previous_year": previous_year,
-                "calculated": calculated, "trailing": trailing, "last_year": last_year,
+                "calculated": calculated, "trailing": trailing, "trailing_margin": margin,
+                "last_year": last_year,
                 "reference_profile": reference}
 
     @staticmethod
@@ -477,6 +485,26 @@ class VeeEngine:
         mean, _ = IMPLEMENTATIONS[self.implementation].masked_mean(
             np.ascontiguousarray(values[:, :, None]), use)
         return mean[:, 0]
+
+    def _day_spread(self, rows: I64, first: int, count: int, target: int) -> tuple[F64, F64]:
+        """The meter's own usual day and how much it varies, for the history rule: the median
+        of its like days (same day type, the trailing weeks: the same season) and
+        ``SPREAD_SIGMAS`` robust standard deviations (1.4826 × the median absolute deviation).
+        With fewer than ``HISTORY_MIN_LIKE_DAYS`` like days there is no reference (NaN): a day
+        is only called high or low against evidence."""
+        values, estimated = self.hist.daily(rows, first, count)
+        use = self.config.calendar.day_types(first, count) == target
+        values = np.where(estimated | ~use[None, :], np.nan, values)
+        enough = (~np.isnan(values)).sum(axis=1) >= HISTORY_MIN_LIKE_DAYS
+        median = np.full(rows.size, np.nan)
+        spread = np.full(rows.size, np.nan)
+        if np.any(enough):
+            known = values[enough]
+            middle = np.nanmedian(known, axis=1)
+            mad = np.nanmedian(np.abs(known - middle[:, None]), axis=1)
+            median[enough] = middle
+            spread[enough] = SPREAD_SIGMAS * 1.4826 * mad
+        return median, spread
 
     def _seasonal_factor(self, rows: I64, day: int, weeks: int) -> F64:
         """Last year's energy around this date over last year's energy in the weeks before it:

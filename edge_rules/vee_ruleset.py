@@ -70,7 +70,9 @@ class ChainInputs:
     ``start_energy`` the interval energy before the window; ``run_in`` estimates in a row so
     far; ``params`` the meters' rule parameters; ``check_rows`` each meter's check meter as a row
     of this window (−1 none); estimation sources ``like``/``like_count``/``previous_year``/
-    ``calculated`` per interval; day references ``trailing``/``last_year`` ``(rows, days)`` and
+    ``calculated`` per interval; day references ``trailing``/``last_year`` ``(rows, days)`` (and
+    ``trailing_margin``, how far a day must stand from ``trailing`` to be judged: the meter's own
+    robust spread, NaN for the rule's fixed ``min_kwh`` alone) and
     the like-day ``reference_profile`` per interval; ``linear_max`` longest linear gap; ``due``
     intervals due.
     """
@@ -100,6 +102,7 @@ class ChainInputs:
     reference_profile: F64
     linear_max: int
     due: int
+    trailing_margin: F64 | None = None
 
 
 @dataclass(slots=True)
@@ -137,7 +140,7 @@ def rule_set_nb(
     ratio_tolerance: F64, shape_tolerance: F64, multiplier_min_kwh: F64,
     interval_sum_tol: F64, prolonged_after: I64, check_rows: I64, like: F64, like_count: I64,
     previous_year: F64, calculated: F64, trailing: F64, last_year: F64, reference: F64,
-    candidates: F64, linear_max: int, due: int,
+    candidates: F64, linear_max: int, due: int, trailing_margin: F64,
 ) -> tuple[U32, U8, F64, U32, F64, I32, F64, I64, F64, I64, I64, F64, F64, U8, U8, U8, U32,
            I64, F64, F64]:
     m, s = reads.shape
@@ -311,8 +314,10 @@ def rule_set_nb(
             if known:
                 day_energy[i, b] = total
             judged = day_energy[i, b] if actuals >= DAY_COVERAGE * S_DAY else np.nan
+            margin = trailing_margin[i, b]
             band = vk.band_one(judged, trailing[i, b], last_year[i, b], high[i], low[i],
-                               history_min_kwh[i])
+                               history_min_kwh[i] if not margin > history_min_kwh[i]
+                               else margin)
             bits = 0
             if band > 0:
                 bits |= vk.BIT_HIGH
@@ -432,7 +437,8 @@ def rule_set_np(x: ChainInputs) -> ChainOutputs:
                           np.nan)
     band = vk.history_band_np(np.where(coverage, day_energy, np.nan), x.trailing.ravel(),
                               x.last_year.ravel(), np.repeat(p.high, days),
-                              np.repeat(p.low, days), np.repeat(p.history_min_kwh, days))
+                              np.repeat(p.low, days),
+                              _history_margin(p.history_min_kwh, x.trailing_margin, n, days))
     suspect = vk.multiplier_suspect_np(
         np.where(complete[:, None], actual_rows, np.nan),
         x.reference_profile.reshape(rows, S_DAY), MULTIPLIER_CANDIDATES,
@@ -459,6 +465,19 @@ def rule_set_np(x: ChainInputs) -> ChainOutputs:
                         day_energy.reshape(n, days), value)
 
 
+def _margin_grid(margin: F64 | None, shape: tuple[int, ...]) -> F64:
+    if margin is None:
+        return np.full(shape, np.nan)
+    return np.ascontiguousarray(margin, dtype=np.float64)
+
+
+def _history_margin(min_kwh: F64, margin: F64 | None, n: int, days: int) -> F64:
+    """Per meter-day: the larger of the rule's ``min_kwh`` and the meter's own margin."""
+    fixed = np.repeat(min_kwh, days)
+    spread = _margin_grid(margin, (n, days)).ravel()
+    return np.where(spread > fixed, spread, fixed)
+
+
 def rule_chain(x: ChainInputs, impl: str = "nb") -> ChainOutputs:
     """Run the whole rule set over a window: ``nb`` the fused kernel, ``np`` the twin."""
     if impl == "np":
@@ -476,7 +495,8 @@ def rule_chain(x: ChainInputs, impl: str = "nb") -> ChainOutputs:
         p.spike_factor, p.spike_min_kwh, p.high, p.low, p.history_min_kwh, p.ratio_tolerance,
         p.shape_tolerance, p.multiplier_min_kwh, p.interval_sum_tol, p.prolonged_after,
         x.check_rows, x.like, x.like_count, x.previous_year, x.calculated, x.trailing,
-        x.last_year, x.reference_profile, MULTIPLIER_CANDIDATES, x.linear_max, x.due)
+        x.last_year, x.reference_profile, MULTIPLIER_CANDIDATES, x.linear_max, x.due,
+        _margin_grid(x.trailing_margin, x.trailing.shape))
     (scan_flags, accepted, actual, flags, delta, span, sv, ss, cv, cs, cn, value, energy, method,
      scaled, quality, published, run_out, day_energy, out_value) = out
     return ChainOutputs(
