@@ -183,14 +183,14 @@ def rule_set_nb(
         lim = limit[i]
         simple = s > 0 and pv == pv  # a register counting up within its limit (scan_row)
         if simple:
-            back = (1.0 - 2.0 * wrap_margin[i]) * modulus[i]  # back across the wrap
             prev = pv
             for k in range(s):
                 v = screened[i, k]
                 d = v - prev
-                simple &= (v == v) & (d >= 0.0) & ~(lim * (k - ps if k == 0 else 1) < d) & \
-                    ~(d > back)
+                simple &= (v == v) & (d >= 0.0) & ~(lim * (k - ps if k == 0 else 1) < d)
                 prev = v
+            # no step can be back across the wrap when the whole rise is less than one would be
+            simple &= not (prev - pv > (1.0 - 2.0 * wrap_margin[i]) * modulus[i])
         if simple:
             prev = pv
             for k in range(s):

@@ -99,8 +99,10 @@ def scan_row(
             v = reads[i, k]
             d = v - prev
             elapsed = k - ps if k == 0 else 1
-            ok &= (v == v) & (d >= 0.0) & ~(lim * elapsed < d) & ~(d > back)
+            ok &= (v == v) & (d >= 0.0) & ~(lim * elapsed < d)
             prev = v
+        # every step is at most the whole rise: below ``back`` none went back across the wrap
+        ok &= not (prev - pv > back)
         if ok:
             prev = pv
             for k in range(s):
