@@ -169,17 +169,30 @@ def fault_patterns(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int | None]
     return np.round(reads, 2), conflict, 6 if wrapping else None
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fault_patterns())
-def test_estimates_lie_between_the_actual_reads_around_them_in_the_daemon(
-    pattern: tuple[np.ndarray, np.ndarray, int | None],
-) -> None:
+def check_daemon(pattern: tuple[np.ndarray, np.ndarray, int | None]) -> None:
     reads, conflict, digits = pattern
     quality, value, _ = daemon_run(reads, conflict, digits)
     modulus = None if digits is None else 10.0 ** digits
     # gaps of every length: one still open when its day is committed holds the register at
     # the last read there (VeeEngine.evaluate), so no later read can be below it
     assert outside(quality, value, modulus) == []
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fault_patterns())
+def test_estimates_lie_between_the_actual_reads_around_them_in_the_daemon(
+    pattern: tuple[np.ndarray, np.ndarray, int | None],
+) -> None:
+    check_daemon(pattern)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fault_patterns())
+def test_estimates_lie_between_the_actual_reads_around_them_in_the_daemon_at_length(
+    pattern: tuple[np.ndarray, np.ndarray, int | None],
+) -> None:
+    check_daemon(pattern)
 
 
 def gwtool_run(reads: np.ndarray, conflict: np.ndarray, digits: int | None, tmp: Path
