@@ -23,7 +23,9 @@ built to match). Gaps where the register itself did not count (meter stopped), c
 being replaced (a spike) or restarted at a new level are never scaled.
 
 An estimate never overwrites an actual: the kernel fills only slots that have no accepted read,
-and the caller keeps actual reads as they are.
+and the caller keeps actual reads as they are. Every estimated register value lies between the
+register reads around its gap (inclusive), by construction: a gap that is not scaled is held
+within them, and an open gap never goes below the read before it.
 """
 
 from __future__ import annotations
@@ -193,7 +195,9 @@ def fill_row(
                     break
             if not blocked:
                 total = anchors[i, q] - pv
-                if total < 0.0 and modulus == modulus:
+                # a wrap only from the top half of the range to the bottom half: a read just
+                # below where the gap started (an estimate that overshot) is no wrap
+                if total < -0.5 * modulus:
                     total += modulus
                 if total < 0.0:
                     total = np.nan
@@ -211,14 +215,25 @@ def fill_row(
                     shape[j] = total / n_int
             if chosen != _CHECK and chosen != _LINEAR:
                 chosen = _SCALING
+        # The register values lie between the reads around the gap by construction: a gap
+        # that could not be scaled (stopped meter, new baseline, a start from an estimate) is
+        # held within [read before, read after]; an open gap never goes below the read before.
+        top = np.inf
+        if bracketed:
+            top = anchors[i, q]
+            if top < pv - 0.5 * modulus:
+                top += modulus
+            if top < pv:
+                top = pv
         run = pv
         for j in range(a, b + 1):
             out_energy[i, j] = shape[j]
             if j < q:
                 run += shape[j]
-                if modulus == modulus and run >= modulus:
-                    run -= modulus
-                value[i, j] = run
+                held = min(max(run, pv), top)
+                if modulus == modulus and held >= modulus:
+                    held -= modulus
+                value[i, j] = held
                 method[i, j] = chosen
                 scaled[i, j] = 1 if did_scale else 0
         if bracketed:
@@ -364,7 +379,7 @@ def fill_gaps_np(
     blocked = _range_count(no_scale[:, :due] != 0, a_c, b_c) > 0
     can_scale = (chosen != 0) & bracketed & (p == a - 1) & ~blocked
     total = anc[rows, np.clip(q, 0, due - 1)] - pv
-    total = np.where((total < 0.0) & ~np.isnan(modulus)[:, None], total + modulus[:, None], total)
+    total = np.where(total < -0.5 * modulus[:, None], total + modulus[:, None], total)
     can_scale &= total >= 0.0
     shape_sum = np.zeros((m, due + 1))
     np.cumsum(np.where(chosen != 0, shape, 0.0), axis=1, out=shape_sum[:, 1:])
@@ -379,6 +394,11 @@ def fill_gaps_np(
     run_sum = np.zeros((m, due + 1))
     np.cumsum(np.where(chosen != 0, est, 0.0), axis=1, out=run_sum[:, 1:])
     register = pv + (run_sum[:, 1:] - run_sum[rows, a_c])
+    # held within the reads around the gap (fill_row)
+    top = np.where(bracketed, anc[rows, np.clip(q, 0, due - 1)], np.inf)
+    top = np.where(top < pv - 0.5 * modulus[:, None], top + modulus[:, None], top)
+    top = np.where(top < pv, pv, top)
+    register = np.minimum(np.maximum(register, pv), top)
     wrapped = ~np.isnan(modulus)[:, None] & (register >= modulus[:, None])
     register = np.where(wrapped, register - modulus[:, None], register)
     filled = fill & (chosen != 0)

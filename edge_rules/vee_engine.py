@@ -63,7 +63,13 @@ MULTIPLIER_MIN_LIKE_DAYS: Final = 3
 #: last year than a seasonal trend.
 SEASONAL_CLAMP: Final = (0.5, 2.0)
 
-_REJECTED: Final = vk.BIT_DECREASE | vk.BIT_IMPOSSIBLE
+#: Like days the history rule needs before it calls a day high or low (fewer: no judgement).
+HISTORY_MIN_LIKE_DAYS: Final = 3
+#: How many robust standard deviations of the meter's own like days a day must stand away
+#: from their median (as well as the rule's ratio and ``min_kwh``) to be flagged.
+SPREAD_SIGMAS: Final = 4.0
+
+_REJECTED: Final = vk.BIT_DECREASE | vk.BIT_IMPOSSIBLE | vk.BIT_SPIKE_READ
 
 
 # ==========================================================================================
@@ -328,6 +334,8 @@ class VeeEngine:
         inputs, export_scan, export_delta = self.chain_inputs(window, due)
         n, s = window.reads.shape
         out = rule_chain(inputs, self.implementation)
+        if window.days > 1 and inputs.due == s:
+            _hold_open_gaps(out, inputs)
         method = np.where((out.quality == 1) | (out.quality == 2), out.fill.method, 0
                           ).astype(np.uint8)
         field_read = ((out.published & vk.BIT_PROLONGED) != 0).any(axis=1)
@@ -415,6 +423,7 @@ class VeeEngine:
         calculated = np.full((n, s), np.nan)
         reference = np.full((n, s), np.nan)
         trailing = np.full((n, window.days), np.nan)
+        margin = np.full((n, window.days), np.nan)
         last_year = np.full((n, window.days), np.nan)
         cal = self.config.calendar
         impl = IMPLEMENTATIONS[self.implementation]
@@ -430,16 +439,26 @@ class VeeEngine:
             values = np.where(estimated, np.nan, values)
             use = (cal.day_types(first, 7 * weeks_est) == target).astype(np.uint8)
             profile, count = impl.masked_mean(np.ascontiguousarray(values), use)
+            reference[:, cols] = np.where(count >= MULTIPLIER_MIN_LIKE_DAYS, profile, np.nan)
+            if np.any(count == 0):
+                # No like day of this type yet (a holiday week with its make-up working days
+                # takes every Sunday of a month): the shape of the ordinary days beats a flat
+                # line, and a bracketed gap is scaled to its register delta anyway.
+                ordinary = (cal.day_types(first, 7 * weeks_est) != DayType.HOLIDAY
+                            ).astype(np.uint8)
+                broad, broad_count = impl.masked_mean(np.ascontiguousarray(values), ordinary)
+                none = count == 0
+                profile = np.where(none, broad, profile)
+                count = np.where(none, broad_count, count)
             factor = self._seasonal_factor(rows, day, weeks_est) if \
                 self.config.estimation.seasonal_factor else np.ones(n)
             like[:, cols] = profile * factor[:, None]
             like_count[:, cols] = count
-            reference[:, cols] = np.where(count >= MULTIPLIER_MIN_LIKE_DAYS, profile, np.nan)
             # day references (history rule): trailing like days and the same season last year
             for weeks in np.unique(params.history_weeks):
                 sel = params.history_weeks == weeks
-                trailing[sel, b] = self._day_mean(rows[sel], day - 7 * int(weeks), 7 * int(weeks),
-                                                  target)
+                trailing[sel, b], margin[sel, b] = self._day_spread(
+                    rows[sel], day - 7 * int(weeks), 7 * int(weeks), target)
             for half in np.unique(params.last_year_days):
                 sel = params.last_year_days == half
                 last_year[sel, b] = self._day_mean(rows[sel], day - 364 - int(half),
@@ -449,7 +468,8 @@ class VeeEngine:
             annual = self._annual_energy(rows, day)
             calculated[:, cols] = (annual / 365.0)[:, None] * shape
         return {"like": like, "like_count": like_count, "previous_year": previous_year,
-                "calculated": calculated, "trailing": trailing, "last_year": last_year,
+                "calculated": calculated, "trailing": trailing, "trailing_margin": margin,
+                "last_year": last_year,
                 "reference_profile": reference}
 
     @staticmethod
@@ -465,6 +485,26 @@ class VeeEngine:
         mean, _ = IMPLEMENTATIONS[self.implementation].masked_mean(
             np.ascontiguousarray(values[:, :, None]), use)
         return mean[:, 0]
+
+    def _day_spread(self, rows: I64, first: int, count: int, target: int) -> tuple[F64, F64]:
+        """The meter's own usual day and how much it varies, for the history rule: the median
+        of its like days (same day type, the trailing weeks: the same season) and
+        ``SPREAD_SIGMAS`` robust standard deviations (1.4826 × the median absolute deviation).
+        With fewer than ``HISTORY_MIN_LIKE_DAYS`` like days there is no reference (NaN): a day
+        is only called high or low against evidence."""
+        values, estimated = self.hist.daily(rows, first, count)
+        use = self.config.calendar.day_types(first, count) == target
+        values = np.where(estimated | ~use[None, :], np.nan, values)
+        enough = (~np.isnan(values)).sum(axis=1) >= HISTORY_MIN_LIKE_DAYS
+        median = np.full(rows.size, np.nan)
+        spread = np.full(rows.size, np.nan)
+        if np.any(enough):
+            known = values[enough]
+            middle = np.nanmedian(known, axis=1)
+            mad = np.nanmedian(np.abs(known - middle[:, None]), axis=1)
+            median[enough] = middle
+            spread[enough] = SPREAD_SIGMAS * 1.4826 * mad
+        return median, spread
 
     def _seasonal_factor(self, rows: I64, day: int, weeks: int) -> F64:
         """Last year's energy around this date over last year's energy in the weeks before it:
@@ -695,6 +735,30 @@ class VeeEngine:
         changed, self._ratios[key] = vk.ratio_changes(values, rows, last)
         return self.grade_sparse(rows, np.where(changed != 0, vk.BIT_MULTIPLIER, 0
                                                  ).astype(np.uint32), day)
+
+
+def _hold_open_gaps(out: ChainOutputs, inputs: ChainInputs) -> None:
+    """Hold the register still over a gap that is open at the end of a fully due window, in the
+    window's older day: that day is committed next and its values are final, yet nothing says
+    where the register will be when the meter answers. Extrapolated (like-day) values could
+    then stand above that later read; the last actual value cannot, so the older day publishes
+    it and the gap's energy is scaled into the newer day once the read that ends it arrives.
+    The estimated interval energies (history, day energy) are kept."""
+    quality = out.quality
+    last = _last_index(quality == 0)
+    rows = np.flatnonzero(last < S_DAY - 1)
+    for i in rows.tolist():
+        k = int(last[i])
+        if k >= 0:
+            hold = out.value[i, k]
+        else:
+            soft = inputs.soft_value[i]
+            hold = soft if soft == soft else inputs.start_value[i]
+        cols = np.arange(k + 1, S_DAY)
+        estimated = cols[(quality[i, cols] == 1) | (quality[i, cols] == 2)]
+        if estimated.size and hold == hold:
+            out.value[i, estimated] = hold
+            out.fill.value[i, estimated] = hold
 
 
 def _last_index(mask: Bool) -> I64:

@@ -122,6 +122,11 @@ RULES: Final[Mapping[str, RuleSpec]] = {
                  {"factor": ParamSpec(3.0, 1.0, 1000.0, "× third-highest", "spike ratio"),
                   "min_kwh": ParamSpec(0.5, 0.0, _INF, "kWh",
                                        "and at least this much above the third-highest")}),
+        RuleSpec("spike_read", vk.BIT_SPIKE_READ, "fail",
+                 "A register read above both neighbours' trend: the read after it is below it "
+                 "yet continues the trend of the reads before it. The spike is the bad read "
+                 "(substituted), the reads after it stay actual; decided when the next read "
+                 "arrives."),
         RuleSpec("history", vk.BIT_HIGH | vk.BIT_LOW, "warn",
                  "Day energy against the same day type over the trailing weeks and the same "
                  "season last year (both must agree when last year is known).",
@@ -185,6 +190,7 @@ BIT_REASONS: Final[Mapping[int, int]] = {
     vk.BIT_DECREASE: Reason.READ_LESS_THAN_PREVIOUS,
     vk.BIT_IMPOSSIBLE: Reason.FAILED_TO_VALIDATE,
     vk.BIT_SPIKE: Reason.HIGH_CONSUMPTION,
+    vk.BIT_SPIKE_READ: Reason.HIGH_CONSUMPTION,
     vk.BIT_HIGH: Reason.HIGH_CONSUMPTION,
     vk.BIT_LOW: Reason.LOW_CONSUMPTION,
     vk.BIT_STOPPED: Reason.ZERO_CONSUMPTION,

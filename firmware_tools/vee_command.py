@@ -25,11 +25,13 @@ What is validated (docs/vee.md has the rules and codes):
 
 Streaming. The file is read twice: the first pass notes, per meter and local day, the last line
 holding a read of that day; the second pass validates each meter-day as soon as that day and
-the next one are complete (the next day closes a gap that runs over midnight) and writes every
-row whose fate is known. Memory therefore follows how the file is ordered: a file sorted by
-meter holds about two days of one meter, a file sorted by time about two days of all meters;
-only a shuffled file is held whole. Either way the meter-days are validated one at a time with
-the next day as lookahead, as the daemon does, so the verdicts do not depend on the order.
+the next one with rows of the meter are complete (that day closes a gap that runs over midnight,
+or over silent days: up to ``MAX_LOOKAHEAD_DAYS``) and writes every row whose fate is known.
+Memory therefore follows how the file is ordered: a file sorted by meter holds about two days of
+one meter, a file sorted by time about two days of all meters (more behind a meter's silent
+days); only a shuffled file is held whole. Either way the meter-days are validated one at a time
+with the next day as lookahead, as the daemon does, so the verdicts do not depend on the order.
+Unlike the daemon, a gap longer than a day is scaled to the read that ends it.
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ CHUNK_LINES: Final = 20_000
 #: like the daemon's window: with longer windows a day's like-day history would lack the days
 #: just before it, and the verdicts would depend on how the file is sorted.
 MAX_WINDOW_DAYS: Final = 1
+#: How far a window looks past the day validated for the read that ends a gap. Offline the
+#: whole series is known, so a gap over several silent days is scaled to the read that closes
+#: it (its estimates then lie between the reads around them) rather than extrapolated.
+MAX_LOOKAHEAD_DAYS: Final = 14
 #: Malformed rows reported one by one before only counting them.
 MAX_REPORTED: Final = 100
 
@@ -329,10 +335,20 @@ class _VeeRun:
         count = 0
         while day + count <= self.last_day and count < MAX_WINDOW_DAYS:
             d = day + count
-            if not (at_end or (self.complete(meter, d) and self.complete(meter, d + 1))):
+            if not (at_end or (self.complete(meter, d)
+                               and self.complete(meter, d + self.lookahead(meter, d)))):
                 break
             count += 1
         return count
+
+    def lookahead(self, meter: int, day: int) -> int:
+        """Days after ``day`` up to the next one holding rows of ``meter`` (at least one, at
+        most :data:`MAX_LOOKAHEAD_DAYS`): the days between have nothing to wait for."""
+        days = self.survey.last_line[meter]
+        n = 1
+        while n < MAX_LOOKAHEAD_DAYS and day + n < self.last_day and day + n not in days:
+            n += 1
+        return n
 
     def process(self, at_end: bool = False) -> None:
         while True:
@@ -380,7 +396,9 @@ class _VeeRun:
     # -------------------------------------------------------------- validation of meter-days
 
     def validate(self, first_day: int, count: int, meters: np.ndarray) -> None:
-        lookahead = 1 if first_day + count <= self.last_day else 0
+        last = first_day + count - 1
+        lookahead = max(0, min(self.last_day - last,
+                               max(self.lookahead(meter, last) for meter in meters.tolist())))
         days = count + lookahead
         window = self.engine.window(first_day, days, meters)
         grid_rows: list[list[Row]] = [[] for _ in range(meters.size)]

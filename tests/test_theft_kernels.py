@@ -295,3 +295,42 @@ def test_deficit_explains_the_area_excess() -> None:
         energy, np.ones(energy.shape, np.uint8), np.zeros(2, np.int64), master, excess, learn
     )
     assert deficit[1, 50] == pytest.approx(20.0) and explains[1, 50] == pytest.approx(0.5)
+
+
+def test_signed_currents_are_compared_as_magnitudes() -> None:
+    """DL/T 645-2007 currents carry the direction as a sign: −0.789 A is 0.789 A flowing back
+    on that phase. An exporting phase is no loss of current, imbalance is on magnitudes, and a
+    dead phase whose current reads negative still carries current (no phase break)."""
+    v, i, t = phase_series(6)
+    i[0, :, :] = [[5.123], [5.0], [-0.789]]  # phase c exporting
+    assert not th.loss_of_current(v, i, t).arrays.fired[0]
+    i[0, :, :] = [[4.0], [-4.0], [-2.9]]  # magnitudes 4, 4, 2.9: 27.5 %, not 172 %
+    assert not th.current_imbalance(i, t).arrays.fired[0]
+    i[0, 2, :] = -2.7  # 32.5 % on magnitudes
+    found = th.current_imbalance(i, t)
+    assert found.arrays.fired[0] and found.arrays.value[0] == pytest.approx(32.5)
+    i[0, :, :] = [[-5.0], [-0.01], [-5.0]]  # exporting on a and c, nothing on b: a real loss
+    found = th.loss_of_current(v, i, t)
+    assert found.arrays.fired[0] and found.arrays.phases[0] == 0b010
+    assert found.arrays.detail[0] == pytest.approx(5.0)  # evidence as a magnitude
+    dead = v.copy()
+    dead[0, 0, :] = 10.0
+    i[0, :, :] = [[-3.0], [2.0], [2.0]]  # phase a low voltage but 3 A flowing back
+    assert not th.phase_break(dead, i, t).arrays.fired[0]
+
+
+def test_signed_powers_are_judged_by_direction() -> None:
+    """Power is signed too (import positive). The register indicators count import power only
+    (an exporting meter whose import register stands still is not stopped), and reverse energy
+    is the direction itself, only on meters that do not generate."""
+    t = T0 + np.arange(8, dtype=np.int64) * MIN
+    register = np.full((1, 8), 1234.56)
+    exporting = np.full((1, 8), -0.9)
+    assert not th.meter_stopped(register, exporting, t).arrays.fired[0]
+    assert th.meter_stopped(register, -exporting, t).arrays.fired[0]
+    moving = 100.0 + np.arange(8)[None, :] * 0.2
+    assert th.running_fast(moving, exporting, t).arrays.fired[0]  # import counted, none drawn
+    power = np.full((2, 3, 8), -0.8)  # every phase exporting
+    found = th.reverse_energy(np.full((2, 8), 5.0), power, t, [False, True])
+    assert found.arrays.fired.tolist() == [1, 0]
+    assert found.arrays.phases[0] == 0b111

@@ -437,6 +437,8 @@ def chain_inputs(seed: int, meters: int, days: int, due: int) -> rs.ChainInputs:
         reference_profile=(steps * rng.choice([0.5, 1.0]) if rng.random() < 0.5 else source(0.1)),
         linear_max=int(rng.integers(0, 10)),
         due=due,
+        trailing_margin=(None if rng.random() < 0.3 else np.where(
+            rng.random((m, days)) < 0.5, NAN, rng.uniform(0, 50, (m, days)))),
     )
 
 

@@ -347,6 +347,7 @@ def test_catalogue_has_every_rule_of_the_issue() -> None:
         "decrease",
         "impossible",
         "spike",
+        "spike_read",
         "history",
         "stopped",
         "tariff_sum",

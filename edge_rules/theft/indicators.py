@@ -142,10 +142,13 @@ def _phase_arrays(voltage: F64 | None, current: F64 | None) -> tuple[F64, F64]:
         if voltage is None
         else np.ascontiguousarray(voltage, dtype=np.float64)
     )
+    # DL/T 645-2007 phase currents are signed (the top bit: power flowing back on that phase).
+    # Every phase indicator asks how much current flows, so it compares magnitudes; direction is
+    # judged from the signed powers (reverse energy). Taken here so no caller can forget it.
     i = (
         np.full(shape, np.nan)
         if current is None
-        else np.ascontiguousarray(current, dtype=np.float64)
+        else np.abs(np.asarray(current, dtype=np.float64))
     )
     if v.shape != i.shape:
         raise ValueError(f"voltage {v.shape} and current {i.shape} must have the same shape")

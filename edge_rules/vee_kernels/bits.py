@@ -29,6 +29,7 @@ BIT_REVERSE: Final = 1 << 14  # reverse energy on a meter that should not genera
 BIT_VOLTAGE: Final = 1 << 15  # voltage outside the supply band
 BIT_PROLONGED: Final = 1 << 16  # n-th consecutive non-actual interval: field read needed
 BIT_REBASED: Final = 1 << 17  # register accepted at a new level after repeated rejections
+BIT_SPIKE_READ: Final = 1 << 18  # register read above both neighbours' trend (decided later)
 
 #: A gap touching these cannot be scaled to its bracketing register reads: the register itself
 #: did not count (stopped) or counted energy that is being replaced (spike), or the closing read

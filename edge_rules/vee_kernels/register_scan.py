@@ -19,6 +19,7 @@ from edge_rules.vee_kernels.bits import (
     BIT_MISSING,
     BIT_REBASED,
     BIT_ROLLOVER,
+    BIT_SPIKE_READ,
 )
 from edge_rules.vee_kernels.grid import (
     F64,
@@ -56,6 +57,30 @@ class ScanResult(NamedTuple):
 
 
 @njit
+def spike_before(reads: F64, i: int, k: int, v: float, pv: float, ps: int, qv: float, qs: int,
+                 lim: float) -> bool:
+    """Whether a read ``v`` (slot ``k``) below the last accepted read ``pv`` (slot ``ps``) shows
+    that ``pv`` was the bad read — a spike above both neighbours' trend — rather than ``v`` a
+    decrease. Decided with the reads on both sides: ``pv`` must lie above the register line from
+    the read before it (``qv`` at ``qs``) to ``v``, and ``v`` must continue that earlier trend
+    (not below ``qv``, within the interval limit). When the read after ``v`` is known, it must
+    not reach back up to ``pv`` (that makes ``v`` a dip), unless ``pv`` stands further above its
+    neighbours' line than ``v`` lies below its own. Without a read after ``v`` (the daemon's
+    newest read) the spike is the provisional verdict; the next read confirms or reverses it."""
+    if qv != qv or v < qv or lim * (k - qs) < v - qv:
+        return False
+    for j in range(k + 1, reads.shape[1]):
+        v2 = reads[i, j]
+        if v2 == v2:
+            if v2 < pv:
+                return True
+            excess = pv - (qv + (v - qv) * (ps - qs) / (k - qs))
+            deficit = pv + (v2 - pv) * (k - ps) / (j - ps) - v
+            return bool(excess > deficit)
+    return True
+
+
+@njit
 def scan_row(
     i: int, reads: F64, pv: float, ps: int, cv: float, cs: int, cn: int, mod: float, lim: float,
     margin: float, rebase: int, flags: U32, delta: F64, span: I32,
@@ -66,6 +91,7 @@ def scan_row(
     Nearly every row is a register counting up within its limit; that case is checked and
     written in two branch-free passes before falling back to the general walk."""
     s = reads.shape[1]
+    back = (1.0 - 2.0 * margin) * mod  # a step forward this large went back across the wrap
     if s and pv == pv:
         ok = True
         prev = pv
@@ -75,6 +101,8 @@ def scan_row(
             elapsed = k - ps if k == 0 else 1
             ok &= (v == v) & (d >= 0.0) & ~(lim * elapsed < d)
             prev = v
+        # every step is at most the whole rise: below ``back`` none went back across the wrap
+        ok &= not (prev - pv > back)
         if ok:
             prev = pv
             for k in range(s):
@@ -86,6 +114,8 @@ def scan_row(
             return prev, s - 1, cv, cs, 0
     wrap_hi = (1.0 - margin) * mod
     wrap_lo = margin * mod
+    qv = np.nan  # the accepted read before ``pv`` (NaN: none known)
+    qs = 0
     for k in range(reads.shape[1]):
         v = reads[i, k]
         delta[i, k] = np.nan
@@ -97,6 +127,7 @@ def scan_row(
             flags[i, k] = 0
             pv = v
             ps = k
+            qv = np.nan
             cn = 0
             continue
         d = v - pv
@@ -105,8 +136,20 @@ def scan_row(
             if pv >= wrap_hi and v <= wrap_lo:
                 d = d + mod
                 f |= BIT_ROLLOVER
+            elif ps >= 0 and spike_before(reads, i, k, v, pv, ps, qv, qs, lim):
+                # the previous accepted read was the bad one: reject it, compare with the
+                # read before it (a read flagged bad is never a reference)
+                flags[i, ps] = BIT_SPIKE_READ
+                delta[i, ps] = np.nan
+                span[i, ps] = 0
+                pv = qv
+                ps = qs
+                qv = np.nan
+                d = v - pv
             else:
                 f |= BIT_DECREASE
+        elif d > back:  # from the bottom of the range to its top: a decrease across the wrap
+            f |= BIT_DECREASE
         if (f & BIT_DECREASE) == 0 and lim * (k - ps) < d:
             f |= BIT_IMPOSSIBLE
         if f & (BIT_DECREASE | BIT_IMPOSSIBLE):
@@ -123,12 +166,15 @@ def scan_row(
                 f |= BIT_REBASED
                 pv = v
                 ps = k
+                qv = np.nan
                 cn = 0
             flags[i, k] = f
             continue
         flags[i, k] = f
         delta[i, k] = d
         span[i, k] = k - ps
+        qv = pv
+        qs = ps
         pv = v
         ps = k
         cn = 0
@@ -187,6 +233,16 @@ def register_scan_np(
     cn = cand_count.copy()
     wrap_hi = (1.0 - wrap_margin) * modulus
     wrap_lo = wrap_margin * modulus
+    back = (1.0 - 2.0 * wrap_margin) * modulus
+    qv = np.full(m, np.nan)  # the accepted read before ``pv``
+    qs = np.zeros(m, dtype=np.int64)
+    rows = np.arange(m)
+    # the next present read after each slot (spike_before looks one read ahead)
+    idx = np.where(~np.isnan(reads), np.arange(s)[None, :], s)
+    following = np.full((m, s), s, dtype=np.int64)
+    if s > 1:
+        following[:, :-1] = np.minimum.accumulate(idx[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    padded = np.concatenate([reads, np.full((m, 1), np.nan)], axis=1)
     for k in range(s):
         v = reads[:, k]
         present = ~np.isnan(v)
@@ -195,8 +251,24 @@ def register_scan_np(
         d = v - pv
         below = compare & (d < 0.0)
         roll = below & (pv >= wrap_hi) & (v <= wrap_lo)
-        d = np.where(roll, d + modulus, d)
-        dec = below & ~roll
+        # spike_before, vectorised: is the previous accepted read the bad one?
+        j = following[:, k]
+        v2 = padded[rows, j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            excess = pv - (qv + (v - qv) * (ps - qs) / (k - qs))
+            deficit = pv + (v2 - pv) * (k - ps) / (j - ps) - v
+        spike = (below & ~roll & (ps >= 0) & ~np.isnan(qv) & (v >= qv)
+                 & ~(limit * (k - qs) < v - qv)
+                 & (np.isnan(v2) | (v2 < pv) | (excess > deficit)))
+        hit = np.flatnonzero(spike)
+        flags[hit, ps[hit]] = BIT_SPIKE_READ
+        delta[hit, ps[hit]] = np.nan
+        span[hit, ps[hit]] = 0
+        pv = np.where(spike, qv, pv)
+        ps = np.where(spike, qs, ps)
+        qv = np.where(spike, np.nan, qv)
+        d = np.where(spike, v - pv, np.where(roll, d + modulus, d))
+        dec = (below & ~roll & ~spike) | (compare & ~below & (d > back))
         imp = compare & ~dec & (limit * (k - ps) < d)
         bad = dec | imp
         chained = (cn > 0) & (v >= cv) & ~(limit * (k - cs) < v - cv)
@@ -215,6 +287,8 @@ def register_scan_np(
         delta[good, k] = d[good]
         span[good, k] = (k - ps[good]).astype(np.int32)
         accept = first | good | rebased
+        qv = np.where(good, pv, np.where(first | rebased, np.nan, qv))
+        qs = np.where(good, ps, qs)
         pv = np.where(accept, v, pv)
         ps = np.where(accept, k, ps)
         cn = np.where(accept, 0, cn)
@@ -240,7 +314,10 @@ def register_scan(
     relative to the window start); ``modulus`` 10^digits of each register (NaN: unknown, so
     every decrease is one); ``limit`` the most energy one interval can hold (contract kW ×
     interval hours × 1.2; NaN: no limit). A drop from the top ``wrap_margin`` of the range to its
-    bottom ``wrap_margin`` is a rollover; any other drop is a decrease. Rejected reads (decrease,
+    bottom ``wrap_margin`` is a rollover; any other drop is a decrease, and so is a step forward
+    of more than ``1 − 2 × wrap_margin`` of the range (back across the wrap). A drop whose next
+    reads continue the trend from before the previous read makes that previous read the bad one
+    (:func:`spike_before`). Rejected reads (decrease,
     impossible) do not become the baseline, unless ``rebase_reads`` consecutive rejected reads
     agree with each other (a meter exchange or a preset register). The ``cand_*`` arrays carry a
     started re-baseline across windows.
