@@ -8,8 +8,7 @@ here on what reached the broker — the consumer's view:
 * a silent meter's estimates re-scaled when it answers again (what the engine on main does);
 * a meter that serves one spiked register read (the simulator's ``spike_next_read`` knob): the
   spike is corrected to ``S``/``N`` and the reads after it stay ``A``. That needs the VEE engine
-  to judge a read with the reads on both sides (issue 13's algorithm change, helper veealgo):
-  marked xfail until it lands.
+  to judge a read with the reads on both sides (issue 13's algorithm change); slow-marked.
 
 Both check the guard on the published stream: no current ``S``/``E`` value lies above a later
 actual read. The grid and the history are those of tests/test_e2e_vee.py.
@@ -157,8 +156,6 @@ SPIKE_KWH = Decimal(25)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="needs veealgo: the spike is judged with the reads on both sides "
-                          "(issue 13's VEE algorithm change)", strict=False)
 def test_a_spiked_read_is_corrected_and_the_reads_after_it_stay_actual(tmp_path: Path) -> None:
     """The meter serves one register read 25 kWh too high. The stream then holds its
     correction — ``S`` (substitute in ``val``, the spike in ``raw``) or ``N``, naming the
