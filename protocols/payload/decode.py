@@ -18,6 +18,9 @@ from typing import Final, cast
 
 import cbor2
 
+from protocols.payload.aliases import AliasBook
+from protocols.payload.compact import SCHEMA_VERSION_V2
+from protocols.payload.compact_decode import check_v2, records_v2
 from protocols.payload.records import (
     ReadRecord,
 )
@@ -112,7 +115,8 @@ def _load(data: bytes) -> object:
         max_depth=MAX_DEPTH,
         allow_indefinite=False,
         allow_duplicate_keys=False,
-        strict_hashable_types=True,
+        # Keys are checked after decoding: text in v1, small integers (and text) in v2.
+        strict_hashable_types=False,
     )
     # cbor2 is a C extension parsing hostile bytes; whatever it raises is, to our caller, one
     # thing: these bytes are not a payload. Hence the broad catch at this one boundary.
@@ -174,18 +178,26 @@ def decode_message(data: bytes) -> dict[str, object]:
     """Decode and check a payload, keeping exact Python values (``Decimal`` for tag 4, ``bytes``).
 
     Checks that the input is one CBOR map of plain data with the schema-1 envelope; the fields
-    beyond the envelope are not interpreted (use :func:`parse_reads` for reads messages).
+    beyond the envelope are not interpreted (use :func:`parse_reads` for reads messages). A
+    schema-2 reads message comes back with text keys (``v gw id epoch seq ts binding t reads``,
+    ``hist``), its ``id`` derived as v1 spells it, its records still unresolved.
     """
     item = _load(data)
     if not isinstance(item, dict):
         raise PayloadDecodeError(f"payload must be a CBOR map, got {type(item).__name__}")
+    if 0 in item and "v" not in item:  # schema v2: small-integer keys
+        if item[0] != SCHEMA_VERSION_V2 or isinstance(item[0], bool):
+            raise PayloadDecodeError(
+                f"schema version {item[0]!r} is not 1 or {SCHEMA_VERSION_V2}: this tool reads "
+                f"versions 1 and {SCHEMA_VERSION_V2} only — upgrade it to read newer payloads")
+        return check_v2(item)
     _check_tree(item, "payload")
     message = cast(dict[str, object], item)
     version = _field(message, "v", int, "the schema version")
     if version != SCHEMA_VERSION:
         raise PayloadDecodeError(
-            f"schema version {version} is not {SCHEMA_VERSION}: this tool reads version "
-            f"{SCHEMA_VERSION} only — upgrade it to read newer payloads"
+            f"schema version {version} is not {SCHEMA_VERSION} or {SCHEMA_VERSION_V2}: this "
+            f"tool reads versions 1 and 2 only — upgrade it to read newer payloads"
         )
     _field(message, "gw", str, "the gateway id (text)")
     _field(message, "id", str, "the message id (text)")
@@ -212,22 +224,75 @@ def _to_json(value: object) -> JsonValue:
     return cast(JsonValue, value)
 
 
-def decode_payload(data: bytes) -> dict[str, JsonValue]:
+def decode_payload(data: bytes, aliases: AliasBook | None = None) -> dict[str, JsonValue]:
     """A checked payload as JSON-friendly data: decimal fractions become exact decimal strings
-    (``"1206.42"``), byte strings lower-case hex, non-finite floats ``"NaN"``/``"Infinity"``."""
-    return cast(dict[str, JsonValue], _to_json(decode_message(data)))
+    (``"1206.42"``), byte strings lower-case hex, non-finite floats ``"NaN"``/``"Infinity"``.
+
+    A v2 reads message is shown resolved — ``meter`` and v1-shaped ``reads`` records — when
+    ``aliases`` knows its binding (learned from the gateway's birth); otherwise as sent, with
+    ``aliases: "unresolved"``: each record's alias number (``alias``, implied ones included),
+    its ``mantissa`` (times 10**exponent of that alias) or explicit ``val``, and time steps."""
+    message = decode_message(data)
+    if message.get("v") != SCHEMA_VERSION_V2:
+        return cast(dict[str, JsonValue], _to_json(message))
+    binding = aliases.get(cast(str, message["gw"]), cast(int, message["epoch"]),
+                          cast(int, message["binding"])) if aliases is not None else None
+    shown = {k: v for k, v in message.items() if k != "reads"}
+    if binding is None:
+        shown["aliases"] = "unresolved"
+        shown["reads"] = _unresolved(cast(list[object], message["reads"]))
+    else:
+        shown["meter"] = binding.meter
+        shown["reads"] = [_record_json(r) for r in records_v2(message, binding)]
+    return cast(dict[str, JsonValue], _to_json(shown))
 
 
-def payload_to_json(data: bytes) -> str:
+def _record_json(record: ReadRecord) -> dict[str, object]:
+    out: dict[str, object] = {"q": record.q, "val": record.val, "unit": record.unit,
+                              "t": record.t, "quality": record.quality}
+    for name in ReadRecord.__dataclass_fields__:
+        if name in out:
+            continue
+        value = getattr(record, name)
+        if value != ReadRecord.__dataclass_fields__[name].default and value != ():
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _unresolved(items: list[object]) -> list[object]:
+    from protocols.payload.compact import RECORD_KEYS
+
+    names = {number: name for name, number in RECORD_KEYS.items()}
+    out: list[object] = []
+    cursor = 0
+    for item in items:
+        if isinstance(item, list):
+            out.append({"step_ms": item[0]})
+            continue
+        fields = ({names.get(k, k) if isinstance(k, int) else k: v for k, v in item.items()}
+                  if isinstance(item, dict) else {"val": item})
+        if "q" not in fields:
+            alias = fields.pop("alias", cursor)
+            cursor = cast(int, alias) + 1
+            fields = {"alias": alias, **fields}
+        if _is_int(fields.get("val")):
+            fields["mantissa"] = fields.pop("val")
+        out.append(fields)
+    return out
+
+
+def payload_to_json(data: bytes, aliases: AliasBook | None = None) -> str:
     """What ``edge-gateway decode-payload`` prints: the payload as indented JSON, fields in the
-    order they were sent."""
-    return json.dumps(decode_payload(data), indent=2, ensure_ascii=False, allow_nan=False)
+    order they were sent (v2 reads resolved when ``aliases`` knows their binding)."""
+    return json.dumps(decode_payload(data, aliases), indent=2, ensure_ascii=False,
+                      allow_nan=False)
 
 
 @dataclass(frozen=True, slots=True)
 class ReadsMessage:
     """A decoded reads message: envelope fields, ``meter``, ``reads`` and the top-level ``hist``
-    (true when the message was backlog)."""
+    (true when the message was backlog); ``v`` the schema version it came in, ``epoch`` the
+    store epoch (schema 2 carries it; None for v1, whose ``id`` spells it)."""
 
     gw: str
     id: str
@@ -236,6 +301,8 @@ class ReadsMessage:
     meter: str
     reads: tuple[ReadRecord, ...]
     hist: bool = False
+    v: int = 1
+    epoch: int | None = None
 
 
 def _parse_read(raw: object, where: str) -> ReadRecord:
@@ -279,9 +346,14 @@ def _parse_read(raw: object, where: str) -> ReadRecord:
         raise PayloadDecodeError(f"{where}: {exc}") from exc
 
 
-def parse_reads(data: bytes) -> ReadsMessage:
-    """Decode a reads message into typed records, checking every record against the schema."""
+def parse_reads(data: bytes, aliases: AliasBook | None = None) -> ReadsMessage:
+    """Decode a reads message of either schema version into typed records, checking every
+    record against the schema. A v2 message names its meter and alias table by a binding that
+    the gateway's birth declares: ``aliases`` must have learned it
+    (:meth:`~protocols.payload.aliases.AliasBook.learn`), else PayloadDecodeError says so."""
     message = decode_message(data)
+    if message.get("v") == SCHEMA_VERSION_V2:
+        return _parse_reads_v2(message, aliases)
     meter = cast(str, _field(message, "meter", str, "the meter id"))
     raw_reads = _field(message, "reads", list, "a list of read records")
     reads = tuple(
@@ -298,3 +370,17 @@ def parse_reads(data: bytes) -> ReadsMessage:
         reads=reads,
         hist=message.get("hist") is True,
     )
+
+
+def _parse_reads_v2(message: dict[str, object], aliases: AliasBook | None) -> ReadsMessage:
+    gw, epoch, index = (cast(str, message["gw"]), cast(int, message["epoch"]),
+                        cast(int, message["binding"]))
+    binding = aliases.get(gw, epoch, index) if aliases is not None else None
+    if binding is None:
+        raise PayloadDecodeError(
+            f"v2 reads message {message['id']}: binding {index} of gateway {gw} (epoch "
+            f"{epoch:016x}) is unknown — learn the gateway's birth (retained on P/G/state) first")
+    return ReadsMessage(
+        gw=gw, id=cast(str, message["id"]), seq=cast(int, message["seq"]),
+        ts=cast(int, message["ts"]), meter=binding.meter, reads=records_v2(message, binding),
+        hist=message.get("hist") is True, v=SCHEMA_VERSION_V2, epoch=epoch)
