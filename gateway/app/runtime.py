@@ -83,7 +83,14 @@ class Runtime:
         # every batch; VEE and theft discard what spans a step.
         self.clock = ClockWatch(config.gateway.clock_step_threshold_s, services.alarms)
         self.clock.subscribe(self.vee.on_clock_step)
-        self.committer = Committer(services, self.outbound, vee=self.vee,
+        # Payload v2: each meter's alias binding, allocated and kept by the store before the
+        # link (re)publishes the birth that declares it (daemon._reload builds us first).
+        before = len(store.alias_bindings())
+        self.bindings = (store.bind_aliases(plan.aliases)
+                         if config.mqtt.payload_version == 2 else {})
+        #: True when this plan brought bindings the current birth does not declare yet.
+        self.new_bindings = len(store.alias_bindings()) != before
+        self.committer = Committer(services, self.outbound, vee=self.vee, aliases=self.bindings,
                                    coalesce_s=config.store.commit_window_ms / 1000,
                                    clock=self.clock,
                                    buses=[BusLine(bus.name, bus.describe_link(),

@@ -1,4 +1,4 @@
-"""CBOR payloads published by the gateway (DESIGN.md §4), sans-IO.
+r"""CBOR payloads published by the gateway (DESIGN.md §4), sans-IO.
 
 Every message is one CBOR map (RFC 8949) that starts with the same envelope:
 ``v`` (schema version 1), ``gw`` (gateway id), ``id``, ``seq`` and ``ts`` (gateway UTC time, ms).
@@ -102,8 +102,8 @@ __all__ = [
     "AliasBook",
     "AliasEntry",
     "AliasTable",
-    "Binding",
     "AreaLoss",
+    "Binding",
     "Envelope",
     "GroupTotal",
     "JsonValue",

@@ -46,9 +46,8 @@ from protocols.payload.schema import (
     _decimal_fraction,
     _free_form,
 )
-from protocols.reads_encoder import _head, _int, _int_array
+from protocols.reads_encoder import _head, _int, _int_array, _text
 from protocols.reads_encoder import _number as _v1_number
-from protocols.reads_encoder import _text
 
 SCHEMA_VERSION_V2: Final = 2
 

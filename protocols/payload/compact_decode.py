@@ -131,9 +131,12 @@ def _value(raw: object, decimal: bool, exponent: int | None, where: str) -> Deci
         if abs(mantissa) >= 10**MAX_DECIMAL_DIGITS:
             raise PayloadDecodeError(f"{where}: mantissa beyond {MAX_DECIMAL_DIGITS} digits")
         return Decimal(f"{mantissa}E{exponent}")
-    if exponent <= 0:
-        return mantissa / 10**-exponent
-    return float(mantissa * 10**exponent)
+    try:
+        if exponent <= 0:
+            return float(mantissa / 10**-exponent)  # int / int: correctly rounded
+        return float(mantissa * 10**exponent)
+    except OverflowError as exc:
+        raise PayloadDecodeError(f"{where}: value out of float range") from exc
 
 
 def records_v2(message: Mapping[str, object], binding: Binding) -> tuple[ReadRecord, ...]:
@@ -148,8 +151,8 @@ def records_v2(message: Mapping[str, object], binding: Binding) -> tuple[ReadRec
             t += cast(int, item[0])
             continue
         fields: dict[str, object] = (
-            {_NAMES.get(k, k) if isinstance(k, int) else k: v
-             for k, v in cast(dict[object, object], item).items()}  # type: ignore[misc]
+            {(_NAMES[k] if isinstance(k, int) else str(k)): v
+             for k, v in cast(dict[object, object], item).items()}
             if isinstance(item, dict) else {"val": item})
         alias = fields.pop("alias", None)
         q = fields.pop("q", None)

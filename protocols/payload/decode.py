@@ -174,13 +174,16 @@ def _as_tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
     return kinds if isinstance(kinds, tuple) else (kinds,)
 
 
-def decode_message(data: bytes) -> dict[str, object]:
+def decode_message(data: bytes, aliases: AliasBook | None = None) -> dict[str, object]:
     """Decode and check a payload, keeping exact Python values (``Decimal`` for tag 4, ``bytes``).
 
     Checks that the input is one CBOR map of plain data with the schema-1 envelope; the fields
     beyond the envelope are not interpreted (use :func:`parse_reads` for reads messages). A
     schema-2 reads message comes back with text keys (``v gw id epoch seq ts binding t reads``,
-    ``hist``), its ``id`` derived as v1 spells it, its records still unresolved.
+    ``hist``), its ``id`` derived as v1 spells it, its records still unresolved — unless
+    ``aliases`` knows its binding: then it comes back in the v1 shape (``meter``, and ``reads``
+    as maps ``q val unit t quality ...`` with exact values), plus ``epoch`` and ``binding``,
+    so code written for v1 messages reads both.
     """
     item = _load(data)
     if not isinstance(item, dict):
@@ -190,7 +193,10 @@ def decode_message(data: bytes) -> dict[str, object]:
             raise PayloadDecodeError(
                 f"schema version {item[0]!r} is not 1 or {SCHEMA_VERSION_V2}: this tool reads "
                 f"versions 1 and {SCHEMA_VERSION_V2} only — upgrade it to read newer payloads")
-        return check_v2(item)
+        message = check_v2(item)
+        if aliases is not None:
+            return _resolved(message, aliases)
+        return message
     _check_tree(item, "payload")
     message = cast(dict[str, object], item)
     version = _field(message, "v", int, "the schema version")
@@ -235,16 +241,27 @@ def decode_payload(data: bytes, aliases: AliasBook | None = None) -> dict[str, J
     message = decode_message(data)
     if message.get("v") != SCHEMA_VERSION_V2:
         return cast(dict[str, JsonValue], _to_json(message))
-    binding = aliases.get(cast(str, message["gw"]), cast(int, message["epoch"]),
-                          cast(int, message["binding"])) if aliases is not None else None
+    if aliases is not None:
+        resolved = _resolved(message, aliases)
+        if "meter" in resolved:
+            return cast(dict[str, JsonValue], _to_json(resolved))
     shown = {k: v for k, v in message.items() if k != "reads"}
-    if binding is None:
-        shown["aliases"] = "unresolved"
-        shown["reads"] = _unresolved(cast(list[object], message["reads"]))
-    else:
-        shown["meter"] = binding.meter
-        shown["reads"] = [_record_json(r) for r in records_v2(message, binding)]
+    shown["aliases"] = "unresolved"
+    shown["reads"] = _unresolved(cast(list[object], message["reads"]))
     return cast(dict[str, JsonValue], _to_json(shown))
+
+
+def _resolved(message: dict[str, object], aliases: AliasBook) -> dict[str, object]:
+    binding = aliases.get(cast(str, message["gw"]), cast(int, message["epoch"]),
+                          cast(int, message["binding"]))
+    if binding is None:
+        return message
+    out = {k: v for k, v in message.items() if k not in ("reads", "hist")}
+    out["meter"] = binding.meter
+    out["reads"] = [_record_json(r) for r in records_v2(message, binding)]
+    if message.get("hist") is True:
+        out["hist"] = True
+    return out
 
 
 def _record_json(record: ReadRecord) -> dict[str, object]:
@@ -269,8 +286,10 @@ def _unresolved(items: list[object]) -> list[object]:
         if isinstance(item, list):
             out.append({"step_ms": item[0]})
             continue
-        fields = ({names.get(k, k) if isinstance(k, int) else k: v for k, v in item.items()}
-                  if isinstance(item, dict) else {"val": item})
+        fields: dict[str, object] = (
+            {(names[k] if isinstance(k, int) else str(k)): v
+             for k, v in cast(dict[object, object], item).items()}
+            if isinstance(item, dict) else {"val": item})
         if "q" not in fields:
             alias = fields.pop("alias", cursor)
             cursor = cast(int, alias) + 1
