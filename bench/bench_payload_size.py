@@ -31,11 +31,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import paho.mqtt.client as paho  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.bench_modbus_cpu import PROFILE_NAME, write_profile  # noqa: E402
-from bench.daemon_rig import (  # noqa: E402
+from bench.bench_modbus_cpu import PROFILE_NAME, write_profile
+from bench.daemon_rig import (
     GATEWAY_ID,
     HOST,
     TOPIC_PREFIX,
@@ -47,7 +47,7 @@ from bench.daemon_rig import (  # noqa: E402
     private_broker,
     start_simulator,
 )
-from protocols.payload import AliasBook, PayloadError, decode_message, parse_reads  # noqa: E402
+from protocols.payload import AliasBook, PayloadError, decode_message, parse_reads
 
 DLT645_METER = "dlt-001"
 MODBUS_METER = "mb-001"
