@@ -44,7 +44,7 @@ class Validator:
     def __init__(self, text: str) -> None:
         self.text = text
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - one Validator per test session
+    @functools.cache  # noqa: B019 - one Validator per test session
     def schema(self, rule: str) -> Any:
         return pycddl.Schema(f"root = {rule}\n{self.text}")
 
