@@ -78,6 +78,9 @@ _F64: Final = struct.Struct(">Bd")
 _TRUE: Final = b"\xf5"
 _NULL: Final = b"\xf6"
 _KEY: Final = tuple(_head(0, k) for k in range(10))
+#: A float mantissa must fit a CBOR integer head (and a float's 53 bits make larger ones
+#: pointless): beyond this the value travels as a float.
+_MANTISSA_LIMIT: Final = 2.0**63
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,8 +130,9 @@ def value_bytes(value: Decimal | float, slot: _Slot | None) -> bytes:
     if type(value) is float:
         if slot is not None:
             scale = slot.scale
-            if scale is not None and math.isfinite(value):
-                mantissa = round(value * scale)
+            product = value * scale if scale is not None else math.inf
+            if scale is not None and -_MANTISSA_LIMIT < product < _MANTISSA_LIMIT:
+                mantissa = round(product)
                 # int / int is correctly rounded in Python, which is what the decoder computes.
                 if mantissa / scale == value and (mantissa or math.copysign(1.0, value) > 0):
                     encoded = _int(mantissa)

@@ -397,7 +397,7 @@ def _parse_reads_v2(message: dict[str, object], aliases: AliasBook | None) -> Re
     binding = aliases.get(gw, epoch, index) if aliases is not None else None
     if binding is None:
         raise PayloadDecodeError(
-            f"v2 reads message {message['id']}: binding {index} of gateway {gw} (epoch "
+            f"v2 reads message {message['id']!r}: binding {index} of gateway {gw!r} (epoch "
             f"{epoch:016x}) is unknown — learn the gateway's birth (retained on P/G/state) first")
     return ReadsMessage(
         gw=gw, id=cast(str, message["id"]), seq=cast(int, message["seq"]),
