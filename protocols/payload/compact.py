@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import struct
 from collections.abc import Sequence
 from decimal import Decimal
@@ -38,7 +39,7 @@ from typing import Final
 
 import cbor2
 
-from protocols.payload.aliases import AliasEntry, AliasTable, Binding
+from protocols.payload.aliases import AliasTable, Binding
 from protocols.payload.records import ReadRecord
 from protocols.payload.schema import (
     MAX_PAYLOAD_BYTES,
@@ -78,39 +79,69 @@ _F64: Final = struct.Struct(">Bd")
 _TRUE: Final = b"\xf5"
 _NULL: Final = b"\xf6"
 _KEY: Final = tuple(_head(0, k) for k in range(10))
-#: A float mantissa must fit a CBOR integer head (and a float's 53 bits make larger ones
-#: pointless): beyond this the value travels as a float.
-_MANTISSA_LIMIT: Final = 2.0**63
+#: A float's mantissa stays below 2**53, where every integer is a double (so the encoder's
+#: float division equals the decoder's int division): beyond, the value travels as a float.
+_MANTISSA_LIMIT: Final = 2.0**53
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Slot:
-    """An alias entry as the encoder uses it: ``scale`` is 10**-exponent for a float entry
-    whose exponent is <= 0 (None otherwise)."""
+#: An alias entry as the encoder uses it: (alias number, unit, exponent, decimal, scale, fscale),
+#: where scale is 10**-exponent for a float entry whose exponent is in -22..0 (None otherwise)
+#: and fscale the same as a float (exact: every 10**k up to 10**22 is a double). A plain tuple:
+#: the per-record lookups are the encoder's hot path.
+_Slot = tuple[int, str, "int | None", bool, "int | None", "float | None"]
 
-    alias: int
-    unit: str
-    exponent: int | None
-    decimal: bool
-    scale: int | None
-
-
-_PLANS: dict[tuple[AliasEntry, ...], dict[str, _Slot]] = {}
+#: id(table) -> (table, plan); the table is kept so its id cannot be reused while cached.
+_PLANS: dict[int, tuple[AliasTable, dict[str, _Slot]]] = {}
 
 
 def _plan(table: AliasTable) -> dict[str, _Slot]:
-    plan = _PLANS.get(table.entries)
-    if plan is None:
-        plan = {
-            e.q: _Slot(i, e.unit, e.exponent, e.decimal,
-                       10 ** -e.exponent if (not e.decimal and e.exponent is not None
-                                             and e.exponent <= 0) else None)
-            for i, e in enumerate(table.entries)
-        }
-        if len(_PLANS) > 256:
-            _PLANS.clear()
-        _PLANS[table.entries] = plan
+    cached = _PLANS.get(id(table))
+    if cached is not None and cached[0] is table:
+        return cached[1]
+    plan: dict[str, _Slot] = {}
+    for i, e in enumerate(table.entries):
+        scale = (10 ** -e.exponent if not e.decimal and e.exponent is not None
+                 and -22 <= e.exponent <= 0 else None)
+        plan[e.q] = (i, e.unit, e.exponent, e.decimal, scale,
+                     float(scale) if scale is not None else None)
+    if len(_PLANS) > 256:
+        _PLANS.clear()
+    _PLANS[id(table)] = (table, plan)
     return plan
+
+
+_U8: Final = struct.Struct(">BB")
+_pack16: Final = struct.Struct(">BH").pack
+_U16: Final = struct.Struct(">BH")
+_U32: Final = struct.Struct(">BI")
+_U64: Final = struct.Struct(">BQ")
+_TINY: Final = tuple(bytes((n,)) for n in range(24))
+_TINY_NEG: Final = tuple(bytes((0x20 | n,)) for n in range(24))
+
+
+def _uint(n: int, major: int = 0) -> bytes:
+    """CBOR head of major type 0 (or 1 with ``major=0x20``) for 0 <= n < 2**64."""
+    if n < 24:
+        return _TINY_NEG[n] if major else _TINY[n]
+    if n < 0x100:
+        return _U8.pack(major | 24, n)
+    if n < 0x10000:
+        return _U16.pack(major | 25, n)
+    if n < 0x100000000:
+        return _U32.pack(major | 26, n)
+    return _U64.pack(major | 27, n)
+
+
+def _sint(n: int) -> bytes | None:
+    """A CBOR integer, or None beyond 64 bits."""
+    if 0 <= n <= _U64_MAX:
+        return _uint(n)
+    if -_U64_MAX - 1 <= n < 0:
+        return _uint(-1 - n, 0x20)
+    return None
+
+
+_U64_MAX: Final = 2**64 - 1
 
 
 def _float(value: float) -> bytes:
@@ -129,22 +160,20 @@ def value_bytes(value: Decimal | float, slot: _Slot | None) -> bytes:
     ``value``, else the value itself (tag-4 decimal fraction or float)."""
     if type(value) is float:
         if slot is not None:
-            scale = slot.scale
+            scale = slot[4]
             product = value * scale if scale is not None else math.inf
             if scale is not None and -_MANTISSA_LIMIT < product < _MANTISSA_LIMIT:
                 mantissa = round(product)
                 # int / int is correctly rounded in Python, which is what the decoder computes.
                 if mantissa / scale == value and (mantissa or math.copysign(1.0, value) > 0):
-                    encoded = _int(mantissa)
-                    if encoded is not None:
-                        return encoded
+                    return _uint(mantissa) if mantissa >= 0 else _uint(-1 - mantissa, 0x20)
         return _float(value)
-    if slot is not None and slot.decimal and type(value) is Decimal:
+    if slot is not None and slot[3] and type(value) is Decimal:
         text = str(value)
         if "E" not in text and "n" not in text and "N" not in text and "I" not in text:
             whole, _, fraction = text.partition(".")
-            if -len(fraction) == slot.exponent:
-                encoded = _int(int(whole + fraction))
+            if -len(fraction) == slot[2]:
+                encoded = _sint(int(whole + fraction))
                 if encoded is not None:
                     return encoded
     encoded = _v1_number(value)
@@ -159,11 +188,11 @@ def _record_map(record: ReadRecord, slot: _Slot | None, cursor: int) -> bytes:
     parts: list[bytes] = []
     if slot is None:
         parts += [_KEY[1], _text(record.q)]
-    elif slot.alias != cursor:
-        parts += [_KEY[0], _int(slot.alias) or b""]
+    elif slot[0] != cursor:
+        parts += [_KEY[0], _uint(slot[0])]
     val = record.val
     parts += [_KEY[2], _NULL if val is None else value_bytes(val, slot)]
-    if slot is None or record.unit != slot.unit:
+    if slot is None or record.unit != slot[1]:
         parts += [_KEY[3], _text(record.unit)]
     if record.quality != "A":
         parts += [_KEY[4], _text(record.quality)]
@@ -188,11 +217,11 @@ def _record_map(record: ReadRecord, slot: _Slot | None, cursor: int) -> bytes:
     return _head(5, len(parts) // 2) + b"".join(parts)
 
 
-def _is_bare(record: ReadRecord) -> bool:
-    if (record.quality != "A" or record.method is not None or record.reasons or record.hist
-            or record.raw is not None or record.rev or record.val is None):
-        return False
-    return all(getattr(record, name) == default for name, default in EXTRA_FIELDS)
+#: (q, val, unit, t, quality, method, reasons, hist, raw, rev, *fields carried by name)
+_FIELDS: Final = operator.attrgetter("q", "val", "unit", "t", "quality", "method", "reasons",
+                                     "hist", "raw", "rev", *(name for name, _ in EXTRA_FIELDS))
+#: Those fields from ``quality`` on, as an actual read has them.
+_PLAIN: Final = ("A", None, (), False, None, 0, *(default for _, default in EXTRA_FIELDS))
 
 
 def encode_reads_v2(gw: str, epoch: int, seq: int, ts: int, binding: Binding,
@@ -200,48 +229,59 @@ def encode_reads_v2(gw: str, epoch: int, seq: int, ts: int, binding: Binding,
     """The v2 reads message of ``binding.meter`` (see the module docstring)."""
     if not reads:
         raise PayloadEncodeError(f"meter {binding.meter}: a reads message needs at least one read")
-    plan = _plan(binding.table)
-    current_t = reads[0].t
-    header = [_head(5, 8), _KEY[K_V], _KEY[SCHEMA_VERSION_V2], _KEY[K_GW], _text(gw),
-              _KEY[K_EPOCH], _int(epoch), _KEY[K_SEQ], _int(seq), _KEY[K_TS], _int(ts),
-              _KEY[K_BINDING], _int(binding.index), _KEY[K_T], _int(ts - current_t),
-              _KEY[K_READS], _head(4, _items(reads))]
-    if any(part is None for part in header):
+    if not (0 <= epoch <= _U64_MAX and 0 <= seq <= _U64_MAX and 0 <= ts <= _U64_MAX):
         raise PayloadEncodeError("envelope numbers must fit in 64 bits")
-    parts: list[bytes] = header  # type: ignore[assignment]
-    append = parts.append
+    plan = _plan(binding.table)
     get = plan.get
+    current_t = reads[0].t
+    offset = _sint(ts - current_t)
+    if offset is None:
+        raise PayloadEncodeError("ts - t must fit in 64 bits")
+    items: list[bytes] = []
+    append = items.append
     cursor = 0
-    no_extras = not EXTRA_FIELDS
+    fields = _FIELDS
+    plain = _PLAIN
     for record in reads:
-        t = record.t
+        # One C call for every field; the record of an actual read in table order is the
+        # common case, recognised by comparing its tail with the defaults in one go.
+        f = fields(record)
+        t = f[3]
         if t != current_t:
-            append(b"\x81" + (_int(t - current_t) or b""))
+            append(b"\x81" + (_sint(t - current_t) or b""))
             current_t = t
-        slot = get(record.q)
-        val = record.val
-        if (slot is not None and slot.alias == cursor and record.quality == "A"
-                and val is not None and record.unit == slot.unit and record.method is None
-                and not record.reasons and not record.hist and record.raw is None
-                and not record.rev and (no_extras or _is_bare(record))):
+        slot = get(f[0])
+        if slot is None:
+            append(_record_map(record, None, cursor))
+            continue
+        val = f[1]
+        if slot[0] == cursor and f[4:] == plain and f[2] == slot[1] and val is not None:
+            scale = slot[5]
+            if type(val) is float and scale is not None:
+                product = val * scale
+                if 0.0 < product < _MANTISSA_LIMIT:
+                    mantissa = round(product)
+                    # Both operands exact floats: the quotient is correctly rounded, the same
+                    # double as the decoder's int / int.
+                    if mantissa / scale == val:
+                        if 0xFF < mantissa < 0x10000:
+                            append(_pack16(0x19, mantissa))
+                        else:
+                            append(_uint(mantissa))
+                        cursor += 1
+                        continue
             append(value_bytes(val, slot))
         else:
             append(_record_map(record, slot, cursor))
-        if slot is not None:
-            cursor = slot.alias + 1
-    data = b"".join(parts)
+        cursor = slot[0] + 1
+    data = b"".join((_MAP8_V2, _text(gw), _KEY[K_EPOCH], _uint(epoch), _KEY[K_SEQ], _uint(seq),
+                     _KEY[K_TS], _uint(ts), _KEY[K_BINDING], _uint(binding.index), _KEY[K_T],
+                     offset, _KEY[K_READS], _head(4, len(items)), *items))
     if len(data) > MAX_PAYLOAD_BYTES:
         raise PayloadEncodeError(f"reads message of {binding.meter} would be {len(data)} bytes, "
                                  f"over the {MAX_PAYLOAD_BYTES}-byte limit; split it")
     return data
 
 
-def _items(reads: Sequence[ReadRecord]) -> int:
-    """Records plus the time markers between them."""
-    count = len(reads)
-    last = reads[0].t
-    for record in reads:
-        if record.t != last:
-            count += 1
-            last = record.t
-    return count
+#: Map of 8 entries, 0: 2, and the key of the gateway id: the same at the start of every message.
+_MAP8_V2: Final = _head(5, 8) + _KEY[K_V] + _KEY[SCHEMA_VERSION_V2] + _KEY[K_GW]
