@@ -9,11 +9,19 @@ data_dir each). The Modbus meter is read through the 10-quantity profile of
 ``bench/bench_modbus_cpu.py`` (voltage and current a/b/c, total active power, import energy,
 total PF, frequency); the DL/T 645 meter through the shipped ``dlt645-2007`` profile.
 
+Then the encoders alone, in this process: CPU time (``time.process_time_ns``) to build the
+10-value Modbus message, v1 (``build_reads``) against v2 (``build_reads_v2``), 40 interleaved
+rounds of 2,000 messages each; and the encoder with the daemon's store: commits of 10 such
+messages (``Store.commit_poll``, as the committer batches polls) into a fresh SQLite store, 20
+interleaved rounds of 20 commits. Min, quartile and median, since other jobs share the cores.
+
 A subscriber records every reads message (``P/G/reads/+``) with its exact size in bytes — the
 MQTT payload, which is what a cellular link carries apart from the MQTT header and topic — and
 decodes it (v2 through the aliases of the retained birth) to count its values. Bytes per value
 = payload bytes / values, envelope included. The birth that carries the aliases is retained and
 sent once per connection; its size is printed too.
+
+    .venv/bin/python bench/bench_payload_size.py --encode-only   # the encoders alone
 
 Exit status: 0 measured, 2 when it could not measure.
 """
@@ -26,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +56,21 @@ from bench.daemon_rig import (
     private_broker,
     start_simulator,
 )
-from protocols.payload import AliasBook, PayloadError, decode_message, parse_reads
+from gateway.acquisition.alias_tables import alias_table
+from gateway.store import Store
+from gateway.store.records import OutboxMessage
+from protocols.payload import (
+    AliasBook,
+    Binding,
+    Envelope,
+    PayloadError,
+    ReadRecord,
+    build_reads,
+    build_reads_v2,
+    decode_message,
+    parse_reads,
+)
+from protocols.profiles import parse_profile
 
 DLT645_METER = "dlt-001"
 MODBUS_METER = "mb-001"
@@ -133,10 +156,64 @@ def sizes(messages: list[tuple[str, bytes]]) -> tuple[dict[str, list[tuple[int, 
     return out, birth
 
 
+def encoder_rows() -> list[tuple[str, str, str]]:
+    """CPU per 10-value Modbus message, v1 against v2 (see the module docstring)."""
+    from bench.bench_modbus_cpu import PROFILE
+
+    table = alias_table(parse_profile(PROFILE, name=PROFILE_NAME))  # type: ignore[arg-type]
+    values = {"voltage.a": 231.47, "voltage.b": 229.96, "voltage.c": 230.58, "current.a": 12.345,
+              "current.b": 11.982, "current.c": 12.107, "power.active.total": 5.4321,
+              "power.factor.total": 0.987, "frequency": 49.98}
+    ts = time.time_ns() // 1_000_000
+    reads = [ReadRecord.actual(e.q, values.get(e.q, Decimal("123456.78")), e.unit, ts - 200)
+             for e in table.entries]
+    env = Envelope(GATEWAY_ID, 2**63 + 12345, 123_456, ts)
+    binding = Binding(5, MODBUS_METER, table)
+    builders = {1: lambda: build_reads(env, MODBUS_METER, reads),
+                2: lambda: build_reads_v2(env, binding, reads)}
+    rounds: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(40):
+        for version, build in builders.items():
+            start = time.process_time_ns()
+            for _ in range(2000):
+                build()
+            rounds[version].append((time.process_time_ns() - start) / 2000 / 1000)
+    rows = []
+    for version, times in rounds.items():
+        times.sort()
+        rows.append((f"encoder CPU, 10-value Modbus message, v{version}",
+                     f"min {times[0]:.2f} µs, quartile {times[10]:.2f} µs, median {times[20]:.2f} µs "
+                     f"({len(builders[version]())} B)", ""))
+    commits: dict[int, list[float]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory(prefix="bench-payload-store-") as tmp, \
+            Store.open(Path(tmp) / "gateway.sqlite") as store:
+        bound = store.bind_aliases({MODBUS_METER: table})[MODBUS_METER]
+        for _ in range(20):
+            for version in (1, 2):
+                batch = [OutboxMessage.for_reads(
+                    topic=f"{TOPIC_PREFIX}/{GATEWAY_ID}/reads/{MODBUS_METER}", gw=GATEWAY_ID,
+                    epoch=store.epoch, ts=ts, meter=MODBUS_METER, reads=reads,
+                    binding=bound if version == 2 else None) for _ in range(10)]
+                start = time.process_time_ns()
+                for _ in range(20):
+                    store.commit_poll(batch)
+                commits[version].append((time.process_time_ns() - start) / 200 / 1000)
+    for version, times in commits.items():
+        times.sort()
+        rows.append((f"encoder + SQLite commit CPU per message, v{version}",
+                     f"min {times[0]:.1f} µs, quartile {times[5]:.1f} µs, median {times[10]:.1f} µs",
+                     ""))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="run per version (default 30)")
+    parser.add_argument("--encode-only", action="store_true", help="only the encoders' CPU")
     args = parser.parse_args()
+    if args.encode_only:
+        print_table("Reads message encoders, payload v1 against v2", encoder_rows())
+        return 0
     rows: list[tuple[str, str, str]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-payload-") as tmp:
@@ -175,6 +252,7 @@ def main() -> int:
     for version in (1, 2):
         rows.append((f"birth (retained, once per connection), v{version}",
                      f"{result[version][1]} B", ""))
+    rows += encoder_rows()
     print_table("Reads message size, payload v1 against v2 (real daemon, real broker)", rows,
                 ["bytes = MQTT payload; values = records in the message (decoded, v2 through "
                  "the birth's aliases); polls with fewer values (a failed item) left out"])

@@ -260,7 +260,8 @@ def encode_reads_v2(gw: str, epoch: int, seq: int, ts: int, binding: Binding,
             if type(val) is float and scale is not None:
                 product = val * scale
                 if 0.0 < product < _MANTISSA_LIMIT:
-                    mantissa = round(product)
+                    # Any nearby integer will do: the check below proves it exact or not.
+                    mantissa = int(product + 0.5)
                     # Both operands exact floats: the quotient is correctly rounded, the same
                     # double as the decoder's int / int.
                     if mantissa / scale == val:
@@ -276,7 +277,7 @@ def encode_reads_v2(gw: str, epoch: int, seq: int, ts: int, binding: Binding,
         cursor = slot[0] + 1
     data = b"".join((_MAP8_V2, _text(gw), _KEY[K_EPOCH], _uint(epoch), _KEY[K_SEQ], _uint(seq),
                      _KEY[K_TS], _uint(ts), _KEY[K_BINDING], _uint(binding.index), _KEY[K_T],
-                     offset, _KEY[K_READS], _head(4, len(items)), *items))
+                     offset, _KEY[K_READS], _head(4, len(items)), b"".join(items)))
     if len(data) > MAX_PAYLOAD_BYTES:
         raise PayloadEncodeError(f"reads message of {binding.meter} would be {len(data)} bytes, "
                                  f"over the {MAX_PAYLOAD_BYTES}-byte limit; split it")
