@@ -4,7 +4,9 @@
 oversized, not a single well-formed CBOR map, uses tags other than bignums and decimal fractions,
 or breaks the envelope raises :class:`~protocols.payload.schema.PayloadDecodeError` and nothing
 else. Also the JSON view of a message and :func:`parse_reads`, which turns a reads message back
-into :class:`~protocols.payload.records.ReadRecord` values.
+into :class:`~protocols.payload.records.ReadRecord` values. Both schema versions come in here:
+a schema-2 reads message (integer keys) is checked by :mod:`protocols.payload.compact_decode`
+and resolved through an :class:`~protocols.payload.aliases.AliasBook` (docs/payloads.md).
 """
 from __future__ import annotations
 

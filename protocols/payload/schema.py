@@ -93,7 +93,7 @@ class PayloadEncodeError(PayloadError, ValueError):
 
 
 class PayloadDecodeError(PayloadError, ValueError):
-    """Remote error: the bytes are not a valid schema-1 payload."""
+    """Remote error: the bytes are not a valid payload of schema 1 or 2."""
 
 
 
