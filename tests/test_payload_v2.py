@@ -245,3 +245,23 @@ def test_a_ten_value_modbus_poll_is_at_most_8_bytes_a_value() -> None:
     assert len(payload) <= 80, len(payload)
     decoded = parse_reads(payload, book_of(binding, gw="gw-00001", epoch=2**64 - 1))
     assert [r.val for r in decoded.reads] == [values[e.q] for e in table.entries]
+
+
+def test_a_store_that_cannot_write_hands_out_no_unpersisted_binding(tmp_path: Path) -> None:
+    """Disk full (SQLite at its page limit): the new binding fails with StoreError, the
+    meters that had one keep it, and the failed index is not remembered — so it cannot be
+    named by a message, declared by a birth, or given to another table after a restart."""
+    from gateway.store.errors import StoreError
+
+    other = AliasTable(tuple(AliasEntry(f"x.q{i}", "", -2, True) for i in range(400)))
+    with Store.open(tmp_path / "gateway.sqlite") as store:
+        first = store.bind_aliases({"m-1": TABLE})
+        conn = store._conn
+        assert conn is not None
+        conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+        with pytest.raises(StoreError):
+            store.bind_aliases({"m-1": TABLE, "m-2": other})
+        assert store.known_aliases({"m-1": TABLE, "m-2": other}) == first
+        assert [b.index for b in store.alias_bindings()] == [1]
+        conn.execute("PRAGMA max_page_count = 1000000")  # space freed
+        assert store.bind_aliases({"m-2": other})["m-2"].index == 2

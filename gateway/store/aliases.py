@@ -34,10 +34,21 @@ def load_bindings(conn: sqlite3.Connection) -> dict[int, Binding]:
     return {binding.index: binding for binding in bindings}
 
 
-def bind(conn: sqlite3.Connection, epoch: int, known: dict[int, Binding],
-         tables: Mapping[str, AliasTable]) -> dict[str, Binding]:
-    """The binding of each meter in ``tables``: the existing one for the same (meter, table),
-    else a new index. ``known`` is updated; call inside a write transaction."""
+def existing(known: dict[int, Binding], tables: Mapping[str, AliasTable]) -> dict[str, Binding]:
+    """The bindings among ``known`` for the (meter, table) pairs of ``tables`` (the newest when
+    a pair was bound twice, which ``bind`` never does)."""
+    by_key = {(b.meter, b.table.entries): b for b in sorted(known.values(), key=lambda b: b.index)}
+    return {meter: by_key[(meter, table.entries)] for meter, table in tables.items()
+            if (meter, table.entries) in by_key}
+
+
+def bind(conn: sqlite3.Connection, epoch: int, known_before: Mapping[int, Binding],
+         tables: Mapping[str, AliasTable]) -> tuple[dict[str, Binding], dict[int, Binding]]:
+    """The binding of each meter in ``tables`` — the existing one for the same (meter, table),
+    else a new index — and every binding afterwards. Call inside a write transaction; the
+    caller adopts the second result only once it committed (``known_before`` is not changed),
+    so an index that failed to persist is never handed out."""
+    known = dict(known_before)
     by_key = {(b.meter, b.table.entries): b for b in known.values()}
     next_index = max(known, default=0) + 1
     current: dict[str, Binding] = {}
@@ -54,4 +65,4 @@ def bind(conn: sqlite3.Connection, epoch: int, known: dict[int, Binding],
         blob = cbor2.dumps(aliases_field(epoch, known.values()))
         conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
                      "SET value = excluded.value", (META_KEY, blob))
-    return current
+    return current, known

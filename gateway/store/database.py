@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import cast
 
 from gateway.store.aliases import bind as _bind_aliases
+from gateway.store.aliases import existing as _existing_bindings
 from gateway.store.aliases import load_bindings as _load_bindings
 from gateway.store.bdseq import BDSEQ_FILE_NAME, BdseqCounter
 from gateway.store.connection import connect as _connect
@@ -413,10 +414,23 @@ class Store:
 
     def bind_aliases(self, tables: Mapping[str, AliasTable]) -> dict[str, Binding]:
         """The alias binding of each meter (by id) for the given tables, allocating and
-        persisting new indexes for (meter, table) pairs not seen before, never reusing one."""
-        with self._transaction() as conn:
+        persisting new indexes for (meter, table) pairs not seen before, never reusing one.
+        Only a new pair writes; raises StoreError when that write fails (disk full)."""
+        with self._reading() as conn:
             known = self._known_bindings(conn)
-            return _bind_aliases(conn, self.epoch, known, tables)
+            existing = _existing_bindings(known, tables)
+        if len(existing) == len(tables):
+            return existing
+        with self._transaction() as conn:
+            current, known = _bind_aliases(conn, self.epoch, self._known_bindings(conn), tables)
+        self._bindings = known  # committed: only now may the new indexes be used
+        return current
+
+    def known_aliases(self, tables: Mapping[str, AliasTable]) -> dict[str, Binding]:
+        """The bindings already allocated for these (meter, table) pairs, without writing:
+        what a store that cannot be written still offers."""
+        with self._reading() as conn:
+            return _existing_bindings(self._known_bindings(conn), tables)
 
     def alias_bindings(self) -> list[Binding]:
         """Every binding this store allocated: what the birth declares."""
