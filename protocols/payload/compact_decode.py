@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import cast
 
-from protocols.payload.aliases import Binding
+from protocols.payload.aliases import AliasBook, Binding
 from protocols.payload.compact import (
     EXTRA_FIELDS,
     K_BINDING,
@@ -190,3 +190,55 @@ def records_v2(message: Mapping[str, object], binding: Binding) -> tuple[ReadRec
         except TypeError as exc:  # a field ReadRecord does not take
             raise PayloadDecodeError(f"{where}: {exc}") from exc
     return tuple(out)
+
+
+def resolved_v2(message: dict[str, object], aliases: AliasBook) -> dict[str, object]:
+    """A message :func:`check_v2` accepted, in the v1 shape (``meter``, ``reads`` as maps of
+    exact values) when ``aliases`` knows its binding; else unchanged."""
+    binding = aliases.get(cast(str, message["gw"]), cast(int, message["epoch"]),
+                          cast(int, message["binding"]))
+    if binding is None:
+        return message
+    out = {k: v for k, v in message.items() if k not in ("reads", "hist")}
+    out["meter"] = binding.meter
+    out["reads"] = [_record_json(r) for r in records_v2(message, binding)]
+    if message.get("hist") is True:
+        out["hist"] = True
+    return out
+
+
+def _record_json(record: ReadRecord) -> dict[str, object]:
+    """A record as a v1 read map: the five fields always there, the others when set."""
+    out: dict[str, object] = {"q": record.q, "val": record.val, "unit": record.unit,
+                              "t": record.t, "quality": record.quality}
+    for name in ReadRecord.__dataclass_fields__:
+        if name in out:
+            continue
+        value = getattr(record, name)
+        if value != ReadRecord.__dataclass_fields__[name].default and value != ():
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def unresolved_v2(items: list[object]) -> list[object]:
+    """The records as sent, for a reader without the birth: each with its alias number
+    (implied ones spelled out) and ``mantissa`` or explicit ``val``; time steps as
+    ``step_ms``."""
+    out: list[object] = []
+    cursor = 0
+    for item in items:
+        if isinstance(item, list):
+            out.append({"step_ms": item[0]})
+            continue
+        fields: dict[str, object] = (
+            {(_NAMES[k] if isinstance(k, int) else str(k)): v
+             for k, v in cast(dict[object, object], item).items()}
+            if isinstance(item, dict) else {"val": item})
+        if "q" not in fields:
+            alias = fields.pop("alias", cursor)
+            cursor = cast(int, alias) + 1
+            fields = {"alias": alias, **fields}
+        if _is_int(fields.get("val")):
+            fields["mantissa"] = fields.pop("val")
+        out.append(fields)
+    return out

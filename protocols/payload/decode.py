@@ -22,7 +22,7 @@ import cbor2
 
 from protocols.payload.aliases import AliasBook
 from protocols.payload.compact import SCHEMA_VERSION_V2
-from protocols.payload.compact_decode import check_v2, records_v2
+from protocols.payload.compact_decode import check_v2, records_v2, resolved_v2, unresolved_v2
 from protocols.payload.records import (
     ReadRecord,
 )
@@ -197,7 +197,7 @@ def decode_message(data: bytes, aliases: AliasBook | None = None) -> dict[str, o
                 f"versions 1 and {SCHEMA_VERSION_V2} only — upgrade it to read newer payloads")
         message = check_v2(item)
         if aliases is not None:
-            return _resolved(message, aliases)
+            return resolved_v2(message, aliases)
         return message
     _check_tree(item, "payload")
     message = cast(dict[str, object], item)
@@ -244,62 +244,13 @@ def decode_payload(data: bytes, aliases: AliasBook | None = None) -> dict[str, J
     if message.get("v") != SCHEMA_VERSION_V2:
         return cast(dict[str, JsonValue], _to_json(message))
     if aliases is not None:
-        resolved = _resolved(message, aliases)
+        resolved = resolved_v2(message, aliases)
         if "meter" in resolved:
             return cast(dict[str, JsonValue], _to_json(resolved))
     shown = {k: v for k, v in message.items() if k != "reads"}
     shown["aliases"] = "unresolved"
-    shown["reads"] = _unresolved(cast(list[object], message["reads"]))
+    shown["reads"] = unresolved_v2(cast(list[object], message["reads"]))
     return cast(dict[str, JsonValue], _to_json(shown))
-
-
-def _resolved(message: dict[str, object], aliases: AliasBook) -> dict[str, object]:
-    binding = aliases.get(cast(str, message["gw"]), cast(int, message["epoch"]),
-                          cast(int, message["binding"]))
-    if binding is None:
-        return message
-    out = {k: v for k, v in message.items() if k not in ("reads", "hist")}
-    out["meter"] = binding.meter
-    out["reads"] = [_record_json(r) for r in records_v2(message, binding)]
-    if message.get("hist") is True:
-        out["hist"] = True
-    return out
-
-
-def _record_json(record: ReadRecord) -> dict[str, object]:
-    out: dict[str, object] = {"q": record.q, "val": record.val, "unit": record.unit,
-                              "t": record.t, "quality": record.quality}
-    for name in ReadRecord.__dataclass_fields__:
-        if name in out:
-            continue
-        value = getattr(record, name)
-        if value != ReadRecord.__dataclass_fields__[name].default and value != ():
-            out[name] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-def _unresolved(items: list[object]) -> list[object]:
-    from protocols.payload.compact import RECORD_KEYS
-
-    names = {number: name for name, number in RECORD_KEYS.items()}
-    out: list[object] = []
-    cursor = 0
-    for item in items:
-        if isinstance(item, list):
-            out.append({"step_ms": item[0]})
-            continue
-        fields: dict[str, object] = (
-            {(names[k] if isinstance(k, int) else str(k)): v
-             for k, v in cast(dict[object, object], item).items()}
-            if isinstance(item, dict) else {"val": item})
-        if "q" not in fields:
-            alias = fields.pop("alias", cursor)
-            cursor = cast(int, alias) + 1
-            fields = {"alias": alias, **fields}
-        if _is_int(fields.get("val")):
-            fields["mantissa"] = fields.pop("val")
-        out.append(fields)
-    return out
 
 
 def payload_to_json(data: bytes, aliases: AliasBook | None = None) -> str:
