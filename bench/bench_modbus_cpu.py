@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_modbus_cpu.py [--quick] [--seconds S] [--idle-seconds S]
                                                [--event-loop uvloop|asyncio] [--config-extra TOML]
+                                               [--payload-version 1|2]
                                                [--profile FILE.prof] [--py-spy FILE]
 
 Set-up, all on 127.0.0.1: a private mosquitto; ``python -m hil_tests.sim --modbus-tcp-meters 100``
@@ -129,11 +130,16 @@ def daemon_config(broker_port: int, modbus_port: int, interval_s: float, health_
     meters = [{"id": f"mb-{u:03d}", "bus": "tcp-1", "address": u, "profile": PROFILE_NAME,
                "poll_interval_s": interval_s} for u in range(1, METERS + 1)]
     text = config_text(broker_port, buses, meters, health_interval_s=health_s, data_dir=data_dir)
-    return text.replace("[gateway]\n", f'[gateway]\nevent_loop = "{LOOP}"\n', 1) + "\n" + CONFIG_EXTRA
+    text = text.replace("[gateway]\n", f'[gateway]\nevent_loop = "{LOOP}"\n', 1)
+    if PAYLOAD_VERSION is not None:
+        text = text.replace("[mqtt]\n", f"[mqtt]\npayload_version = {PAYLOAD_VERSION}\n", 1)
+    return text + "\n" + CONFIG_EXTRA
 
 
 #: TOML appended to the daemon's config (``--config-extra``), to compare settings.
 CONFIG_EXTRA = ""
+#: ``[mqtt] payload_version`` of the daemon (``--payload-version``; None: the default, 2).
+PAYLOAD_VERSION: int | None = None
 #: The event loop of the daemon and of the floor's Modbus clients (``--event-loop``).
 LOOP = event_loop.resolve("auto")
 
@@ -257,7 +263,7 @@ def third_party_floor(broker_port: int, modbus_port: int, seconds: float) -> dic
 
 
 def main() -> int:
-    global CONFIG_EXTRA, LOOP
+    global CONFIG_EXTRA, LOOP, PAYLOAD_VERSION
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 2)[2])
@@ -274,7 +280,10 @@ def main() -> int:
     parser.add_argument("--config-extra", default="",
                         help="TOML appended to the daemon's config, e.g. "
                              "'[store]\\ncommit_window_ms = 200' (\\n for new lines)")
+    parser.add_argument("--payload-version", type=int, choices=(1, 2), default=None,
+                        help="the daemon's [mqtt] payload_version (default: its default, 2)")
     args = parser.parse_args()
+    PAYLOAD_VERSION = args.payload_version
     CONFIG_EXTRA = args.config_extra.replace("\\n", "\n")
     LOOP = args.event_loop
     busy_s = args.seconds or (20.0 if args.quick else 120.0)

@@ -28,7 +28,7 @@ from hil_tests.modbus_sim import (
     start_modbus_tcp_meters,
 )
 from hil_tests.sim import Dlt645Rig, consecutive_addresses, run_dlt645_line
-from protocols.payload import decode_message
+from protocols.payload import AliasBook, decode_message
 from protocols.profiles import load_named_profile
 from tests.broker import MosquittoBroker, Observer
 
@@ -228,11 +228,24 @@ def gateway_rig(tmp_path: Path, *, dlt645_buses: int = 2, meters_per_bus: int = 
 
 # -- consumer-side checks ---------------------------------------------------------------------------
 
+def observed_aliases(observer: Observer) -> AliasBook:
+    """The payload-v2 alias bindings of every birth the observer saw, as a consumer keeps them."""
+    book = AliasBook()
+    for topic, payload, _retained in observer.messages():
+        if topic.endswith("/state") and payload:
+            with contextlib.suppress(Exception):
+                book.learn(decode_message(payload))
+    return book
+
+
 def decoded(observer: Observer, prefix: str) -> list[tuple[str, dict[str, Any]]]:
+    """Messages under ``prefix``, decoded; v2 reads resolved through the births seen, so they
+    have the v1 shape (``meter``, ``reads`` of ``q val unit t quality``)."""
+    book = observed_aliases(observer)
     out = []
     for topic, payload, _retained in observer.messages(prefix):
         with contextlib.suppress(Exception):
-            out.append((topic, decode_message(payload)))
+            out.append((topic, decode_message(payload, book)))
     return out
 
 

@@ -11,9 +11,14 @@ import json
 import math
 from decimal import Decimal
 
+import cbor2
+
 from protocols.payload import (
     AlarmEvent,
+    AliasEntry,
+    AliasTable,
     AreaLoss,
+    Binding,
     Envelope,
     GroupTotal,
     ReadRecord,
@@ -26,6 +31,7 @@ from protocols.payload import (
     build_group,
     build_health,
     build_reads,
+    build_reads_v2,
     decode_message,
     durable_id,
 )
@@ -34,6 +40,35 @@ GW = "gw-0001"
 EPOCH = 0x5F3A9C0E12B47D21
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 TS = T0 + 4_200  # the poll completed 4.2 s after the interval boundary
+
+#: m-001's alias binding: what its profile publishes, declared once in the birth.
+BINDING = Binding(3, "m-001", AliasTable((
+    AliasEntry("energy.active.import.total", "kWh", -2, True),
+    AliasEntry("voltage.a", "V", -1, False),
+    AliasEntry("current.a", "A", -3, False),
+    AliasEntry("power.factor.total", "", -3, False),
+)))
+
+READS = [
+    ReadRecord("energy.active.import.total", Decimal("1206.42"), "kWh", T0),
+    ReadRecord("voltage.a", 229.7, "V", T0),
+    # VEE: the interval before this read had been estimated while the meter was
+    # silent; now that this read closes the gap, the estimate is scaled to the
+    # register delta and re-published under the same (meter, q, t) with rev 1,
+    # naming the record it supersedes: record 0 of message 1017.
+    ReadRecord(
+        "energy.active.import.total",
+        Decimal("1206.17"),
+        "kWh",
+        T0 - 900_000,
+        quality="E",
+        method=24,
+        reasons=(76,),
+        rev=1,
+        sup=(durable_id(GW, EPOCH, 1017), 0),
+    ),
+    ReadRecord("power.factor.total", None, "", T0, quality="N", reasons=(3,)),
+]
 
 
 def examples() -> dict[str, bytes]:
@@ -45,32 +80,11 @@ def examples() -> dict[str, bytes]:
             version="0.1.0",
             config_sha256="9f2c4e7a5b1d3f60c8e2a4b6d8f0e1c3a5b7d9f1e3c5a7b9d1f3e5c7a9b1d3f5",
             meters=["m-000", "m-001", "m-002"],
+            bindings=[BINDING],
         ),
         "state-death": build_death(Envelope(GW, EPOCH, 1041, TS), bdseq=7),
-        "reads-message": build_reads(
-            Envelope(GW, EPOCH, 1042, TS),
-            "m-001",
-            [
-                ReadRecord("energy.active.import.total", Decimal("1206.42"), "kWh", T0),
-                ReadRecord("voltage.a", 229.7, "V", T0),
-                # VEE: the interval before this read had been estimated while the meter was
-                # silent; now that this read closes the gap, the estimate is scaled to the
-                # register delta and re-published under the same (meter, q, t) with rev 1,
-                # naming the record it supersedes: record 0 of message 1017.
-                ReadRecord(
-                    "energy.active.import.total",
-                    Decimal("1206.17"),
-                    "kWh",
-                    T0 - 900_000,
-                    quality="E",
-                    method=24,
-                    reasons=(76,),
-                    rev=1,
-                    sup=(durable_id(GW, EPOCH, 1017), 0),
-                ),
-                ReadRecord("power.factor.total", None, "", T0, quality="N", reasons=(3,)),
-            ],
-        ),
+        "reads-message": build_reads(Envelope(GW, EPOCH, 1042, TS), "m-001", READS),
+        "reads-message-v2": build_reads_v2(Envelope(GW, EPOCH, 1042, TS), BINDING, READS),
         "alarm-message": build_alarm(
             Envelope(GW, EPOCH, 1043, TS),
             AlarmEvent(
@@ -186,7 +200,7 @@ def diagnostic(value: object, indent: int = 0) -> str:
     raise TypeError(f"no diagnostic notation for {type(value).__name__}")
 
 
-def _is_flat(container: dict[str, object] | list[object]) -> bool:
+def _is_flat(container: dict[object, object] | list[object]) -> bool:
     items = container.values() if isinstance(container, dict) else container
     return not any(isinstance(item, dict | list) for item in items)
 
@@ -195,7 +209,9 @@ def example_blocks() -> str:
     """The example section of docs/payloads.cddl, as it must read."""
     blocks = []
     for rule, payload in examples().items():
-        body = diagnostic(decode_message(payload))
+        # Schema 2 is shown as sent (integer keys), not as decode_message expands it.
+        shown = cbor2.loads(payload) if rule.endswith("-v2") else decode_message(payload)
+        body = diagnostic(shown)
         lines = [f"; example: {rule}"] + [f";   {line}" for line in body.splitlines()]
         blocks.append("\n".join(lines) + "\n; end example")
     return "\n;\n".join(blocks) + "\n"

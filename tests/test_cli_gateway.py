@@ -162,3 +162,32 @@ def test_decode_payload_prints_exact_decimals(tmp_path: Path) -> None:
     stdin = subprocess.run([sys.executable, "-m", "gateway.app.cli", "decode-payload", "-"], input=b"\x01\x02",
                            capture_output=True, timeout=60, cwd=REPO)
     assert stdin.returncode == 1 and b"not a gateway payload" in stdin.stderr
+
+
+def test_decode_payload_shows_v2_reads_resolved_with_the_birth_and_as_sent_without(
+        tmp_path: Path) -> None:
+    from tests.payload_examples import examples
+
+    reads = tmp_path / "reads.cbor"
+    reads.write_bytes(examples()["reads-message-v2"])
+    birth = tmp_path / "birth.cbor"
+    birth.write_bytes(examples()["state-birth"])
+    resolved = _gateway("decode-payload", str(reads), "--birth", str(birth), cwd=REPO)
+    assert resolved.returncode == 0, resolved.stderr
+    out = json.loads(resolved.stdout)
+    assert out["meter"] == "m-001" and out["id"] == "gw-0001:5f3a9c0e12b47d21:1042"
+    assert out["reads"][0] == {"q": "energy.active.import.total", "val": "1206.42",
+                               "unit": "kWh", "t": 1_767_225_600_000, "quality": "A"}
+    assert out["reads"][2]["rev"] == 1 and out["reads"][2]["t"] == 1_767_225_600_000 - 900_000
+    unresolved = _gateway("decode-payload", str(reads), cwd=REPO)
+    assert unresolved.returncode == 0, unresolved.stderr
+    out = json.loads(unresolved.stdout)
+    assert out["aliases"] == "unresolved" and out["binding"] == 3
+    assert out["reads"][:2] == [{"alias": 0, "mantissa": 120642}, {"alias": 1, "mantissa": 2297}]
+    no_aliases = _gateway("decode-payload", str(reads), "--birth", str(reads), cwd=REPO)
+    assert no_aliases.returncode == 0 and "declares no aliases" in no_aliases.stderr
+    assert json.loads(no_aliases.stdout)["aliases"] == "unresolved"
+    garbage = tmp_path / "garbage.cbor"
+    garbage.write_bytes(b"\xa1\x00")
+    bad = _gateway("decode-payload", str(reads), "--birth", str(garbage), cwd=REPO)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1, bad.stderr

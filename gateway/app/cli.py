@@ -37,22 +37,46 @@ def _config_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decode_payload(args: argparse.Namespace) -> int:
-    from protocols.payload import PayloadError, payload_to_json
-
+def _read_payload_file(name: str, hex_text: bool) -> bytes | None:
+    """The bytes of a payload file (``-``: standard input), or None after printing why not."""
     try:
-        data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
     except OSError as exc:
-        print(f"edge-gateway: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    if args.hex:
+        print(f"edge-gateway: cannot read {name}: {exc.strerror or exc}", file=sys.stderr)
+        return None
+    if hex_text:
         try:
-            data = bytes.fromhex(data.decode("ascii"))
+            return bytes.fromhex(data.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
-            print("edge-gateway: --hex input is not hex text", file=sys.stderr)
+            print(f"edge-gateway: --hex input {name} is not hex text", file=sys.stderr)
+            return None
+    return data
+
+
+def _decode_payload(args: argparse.Namespace) -> int:
+    from protocols.payload import AliasBook, PayloadError, decode_message, payload_to_json
+
+    data = _read_payload_file(args.file, args.hex)
+    if data is None:
+        return 1
+    aliases = None
+    if args.birth:
+        # Schema 2 reads name their meter and quantities by aliases that the birth declares.
+        birth = _read_payload_file(args.birth, args.hex)
+        if birth is None:
             return 1
+        aliases = AliasBook()
+        try:
+            declared = aliases.learn(decode_message(birth))
+        except PayloadError as exc:
+            print(f"edge-gateway: --birth {args.birth} is not a gateway payload: {exc}",
+                  file=sys.stderr)
+            return 1
+        if not declared:
+            print(f"edge-gateway: --birth {args.birth} declares no aliases (a v1 gateway's "
+                  "birth, or not a birth); v2 reads are shown unresolved", file=sys.stderr)
     try:
-        print(payload_to_json(data))
+        print(payload_to_json(data, aliases))
     except PayloadError as exc:
         print(f"edge-gateway: not a gateway payload: {exc}", file=sys.stderr)
         return 1
@@ -124,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode-payload", help="print a CBOR payload as JSON")
     p.add_argument("file", help="payload file, or - for standard input")
     p.add_argument("--hex", action="store_true", help="input is hex text rather than raw bytes")
+    p.add_argument("--birth", metavar="FILE",
+                   help="the gateway's birth (retained on P/G/state): schema-2 reads are shown "
+                        "with meter, quantity names, units and values resolved through its "
+                        "aliases; without it, as sent (alias numbers and mantissas)")
     p.set_defaults(func=_decode_payload)
     p = sub.add_parser("ip-allow", help="print the systemd drop-in allowing the configured "
                        "broker and Modbus TCP peers (the unit denies other addresses)")

@@ -201,7 +201,8 @@ class GatewayDaemon:
         state = GatewayStateMessages(
             gateway_id=config.gateway.id, version=__version__, config_sha256=config.sha256,
             meters=tuple(m.id for m in config.meters),
-            position=lambda: (store.epoch, store.last_seq))
+            position=lambda: (store.epoch, store.last_seq),
+            bindings=store.alias_bindings if config.mqtt.payload_version == 2 else None)
         self.link = MqttLink(LinkSettings.from_config(config), state=state,
                              next_bdseq=store.next_bdseq)
         self.pump = OutboxPump(store, self.link, window=config.mqtt.inflight_window,
@@ -241,11 +242,14 @@ class GatewayDaemon:
         if self.runtime is not None:
             await self.runtime.stop()
             self.runtime = None
+        # Built before the link restarts: a profile change allocates new alias bindings, and
+        # the birth the new link publishes must declare them before any message names them.
+        runtime = self._build_runtime(plan)
         if old is None or old.mqtt != config.mqtt or old.gateway != config.gateway \
-                or old.sha256 != config.sha256:
+                or old.sha256 != config.sha256 or runtime.new_bindings:
             await self._stop_link()
             await self._start_link(config)
-        await self._start_runtime(self._build_runtime(plan))
+        await self._start_runtime(runtime)
         if self.guard is not None:
             self.guard.reconfigure(config)
         self.notifier.ready(f"reloaded: {len(config.meters)} meters")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from edge_rules._jit import use_numpy_twins
@@ -32,8 +32,10 @@ from gateway.pipeline.clock import ClockWatch
 from gateway.pipeline.committer import Committer, PipelineServices
 from gateway.pipeline.meter_outages import MeterSite, RecordCheck
 from gateway.pipeline.vee_stage import VeeStage
+from gateway.store import Store
 from gateway.store.errors import StoreError
 from gateway.uplink.mqtt_link import MqttLink
+from protocols.payload import AliasTable, Binding
 
 log = logging.getLogger("gateway")
 
@@ -83,7 +85,14 @@ class Runtime:
         # every batch; VEE and theft discard what spans a step.
         self.clock = ClockWatch(config.gateway.clock_step_threshold_s, services.alarms)
         self.clock.subscribe(self.vee.on_clock_step)
-        self.committer = Committer(services, self.outbound, vee=self.vee,
+        # Payload v2: each meter's alias binding, allocated and kept by the store before the
+        # link (re)publishes the birth that declares it (daemon._reload builds us first).
+        before = len(store.alias_bindings())
+        self.bindings = (self._bind_aliases(store, plan.aliases)
+                         if config.mqtt.payload_version == 2 else {})
+        #: True when this plan brought bindings the current birth does not declare yet.
+        self.new_bindings = len(store.alias_bindings()) != before
+        self.committer = Committer(services, self.outbound, vee=self.vee, aliases=self.bindings,
                                    coalesce_s=config.store.commit_window_ms / 1000,
                                    clock=self.clock,
                                    buses=[BusLine(bus.name, bus.describe_link(),
@@ -95,6 +104,20 @@ class Runtime:
         self.committer.meter_outages.planned = self.commands.planned.covers
         self._unsubscribe: list[Callable[[], None]] = []
         self._task_names: list[str] = []
+
+    @staticmethod
+    def _bind_aliases(store: Store, tables: Mapping[str, AliasTable]) -> dict[str, Binding]:
+        """Payload-v2 bindings of the meters. A store that cannot take a new binding (disk
+        full) must not stop the start: the meters that have one keep it, the others are
+        published in schema 1 until a restart or reload can bind them."""
+        try:
+            return store.bind_aliases(tables)
+        except StoreError as exc:
+            bound = store.known_aliases(tables)
+            log.warning("payload v2: cannot store new alias bindings (%s); %d of %d meters "
+                        "publish schema 1 until the next reload", exc, len(tables) - len(bound),
+                        len(tables))
+            return bound
 
     def _meter_sites(self) -> list[MeterSite]:
         """Meters with a ``phase``: re-probed with their neighbours on a missed poll, and

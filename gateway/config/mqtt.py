@@ -96,6 +96,12 @@ class MqttSection:
         default=64,
         doc="Most QoS 1 messages awaiting PUBACK at once.",
     )
+    payload_version: int = setting(
+        Int(minimum=1, maximum=2),
+        default=2,
+        doc="Schema of reads messages: 2 (compact, aliases declared in the birth; "
+        "docs/payloads.md) or 1 for consumers that read only v1. Other kinds are v1 either way.",
+    )
     reconnect_min_s: float = setting(
         Number(minimum=0, maximum=3600, exclusive_minimum=True, unit="seconds"),
         default=1.0,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import chain
@@ -34,7 +34,7 @@ from gateway.store import Store, wall_ms
 from gateway.store.disk import Ballast
 from gateway.store.errors import StoreError
 from gateway.store.records import OutboxMessage
-from protocols.payload import ReadRecord
+from protocols.payload import Binding, ReadRecord
 from protocols.topics import GatewayTopics
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ class Committer:
     def __init__(self, services: PipelineServices, inbound: asyncio.Queue[PollResult | BusEvent],
                  *, vee: VeeStage | None = None, max_batch: int = 256,
                  coalesce_s: float = 0.0, clock: ClockWatch | None = None,
-                 buses: Sequence[BusLine] = (), sites: Sequence[MeterSite] = ()) -> None:
+                 buses: Sequence[BusLine] = (), sites: Sequence[MeterSite] = (),
+                 aliases: Mapping[str, Binding] | None = None) -> None:
         self.services = services
         self.store = services.store
         self.topics = services.topics
@@ -103,6 +104,8 @@ class Committer:
         self._gathering: list[PollResult | BusEvent] = []
         self._field_read: set[str] | None = None  # meters with vee.field_read raised
         self._read_topics: dict[str, str] = {}
+        #: Payload-v2 alias binding of each meter; a meter without one is published in v1.
+        self.aliases: Mapping[str, Binding] = aliases or {}
         #: VEE for the configured meters; None: basic validation only.
         self.vee = vee
         #: Consulted at every batch (gateway/pipeline/clock.py): a wall-clock step is raised
@@ -300,7 +303,7 @@ class Committer:
             topic = self._read_topic(meter_id)
         return OutboxMessage.for_reads(
             topic=topic, gw=self.gateway_id, epoch=self.store.epoch,
-            ts=ts, meter=meter_id, reads=records)
+            ts=ts, meter=meter_id, reads=records, binding=self.aliases.get(meter_id))
 
     def _records(self, result: PollResult) -> list[ReadRecord]:
         records: list[ReadRecord] = []

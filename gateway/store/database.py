@@ -35,8 +35,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
 from gateway.store import versions
+from gateway.store.aliases import bind as _bind_aliases
+from gateway.store.aliases import existing as _existing_bindings
+from gateway.store.aliases import load_bindings as _load_bindings
 from gateway.store.bdseq import BDSEQ_FILE_NAME, BdseqCounter
 from gateway.store.connection import connect as _connect
 from gateway.store.connection import ensure_meta as _ensure_meta
@@ -65,7 +69,17 @@ from gateway.store.replay import NotHeld, Requeued
 from gateway.store.replay import held_from as _held_from
 from gateway.store.replay import requeue as _requeue
 from gateway.store.schema import migrate
-from protocols.payload import QUALITIES, parse_reads
+from protocols.payload import (
+    QUALITIES,
+    AliasBook,
+    AliasTable,
+    Binding,
+    PayloadDecodeError,
+    ReadRecord,
+    decode_message,
+    parse_reads,
+)
+from protocols.payload.compact_decode import records_v2
 
 log = logging.getLogger("gateway.store")
 
@@ -100,6 +114,22 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _stored_reads(payload: bytes, book: AliasBook) -> tuple[ReadRecord, ...]:
+    """The records of one of this store's reads payloads, v1 or v2. A v2 payload names a
+    binding of this store (the book holds them under gateway ""), so it is resolved directly."""
+    try:
+        message = decode_message(payload)
+        if message.get("v") != 2:
+            return parse_reads(payload).reads
+        binding = book.get("", cast(int, message["epoch"]), cast(int, message["binding"]))
+        if binding is None:
+            raise PayloadDecodeError(f"binding {message['binding']} is not one of this store's")
+        return records_v2(message, binding)
+    except PayloadDecodeError as exc:
+        log.error("store: a reads payload cannot be read back, its reads are skipped: %s", exc)
+        return ()
+
+
 class Store:
     """The durable store of one gateway. Create with :meth:`Store.open`."""
 
@@ -122,6 +152,8 @@ class Store:
         #: How many replays queued rows since open: the pump rewinds its replay lane when it
         #: changes (a later replay may ask for rows below the lane's cursor).
         self.requeues = 0
+        # Payload v2 alias bindings by index (gateway/store/aliases.py), loaded on first use.
+        self._bindings: dict[int, Binding] | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -413,6 +445,44 @@ class Store:
         """Free space of the filesystem holding the database against the configured minimums."""
         return disk_status(self.path.parent, min_free_mb, min_free_pct)
 
+    # ---------------------------------------------------------------- payload v2 aliases
+
+    def bind_aliases(self, tables: Mapping[str, AliasTable]) -> dict[str, Binding]:
+        """The alias binding of each meter (by id) for the given tables, allocating and
+        persisting new indexes for (meter, table) pairs not seen before, never reusing one.
+        Only a new pair writes; raises StoreError when that write fails (disk full)."""
+        with self._reading() as conn:
+            known = self._known_bindings(conn)
+            existing = _existing_bindings(known, tables)
+        if len(existing) == len(tables):
+            return existing
+        with self._transaction() as conn:
+            current, known = _bind_aliases(conn, self.epoch, self._known_bindings(conn), tables)
+        self._bindings = known  # committed: only now may the new indexes be used
+        return current
+
+    def known_aliases(self, tables: Mapping[str, AliasTable]) -> dict[str, Binding]:
+        """The bindings already allocated for these (meter, table) pairs, without writing:
+        what a store that cannot be written still offers."""
+        with self._reading() as conn:
+            return _existing_bindings(self._known_bindings(conn), tables)
+
+    def alias_bindings(self) -> list[Binding]:
+        """Every binding this store allocated: what the birth declares."""
+        with self._reading() as conn:
+            return sorted(self._known_bindings(conn).values(), key=lambda b: b.index)
+
+    def _known_bindings(self, conn: sqlite3.Connection) -> dict[int, Binding]:
+        if self._bindings is None:
+            self._bindings = _load_bindings(conn)
+        return self._bindings
+
+    def _alias_book(self) -> AliasBook:
+        book = AliasBook()
+        with self._reading() as conn:
+            book.add("", self.epoch, self._known_bindings(conn).values())
+        return book
+
     # ---------------------------------------------------------------- reads
 
     def reads(
@@ -439,8 +509,9 @@ class Store:
                 params,
             ).fetchall()
         found: list[tuple[int, int, int, StoredRead]] = []
+        book = self._alias_book()
         for seq, payload in rows:
-            for index, record in enumerate(parse_reads(payload).reads):
+            for index, record in enumerate(_stored_reads(payload, book)):
                 if quantity is not None and record.q != quantity:
                     continue
                 if (since_ms is not None and record.t < since_ms) or (

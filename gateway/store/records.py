@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from protocols.payload import Envelope, ReadRecord, build_reads
+from protocols.payload import Binding, Envelope, ReadRecord, build_reads, build_reads_v2
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +45,22 @@ class OutboxMessage:
 
     @classmethod
     def for_reads(
-        cls, *, topic: str, gw: str, epoch: int, ts: int, meter: str, reads: Sequence[ReadRecord]
+        cls, *, topic: str, gw: str, epoch: int, ts: int, meter: str, reads: Sequence[ReadRecord],
+        binding: Binding | None = None,
     ) -> OutboxMessage:
-        """The reads message of one meter from one poll, at QoS 1 (DESIGN.md §4)."""
+        """The reads message of one meter from one poll, at QoS 1 (DESIGN.md §4): schema v2
+        naming ``binding`` when one is given (it must be ``meter``'s), else v1."""
         records = tuple(reads)
+
+        def build(seq: int) -> bytes:
+            if binding is not None:
+                return build_reads_v2(Envelope(gw, epoch, seq, ts), binding, records)
+            return build_reads(Envelope(gw, epoch, seq, ts), meter, records)
+
         return cls(
             topic=topic,
             qos=1,
-            build=lambda seq: build_reads(Envelope(gw, epoch, seq, ts), meter, records),
+            build=build,
             meter=meter,
             reads=records,
         )

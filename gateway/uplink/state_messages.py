@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,6 +49,8 @@ class GatewayStateMessages:
     config_sha256: str
     meters: tuple[str, ...]
     position: Callable[[], tuple[int, int]]
+    #: Payload v2: the alias bindings the birth declares (None: v1, no ``aliases`` field).
+    bindings: Callable[[], Sequence[payload.Binding]] | None = None
     clock_ms: Callable[[], int] = field(default=lambda: wall_clock_ms())
 
     def _envelope(self) -> payload.Envelope:
@@ -62,6 +64,7 @@ class GatewayStateMessages:
             version=self.version,
             config_sha256=self.config_sha256,
             meters=self.meters,
+            bindings=self.bindings() if self.bindings is not None else None,
         )
 
     def will(self, bdseq: int) -> bytes:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from protocols.payload import PayloadError, decode_message, parse_reads
+from protocols.payload import AliasBook, PayloadError, decode_message, parse_reads
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -107,6 +107,8 @@ class DemoState:
         self.base = f"{topic_prefix}/{gateway_id}/"
         self._lock = threading.Lock()
         self._meters = {m.id: MeterView(m) for m in meters}
+        #: Payload v2 alias bindings, learned from every birth (P/G/state) seen.
+        self._aliases = AliasBook()
         self._online: bool | None = None
         self._bdseq: int | None = None
         self._health: dict[str, Any] = {}
@@ -141,6 +143,7 @@ class DemoState:
                 if not payload:
                     return  # a cleared retained state
                 message = decode_message(payload)
+                self._aliases.learn(message)
                 with self._lock:
                     self._online = message.get("online") is True
                     self._bdseq = _int(message.get("bdseq"))
@@ -155,7 +158,7 @@ class DemoState:
             self._messages += 1
 
     def _on_reads(self, payload: bytes) -> None:
-        reads = parse_reads(payload)
+        reads = parse_reads(payload, self._aliases)
         values = {r.q: r for r in reads.reads}
         with self._lock:
             view = self._meters.get(reads.meter)

@@ -1,4 +1,4 @@
-"""CBOR payloads published by the gateway (DESIGN.md §4), sans-IO.
+r"""CBOR payloads published by the gateway (DESIGN.md §4), sans-IO.
 
 Every message is one CBOR map (RFC 8949) that starts with the same envelope:
 ``v`` (schema version 1), ``gw`` (gateway id), ``id``, ``seq`` and ``ts`` (gateway UTC time, ms).
@@ -29,6 +29,13 @@ captured): input that is oversized, not a single well-formed CBOR map, uses tags
 bignums and decimal fractions, or breaks the envelope raises :class:`PayloadDecodeError` and
 nothing else.
 
+Schema v2 (``v: 2``, reads messages only; every other kind stays v1) is the compact form:
+meter, quantities, units and exponents declared once per meter in the birth's ``aliases``
+(:mod:`~protocols.payload.aliases`), records as bare integer mantissas in table order
+(:mod:`~protocols.payload.compact`, decoded by :mod:`~protocols.payload.compact_decode`).
+A consumer keeps an :class:`AliasBook`, ``learn``\ s every birth into it, and passes it to
+:func:`parse_reads` / :func:`decode_payload`, which read both versions.
+
 The package holds one concern a module: :mod:`~protocols.payload.schema` (limits, value sets,
 errors and field checks), :mod:`~protocols.payload.records` (the message parts),
 :mod:`~protocols.payload.encode` (builders and the ``hist`` mark) and
@@ -39,6 +46,7 @@ all use them as ``protocols.payload.<name>``.
 
 from __future__ import annotations
 
+from protocols.payload.aliases import AliasBook, AliasEntry, AliasTable, Binding
 from protocols.payload.decode import (
     ReadsMessage,
     decode_message,
@@ -55,6 +63,7 @@ from protocols.payload.encode import (
     build_group,
     build_health,
     build_reads,
+    build_reads_v2,
 )
 from protocols.payload.hist import mark_hist
 from protocols.payload.records import (
@@ -90,7 +99,11 @@ __all__ = [
     "QUALITIES",
     "SCHEMA_VERSION",
     "AlarmEvent",
+    "AliasBook",
+    "AliasEntry",
+    "AliasTable",
     "AreaLoss",
+    "Binding",
     "Envelope",
     "GroupTotal",
     "JsonValue",
@@ -108,6 +121,7 @@ __all__ = [
     "build_group",
     "build_health",
     "build_reads",
+    "build_reads_v2",
     "decode_message",
     "decode_payload",
     "durable_id",

@@ -4,7 +4,9 @@
 oversized, not a single well-formed CBOR map, uses tags other than bignums and decimal fractions,
 or breaks the envelope raises :class:`~protocols.payload.schema.PayloadDecodeError` and nothing
 else. Also the JSON view of a message and :func:`parse_reads`, which turns a reads message back
-into :class:`~protocols.payload.records.ReadRecord` values.
+into :class:`~protocols.payload.records.ReadRecord` values. Both schema versions come in here:
+a schema-2 reads message (integer keys) is checked by :mod:`protocols.payload.compact_decode`
+and resolved through an :class:`~protocols.payload.aliases.AliasBook` (docs/payloads.md).
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from typing import Final, cast
 
 import cbor2
 
+from protocols.payload.aliases import AliasBook
+from protocols.payload.compact import SCHEMA_VERSION_V2
+from protocols.payload.compact_decode import check_v2, records_v2, resolved_v2, unresolved_v2
 from protocols.payload.records import (
     ReadRecord,
 )
@@ -37,6 +42,7 @@ from protocols.payload.schema import (
     PayloadDecodeError,
     PayloadEncodeError,
     _is_int,
+    superseded,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +118,8 @@ def _load(data: bytes) -> object:
         max_depth=MAX_DEPTH,
         allow_indefinite=False,
         allow_duplicate_keys=False,
-        strict_hashable_types=True,
+        # Keys are checked after decoding: text in v1, small integers (and text) in v2.
+        strict_hashable_types=False,
     )
     # cbor2 is a C extension parsing hostile bytes; whatever it raises is, to our caller, one
     # thing: these bytes are not a payload. Hence the broad catch at this one boundary.
@@ -170,22 +177,36 @@ def _as_tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
     return kinds if isinstance(kinds, tuple) else (kinds,)
 
 
-def decode_message(data: bytes) -> dict[str, object]:
+def decode_message(data: bytes, aliases: AliasBook | None = None) -> dict[str, object]:
     """Decode and check a payload, keeping exact Python values (``Decimal`` for tag 4, ``bytes``).
 
     Checks that the input is one CBOR map of plain data with the schema-1 envelope; the fields
-    beyond the envelope are not interpreted (use :func:`parse_reads` for reads messages).
+    beyond the envelope are not interpreted (use :func:`parse_reads` for reads messages). A
+    schema-2 reads message comes back with text keys (``v gw id epoch seq ts binding t reads``,
+    ``hist``), its ``id`` derived as v1 spells it, its records still unresolved — unless
+    ``aliases`` knows its binding: then it comes back in the v1 shape (``meter``, and ``reads``
+    as maps ``q val unit t quality ...`` with exact values), plus ``epoch`` and ``binding``,
+    so code written for v1 messages reads both.
     """
     item = _load(data)
     if not isinstance(item, dict):
         raise PayloadDecodeError(f"payload must be a CBOR map, got {type(item).__name__}")
+    if 0 in item and "v" not in item:  # schema v2: small-integer keys
+        if item[0] != SCHEMA_VERSION_V2 or isinstance(item[0], bool):
+            raise PayloadDecodeError(
+                f"schema version {item[0]!r} is not 1 or {SCHEMA_VERSION_V2}: this tool reads "
+                f"versions 1 and {SCHEMA_VERSION_V2} only — upgrade it to read newer payloads")
+        message = check_v2(item)
+        if aliases is not None:
+            return resolved_v2(message, aliases)
+        return message
     _check_tree(item, "payload")
     message = cast(dict[str, object], item)
     version = _field(message, "v", int, "the schema version")
     if version != SCHEMA_VERSION:
         raise PayloadDecodeError(
-            f"schema version {version} is not {SCHEMA_VERSION}: this tool reads version "
-            f"{SCHEMA_VERSION} only — upgrade it to read newer payloads"
+            f"schema version {version} is not {SCHEMA_VERSION} or {SCHEMA_VERSION_V2}: this "
+            f"tool reads versions 1 and 2 only — upgrade it to read newer payloads"
         )
     _field(message, "gw", str, "the gateway id (text)")
     _field(message, "id", str, "the message id (text)")
@@ -212,22 +233,39 @@ def _to_json(value: object) -> JsonValue:
     return cast(JsonValue, value)
 
 
-def decode_payload(data: bytes) -> dict[str, JsonValue]:
+def decode_payload(data: bytes, aliases: AliasBook | None = None) -> dict[str, JsonValue]:
     """A checked payload as JSON-friendly data: decimal fractions become exact decimal strings
-    (``"1206.42"``), byte strings lower-case hex, non-finite floats ``"NaN"``/``"Infinity"``."""
-    return cast(dict[str, JsonValue], _to_json(decode_message(data)))
+    (``"1206.42"``), byte strings lower-case hex, non-finite floats ``"NaN"``/``"Infinity"``.
+
+    A v2 reads message is shown resolved — ``meter`` and v1-shaped ``reads`` records — when
+    ``aliases`` knows its binding (learned from the gateway's birth); otherwise as sent, with
+    ``aliases: "unresolved"``: each record's alias number (``alias``, implied ones included),
+    its ``mantissa`` (times 10**exponent of that alias) or explicit ``val``, and time steps."""
+    message = decode_message(data)
+    if message.get("v") != SCHEMA_VERSION_V2:
+        return cast(dict[str, JsonValue], _to_json(message))
+    if aliases is not None:
+        resolved = resolved_v2(message, aliases)
+        if "meter" in resolved:
+            return cast(dict[str, JsonValue], _to_json(resolved))
+    shown = {k: v for k, v in message.items() if k != "reads"}
+    shown["aliases"] = "unresolved"
+    shown["reads"] = unresolved_v2(cast(list[object], message["reads"]))
+    return cast(dict[str, JsonValue], _to_json(shown))
 
 
-def payload_to_json(data: bytes) -> str:
+def payload_to_json(data: bytes, aliases: AliasBook | None = None) -> str:
     """What ``edge-gateway decode-payload`` prints: the payload as indented JSON, fields in the
-    order they were sent."""
-    return json.dumps(decode_payload(data), indent=2, ensure_ascii=False, allow_nan=False)
+    order they were sent (v2 reads resolved when ``aliases`` knows their binding)."""
+    return json.dumps(decode_payload(data, aliases), indent=2, ensure_ascii=False,
+                      allow_nan=False)
 
 
 @dataclass(frozen=True, slots=True)
 class ReadsMessage:
     """A decoded reads message: envelope fields, ``meter``, ``reads`` and the top-level ``hist``
-    (true when the message was backlog)."""
+    (true when the message was backlog); ``v`` the schema version it came in, ``epoch`` the
+    store epoch (schema 2 carries it; None for v1, whose ``id`` spells it)."""
 
     gw: str
     id: str
@@ -236,6 +274,8 @@ class ReadsMessage:
     meter: str
     reads: tuple[ReadRecord, ...]
     hist: bool = False
+    v: int = 1
+    epoch: int | None = None
 
 
 def _parse_read(raw: object, where: str) -> ReadRecord:
@@ -260,14 +300,7 @@ def _parse_read(raw: object, where: str) -> ReadRecord:
     rev = record.get("rev", 0)
     if "rev" in record and (isinstance(rev, bool) or not isinstance(rev, int) or rev < 1):
         raise PayloadDecodeError(f"{where}: 'rev' is a positive integer when present, got {rev!r}")
-    found = record.get("sup")
-    sup: tuple[str, int] | None = None
-    if found is not None:
-        if not (isinstance(found, list) and len(found) == 2 and isinstance(found[0], str)
-                and isinstance(found[1], int) and not isinstance(found[1], bool)):
-            raise PayloadDecodeError(
-                f"{where}: 'sup' is [message id, record index], got {found!r}")
-        sup = (found[0], found[1])
+    sup = superseded(record.get("sup"), where)
     reasons = record.get("reasons", [])
     if not isinstance(reasons, list):
         raise PayloadDecodeError(f"{where}: 'reasons' must be a list of integers")
@@ -289,9 +322,14 @@ def _parse_read(raw: object, where: str) -> ReadRecord:
         raise PayloadDecodeError(f"{where}: {exc}") from exc
 
 
-def parse_reads(data: bytes) -> ReadsMessage:
-    """Decode a reads message into typed records, checking every record against the schema."""
+def parse_reads(data: bytes, aliases: AliasBook | None = None) -> ReadsMessage:
+    """Decode a reads message of either schema version into typed records, checking every
+    record against the schema. A v2 message names its meter and alias table by a binding that
+    the gateway's birth declares: ``aliases`` must have learned it
+    (:meth:`~protocols.payload.aliases.AliasBook.learn`), else PayloadDecodeError says so."""
     message = decode_message(data)
+    if message.get("v") == SCHEMA_VERSION_V2:
+        return _parse_reads_v2(message, aliases)
     meter = cast(str, _field(message, "meter", str, "the meter id"))
     raw_reads = _field(message, "reads", list, "a list of read records")
     reads = tuple(
@@ -308,3 +346,17 @@ def parse_reads(data: bytes) -> ReadsMessage:
         reads=reads,
         hist=message.get("hist") is True,
     )
+
+
+def _parse_reads_v2(message: dict[str, object], aliases: AliasBook | None) -> ReadsMessage:
+    gw, epoch, index = (cast(str, message["gw"]), cast(int, message["epoch"]),
+                        cast(int, message["binding"]))
+    binding = aliases.get(gw, epoch, index) if aliases is not None else None
+    if binding is None:
+        raise PayloadDecodeError(
+            f"v2 reads message {message['id']!r}: binding {index} of gateway {gw!r} (epoch "
+            f"{epoch:016x}) is unknown — learn the gateway's birth (retained on P/G/state) first")
+    return ReadsMessage(
+        gw=gw, id=cast(str, message["id"]), seq=cast(int, message["seq"]),
+        ts=cast(int, message["ts"]), meter=binding.meter, reads=records_v2(message, binding),
+        hist=message.get("hist") is True, v=SCHEMA_VERSION_V2, epoch=epoch)

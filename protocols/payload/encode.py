@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import cbor2
 
+from protocols.payload.aliases import Binding, aliases_field
+from protocols.payload.compact import encode_reads_v2
 from protocols.payload.records import (
     AlarmEvent,
     AreaLoss,
@@ -91,6 +93,12 @@ def build_reads(env: Envelope, meter: str, reads: Sequence[ReadRecord]) -> bytes
     if data is not None and len(data) <= MAX_PAYLOAD_BYTES:
         return data
     return _build_reads_cbor2(env, meter, reads)
+
+
+def build_reads_v2(env: Envelope, binding: Binding, reads: Sequence[ReadRecord]) -> bytes:
+    """The same message in schema v2 (:mod:`protocols.payload.compact`): the meter and its
+    quantities named by ``binding``, which the birth declares."""
+    return encode_reads_v2(env.gw, env.epoch, env.seq, env.ts, binding, reads)
 
 
 def _build_reads_cbor2(env: Envelope, meter: str, reads: Sequence[ReadRecord]) -> bytes:
@@ -221,12 +229,15 @@ def build_audit_head(env: Envelope, *, seq: int, hash: bytes, records: int, t: i
 
 
 def build_birth(
-    env: Envelope, *, bdseq: int, version: str, config_sha256: str, meters: Sequence[str]
+    env: Envelope, *, bdseq: int, version: str, config_sha256: str, meters: Sequence[str],
+    bindings: Sequence[Binding] | None = None,
 ) -> bytes:
     """The retained birth certificate on ``P/G/state`` (ephemeral).
 
     ``bdseq`` pairs it with the last will registered on the same connection; ``config_sha256``
-    is the hex SHA-256 of the configuration file in force; ``meters`` the configured meter ids.
+    is the hex SHA-256 of the configuration file in force; ``meters`` the configured meter ids;
+    ``bindings`` the alias bindings v2 reads messages name (``aliases`` field, absent when the
+    gateway publishes v1).
     """
     _require_uint(bdseq, "bdseq")
     _require_text(version, "software version")
@@ -241,6 +252,8 @@ def build_birth(
     message["version"] = version
     message["config_sha256"] = config_sha256
     message["meters"] = meter_ids
+    if bindings is not None:
+        message["aliases"] = aliases_field(env.epoch, bindings)
     return _dumps(message)
 
 

@@ -17,6 +17,8 @@ from protocols.payload.decode import decode_message
 from protocols.payload.schema import _TAG_COSE_SIGN1, PayloadDecodeError, PayloadEncodeError
 
 _HIST_ENTRY: Final = cbor2.dumps("hist") + cbor2.dumps(True)
+#: Schema v2 (small-integer keys): key 5, true.
+_HIST_ENTRY_V2: Final = cbor2.dumps(5) + cbor2.dumps(True)
 
 
 def _map_header(count: int) -> bytes:
@@ -32,6 +34,15 @@ def _map_header(count: int) -> bytes:
 def _map_header_length(first: int) -> int:
     info = first & 0x1F
     return 1 if info < 24 else 1 + {24: 1, 25: 2, 26: 4, 27: 8}[info]
+
+
+def _map_count(payload: bytes) -> int:
+    """Entries of the top-level map, from its header (decode_message already proved it is a
+    definite-length map)."""
+    info = payload[0] & 0x1F
+    if info < 24:
+        return info
+    return int.from_bytes(payload[1:_map_header_length(payload[0])], "big")
 
 
 def mark_hist(payload: bytes) -> bytes:
@@ -52,6 +63,7 @@ def mark_hist(payload: bytes) -> bytes:
     if "hist" in message:
         return payload
     header = _map_header_length(payload[0])
-    return _map_header(len(message) + 1) + payload[header:] + _HIST_ENTRY
+    entry = _HIST_ENTRY_V2 if message.get("v") == 2 else _HIST_ENTRY
+    return _map_header(_map_count(payload) + 1) + payload[header:] + entry
 
 

@@ -93,7 +93,7 @@ class PayloadEncodeError(PayloadError, ValueError):
 
 
 class PayloadDecodeError(PayloadError, ValueError):
-    """Remote error: the bytes are not a valid schema-1 payload."""
+    """Remote error: the bytes are not a valid payload of schema 1 or 2."""
 
 
 
@@ -194,3 +194,14 @@ def _free_form(value: object, what: str, depth: int = 0) -> object:
     if isinstance(value, list | tuple):
         return [_free_form(item, f"{what}[{i}]", depth + 1) for i, item in enumerate(value)]
     raise PayloadEncodeError(f"{what}: {type(value).__name__} cannot be sent in a payload")
+
+
+def superseded(found: object, where: str) -> tuple[str, int] | None:
+    """A record's ``sup`` — ``[message id, record index]`` of the record it supersedes — as the
+    tuple :class:`ReadRecord` holds; the same in schema 1 and schema 2."""
+    if found is None:
+        return None
+    if not (isinstance(found, list) and len(found) == 2 and isinstance(found[0], str)
+            and isinstance(found[1], int) and not isinstance(found[1], bool) and found[1] >= 0):
+        raise PayloadDecodeError(f"{where}: 'sup' is [message id, record index], got {found!r}")
+    return (found[0], found[1])
