@@ -44,8 +44,9 @@ class ReplaySettings:
     min_interval_s: float = 10.0
     #: An open gap is asked for again after this long without being filled.
     retry_s: float = 60.0
-    #: Command lifetime (``exp - iat``).
-    ttl_s: int = 300
+    #: Command lifetime (``exp - iat``): at most the gateways' ``[commands] max_age_s``
+    #: (default 120), which refuses a longer one as ``lifetime_too_long``.
+    ttl_s: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +176,7 @@ def _replay(r: _Reader, doc: dict[str, Any]) -> ReplaySettings | None:
         private_key=key,
         min_interval_s=r.number(rp, "replay", "min_interval_s", 10.0, 0.0, 86400),
         retry_s=r.number(rp, "replay", "retry_s", 60.0, 0.1, 86400),
-        ttl_s=r.number(rp, "replay", "ttl_s", 300, 1, 86400, integer=True),
+        ttl_s=r.number(rp, "replay", "ttl_s", 60, 1, 86400, integer=True),
     )
 
 

@@ -70,7 +70,10 @@ class Worker:
         self.name = name
         self.db = db
         self.stats = WorkerStats()
-        self._inbox: queue.Queue[Any] = queue.Queue()
+        # Bounded: a worker facing a backlog holds at most two batches. A broker that sends
+        # beyond the receive maximum (mosquitto 2.0 to shared subscribers, measured by
+        # bench/bench_central_mqtt.py) then waits on TCP instead of filling this process.
+        self._inbox: queue.Queue[Any] = queue.Queue(maxsize=2 * config.batch_max)
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._client = self._make_client()
@@ -88,7 +91,7 @@ class Worker:
         client.reconnect_delay_set(1, 10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = lambda _c, _u, msg: self._inbox.put(msg)
+        client.on_message = self._on_message
         return client
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -101,6 +104,17 @@ class Worker:
         self._connected.set()
         log.info("worker %s connected (session present: %s)", self.name,
                  getattr(flags, "session_present", None))
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        """Hand ``msg`` to the storing thread, waiting while the inbox is full (paho's network
+        thread stops reading meanwhile). Stopping drops it unacknowledged: the broker keeps it
+        for this worker's session."""
+        while not self._stop.is_set():
+            try:
+                self._inbox.put(msg, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
                        props: Any) -> None:

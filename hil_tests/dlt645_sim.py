@@ -63,6 +63,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -156,6 +157,22 @@ _EXTRA_1997: Final[Mapping[int, int]] = {
     0xC030: 0x04000409,
 }
 _DEMAND_TIME_1997: Final[Mapping[int, int]] = {0xB010 + t: 0x01010000 | t << 8 for t in range(5)}
+
+#: Most :class:`ServedRead` records a meter keeps (the oldest go first).
+SERVED_RECORDS: Final = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class ServedRead:
+    """A read this meter answered: ``at`` (``time.time()`` when it answered), the requested
+    ``di`` and ``values`` — each data item served, by its catalogue name, with the values the
+    meter encoded (one for a plain register). The simulator's own account of what it said, so
+    an end-to-end test can check a consumer against the meters rather than against the gateway
+    that sat in between."""
+
+    at: float
+    di: int
+    values: Mapping[str, tuple[Value, ...]]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -507,6 +524,8 @@ class Dlt645Meter:
         self._followups: dict[int, list[bytes]] = {}
         self._last_reply: bytes | None = None
         self._spike: Decimal | None = None
+        #: Every read answered with data, oldest first (at most :data:`SERVED_RECORDS`).
+        self.served: deque[ServedRead] = deque(maxlen=SERVED_RECORDS)
         self._observe(sim.sample())
 
     def prepay_kind(self, s: MeterSnapshot) -> str | None:
@@ -640,33 +659,40 @@ class Dlt645Meter:
         parts = self._read_parts(di, s)
         return None if parts is None else b"".join(parts)
 
-    def _read_parts(self, di: int, s: MeterSnapshot | None = None) -> list[bytes] | None:
-        """The encoded data items of ``di`` (one for an item, one per member for a block)."""
+    def _read_parts(self, di: int, s: MeterSnapshot | None = None,
+                    served: dict[str, tuple[Value, ...]] | None = None) -> list[bytes] | None:
+        """The encoded data items of ``di`` (one for an item, one per member for a block);
+        ``served`` collects each item's values by name."""
         with self._lock:
             snap = s if s is not None else self.sim.sample()
             item = self.catalogue.lookup(di)
             if item is not None:
-                data = self._encode_item(item, snap)
+                data = self._encode_item(item, snap, served)
                 return None if data is None else [data]
             members = self.catalogue.members(di)
             if members is None:
                 return None
             parts: list[bytes] = []
             for member in members:
-                data = self._encode_item(member, snap)
+                data = self._encode_item(member, snap, served)
                 if data is None:
                     break  # a block holds what the meter has: e.g. total + 4 tariffs, not 8
                 parts.append(data)
             return parts or None
 
-    def _encode_item(self, item: DataItem, s: MeterSnapshot) -> bytes | None:
+    def _encode_item(self, item: DataItem, s: MeterSnapshot,
+                     served: dict[str, tuple[Value, ...]] | None = None) -> bytes | None:
         provider = self._providers.get(item.di)
         if provider is None:
             return None
         values = provider(self, s)
         if values is None:
             return None
-        return encode_item(item, _fit(item, values))
+        fitted = _fit(item, values)
+        data = encode_item(item, fitted)
+        if served is not None:
+            served[item.name] = tuple(fitted)
+        return data
 
     # -- request handling -------------------------------------------------------------------------
 
@@ -721,13 +747,15 @@ class Dlt645Meter:
     def _on_read(self, m: ReadRequest, s: MeterSnapshot) -> MeterResponse:
         if m.count is not None:
             return self._on_load_records(m, s)
+        served: dict[str, tuple[Value, ...]] = {}
         try:
-            parts = self._read_parts(m.di, s)
+            parts = self._read_parts(m.di, s, served)
         except LocalProtocolError as exc:
             log.warning("meter %s: cannot encode DI %X: %s", self.address, m.di, exc)
             return self._refuse(m, "other_error")
         if parts is None:
             return self._refuse(m, "no_data")
+        self.served.append(ServedRead(time.time(), m.di, served))
         chunks = _chunks(parts) if self.version == V2007 else [b"".join(parts)]
         if len(chunks) > 1:
             self._followups[m.di] = chunks[1:]

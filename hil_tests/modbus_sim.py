@@ -41,6 +41,7 @@ import contextlib
 import datetime as dt
 import functools
 import os
+import time
 import tty
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -106,12 +107,18 @@ class SimulatedModbusMeter:
 
 @dataclass(frozen=True, slots=True)
 class ServedRequest:
-    """A request that reached a unit: ``unit_id``, ``function_code``, ``address``, ``count``."""
+    """A request that reached a unit: ``unit_id``, ``function_code``, ``address``, ``count``;
+    ``at`` (``time.time()`` when it arrived) and, for a register read answered with data,
+    ``values``: the meter model's value of every profile quantity in the registers served —
+    the simulator's own account of what it said, for tests that check a consumer against the
+    meters rather than against the gateway in between."""
 
     unit_id: int
     function_code: int
     address: int
     count: int
+    at: float = field(default_factory=time.time, compare=False)
+    values: dict[str, Decimal] = field(default_factory=dict, compare=False)
 
 
 def readable_windows(profile: ModbusProfile) -> dict[RegisterFunction, list[tuple[int, int]]]:
@@ -150,10 +157,11 @@ async def _serve_unit(
 ) -> ExcCodes | None:
     """pymodbus ``action`` hook: refresh this unit's registers from the load model, and serve
     the relay (reads show the model's relay, writes move it)."""
+    served = ServedRequest(sim.unit_id, function_code, address, count)
     if set_values or function_code not in WRITE_FUNCTIONS:
         # pymodbus runs the hook again, without values, to build a write's echo: that is
         # the same request, not another one.
-        log.append(ServedRequest(sim.unit_id, function_code, address, count))
+        log.append(served)
     relay = sim.profile.relay
     if relay is not None and function_code in (1, 5, 15) and relay.kind == "coil":
         return _serve_relay_coil(sim, relay, start_address, registers, set_values)
@@ -184,6 +192,11 @@ async def _serve_unit(
         for k, word in enumerate(encode_clock(moment.replace(tzinfo=None))):
             if 0 <= clock.address + k - start_address < len(registers):
                 registers[clock.address + k - start_address] = word
+    if not set_values:
+        served.values.update(
+            {spec.quantity: values[spec.quantity] for spec in sim.profile.registers
+             if spec.function is function and spec.quantity in values
+             and address <= spec.address and spec.end <= address + count})
     return None
 
 

@@ -1,0 +1,270 @@
+"""Ingest through a real broker: a simulated fleet publishing into ``edge-central`` workers.
+
+    .venv/bin/python bench/bench_central_mqtt.py [--gateways 1000] [--meters 100] [--polls 1]
+        [--workers 1,2] [--publishers 4] [--latency-rate 500] [--latency-s 20]
+
+For each worker count: a fresh mosquitto (no persistence, unlimited queues and in-flight
+window, as a consumer's broker should be set up: docs/central.md), a fresh PostgreSQL database
+(one throwaway cluster, fsync off) and N ``edge-central run`` worker processes on one shared
+subscription. Then two phases:
+
+``--broker-inflight`` sets mosquitto's ``max_inflight_messages`` (default 1000). Measured: it
+does not stop mosquitto 2.0.11 sending a shared subscriber past its receive maximum; the
+worker's bounded inbox is what bounds its memory (docs/performance.md).
+
+* **throughput** — every gateway's polls (v1 reads messages of 10 values: 2 exact registers, 8
+  floats, a Modbus poll) built beforehand and published at QoS 1 as fast as ``--publishers``
+  connections can; the stored rate is the count of ``current_reads`` rows over time, taken
+  between 10 % and 90 % of the total (the sustained part, without start-up and tail);
+* **latency** — a paced stream of ``--latency-rate`` messages/s for ``--latency-s`` seconds,
+  each read stamped with its publish time: ``received_ms − t_ms`` of the stored rows (when the
+  worker's transaction stored it), p50 and p99.
+
+Also the workers' peak RSS (VmHWM). Everything — publishers, broker, workers, PostgreSQL — runs
+on this machine, so the figures are a floor for what the same code does on dedicated cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from central.storage import open_database
+from protocols.payload import Envelope, ReadRecord, build_reads
+from tests.broker import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+PREFIX = "mtr/v1"
+QUANTITIES = ("voltage.a", "voltage.b", "voltage.c", "current.a", "current.b", "current.c",
+              "power.active.total", "frequency")
+VALUES_PER_MESSAGE = 10
+
+
+def poll_message(g: int, m: int, seq: int, t: int, p: int) -> tuple[str, bytes]:
+    gw = f"gw-{g:04d}"
+    records = [ReadRecord("energy.active.import.total", Decimal(f"{1000 + m}.{p % 100:02d}"),
+                          "kWh", t),
+               ReadRecord("energy.active.export.total", Decimal(f"{m}.5"), "kWh", t)]
+    records += [ReadRecord(q, 230.0 + i + m / 100, "V", t) for i, q in enumerate(QUANTITIES)]
+    payload = build_reads(Envelope(gw, 0xABCD_0000_0000_0000 + g, seq, t), f"m-{m:03d}", records)
+    return f"{PREFIX}/{gw}/reads/m-{m:03d}", payload
+
+
+@contextlib.contextmanager
+def mosquitto(workdir: Path, inflight: int) -> Iterator[int]:
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"user {getpass.getuser()}\nallow_anonymous true\npersistence false\n"
+                    f"max_queued_messages 0\nmax_inflight_messages {inflight}\nmax_queued_bytes 0\n"
+                    f"log_dest file {workdir / 'mosquitto.log'}\nlistener {port} 127.0.0.1\n")
+    proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)])
+    try:
+        time.sleep(0.5)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def start_workers(n: int, config: Path) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for i in range(n):
+        log = open(config.parent / f"worker-{i}.log", "ab")  # noqa: SIM115 - handed to the child
+        procs.append(subprocess.Popen([sys.executable, "-m", "central.cli", "run", "--config",
+                                       str(config), "--worker", f"w{i}"], cwd=REPO, stdout=log,
+                                      stderr=subprocess.STDOUT))
+        log.close()
+    return procs
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def publish(port: int, messages: list[tuple[str, bytes]], connections: int) -> float:
+    """Publish ``messages`` at QoS 1 over ``connections`` clients; seconds until all PUBACKed."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    def run(part: list[tuple[str, bytes]], name: str) -> None:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in part]
+        for info in infos:
+            info.wait_for_publish(600)
+        client.disconnect()
+        client.loop_stop()
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=run, args=(messages[i::connections], f"fleet-{i}"))
+               for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
+def stored_rows(url: str) -> int:
+    db = open_database(url)
+    try:
+        return int(db.scalar("SELECT count(*) FROM current_reads"))
+    finally:
+        db.close()
+
+
+def throughput(url: str, port: int, messages: list[tuple[str, bytes]],
+               connections: int) -> tuple[float, float, int]:
+    """(stored values/s over the 10..90 % part, publish seconds, messages the broker
+    acknowledged to the fleet but never delivered: holes in the consumer's seq ranges once
+    nothing more arrives for 30 s)."""
+    total = len(messages) * VALUES_PER_MESSAGE
+    marks: list[tuple[float, int]] = []
+    published: list[float] = []
+    pub = threading.Thread(target=lambda: published.append(publish(port, messages, connections)))
+    pub.start()
+    while True:
+        n = stored_rows(url)
+        marks.append((time.monotonic(), n))
+        if n >= total:
+            break
+        stalled = [m for m in marks if m[0] >= marks[-1][0] - 30]
+        if published and stalled[0][1] == n and marks[-1][0] - marks[0][0] > 30:
+            break  # everything acknowledged, nothing new for 30 s: the rest is lost
+        time.sleep(1.0)
+    pub.join()
+    lo = next(m for m in marks if m[1] >= total * 0.1)
+    hi = next(m for m in marks if m[1] >= min(total * 0.9, marks[-1][1]))
+    return (hi[1] - lo[1]) / (hi[0] - lo[0]), published[0], missing_messages(url)
+
+
+def missing_messages(url: str) -> int:
+    """Seqs below each stream's highest that the consumer never stored (its holes)."""
+    db = open_database(url)
+    try:
+        return int(db.scalar("SELECT coalesce(sum(m), 0) FROM (SELECT max(hi) - "
+                             "sum(hi - lo + 1) AS m FROM seq_ranges GROUP BY gw, epoch) x"))
+    finally:
+        db.close()
+
+
+def latency(url: str, port: int, gateways: int, meters: int, rate: float,
+            seconds: float) -> tuple[float, float, int]:
+    """Paced publishing at ``rate`` messages/s, each stamped when built: (p50, p99) in ms of
+    received_ms − t_ms over the rows stored, and how many messages."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fleet-paced",
+                         protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    start_ms = time.time_ns() // 1_000_000
+    sent = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        due = int((time.monotonic() - t0) * rate)
+        while sent < due:
+            g, m = sent % gateways, (sent // gateways) % meters
+            topic, payload = poll_message(g, m, 1_000_000 + sent, time.time_ns() // 1_000_000,
+                                          sent)
+            client.publish(topic, payload, qos=1)
+            sent += 1
+        time.sleep(0.002)
+    client.disconnect()
+    client.loop_stop()
+    db = open_database(url)
+    try:
+        query = ("SELECT count(*) FROM current_reads WHERE t_ms >= ?", (start_ms,))
+        want = sent * VALUES_PER_MESSAGE
+        end = time.monotonic() + 120
+        while time.monotonic() < end and int(db.scalar(*query)) < want:
+            time.sleep(0.5)
+        rows = sorted(int(r) - int(t) for r, t in db.execute(
+            "SELECT received_ms, t_ms FROM current_reads WHERE t_ms >= ?", (start_ms,)))
+    finally:
+        db.close()
+    return rows[len(rows) // 2], rows[min(len(rows) - 1, int(len(rows) * 0.99))], sent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gateways", type=int, default=1000)
+    parser.add_argument("--meters", type=int, default=100)
+    parser.add_argument("--polls", type=int, default=1)
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--latency-rate", type=float, default=500.0)
+    parser.add_argument("--latency-s", type=float, default=20.0)
+    parser.add_argument("--broker-inflight", type=int, default=1000,
+                        help="mosquitto max_inflight_messages (0: unlimited)")
+    args = parser.parse_args()
+
+    from tests.central.pg_cluster import available, postgres_cluster
+    from tests.central.support import fresh_pg
+
+    if not available():
+        sys.exit("bench_central_mqtt: initdb/pg_ctl not installed")
+    t_build = time.perf_counter()
+    messages = [poll_message(g, m, p * args.meters + m + 1, 1_767_225_600_000 + p * 900_000, p)
+                for p in range(args.polls) for g in range(args.gateways)
+                for m in range(args.meters)]
+    print(f"fleet: {args.gateways} gateways x {args.meters} meters x {args.polls} polls = "
+          f"{len(messages):,} messages, {len(messages) * VALUES_PER_MESSAGE:,} values "
+          f"(built in {time.perf_counter() - t_build:.1f} s); load average "
+          f"{os.getloadavg()[0]:.1f}")
+    with postgres_cluster() as server, tempfile.TemporaryDirectory() as tmp:
+        for n in (int(x) for x in args.workers.split(",")):
+            work = Path(tmp) / f"w{n}"
+            work.mkdir()
+            url = fresh_pg(server)
+            with mosquitto(work, args.broker_inflight) as port:
+                config = work / "central.toml"
+                config.write_text(
+                    f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nshare_group = "bench"\n'
+                    f'[database]\nurl = "{url}"\n[ingest]\nbatch_max = 1000\n'
+                    'batch_wait_ms = 100\n[gaps]\ngrace_s = 600\nscan_interval_s = 30\n')
+                workers = start_workers(n, config)
+                try:
+                    time.sleep(3)
+                    load0 = os.getloadavg()[0]
+                    rate, pub_s, lost = throughput(url, port, messages, args.publishers)
+                    p50, p99, sent = latency(url, port, args.gateways, args.meters,
+                                             args.latency_rate, args.latency_s)
+                    rss = [peak_rss_mb(w.pid) for w in workers]
+                    print(f"workers {n}: stored {rate:9,.0f} values/s sustained "
+                          f"(published in {pub_s:.1f} s; {lost} messages acknowledged to the "
+                          f"fleet, never delivered) | latency at "
+                          f"{args.latency_rate:.0f} msgs/s ({sent} msgs): p50 {p50} ms, "
+                          f"p99 {p99} ms | peak RSS per worker "
+                          f"{', '.join(f'{r:.0f}' for r in rss)} MiB | load average "
+                          f"{load0:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
+                finally:
+                    for w in workers:
+                        w.send_signal(signal.SIGTERM)
+                    for w in workers:
+                        w.wait(60)
+
+
+if __name__ == "__main__":
+    main()
