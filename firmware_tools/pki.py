@@ -126,8 +126,11 @@ def load_lab_ca(key_pem_bytes: bytes, cert_pem_bytes: bytes, where: str) -> LabC
 
 
 def _role_of(cn: str) -> IdentityRole:
-    role, sep, _ = cn.partition("/")
-    return role if sep and role in ROLES else "gateway"  # type: ignore[return-value]
+    prefix, sep, _ = cn.partition("/")
+    for role in ROLES:
+        if sep and prefix == role:
+            return role
+    return "gateway"
 
 
 def sign_csr(ca: LabCa, csr_pem: bytes, *, days: int, server_names: tuple[str, ...] = (),
@@ -153,8 +156,13 @@ def sign_csr(ca: LabCa, csr_pem: bytes, *, days: int, server_names: tuple[str, .
     cn = str(cns[0].value) if len(cns) == 1 else ""
     role = _role_of(cn)
     name = cn.partition("/")[2] if role != "gateway" else cn
-    if not cn or common_name(role, name) != cn:
-        raise PkiError(f"request CN {cn!r} is not an identity name made by 'gwtool identity'")
+    try:
+        expected = common_name(role, name)
+    except PkiError:
+        expected = ""
+    if not cn or expected != cn:
+        raise PkiError(f"request CN {cn!r} is not an identity name made by 'gwtool identity' "
+                       "(a gateway id, or operator/, central/ or broker/ and a name)")
     if role == "broker" and not server_names:
         raise PkiError("a broker certificate needs --server-name (each host name or IP "
                        "address clients connect to)")

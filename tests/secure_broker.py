@@ -48,8 +48,9 @@ def _sign(ca: Any, directory: Path, role: str, name: str, **kw: Any) -> Identity
     return Identity(cn, directory / f"{stem}.crt", directory / f"{stem}.key")
 
 
-def make_pki(directory: Path) -> Pki:
-    """A lab CA, the broker's server certificate for 127.0.0.1 and a client per identity."""
+def make_pki(directory: Path, gateways: tuple[str, ...] = ()) -> Pki:
+    """A lab CA, the broker's server certificate for 127.0.0.1 and a client per identity
+    (IDENTITIES and the ``gateways`` named)."""
     from cryptography.hazmat.primitives import serialization
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -58,7 +59,7 @@ def make_pki(directory: Path) -> Pki:
     pki = Pki(directory / "ca.crt")
     broker = _sign(ca, directory, "broker", "test", server_names=("127.0.0.1",))
     pki.identities["broker"] = broker
-    for role, name in IDENTITIES:
+    for role, name in (*IDENTITIES, *(("gateway", g) for g in gateways)):
         ident = _sign(ca, directory, role, name)
         pki.identities[ident.cn] = ident
     # The same names from a CA the broker does not trust.
@@ -161,6 +162,7 @@ class Client:
 
     def subscribe(self, topic: str) -> str:
         _, mid = self.client.subscribe(topic, qos=1)
+        assert mid is not None
         reasons = self._wait_ack(mid)
         return str(reasons[0])
 

@@ -89,7 +89,7 @@ def test_gateway_publishes_under_its_own_topics(world: tuple[object, Pki, Client
     f"{P}/gw-1/reads",                         # not a topic of the layout
     f"{P}/gw-1/reads/m-001/extra",
     f"{P}/gw-1/debug",
-    f"other/gw-1/reads/m-001",                 # outside the prefix
+    "other/gw-1/reads/m-001",                 # outside the prefix
 ])
 def test_gateway_cannot_publish_anywhere_else(world: tuple[object, Pki, Client], topic: str) -> None:
     gw = _client(world, "gw-1")
