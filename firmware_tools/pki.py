@@ -35,12 +35,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.config.ids import ID_PATTERN, IDENT
+
 IdentityRole = Literal["gateway", "operator", "central", "broker"]
 ROLES: Final[tuple[IdentityRole, ...]] = ("gateway", "operator", "central", "broker")
-#: The gateway id pattern of the daemon's config (``gateway.config.ids.ID_PATTERN``), repeated
-#: here because ``gwtool`` must not import the daemon's config layer for one regular expression;
-#: tests/test_gwtool_identity.py checks the two agree.
-NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: Every identity name is shaped like a gateway id of the daemon's config: one MQTT topic
+#: segment without wildcards, at most 64 characters.
+NAME_PATTERN: Final = re.compile(ID_PATTERN)
+NAME_MAX: Final = 64 if IDENT.max_length is None else IDENT.max_length
 LAB_CA_NAME: Final = "edge-gateway lab CA (rigs only, not production)"
 
 
@@ -50,7 +52,7 @@ class PkiError(ValueError):
 
 def common_name(role: IdentityRole, name: str) -> str:
     """The certificate CN (and so the broker user name) of identity ``name`` in ``role``."""
-    if not NAME_PATTERN.fullmatch(name):
+    if not NAME_PATTERN.fullmatch(name) or len(name) > NAME_MAX:
         raise PkiError(
             f"{role} name {name!r}: use letters, digits, '.', '_' or '-' starting with a letter "
             "or digit, at most 64 characters (it becomes an MQTT topic segment)"

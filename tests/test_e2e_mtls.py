@@ -2,10 +2,12 @@
 (issue 16): reads reach a consumer holding the central identity on the central worker's own
 shared subscription; an operator's signed trip sent by ``gwtool send-command --cert/--key``
 is executed and answered; the central identity can ask for a replay but its VIEWER key cannot
-trip a meter; ``gwtool`` without a client certificate is refused in one line."""
+trip a meter; ``gwtool`` without a client certificate is refused in one line; a real
+``edge-central`` worker with its own certificate stores the reads."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,12 +16,13 @@ from typing import Any
 
 import cbor2
 
-from central.config import CentralConfig, MqttSettings
+from central.config import CentralConfig, MqttSettings, load_config
+from central.errors import ConfigError
 from central.worker import subscriptions
 from protocols.commands import build_envelope, parse_private_key, sign_command
 from protocols.payload import decode_message
 from tests.gateway_rig import gateway_rig, wait_until
-from tests.secure_broker import Client, make_pki, secure_broker
+from tests.secure_broker import Client, Pki, make_pki, secure_broker
 
 REPO = Path(__file__).resolve().parent.parent
 P = "mtr/v1"
@@ -48,7 +51,10 @@ def test_daemon_over_mtls_with_the_acl(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki", gateways=("gw-test",))
     broker = secure_broker(tmp_path / "broker", pki)
     broker.start()
-    central = Client(broker, pki, "central/central-1")
+    # The test's own eyes hold a second central identity: with use_username_as_clientid two
+    # connections with one certificate would throw each other off (docs/security.md).
+    central = Client(broker, pki, "central/witness")
+    worker: subprocess.Popen[bytes] | None = None
     try:
         with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=2, modbus_meters=0,
                          broker=broker) as rig:
@@ -69,9 +75,13 @@ def test_daemon_over_mtls_with_the_acl(tmp_path: Path) -> None:
             rig.config_path.write_text(text)
 
             assert central.connect()
-            config = CentralConfig(Path("central.toml"), "sqlite://", MqttSettings(topic_prefix=P))
+            # The worker's filters in a share group of the witness's own (in the worker's group
+            # the broker would split the messages between the two).
+            config = CentralConfig(Path("central.toml"), "sqlite://",
+                                   MqttSettings(topic_prefix=P, share_group="witness"))
             for f in subscriptions(config):
                 assert central.subscribe(f) == "Granted QoS 1"
+            worker = _start_central_worker(rig.workdir, broker.port, pki)
             rig.start_daemon()
 
             # Reads of every meter and the retained birth reach the central identity.
@@ -79,6 +89,9 @@ def test_daemon_over_mtls_with_the_acl(tmp_path: Path) -> None:
                               == set(rig.meters), 60), rig.log_text()[-3000:]
             births = _decoded(central, f"{P}/{gw}/state")
             assert births and births[-1]["online"] is True
+            # ...and so do they to a real edge-central worker over mTLS, which stores them.
+            assert wait_until(lambda: _stored_meters(rig.workdir) == set(rig.meters), 60), \
+                (rig.workdir / "worker.log").read_text()
 
             # The operator's trip, sent with the operator's certificate, is executed.
             target = sorted(rig.meters)[0]
@@ -98,8 +111,11 @@ def test_daemon_over_mtls_with_the_acl(tmp_path: Path) -> None:
             assert refused.returncode == 1
             assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
             assert "client certificate" in refused.stderr and "Traceback" not in refused.stderr
-            # A gateway's certificate is no operator's: the ACL refuses its command.
-            as_gateway = gwtool(*common, "--cert", str(ident.cert), "--key", str(ident.key))
+            # A gateway's certificate is no operator's: the ACL refuses its command. (Another
+            # gateway's: with this gateway's own, the broker would hand gwtool the daemon's
+            # session, use_username_as_clientid, and throw the daemon off for a moment.)
+            gw1 = pki.identities["gw-1"]
+            as_gateway = gwtool(*common, "--cert", str(gw1.cert), "--key", str(gw1.key))
             assert as_gateway.returncode == 1 and "Not authorized" in as_gateway.stderr, as_gateway
 
             # Central may publish commands, but its VIEWER key only gets replays through.
@@ -125,5 +141,60 @@ def test_daemon_over_mtls_with_the_acl(tmp_path: Path) -> None:
             assert not rig.meters[sorted(rig.meters)[1]].sim.snapshot().status.relay_open
             assert rig.stop_daemon() == 0
     finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
         central.close()
         broker.kill()
+
+
+def _start_central_worker(workdir: Path, port: int, pki: Pki) -> subprocess.Popen[bytes]:
+    ident = pki.identities["central/central-1"]
+    config = workdir / "central.toml"
+    config.write_text(
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ntopic_prefix = "{P}"\n'
+        f'tls = {{ ca_file = "{pki.ca}", cert_file = "{ident.cert}", key_file = "{ident.key}" }}\n'
+        f'[database]\nurl = "sqlite:///{workdir / "central.sqlite"}"\n'
+        '[ingest]\nbatch_wait_ms = 50\n')
+    log = open(workdir / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen([sys.executable, "-m", "central.cli", "run", "--config",
+                                 str(config), "--worker", "w1"], cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT)
+    finally:
+        log.close()
+
+
+def _stored_meters(workdir: Path) -> set[str]:
+    try:
+        con = sqlite3.connect(workdir / "central.sqlite", timeout=1)
+        try:
+            return {m for (m,) in con.execute("SELECT DISTINCT meter FROM current_reads")}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return set()
+
+
+def test_central_tls_settings_are_checked_at_load(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    ident = pki.identities["central/central-1"]
+    other = pki.identities["gw-1"]
+
+    def load(tls: str) -> str:
+        path = tmp_path / "central.toml"
+        path.write_text(f'[mqtt]\ntls = {tls}\n[database]\nurl = "sqlite:///c.sqlite"\n')
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            return str(exc)
+        return repr(config.mqtt.tls)
+
+    good = load(f'{{ ca_file = "{pki.ca}", cert_file = "{ident.cert}", key_file = "{ident.key}" }}')
+    assert "TlsSettings(" in good and str(ident.key) in good
+    assert "must be given together" in load(f'{{ cert_file = "{ident.cert}" }}')
+    assert "cannot load" in load(f'{{ ca_file = "{tmp_path / "missing.crt"}" }}')
+    assert "cannot load" in load(
+        f'{{ ca_file = "{pki.ca}", cert_file = "{ident.cert}", key_file = "{other.key}" }}')
+    assert "unknown key" in load('{ cafile = "x" }')
+    assert "expected a table" in load('"ca.crt"')

@@ -16,8 +16,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from firmware_tools.cli import main
-from firmware_tools.pki import NAME_PATTERN
-from gateway.config.ids import ID_PATTERN, IDENT
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -36,10 +34,6 @@ def openssl(*args: str) -> str:
 def lab(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     assert run(capsys, "lab-ca", "init", str(tmp_path / "ca"))[0] == 0
     return tmp_path / "ca"
-
-
-def test_gateway_names_are_the_daemons_gateway_ids() -> None:
-    assert NAME_PATTERN.pattern == ID_PATTERN.replace("*", f"{{0,{IDENT.max_length - 1}}}")
 
 
 def test_identity_key_csr_and_lab_signed_certificates(
