@@ -140,6 +140,18 @@ def test_daemon_over_mtls_with_the_acl(tmp_path: Path) -> None:
                                           for m in _decoded(central, f"{P}/{gw}/reads/")), 30)
             assert not rig.meters[sorted(rig.meters)[1]].sim.snapshot().status.relay_open
             assert rig.stop_daemon() == 0
+
+            # The same gateway without its certificate: refused at TLS, and the log says why.
+            births_before = len(_decoded(central, f"{P}/{gw}/state"))
+            rig.config_path.write_text(text.replace(
+                f', cert_file = "{ident.cert}", key_file = "{ident.key}"', ""))
+            log_before = len(rig.log_text())
+            rig.start_daemon()
+            assert wait_until(lambda: "client certificate" in rig.log_text()[log_before:], 30), \
+                rig.log_text()[log_before:]
+            assert rig.stop_daemon() == 0
+            # Nothing of that run reached the broker: the only new state is none at all.
+            assert len(_decoded(central, f"{P}/{gw}/state")) == births_before
     finally:
         if worker is not None:
             worker.terminate()
