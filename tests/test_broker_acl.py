@@ -128,14 +128,22 @@ def test_gateway_reads_only_its_own_command_topic(world: tuple[object, Pki, Clie
 def test_operator_publishes_commands_and_reads_results(world: tuple[object, Pki, Client]) -> None:
     op, gw = _client(world, "operator/op-1"), _client(world, "gw-1")
     try:
-        op.subscribe(f"{P}/+/cmd/result")
-        op.subscribe(f"{P}/+/reads/+")
-        op.subscribe(f"{P}/+/cmd")
-        result, reads = _payload("result"), _payload("reads")
+        for f in (f"{P}/+/cmd/result", f"{P}/+/state", f"{P}/+/reads/+", f"{P}/+/alarms",
+                  f"{P}/+/cmd"):
+            op.subscribe(f)
+        result, state, reads, command = (_payload(k) for k in ("result", "state", "reads", "cmd"))
         assert gw.publish(f"{P}/gw-1/cmd/result", result) == OK
+        assert gw.publish(f"{P}/gw-1/state", state) == OK
         assert gw.publish(f"{P}/gw-1/reads/m-001", reads) == OK
+        assert gw.publish(f"{P}/gw-1/alarms", reads) == OK
+        assert op.publish(f"{P}/gw-2/cmd", command) == OK
         assert _arrives(op, f"{P}/gw-1/cmd/result", result)
-        assert _never(op, f"{P}/gw-1/reads/m-001", reads)  # an operator does not read meter data
+        assert _arrives(op, f"{P}/gw-1/state", state)  # births: is the gateway online?
+        # An operator reads no meter data and no alarms, nor anyone's commands (its own
+        # included): nothing but results and states.
+        assert _never(op, f"{P}/gw-1/reads/m-001", reads)
+        assert {t for t, _ in op.messages} <= {f"{P}/gw-1/cmd/result", f"{P}/gw-1/state",
+                                               f"{P}/gw-2/state"}
         for topic in (f"{P}/gw-1/reads/m-001", f"{P}/gw-1/state", f"{P}/gw-1/cmd/result",
                       f"{P}/gw-1/alarms", f"{P}/gw-1/health"):
             body = _payload("op-forged")
@@ -179,6 +187,7 @@ def test_central_publishes_commands_and_nothing_else(world: tuple[object, Pki, C
         replay = _payload("replay")
         assert central.publish(f"{P}/gw-1/cmd", replay) == OK
         assert _arrives(gw, f"{P}/gw-1/cmd", replay)
+        assert _arrives(world[2], f"{P}/gw-1/cmd", replay)  # central reads commands too
         for suffix in GATEWAY_OWN:
             body = _payload("central-forged")
             assert central.publish(f"{P}/gw-1/{suffix}", body) == DENIED, suffix
