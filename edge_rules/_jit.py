@@ -17,11 +17,18 @@ need it (issue 3's memory goal: 200 meters ≤ 114 MiB). Until then :func:`njit`
 :class:`LazyKernel`; the first call of any of them compiles-on-demand *every* kernel declared so
 far and rebinds the module globals to the real dispatchers, because numba resolves the kernels a
 kernel calls from its module's globals when it compiles it and cannot call a Python object.
+
+**Without numba** (no wheels for 32-bit ARM, so the install skips it there: pyproject's
+environment marker; or an import that fails for any other reason) nothing breaks: the first call
+logs one warning, and every kernel runs as its NumPy twin where it has one (the tests prove them
+equal) and otherwise as its own Python function, uncompiled — the same results, slower
+(docs/install.md gives the figures). :func:`numba_available` tells which.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 import threading
 from collections.abc import Callable
@@ -29,18 +36,60 @@ from typing import Any, TypeVar, cast
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["LazyKernel", "njit", "numba_loaded", "use_numpy_twins"]
+__all__ = ["LazyKernel", "njit", "numba_available", "numba_loaded", "use_numpy_twins"]
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _pending: list[LazyKernel] = []
 _active = False
 _twins = False
+#: None until the first compile; then whether numba could be imported.
+_numba_ok: bool | None = None
+
+
+def numba_available() -> bool:
+    """Whether numba can be imported here (imports it once to find out)."""
+    global _numba_ok
+    if _numba_ok is None:
+        try:
+            import numba  # noqa: F401
+        except ImportError as exc:
+            _numba_ok = False
+            log.warning("numba is not available (%s): the rule kernels run as their NumPy twins "
+                        "or as plain Python, with the same results, slower (docs/install.md)", exc)
+        else:
+            _numba_ok = True
+    return _numba_ok
 
 
 def _compile(function: Callable[..., Any]) -> Any:
+    """numba's dispatcher for ``function``, or without numba its twin or the function itself."""
+    if not numba_available():
+        return _uncompiled(function)
     import numba
 
     return numba.njit(cache=True, nogil=True)(function)
+
+
+def _uncompiled(function: Callable[..., Any]) -> Callable[..., Any]:
+    """What runs a kernel when numba cannot: its NumPy twin or the function itself."""
+    return _twin_of(function) or function
+
+
+def _twin_of(function: Callable[..., Any]) -> Callable[..., Any] | None:
+    """The kernel's NumPy twin by the project's naming rule (``x_nb`` → ``x_np`` in the same
+    module, docs/dev/kernels.md) when it takes the same parameters, or None (a twin with another
+    calling convention is not a drop-in)."""
+    name = getattr(function, "__name__", "")
+    if not name.endswith("_nb"):
+        return None
+    twin = function.__globals__.get(name[:-3] + "_np")
+    if (callable(twin) and not isinstance(twin, LazyKernel)
+            and list(inspect.signature(twin).parameters)
+            == list(inspect.signature(function).parameters)):
+        return cast(Callable[..., Any], twin)
+    return None
 
 
 class LazyKernel:
@@ -69,20 +118,11 @@ class LazyKernel:
         return dispatcher(*args, **kwargs)
 
     def twin(self) -> Callable[..., Any] | None:
-        """The kernel's NumPy twin by the project's naming rule (``x_nb`` → ``x_np`` in the same
-        module, docs/dev/kernels.md) when it takes the same parameters, or None (then the kernel
-        is compiled even in twin mode: a twin with another calling convention is not a drop-in)."""
-        if self._twin is not None:
-            return self._twin if callable(self._twin) else None
-        found: Callable[..., Any] | None = None
-        if self.__name__.endswith("_nb"):
-            twin = self.py_func.__globals__.get(self.__name__[:-3] + "_np")
-            if (callable(twin) and not isinstance(twin, LazyKernel)
-                    and list(inspect.signature(twin).parameters)
-                    == list(inspect.signature(self.py_func).parameters)):
-                found = twin
-        self._twin = found or False
-        return found
+        """The kernel's NumPy twin (:func:`_twin_of`), or None (then the kernel is compiled even
+        in twin mode)."""
+        if self._twin is None:
+            self._twin = _twin_of(self.py_func) or False
+        return self._twin if callable(self._twin) else None
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

@@ -8,11 +8,13 @@ task runs; this module only moves its bytes.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
 import serial
 
+from gateway.config.serial_line import describe_serial_error, parity_for_port
 from protocols import dlt645 as d
 from protocols.dlt645.transaction import (
     Answered,
@@ -23,8 +25,10 @@ from protocols.dlt645.transaction import (
     char_time_s,
 )
 
+from .errors import ToolError
 
-class LinkError(Exception):
+
+class LinkError(ToolError):
     """The port cannot be used (missing device, permission, wrong settings); message says what to do."""
 
 
@@ -49,21 +53,43 @@ class SerialSettings:
                               char_time_s=char_time_s(self.baudrate, self.parity), link=self.link)
 
 
+# termios exists on POSIX only; a field laptop may run Windows, where pyserial raises its own.
+if sys.platform == "win32":
+    _TERMIOS_ERRORS: tuple[type[Exception], ...] = ()
+else:
+    import termios
+
+    _TERMIOS_ERRORS = (termios.error,)
+
+#: Errors a port raises while in use: pyserial's own, the termios module's (not an OSError), the OS's.
+IO_ERRORS: tuple[type[Exception], ...] = (serial.SerialException, OSError, *_TERMIOS_ERRORS)
+#: ... and on open also ValueError, for settings or URLs pyserial rejects.
+SERIAL_ERRORS: tuple[type[Exception], ...] = (*IO_ERRORS, ValueError)
+
+#: Ports the pty parity fallback was reported for (``discover`` re-opens the port per baud rate).
+_parity_warned: set[str] = set()
+
+
 def open_port(settings: SerialSettings) -> serial.SerialBase:
-    """Open a serial port or pyserial URL; any failure becomes one actionable line."""
-    parity = {"E": serial.PARITY_EVEN, "N": serial.PARITY_NONE, "O": serial.PARITY_ODD}.get(settings.parity)
-    if parity is None:
+    """Open a serial port or pyserial URL; any failure becomes one actionable line.
+
+    Exclusive, as the daemon opens it, so a port the service holds is reported busy instead of
+    two masters talking over each other. A pseudo-terminal is opened 8N1 whatever the parity
+    (:mod:`gateway.config.serial_line`), with one warning on stderr."""
+    parities = {"E": serial.PARITY_EVEN, "N": serial.PARITY_NONE, "O": serial.PARITY_ODD}
+    if settings.parity not in parities:
         raise LinkError(f"parity must be E, N or O, got {settings.parity!r}")
+    line = parity_for_port(settings.port, settings.parity)
+    if line.warning is not None and settings.port not in _parity_warned:
+        _parity_warned.add(settings.port)
+        print(f"gwtool: warning: {line.warning}", file=sys.stderr)
     try:
         return serial.serial_for_url(
-            settings.port, baudrate=settings.baudrate, parity=parity, bytesize=8, stopbits=1,
-            timeout=0.02,
+            settings.port, baudrate=settings.baudrate, parity=parities[line.applied], bytesize=8,
+            stopbits=1, timeout=0.02, exclusive=True,
         )
-    except (serial.SerialException, ValueError, OSError) as exc:
-        raise LinkError(
-            f"cannot open serial port {settings.port}: {exc} — check the device path, that nothing "
-            "else holds the port, and your permissions (dialout group)"
-        ) from None
+    except SERIAL_ERRORS as exc:
+        raise LinkError(describe_serial_error(settings.port, exc)) from None
 
 
 def run_transaction(port: serial.SerialBase, request: d.Message, settings: SerialSettings) -> Answered:
@@ -71,10 +97,18 @@ def run_transaction(port: serial.SerialBase, request: d.Message, settings: Seria
     :class:`~protocols.dlt645.transaction.Exchange`, which makes every decision (timeouts, retries,
     stray frames) exactly as it does for the daemon's bus task.
 
-    Raises :class:`~protocols.dlt645.ExceptionReply` (the meter refused) or a
-    :class:`~protocols.dlt645.TransactionError` (no reply, stray replies, garbled reply) whose
+    Raises :class:`~protocols.dlt645.ExceptionReply` (the meter refused), a
+    :class:`~protocols.dlt645.TransactionError` (no reply, stray replies, garbled reply) or
+    :class:`LinkError` (the port failed under us: adapter unplugged, simulator gone) whose
     message is the one line to show the user.
     """
+    try:
+        return _exchange(port, request, settings)
+    except IO_ERRORS as exc:
+        raise LinkError(describe_serial_error(settings.port, exc, "use")) from None
+
+
+def _exchange(port: serial.SerialBase, request: d.Message, settings: SerialSettings) -> Answered:
     exchange = Exchange(request, settings.policy(), preamble=settings.preamble)
     action = exchange.start(time.monotonic())
     while True:

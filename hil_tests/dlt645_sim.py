@@ -31,8 +31,9 @@ events ``03``              03110000/0311000n power-down, 03300D00/03300D0n meter
                            (with energies before and after), 03300E00/0n terminal cover (this
                            model has one cover, reported as the meter cover: terminal cover count
                            stays 0), 03010000 loss-of-voltage count and minutes per phase.
-parameters ``04``          date/time (the meter clock: model time + this meter's offset),
-                           address, meter number, constant, protocol version, status words 1..7.
+parameters ``04``          date/time (the meter clock: model time + this meter's offset and
+                           drift), CT/PT ratios, address, meter number, constant, protocol
+                           version, status words 1..7.
 daily freeze ``05 06``     0506000n time, 0506010n import, 0506020n export (total + 4 tariffs).
 load records ``06``        06000001 / 06040001 with N and a start time: class-4 records (import,
                            export, combined reactive 1 and 2 totals) every recording period of the
@@ -311,10 +312,12 @@ def _status_word(word: int) -> Provider:
         elif word in (4, 5, 6):
             k = word - 4
             letter = "abc"[k]
-            if k < len(phases):
+            if k < len(phases):  # 失压 (bit 0): voltage gone, current flowing; 断相 (bit 7): both
                 flags = {f"{letter}.voltage_loss": st.loss_of_voltage[k],
-                         f"{letter}.power_reverse": st.reverse_phase[k]}
-        else:
+                         f"{letter}.power_reverse": st.reverse_phase[k],
+                         f"{letter}.phase_break": k < len(st.phase_break) and st.phase_break[k]}
+        else:  # 掉电 (bit 5) is a state bit: set only while the supply is gone, when a meter
+            # without an auxiliary supply cannot answer; its trace afterwards is 03110000/01.
             flags = {"cover_open": st.cover_open, "power_down": not st.powered}
         known = {n for n in STATUS_WORD_FLAGS[word] if n}
         return [{name: flags.get(name, False) for name in known}]
@@ -369,6 +372,8 @@ def _build_providers_2007() -> dict[int, Provider]:
     table[0x04000101] = lambda m, s: [m.clock(s)]
     table[0x04000102] = lambda m, s: [m.clock(s)]
     table[0x0400010C] = lambda m, s: [m.clock(s)]
+    table[0x04000306] = lambda m, s: [m.ct_ratio]
+    table[0x04000307] = lambda m, s: [m.pt_ratio]
     table[0x04000401] = lambda m, s: [m.address]
     table[0x04000402] = lambda m, s: [m.meter_number]
     table[0x04000409] = lambda m, s: [Decimal(m.constant)]
@@ -441,8 +446,10 @@ class Dlt645Meter:
     :class:`~hil_tests.load_model.SimMeter` whose physics it reports.
 
     ``passwords`` maps password level → 6 hex digits (default level 02 = ``000000``).
-    ``clock_offset_s`` is how far the meter's clock is ahead of true (simulated) time; time sync and
-    clock writes change it. ``prepay`` (None, ``"energy"`` or ``"money"``) sets the status word 3
+    ``clock_offset_s`` is how far the meter's clock is ahead of true (simulated) time when the
+    meter is created; ``clock_drift_s_per_day`` how much it gains per simulated day from then on
+    (negative: it loses; a quartz within its ±0.5 s/day class is a few tenths). A time sync or a
+    clock write sets the clock, and the drift carries on from the new setting. ``prepay`` (None, ``"energy"`` or ``"money"``) sets the status word 3
     prepayment bits. ``baudrates`` are the speeds a 17H request may select.
     """
 
@@ -455,6 +462,7 @@ class Dlt645Meter:
         meter_number: str | None = None,
         passwords: Mapping[int, str] | None = None,
         clock_offset_s: float = 0.0,
+        clock_drift_s_per_day: float = 0.0,
         prepay: str | None = None,
         constant: int = 1200,
         baudrates: Sequence[int] = DLT645_BAUDRATES,
@@ -478,8 +486,17 @@ class Dlt645Meter:
                                  f"got {password!r}")
             self.passwords[level] = password.upper()
         self.clock_offset_s = clock_offset_s
+        self.clock_drift_s_per_day = clock_drift_s_per_day
+        #: Simulated time at which the clock was ``clock_offset_s`` ahead (set with the clock).
+        self.clock_set_at = sim.sample().t
+        #: Time syncs (08H broadcasts and clock writes) this meter obeyed, for test rigs.
+        self.clock_syncs = 0
         self.prepay = prepay
         self.constant = constant
+        #: The CT and PT ratios programmed into the meter (04000306/04000307); a rig changes
+        #: them to play a meter reprogrammed in the field.
+        self.ct_ratio = Decimal(1)
+        self.pt_ratio = Decimal(1)
         self.baudrates = tuple(baudrates)
         self._lock = threading.RLock()
         self._power_downs = _EventHistory()
@@ -516,13 +533,23 @@ class Dlt645Meter:
         """An instant as this meter would have time-stamped it (None stays None: no record)."""
         return None if epoch is None else self._meter_time(s, epoch)
 
+    def offset_at(self, epoch: float) -> float:
+        """How far the meter clock is ahead of true time at simulated time ``epoch`` (s)."""
+        return self.clock_offset_s + self.clock_drift_s_per_day * (epoch - self.clock_set_at) / 86400
+
+    def set_offset(self, offset_s: float, at: float | None = None) -> None:
+        """Put the meter clock ``offset_s`` ahead of true time now (a rig's knob)."""
+        self.clock_offset_s = offset_s
+        self.clock_set_at = self.sim.sample().t if at is None else at
+
     def _meter_time(self, s: MeterSnapshot, epoch: float) -> dt.datetime:
-        moment = dt.datetime.fromtimestamp(epoch + self.clock_offset_s, tz=s.local_time.tzinfo)
+        moment = dt.datetime.fromtimestamp(epoch + self.offset_at(epoch), tz=s.local_time.tzinfo)
         return moment.replace(tzinfo=None, microsecond=0)
 
     def _set_clock(self, s: MeterSnapshot, local: dt.datetime) -> None:
         aware = local.replace(tzinfo=s.local_time.tzinfo)
-        self.clock_offset_s = aware.timestamp() - s.t
+        self.set_offset(aware.timestamp() - s.t, s.t)
+        self.clock_syncs += 1
 
     # -- events the test rig makes happen ---------------------------------------------------------
 
@@ -555,6 +582,12 @@ class Dlt645Meter:
     def set_loss_of_voltage(self, phase: str, lost: bool) -> None:
         """Lose (or restore) the voltage of phase ``a``/``b``/``c``; counted in 03010000."""
         self._around(lambda: self.sim.set_loss_of_voltage(phase, lost))
+
+    def set_phase_break(self, phase: str, broken: bool) -> None:
+        """Lose (or restore) phase ``a``/``b``/``c`` of the supply: no voltage, no current
+        there; a three-phase meter runs on from its other phases and reports 断相 (bit 7 of
+        status word 4/5/6)."""
+        self._around(lambda: self.sim.set_phase_break(phase, broken))
 
     def _around(self, change: Callable[[], object]) -> None:
         with self._lock:
@@ -710,7 +743,7 @@ class Dlt645Meter:
         if m.di not in LOAD_RECORD_DIS or m.start is None or m.count is None:
             return self._refuse(m, "no_data")
         zone = s.local_time.tzinfo
-        since = m.start.replace(tzinfo=zone).timestamp() - self.clock_offset_s
+        since = m.start.replace(tzinfo=zone).timestamp() - self.offset_at(s.t)
         entries = self.sim.load_records(since, m.count)
         if not entries:
             return self._refuse(m, "no_data")
@@ -883,7 +916,7 @@ class MeterSpec:
     """How to create one simulated meter: ``address``, ``version`` (2007 or 1997), ``phases``,
     ``base_kw`` (None = drawn from the seed), ``meter_id`` in the load model (default: the address),
     and the :class:`Dlt645Meter` settings ``meter_number``, ``passwords``, ``clock_offset_s``,
-    ``prepay``, ``initial_import_kwh``."""
+    ``clock_drift_s_per_day``, ``prepay``, ``initial_import_kwh``."""
 
     address: str
     version: int = 2007
@@ -893,6 +926,7 @@ class MeterSpec:
     meter_number: str | None = None
     passwords: Mapping[int, str] | None = None
     clock_offset_s: float = 0.0
+    clock_drift_s_per_day: float = 0.0
     prepay: str | None = None
     initial_import_kwh: Decimal | None = None
 
@@ -907,4 +941,4 @@ def build_meter(model: LoadModel, spec: MeterSpec | str) -> Dlt645Meter:
                       initial_import_kwh=spec.initial_import_kwh)
     return Dlt645Meter(sim, spec.address, version=spec.version, meter_number=spec.meter_number,
                        passwords=spec.passwords, clock_offset_s=spec.clock_offset_s,
-                       prepay=spec.prepay)
+                       clock_drift_s_per_day=spec.clock_drift_s_per_day, prepay=spec.prepay)

@@ -285,7 +285,9 @@ class StatusFlags:
 
     Fields: ``powered``; ``relay_open``; ``close_allowed`` (open, customer may close);
     ``pre_trip_alarm``; ``protected`` (trips refused); ``cover_open``; ``loss_of_voltage`` and
-    ``reverse_phase`` (one flag per phase); ``reverse_power`` (total active power negative).
+    ``reverse_phase`` (one flag per phase); ``reverse_power`` (total active power negative);
+    ``phase_break`` (one flag per phase: 断相, the phase's conductor is gone — no voltage and
+    no current — while the meter, powered from its other phases, runs on).
     """
 
     powered: bool
@@ -297,6 +299,7 @@ class StatusFlags:
     loss_of_voltage: tuple[bool, ...]
     reverse_phase: tuple[bool, ...]
     reverse_power: bool
+    phase_break: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -848,6 +851,8 @@ class SimMeter:
                 loss_of_voltage=tuple(self._powered and k in self._lost_phases for k in range(self.phases)),
                 reverse_phase=tuple(p < 0 for p in state.active_dw),
                 reverse_power=state.total_active_dw < 0,
+                phase_break=tuple(self._powered and k in self._broken_phases
+                                  for k in range(self.phases)),
             )
             by_tariff = tuple(self._demand(d) for d in self._max_demand_by_tariff)
             return MeterSnapshot(

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import os
 import tty
@@ -53,6 +54,7 @@ from pymodbus.server.base import ModbusBaseServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from hil_tests.load_model import RelayOutcome, SimMeter
+from protocols.modbus.clock import CLOCK_WORDS, encode_clock
 from protocols.modbus.profile import ModbusProfile, RegisterFunction
 from protocols.modbus.register_map import encode_values
 from protocols.modbus.relay import ModbusRelay
@@ -75,12 +77,15 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class SimulatedModbusMeter:
     """One meter on a simulated bus: ``unit_id`` (1..247), ``profile``, ``meter``;
-    ``spikes`` what the next read of a quantity reports too much (:meth:`spike_next_read`)."""
+    ``spikes`` what the next read of a quantity reports too much (:meth:`spike_next_read`);
+    ``clock_offset_s`` how far ahead of the model's time the clock is that the profile's
+    ``clock`` registers show (protocols/modbus/clock.py)."""
 
     unit_id: int
     profile: ModbusProfile
     meter: SimMeter
     spikes: dict[str, Decimal] = field(default_factory=dict)
+    clock_offset_s: float = 0.0
 
     def spike_next_read(self, kwh: Decimal, quantity: str = "energy.active.import.total") -> None:
         """The next request that reads ``quantity``'s registers reports it ``kwh`` too high,
@@ -173,6 +178,12 @@ async def _serve_unit(
     for (served_function, register), word in encode_values(sim.profile, values).items():
         if served_function is function:
             registers[register - start_address] = word
+    clock = sim.profile.clock
+    if clock is not None and clock.function == function.value:
+        moment = snapshot.local_time + dt.timedelta(seconds=sim.clock_offset_s)
+        for k, word in enumerate(encode_clock(moment.replace(tzinfo=None))):
+            if 0 <= clock.address + k - start_address < len(registers):
+                registers[clock.address + k - start_address] = word
     return None
 
 
@@ -256,6 +267,10 @@ def _devices(meters: Sequence[SimulatedModbusMeter], log: list[ServedRequest]) -
             raise ValueError(f"unit id {sim.unit_id} is used by more than one simulated meter")
         seen.add(sim.unit_id)
         windows = readable_windows(sim.profile)
+        if sim.profile.clock is not None:  # the clock's six registers, read on their own
+            clock = sim.profile.clock
+            windows[RegisterFunction(clock.function)] = sorted(
+                [*windows[RegisterFunction(clock.function)], (clock.address, CLOCK_WORDS)])
         relay = sim.profile.relay
         # Coils: only a relay coil exists; anything else is answered with exception 01 by the
         # action. A relay register is writable, the mapped registers are not.

@@ -98,6 +98,17 @@ class Dlt645Rig:
         for address in addresses or tuple(self.meters):
             self.meters[address].power_on()
 
+    def cut_phase(self, phase: str, on_phase: Sequence[str] = (),
+                  three_phase: Sequence[str] = (), cut: bool = True) -> None:
+        """Lose (``cut=False``: restore) one phase of the supply: the meters ``on_phase``
+        (single-phase, fed from it) lose their supply as in :meth:`cut_power`, power-down
+        record included; the ``three_phase`` meters keep answering from their other phases and
+        report that phase broken (断相, status word 4/5/6 bit 7), as real meters do."""
+        for address in on_phase:
+            (self.meters[address].power_off if cut else self.meters[address].power_on)()
+        for address in three_phase:
+            self.meters[address].set_phase_break(phase, cut)
+
     def mute(self, *addresses: str, muted: bool = True) -> None:
         """Make these meters stop answering while they keep their supply (a loose A/B wire at
         the meter, a broken transceiver): no power-down record, unlike :meth:`cut_power`.
@@ -203,13 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 000000000001)")
     d.add_argument("--phases", type=int, choices=(1, 3), default=3,
                    help="phases of every DL/T 645 meter (default 3)")
+    d.add_argument("--clock-offset-s", type=float, default=0.0, metavar="S",
+                   help="every DL/T 645 meter's clock starts S seconds ahead (negative: behind; "
+                   "default 0)")
+    d.add_argument("--clock-drift-s-per-day", type=float, default=0.0, metavar="S",
+                   help="and gains S seconds per simulated day (default 0)")
     m = parser.add_argument_group("Modbus TCP")
     m.add_argument("--modbus-tcp-meters", type=_count, default=0, metavar="N",
                    help="number of Modbus TCP meters (units 1..N on one server; default 0)")
     m.add_argument("--modbus-port", type=int, default=5020, metavar="PORT",
                    help="TCP port on 127.0.0.1, 0 = any free port (default 5020)")
     m.add_argument("--modbus-profile", default="sdm630", metavar="NAME",
-                   help="register map from configs/profiles (default sdm630)")
+                   help="register map from the shipped profiles (protocols/meter_profiles, default sdm630)")
     s = parser.add_argument_group("simulation")
     s.add_argument("--seed", type=int, default=0, help="load model seed (default 0)")
     s.add_argument("--accel", type=_positive_float, default=1.0, metavar="X",
@@ -247,7 +263,9 @@ def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> _Plan:
     except ValueError as exc:
         parser.error(f"--first-address: {exc}")
     first_1997 = args.dlt645_meters - args.dlt645_1997_meters
-    specs = [MeterSpec(a, version=1997 if i >= first_1997 else 2007, phases=args.phases)
+    specs = [MeterSpec(a, version=1997 if i >= first_1997 else 2007, phases=args.phases,
+                       clock_offset_s=args.clock_offset_s,
+                       clock_drift_s_per_day=args.clock_drift_s_per_day)
              for i, a in enumerate(addresses)]
     plan = _Plan(specs)
     if args.modbus_tcp_meters:

@@ -1,6 +1,6 @@
 """Meter profiles: which quantities a meter model offers and how to read them, kept as data.
 
-A profile is one TOML file (``configs/profiles/<name>.toml``); a user adds a meter model by writing
+A profile is one TOML file (``protocols/meter_profiles/<name>.toml`` for those shipped); a user adds a meter model by writing
 one, not by writing code. Its ``kind`` key selects the schema:
 
 * ``kind = "modbus"`` — a register map, parsed into :class:`protocols.modbus.profile.ModbusProfile`
@@ -24,6 +24,7 @@ else works on text or mappings.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 import tomllib
@@ -400,6 +401,8 @@ class Dlt645Profile:
     Fields: ``name``; ``version`` — ``"2007"`` or ``"1997"``; ``reads``; ``overrides``;
     ``load_records`` — the meter keeps class-4 load records (DL/T 645-2007 A.7, read with
     06040001), so intervals estimated while it was silent can be read back (docs/vee.md);
+    ``clock`` — the (date, time) DIs of the meter clock, read at ``[clock] read_interval_s``
+    rather than every poll (docs/clock.md), or None when the profile does not read the clock;
     ``description``/``vendor``/``model`` for people; ``source`` — where it was loaded from.
     """
 
@@ -409,6 +412,7 @@ class Dlt645Profile:
     reads: tuple[Dlt645Read, ...]
     overrides: tuple[Dlt645Override, ...] = ()
     load_records: bool = False
+    clock: tuple[str, str] | None = None
     description: str = ""
     vendor: str = ""
     model: str = ""
@@ -447,6 +451,7 @@ def _parse_dlt645(top: TableReader, name: str, common: _Common) -> Dlt645Profile
     read_tables = top.tables("reads", required=True)
     override_tables = top.tables("overrides")
     load_records = top.boolean("load_records", default=False)
+    clock_table = top.table("clock")
 
     di_lengths: set[int] = set()
 
@@ -535,6 +540,20 @@ def _parse_dlt645(top: TableReader, name: str, common: _Common) -> Dlt645Profile
         version = "2007"
         if len(di_lengths) > 1:
             top.error("reads", "mixes 8-digit (-2007) and 4-digit (-1997) DIs; set version and use one kind")
+    clock: tuple[str, str] | None = None
+    if clock_table is not None:
+        # The standard's items unless the profile names others (docs/clock.md).
+        defaults = ("04000101", "04000102") if version == "2007" else ("C010", "C011")
+        chosen = []
+        for key, default in zip(("date", "time"), defaults, strict=True):
+            text = clock_table.string(key, default=default) or default
+            di = text.upper()
+            if len(di) != len(default) or not (_DI_2007_RE.match(di) or _DI_1997_RE.match(di)):
+                clock_table.error(key, f"{text!r} is not a DL/T 645-{version} data identifier "
+                                       f"({len(default)} hex digits, e.g. {default!r})")
+            chosen.append(di)
+        clock_table.finish()
+        clock = (chosen[0], chosen[1])
     if load_records and version != "2007":
         top.error("load_records", "load records (06xxxxxx) exist in DL/T 645-2007 only; remove the "
                                   "key or set version = \"2007\"")
@@ -542,7 +561,7 @@ def _parse_dlt645(top: TableReader, name: str, common: _Common) -> Dlt645Profile
     if top.issues:
         raise ProfileError(top.issues)
     return Dlt645Profile(name=name, version=version, reads=tuple(reads), overrides=tuple(overrides),
-                         load_records=bool(load_records),
+                         load_records=bool(load_records), clock=clock,
                          description=common.description, vendor=common.vendor, model=common.model,
                          source=top.source)
 
@@ -631,8 +650,10 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
 
 
 def builtin_profile_dir() -> Path:
-    """The profiles shipped with the project (``configs/profiles`` next to the packages)."""
-    return Path(__file__).resolve().parent.parent / "configs" / "profiles"
+    """The profiles shipped with the gateway: ``protocols/meter_profiles/``, package data in the
+    wheel (pyproject ``[tool.setuptools.package-data]``), so the same lookup works from a checkout
+    and from an installed copy. The wheel is installed unzipped, so the resource is a directory."""
+    return Path(str(importlib.resources.files("protocols").joinpath("meter_profiles")))
 
 
 def find_profile(name: str, search_dirs: Sequence[str | os.PathLike[str]] | None = None) -> Path:

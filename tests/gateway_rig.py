@@ -87,6 +87,8 @@ class GatewayRig:
     process: subprocess.Popen[bytes] | None = None
     gateway_id: str = "gw-test"
     prefix: str = "mtr/v1"
+    #: Put before the daemon's command line (tests/unit_sandbox.py: the unit's seccomp filter).
+    command_prefix: list[str] = field(default_factory=list)
 
     # -- daemon ------------------------------------------------------------------------------------
     def start_daemon(self) -> subprocess.Popen[bytes]:
@@ -94,7 +96,8 @@ class GatewayRig:
         log = open(self.workdir / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.app.cli", "run", "--config", str(self.config_path)],
+            [*self.command_prefix, sys.executable, "-m", "gateway.app.cli", "run", "--config",
+             str(self.config_path)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         return self.process
@@ -161,10 +164,12 @@ def gateway_rig(tmp_path: Path, *, dlt645_buses: int = 2, meters_per_bus: int = 
                 timeout_ms: int = 200, response_delay_ms: float = 20,
                 broker: MosquittoBroker | None = None,
                 start_epoch: float = DEFAULT_START_EPOCH,
-                modbus_profiles: Sequence[str] = ()) -> Iterator[GatewayRig]:
+                modbus_profiles: Sequence[str] = (), parity: str = "N") -> Iterator[GatewayRig]:
     """Everything an end-to-end test needs, torn down in reverse order. ``start_epoch`` is the
     DL/T 645 meters' simulated time when ``rig.clock`` reads 0. ``modbus_profiles`` names the
-    profile of Modbus unit 1, 2, ... (default ``sdm630`` for every unit)."""
+    profile of Modbus unit 1, 2, ... (default ``sdm630`` for every unit). ``parity`` is what the
+    DL/T 645 buses are configured with (production lines run "E"; the daemon opens a pty 8N1
+    whatever it says, gateway/config/serial_line.py)."""
     own_broker = broker is None
     if broker is None:
         broker = MosquittoBroker(tmp_path / "mosquitto")
@@ -184,7 +189,7 @@ def gateway_rig(tmp_path: Path, *, dlt645_buses: int = 2, meters_per_bus: int = 
             name = f"rs485-{b + 1}"
             rig.lines[name] = line
             buses.append({"name": name, "protocol": "dlt645", "port": line.device,
-                          "baudrate": baudrate, "parity": "N", "timeout_ms": timeout_ms,
+                          "baudrate": baudrate, "parity": parity, "timeout_ms": timeout_ms,
                           "retries": 1, "comm_loss_after": 2})
             for a in addresses:
                 meter_id = f"m-{a[-4:]}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import time
 
 import pytest
@@ -86,10 +87,17 @@ def test_bus_reads_owed_intervals_back_after_an_answered_poll() -> None:
                 silent = await bus.poll(meters[0])  # silent: nothing read back, still owed
                 line.set_faults(ADDRS[0])
                 oks = [silent.ok]
+                requests = [line.stats[ADDRS[0]].requests_seen]
                 for _ in range(3):
                     oks.append((await bus.poll(meters[0])).ok)
+                    requests.append(line.stats[ADDRS[0]].requests_seen)
             finally:
                 await bus.close()
+            # The longest poll read is the energy block (20 + 36 bytes on the wire): a read-back
+            # of more than one record would hold the line longer, so each record is its own
+            # exchange (the priority lane goes between them) and a poll still reads K of them.
+            assert bus.longest_read_bytes == 56 and bus.records_per_read(ADDRS[0]) == 1
+            assert [b - a for a, b in itertools.pairwise(requests)] == [1 + 3, 1 + 1, 1]
             found = []
             while not queue.empty():
                 item = queue.get_nowait()

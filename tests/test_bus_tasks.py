@@ -86,6 +86,34 @@ def test_confirmation_read_follows_its_control_frame_with_no_routine_read_betwee
         assert asyncio.run(scenario()) == [0] * 6
 
 
+def test_control_frame_queued_during_the_turnaround_goes_before_the_routine_request() -> None:
+    """The gap between two exchanges belongs to the priority lane: a frame queued while the bus
+    waits out the master turnaround before its next routine request goes before that request
+    (before issue 17 it waited for the whole routine exchange as well)."""
+    with run_dlt645_line(ADDRS, baudrate=9600, clock=ManualClock(0.0)) as line:
+        def requests_seen() -> int:
+            return sum(s.requests_seen for s in line.stats.values())
+
+        async def scenario() -> list[int]:
+            bus, _queue = _bus(line.device, 0.01)  # overloaded: routine reads always due
+            bus.settings.turnaround_s = 0.25  # a wide gap, so the test lands in it every time
+            task = asyncio.create_task(bus.run())
+            await asyncio.sleep(0.5)
+            between = []
+            for _ in range(4):
+                done = bus.stats.transactions
+                while bus.stats.transactions == done:  # a routine exchange has just ended ...
+                    await asyncio.sleep(0.001)
+                before = requests_seen()  # ... and the bus waits out the turnaround
+                await bus.submit_priority(d.ReadRequest(ADDRS[1], 0x04000503))
+                between.append(requests_seen() - before - 1)
+            bus.stop()
+            await task
+            return between
+
+        assert asyncio.run(scenario()) == [0] * 4
+
+
 def test_control_frame_waits_for_one_silent_attempt_not_for_its_retry() -> None:
     """A silent meter costs a timeout per attempt; a trip queued during the first attempt goes
     out before the retry, so it waits one timeout at most, not timeouts x attempts."""

@@ -205,6 +205,22 @@ def test_write_clock_needs_the_password(rig: Dlt645Rig, client: Dlt645Client,
     assert values(read(client, A1, 0x04000101)) == [dt.date(2025, 1, 1)]
 
 
+def test_a_drifting_clock_gains_its_rate_and_a_sync_restarts_the_drift(clock: ManualClock) -> None:
+    model = LoadModel(seed=SEED, clock=clock)
+    meter = build_meter(model, MeterSpec(A1, clock_offset_s=600.0, clock_drift_s_per_day=8.0))
+    with run_dlt645_line([meter], baudrate=BAUD, model=model) as line, \
+            Dlt645Client(line.device, BAUD) as client:
+        clock.advance(3 * 3600)  # 03:00 true; the meter gained 1 s on top of its 10 minutes
+        assert values(read(client, A1, 0x04000102)) == [dt.time(3, 10, 1)]
+        moment = dt.datetime(2025, 1, 1, 3, 0, 0)
+        client.exchange(encode(TimeSyncRequest(moment)), timeout=0.3)
+        assert meter.clock_syncs == 1
+        assert values(read(client, A1, 0x04000102)) == [dt.time(3, 0, 0)]
+        clock.advance(86400)  # a day later it is 8 s fast again
+        assert values(read(client, A1, 0x04000101)) == [dt.date(2025, 1, 2)]
+        assert values(read(client, A1, 0x04000102)) == [dt.time(3, 0, 8)]
+
+
 def test_trip_opens_the_relay_and_stops_the_energy(rig: Dlt645Rig, client: Dlt645Client,
                                                    clock: ManualClock) -> None:
     clock.advance(8 * 3600)
@@ -311,6 +327,8 @@ def test_events_power_down_cover_and_voltage_loss(rig: Dlt645Rig, client: Dlt645
     assert values(read(client, A2, 0x03110001)) == [START_LOCAL + dt.timedelta(seconds=600),
                                                     START_LOCAL + dt.timedelta(seconds=720)]
     assert values(read(client, A2, 0x03110002)) == [None, None]  # never happened
+    word7 = values(read(client, A2, 0x04000507))[0]
+    assert isinstance(word7, dict) and not word7["power_down"]  # a state bit: power is back
 
     clock.advance(60)
     before = meter.sim.sample()
@@ -333,6 +351,26 @@ def test_events_power_down_cover_and_voltage_loss(rig: Dlt645Rig, client: Dlt645
     meter.set_loss_of_voltage("b", False)
     loss = values(read(client, A2, 0x03010000))
     assert loss == [Decimal(0), Decimal(0), Decimal(1), Decimal(5), Decimal(0), Decimal(0)]
+
+
+def test_phase_break_reported_in_the_phase_status_word(rig: Dlt645Rig,
+                                                       client: Dlt645Client) -> None:
+    """A three-phase meter whose supply loses phase b answers on (fed from a and c) and reports
+    断相 (bit 7 of status word 5), not 失压 (bit 0: voltage gone while current flows), with no
+    voltage and no current on b; status words 4 and 6 stay clear."""
+    rig.cut_phase("b", three_phase=[A2])
+    word4, word5, word6, word7 = (values(read(client, A2, 0x04000500 | n))[0] for n in (4, 5, 6, 7))
+    assert isinstance(word5, dict) and word5["b.phase_break"] and not word5["b.voltage_loss"]
+    assert isinstance(word4, dict) and not any(word4.values())
+    assert isinstance(word6, dict) and not any(word6.values())
+    assert isinstance(word7, dict) and not word7["power_down"]
+    assert values(read(client, A2, 0x02010200)) == [Decimal(0)]
+    assert values(read(client, A2, 0x02020200)) == [Decimal(0)]
+    block = values(read(client, A2, 0x040005FF))  # status words 1..7 in one transaction
+    assert len(block) == 7 and block[4] == word5
+    rig.cut_phase("b", three_phase=[A2], cut=False)
+    word5 = values(read(client, A2, 0x04000505))[0]
+    assert isinstance(word5, dict) and not word5["b.phase_break"]
 
 
 def test_daily_freeze(rig: Dlt645Rig, client: Dlt645Client, clock: ManualClock) -> None:

@@ -121,3 +121,85 @@ def test_meter_and_phase_outages_from_silent_meters(tmp_path: Path) -> None:
                 validator.check(f"{kind}-{message['state']}-details", message["details"],
                                 message["key"])
         assert rig.stop_daemon() == 0
+
+
+STATUS_PROFILE = """\
+kind = "dlt645"
+version = "2007"
+description = "test profile with the status words: energy block, voltages, power, status"
+
+[[reads]]
+di = "0001FF00"
+
+[[reads]]
+di = "0201FF00"
+
+[[reads]]
+di = "0203FF00"
+
+[[reads]]
+di = "040005FF"
+"""
+
+
+def test_phase_cut_seen_by_silent_meters_and_a_three_phase_meter(tmp_path: Path) -> None:
+    """Phase b of the supply is lost: b1 and b2 (single-phase, on b) go dark with a power-down
+    record, t1 (three-phase) answers on from a and c and reports 断相 on b (status word 5 bit 7).
+    One ``outage.phase`` for b, listing b1, b2 and t1 and their customers; a1 is untouched."""
+    names = {"t1": "abc", "a1": "a", "b1": "b", "b2": "b"}
+    with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=4, modbus_meters=0,
+                     poll_interval_s=INTERVAL_S) as rig:
+        line = rig.lines["rs485-1"]
+        ids = sorted(rig.meters)
+        by_name = dict(zip(names, ids, strict=True))
+        address = {n: rig.meters[m].address for n, m in by_name.items()}
+        meters = [{"id": by_name[n], "bus": "rs485-1", "address": address[n],
+                   "profile": "test-dlt645-status" if n == "t1" else "test-dlt645",
+                   "poll_interval_s": INTERVAL_S, "phase": phase, "customer": f"C-{n}"}
+                  for n, phase in names.items()]
+        bus = {"name": "rs485-1", "protocol": "dlt645", "port": line.device, "baudrate": 9600,
+               "parity": "N", "timeout_ms": 200, "retries": 1, "comm_loss_after": 3}
+        write_config(rig, [bus], meters)
+        (tmp_path / "profiles" / "test-dlt645-status.toml").write_text(STATUS_PROFILE)
+        validator = Validator(parse_rules(CDDL.read_text(encoding="utf-8")))
+        with Observer(rig.broker, "mtr/v1/#", client_id="phase-cut-observer") as observer:
+            rig.start_daemon()
+
+            def alarms(kind: str) -> list[dict[str, Any]]:
+                return [m for _t, m in decoded(observer, rig.topic("alarms"))
+                        if m.get("kind") == kind]
+
+            assert wait_until(lambda: decoded(observer, rig.topic("reads/")), 20), rig.log_text()
+            time.sleep(INTERVAL_S)
+            cut = time.monotonic()
+            line.cut_phase("b", on_phase=[address["b1"], address["b2"]],
+                           three_phase=[address["t1"]])
+            assert wait_until(lambda: alarms("outage.phase"), INTERVAL_S + 5), \
+                rig.log_text()[-3000:]
+            latency = time.monotonic() - cut
+            [raised] = alarms("outage.phase")
+            assert raised["state"] == "raised" and raised["key"] == "outage.phase/rs485-1/b"
+            details = raised["details"]
+            assert details["phase"] == "b"
+            assert details["meters"] == [by_name["b1"], by_name["b2"], by_name["t1"]], details
+            assert details["customers"] == ["C-b1", "C-b2", "C-t1"]
+            assert f"{by_name['t1']}:b.phase_break" in details["evidence"], details
+            print(f"phase b cut at {INTERVAL_S} s polling: outage.phase after {latency:.1f} s, "
+                  f"evidence {details['evidence']}")
+            time.sleep(2 * INTERVAL_S + 1)  # b1 and b2 miss polls and probes: the phase is dark
+
+            line.cut_phase("b", on_phase=[address["b1"], address["b2"]],
+                           three_phase=[address["t1"]], cut=False)
+            assert wait_until(lambda: len(alarms("outage.phase")) >= 2, INTERVAL_S + 5), \
+                rig.log_text()[-3000:]
+            cleared = alarms("outage.phase")[1]
+            assert cleared["state"] == "cleared" and "withdrawn" not in cleared["details"]
+            time.sleep(INTERVAL_S)
+            assert len(alarms("outage.phase")) == 2, alarms("outage.phase")
+            assert not alarms("outage.meter"), ([(m["key"], m["state"], m["details"]) for m in alarms("outage.meter")], by_name, rig.log_text()[-6000:])
+            assert not alarms("comm.bus") and not alarms("outage.area")
+            for message in alarms("outage.phase"):
+                validator.check("alarm-message", message, message["key"])
+                validator.check(f"outage-phase-{message['state']}-details", message["details"],
+                                message["key"])
+        assert rig.stop_daemon() == 0

@@ -3,9 +3,12 @@ poll schedule, without a daemon (docs/outages.md, "Meter and phase outages")."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.acquisition.schedule import PollSchedule, probe_set
 from gateway.pipeline.bus_faults import AlarmChange
 from gateway.pipeline.meter_outages import (
+    FLAG_WITHDRAWN_REASON,
     OUTAGE_METER,
     OUTAGE_PHASE,
     WITHDRAWN_REASON,
@@ -42,7 +45,26 @@ def test_one_meter_silent_while_its_neighbours_answer_is_a_suspected_outage() ->
     assert change.details["confirmed"] is False
     assert change.details["customers"] == ["C-1"] and change.details["phase"] == "a"
     assert change.details["start_ms"] == 60_000 and change.details["area"] == "tq"
+    assert change.details["planned"] is False
     assert poll(rules, "a1", False, 120_000) == []       # raised once
+
+
+def test_outages_starting_in_a_planned_window_say_planned() -> None:
+    """The same question outage.area asks (PlannedOutages.covers): area, meters, start."""
+    asked: list[tuple[str, list[str], int]] = []
+
+    def covers(area: str, meters: Sequence[str], start_ms: int) -> bool:
+        asked.append((area, list(meters), start_ms))
+        return start_ms >= 60_000
+
+    rules = MeterOutages(SITES, planned=covers)
+    all_answer(rules, 0)
+    poll(rules, "a1", False, 60_000)
+    poll(rules, "a2", True, 61_000)
+    [meter] = poll(rules, "a1", False, 61_500)
+    assert meter.details["planned"] is True and asked[-1] == ("tq", ["a1"], 60_000)
+    [phase] = poll(rules, "t1", True, 62_000, {"b.phase_break": True})
+    assert phase.details["planned"] is True and asked[-1] == ("tq", ["b1", "t1"], 62_000)
 
 
 def test_a_neighbour_answer_from_before_the_miss_is_no_evidence() -> None:
@@ -114,14 +136,51 @@ def test_a_whole_silent_bus_or_lost_mains_is_never_an_outage() -> None:
 
 def test_three_phase_meter_reporting_a_phase_lost_raises_outage_phase() -> None:
     rules = MeterOutages(SITES)
-    [change] = poll(rules, "t1", True, 1_000, {"b.voltage_loss": True, "a.voltage_loss": False})
+    [change] = poll(rules, "t1", True, 1_000, {"b.phase_break": True, "a.phase_break": False})
     assert change.key == "outage.phase/bus/b" and change.state == "raised"
     assert change.details["meters"] == ["b1", "t1"]
     assert change.details["customers"] == ["C-4", "C-5"]
-    assert change.details["evidence"] == ["t1:b.voltage_loss"]
-    assert poll(rules, "t1", True, 2_000, {"b.voltage_loss": True}) == []
-    [clear] = poll(rules, "t1", True, 3_000, {"b.voltage_loss": False})
-    assert clear.state == "cleared"
+    assert change.details["evidence"] == ["t1:b.phase_break"]
+    assert poll(rules, "t1", True, 2_000, {"b.phase_break": True}) == []
+    assert poll(rules, "b1", False, 2_500) == []          # b1 dark too: the flag stands
+    [clear] = poll(rules, "t1", True, 3_000, {"b.phase_break": False})
+    assert clear.state == "cleared" and "withdrawn" not in clear.details
+    assert clear.details["meters"] == ["b1", "t1"]  # as raised, though t1 reports no loss now
+
+
+def test_no_outage_meter_for_a_meter_of_a_phase_already_out() -> None:
+    """Phase b raised on t1's flag: b1 silent while its neighbour b2 answers (phase back for b2
+    first) is the phase outage's silence, not a premise outage of its own."""
+    sites = [*SITES, MeterSite("b2", "bus", "b", "C-6", "tq")]
+    rules = MeterOutages(sites)
+    for site in sites:
+        rules.on_poll(site.meter, True, 0, {}, lambda: False)
+    [raised] = rules.on_poll("t1", True, 60_000, {"b.phase_break": True}, lambda: False)
+    assert raised.key == "outage.phase/bus/b"
+    assert rules.on_poll("b1", False, 60_100, {}, lambda: False) == []
+    assert rules.on_poll("b1", False, 61_100, {}, lambda: False) == []
+    assert rules.on_poll("b2", True, 61_200, {}, lambda: False) == []   # flag still believed
+    assert rules.on_poll("b1", False, 62_100, {}, lambda: False) == []  # no outage.meter
+
+
+def test_voltage_loss_with_current_flowing_is_no_outage() -> None:
+    """失压 (voltage_loss): the load is supplied, the meter's voltage input is at fault."""
+    rules = MeterOutages(SITES)
+    assert poll(rules, "t1", True, 1_000, {"b.voltage_loss": True}) == []
+
+
+def test_a_phase_flag_contradicted_by_an_answering_neighbour_is_withdrawn() -> None:
+    """t1 reports phase b broken while b1 (on phase b, same bus) answers after the flag: the
+    feeder's phase b is live, the loss is in t1's own service (its fuse)."""
+    rules = MeterOutages(SITES)
+    all_answer(rules, 0)
+    [raised] = poll(rules, "t1", True, 60_000, {"b.phase_break": True})
+    assert raised.state == "raised"
+    [withdrawn] = poll(rules, "b1", True, 60_500)
+    assert withdrawn.state == "cleared" and withdrawn.details["withdrawn"] is True
+    assert withdrawn.details["reason"] == FLAG_WITHDRAWN_REASON
+    assert withdrawn.details["meters"] == ["b1", "t1"]
+    assert poll(rules, "t1", True, 120_000, {"b.phase_break": True}) == []  # not raised again
 
 
 def test_reprobe_pulls_one_poll_forward_without_moving_the_grid() -> None:

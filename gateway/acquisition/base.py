@@ -12,6 +12,7 @@ import contextlib
 import heapq
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -297,6 +298,23 @@ class ScheduledBus(ABC, Generic[M]):
         """Called by subclasses between transactions of a poll: control frames do not wait for it."""
         while not self._priority.empty():
             await self._serve_priority()
+
+    async def yield_line(self, free_at: Callable[[], float]) -> None:
+        """Wait until the line may carry the next routine exchange (``free_at()``, monotonic
+        seconds: the master turnaround after the last byte heard, or a retry's back-off),
+        serving every control frame queued meanwhile.
+
+        The gap between two exchanges is where the priority lane goes, and only there: once a
+        request is on the wire its reply (and follow-ups) cannot be talked over on a half-duplex
+        line. Without this, a trip queued during the 20 ms turnaround before a routine request
+        waited for the whole of that exchange too: the tail of the trip latency was the
+        half-duplex bound plus up to one turnaround (docs/performance.md, issue 17)."""
+        while True:
+            await self.serve_priority_now()
+            wait = free_at() - time.monotonic()
+            if wait <= 0:
+                return
+            await self._sleep(wait)  # submit_priority sets the wake-up: the frame goes first
 
     async def _serve_priority(self) -> None:
         item = self._priority.get_nowait()

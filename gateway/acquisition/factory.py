@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus
 from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
+from gateway.acquisition.meter_clock import ClockCadence
 from gateway.acquisition.modbus_bus import ModbusBus, ModbusMeter, make_meter
 from gateway.acquisition.poll_result import BusEvent, PollResult
 from gateway.acquisition.schedule import PollSchedule
-from gateway.acquisition.serial_port import AsyncSerialPort
+from gateway.acquisition.serial_port import AsyncSerialPort, applied_parity
 from gateway.config import (
     BusConfig,
     ConfigError,
     ConfigIssue,
     GatewayConfig,
+    MeterConfig,
     SerialBusConfig,
     TcpBusConfig,
 )
@@ -109,6 +112,28 @@ def _settings(bus: BusConfig, concurrency: int = 1) -> BusSettings:
     )
 
 
+def _clock_cadence(config: GatewayConfig, profile: object, clocked: list[str], meter_id: str,
+                   now: float) -> ClockCadence | None:
+    """When this meter's clock is read ([clock] read_interval_s, gateway/acquisition/
+    meter_clock.py), staggered among the bus's meters whose profile maps theirs; None when
+    [clock] mode is off or the profile maps no clock."""
+    if meter_id not in clocked:
+        return None
+    dis = None
+    if isinstance(profile, Dlt645Profile) and profile.clock is not None:
+        dis = int(profile.clock[0], 16), int(profile.clock[1], 16)
+    return ClockCadence.staggered(dis, config.clock.read_interval_s, config.clock.read_spread_s,
+                                  clocked.index(meter_id), len(clocked), now)
+
+
+def _clocked(config: GatewayConfig, meters: Sequence[MeterConfig],
+             profiles: dict[str, Dlt645Profile | ModbusProfile]) -> list[str]:
+    """The meters of one bus whose clocks are read, in configuration order."""
+    if config.clock.mode == "off":
+        return []
+    return [m.id for m in meters if profiles[m.id].clock is not None]
+
+
 def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusEvent]) -> list[ScheduledBus]:  # type: ignore[type-arg]
     profiles = load_profiles(config)
     mono, wall = time.monotonic(), time.time()
@@ -122,6 +147,7 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
 
         if bus.protocol == "dlt645":
             meters: list[Dlt645Meter] = []
+            clocked = _clocked(config, meters_cfg, profiles)
             for m in meters_cfg:
                 profile = profiles[m.id]
                 assert isinstance(profile, Dlt645Profile)
@@ -129,21 +155,30 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
                 meters.append(Dlt645Meter(
                     meter_id=m.id, address=address, schedule=schedule(m.poll_interval_s),
                     version=d.Version(int(profile.version)), reads=plan_dlt645(profile, address),
-                    catalogue=dlt645_catalogue(profile), load_records=profile.load_records))
+                    catalogue=dlt645_catalogue(profile), load_records=profile.load_records,
+                    clock=_clock_cadence(config, profile, clocked, m.id, mono)))
             assert isinstance(bus, SerialBusConfig)
             port = AsyncSerialPort(bus.port, bus.baudrate, bus.parity, bus.bytesize, bus.stopbits)
-            buses.append(Dlt645Bus(bus.name, port, meters, outbound, settings))
+            dlt_bus = Dlt645Bus(bus.name, port, meters, outbound, settings)
+            dlt_bus.meter_utc_offset_min = config.commands.meter_utc_offset_min
+            buses.append(dlt_bus)
         else:
             mb_meters = []
+            clocked = _clocked(config, meters_cfg, profiles)
             for m in meters_cfg:
                 profile = profiles[m.id]
                 assert isinstance(profile, ModbusProfile)
-                mb_meters.append(make_meter(m.id, int(m.address), profile, schedule(m.poll_interval_s)))
+                mb_meter = make_meter(m.id, int(m.address), profile, schedule(m.poll_interval_s))
+                mb_meter.clock = _clock_cadence(config, profile, clocked, m.id, mono)
+                mb_meters.append(mb_meter)
             if isinstance(bus, TcpBusConfig):
-                buses.append(ModbusBus(bus.name, mb_meters, outbound, settings,
-                                       host=bus.host, port=bus.port))
+                mb_bus = ModbusBus(bus.name, mb_meters, outbound, settings,
+                                   host=bus.host, port=bus.port)
             else:
-                serial = {"port": bus.port, "baudrate": bus.baudrate, "parity": bus.parity,
+                serial = {"port": bus.port, "baudrate": bus.baudrate,
+                          "parity": applied_parity(bus.port, bus.parity),
                           "bytesize": bus.bytesize, "stopbits": bus.stopbits}
-                buses.append(ModbusBus(bus.name, mb_meters, outbound, settings, serial=serial))
+                mb_bus = ModbusBus(bus.name, mb_meters, outbound, settings, serial=serial)
+            mb_bus.meter_utc_offset_min = config.commands.meter_utc_offset_min
+            buses.append(mb_bus)
     return buses

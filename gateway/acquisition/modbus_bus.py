@@ -21,8 +21,11 @@ from pymodbus.exceptions import ModbusException
 
 from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus, now_ms
 from gateway.acquisition.errors import AcquisitionError
+from gateway.acquisition.meter_clock import CLOCK_OFFSET, ClockCadence
 from gateway.acquisition.modbus_responses import RESPONSE_CLASSES, register_bytes
 from gateway.acquisition.poll_result import BusEvent, PolledValue, PollResult
+from protocols.dlt645.clock import clock_offset_s
+from protocols.modbus.clock import CLOCK_WORDS, ModbusClock, decode_clock
 from protocols.modbus.errors import RegisterDecodeError
 from protocols.modbus.profile import ModbusProfile, RegisterFunction
 from protocols.modbus.register_map import DecodeProblem, ReadBlock, decode_reply, plan_reads
@@ -36,6 +39,12 @@ class ModbusMeter(MeterSlot):
     unit: int = 1
     profile: ModbusProfile | None = None
     blocks: list[ReadBlock] = field(default_factory=list)
+    #: When the clock the profile maps is read (gateway/acquisition/meter_clock.py).
+    clock: ClockCadence | None = None
+
+    @property
+    def reads_clock(self) -> bool:
+        return self.clock is not None
 
 
 #: Modbus exceptions 0A (gateway path unavailable) and 0B (target device failed to respond).
@@ -75,6 +84,8 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
         self.serial = serial
         self._pool: asyncio.Queue[ModbusClient] = asyncio.Queue()
         self._clients: list[ModbusClient] = []
+        #: The meters' zone east of UTC ([commands] meter_utc_offset_min), for clock reads.
+        self.meter_utc_offset_min = 480
 
     def describe_link(self) -> str:
         if self.serial:
@@ -181,6 +192,10 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                         errors.append(f"{spec.quantity}: {value.value}")
                         continue
                     values.append(PolledValue(spec.quantity, value, spec.unit, t_ms))
+            if answered and meter.clock is not None and meter.clock.is_due(time.monotonic()):
+                offset = await self._read_clock(client, meter, meter.clock)
+                if offset is not None:
+                    values.append(offset)
         finally:
             self._pool.put_nowait(client)
         ok = answered and bool(values)
@@ -194,6 +209,33 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
             meter.stats.last_error = "; ".join(errors)
         return PollResult(meter.meter_id, self.name, started_ms, now_ms(), ok, tuple(values),
                           tuple(errors))
+
+    async def _read_clock(self, client: ModbusClient, meter: ModbusMeter,
+                          cadence: ClockCadence) -> PolledValue | None:
+        """The clock's offset as a value of this poll (one read of the six registers the
+        profile maps, protocols/modbus/clock.py); None when it was not had."""
+        assert meter.profile is not None and meter.profile.clock is not None
+        clock: ModbusClock = meter.profile.clock
+        read = client.read_holding_registers if clock.function == "holding" else \
+            client.read_input_registers
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.settings.timeout_s * 2):
+                response = await read(clock.address, count=CLOCK_WORDS, device_id=meter.unit)
+            received = now_ms()
+            if response.isError():
+                raise ModbusException(f"exception response {response}")
+            moment = decode_clock(list(response.registers))
+        except (ModbusException, TimeoutError, ConnectionError, OSError, ValueError) as exc:
+            meter.stats.last_error = f"clock {clock.function} {clock.address:#06x}: {exc}"
+            cadence.failed(time.monotonic())
+            return None
+        finally:
+            self.stats.busy_s += time.monotonic() - started
+            meter.stats.transactions += 1
+        cadence.read(time.monotonic())
+        offset = clock_offset_s(moment, received, self.meter_utc_offset_min)
+        return PolledValue(CLOCK_OFFSET, round(offset, 3), "s", received)
 
     async def send_priority(self, message: Any) -> Any:
         """One relay write (:class:`~protocols.modbus.relay.ModbusWrite`) or read-back

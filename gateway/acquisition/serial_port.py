@@ -10,12 +10,31 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import os
+import termios
 import time
 
 import serial
 
 from gateway.acquisition.errors import AcquisitionError
+from gateway.config.serial_line import describe_serial_error, parity_for_port
+
+log = logging.getLogger(__name__)
+
+#: Ports whose parity fallback was already reported: a bus that re-opens its line after every
+#: failure must not repeat the warning each time.
+_parity_warned: set[str] = set()
+
+
+def applied_parity(port: str, parity: str) -> str:
+    """The parity to open ``port`` with (8N1 on a pseudo-terminal, see
+    :mod:`gateway.config.serial_line`), logging why once per port and process."""
+    line = parity_for_port(port, parity)
+    if line.warning is not None and port not in _parity_warned:
+        _parity_warned.add(port)
+        log.warning("%s", line.warning)
+    return line.applied
 
 PARITIES = {"E": serial.PARITY_EVEN, "N": serial.PARITY_NONE, "O": serial.PARITY_ODD}
 
@@ -57,18 +76,16 @@ class AsyncSerialPort:
         return nbytes * self.bits_per_char / self.baudrate
 
     def open(self) -> None:
+        parity = applied_parity(self.port_name, self.parity)
         try:
             ser = serial.serial_for_url(
-                self.port_name, baudrate=self.baudrate, parity=PARITIES[self.parity],
+                self.port_name, baudrate=self.baudrate, parity=PARITIES[parity],
                 bytesize=self.bytesize,
                 stopbits=serial.STOPBITS_TWO if self.stopbits >= 2 else serial.STOPBITS_ONE,
                 timeout=0, write_timeout=2.0, exclusive=True,
             )
-        except (serial.SerialException, ValueError, OSError, KeyError) as exc:
-            raise SerialPortError(
-                f"cannot open serial port {self.port_name}: {exc} — check the device path, that no "
-                "other process holds it, and that the gateway user may use it (dialout group)"
-            ) from None
+        except (serial.SerialException, termios.error, ValueError, OSError, KeyError) as exc:
+            raise SerialPortError(describe_serial_error(self.port_name, exc)) from None
         try:
             fd = ser.fileno()
         except (AttributeError, NotImplementedError, OSError) as exc:

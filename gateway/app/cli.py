@@ -59,6 +59,24 @@ def _decode_payload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ip_allow(args: argparse.Namespace) -> int:
+    from gateway.app.unit_network import PeerUnresolvable, peers, render_drop_in
+    from gateway.config import load_config
+
+    config_path = Path(args.config)
+    try:
+        config = load_config(config_path)
+        found = peers(config)
+    except ConfigError as err:
+        print(format_errors(err), file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except PeerUnresolvable as exc:
+        print(f"edge-gateway: {exc}; the allow list needs every peer's address", file=sys.stderr)
+        return 1
+    print(render_drop_in(config_path, found), end="")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from gateway.app.daemon import GatewayDaemon
 
@@ -83,7 +101,8 @@ def _demo(args: argparse.Namespace) -> int:
         demo = importlib.import_module(DEMO_MODULE)
     except ModuleNotFoundError as exc:
         print(f"edge-gateway: the demo is not installed here ({exc.name} is missing); "
-              "install the package with its test rig (pip install edge-gateway) to run it",
+              "install the rig with it (pip install 'edge-gateway[rig]', docs/install.md) to "
+              "run it",
               file=sys.stderr)
         return 1
     code: int = demo.run_demo(duration_s=args.duration, data_dir=args.data_dir)
@@ -106,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="payload file, or - for standard input")
     p.add_argument("--hex", action="store_true", help="input is hex text rather than raw bytes")
     p.set_defaults(func=_decode_payload)
+    p = sub.add_parser("ip-allow", help="print the systemd drop-in allowing the configured "
+                       "broker and Modbus TCP peers (the unit denies other addresses)")
+    p.add_argument("--config", required=True, help="gateway configuration file (TOML)")
+    p.set_defaults(func=_ip_allow)
     p = sub.add_parser("demo", help="simulated meters, a broker, the daemon and a live view")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--data-dir", default=None, help="where the demo keeps its files (default: temp)")

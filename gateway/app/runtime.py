@@ -91,6 +91,8 @@ class Runtime:
                                           for bus in self.buses],
                                    sites=self._meter_sites())
         self.commands = CommandHandler(config, self.committer, self.buses)
+        # Meter and phase outages starting in a planned window say planned: true, as outage.area.
+        self.committer.meter_outages.planned = self.commands.planned.covers
         self._unsubscribe: list[Callable[[], None]] = []
         self._task_names: list[str] = []
 
@@ -182,6 +184,20 @@ class Runtime:
 
             self.committer.record_checks = ask
             self._start("meter-records", self._read_records(checks))
+        if config.clock.mode != "off":
+            from gateway.control.meter_clock import MeterClockWatch
+
+            watch = MeterClockWatch(config, self.vee, self.services.alarms,
+                                    self.commands.journal, self.commands.verifier.clock,
+                                    self.buses)
+            if watch.clocked:  # no profile reads a clock: nothing to grade or sync
+                self._subscribe("meter-clock", watch.on_poll)
+                self._start("clock-sync", watch.run())
+        from gateway.analytics.meter_ratios import RatioCheck, reads_ratios
+
+        if reads_ratios(self.buses):  # CT/PT ratios the meters report vs the configured ones
+            self._subscribe("meter-ratios",
+                            RatioCheck(config, self.vee, self.services.alarms).on_poll)
         if config.power.fail_input is not None:
             self._start_power_watch(config.power.fail_input)
         interrupted = self.commands.recover()
@@ -296,7 +312,7 @@ class Runtime:
             unsubscribe()
         consumers = [n for n in self._task_names
                      if n in ("commands", "load-control", "groups", "areas", "vee", "power",
-                               "power-verify", "meter-records")]
+                               "power-verify", "meter-records", "clock-sync")]
         await self.supervisor.stop(consumers)
         bus_tasks = [n for n in self._task_names if n.startswith("bus:")]
         await self.supervisor.stop(bus_tasks, ask=self._ask_buses_to_stop,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from gateway.config.addresses import MeterAddress
+from gateway.config.clock import ClockSection
 from gateway.config.fields import Problems, setting
 from gateway.config.ids import HOST, ID_PATTERN, IDENT
 from gateway.config.kinds import (
@@ -298,7 +299,7 @@ class MeterConfig:
     )
     profile: ProfileRef = setting(
         ProfileKind(),
-        doc="Profile name (profiles/<name>.toml beside the config, then configs/profiles/) "
+        doc="Profile name (profiles/<name>.toml beside the config, then the shipped protocols/meter_profiles/) "
         "or a path to a profile file.",
     )
     poll_interval_s: float = setting(
@@ -584,6 +585,19 @@ class CommandsSection:
         "maxerror) for the NTP-synchronised clock to count as trusted; 0 trusts only a kernel "
         "reporting no error at all.",
     )
+    clock_sync_file: str = setting(
+        Str(pattern="/.*", hint="an absolute path"),
+        default="/run/systemd/timesync/synchronized",
+        doc="Without clock_trusted, when the kernel's NTP state cannot be read (the systemd "
+        "unit's ProtectClock=yes refuses adjtimex): the file the time-sync daemon touches on "
+        "every synchronisation (systemd-timesyncd's by default).",
+    )
+    clock_sync_max_age_s: int = setting(
+        Int(minimum=1, maximum=86400, unit="seconds"),
+        default=4200,
+        doc="How recently clock_sync_file must have been touched to count (two of "
+        "timesyncd's longest poll intervals, 2048 s).",
+    )
     max_age_s: int = setting(
         Int(minimum=1, maximum=86400, unit="seconds"),
         default=120,
@@ -713,6 +727,12 @@ class GatewayConfig:
         Table(OutageSection),
         default=OutageSection(),
         doc="Outage classification: momentary against sustained (docs/outages.md).",
+    )
+    clock: ClockSection = setting(
+        Table(ClockSection),
+        default=ClockSection(),
+        doc="Meter clocks: read cadence, clock.drift alarms, automatic time sync "
+        "(docs/clock.md).",
     )
     # Derived by the loader, not read from the file.
     source_file: Path | None = field(default=None, compare=False)

@@ -2,7 +2,7 @@
 
 `profile = "dlt645-2007"` names `profiles/dlt645-2007.toml`, looked up first in the
 `profiles/` directory next to the config file (a site's own profiles), then in the project's
-`configs/profiles/` (the profiles shipped with the gateway). Anything containing a path
+`protocols/meter_profiles/` (the profiles shipped with the gateway, package data). Anything containing a path
 separator or ending in `.toml` is a path instead, relative to the config file's directory.
 The search rules match `protocols.profiles.find_profile`. This module only finds the file;
 its contents are checked by `protocols.profiles.load_profile`.
@@ -55,7 +55,7 @@ class ProfileKind(Kind):
     def expected(self) -> str:
         return (
             "a profile name (lower-case letters, digits, '.', '_', '-'; the file <name>.toml in "
-            "profiles/ beside the config or in configs/profiles/) or a path to a profile file"
+            "profiles/ beside the config or in the shipped protocols/meter_profiles/) or a path to a profile file"
         )
 
     def check(self, value: object, at: KeyPath, ctx: Context, siblings: Siblings) -> object:

@@ -132,7 +132,9 @@ class BackfillSection:
         Bool(), default=True, doc="Fetch load records for estimated intervals."
     )
     max_records: int = setting(
-        Int(minimum=1, maximum=96), default=4, doc="Records asked for per transaction."
+        Int(minimum=1, maximum=96), default=4,
+        doc="Records read back per poll of a meter, in exchanges no longer than the bus's "
+        "longest poll read (so a control frame never waits behind a long read-back).",
     )
     max_age_hours: int = setting(
         Int(minimum=1, maximum=48, unit="grid hours"),

@@ -36,6 +36,10 @@ SEVERITY = {
     # Prepaid customers (gateway/control/load_control/customers.py): low balance, then nothing
     # left (the trip follows after [load_control.prepaid] trip_delay_s).
     "prepaid.low": "warning", "prepaid.exhausted": "major",
+    # A meter clock off the gateway's (docs/clock.md): tariffs and freezes at the wrong time.
+    "clock.drift": "minor",
+    # A meter's own CT/PT ratio differs from the configured one: group totals off by a factor.
+    "meter.ratio": "major",
 }
 
 

@@ -17,7 +17,10 @@ rules (docs/outages.md, "Meter and phase outages"):
   the suspicion stood, are published then;
 * every meter of a phase silent (two misses each) while a meter of another phase of the bus
   answered after the first miss → ``outage.phase`` for that bus and phase; a three-phase meter
-  reporting that phase's voltage lost (status flag ``a.voltage_loss`` …) raises it too;
+  that answers but reports that phase broken (断相, status flag ``a.phase_break`` …: no voltage
+  and no current there) raises it too — unless a meter of that phase on the bus answers after
+  the flag appeared: then the phase is live and the loss lies in that meter's own service, and
+  a raise that rested on the flag alone is withdrawn;
 * never an outage while the gateway's mains is reported lost (``outage.area`` covers it) or the
   whole bus is silent (``comm.bus``): a silent bus has no answering neighbour or witness.
 
@@ -27,7 +30,7 @@ record reads to make, and is tested without a daemon (tests/test_meter_outages.p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.pipeline.bus_faults import COMM_LOSS, AlarmChange
@@ -40,8 +43,15 @@ SILENT_AFTER = 2
 #: known only between polls): as restore verification's tolerance.
 RECORD_TOLERANCE_S = 60.0
 WITHDRAWN_REASON = "no power-down record: it was a communication loss"
-#: The three-phase status flags that say a phase lost its voltage (FLAG_ALARMS, committer.py).
-PHASE_LOSS_FLAGS = {"a.voltage_loss": "a", "b.voltage_loss": "b", "c.voltage_loss": "c"}
+#: The three-phase status flags that say a phase of the supply is gone: 断相, bit 7 of status
+#: words 4/5/6 (voltage below the critical voltage AND no current). Not 失压 (bit 0,
+#: ``x.voltage_loss``): that is a voltage lost while current flows — the load is supplied and
+#: the meter's voltage input is at fault (a metering or theft matter: ``meter.voltage_loss``).
+PHASE_LOSS_FLAGS = {"a.phase_break": "a", "b.phase_break": "b", "c.phase_break": "c"}
+#: Whether a loss of an area (its meters) starting at a time (UTC ms) lies in a planned outage
+#: window (``PlannedOutages.covers``, gateway/control/commands/planned.py, wired by the runtime).
+PlannedCheck = Callable[[str, Sequence[str], int], bool]
+FLAG_WITHDRAWN_REASON = "meters of the phase answer: the loss is in the reporting meter's service"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +81,7 @@ class _Meter:
     last_t_ms: int = 0
     last_ok: bool = True
     last_ok_ms: int = 0
+    steady_ms: int = 0                # its last answer that followed an answer (no miss between)
     misses: int = 0
     first_miss_ms: int = 0
     suspected_ms: int | None = None   # outage.meter raised (start_ms)
@@ -85,13 +96,18 @@ class _Phase:
     silent_ms: int | None = None              # every meter silent since (outage.phase cause)
     flagged: dict[str, int] = field(default_factory=dict)   # three-phase meters reporting loss
     raised_ms: int | None = None
+    dark_seen: bool = False                   # a meter of the phase missed a poll meanwhile
+    listed: list[str] = field(default_factory=list)         # the raise's meters, for its clear
 
 
 class MeterOutages:
     """The classifier: feed it every poll outcome (:meth:`on_poll`), route comm-loss changes
     through :meth:`filter`, and hand it the records read for :meth:`RecordCheck` requests."""
 
-    def __init__(self, sites: Iterable[MeterSite]) -> None:
+    def __init__(self, sites: Iterable[MeterSite], planned: PlannedCheck | None = None) -> None:
+        #: Planned windows: an outage starting inside one says ``planned: true`` (raise and
+        #: clear ask about the same start, as outage.area does).
+        self.planned = planned
         self._meters = {s.meter: _Meter(s) for s in sites}
         self._phases: dict[tuple[str, str], _Phase] = {}
         for m in self._meters.values():
@@ -133,6 +149,8 @@ class MeterOutages:
             if state.misses and state.suspected_ms is not None and not state.checking:
                 state.checking = True
                 self.checks.append(RecordCheck(meter, state.last_ok_ms, t_ms))
+            if state.misses == 0:
+                state.steady_ms = t_ms
             state.last_ok, state.last_ok_ms, state.misses = True, t_ms, 0
         else:
             if state.misses == 0:
@@ -141,6 +159,10 @@ class MeterOutages:
             state.misses += 1
         changes += self._flags(state, flags, t_ms, mains_lost)
         changes += self._classify(state.site.bus, state.site.phase, t_ms, mains_lost)
+        ph = self._phases[(state.site.bus, state.site.phase)]
+        if ph.flagged:  # a meter of a flagged phase polled: is the flag still believed?
+            ph.dark_seen = ph.dark_seen or not ok
+            changes += self._phase_change(ph, t_ms)
         return changes
 
     def filter(self, change: AlarmChange) -> list[AlarmChange]:
@@ -203,8 +225,8 @@ class MeterOutages:
                 m.misses = 0
             return changes
         for m in silent:
-            if m.suspected_ms is not None or ph.silent_ms is not None:
-                continue
+            if m.suspected_ms is not None or ph.raised_ms is not None:
+                continue  # suspected already, or its phase's outage explains the silence
             answering = any(n.last_ok and n.last_t_ms >= m.first_miss_ms
                             for n in group if n is not m)
             if answering and not mains_lost():
@@ -230,46 +252,73 @@ class MeterOutages:
                 changes += self._phase_change(ph, t_ms)
             elif not flags[flag] and meter in ph.flagged:
                 del ph.flagged[meter]
+                ph.dark_seen = ph.dark_seen and bool(ph.flagged)
                 changes += self._phase_change(ph, t_ms)
         return changes
 
+    def _believed(self, ph: _Phase) -> dict[str, int]:
+        """The flags of ``ph`` no meter of that phase on the bus has contradicted: one that
+        answers after the flag appeared, without a miss since its answer before, while no meter
+        of the phase has missed a poll since the flag, shows the phase live (the loss is in the
+        flagging meter's own fuse or service). Once a meter of the phase went dark the flags are
+        believed until they clear (a cut shorter than the silence rule, or a restore)."""
+        if ph.dark_seen or ph.silent_ms is not None:
+            return dict(ph.flagged)
+        group = [m for m in self._meters.values()
+                 if (m.site.bus, m.site.phase) == (ph.bus, ph.phase)]
+        return {meter: since for meter, since in ph.flagged.items()
+                if not any(m.last_ok and m.steady_ms > since for m in group)}
+
     def _phase_change(self, ph: _Phase, t_ms: int) -> list[AlarmChange]:
         """Raise or clear ``outage.phase`` as its causes (silence, flags) come and go."""
-        active = ph.silent_ms is not None or bool(ph.flagged)
+        flagged = self._believed(ph)
+        active = ph.silent_ms is not None or bool(flagged)
         if active == (ph.raised_ms is not None):
             return []
         group = [m.site for m in self._meters.values()
                  if m.site.bus == ph.bus and m.site.phase == ph.phase]
-        sites = group + [self._meters[m].site for m in ph.flagged]
+        listed = list(flagged) if active else [*ph.listed, *ph.flagged]
+        sites = group + [self._meters[m].site for m in listed if m in self._meters]
         meters = list(dict.fromkeys(s.meter for s in sites))
         customers = list(dict.fromkeys(s.customer for s in sites if s.customer is not None))
         areas = list(dict.fromkeys(s.area for s in sites if s.area is not None))
         evidence = (["silent"] if ph.silent_ms is not None else []) + \
-            [f"{meter}:{ph.phase}.voltage_loss" for meter in ph.flagged]
+            [f"{meter}:{ph.phase}.phase_break" for meter in flagged]
         details: dict[str, object] = {"bus": ph.bus, "phase": ph.phase, "meters": meters,
                                       "customers": customers}
         if areas:
             details["area"] = areas[0]
         key = f"{OUTAGE_PHASE}/{ph.bus}/{ph.phase}"
         if active:
-            starts = [*ph.flagged.values(), *([ph.silent_ms] if ph.silent_ms is not None else [])]
-            ph.raised_ms = min(starts)
+            starts = [*flagged.values(), *([ph.silent_ms] if ph.silent_ms is not None else [])]
+            ph.raised_ms, ph.listed = min(starts), meters
             details.update(start_ms=ph.raised_ms, evidence=evidence,
+                           planned=self._is_planned(areas[0] if areas else None, meters,
+                                                    ph.raised_ms),
                            hint=f"phase {ph.phase} of bus {ph.bus} lost: "
                                 f"{len(meters)} meters, {len(customers)} customers")
             return [AlarmChange(OUTAGE_PHASE, key, "raised", None, details, t_ms)]
         start = ph.raised_ms or t_ms
         ph.raised_ms = None
         details.update(start_ms=start, end_ms=t_ms, duration_s=round((t_ms - start) / 1000, 1),
+                       planned=self._is_planned(areas[0] if areas else None, meters, start),
                        hint=f"phase {ph.phase} of bus {ph.bus} is back")
+        if ph.flagged and not flagged:
+            details.update(withdrawn=True, reason=FLAG_WITHDRAWN_REASON,
+                           hint=f"phase {ph.phase} of bus {ph.bus} is live (its meters answer): "
+                                f"{', '.join(ph.flagged)} lost it in their own service")
+        ph.dark_seen = False
         return [AlarmChange(OUTAGE_PHASE, key, "cleared", None, details, t_ms)]
 
-    @staticmethod
-    def _common(site: MeterSite, start_ms: int) -> dict[str, object]:
+    def _is_planned(self, area: str | None, meters: Sequence[str], start_ms: int) -> bool:
+        return self.planned is not None and self.planned(area or "", meters, start_ms)
+
+    def _common(self, site: MeterSite, start_ms: int) -> dict[str, object]:
         details: dict[str, object] = {
             "meter": site.meter, "bus": site.bus, "phase": site.phase,
             "customers": [site.customer] if site.customer is not None else [],
-            "start_ms": start_ms}
+            "start_ms": start_ms,
+            "planned": self._is_planned(site.area, [site.meter], start_ms)}
         if site.area is not None:
             details["area"] = site.area
         return details

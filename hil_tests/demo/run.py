@@ -155,6 +155,10 @@ def gateway_config(layout: Sequence[DemoBus], links: dict[str, str | int], broke
         "# advance that many times what the polled power says: not a meter running fast.",
         "[theft]",
         f"fast_factor = {10 * ACCELERATION:g}",
+        "",
+        "# For the same reason their clocks gain an hour a minute on the gateway's: not read.",
+        "[clock]",
+        'mode = "off"',
     ]
     for bus in layout:
         lines += ["", "[[buses]]", f"name = {q(bus.name)}", f"protocol = {q(bus.protocol)}"]

@@ -123,6 +123,10 @@ PARAMETERS: Final[tuple[tuple[int, str, Format], ...]] = (
     (0x04000101, "clock.date", Timestamp("YYMMDDWW")),
     (0x04000102, "clock.time", Timestamp("hhmmss")),
     (0x0400010C, "clock.datetime", Timestamp("YYMMDDWWhhmmss")),
+    # Appendix A, display and transformer parameters: the CT and PT ratios programmed into the
+    # meter (NNNNNN), which the gateway compares with [[meters]] ct_ratio / pt_ratio.
+    (0x04000306, "ratio.ct", Bcd(3, 0, "")),
+    (0x04000307, "ratio.pt", Bcd(3, 0, "")),
     (0x04000401, "meter.address", Digits(6)),
     (0x04000402, "meter.number", Digits(6)),
     (0x04000403, "meter.asset_code", Ascii(32)),

@@ -66,6 +66,10 @@ RECORD: Final = Struct(
 )
 
 _TIME: Final = Timestamp("YYMMDDhhmm")
+#: Bytes of one record of a class-4 read (0604xxxx): start code, byte count, time, the energy
+#: block, the six separators, checksum and end code — 32. A master sizes its reads with it.
+ENERGY_RECORD_BYTES: Final = len(START) + 1 + _TIME.size + BLOCK_SIZES[ENERGY_CLASS - 1] \
+    + len(BLOCK_SIZES) + 2
 _ACTIVE: Final = Bcd(4, 2, "kWh")
 _REACTIVE: Final = Bcd(4, 2, "kvarh", signed=True)
 _ZERO: Final = Decimal("0.00")
@@ -173,5 +177,5 @@ def decode_load_records(data: bytes) -> tuple[LoadRecord, ...]:
     return tuple(records)
 
 
-__all__ = ["BLOCK_SIZES", "ENERGY_RECORDS_DI", "RECORD", "LoadRecord", "decode_load_records",
+__all__ = ["BLOCK_SIZES", "ENERGY_RECORDS_DI", "ENERGY_RECORD_BYTES", "RECORD", "LoadRecord", "decode_load_records",
            "encode_load_records"]

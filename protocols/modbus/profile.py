@@ -22,6 +22,9 @@ registers that share a function, a data type and often a base address::
       { quantity = "energy.active.import.total", offset = 0x00, unit = "kWh" },
     ]
 
+A meter that keeps a clock maps its six registers in a top-level ``clock`` table
+(``clock = { holding = 0x0F00 }``; see :mod:`protocols.modbus.clock`).
+
 A meter with a load relay declares it in a top-level ``relay`` table (coil or holding register
 and the values meaning open/closed; see :mod:`protocols.modbus.relay`)::
 
@@ -56,6 +59,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import ClassVar, Literal
 
+from protocols.modbus.clock import ModbusClock, ModbusClockError, parse_modbus_clock
 from protocols.modbus.relay import ModbusRelay, ModbusRelayError, parse_modbus_relay
 from protocols.profiles import (
     ProfileError,
@@ -217,7 +221,8 @@ class ModbusProfile:
     ``max_gap`` (how many unlisted registers a read may span between two listed ones — the
     meter must answer for them rather than raise exception 02); descriptive ``description``,
     ``vendor``, ``model``; ``source`` (where it was loaded from); ``relay`` (the load relay's
-    coil or register, None for a meter without one — it cannot be tripped).
+    coil or register, None for a meter without one — it cannot be tripped); ``clock`` (the
+    six registers of the meter's clock, :mod:`protocols.modbus.clock`, None: not read).
     """
 
     kind: ClassVar[Literal["modbus"]] = "modbus"
@@ -230,6 +235,7 @@ class ModbusProfile:
     model: str = ""
     source: str = "<memory>"
     relay: ModbusRelay | None = None
+    clock: ModbusClock | None = None
     _by_quantity: dict[str, RegisterSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -359,6 +365,13 @@ def parse_modbus_profile(top: TableReader, name: str, *, description: str = "", 
             relay = parse_modbus_relay(relay_table, "relay")  # type: ignore[arg-type]
         except ModbusRelayError as exc:
             top.error(None, str(exc))
+    clock: ModbusClock | None = None
+    clock_table = top.raw("clock")
+    if clock_table is not None:
+        try:
+            clock = parse_modbus_clock(clock_table, "clock")
+        except ModbusClockError as exc:
+            top.error(None, str(exc))
     groups = top.tables("groups", required=True)
     if top.has("groups") and not groups:
         top.error("groups", "must contain at least one group of registers")
@@ -383,6 +396,14 @@ def parse_modbus_profile(top: TableReader, name: str, *, description: str = "", 
         ordered = sorted(specs, key=lambda item: _spec_order(item[0]))
         for problem in layout_problems([spec for spec, _ in ordered]):
             issues.append(ProfileIssue(f"{top.source}: groups", problem))
+        if clock is not None:
+            for spec, path in specs:
+                if spec.function.value == clock.function and spec.address < clock.end \
+                        and clock.address < spec.end:
+                    issues.append(ProfileIssue(
+                        f"{top.source}: clock.{clock.function}",
+                        f"the clock's registers {clock.address:#06x}..{clock.end - 1:#06x} "
+                        f"overlap {spec.quantity} ({path})"))
         if relay is not None and relay.kind == "register":
             # The relay register is written; a measured quantity in the same holding register
             # would be overwritten by a trip (or is a typo in one of the two addresses).
@@ -405,6 +426,7 @@ def parse_modbus_profile(top: TableReader, name: str, *, description: str = "", 
         model=model,
         source=top.source,
         relay=relay,
+        clock=clock,
     )
 
 

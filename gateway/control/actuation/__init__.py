@@ -92,7 +92,7 @@ async def actuate_meter(bus: ScheduledBus | None, meter: MeterConfig | None,  # 
             name = slot.profile.name if slot.profile is not None else "?"
             return RelayOutcome(False, f"meter {meter_id} (Modbus, profile {name!r}) has no relay "
                                        "in its profile; add a relay table to the profile (see "
-                                       "configs/profiles/modbus-relay-meter.toml)", None, 0)
+                                       "the template profile modbus-relay-meter.toml in protocols/meter_profiles/)", None, 0)
         return await actuate_modbus_relay(bus, meter_id, slot.unit, relay, action)
     if isinstance(bus, Dlt645Bus):
         return await actuate_dlt645_relay(bus, meter, action, valid_until, utc_offset_min)

@@ -188,7 +188,7 @@ class CommandHandler:
             if action in RELAY_ACTIONS and relay is None:
                 return (f"meter {meter_id} (Modbus, profile {name!r}) has no relay in its profile; "
                         f"if the meter has one, add a relay table to the profile (see "
-                        f"configs/profiles/modbus-relay-meter.toml)")
+                        f"the template profile modbus-relay-meter.toml in protocols/meter_profiles/)")
             if action == "allow_close" and relay is not None and relay.allow_close_value is None:
                 return (f"meter {meter_id} (Modbus, profile {name!r}): the relay has no "
                         f"allow-close value (relay.allow_close); send close instead, or add the "

@@ -289,10 +289,7 @@ class CommandVerifier:
             journal,
             clock
             if clock is not None
-            else TrustedClock(
-                config.commands.clock_trusted,
-                max_error_us=config.commands.clock_max_error_ms * 1000,
-            ),
+            else TrustedClock.from_config(config.commands),
             params_check=params_check,
             relay_check=relay_check,
             planned=planned,
