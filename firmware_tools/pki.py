@@ -13,8 +13,8 @@ by that name (``configs/mosquitto/``, docs/security.md). So the common name *is*
   keeps them harmless for the identities that are not gateways.
 
 Keys are EC P-256 (ECDSA): mosquitto's OpenSSL, Python's ``ssl`` (paho) and the secure elements
-a gateway board may carry (ATECC608, TPM 2.0) all support it; Ed25519 certificates are refused
-by many secure elements and by TLS 1.2 stacks.
+a gateway board may carry (ATECC608, TPM 2.0) all support it. OpenSSL would take Ed25519 too,
+but those secure elements do not, and a key that can move into one later is worth having.
 
 The lab CA (:func:`new_lab_ca`, :func:`sign_csr`) is for test rigs and labs only: its key lies
 unencrypted in a file, it keeps no record of what it issued and it cannot revoke. Production
