@@ -149,7 +149,7 @@ def test_daemon_over_mtls_with_the_acl(tmp_path: Path) -> None:
             rig.start_daemon()
             assert wait_until(lambda: "client certificate" in rig.log_text()[log_before:], 30), \
                 rig.log_text()[log_before:]
-            assert rig.stop_daemon() == 0
+            rig.kill_daemon()  # a clean stop would wait for a broker it never reaches
             # Nothing of that run reached the broker: the only new state is none at all.
             assert len(_decoded(central, f"{P}/{gw}/state")) == births_before
     finally:
