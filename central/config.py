@@ -7,6 +7,7 @@ relative to the file's directory, so a config and its keys can move together.
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from central.errors import ConfigError
 from protocols.commands import parse_private_key, parse_public_key
 
-__all__ = ["CentralConfig", "MqttSettings", "ReplaySettings", "load_config"]
+__all__ = ["CentralConfig", "MqttSettings", "ReplaySettings", "TlsSettings", "load_config"]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """``[mqtt] tls``: TLS to the broker (present means on). ``cert_file``/``key_file`` are the
+    worker's client certificate, for brokers that require one (configs/mosquitto/,
+    docs/security.md: each worker its own ``central/NAME`` certificate)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +44,7 @@ class MqttSettings:
     #: How long the broker keeps a worker's session (and the messages queued for it) after it
     #: disconnects, so a worker restarted under the same ``--worker`` name loses nothing.
     session_expiry_s: int = 3600
+    tls: TlsSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +79,15 @@ class CentralConfig:
 
 
 _SECTIONS: dict[str, set[str]] = {
-    "mqtt": {"host", "port", "topic_prefix", "share_group", "keepalive_s", "session_expiry_s"},
+    "mqtt": {"host", "port", "topic_prefix", "share_group", "keepalive_s", "session_expiry_s",
+             "tls"},
     "database": {"url"},
     "replay": {"kid", "private_key", "min_interval_s", "retry_s", "ttl_s"},
     "gaps": {"grace_s", "scan_interval_s"},
     "ingest": {"batch_max", "batch_wait_ms"},
     "gateways": {"id", "result_key"},
 }
+_TLS_KEYS = {"ca_file", "cert_file", "key_file"}
 
 
 class _Reader:
@@ -139,6 +154,7 @@ def load_config(path: Path) -> CentralConfig:
         keepalive_s=r.number(mq, "mqtt", "keepalive_s", 30, 5, 3600, integer=True),
         session_expiry_s=r.number(mq, "mqtt", "session_expiry_s", 3600, 0, 2**32 - 1,
                                   integer=True),
+        tls=_tls(r, mq),
     )
     if any(c in mqtt.share_group for c in "/+#"):
         raise r.fail("mqtt.share_group", "a name without '/', '+' or '#'", mqtt.share_group)
@@ -160,6 +176,31 @@ def load_config(path: Path) -> CentralConfig:
         batch_wait_ms=r.number(ingest, "ingest", "batch_wait_ms", 200, 1, 60000, integer=True),
         result_keys=_result_keys(r, doc),
     )
+
+
+def _tls(r: _Reader, mq: dict[str, Any]) -> TlsSettings | None:
+    """Checked by loading it as the worker will, so a wrong path or a key that does not match
+    its certificate is a config error at start, not a reconnect loop."""
+    if "tls" not in mq:
+        return None
+    table = mq["tls"]
+    if not isinstance(table, dict):
+        raise r.fail("mqtt.tls", "a table, e.g. { ca_file = \"ca.crt\" }", table)
+    r.known(table, "mqtt.tls", _TLS_KEYS)
+    paths = {k: (r.path.parent / r.text(table, "mqtt.tls", k)).resolve()
+             for k in ("ca_file", "cert_file", "key_file") if k in table}
+    if ("cert_file" in paths) != ("key_file" in paths):
+        raise ConfigError(f"{r.path}: mqtt.tls: cert_file and key_file must be given together")
+    try:
+        context = ssl.create_default_context(cafile=paths.get("ca_file"))
+        if "cert_file" in paths:
+            context.load_cert_chain(paths["cert_file"], paths["key_file"])
+    except (OSError, ssl.SSLError) as exc:
+        detail = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"{r.path}: mqtt.tls: cannot load {', '.join(map(str, paths.values()))}"
+                          f": {detail} — check the paths and that the key belongs to the "
+                          "certificate") from None
+    return TlsSettings(**paths)
 
 
 def _replay(r: _Reader, doc: dict[str, Any]) -> ReplaySettings | None:

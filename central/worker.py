@@ -89,6 +89,11 @@ class Worker:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
         client.reconnect_delay_set(1, 10)
+        tls = self.config.mqtt.tls
+        if tls is not None:  # the files were loaded once already when the config was read
+            client.tls_set(ca_certs=None if tls.ca_file is None else str(tls.ca_file),
+                           certfile=None if tls.cert_file is None else str(tls.cert_file),
+                           keyfile=None if tls.key_file is None else str(tls.key_file))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

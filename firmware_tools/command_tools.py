@@ -229,6 +229,27 @@ def _gateway_public_key(path: str | None) -> bytes | None:
         raise ToolError(f"--gateway-pub {path}: {exc}") from None
 
 
+def _set_tls(client: Any, args: argparse.Namespace) -> None:
+    """TLS when --cafile is given; --cert/--key add this operator's client certificate (the
+    broker's ACL knows the operator by the certificate's common name)."""
+    if (args.cert is None) != (args.key is None):
+        raise ToolError("--cert and --key must be given together")
+    if args.cafile is None:
+        if args.cert is not None:
+            raise ToolError("--cert/--key need --cafile (the CA that signed the broker)")
+        return
+    import ssl
+
+    try:
+        client.tls_set(ca_certs=args.cafile, certfile=args.cert, keyfile=args.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ToolError(
+            f"cannot load TLS files (--cafile {args.cafile}, --cert {args.cert}, --key "
+            f"{args.key}): {getattr(exc, 'strerror', None) or exc} — check the paths and that "
+            "the key belongs to the certificate"
+        ) from None
+
+
 def cmd_send_command(args: argparse.Namespace) -> int:
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
@@ -251,12 +272,12 @@ def cmd_send_command(args: argparse.Namespace) -> int:
     )
     if args.username is not None:
         client.username_pw_set(args.username, args.password)
-    if args.cafile is not None:
-        client.tls_set(ca_certs=args.cafile)
+    _set_tls(client, args)
     connected = threading.Event()
     subscribed = threading.Event()
     published = threading.Event()
     connect_error: list[str] = []
+    publish_refusal: list[str] = []
     inbox: queue.Queue[bytes] = queue.Queue()
 
     def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -264,10 +285,22 @@ def cmd_send_command(args: argparse.Namespace) -> int:
             connect_error.append(str(reason))
         connected.set()
 
+    def on_disconnect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        # Before CONNACK this is a refusal at TLS level: without a valid client certificate
+        # TLS 1.3 lets the handshake finish and the broker then drops the connection.
+        if not connected.is_set():
+            connect_error.append(
+                f"connection closed before CONNACK ({reason}) — a broker that requires client "
+                "certificates does this when --cert/--key are missing or not signed by its CA")
+            connected.set()
+
     def on_subscribe(c: Any, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         subscribed.set()
 
     def on_publish(c: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        # MQTT 5 brokers say why they refused (e.g. the ACL: "Not authorized"); 3.1.1 cannot.
+        if reason.is_failure:
+            publish_refusal.append(str(reason))
         published.set()
 
     def on_message(c: Any, userdata: Any, msg: Any) -> None:
@@ -275,6 +308,7 @@ def cmd_send_command(args: argparse.Namespace) -> int:
             inbox.put(bytes(msg.payload))
 
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     client.on_subscribe = on_subscribe
     client.on_publish = on_publish
     client.on_message = on_message
@@ -294,6 +328,9 @@ def cmd_send_command(args: argparse.Namespace) -> int:
         client.publish(cmd_topic, message, qos=1)
         if not published.wait(args.timeout):
             raise ToolError(f"broker did not acknowledge the command on {cmd_topic}")
+        if publish_refusal:
+            raise ToolError(f"broker refused the command on {cmd_topic}: {publish_refusal[0]} "
+                            "— check that the broker's ACL lets this identity publish commands")
         return _await_results(inbox, command_id, gateway_key, args)
     finally:
         client.disconnect()
@@ -449,6 +486,8 @@ def register(sub: Any) -> None:
     p.add_argument("--username")
     p.add_argument("--password")
     p.add_argument("--cafile", help="CA bundle: connect with TLS")
+    p.add_argument("--cert", help="client certificate (PEM) for brokers that require one")
+    p.add_argument("--key", help="private key (PEM) of --cert")
     p.set_defaults(func=cmd_send_command)
 
     audit = sub.add_parser("audit", help="audit journal tools")

@@ -51,7 +51,8 @@ class MosquittoBroker:
     """One mosquitto process with its own config, persistence directory and log.
 
     `extra_config` is appended to the listener block (for example TLS options), so it applies to
-    the test listener.
+    the test listener. `preamble` goes first: options mosquitto wants before any listener or
+    security setting (``per_listener_settings``, ``acl_file``).
     """
 
     host = "127.0.0.1"
@@ -62,6 +63,8 @@ class MosquittoBroker:
         *,
         port: int | None = None,
         extra_config: str = "",
+        preamble: str = "",
+        allow_anonymous: bool = True,
         executable: str = MOSQUITTO,
     ) -> None:
         if not Path(executable).exists():
@@ -74,6 +77,8 @@ class MosquittoBroker:
         self.port = port if port is not None else free_port(self.host)
         self.executable = executable
         self.extra_config = extra_config
+        self.preamble = preamble
+        self.allow_anonymous = allow_anonymous
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self.persistence_dir = self.workdir / "persistence"
@@ -85,10 +90,11 @@ class MosquittoBroker:
 
     def _write_config(self) -> None:
         lines = [
+            *([self.preamble.strip()] if self.preamble else []),
             # Run as whoever runs the tests: as root mosquitto would otherwise drop to the
             # `mosquitto` user, which cannot write into pytest's private tmp directories.
             f"user {getpass.getuser()}",
-            "allow_anonymous true",
+            f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
             "persistence true",
             f"persistence_location {self.persistence_dir}/",
             "persistence_file mosquitto.db",

@@ -590,6 +590,11 @@ class MqttLink:
                 cause = f"broker closed the connection ({reason})"
             elif attempt is not None and attempt.up_since is None:
                 cause = f"connection closed before any CONNACK ({reason})"
+                if self.settings.tls is not None:
+                    # TLS 1.3 finishes the client's side of the handshake before the broker
+                    # checks the client certificate; a refusal then looks like this.
+                    cause += (" — a broker that requires a client certificate does this when "
+                              "[mqtt] tls has no cert_file/key_file or its CA does not trust them")
             else:
                 cause = f"connection lost ({reason})"
         self._record_error(
