@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "firmware_tools.vee_command",
     "firmware_tools.reconcile_command",
     "firmware_tools.command_tools",
+    "firmware_tools.bundle_command",
 )
 
 

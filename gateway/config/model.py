@@ -42,6 +42,7 @@ from gateway.config.operator_keys import Ed25519PublicKeyKind
 from gateway.config.power import OutageSection, PowerSection
 from gateway.config.profiles import ProfileKind, ProfileRef
 from gateway.config.reconcile import ReconcileSection
+from gateway.config.update import UpdateSection
 from gateway.config.vee import VeeSection
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -726,6 +727,11 @@ class GatewayConfig:
         Table(OutageSection),
         default=OutageSection(),
         doc="Outage classification: momentary against sustained (docs/outages.md).",
+    )
+    update: UpdateSection = setting(
+        Table(UpdateSection),
+        default=UpdateSection(),
+        doc="Signed update bundles: inbox directory and health deadline (docs/bundles.md).",
     )
     # Derived by the loader, not read from the file.
     source_file: Path | None = field(default=None, compare=False)
