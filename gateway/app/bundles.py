@@ -36,7 +36,7 @@ from gateway.app.bundle_files import FileSwitch
 from gateway.app.plan import Plan, build_plan
 from gateway.config import ConfigError, format_errors
 from gateway.config.update import UpdateSection
-from gateway.control.commands.journal import Journal, JournalEntry, ReplayMark
+from gateway.control.commands.journal import BUNDLE_RECORD, Journal, JournalEntry, ReplayMark
 from gateway.errors import GatewayError
 from gateway.store.files import write_atomically
 from protocols.bundle import BundleError, SignedBundle, verify_bundle
@@ -82,6 +82,7 @@ class BundleApplier:
         inbox = self.settings.inbox_dir
         assert inbox is not None
         inbox.mkdir(parents=True, exist_ok=True)
+        self.close_interrupted()
         while True:
             for path in sorted(inbox.glob(f"*{BUNDLE_SUFFIX}")):
                 try:
@@ -92,6 +93,19 @@ class BundleApplier:
                 await self.apply(data, path.name)
                 _move_processed(path)
             await asyncio.sleep(self.settings.scan_interval_s)
+
+    def close_interrupted(self) -> int:
+        """Journal the bundles a restart interrupted (accepted, no final outcome) as failed:
+        the daemon's start already put their files back (bundle_files.recover_switch)."""
+        journal = self._journal()
+        interrupted = [p for p in journal.pending() if p.details.get("what") == BUNDLE_RECORD]
+        for p in interrupted:
+            journal.record_outcome(p.cmd, "failed", "interrupted by a restart; the previous "
+                                   "configuration and profiles were put back", now_ms=_now_ms(),
+                                   details={"what": BUNDLE_RECORD, "step": "interrupted"})
+            log.error("bundle seq %s was interrupted by a restart: journaled failed",
+                      p.details.get("seq"))
+        return len(interrupted)
 
     # -- one bundle -------------------------------------------------------------------------
     async def apply(self, data: bytes, source: str) -> bool:
@@ -107,13 +121,13 @@ class BundleApplier:
         except BundleError as exc:
             log.error("bundle %s refused (%s): %s", source, exc.code, exc.reason)
             journal.append([JournalEntry("rejected", details={
-                "what": "bundle", "file": source, "size": len(data),
+                "what": BUNDLE_RECORD, "file": source, "size": len(data),
                 "sha256": hashlib.sha256(data).digest(), "code": exc.code,
                 "reason": exc.reason})], now_ms=_now_ms())
             return False
         seq = bundle.manifest.seq
         journal.append([JournalEntry("accepted", cmd=bundle.digest, kid=kid, details={
-            "what": "bundle", "file": source, "seq": seq, "size": len(data),
+            "what": BUNDLE_RECORD, "file": source, "seq": seq, "size": len(data),
             "payloads": [{"name": p.name, "kind": p.kind, "sha256": p.sha256}
                          for p in bundle.manifest.payloads]})],
             now_ms=_now_ms(), replay=ReplayMark(SEQ_KEY, seq, bundle.digest))
@@ -215,7 +229,7 @@ class BundleApplier:
     def _outcome(self, bundle: SignedBundle, status: Literal["executed", "failed"], reason: str,
                  *, step: str, final: bool = True) -> bool:
         self._journal().record_outcome(bundle.digest, status, reason, now_ms=_now_ms(),
-                                       final=final, details={"what": "bundle", "step": step,
+                                       final=final, details={"what": BUNDLE_RECORD, "step": step,
                                                              "seq": bundle.manifest.seq})
         return status == "executed"
 
