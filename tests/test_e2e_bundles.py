@@ -146,6 +146,7 @@ def test_bundles_switch_refuse_and_roll_back(tmp_path: Path) -> None:
                         and r.get("step") == "switch")
         rolled = next(r["ts_ms"] for r in records if r.get("seq") == 21
                       and r.get("step") == "rollback")
+        print(f"rolled back {(rolled - switched) / 1000:.1f} s after the switch")
         # Rolled back after the deadline, not long after (a reload is a few seconds at most).
         assert HEALTH_TIMEOUT_S * 1000 <= rolled - switched <= (HEALTH_TIMEOUT_S + 15) * 1000
         processed = {p.name for p in (tmp_path / "inbox" / "processed").iterdir()}
