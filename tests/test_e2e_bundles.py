@@ -60,21 +60,36 @@ def _reads_in(observer: Observer, rig: GatewayRig, meter_id: str, seconds: float
     return len(reads_by_meter(observer, rig).get(meter_id, [])) - before
 
 
+def _configure(rig: GatewayRig, health_timeout_s: float) -> str:
+    """Add the ENGINEER and OPERATOR keys and the [update] inbox to the rig's config."""
+    assert rig.config_path is not None
+    (rig.workdir / "inbox").mkdir()
+    extra = (
+        "\n[[operators]]\nkid = \"eng-1\"\n"
+        f"public_key = \"{raw_public_key(ENGINEER).hex()}\"\nroles = [\"ENGINEER\"]\n"
+        "\n[[operators]]\nkid = \"op-1\"\n"
+        f"public_key = \"{raw_public_key(OPERATOR).hex()}\"\nroles = [\"OPERATOR\"]\n"
+        f"\n[update]\ninbox_dir = \"inbox\"\nscan_interval_s = 0.5\n"
+        f"health_timeout_s = {health_timeout_s}\n")
+    original = rig.config_path.read_text() + extra
+    rig.config_path.write_text(original)
+    return original
+
+
+def _broken(rig: GatewayRig, config: bytes) -> bytes:
+    """``config`` with its DL/T 645 bus pointed at a port that does not exist (valid, unhealthy)."""
+    port = next(line.device for line in rig.lines.values())
+    broken = config.replace(f'"{port}"'.encode(), b'"/dev/ttyNOPE-bundle-test"')
+    assert broken != config
+    return broken
+
+
 @pytest.mark.slow
 def test_bundles_switch_refuse_and_roll_back(tmp_path: Path) -> None:
     with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=2, modbus_meters=0,
                      poll_interval_s=8.0) as rig:
         assert rig.config_path is not None
-        (tmp_path / "inbox").mkdir()
-        extra = (
-            "\n[[operators]]\nkid = \"eng-1\"\n"
-            f"public_key = \"{raw_public_key(ENGINEER).hex()}\"\nroles = [\"ENGINEER\"]\n"
-            "\n[[operators]]\nkid = \"op-1\"\n"
-            f"public_key = \"{raw_public_key(OPERATOR).hex()}\"\nroles = [\"OPERATOR\"]\n"
-            f"\n[update]\ninbox_dir = \"inbox\"\nscan_interval_s = 0.5\n"
-            f"health_timeout_s = {HEALTH_TIMEOUT_S}\n")
-        original = rig.config_path.read_text() + extra
-        rig.config_path.write_text(original)
+        original = _configure(rig, HEALTH_TIMEOUT_S)
         meter = next(iter(rig.meters))
         with Observer(rig.broker, "mtr/v1/#", client_id="bundle-observer") as observer:
             rig.start_daemon()
@@ -124,14 +139,21 @@ def test_bundles_switch_refuse_and_roll_back(tmp_path: Path) -> None:
             assert _reads_in(observer, rig, meter, 4.0) >= 2, "polling stopped"
 
             # 4. Valid but unhealthy (the bus points at a missing port): rolled back by itself.
-            port = next(line.device for line in rig.lines.values())
-            broken = fast.replace(f'"{port}"'.encode(), b'"/dev/ttyNOPE-bundle-test"')
-            assert broken != fast
-            _drop(rig, "08-broken-port", _bundle(21, broken))
+            _drop(rig, "08-broken-port", _bundle(21, _broken(rig, fast)))
             assert wait_until(lambda: any(r.get("step") == "rollback" for r in _journal(rig)),
                               HEALTH_TIMEOUT_S + 30), rig.log_text()[-3000:]
             assert rig.config_path.read_bytes() == fast
             assert _reads_in(observer, rig, meter, 4.0) >= 2, "polling did not resume"
+
+            # 5. A wheel only: verified and recorded for the installer, nothing switched.
+            wheel = sign_bundle(build_bundle(30, ["gw-test"], 0, [
+                ("edge_gateway-9.9-py3-none-any.whl", "wheel", b"PK\x03\x04 not installed")]),
+                ENGINEER, "eng-1").to_cbor()
+            _drop(rig, "09-wheel", wheel)
+            assert wait_until(lambda: any(r.get("step") == "recorded" for r in _journal(rig)),
+                              20), rig.log_text()[-3000:]
+            assert rig.config_path.read_bytes() == fast
+            assert (tmp_path / ".bundle-staged" / "edge_gateway-9.9-py3-none-any.whl").exists()
             assert rig.stop_daemon() == 0
 
         records = _journal(rig)
@@ -150,5 +172,38 @@ def test_bundles_switch_refuse_and_roll_back(tmp_path: Path) -> None:
         # Rolled back after the deadline, not long after (a reload is a few seconds at most).
         assert HEALTH_TIMEOUT_S * 1000 <= rolled - switched <= (HEALTH_TIMEOUT_S + 15) * 1000
         processed = {p.name for p in (tmp_path / "inbox" / "processed").iterdir()}
-        assert len(processed) == 8
+        assert len(processed) == 9
         assert "Traceback" not in rig.log_text(), rig.log_text()[-3000:]
+
+
+@pytest.mark.slow
+def test_a_switch_interrupted_by_kill_is_undone_at_the_next_start(tmp_path: Path) -> None:
+    with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=2, modbus_meters=0,
+                     poll_interval_s=1.0) as rig:
+        assert rig.config_path is not None
+        original = _configure(rig, 300.0).encode()  # the proof never ends before the kill
+        meter = next(iter(rig.meters))
+        with Observer(rig.broker, "mtr/v1/#", client_id="bundle-observer-kill") as observer:
+            rig.start_daemon()
+            assert wait_until(lambda: meter in reads_by_meter(observer, rig), 30), \
+                rig.log_text()[-3000:]
+            broken = _broken(rig, original)
+            _drop(rig, "01-broken", _bundle(1, broken))
+            assert wait_until(lambda: any(r.get("step") == "switch" for r in _journal(rig)),
+                              30), rig.log_text()[-3000:]
+            rig.kill_daemon()
+            assert rig.config_path.read_bytes() == broken
+            assert (tmp_path / ".bundle-switch").exists()
+
+            rig.start_daemon()
+            assert wait_until(lambda: any(r.get("step") == "interrupted"
+                                          for r in _journal(rig)), 30), rig.log_text()[-3000:]
+            assert rig.config_path.read_bytes() == original
+            assert not (tmp_path / ".bundle-switch").exists()
+            assert _reads_in(observer, rig, meter, 4.0) >= 2, "polling did not resume"
+            assert rig.stop_daemon() == 0
+        steps = [f"{r['kind']}:{r.get('step', r.get('code', ''))}" for r in _journal(rig)]
+        # The file was still in the inbox at the kill: read again, its seq is already spent.
+        assert steps == ["accepted:", "executed:stage", "executed:switch", "failed:interrupted",
+                         "rejected:stale_seq"]
+        assert "were put back" in rig.log_text()

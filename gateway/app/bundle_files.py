@@ -67,20 +67,19 @@ def recover_switch(marker: Path) -> bool:
     """Undo a switch that ``marker`` says was under way; True if there was one. Called at start
     (a crash mid-switch) and by :meth:`FileSwitch.restore`."""
     try:
-        entries = json.loads(marker.read_bytes())
+        entries = [(Path(e["path"]), bool(e["existed"])) for e in json.loads(marker.read_bytes())]
     except FileNotFoundError:
         return False
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         log.error("bundle switch marker %s is unreadable (%s): check the configuration files "
                   "and their .rollback copies by hand", marker, exc)
         return False
-    for entry in entries:
-        path = Path(entry["path"])
+    for path, existed in entries:
         copy = _rollback(path)
         if copy.exists():
             write_atomically(path, copy.read_bytes())
             copy.unlink()
-        elif not entry["existed"]:
+        elif not existed:
             path.unlink(missing_ok=True)
     marker.unlink(missing_ok=True)
     return True

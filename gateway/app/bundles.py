@@ -181,9 +181,13 @@ class BundleApplier:
             return self._outcome(bundle, "executed", "running and healthy", step="healthy")
         log.error("bundle %s: %s; rolling back to the previous configuration", source, problem)
         switch.restore()
-        rollback_problem = await self._reload(build_plan(config_path))
+        try:
+            rollback_problem = await self._reload(build_plan(config_path))
+        except ConfigError as err:  # the previous files changed under us: say so, keep going
+            rollback_problem = f"the previous configuration no longer validates: {err}"
         if rollback_problem is not None:
             log.error("rollback of bundle %s: %s", source, rollback_problem)
+            problem += f"; rollback: {rollback_problem}"
         return self._outcome(bundle, "failed", f"rolled back: {problem}", step="rollback")
 
     async def _reload(self, plan: Plan) -> str | None:
