@@ -145,6 +145,14 @@ def test_bundles_switch_refuse_and_roll_back(tmp_path: Path) -> None:
             assert rig.config_path.read_bytes() == fast
             assert _reads_in(observer, rig, meter, 4.0) >= 2, "polling did not resume"
 
+            # 4b. A new data_dir would only take effect at a restart: refused as invalid.
+            moved = fast.replace(b'data_dir = "var"', b'data_dir = "var2"')
+            assert moved != fast
+            _drop(rig, "08b-data-dir", _bundle(22, moved))
+            assert wait_until(lambda: any(r.get("seq") == 22 and r.get("step") == "validate"
+                                          for r in _journal(rig)), 20), rig.log_text()[-3000:]
+            assert rig.config_path.read_bytes() == fast
+
             # 5. A wheel only: verified and recorded for the installer, nothing switched.
             wheel = sign_bundle(build_bundle(30, ["gw-test"], 0, [
                 ("edge_gateway-9.9-py3-none-any.whl", "wheel", b"PK\x03\x04 not installed")]),
@@ -153,7 +161,7 @@ def test_bundles_switch_refuse_and_roll_back(tmp_path: Path) -> None:
             assert wait_until(lambda: any(r.get("step") == "recorded" for r in _journal(rig)),
                               20), rig.log_text()[-3000:]
             assert rig.config_path.read_bytes() == fast
-            assert (tmp_path / ".bundle-staged" / "edge_gateway-9.9-py3-none-any.whl").exists()
+            assert (tmp_path / "var" / "bundle-staged" / "edge_gateway-9.9-py3-none-any.whl").exists()
             assert rig.stop_daemon() == 0
 
         records = _journal(rig)
@@ -164,6 +172,9 @@ def test_bundles_switch_refuse_and_roll_back(tmp_path: Path) -> None:
         assert by_seq[1] == ["accepted:", "executed:stage", "executed:switch", "executed:healthy"]
         assert by_seq[20] == ["accepted:", "executed:stage", "failed:validate"]
         assert by_seq[21] == ["accepted:", "executed:stage", "executed:switch", "failed:rollback"]
+        assert by_seq[22] == ["accepted:", "executed:stage", "failed:validate"]
+        assert by_seq[30] == ["accepted:", "executed:stage", "executed:recorded"]
+        assert any("data_dir" in r.get("reason", "") for r in records if r.get("seq") == 22)
         switched = next(r["ts_ms"] for r in records if r.get("seq") == 21
                         and r.get("step") == "switch")
         rolled = next(r["ts_ms"] for r in records if r.get("seq") == 21
@@ -172,7 +183,7 @@ def test_bundles_switch_refuse_and_roll_back(tmp_path: Path) -> None:
         # Rolled back after the deadline, not long after (a reload is a few seconds at most).
         assert HEALTH_TIMEOUT_S * 1000 <= rolled - switched <= (HEALTH_TIMEOUT_S + 15) * 1000
         processed = {p.name for p in (tmp_path / "inbox" / "processed").iterdir()}
-        assert len(processed) == 9
+        assert len(processed) == 10
         assert "Traceback" not in rig.log_text(), rig.log_text()[-3000:]
 
 

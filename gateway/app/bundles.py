@@ -11,7 +11,7 @@ SHA-256 of its manifest):
    state, under the reserved key name :data:`SEQ_KEY`), so a seq once accepted is spent even if
    the power fails the next instant — an old bundle can never come back, not even after a
    rollback (sign a new one with a higher seq).
-2. **stage** — the payloads are written into ``.bundle-staged/`` beside the config and read
+2. **stage** — the payloads are written into ``bundle-staged/`` in the data_dir and read
    back; a wheel stays there for the installer (docs/bundles.md), the daemon never installs it.
 3. **switch** — the config and profiles are replaced file by file (gateway/app/bundle_files.py)
    and the plan is built from them by the same function as a start and a SIGHUP; a plan that
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 from gateway.app.bundle_files import FileSwitch
 from gateway.app.plan import Plan, build_plan
 from gateway.config import ConfigError, format_errors
+from gateway.config.issues import ConfigIssue
 from gateway.config.update import UpdateSection
 from gateway.control.commands.journal import BUNDLE_RECORD, Journal, JournalEntry, ReplayMark
 from gateway.errors import GatewayError
@@ -50,7 +51,7 @@ log = logging.getLogger("gateway")
 #: table). ``#`` cannot start an operator kid (gateway/config/ids.py), so no key shares it.
 SEQ_KEY: Final = "#bundle"
 BUNDLE_SUFFIX: Final = ".bundle"
-STAGING_DIR: Final = ".bundle-staged"
+STAGING_DIR: Final = "bundle-staged"
 PROCESSED_DIR: Final = "processed"
 HEALTH_POLL_S: Final = 0.5
 
@@ -136,8 +137,9 @@ class BundleApplier:
 
     async def _apply_verified(self, bundle: SignedBundle, source: str) -> bool:
         config_path = self.daemon.config_path
+        data_dir = Path(self._runtime().config.gateway.data_dir)
         try:
-            staged = _stage(bundle, config_path.parent / STAGING_DIR)
+            staged = _stage(bundle, data_dir / STAGING_DIR)
         except OSError as exc:
             return self._outcome(bundle, "failed", f"staging failed: {exc}", step="stage")
         self._outcome(bundle, "executed", f"staged in {staged}", step="stage", final=False)
@@ -161,6 +163,7 @@ class BundleApplier:
                                  step="switch")
         try:
             plan = build_plan(config_path)
+            _check_restartless(plan, data_dir)
         except ConfigError as err:
             switch.restore()
             first = format_errors(err).strip().splitlines()
@@ -236,6 +239,16 @@ class BundleApplier:
                                        final=final, details={"what": BUNDLE_RECORD, "step": step,
                                                              "seq": bundle.manifest.seq})
         return status == "executed"
+
+
+def _check_restartless(plan: Plan, data_dir: Path) -> None:
+    """A bundle's configuration must take effect at a reload: a new ``[gateway] data_dir``
+    would only move the store and the audit journal at the next start, and this bundle's own
+    journal records with them, so it is refused (change data_dir by hand, with a restart)."""
+    if Path(plan.config.gateway.data_dir) != data_dir:
+        raise ConfigError([ConfigIssue(
+            plan.config.source_file or Path("gateway.toml"), "gateway.data_dir", f"changes from {data_dir} to {plan.config.gateway.data_dir}, "
+            "which a bundle cannot do without a restart; change it by hand")])
 
 
 def _stage(bundle: SignedBundle, directory: Path) -> Path:
