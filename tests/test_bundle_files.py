@@ -59,3 +59,18 @@ def test_unreadable_marker_is_reported_not_raised(tmp_path: Path) -> None:
 def test_marker_of_the_wrong_shape_is_reported_not_raised(tmp_path: Path) -> None:
     (tmp_path / MARKER).write_bytes(b'[{"path": 3}]')
     assert recover_switch(tmp_path / MARKER) is False
+
+
+def test_a_switch_the_filesystem_refuses_changes_nothing(tmp_path: Path) -> None:
+    config, kept, added = _setup(tmp_path)
+    blocker = tmp_path / "profiles" / "added.toml"
+    blocker.mkdir()  # the new file cannot be written: an OSError half-way through the switch
+    switch = FileSwitch.plan(config, [(config, b"new config"), (blocker, b"added")])
+    try:
+        switch.switch()
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the switch should have failed")
+    assert config.read_bytes() == b"old config"
+    assert not (tmp_path / MARKER).exists() and not list(tmp_path.rglob("*.rollback"))
