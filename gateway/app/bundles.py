@@ -40,7 +40,7 @@ from gateway.config.update import UpdateSection
 from gateway.control.commands.journal import BUNDLE_RECORD, Journal, JournalEntry, ReplayMark
 from gateway.errors import GatewayError
 from gateway.store.files import write_atomically
-from protocols.bundle import BundleError, SignedBundle, verify_bundle
+from protocols.bundle import MAX_BUNDLE_BYTES, BundleError, SignedBundle, verify_bundle
 
 if TYPE_CHECKING:
     from gateway.app.runtime import Runtime
@@ -87,7 +87,8 @@ class BundleApplier:
         while True:
             for path in sorted(inbox.glob(f"*{BUNDLE_SUFFIX}")):
                 try:
-                    data = path.read_bytes()
+                    with path.open("rb") as f:  # one byte over the limit is enough to refuse
+                        data = f.read(MAX_BUNDLE_BYTES + 1)
                 except OSError as exc:
                     log.error("bundle %s cannot be read (%s); left in place", path, exc)
                     continue
@@ -103,7 +104,8 @@ class BundleApplier:
         for p in interrupted:
             journal.record_outcome(p.cmd, "failed", "interrupted by a restart; the previous "
                                    "configuration and profiles were put back", now_ms=_now_ms(),
-                                   details={"what": BUNDLE_RECORD, "step": "interrupted"})
+                                   details={"what": BUNDLE_RECORD, "step": "interrupted",
+                                            "seq": p.details.get("seq")})
             log.error("bundle seq %s was interrupted by a restart: journaled failed",
                       p.details.get("seq"))
         return len(interrupted)
@@ -117,8 +119,10 @@ class BundleApplier:
         journal = runtime.commands.journal
         keys = {op.kid: op.public_key for op in config.operators if "ENGINEER" in op.roles}
         try:
-            bundle, kid = verify_bundle(data, keys=keys, gateway_id=config.gateway.id,
-                                        last_seq=journal.last_counter(SEQ_KEY))
+            # Off the event loop: a bundle with a wheel is megabytes to decode and hash.
+            bundle, kid = await asyncio.to_thread(
+                verify_bundle, data, keys=keys, gateway_id=config.gateway.id,
+                last_seq=journal.last_counter(SEQ_KEY))
         except BundleError as exc:
             log.error("bundle %s refused (%s): %s", source, exc.code, exc.reason)
             journal.append([JournalEntry("rejected", details={
