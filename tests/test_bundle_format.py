@@ -134,3 +134,12 @@ def test_manifest_is_what_is_signed() -> None:
     assert message.payload == bundle.manifest_bytes
     assert message.headers.kid == b"eng-1"
     assert bundle.digest == hashlib.sha256(bundle.manifest_bytes).digest()
+
+
+def test_oversize_refused_before_parsing() -> None:
+    from protocols.bundle import MAX_BUNDLE_BYTES
+
+    with pytest.raises(BundleError) as info:
+        verify_bundle(b"\xa0" * (MAX_BUNDLE_BYTES + 1), keys=KEYS, gateway_id="gw-1",
+                      last_seq=None)
+    assert info.value.code == "malformed" and "limit" in info.value.reason
