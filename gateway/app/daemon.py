@@ -14,6 +14,10 @@ Lifecycle (DESIGN §2, issue 3):
   stop again; the box boots when power returns.
 * SIGHUP: a new plan is built; an invalid one keeps the old runtime running and says why. A valid
   one replaces the runtime through the same code as a start.
+* bundles (gateway/app/bundles.py, docs/bundles.md): with ``[update] inbox_dir`` set, signed
+  bundles switch the configuration and profiles through the same reload as SIGHUP, and roll
+  back by themselves when the new configuration does not become healthy. A start first puts
+  back any switch a crash interrupted (gateway/app/bundle_files.py).
 * supervision (gateway/app/supervisor.py): every long-running task runs under the supervisor; the
   systemd watchdog is fed only while none has failed and every bus loop, the committer and the
   pump make progress.
@@ -29,6 +33,8 @@ import time
 from pathlib import Path
 
 from gateway import __version__
+from gateway.app.bundle_files import MARKER, recover_switch
+from gateway.app.bundles import BundleApplier
 from gateway.app.event_loop import running_loop_name
 from gateway.app.health import HealthReporter, LoopLagMonitor
 from gateway.app.plan import Plan, build_plan
@@ -90,9 +96,14 @@ class GatewayDaemon:
         self.guard: StoreGuard | None = None
         self.lag = LoopLagMonitor()
         self.health = HealthReporter(self)
+        #: One reload at a time: SIGHUP and a bundle (or its rollback) never interleave.
+        self.reload_lock = asyncio.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def run(self) -> int:
+        if recover_switch(self.config_path.parent / MARKER):
+            log.warning("a bundle's configuration switch was interrupted; the previous "
+                        "configuration and profiles were put back")
         try:
             plan = build_plan(self.config_path)
         except ConfigError as err:
@@ -125,6 +136,8 @@ class GatewayDaemon:
             self.supervisor.start("health", self.health.run())
             self.supervisor.start("maintenance", self._maintenance_loop())
             self.supervisor.start("watchdog", self._watchdog_loop())
+            if config.update.inbox_dir is not None:
+                self.supervisor.start("bundles", BundleApplier(self, config.update).run())
             self.notifier.ready(f"polling {len(config.meters)} meters on {len(config.buses)} buses")
             log.info("gateway %s running: %d meters on %d buses, %s event loop",
                      config.gateway.id, len(config.meters), len(config.buses),
@@ -229,6 +242,14 @@ class GatewayDaemon:
             log.error("reload rejected, keeping the running configuration:\n%s", format_errors(err))
             self.notifier.ready("reload rejected: invalid configuration")
             return
+        await self.apply_plan(plan)
+
+    async def apply_plan(self, plan: Plan) -> None:
+        """Replace the runtime with one built from ``plan`` (SIGHUP and bundles alike)."""
+        async with self.reload_lock:
+            await self._apply_plan(plan)
+
+    async def _apply_plan(self, plan: Plan) -> None:
         config = plan.config
         old = self.runtime.config if self.runtime else None
         log.info("reloading configuration %s", self.config_path)

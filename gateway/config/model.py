@@ -43,6 +43,7 @@ from gateway.config.operator_keys import Ed25519PublicKeyKind
 from gateway.config.power import OutageSection, PowerSection
 from gateway.config.profiles import ProfileKind, ProfileRef
 from gateway.config.reconcile import ReconcileSection
+from gateway.config.update import UpdateSection
 from gateway.config.vee import VeeSection
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -733,6 +734,11 @@ class GatewayConfig:
         default=ClockSection(),
         doc="Meter clocks: read cadence, clock.drift alarms, automatic time sync "
         "(docs/clock.md).",
+    )
+    update: UpdateSection = setting(
+        Table(UpdateSection),
+        default=UpdateSection(),
+        doc="Signed update bundles: inbox directory and health deadline (docs/bundles.md).",
     )
     # Derived by the loader, not read from the file.
     source_file: Path | None = field(default=None, compare=False)

@@ -47,6 +47,7 @@ from gateway.control.commands import (
     ResultSigner,
     VerifiedCommand,
 )
+from gateway.control.commands.journal import BUNDLE_RECORD
 from gateway.control.commands.planned import FILE_NAME as PLANNED_FILE
 from gateway.control.commands.planned import PlannedOutageError, PlannedOutages
 from gateway.control.commands.replay import ACTION as REPLAY
@@ -221,7 +222,7 @@ class CommandHandler:
 
     def recover(self) -> int:
         """Report commands interrupted by a crash between the journal entry and the action."""
-        pending = self.journal.pending()
+        pending = [p for p in self.journal.pending() if p.details.get("what") != BUNDLE_RECORD]
         for p in pending:
             reason = "interrupted by a restart before its outcome was recorded; not re-executed"
             self.journal.record_outcome(p.cmd, "failed", reason, now_ms=_now_ms())

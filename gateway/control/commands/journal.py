@@ -50,6 +50,11 @@ JournalKind = Literal["received", "rejected", "accepted", "executed", "failed"]
 KINDS: Final[frozenset[str]] = frozenset({"received", "rejected", "accepted", "executed", "failed"})
 OUTCOME_KINDS: Final = ("executed", "failed")
 
+#: ``details["what"]`` of the records of a signed update bundle (gateway/app/bundles.py): they
+#: share the chain with commands, but an interrupted bundle is the bundle applier's to close,
+#: not a command whose result goes to the operator.
+BUNDLE_RECORD: Final = "bundle"
+
 #: How long the ids of accepted commands are remembered. The per-key counter already stops
 #: replays for ever; the id table is a second, independent check and need not grow without bound.
 DEFAULT_REPLAY_WINDOW_S: Final = 7 * 86_400
