@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = (
     "firmware_tools.reconcile_command",
     "firmware_tools.command_tools",
     "firmware_tools.time_sync_command",
+    "firmware_tools.modbus_commands",
 )
 
 
