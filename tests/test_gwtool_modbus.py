@@ -4,17 +4,14 @@ from the load model, so the decoded values are compared with the model's snapsho
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import Future
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -27,11 +24,11 @@ from hil_tests.modbus_sim import (
 )
 from protocols.modbus import ModbusProfile
 from protocols.profiles import load_named_profile
+from tests.gateway_rig import BackgroundLoop
 
 pytestmark = pytest.mark.timeout(120)
 
 REPO = Path(__file__).resolve().parent.parent
-T = TypeVar("T")
 
 
 def gwtool(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -53,24 +50,6 @@ def profile(name: str) -> ModbusProfile:
     return loaded
 
 
-class SimThread:
-    """An asyncio loop in a thread serving the simulator while gwtool runs as a subprocess."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(make(), self.loop)
-        return future.result(timeout=30)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-
 def meters() -> list[SimulatedModbusMeter]:
     model = LoadModel(seed=16, clock=ManualClock())  # a still clock: values do not move between reads
     return [SimulatedModbusMeter(3, profile("sdm630"), model.meter("sdm", base_kw=7.5)),
@@ -78,15 +57,14 @@ def meters() -> list[SimulatedModbusMeter]:
 
 
 @pytest.fixture
-def sim() -> Iterator[SimThread]:
-    thread = SimThread()
-    yield thread
-    thread.stop()
+def sim() -> Iterator[BackgroundLoop]:
+    loop = BackgroundLoop()
+    yield loop
+    loop.close()
 
 
-def serve(sim: SimThread, start: Callable[[], Coroutine[Any, Any, ModbusMetersHandle]]) -> Any:
-    handle = sim.run(start)
-    return handle
+def serve(sim: BackgroundLoop, start: Callable[[], Coroutine[Any, Any, ModbusMetersHandle]]) -> Any:
+    return sim.run(start(), timeout=30)
 
 
 def assert_snapshot(out: dict[str, Any], meter: SimulatedModbusMeter) -> None:
@@ -101,7 +79,7 @@ def assert_snapshot(out: dict[str, Any], meter: SimulatedModbusMeter) -> None:
         assert readings[spec.quantity]["unit"] == spec.unit
 
 
-def test_tcp_read_with_a_profile_equals_the_load_model(sim: SimThread) -> None:
+def test_tcp_read_with_a_profile_equals_the_load_model(sim: BackgroundLoop) -> None:
     units = meters()
     handle = serve(sim, lambda: start_modbus_tcp_meters(units))
     try:
@@ -114,10 +92,10 @@ def test_tcp_read_with_a_profile_equals_the_load_model(sim: SimThread) -> None:
         energy = units[0].meter.snapshot().values()["energy.active.import.total"]
         assert f"energy.active.import.total = {energy} kWh" in text.stdout.splitlines()
     finally:
-        sim.run(handle.close)
+        sim.run(handle.close())
 
 
-def test_tcp_raw_read_and_errors_are_one_line(sim: SimThread) -> None:
+def test_tcp_raw_read_and_errors_are_one_line(sim: BackgroundLoop) -> None:
     units = meters()
     handle = serve(sim, lambda: start_modbus_tcp_meters(units))
     try:
@@ -135,7 +113,7 @@ def test_tcp_raw_read_and_errors_are_one_line(sim: SimThread) -> None:
                                            "--profile", "dlt645-2007"))
         assert "not a Modbus register map" in wrong_kind
     finally:
-        sim.run(handle.close)
+        sim.run(handle.close())
 
 
 def free_port() -> int:
@@ -157,7 +135,7 @@ def test_connection_refused_bad_port_and_bad_host_are_one_line() -> None:
     assert "cannot open serial port bogus://x" in bad_url
 
 
-def test_tcp_scan_finds_the_units_and_reads_silence_as_absence(sim: SimThread) -> None:
+def test_tcp_scan_finds_the_units_and_reads_silence_as_absence(sim: BackgroundLoop) -> None:
     units = meters()
     handle = serve(sim, lambda: start_modbus_tcp_meters(units))
     try:
@@ -165,7 +143,7 @@ def test_tcp_scan_finds_the_units_and_reads_silence_as_absence(sim: SimThread) -
         assert found.returncode == 0, found.stderr
         assert [f["unit"] for f in json.loads(found.stdout)] == [3, 7]
     finally:
-        sim.run(handle.close)
+        sim.run(handle.close())
     silent = serve(sim, lambda: start_modbus_tcp_meters(units, silent_absent_units=True))
     try:
         found = gwtool("scan", "--tcp", f"127.0.0.1:{silent.port}", "--units", "2-4,6-8",
@@ -177,10 +155,10 @@ def test_tcp_scan_finds_the_units_and_reads_silence_as_absence(sim: SimThread) -
                                      "--timeout-ms", "300"))
         assert "no unit answered" in none
     finally:
-        sim.run(silent.close)
+        sim.run(silent.close())
 
 
-def test_rtu_read_and_scan_over_a_pty(sim: SimThread) -> None:
+def test_rtu_read_and_scan_over_a_pty(sim: BackgroundLoop) -> None:
     units = meters()
     handle = serve(sim, lambda: start_modbus_rtu_meters(units, baudrate=19200))
     try:
@@ -202,4 +180,4 @@ def test_rtu_read_and_scan_over_a_pty(sim: SimThread) -> None:
                                        "--holding", "0", "--timeout-ms", "300"))
         assert "unit 5: no reply" in silent
     finally:
-        sim.run(handle.close)
+        sim.run(handle.close())

@@ -22,6 +22,7 @@ from typing import Any, Final, Literal, get_args
 from gateway.config.addresses import MeterAddress
 from gateway.config.clock import ClockSection
 from gateway.config.fields import Problems, setting
+from gateway.config.health import HealthSection
 from gateway.config.ids import HOST, ID_PATTERN, IDENT
 from gateway.config.kinds import (
     Bool,
@@ -733,6 +734,11 @@ class GatewayConfig:
         default=ClockSection(),
         doc="Meter clocks: read cadence, clock.drift alarms, automatic time sync "
         "(docs/clock.md).",
+    )
+    health: HealthSection = setting(
+        Table(HealthSection),
+        default=HealthSection(),
+        doc="Health outside MQTT: a Prometheus textfile for node-exporter (docs/field_tools.md).",
     )
     # Derived by the loader, not read from the file.
     source_file: Path | None = field(default=None, compare=False)
