@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "firmware_tools.command_tools",
     "firmware_tools.time_sync_command",
     "firmware_tools.modbus_commands",
+    "firmware_tools.watch_command",
 )
 
 

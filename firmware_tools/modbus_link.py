@@ -81,29 +81,30 @@ class Target:
         return f"{self.host}:{self.tcp_port}"
 
 
-def parse_host(text: str) -> tuple[str, int]:
-    """``HOST`` or ``HOST:PORT`` (``[v6]:PORT`` for IPv6) into a host and a port."""
-    host, port = text, DEFAULT_TCP_PORT
+def parse_host(text: str, option: str = "--tcp", default_port: int = DEFAULT_TCP_PORT) -> tuple[str, int]:
+    """``HOST`` or ``HOST:PORT`` (``[v6]:PORT`` for IPv6) into a host and a port; ``option``
+    names the argument in the error (``gwtool watch --broker`` parses the same way)."""
+    host, port = text, default_port
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise ToolError(f"--tcp {text!r}: missing ']' after the IPv6 address")
+            raise ToolError(f"{option} {text!r}: missing ']' after the IPv6 address")
         host, rest = text[1:end], text[end + 1:]
         if rest:
             if not rest.startswith(":"):
-                raise ToolError(f"--tcp {text!r}: expected [ADDRESS]:PORT")
-            port = _port_number(rest[1:], text)
+                raise ToolError(f"{option} {text!r}: expected [ADDRESS]:PORT")
+            port = _port_number(rest[1:], text, option)
     elif text.count(":") == 1:
         host, port_text = text.split(":")
-        port = _port_number(port_text, text)
+        port = _port_number(port_text, text, option)
     if not host:
-        raise ToolError(f"--tcp {text!r}: no host given")
+        raise ToolError(f"{option} {text!r}: no host given")
     return host, port
 
 
-def _port_number(text: str, whole: str) -> int:
+def _port_number(text: str, whole: str, option: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise ToolError(f"--tcp {whole!r}: the port must be a number 1..65535, got {text!r}")
+        raise ToolError(f"{option} {whole!r}: the port must be a number 1..65535, got {text!r}")
     return int(text)
 
 
