@@ -181,3 +181,22 @@ def test_rtu_read_and_scan_over_a_pty(sim: BackgroundLoop) -> None:
         assert "unit 5: no reply" in silent
     finally:
         sim.run(handle.close())
+
+
+def test_unit_lists_and_host_ports_parse_or_say_what_is_wrong() -> None:
+    from firmware_tools.errors import ToolError
+    from firmware_tools.modbus_commands import parse_units
+    from firmware_tools.modbus_link import parse_host
+
+    assert parse_units("1-3, 5,7..8") == [1, 2, 3, 5, 7, 8]
+    for bad, words in (("0-5", "within 1..247"), ("5-3", "low to high"), ("x", "not a unit id"),
+                       ("248", "within 1..247"), (",", "no unit ids")):
+        with pytest.raises(ToolError, match=words):
+            parse_units(bad)
+    assert parse_host("meter.local") == ("meter.local", 502)
+    assert parse_host("10.0.0.9:5020") == ("10.0.0.9", 5020)
+    assert parse_host("[fe80::1]:1502") == ("fe80::1", 1502)
+    assert parse_host("[fe80::1]") == ("fe80::1", 502)
+    for bad in ("host:", ":502", "[fe80::1", "h:70000"):
+        with pytest.raises(ToolError):
+            parse_host(bad)
