@@ -26,6 +26,8 @@ SUBCOMMAND_MODULES = (
     "firmware_tools.time_sync_command",
     "firmware_tools.identity_commands",
     "firmware_tools.bundle_command",
+    "firmware_tools.modbus_commands",
+    "firmware_tools.watch_command",
 )
 
 

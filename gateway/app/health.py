@@ -11,6 +11,8 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.app.event_loop import running_loop_name
+from gateway.app.health_textfile import TextfileWriter
+from gateway.app.health_textfile import render as render_textfile
 from protocols.payload import Envelope, build_health
 from protocols.topics import QOS_HEALTH
 
@@ -82,6 +84,7 @@ class HealthReporter:
         self.daemon = daemon
         self._started = time.monotonic()
         self._cpu0 = cpu_seconds()
+        self._writer: TextfileWriter | None = None
 
     def snapshot(self) -> dict[str, Any]:
         d = self.daemon
@@ -124,9 +127,29 @@ class HealthReporter:
             interval = d.runtime.config.gateway.health_interval_s if d.runtime else 30.0
             await asyncio.sleep(interval)
             link, store, services = d.link, d.store, d.services
-            if link is None or not link.connected or store is None or services is None:
+            publish = link is not None and link.connected and store is not None \
+                and services is not None
+            textfile = self._textfile()
+            if not publish and textfile is None:
                 continue
-            topics = services.topics
-            payload = build_health(Envelope(topics.gateway_id, store.epoch, store.last_seq,
-                                            time.time_ns() // 1_000_000), self.snapshot())
-            link.publish(topics.health, payload, qos=QOS_HEALTH)
+            # One snapshot for both: it resets the loop-lag maximum as it reads it.
+            snapshot = self.snapshot()
+            if textfile is not None and d.runtime is not None:
+                textfile.write(render_textfile(d.runtime.config.gateway.id, snapshot))
+            if publish:
+                assert link is not None and store is not None and services is not None
+                topics = services.topics
+                payload = build_health(Envelope(topics.gateway_id, store.epoch, store.last_seq,
+                                                time.time_ns() // 1_000_000), snapshot)
+                link.publish(topics.health, payload, qos=QOS_HEALTH)
+
+    def _textfile(self) -> TextfileWriter | None:
+        """The writer for ``[health] textfile_dir`` of the running config (it may change at a
+        reload), None when it is unset."""
+        runtime = self.daemon.runtime
+        directory = runtime.config.health.textfile_dir if runtime is not None else None
+        if directory is None:
+            self._writer = None
+        elif self._writer is None or self._writer.path.parent != directory:
+            self._writer = TextfileWriter(directory)
+        return self._writer

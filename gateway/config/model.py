@@ -22,6 +22,7 @@ from typing import Any, Final, Literal, get_args
 from gateway.config.addresses import MeterAddress
 from gateway.config.clock import ClockSection
 from gateway.config.fields import Problems, setting
+from gateway.config.health import HealthSection
 from gateway.config.ids import HOST, ID_PATTERN, IDENT
 from gateway.config.kinds import (
     Bool,
@@ -739,6 +740,11 @@ class GatewayConfig:
         Table(UpdateSection),
         default=UpdateSection(),
         doc="Signed update bundles: inbox directory and health deadline (docs/bundles.md).",
+    )
+    health: HealthSection = setting(
+        Table(HealthSection),
+        default=HealthSection(),
+        doc="Health outside MQTT: a Prometheus textfile for node-exporter (docs/field_tools.md).",
     )
     # Derived by the loader, not read from the file.
     source_file: Path | None = field(default=None, compare=False)
