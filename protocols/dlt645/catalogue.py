@@ -2,9 +2,10 @@
 
 Tables, not if-chains: every family of identifiers is one row (DI prefix, name pattern, format), and
 the catalogue is generated from the rows once, at its first use (a gateway that polls no DL/T 645
-meter never holds the ~4,000 items, about 1.3 MiB; docs/performance.md, Memory). Sources: DL/T 645-2007 appendix A (tables A.1
-energy, A.2 demand, A.3 variables, A.4 events, A.5 parameters, A.6 freeze, A.7 load records) with the
-2013 filing (备案文件) status word layout; DL/T 645-1997 appendix B for the 2-byte identifiers.
+meter never holds the 2,878 items of the 2007 edition, about 1.4 MB of RSS; docs/performance.md).
+Sources: DL/T 645-2007 appendix A (tables A.1 energy, A.2 demand, A.3 variables, A.4 events, A.5
+parameters, A.6 freeze, A.7 load records) with the 2013 filing (备案文件) status word layout;
+DL/T 645-1997 appendix B for the 2-byte identifiers.
 
 Quantity names are the gateway's vocabulary (also used on MQTT): ``energy.active.import.total``,
 ``energy.active.import.t1`` … (tariff 1 = sharp 尖, 2 = peak 峰, 3 = flat 平, 4 = valley 谷),
