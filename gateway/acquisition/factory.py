@@ -38,9 +38,13 @@ def _issue(config: GatewayConfig, path: str, message: str) -> ConfigIssue:
 
 
 def dlt645_catalogue(profile: Dlt645Profile) -> d.Catalogue:
-    """The standard catalogue of the profile's edition, with the profile's DI overrides applied."""
+    """The standard catalogue of the profile's edition, with the profile's DI overrides applied.
+
+    The edition's items are generated here, at start-up, rather than on the bus's first poll
+    (a gateway without DL/T 645 meters never generates them: protocols/dlt645/catalogue.py)."""
     version = d.Version(int(profile.version))
     base = d.catalogue_for(version)
+    base.generate()
     overrides: dict[int, d.DataItem] = {}
     for o in profile.overrides:
         di = int(o.di, 16)

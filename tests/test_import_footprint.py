@@ -1,0 +1,39 @@
+"""What the daemon's modules load at import (docs/performance.md, Memory): no numba/llvmlite
+(about 120 MiB together) and no rich in a fresh interpreter that imports the daemon, and the DL/T
+645 catalogue is generated only when something uses it. A fresh interpreter, because this test
+process has imported everything already."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+_PROBE = """
+import json, sys
+import gateway.app.daemon
+from protocols.dlt645.catalogue import CATALOGUE_1997, CATALOGUE_2007
+loaded = sorted({name.split('.')[0] for name in sys.modules})
+before = [CATALOGUE_2007.items._table is None, CATALOGUE_1997.items._table is None]
+item = CATALOGUE_2007.lookup(0x00010000)
+print(json.dumps({"loaded": loaded, "ungenerated": before, "item": item.name if item else None,
+                  "size": len(CATALOGUE_2007.items)}))
+"""
+
+
+def test_daemon_import_leaves_out_numba_rich_and_the_dlt645_catalogue() -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120, check=True)
+    found = json.loads(out.stdout)
+    for heavy in ("numba", "llvmlite", "rich"):
+        assert heavy not in found["loaded"]
+    assert "gateway" in found["loaded"] and "numpy" in found["loaded"]
+    assert found["ungenerated"] == [True, True]
+    # first use generates the whole table
+    assert found["item"] == "energy.active.import.total"
+    assert found["size"] > 2000
