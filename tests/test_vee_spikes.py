@@ -187,6 +187,7 @@ def test_estimates_lie_between_the_actual_reads_around_them_in_the_daemon(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 60 examples take ~200 s on a quiet 2-core box; 300 s is too tight loaded
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fault_patterns())
 def test_estimates_lie_between_the_actual_reads_around_them_in_the_daemon_at_length(
