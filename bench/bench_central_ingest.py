@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from central.decoding import Inbound, decode_inbound
+from central.decoding import Decoder, Inbound
 from central.storage import open_database
 from central.storage.ingest import ingest
 from protocols.payload import Envelope, ReadRecord, build_reads
@@ -55,7 +55,8 @@ def messages(gateways: int, meters: int, polls: int) -> list[tuple[str, bytes]]:
 
 def run(engine: str, url: str, batch: list[tuple[str, bytes]], size: int) -> None:
     t0 = time.perf_counter()
-    decoded: list[Inbound] = [decode_inbound(t, p, PREFIX, {}) for t, p in batch]
+    decoder = Decoder(PREFIX, {})
+    decoded: list[Inbound] = [decoder.decode(t, p) for t, p in batch]
     t1 = time.perf_counter()
     db = open_database(url)
     values = 0

@@ -19,7 +19,7 @@ what was not acknowledged.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from central.decoding import (
@@ -31,12 +31,13 @@ from central.decoding import (
     Inbound,
     ReadsIn,
     ResultIn,
-    value_text,
+    UnresolvedReadsIn,
 )
+from central.storage.bindings import park, release_parked, store_bindings
 from central.storage.database import Database
 from central.streams import SeqRange, add_seq, covered
 
-__all__ = ["IngestReport", "epoch_text", "ingest", "load_ranges", "save_ranges"]
+__all__ = ["IngestReport", "epoch_text", "ingest", "load_ranges", "release", "save_ranges"]
 
 _READ_COLUMNS = ("gw", "meter", "quantity", "t_ms", "value", "unit", "quality", "method",
                  "reasons", "message_id", "rev", "raw", "received_ms")
@@ -52,16 +53,17 @@ _READ_UPSERT = (
 @dataclass
 class IngestReport:
     """What one batch did: messages stored, duplicates skipped, values written, gaps filled,
-    and the command results that answer replay requests (cmd hex → status, reason)."""
+    v2 reads parked until their binding is known (counted in ``stored``), and the command results that answer replay requests (cmd hex → status, reason)."""
 
     stored: int = 0
     duplicates: int = 0
     values: int = 0
     gaps_filled: int = 0
+    parked: int = 0
     results: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
-Durable = ReadsIn | AlarmIn | GroupIn | ResultIn
+Durable = ReadsIn | UnresolvedReadsIn | AlarmIn | GroupIn | ResultIn
 
 
 def epoch_text(epoch: int) -> str:
@@ -83,11 +85,12 @@ def save_ranges(db: Database, gw: str, epoch: str, ranges: list[SeqRange]) -> No
 
 def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
     """Store ``batch`` in one transaction (see the module docstring); idempotent."""
-    durable = [m for m in batch if isinstance(m, ReadsIn | AlarmIn | GroupIn | ResultIn)]
+    durable = [m for m in batch
+               if isinstance(m, ReadsIn | UnresolvedReadsIn | AlarmIn | GroupIn | ResultIn)]
     ephemeral = [m for m in batch if isinstance(m, BirthIn | DeathIn | HealthIn)]
     streams = {(m.stream.gw, epoch_text(m.stream.epoch)) for m in durable}
     streams |= {(m.gw, epoch_text(m.epoch)) for m in ephemeral}
-    reads_t = [r.t for m in durable if isinstance(m, ReadsIn) for r in m.records]
+    reads_t = [r.t for m in durable if isinstance(m, ReadsIn) for r in m.rows]
     db.ensure_partitions("current_reads", reads_t)
     db.ensure_partitions("alarms", [m.ts for m in durable if isinstance(m, AlarmIn)])
     report = IngestReport()
@@ -104,7 +107,10 @@ def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
         _store_alarms(db, [m for m in fresh if isinstance(m, AlarmIn)])
         _store_groups(db, [m for m in fresh if isinstance(m, GroupIn)])
         report.results = _store_results(db, [m for m in fresh if isinstance(m, ResultIn)])
+        park(db, [m for m in fresh if isinstance(m, UnresolvedReadsIn)], now_ms)
+        report.parked = sum(isinstance(m, UnresolvedReadsIn) for m in fresh)
         _store_presence(db, [m for m in ephemeral if isinstance(m, BirthIn | DeathIn)], now_ms)
+        store_bindings(db, [m for m in ephemeral if isinstance(m, BirthIn)], now_ms)
         touched = {(m.stream.gw, epoch_text(m.stream.epoch)) for m in fresh}
         for gw, epoch in sorted(streams):
             _update_stream(db, gw, epoch, [m for m in fresh if m.stream.gw == gw
@@ -116,19 +122,27 @@ def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
     return report
 
 
+def release(db: Database, gw: str, epoch: str, decode: Callable[[str, bytes], Inbound],
+            now_ms: int) -> tuple[int, list[str]]:
+    """Store the parked reads of one stream that ``decode`` can now resolve
+    (:func:`central.storage.bindings.release_parked`): values stored, lines rejected."""
+    return release_parked(db, gw, epoch, decode,
+                          lambda db, messages: _store_reads(db, messages, now_ms))
+
+
 def _store_reads(db: Database, messages: list[ReadsIn], now_ms: int) -> int:
     # One row per key per statement (PostgreSQL refuses to update a row twice in one INSERT):
     # within the batch the highest rev wins, as it would across batches.
     latest: dict[tuple[str, str, str, int], tuple[object, ...]] = {}
     for m in messages:
-        for r in m.records:
+        for r in m.rows:
             key = (m.stream.gw, m.meter, r.q, r.t)
             old = latest.get(key)
             if old is not None and int(old[10]) >= r.rev:  # type: ignore[call-overload]
                 continue
-            latest[key] = (m.stream.gw, m.meter, r.q, r.t, value_text(r.val), r.unit, r.quality,
-                           r.method, ";".join(str(c) for c in r.reasons), m.message_id, r.rev,
-                           value_text(r.raw), now_ms)
+            latest[key] = (m.stream.gw, m.meter, r.q, r.t, r.val, r.unit, r.quality,
+                           r.method, ";".join(map(str, r.reasons)), m.message_id, r.rev,
+                           r.raw, now_ms)
     rows = [latest[k] for k in sorted(latest)]
     db.insert_many("current_reads", _READ_COLUMNS, rows, _READ_UPSERT,
                    casts={"value": "numeric", "raw": "numeric"})
