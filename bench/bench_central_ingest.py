@@ -1,10 +1,11 @@
 """How fast one ``edge-central`` process decodes and stores reads, without the broker.
 
     .venv/bin/python bench/bench_central_ingest.py [--gateways 20] [--meters 100] [--polls 5]
-        [--batch 500] [--engine sqlite|postgresql|both]
+        [--batch 500] [--engine sqlite|postgresql|both] [--payload-version 2] [--profile]
 
-Builds v1 reads messages of 10 values each (2 exact registers, 8 floats: a Modbus poll) for a
-fleet of gateways, then times, in this one process: decoding them through the consumer's trust
+Builds reads messages of 10 values each (2 exact registers, 8 floats: a Modbus poll; schema
+``--payload-version``, v2 after each gateway's birth, as bench/bench_central_mqtt.py publishes
+them) for a fleet of gateways, then times, in this one process: decoding them through the consumer's trust
 boundary (``central.decoding``) and storing them in batches through ``central.storage.ingest``
 (dedupe by seq ranges, upserts, stream bookkeeping), on SQLite (a temp file) and on a throwaway
 PostgreSQL cluster (initdb + pg_ctl, fsync off: the CPU cost, not the disk's). Prints values/s
@@ -17,45 +18,31 @@ import argparse
 import sys
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from central.decoding import Inbound, decode_inbound
+from bench.bench_central_mqtt import PREFIX, VALUES_PER_MESSAGE, birth_message, poll_message
+from central.decoding import Decoder, Inbound
 from central.storage import open_database
 from central.storage.ingest import ingest
-from protocols.payload import Envelope, ReadRecord, build_reads
 
-PREFIX = "mtr/v1"
 T0 = 1_767_225_600_000
-QUANTITIES = ("voltage.a", "voltage.b", "voltage.c", "current.a", "current.b", "current.c",
-              "power.active.total", "frequency")
 
 
-def messages(gateways: int, meters: int, polls: int) -> list[tuple[str, bytes]]:
-    out = []
+def messages(gateways: int, meters: int, polls: int, version: int) -> list[tuple[str, bytes]]:
+    out = [birth_message(g, meters) for g in range(gateways)] if version == 2 else []
     for g in range(gateways):
-        gw = f"gw-{g:04d}"
-        seq = 0
         for p in range(polls):
-            t = T0 + p * 60_000
-            for m in range(meters):
-                seq += 1
-                records = [ReadRecord("energy.active.import.total",
-                                      Decimal(f"{1000 + m}.{p:02d}"), "kWh", t),
-                           ReadRecord("energy.active.export.total", Decimal(f"{m}.5"), "kWh", t)]
-                records += [ReadRecord(q, 230.0 + i + m / 100, "V", t)
-                            for i, q in enumerate(QUANTITIES)]
-                payload = build_reads(Envelope(gw, 0xABCD_0000_0000_0000 + g, seq, t),
-                                      f"m-{m:03d}", records)
-                out.append((f"{PREFIX}/{gw}/reads/m-{m:03d}", payload))
+            out += [poll_message(g, m, p * meters + m + 1, T0 + p * 900_000, p, version)
+                    for m in range(meters)]
     return out
 
 
 def run(engine: str, url: str, batch: list[tuple[str, bytes]], size: int) -> None:
     t0 = time.perf_counter()
-    decoded: list[Inbound] = [decode_inbound(t, p, PREFIX, {}) for t, p in batch]
+    decoder = Decoder(PREFIX, {})
+    decoded: list[Inbound] = [decoder.decode(t, p) for t, p in batch]
     t1 = time.perf_counter()
     db = open_database(url)
     values = 0
@@ -64,7 +51,7 @@ def run(engine: str, url: str, batch: list[tuple[str, bytes]], size: int) -> Non
         values += ingest(db, decoded[i:i + size], 1).values
     t3 = time.perf_counter()
     db.close()
-    n = len(batch) * 10
+    n = sum("/reads/" in topic for topic, _p in batch) * VALUES_PER_MESSAGE
     print(f"{engine:10s} {len(batch):7,d} msgs {n:8,d} values | decode {n / (t1 - t0):9,.0f} "
           f"values/s | store {n / (t3 - t2):9,.0f} values/s | both {n / (t3 - t2 + t1 - t0):9,.0f}"
           f" values/s (batch {size})")
@@ -78,8 +65,27 @@ def main() -> None:
     parser.add_argument("--polls", type=int, default=5)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--engine", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--payload-version", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile decode and store; print the top functions by own time")
     args = parser.parse_args()
-    batch = messages(args.gateways, args.meters, args.polls)
+    batch = messages(args.gateways, args.meters, args.polls, args.payload_version)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            main_runs(args, batch)
+        finally:
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+        return
+    main_runs(args, batch)
+
+
+def main_runs(args: argparse.Namespace, batch: list[tuple[str, bytes]]) -> None:
     if args.engine in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as tmp:
             run("sqlite", f"sqlite:///{tmp}/central.sqlite", batch, args.batch)

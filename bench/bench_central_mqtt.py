@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_central_mqtt.py [--gateways 1000] [--meters 100] [--polls 1]
         [--workers 1,2] [--publishers 4] [--latency-rate 500] [--latency-s 20]
+        [--payload-version 2]
 
 For each worker count: a fresh mosquitto (no persistence, unlimited queues and in-flight
 window, as a consumer's broker should be set up: docs/central.md), a fresh PostgreSQL database
@@ -12,9 +13,10 @@ subscription. Then two phases:
 does not stop mosquitto 2.0.11 sending a shared subscriber past its receive maximum; the
 worker's bounded inbox is what bounds its memory (docs/performance.md).
 
-* **throughput** — every gateway's polls (v1 reads messages of 10 values: 2 exact registers, 8
-  floats, a Modbus poll) built beforehand and published at QoS 1 as fast as ``--publishers``
-  connections can; the stored rate is the count of ``current_reads`` rows over time, taken
+* **throughput** — every gateway's polls (reads messages of 10 values: 2 exact registers, 8
+  floats, a Modbus poll; schema ``--payload-version``, default 2, the daemon's default) built
+  beforehand and published at QoS 1 as fast as ``--publishers`` connections can — for v2 after
+  each gateway's retained birth declaring its meters' alias bindings, as a gateway does; the stored rate is the count of ``current_reads`` rows over time, taken
   between 10 % and 90 % of the total (the sustained part, without start-up and tail);
 * **latency** — a paced stream of ``--latency-rate`` messages/s for ``--latency-s`` seconds,
   each read stamped with its publish time: ``received_ms − t_ms`` of the stored rows (when the
@@ -43,7 +45,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from central.storage import open_database
-from protocols.payload import Envelope, ReadRecord, build_reads
+from protocols.payload import (
+    AliasEntry,
+    AliasTable,
+    Binding,
+    Envelope,
+    ReadRecord,
+    build_birth,
+    build_reads,
+    build_reads_v2,
+)
 from tests.broker import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,16 +62,56 @@ PREFIX = "mtr/v1"
 QUANTITIES = ("voltage.a", "voltage.b", "voltage.c", "current.a", "current.b", "current.c",
               "power.active.total", "frequency")
 VALUES_PER_MESSAGE = 10
+EPOCH0 = 0xABCD_0000_0000_0000
+#: The Modbus profile's alias table: registers at their resolution, instantaneous values at 0.01.
+TABLE = AliasTable((AliasEntry("energy.active.import.total", "kWh", -2, True),
+                    AliasEntry("energy.active.export.total", "kWh", -1, True),
+                    *(AliasEntry(q, "V", -2, False) for q in QUANTITIES)))
 
 
-def poll_message(g: int, m: int, seq: int, t: int, p: int) -> tuple[str, bytes]:
+def binding(m: int) -> Binding:
+    return Binding(m + 1, f"m-{m:03d}", TABLE)
+
+
+def poll_message(g: int, m: int, seq: int, t: int, p: int, version: int) -> tuple[str, bytes]:
     gw = f"gw-{g:04d}"
     records = [ReadRecord("energy.active.import.total", Decimal(f"{1000 + m}.{p % 100:02d}"),
                           "kWh", t),
                ReadRecord("energy.active.export.total", Decimal(f"{m}.5"), "kWh", t)]
-    records += [ReadRecord(q, 230.0 + i + m / 100, "V", t) for i, q in enumerate(QUANTITIES)]
-    payload = build_reads(Envelope(gw, 0xABCD_0000_0000_0000 + g, seq, t), f"m-{m:03d}", records)
+    records += [ReadRecord(q, round(230.0 + i + m / 100, 2), "V", t)
+                for i, q in enumerate(QUANTITIES)]
+    env = Envelope(gw, EPOCH0 + g, seq, t)
+    payload = (build_reads_v2(env, binding(m), records) if version == 2
+               else build_reads(env, f"m-{m:03d}", records))
     return f"{PREFIX}/{gw}/reads/m-{m:03d}", payload
+
+
+def birth_message(g: int, meters: int) -> tuple[str, bytes]:
+    """Gateway ``g``'s retained birth declaring its meters' bindings (what a v2 gateway
+    publishes on connecting, before any reads)."""
+    gw = f"gw-{g:04d}"
+    payload = build_birth(Envelope(gw, EPOCH0 + g, 0, 1_767_225_500_000), bdseq=1,
+                          version="bench", config_sha256="0" * 64,
+                          meters=[f"m-{m:03d}" for m in range(meters)],
+                          bindings=[binding(m) for m in range(meters)])
+    return f"{PREFIX}/{gw}/state", payload
+
+
+def births(gateways: int, meters: int, port: int) -> None:
+    """Publish every gateway's birth, retained."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fleet-births",
+                         protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    infos = [client.publish(*birth_message(g, meters), qos=1, retain=True)
+             for g in range(gateways)]
+    for info in infos:
+        info.wait_for_publish(60)
+    client.disconnect()
+    client.loop_stop()
 
 
 @contextlib.contextmanager
@@ -79,11 +130,15 @@ def mosquitto(workdir: Path, inflight: int) -> Iterator[int]:
         proc.wait(10)
 
 
-def start_workers(n: int, config: Path) -> list[subprocess.Popen[bytes]]:
+def start_workers(n: int, config: Path,
+                  profile_dir: Path | None = None) -> list[subprocess.Popen[bytes]]:
     procs = []
     for i in range(n):
         log = open(config.parent / f"worker-{i}.log", "ab")  # noqa: SIM115 - handed to the child
-        procs.append(subprocess.Popen([sys.executable, "-m", "central.cli", "run", "--config",
+        profile = (["-m", "cProfile", "-o", str(profile_dir / f"{config.parent.name}-w{i}.prof")]
+                   if profile_dir else [])
+        procs.append(subprocess.Popen([sys.executable, *profile, "-m", "central.cli", "run",
+                                       "--config",
                                        str(config), "--worker", f"w{i}"], cwd=REPO, stdout=log,
                                       stderr=subprocess.STDOUT))
         log.close()
@@ -168,7 +223,7 @@ def missing_messages(url: str) -> int:
 
 
 def latency(url: str, port: int, gateways: int, meters: int, rate: float,
-            seconds: float) -> tuple[float, float, int]:
+            seconds: float, version: int) -> tuple[float, float, int]:
     """Paced publishing at ``rate`` messages/s, each stamped when built: (p50, p99) in ms of
     received_ms − t_ms over the rows stored, and how many messages."""
     import paho.mqtt.client as mqtt
@@ -187,7 +242,7 @@ def latency(url: str, port: int, gateways: int, meters: int, rate: float,
         while sent < due:
             g, m = sent % gateways, (sent // gateways) % meters
             topic, payload = poll_message(g, m, 1_000_000 + sent, time.time_ns() // 1_000_000,
-                                          sent)
+                                          sent, version)
             client.publish(topic, payload, qos=1)
             sent += 1
         time.sleep(0.002)
@@ -218,6 +273,9 @@ def main() -> None:
     parser.add_argument("--latency-s", type=float, default=20.0)
     parser.add_argument("--broker-inflight", type=int, default=1000,
                         help="mosquitto max_inflight_messages (0: unlimited)")
+    parser.add_argument("--payload-version", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--profile-dir", type=Path, default=None,
+                        help="run each worker under cProfile, writing DIR/w<N>-w<i>.prof")
     args = parser.parse_args()
 
     from tests.central.pg_cluster import available, postgres_cluster
@@ -226,11 +284,14 @@ def main() -> None:
     if not available():
         sys.exit("bench_central_mqtt: initdb/pg_ctl not installed")
     t_build = time.perf_counter()
-    messages = [poll_message(g, m, p * args.meters + m + 1, 1_767_225_600_000 + p * 900_000, p)
+    messages = [poll_message(g, m, p * args.meters + m + 1, 1_767_225_600_000 + p * 900_000, p,
+                             args.payload_version)
                 for p in range(args.polls) for g in range(args.gateways)
                 for m in range(args.meters)]
     print(f"fleet: {args.gateways} gateways x {args.meters} meters x {args.polls} polls = "
-          f"{len(messages):,} messages, {len(messages) * VALUES_PER_MESSAGE:,} values "
+          f"{len(messages):,} messages (payload v{args.payload_version}, "
+          f"{sum(len(p) for _t, p in messages) / len(messages):.0f} B each), "
+          f"{len(messages) * VALUES_PER_MESSAGE:,} values "
           f"(built in {time.perf_counter() - t_build:.1f} s); load average "
           f"{os.getloadavg()[0]:.1f}")
     with postgres_cluster() as server, tempfile.TemporaryDirectory() as tmp:
@@ -244,13 +305,17 @@ def main() -> None:
                     f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nshare_group = "bench"\n'
                     f'[database]\nurl = "{url}"\n[ingest]\nbatch_max = 1000\n'
                     'batch_wait_ms = 100\n[gaps]\ngrace_s = 600\nscan_interval_s = 30\n')
-                workers = start_workers(n, config)
+                workers = start_workers(n, config, args.profile_dir)
                 try:
                     time.sleep(3)
+                    if args.payload_version == 2:
+                        births(args.gateways, args.meters, port)
+                        time.sleep(2)
                     load0 = os.getloadavg()[0]
                     rate, pub_s, lost = throughput(url, port, messages, args.publishers)
                     p50, p99, sent = latency(url, port, args.gateways, args.meters,
-                                             args.latency_rate, args.latency_s)
+                                             args.latency_rate, args.latency_s,
+                                             args.payload_version)
                     rss = [peak_rss_mb(w.pid) for w in workers]
                     print(f"workers {n}: stored {rate:9,.0f} values/s sustained "
                           f"(published in {pub_s:.1f} s; {lost} messages acknowledged to the "
@@ -264,6 +329,10 @@ def main() -> None:
                         w.send_signal(signal.SIGTERM)
                     for w in workers:
                         w.wait(60)
+                    for i in range(n):  # each worker's counters (parked: reads before births)
+                        for line in (work / f"worker-{i}.log").read_text().splitlines():
+                            if " stopped: " in line:
+                                print("  ", line.split(" stopped: ", 1)[1], flush=True)
 
 
 if __name__ == "__main__":

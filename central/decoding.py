@@ -1,9 +1,15 @@
 """Bytes from the broker → typed inbound messages: the one place the consumer decodes payloads.
 
-Everything the consumer stores goes through :func:`decode_inbound`, and it decodes only through
+Everything the consumer stores goes through a :class:`Decoder`, and it decodes only through
 the public API of :mod:`protocols.payload` and :mod:`protocols.commands` — the same rules the
-gateway builds by — so a new payload version (v2, with the aliases its retained birth declares)
-plugs in here and nowhere else.
+gateway builds by. Both payload schemas come in here: v1 reads are self-describing; v2 reads
+name their meter and quantities by a *binding* that the gateway's retained birth declares
+(docs/payloads.md), so the decoder holds an :class:`~protocols.payload.AliasBook` and learns
+every birth it decodes. A v2 reads message whose binding it does not know (the worker started
+after the birth and the broker lost the retained copy, or another worker saw the birth) is not
+an error and is not guessed at: the decoder first asks ``lookup`` (the bindings table every
+worker shares, :mod:`central.storage.bindings`) and otherwise returns :class:`UnresolvedReadsIn`,
+which storage parks until the binding is known (docs/central.md, "Payload v2").
 
 The topic says what kind a message should be (DESIGN §4: ``P/G/reads/{meter}``, ``P/G/alarms``,
 ``P/G/state``, ``P/G/health``, ``P/G/groups/{group}``, ``P/G/cmd/result``); the payload must
@@ -18,17 +24,32 @@ rejected — dedupe and gap detection key on (gw, epoch, seq), so they must be t
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeAlias, cast
 
 from protocols.commands import AuditHeadMessage, ResultError, read_result_topic
-from protocols.payload import PayloadDecodeError, ReadRecord, decode_message, parse_reads
+from protocols.payload import (
+    AliasBook,
+    Binding,
+    PayloadDecodeError,
+    ReadRow,
+    decimal_text,
+    decode_message,
+    reads_of,
+    record_row,
+    rows_v2,
+)
+from protocols.payload.aliases import bindings_from_field
 
 __all__ = [
     "AlarmIn",
+    "BindingLookup",
     "BirthIn",
     "DeathIn",
+    "Decoder",
     "GroupIn",
     "HealthIn",
     "Inbound",
@@ -36,7 +57,7 @@ __all__ = [
     "ReadsIn",
     "ResultIn",
     "Stream",
-    "decode_inbound",
+    "UnresolvedReadsIn",
     "value_text",
 ]
 
@@ -56,14 +77,29 @@ class Stream:
 
 @dataclass(frozen=True, slots=True)
 class ReadsIn:
-    """A reads message: ``records`` as the gateway sent them (``rev`` orders corrections)."""
+    """A reads message: ``rows`` its records as stored, values as exact decimal text (``rev``
+    orders corrections)."""
 
     stream: Stream
     message_id: str
     ts: int
     meter: str
-    records: tuple[ReadRecord, ...]
+    rows: tuple[ReadRow, ...]
     hist: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UnresolvedReadsIn:
+    """A v2 reads message whose binding no birth has declared to this consumer yet: envelope
+    checked (so it dedupes and fills its seq like any other), records kept as the bytes that
+    came, to be decoded once the binding is known."""
+
+    stream: Stream
+    message_id: str
+    ts: int
+    binding: int
+    topic: str
+    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +144,9 @@ class ResultIn:
 
 @dataclass(frozen=True, slots=True)
 class BirthIn:
-    """The retained birth on ``P/G/state``: ``seq`` is the gateway's high-water mark."""
+    """The retained birth on ``P/G/state``: ``seq`` is the gateway's high-water mark;
+    ``bindings`` the v2 alias bindings it declares for store epoch ``aliases_epoch`` (none from
+    a gateway publishing v1)."""
 
     gw: str
     epoch: int
@@ -116,6 +154,8 @@ class BirthIn:
     ts: int
     seq: int
     bdseq: int
+    bindings: tuple[Binding, ...] = ()
+    aliases_epoch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,17 +183,15 @@ class HealthIn:
     outbox_depth: int | None
 
 
-Inbound: TypeAlias = ReadsIn | AlarmIn | GroupIn | ResultIn | BirthIn | DeathIn | HealthIn
+Inbound: TypeAlias = (ReadsIn | UnresolvedReadsIn | AlarmIn | GroupIn | ResultIn | BirthIn
+                      | DeathIn | HealthIn)
+
+#: The bindings of one (gateway, epoch) that some worker has stored (the shared table).
+BindingLookup: TypeAlias = Callable[[str, int], Iterable[Binding]]
 
 
-def value_text(value: Decimal | float | None) -> str | None:
-    """A value as exact plain decimal text (``Decimal("1206.420")`` → ``"1206.420"``): registers
-    keep their resolution; an instantaneous float becomes its shortest round-trip decimal."""
-    if value is None:
-        return None
-    if isinstance(value, float):
-        value = Decimal(repr(value))
-    return format(value, "f")
+#: A value as exact plain decimal text (one implementation, in :mod:`protocols.payload.rows`).
+value_text = decimal_text
 
 
 def _json_ready(value: object) -> object:
@@ -203,27 +241,95 @@ def _int(message: dict[str, object], key: str) -> int:
     return value
 
 
-def decode_inbound(
-    topic: str, payload: bytes, prefix: str, result_keys: dict[str, bytes]
-) -> Inbound:
-    """The typed message on ``topic``, or :class:`InboundError`.
+class Decoder:
+    """One worker's decoder: the topic prefix, the pinned result keys (gateway id → public
+    key; a result from a gateway with a pinned key must carry a valid signature by it), and the
+    alias bindings learned so far.
 
-    ``result_keys`` maps gateway ids to their pinned result-signing public keys; a result from
-    a gateway with a pinned key must carry a valid signature by it.
+    ``lookup`` is asked for a (gateway, epoch) the book has no binding for; a miss is not asked
+    again for ``miss_ttl_s`` (a flood of messages from a gateway whose birth is missing costs
+    one query a second, not one a message), nor after a birth of that gateway is learned.
     """
-    gw, kind = _topic_parts(topic, prefix)
-    try:
-        if kind == ["cmd", "result"]:
-            return _result(gw, payload, result_keys.get(gw))
-        if kind[0] in ("reads", "groups", "alarms"):
-            return _durable(gw, kind, payload)
-        if kind == ["state"]:
-            return _state(gw, payload)
-        if kind == ["health"]:
-            return _health(gw, payload)
-    except PayloadDecodeError as exc:
-        raise InboundError(f"{topic}: {exc}") from None
-    raise InboundError(f"topic {topic!r} is not one the consumer reads")
+
+    def __init__(self, prefix: str, result_keys: dict[str, bytes],
+                 lookup: BindingLookup | None = None, *, miss_ttl_s: float = 1.0) -> None:
+        self.prefix = prefix
+        self.result_keys = result_keys
+        self.book = AliasBook()
+        self._lookup = lookup
+        self._miss_ttl_s = miss_ttl_s
+        self._misses: dict[tuple[str, int], float] = {}
+
+    def decode(self, topic: str, payload: bytes) -> Inbound:
+        """The typed message on ``topic``, or :class:`InboundError`."""
+        gw, kind = _topic_parts(topic, self.prefix)
+        try:
+            if kind == ["cmd", "result"]:
+                return _result(gw, payload, self.result_keys.get(gw))
+            if kind[0] == "reads":
+                return self._reads(gw, kind, topic, payload)
+            if kind[0] in ("groups", "alarms"):
+                return _durable(gw, kind, payload)
+            if kind == ["state"]:
+                return self._state(gw, payload)
+            if kind == ["health"]:
+                return _health(gw, payload)
+        except PayloadDecodeError as exc:
+            raise InboundError(f"{topic}: {exc}") from None
+        raise InboundError(f"topic {topic!r} is not one the consumer reads")
+
+    def _state(self, gw: str, payload: bytes) -> BirthIn | DeathIn:
+        state = _state(gw, payload)
+        if isinstance(state, BirthIn) and state.aliases_epoch is not None:
+            self.book.add(gw, state.aliases_epoch, state.bindings)
+            self._misses.pop((gw, state.aliases_epoch), None)
+        return state
+
+    def _reads(self, gw: str, kind: list[str], topic: str,
+               payload: bytes) -> ReadsIn | UnresolvedReadsIn:
+        if len(kind) != 2:
+            raise InboundError(f"reads topic needs exactly one meter segment, got {kind}")
+        message = decode_message(payload)  # once: envelope first, then the records
+        if message["gw"] != gw:
+            raise InboundError(f"payload gateway {message['gw']!r} is not the topic's {gw!r}")
+        if message.get("v") != 2:
+            reads = reads_of(message)
+            rows = tuple(record_row(r) for r in reads.reads)
+            return _reads_in(gw, kind[1], reads.meter, reads.id, reads.seq, reads.ts, rows,
+                             reads.hist)
+        epoch, index = cast(int, message["epoch"]), cast(int, message["binding"])
+        seq, ts, message_id = (cast(int, message["seq"]), cast(int, message["ts"]),
+                               cast(str, message["id"]))
+        binding = self.book.get(gw, epoch, index)
+        if binding is None and self._ask(gw, epoch, index):
+            binding = self.book.get(gw, epoch, index)
+        if binding is None:
+            return UnresolvedReadsIn(Stream(gw, epoch, seq), message_id, ts, index, topic,
+                                     payload)
+        return _reads_in(gw, kind[1], binding.meter, message_id, seq, ts,
+                         rows_v2(message, binding), message.get("hist") is True)
+
+    def _ask(self, gw: str, epoch: int, index: int) -> bool:
+        """Whether the shared bindings table knows ``index`` (learning all it has for the
+        gateway's epoch on the way)."""
+        if self._lookup is None:
+            return False
+        now = time.monotonic()
+        if now < self._misses.get((gw, epoch), 0.0):
+            return False
+        self.book.add(gw, epoch, self._lookup(gw, epoch))
+        if self.book.get(gw, epoch, index) is not None:
+            return True
+        self._misses[(gw, epoch)] = now + self._miss_ttl_s
+        return False
+
+
+def _reads_in(gw: str, topic_meter: str, meter: str, message_id: str, seq: int, ts: int,
+              rows: tuple[ReadRow, ...], hist: bool) -> ReadsIn:
+    if meter != topic_meter:
+        raise InboundError(f"reads payload names {gw}/{meter}, topic {gw}/{topic_meter}")
+    epoch = _epoch_of(message_id, gw, seq, durable=True)
+    return ReadsIn(Stream(gw, epoch, seq), message_id, ts, meter, rows, hist)
 
 
 def _envelope(gw: str, message: dict[str, object], *, durable: bool) -> tuple[str, int, int, int]:
@@ -235,17 +341,6 @@ def _envelope(gw: str, message: dict[str, object], *, durable: bool) -> tuple[st
 
 
 def _durable(gw: str, kind: list[str], payload: bytes) -> Inbound:
-    if kind[0] == "reads":
-        if len(kind) != 2:
-            raise InboundError(f"reads topic needs exactly one meter segment, got {kind}")
-        reads = parse_reads(payload)
-        if reads.gw != gw or reads.meter != kind[1]:
-            raise InboundError(
-                f"reads payload names {reads.gw}/{reads.meter}, topic {gw}/{kind[1]}"
-            )
-        epoch = _epoch_of(reads.id, gw, reads.seq, durable=True)
-        return ReadsIn(Stream(gw, epoch, reads.seq), reads.id, reads.ts, reads.meter,
-                       reads.reads, reads.hist)
     message = decode_message(payload)
     message_id, epoch, seq, ts = _envelope(gw, message, durable=True)
     stream = Stream(gw, epoch, seq)
@@ -293,7 +388,10 @@ def _state(gw: str, payload: bytes) -> BirthIn | DeathIn:
     online = message.get("online")
     bdseq = _int(message, "bdseq")
     if online is True:
-        return BirthIn(gw, epoch, message_id, ts, seq, bdseq)
+        if "aliases" not in message:
+            return BirthIn(gw, epoch, message_id, ts, seq, bdseq)
+        aliases_epoch, bindings = bindings_from_field(message["aliases"])
+        return BirthIn(gw, epoch, message_id, ts, seq, bdseq, tuple(bindings), aliases_epoch)
     if online is False:
         return DeathIn(gw, epoch, message_id, ts, seq, bdseq)
     raise InboundError(f"state message 'online' must be true or false, got {online!r}")

@@ -9,7 +9,10 @@ killed mid-batch has acknowledged nothing of it, and its persistent session (``-
 it; ``session_expiry_s`` keeps it) gets the messages again when it comes back.
 
 The state topic is subscribed to outside the share, by every worker: births are retained, and a
-broker does not send retained messages to shared subscriptions.
+broker does not send retained messages to shared subscriptions. Births carry the payload v2
+alias bindings; a batch's births are decoded before its reads, and a v2 read whose binding no
+birth has declared yet is parked in the database and released when one does
+(:mod:`central.storage.bindings`).
 
 Threads: paho's network thread only queues messages; this thread decodes, stores, acknowledges,
 scans for gaps every ``gap_scan_interval_s`` and publishes replay commands.
@@ -25,13 +28,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from central.config import CentralConfig
-from central.decoding import Inbound, InboundError, decode_inbound
+from central.decoding import BirthIn, Decoder, Inbound, InboundError
 from central.errors import StorageError
 from central.replay import build_replay
+from central.storage.bindings import load_bindings, parked_streams
 from central.storage.database import Database
 from central.storage.gaps import claim_replays, record_replay, scan_gaps
-from central.storage.ingest import ingest
+from central.storage.ingest import epoch_text, ingest, release
 from protocols.commands import EnvelopeError
+from protocols.payload import Binding
 
 __all__ = ["Worker", "WorkerStats", "subscriptions"]
 
@@ -60,6 +65,8 @@ class WorkerStats:
     gaps_found: int = 0
     gaps_filled: int = 0
     replays_sent: int = 0
+    parked: int = 0
+    released: int = 0
 
 
 class Worker:
@@ -70,6 +77,7 @@ class Worker:
         self.name = name
         self.db = db
         self.stats = WorkerStats()
+        self.decoder = Decoder(config.mqtt.topic_prefix, config.result_keys, self._bindings)
         # Bounded: a worker facing a backlog holds at most two batches. A broker that sends
         # beyond the receive maximum (mosquitto 2.0 to shared subscribers, measured by
         # bench/bench_central_mqtt.py) then waits on TCP instead of filling this process.
@@ -175,12 +183,14 @@ class Worker:
 
     def _store(self, batch: list[Any]) -> None:
         decoded: list[Inbound] = []
-        for msg in batch:
+        # Births first: the reads of the same batch may name the bindings they declare.
+        state = f"{self.config.mqtt.topic_prefix}/"
+        ordered = sorted(batch, key=lambda m: not (m.topic.startswith(state)
+                                                   and m.topic.endswith("/state")))
+        for msg in ordered:
             self.stats.received += 1
             try:
-                decoded.append(decode_inbound(msg.topic, bytes(msg.payload),
-                                              self.config.mqtt.topic_prefix,
-                                              self.config.result_keys))
+                decoded.append(self.decoder.decode(msg.topic, bytes(msg.payload)))
             except InboundError as exc:
                 self.stats.rejected += 1
                 log.warning("rejected: %s", exc)
@@ -198,15 +208,46 @@ class Worker:
         self.stats.duplicates += report.duplicates
         self.stats.values += report.values
         self.stats.gaps_filled += report.gaps_filled
+        self.stats.parked += report.parked
+        if report.parked:
+            log.warning("parked %d v2 reads message(s) until a birth declares their binding",
+                        report.parked)
+        births = {(m.gw, epoch_text(m.aliases_epoch)) for m in decoded
+                  if isinstance(m, BirthIn) and m.aliases_epoch is not None}
+        if births:
+            try:
+                self._release(sorted(births))
+            except StorageError as exc:  # the next gap scan tries again
+                log.error("releasing parked reads: %s", exc)
         for cmd, (status, reason) in report.results.items():
             log.info("replay %s: %s %s", cmd, status, reason)
         for msg in batch:
             if msg.qos > 0:
                 self._client.ack(msg.mid, msg.qos)
 
+    def _bindings(self, gw: str, epoch: int) -> list[Binding]:
+        """The shared bindings table's entries for a stream; none while it cannot be read (the
+        message is then parked, and storing that retries until the database answers)."""
+        try:
+            return load_bindings(self.db, gw, epoch)
+        except (StorageError, InboundError) as exc:
+            log.error("alias bindings of %s: %s", gw, exc)
+            return []
+
+    def _release(self, streams: list[tuple[str, str]]) -> None:
+        """Store the parked reads of ``streams`` that have become decodable."""
+        for gw, epoch in streams:
+            values, rejected = release(self.db, gw, epoch, self.decoder.decode, _now_ms())
+            self.stats.released += values
+            self.stats.values += values
+            self.stats.rejected += len(rejected)
+            for line in rejected:
+                log.warning("rejected: %s", line)
+
     def _chase_gaps(self) -> None:
         now = _now_ms()
         try:
+            self._release(parked_streams(self.db))
             found = scan_gaps(self.db, now, int(self.config.gap_grace_s * 1000))
             for gw, epoch, lo, hi in found:
                 log.warning("gap: %s epoch %016x seq %d..%d", gw, epoch, lo, hi)

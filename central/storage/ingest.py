@@ -9,7 +9,11 @@ The order inside the transaction is the point:
 3. store what is new: reads as upserts that keep the higher ``rev`` (a correction replaces the
    earlier version whatever order they arrive in), alarms, group results and command results
    as inserts that ignore a row already there;
-4. write the ranges back and mark gaps the batch filled.
+4. write the ranges and the streams' rows back and mark gaps the batch filled.
+
+A batch from a large fleet touches about one stream per message, so every step is a few
+statements for the whole batch (ranges loaded per 500 gateways, streams upserted together,
+open gaps read once), not a few per stream.
 
 The worker acknowledges the batch's MQTT messages only after the commit, so a worker killed at
 any point leaves either nothing or everything of a message stored, and the broker re-delivers
@@ -19,7 +23,7 @@ what was not acknowledged.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from central.decoding import (
@@ -31,12 +35,13 @@ from central.decoding import (
     Inbound,
     ReadsIn,
     ResultIn,
-    value_text,
+    UnresolvedReadsIn,
 )
+from central.storage.bindings import park, release_parked, store_bindings
 from central.storage.database import Database
 from central.streams import SeqRange, add_seq, covered
 
-__all__ = ["IngestReport", "epoch_text", "ingest", "load_ranges", "save_ranges"]
+__all__ = ["IngestReport", "epoch_text", "ingest", "load_ranges", "release"]
 
 _READ_COLUMNS = ("gw", "meter", "quantity", "t_ms", "value", "unit", "quality", "method",
                  "reasons", "message_id", "rev", "raw", "received_ms")
@@ -52,16 +57,20 @@ _READ_UPSERT = (
 @dataclass
 class IngestReport:
     """What one batch did: messages stored, duplicates skipped, values written, gaps filled,
-    and the command results that answer replay requests (cmd hex → status, reason)."""
+    v2 reads parked until their binding is known (counted in ``stored``), and the command results that answer replay requests (cmd hex → status, reason)."""
 
     stored: int = 0
     duplicates: int = 0
     values: int = 0
     gaps_filled: int = 0
+    parked: int = 0
     results: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
-Durable = ReadsIn | AlarmIn | GroupIn | ResultIn
+#: Gateways per ``IN (...)`` list (well below SQLite's bound on parameters).
+_IN_LIST = 500
+
+Durable = ReadsIn | UnresolvedReadsIn | AlarmIn | GroupIn | ResultIn
 
 
 def epoch_text(epoch: int) -> str:
@@ -75,24 +84,20 @@ def load_ranges(db: Database, gw: str, epoch: str) -> list[SeqRange]:
     return [SeqRange(int(lo), int(hi), int(first)) for lo, hi, first in rows]
 
 
-def save_ranges(db: Database, gw: str, epoch: str, ranges: list[SeqRange]) -> None:
-    db.execute("DELETE FROM seq_ranges WHERE gw = ? AND epoch = ?", (gw, epoch))
-    db.insert_many("seq_ranges", ("gw", "epoch", "lo", "hi", "first_ms"),
-                   [(gw, epoch, r.lo, r.hi, r.first_ms) for r in ranges], "")
-
-
 def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
     """Store ``batch`` in one transaction (see the module docstring); idempotent."""
-    durable = [m for m in batch if isinstance(m, ReadsIn | AlarmIn | GroupIn | ResultIn)]
+    durable = [m for m in batch
+               if isinstance(m, ReadsIn | UnresolvedReadsIn | AlarmIn | GroupIn | ResultIn)]
     ephemeral = [m for m in batch if isinstance(m, BirthIn | DeathIn | HealthIn)]
     streams = {(m.stream.gw, epoch_text(m.stream.epoch)) for m in durable}
     streams |= {(m.gw, epoch_text(m.epoch)) for m in ephemeral}
-    reads_t = [r.t for m in durable if isinstance(m, ReadsIn) for r in m.records]
+    reads_t = [r.t for m in durable if isinstance(m, ReadsIn) for r in m.rows]
     db.ensure_partitions("current_reads", reads_t)
     db.ensure_partitions("alarms", [m.ts for m in durable if isinstance(m, AlarmIn)])
     report = IngestReport()
     with db.transaction(streams):
-        ranges = {s: load_ranges(db, *s) for s in sorted(streams)}
+        ranges = _load_all_ranges(db, streams)
+        before = {s: list(r) for s, r in ranges.items()}
         fresh: list[Durable] = []
         for m in durable:
             if add_seq(ranges[(m.stream.gw, epoch_text(m.stream.epoch))], m.stream.seq, now_ms):
@@ -104,16 +109,24 @@ def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
         _store_alarms(db, [m for m in fresh if isinstance(m, AlarmIn)])
         _store_groups(db, [m for m in fresh if isinstance(m, GroupIn)])
         report.results = _store_results(db, [m for m in fresh if isinstance(m, ResultIn)])
+        park(db, [m for m in fresh if isinstance(m, UnresolvedReadsIn)], now_ms)
+        report.parked = sum(isinstance(m, UnresolvedReadsIn) for m in fresh)
         _store_presence(db, [m for m in ephemeral if isinstance(m, BirthIn | DeathIn)], now_ms)
+        store_bindings(db, [m for m in ephemeral if isinstance(m, BirthIn)], now_ms)
         touched = {(m.stream.gw, epoch_text(m.stream.epoch)) for m in fresh}
-        for gw, epoch in sorted(streams):
-            _update_stream(db, gw, epoch, [m for m in fresh if m.stream.gw == gw
-                                           and epoch_text(m.stream.epoch) == epoch],
-                           ephemeral, now_ms)
-            if (gw, epoch) in touched:
-                save_ranges(db, gw, epoch, ranges[(gw, epoch)])
-                report.gaps_filled += _fill_gaps(db, gw, epoch, ranges[(gw, epoch)], now_ms)
+        _update_streams(db, fresh, ephemeral, now_ms)
+        for stream in sorted(touched):
+            _save_changed_ranges(db, stream, before[stream], ranges[stream])
+        report.gaps_filled += _fill_gaps(db, touched, ranges, now_ms)
     return report
+
+
+def release(db: Database, gw: str, epoch: str, decode: Callable[[str, bytes], Inbound],
+            now_ms: int) -> tuple[int, list[str]]:
+    """Store the parked reads of one stream that ``decode`` can now resolve
+    (:func:`central.storage.bindings.release_parked`): values stored, lines rejected."""
+    return release_parked(db, gw, epoch, decode,
+                          lambda db, messages: _store_reads(db, messages, now_ms))
 
 
 def _store_reads(db: Database, messages: list[ReadsIn], now_ms: int) -> int:
@@ -121,14 +134,14 @@ def _store_reads(db: Database, messages: list[ReadsIn], now_ms: int) -> int:
     # within the batch the highest rev wins, as it would across batches.
     latest: dict[tuple[str, str, str, int], tuple[object, ...]] = {}
     for m in messages:
-        for r in m.records:
+        for r in m.rows:
             key = (m.stream.gw, m.meter, r.q, r.t)
             old = latest.get(key)
             if old is not None and int(old[10]) >= r.rev:  # type: ignore[call-overload]
                 continue
-            latest[key] = (m.stream.gw, m.meter, r.q, r.t, value_text(r.val), r.unit, r.quality,
-                           r.method, ";".join(str(c) for c in r.reasons), m.message_id, r.rev,
-                           value_text(r.raw), now_ms)
+            latest[key] = (m.stream.gw, m.meter, r.q, r.t, r.val, r.unit, r.quality,
+                           r.method, ";".join(map(str, r.reasons)), m.message_id, r.rev,
+                           r.raw, now_ms)
     rows = [latest[k] for k in sorted(latest)]
     db.insert_many("current_reads", _READ_COLUMNS, rows, _READ_UPSERT,
                    casts={"value": "numeric", "raw": "numeric"})
@@ -178,39 +191,87 @@ def _store_presence(db: Database, messages: list[BirthIn | DeathIn], now_ms: int
                                 "received_ms"), rows, "ON CONFLICT DO NOTHING")
 
 
-def _update_stream(db: Database, gw: str, epoch: str, fresh: list[Durable],
-                   ephemeral: list[BirthIn | DeathIn | HealthIn], now_ms: int) -> None:
+def _load_all_ranges(db: Database, streams: set[tuple[str, str]]) -> dict[tuple[str, str], list[SeqRange]]:
+    """The seq ranges of ``streams``: one query per 500 gateways, not one per stream (a batch
+    from a large fleet touches a stream per message)."""
+    out: dict[tuple[str, str], list[SeqRange]] = {s: [] for s in streams}
+    gws = sorted({gw for gw, _epoch in streams})
+    for i in range(0, len(gws), _IN_LIST):
+        part = gws[i:i + _IN_LIST]
+        rows = db.execute("SELECT gw, epoch, lo, hi, first_ms FROM seq_ranges WHERE gw IN ("
+                          + ", ".join("?" * len(part)) + ") ORDER BY gw, epoch, lo", part)
+        for gw, epoch, lo, hi, first in rows:
+            found = out.get((gw, epoch))
+            if found is not None:
+                found.append(SeqRange(int(lo), int(hi), int(first)))
+    return out
+
+
+def _save_changed_ranges(db: Database, stream: tuple[str, str], before: list[SeqRange],
+                         after: list[SeqRange]) -> None:
+    """Write what changed: usually one range whose ``hi`` grew (an upsert), rarely ranges
+    merged away (deleted)."""
+    gw, epoch = stream
+    kept = {r.lo for r in after}
+    for r in before:
+        if r.lo not in kept:
+            db.execute("DELETE FROM seq_ranges WHERE gw = ? AND epoch = ? AND lo = ?",
+                       (gw, epoch, r.lo))
+    old = set(before)
+    changed = [(gw, epoch, r.lo, r.hi, r.first_ms) for r in after if r not in old]
+    db.insert_many("seq_ranges", ("gw", "epoch", "lo", "hi", "first_ms"), changed,
+                   "ON CONFLICT (gw, epoch, lo) DO UPDATE SET hi = excluded.hi, "
+                   "first_ms = excluded.first_ms")
+
+
+def _update_streams(db: Database, fresh: list[Durable],
+                    ephemeral: list[BirthIn | DeathIn | HealthIn], now_ms: int) -> None:
+    """The ``streams`` rows of a batch, as two multi-row upserts (SET reads the old row)."""
     g = db.greatest
-    db.execute("INSERT INTO streams (gw, epoch) VALUES (?, ?) ON CONFLICT DO NOTHING",
-               (gw, epoch))
-    if fresh:
-        last = max(fresh, key=lambda m: m.stream.seq)
-        db.execute(
-            f"UPDATE streams SET last_seq = {g}(last_seq, ?), last_received_ms = ?, "
-            f"last_ts_ms = CASE WHEN ? >= last_seq THEN ? ELSE last_ts_ms END "
-            "WHERE gw = ? AND epoch = ?",
-            (last.stream.seq, now_ms, last.stream.seq, last.ts, gw, epoch))
-    mine = [m for m in ephemeral if m.gw == gw and epoch_text(m.epoch) == epoch]
-    if mine:
-        db.execute(f"UPDATE streams SET hwm = {g}(hwm, ?) WHERE gw = ? AND epoch = ?",
-                   (max(m.seq for m in mine), gw, epoch))
-    acked = [m.seq for m in mine if isinstance(m, HealthIn) and m.outbox_depth == 0]
-    if acked:
+    last: dict[tuple[str, str], Durable] = {}
+    for m in fresh:
+        key = (m.stream.gw, epoch_text(m.stream.epoch))
+        if key not in last or m.stream.seq > last[key].stream.seq:
+            last[key] = m
+    db.insert_many(
+        "streams", ("gw", "epoch", "last_seq", "last_ts_ms", "last_received_ms", "hwm"),
+        [(gw, epoch, m.stream.seq, m.ts, now_ms, 0) for (gw, epoch), m in sorted(last.items())],
+        "ON CONFLICT (gw, epoch) DO UPDATE SET "
+        f"last_seq = {g}(streams.last_seq, excluded.last_seq), "
+        "last_received_ms = excluded.last_received_ms, last_ts_ms = CASE WHEN "
+        "excluded.last_seq >= streams.last_seq THEN excluded.last_ts_ms ELSE streams.last_ts_ms "
+        "END")
+    hwm: dict[tuple[str, str], int] = {}
+    acked: dict[tuple[str, str], int] = {}
+    for e in ephemeral:
+        key = (e.gw, epoch_text(e.epoch))
+        hwm[key] = max(hwm.get(key, 0), e.seq)
+        if isinstance(e, HealthIn) and e.outbox_depth == 0:
+            acked[key] = max(acked.get(key, 0), e.seq)
+    db.insert_many("streams", ("gw", "epoch", "last_seq", "hwm"),
+                   [(gw, epoch, 0, h) for (gw, epoch), h in sorted(hwm.items())],
+                   f"ON CONFLICT (gw, epoch) DO UPDATE SET hwm = {g}(streams.hwm, excluded.hwm)")
+    for (gw, epoch), seq in sorted(acked.items()):
         # Remember when this acknowledged high-water mark was first reported: a tail hole is
         # only a gap once it has stayed open past the grace period (central/streams.py).
         db.execute(
             "UPDATE streams SET acked_hwm_ms = CASE WHEN acked_hwm IS NULL OR ? > acked_hwm "
             f"THEN ? ELSE acked_hwm_ms END, acked_hwm = {g}(COALESCE(acked_hwm, 0), ?) "
             "WHERE gw = ? AND epoch = ?",
-            (max(acked), now_ms, max(acked), gw, epoch))
+            (seq, now_ms, seq, gw, epoch))
 
 
-def _fill_gaps(db: Database, gw: str, epoch: str, ranges: list[SeqRange], now_ms: int) -> int:
-    open_gaps = db.execute("SELECT from_seq, to_seq FROM gaps WHERE gw = ? AND epoch = ? AND "
-                           "filled_ms IS NULL", (gw, epoch))
+def _fill_gaps(db: Database, touched: set[tuple[str, str]],
+               ranges: dict[tuple[str, str], list[SeqRange]], now_ms: int) -> int:
+    """Mark the open gaps of ``touched`` streams that their ranges now cover (open gaps are
+    few: one query for all of them)."""
+    if not touched:
+        return 0
     filled = 0
-    for lo, hi in open_gaps:
-        if covered(ranges, int(lo), int(hi)):
+    for gw, epoch, lo, hi in db.execute("SELECT gw, epoch, from_seq, to_seq FROM gaps WHERE "
+                                        "filled_ms IS NULL"):
+        stream = (str(gw), str(epoch))
+        if stream in touched and covered(ranges[stream], int(lo), int(hi)):
             filled += db.rowcount("UPDATE gaps SET filled_ms = ? WHERE gw = ? AND epoch = ? "
                                   "AND from_seq = ?", (now_ms, gw, epoch, lo))
     return filled

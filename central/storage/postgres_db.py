@@ -73,8 +73,11 @@ class PostgresDatabase(Database):
     def transaction(self, streams: Iterable[tuple[str, str]] = ()) -> Iterator[None]:
         try:
             with self.conn.transaction():
-                for key in sorted({_stream_key(gw, epoch) for gw, epoch in streams}):
-                    self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+                keys = sorted({_stream_key(gw, epoch) for gw, epoch in streams})
+                if keys:  # one statement, the locks taken in the array's (sorted) order
+                    self.conn.execute("SELECT count(pg_advisory_xact_lock(k)) FROM "
+                                      "unnest(%s::bigint[]) WITH ORDINALITY AS u(k, n)",
+                                      (keys,))
                 yield
         except BaseException as exc:
             self._stages.clear()  # a staging table made in a rolled-back transaction is gone

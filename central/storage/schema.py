@@ -76,6 +76,18 @@ _TABLES: Final = (
     # The replay key's command counter: one sequence for all workers.
     """CREATE TABLE IF NOT EXISTS counters (
         name TEXT NOT NULL, value BIGINT NOT NULL, PRIMARY KEY (name))""",
+    # Payload v2 alias bindings learned from births (central/storage/bindings.py): shared by
+    # every worker, so one that never saw the retained birth can still decode. `entries` is the
+    # table as the birth carries it, JSON.
+    """CREATE TABLE IF NOT EXISTS alias_bindings (
+        gw TEXT NOT NULL, epoch TEXT NOT NULL, idx BIGINT NOT NULL, meter TEXT NOT NULL,
+        entries TEXT NOT NULL, learned_ms BIGINT NOT NULL, PRIMARY KEY (gw, epoch, idx))""",
+    # v2 reads that came before any birth declaring their binding: seq counted, bytes (hex)
+    # kept until the binding is known, then decoded and stored as reads.
+    """CREATE TABLE IF NOT EXISTS parked_reads (
+        message_id TEXT NOT NULL, gw TEXT NOT NULL, epoch TEXT NOT NULL, idx BIGINT NOT NULL,
+        topic TEXT NOT NULL, payload TEXT NOT NULL, received_ms BIGINT NOT NULL,
+        PRIMARY KEY (message_id))""",
     """CREATE TABLE IF NOT EXISTS schema_info (
         version INTEGER NOT NULL)""",
 )

@@ -32,7 +32,8 @@ nothing else.
 Schema v2 (``v: 2``, reads messages only; every other kind stays v1) is the compact form:
 meter, quantities, units and exponents declared once per meter in the birth's ``aliases``
 (:mod:`~protocols.payload.aliases`), records as bare integer mantissas in table order
-(:mod:`~protocols.payload.compact`, decoded by :mod:`~protocols.payload.compact_decode`).
+(:mod:`~protocols.payload.compact`, decoded by :mod:`~protocols.payload.compact_decode`;
+:mod:`~protocols.payload.rows` turns them straight into exact decimal text for a database).
 A consumer keeps an :class:`AliasBook`, ``learn``\ s every birth into it, and passes it to
 :func:`parse_reads` / :func:`decode_payload`, which read both versions.
 
@@ -53,6 +54,7 @@ from protocols.payload.decode import (
     decode_payload,
     parse_reads,
     payload_to_json,
+    reads_of,
 )
 from protocols.payload.encode import (
     build_alarm,
@@ -76,6 +78,7 @@ from protocols.payload.records import (
     durable_id,
     ephemeral_id,
 )
+from protocols.payload.rows import ReadRow, decimal_text, record_row, rows_v2
 from protocols.payload.schema import (
     ALARM_SEVERITIES,
     ALARM_STATES,
@@ -111,6 +114,7 @@ __all__ = [
     "PayloadEncodeError",
     "PayloadError",
     "ReadRecord",
+    "ReadRow",
     "ReadsMessage",
     "Suspect",
     "build_alarm",
@@ -122,6 +126,7 @@ __all__ = [
     "build_health",
     "build_reads",
     "build_reads_v2",
+    "decimal_text",
     "decode_message",
     "decode_payload",
     "durable_id",
@@ -129,4 +134,7 @@ __all__ = [
     "mark_hist",
     "parse_reads",
     "payload_to_json",
+    "reads_of",
+    "record_row",
+    "rows_v2",
 ]

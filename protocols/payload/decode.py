@@ -327,7 +327,12 @@ def parse_reads(data: bytes, aliases: AliasBook | None = None) -> ReadsMessage:
     record against the schema. A v2 message names its meter and alias table by a binding that
     the gateway's birth declares: ``aliases`` must have learned it
     (:meth:`~protocols.payload.aliases.AliasBook.learn`), else PayloadDecodeError says so."""
-    message = decode_message(data)
+    return reads_of(decode_message(data), aliases)
+
+
+def reads_of(message: dict[str, object], aliases: AliasBook | None = None) -> ReadsMessage:
+    """:func:`parse_reads` of a message :func:`decode_message` already decoded (a consumer
+    that looked at the envelope first need not decode the bytes twice)."""
     if message.get("v") == SCHEMA_VERSION_V2:
         return _parse_reads_v2(message, aliases)
     meter = cast(str, _field(message, "meter", str, "the meter id"))

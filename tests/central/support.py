@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from decimal import Decimal
 
-from central.decoding import Inbound, decode_inbound
+from central.decoding import Decoder, Inbound
 from protocols.payload import (
     AlarmEvent,
     Envelope,
@@ -39,7 +39,7 @@ def fresh_pg(server_url: str) -> str:
 def reads_msg(gw: str, seq: int, meter: str, records: list[ReadRecord], *, ts: int = 1_000,
               epoch: int = EPOCH) -> Inbound:
     payload = build_reads(Envelope(gw, epoch, seq, ts), meter, records)
-    return decode_inbound(f"{PREFIX}/{gw}/reads/{meter}", payload, PREFIX, {})
+    return Decoder(PREFIX, {}).decode(f"{PREFIX}/{gw}/reads/{meter}", payload)
 
 
 def register(t: int, value: str, **kw: object) -> ReadRecord:
@@ -52,15 +52,15 @@ def alarm_msg(gw: str, seq: int, kind: str, state: str = "raised", *, ts: int = 
                        details={"threshold": Decimal("1.5"), "meters": [meter or "x"]},
                        meter=meter)
     payload = build_alarm(Envelope(gw, EPOCH, seq, ts), event)
-    return decode_inbound(f"{PREFIX}/{gw}/alarms", payload, PREFIX, {})
+    return Decoder(PREFIX, {}).decode(f"{PREFIX}/{gw}/alarms", payload)
 
 
 def health_msg(gw: str, hwm: int, depth: int, *, ts: int = 9_000) -> Inbound:
     payload = build_health(Envelope(gw, EPOCH, hwm, ts), {"outbox_depth": depth})
-    return decode_inbound(f"{PREFIX}/{gw}/health", payload, PREFIX, {})
+    return Decoder(PREFIX, {}).decode(f"{PREFIX}/{gw}/health", payload)
 
 
 def birth_msg(gw: str, hwm: int, *, ts: int = 500) -> Inbound:
     payload = build_birth(Envelope(gw, EPOCH, hwm, ts), bdseq=1, version="t",
                           config_sha256="0" * 64, meters=["m-1"])
-    return decode_inbound(f"{PREFIX}/{gw}/state", payload, PREFIX, {})
+    return Decoder(PREFIX, {}).decode(f"{PREFIX}/{gw}/state", payload)

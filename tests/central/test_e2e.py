@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.decoding import value_text
 from central.storage import open_database
+from gateway.store.aliases import load_bindings
 from protocols.commands import raw_public_key
-from protocols.payload import parse_reads
+from protocols.payload import AliasBook, decode_message, parse_reads
 from tests.central.served import Served, compare, served_reads
 from tests.central.support import fresh_pg
 from tests.gateway_rig import REPO, GatewayRig, gateway_rig, wait_until
@@ -41,13 +42,18 @@ def _committed_reads(rig: GatewayRig) -> tuple[dict[tuple[str, str, int], tuple[
     con = sqlite3.connect(rig.store_path)
     try:
         rows = con.execute("SELECT seq, topic, payload FROM outbox ORDER BY seq").fetchall()
+        bindings = list(load_bindings(con).values())  # what the store's births declare
     finally:
         con.close()
+    book = AliasBook()
     latest: dict[tuple[str, str, int], tuple[int, tuple[str | None, str, str]]] = {}
     for _seq, topic, payload in rows:
         if "/reads/" not in topic:
             continue
-        message = parse_reads(bytes(payload))
+        envelope = decode_message(bytes(payload))
+        if envelope["v"] == 2:
+            book.add(str(envelope["gw"]), int(envelope["epoch"]), bindings)  # type: ignore[call-overload]
+        message = parse_reads(bytes(payload), book)
         for r in message.reads:
             key = (message.meter, r.q, r.t)
             if key not in latest or r.rev > latest[key][0]:
@@ -55,10 +61,17 @@ def _committed_reads(rig: GatewayRig) -> tuple[dict[tuple[str, str, int], tuple[
     return {k: v for k, (_rev, v) in latest.items()}, [int(r[0]) for r in rows]
 
 
+def _outbox_payloads(rig: GatewayRig) -> list[tuple[str, bytes]]:
+    con = sqlite3.connect(rig.store_path)
+    try:
+        return [(str(t), bytes(p)) for t, p in
+                con.execute("SELECT topic, payload FROM outbox ORDER BY seq").fetchall()]
+    finally:
+        con.close()
+
+
 def _alarm_ids(rig: GatewayRig) -> set[str]:
     """Message ids of the alarm events the gateway committed."""
-    from protocols.payload import decode_message
-
     con = sqlite3.connect(rig.store_path)
     try:
         rows = con.execute("SELECT payload FROM outbox WHERE topic LIKE '%/alarms'").fetchall()
@@ -283,11 +296,18 @@ def test_messages_missed_without_a_session_are_detected_as_a_gap(tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_gap_is_filled_by_a_signed_replay(tmp_path: Path) -> None:
+@pytest.mark.parametrize("payload_version", [2, 1])
+def test_gap_is_filled_by_a_signed_replay(tmp_path: Path, payload_version: int) -> None:
+    """Also the one run with the daemon publishing schema v1 (``[mqtt] payload_version = 1``,
+    for consumers that predate v2): both schemas are stored the same, exactly."""
     url = f"sqlite:///{tmp_path / 'central.sqlite'}"
     replay_key, gateway_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=3, modbus_meters=0,
+    with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=3, modbus_meters=1,
                      poll_interval_s=1.0) as rig:
+        assert rig.config_path is not None
+        text = rig.config_path.read_text()
+        rig.config_path.write_text(text.replace("[mqtt]\n", f"[mqtt]\npayload_version = "
+                                                             f"{payload_version}\n", 1))
         _trust_replay_key(rig, tmp_path, replay_key, gateway_key)
         config = _central_config(rig, url, session_expiry_s=0,
                                  replay_key=_pem(replay_key, tmp_path / "central-1.key"),
@@ -320,7 +340,9 @@ def test_gap_is_filled_by_a_signed_replay(tmp_path: Path) -> None:
             result = compare(served_reads(rig), _stored_values(url),
                              lambda s: stop_ms - 5000 <= s.at_ms <= stopped_ms)
             assert result.exact, result.describe()
-            print(f"replay: {result.describe()}")
+            print(f"replay (v{payload_version}): {result.describe()}")
+            versions = {decode_message(p)["v"] for t, p in _outbox_payloads(rig) if "/reads/" in t}
+            assert versions == {payload_version}
         finally:
             if worker.poll() is None:
                 _stop(worker)

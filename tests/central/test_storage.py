@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from decimal import Decimal
 
-from central.decoding import decode_inbound
+from central.decoding import Decoder
 from central.storage import Database, open_database
 from central.storage.gaps import claim_replays, record_replay, scan_gaps
 from central.storage.ingest import ingest
@@ -42,7 +42,7 @@ def test_reads_stored_once_with_exact_values_and_resends_are_duplicates(db: Data
     assert (report.stored, report.duplicates, report.values) == (1, 0, 2)
     payload = build_reads(Envelope(GW, EPOCH, 1, 1_000), "m-1",
                           [register(900_000, "1206.420"), register(1_800_000, "1206.5")])
-    resent = decode_inbound(f"{PREFIX}/{GW}/reads/m-1", mark_hist(payload), PREFIX, {})
+    resent = Decoder(PREFIX, {}).decode(f"{PREFIX}/{GW}/reads/m-1", mark_hist(payload))
     report = ingest(db, [resent, first], 20)
     assert (report.stored, report.duplicates) == (0, 2)
     got = rows(db)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from central.config import load_config
-from central.decoding import InboundError, ResultIn, decode_inbound
+from central.decoding import Decoder, InboundError, ResultIn
 from central.errors import ConfigError
 from central.streams import SeqRange, add_seq, contains, covered, holes, subtract
 from protocols.commands import raw_public_key, sign_result
@@ -49,7 +49,7 @@ def _reads_payload(gw: str = "gw-1", seq: int = 3) -> bytes:
 
 
 @pytest.mark.parametrize(("topic", "payload", "why"), [
-    (f"{PREFIX}/gw-2/reads/m-1", _reads_payload(), "names gw-1/m-1, topic gw-2/m-1"),
+    (f"{PREFIX}/gw-2/reads/m-1", _reads_payload(), "gateway 'gw-1' is not the topic's 'gw-2'"),
     (f"{PREFIX}/gw-1/reads/m-9", _reads_payload(), "names gw-1/m-1, topic gw-1/m-9"),
     (f"{PREFIX}/gw-1/reads/m-1", b"\xa1\x61", "not well-formed CBOR"),
     (f"{PREFIX}/gw-1/cmd", _reads_payload(), "not one the consumer reads"),
@@ -57,7 +57,7 @@ def _reads_payload(gw: str = "gw-1", seq: int = 3) -> bytes:
 ])
 def test_bad_messages_are_refused_with_one_line(topic: str, payload: bytes, why: str) -> None:
     with pytest.raises(InboundError) as info:
-        decode_inbound(topic, payload, PREFIX, {})
+        Decoder(PREFIX, {}).decode(topic, payload)
     assert why in str(info.value) and "\n" not in str(info.value)
 
 
@@ -66,12 +66,12 @@ def test_results_are_verified_with_the_pinned_key() -> None:
     signed = sign_result(key, b"gw-1", Envelope("gw-1", EPOCH, 7, 1), b"\x01" * 16, "failed",
                          "oldest seq held is 40")
     topic = f"{PREFIX}/gw-1/cmd/result"
-    result = decode_inbound(topic, signed, PREFIX, {"gw-1": raw_public_key(key)})
+    result = Decoder(PREFIX, {"gw-1": raw_public_key(key)}).decode(topic, signed)
     assert isinstance(result, ResultIn) and result.verified and result.stream.seq == 7
     assert result.status == "failed" and result.reason == "oldest seq held is 40"
-    assert not decode_inbound(topic, signed, PREFIX, {}).verified  # type: ignore[union-attr]
+    assert not Decoder(PREFIX, {}).decode(topic, signed).verified  # type: ignore[union-attr]
     with pytest.raises(InboundError, match="signature invalid"):
-        decode_inbound(topic, signed, PREFIX, {"gw-1": raw_public_key(other)})
+        Decoder(PREFIX, {"gw-1": raw_public_key(other)}).decode(topic, signed)
 
 
 def test_config_errors_name_file_key_and_expectation(tmp_path: Path) -> None:
