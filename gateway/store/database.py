@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import cast
 
 from gateway.store import versions
 from gateway.store.aliases import bind as _bind_aliases
@@ -76,10 +75,7 @@ from protocols.payload import (
     Binding,
     PayloadDecodeError,
     ReadRecord,
-    decode_message,
-    parse_reads,
 )
-from protocols.payload.compact_decode import records_v2
 
 log = logging.getLogger("gateway.store")
 
@@ -115,16 +111,9 @@ def wall_ms() -> int:
 
 
 def _stored_reads(payload: bytes, book: AliasBook) -> tuple[ReadRecord, ...]:
-    """The records of one of this store's reads payloads, v1 or v2. A v2 payload names a
-    binding of this store (the book holds them under gateway ""), so it is resolved directly."""
+    """The records of one of this store's reads payloads, v1 or v2 (:func:`versions.stored_message`)."""
     try:
-        message = decode_message(payload)
-        if message.get("v") != 2:
-            return parse_reads(payload).reads
-        binding = book.get("", cast(int, message["epoch"]), cast(int, message["binding"]))
-        if binding is None:
-            raise PayloadDecodeError(f"binding {message['binding']} is not one of this store's")
-        return records_v2(message, binding)
+        return versions.stored_message(payload, book)[1]
     except PayloadDecodeError as exc:
         log.error("store: a reads payload cannot be read back, its reads are skipped: %s", exc)
         return ()
@@ -527,8 +516,9 @@ class Store:
         """``(message id, record index)`` of each committed record of ``meter`` with (quantity,
         t_ms, rev) in ``keys`` — what a correction with ``rev + 1`` names in ``sup``; keys the
         store no longer holds are left out (gateway/store/versions.py)."""
+        book = self._alias_book()
         with self._reading() as conn:
-            return versions.find(conn, meter, keys)
+            return versions.find(conn, meter, keys, book)
 
     def last_actual_registers(self) -> list[tuple[str, str, Decimal]]:
         """``(meter, quantity, value)`` of the newest actual (quality ``A``) Decimal read of

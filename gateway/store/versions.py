@@ -21,9 +21,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Final
+from typing import Final, cast
 
-from protocols.payload import PayloadError, ReadRecord, ReadsMessage, parse_reads
+from protocols.payload import (
+    AliasBook,
+    PayloadDecodeError,
+    PayloadError,
+    ReadRecord,
+    decode_message,
+    parse_reads,
+)
+from protocols.payload.compact_decode import records_v2
 
 #: How long one poll message can span (its records' times): the window searched by time.
 POLL_SPAN_MS: Final = 120_000
@@ -52,21 +60,36 @@ def upsert(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
 Key = tuple[str, int, int]  # (quantity, t_ms, rev of the superseded version)
 
 
-def find(conn: sqlite3.Connection, meter: str,
-         keys: Sequence[Key]) -> dict[Key, tuple[str, int]]:
+def stored_message(payload: bytes, book: AliasBook) -> tuple[str, tuple[ReadRecord, ...]]:
+    """Message id and records of one of this store's reads payloads, schema 1 or 2. A schema-2
+    payload names a binding of this store, which ``book`` holds under gateway "" (the store
+    does not know the gateway's id): resolved directly, without a birth."""
+    message = decode_message(payload)
+    if message.get("v") != 2:
+        parsed = parse_reads(payload)
+        return parsed.id, parsed.reads
+    binding = book.get("", cast(int, message["epoch"]), cast(int, message["binding"]))
+    if binding is None:
+        raise PayloadDecodeError(f"binding {message['binding']} is not one of this store's")
+    return cast(str, message["id"]), records_v2(message, binding)
+
+
+def find(conn: sqlite3.Connection, meter: str, keys: Sequence[Key],
+         book: AliasBook) -> dict[Key, tuple[str, int]]:
     """``(message id, index)`` of each committed record of ``meter`` with (quantity, t_ms, rev)
     in ``keys`` — the records corrections with ``rev + 1`` supersede; keys the store no longer
     holds are left out. Each payload is decoded once however many keys it holds (a gap's
     re-scaled estimates travel in one message of up to two days of intervals)."""
-    parsed: dict[int, ReadsMessage | None] = {}
+    parsed: dict[int, tuple[str, tuple[ReadRecord, ...]] | None] = {}
 
-    def message(seq: int, payload: bytes | None = None) -> ReadsMessage | None:
+    def message(seq: int, payload: bytes | None = None
+                ) -> tuple[str, tuple[ReadRecord, ...]] | None:
         if seq not in parsed:
             if payload is None:
                 row = conn.execute("SELECT payload FROM outbox WHERE seq = ?", (seq,)).fetchone()
                 payload = None if row is None else row[0]
             try:
-                parsed[seq] = None if payload is None else parse_reads(payload)
+                parsed[seq] = None if payload is None else stored_message(payload, book)
             except PayloadError:
                 parsed[seq] = None
         return parsed[seq]
@@ -92,16 +115,17 @@ def find(conn: sqlite3.Connection, meter: str,
                     break
         for seq, index in candidates:
             held = message(seq)
-            if held is not None and index < len(held.reads) and (
-                    held.reads[index].q, held.reads[index].t, held.reads[index].rev) == key:
-                found[key] = (held.id, index)
+            if held is not None and index < len(held[1]) and (
+                    held[1][index].q, held[1][index].t, held[1][index].rev) == key:
+                found[key] = (held[0], index)
     return found
 
 
-def _index_of(message: ReadsMessage | None, quantity: str, t_ms: int) -> int | None:
+def _index_of(message: tuple[str, tuple[ReadRecord, ...]] | None, quantity: str,
+              t_ms: int) -> int | None:
     if message is None:
         return None
-    for index, record in enumerate(message.reads):
+    for index, record in enumerate(message[1]):
         if record.q == quantity and record.t == t_ms:
             return index
     return None
