@@ -20,7 +20,7 @@ from central.config import CentralConfig, MqttSettings, load_config
 from central.errors import ConfigError
 from central.worker import subscriptions
 from protocols.commands import build_envelope, parse_private_key, sign_command
-from protocols.payload import decode_message
+from protocols.payload import AliasBook, decode_message
 from tests.gateway_rig import gateway_rig, wait_until
 from tests.secure_broker import Client, Pki, make_pki, secure_broker
 
@@ -44,7 +44,13 @@ def _results(central: Client, gw: str) -> dict[bytes, tuple[str, str]]:
 
 
 def _decoded(central: Client, suffix: str) -> list[dict[str, Any]]:
-    return [decode_message(p) for t, p in list(central.messages) if t.startswith(suffix)]
+    """Messages under ``suffix``; schema-2 reads resolved through the births seen."""
+    messages = list(central.messages)
+    book = AliasBook()
+    for topic, payload in messages:
+        if topic.endswith("/state") and payload:
+            book.learn(decode_message(payload))
+    return [decode_message(p, book) for t, p in messages if t.startswith(suffix)]
 
 
 def test_daemon_over_mtls_with_the_acl(tmp_path: Path) -> None:
