@@ -7,7 +7,8 @@ against it proves the whole chain — acquisition, store, uplink, broker, consum
 nothing and invented nothing.
 
 The gateway stamps a read with the time it got the reply, a little after the simulator answered;
-:func:`compare` pairs each stored read with the served one it came from, in time order.
+:func:`compare` pairs each stored read with the served one it came from — the newest served
+before it was stamped — in time order.
 """
 
 from __future__ import annotations
@@ -100,9 +101,20 @@ def compare(served: list[Served], stored: Mapping[tuple[str, str, int], str | No
             while i < len(pending) and pending[i].at_ms < t - _LATE_MS:
                 _miss(result, pending[i], excuse)
                 i += 1
-            if i < len(pending) and pending[i].at_ms <= t + _EARLY_MS:
-                _check(result, pending[i], stored[(*series, t)])
-                i += 1
+            # The newest value served in the read's window is the one it stored: the gateway
+            # stamps a read before it asks that meter again. An older one still pending there
+            # was answered to a request whose read was never committed (a daemon killed
+            # mid-poll); pairing the read with it instead shifted every later pair of the
+            # series by one poll, until a poll gap wider than _LATE_MS showed the shift as a
+            # "missing" value far from the kill.
+            j = i
+            while j + 1 < len(pending) and pending[j + 1].at_ms <= t + _EARLY_MS:
+                j += 1
+            if i < len(pending) and pending[j].at_ms <= t + _EARLY_MS:
+                for s in pending[i:j]:
+                    _miss(result, s, excuse)
+                _check(result, pending[j], stored[(*series, t)])
+                i = j + 1
             else:
                 result.unserved.append((*series, t))
         for s in pending[i:]:
