@@ -19,11 +19,31 @@ import datetime as dt
 import logging
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.store.errors import StoreError
 
 log = logging.getLogger("gateway.store")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRecovery:
+    """A damaged database found at open and moved aside: the ``store.corrupt`` alarm's facts."""
+
+    path: Path
+    moved_to: Path
+    problem: str
+    found_ms: int
+
+    def details(self) -> dict[str, object]:
+        """The alarm's details: both files, what was wrong, and how to salvage the old one."""
+        return {
+            "path": str(self.path), "moved_to": str(self.moved_to), "problem": self.problem,
+            "hint": f"unacknowledged messages may be salvaged with `sqlite3 {self.moved_to} "
+                    ".recover`",
+        }
+
 
 # Primary result codes that mean "this file is damaged" — as opposed to locked, unreadable or on a
 # failing device, where moving the file would only hide the real problem.
