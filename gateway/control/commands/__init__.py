@@ -27,8 +27,7 @@ from gateway.control.commands.journal import (
 )
 from gateway.control.commands.keys import KeyTable, OperatorKey, allowed_actions
 from gateway.control.commands.results import ResultSigner
-from gateway.control.commands.verifier import (
-    CommandVerifier,
+from gateway.control.commands.verdicts import (
     Decision,
     ParamsCheck,
     RejectCode,
@@ -36,6 +35,7 @@ from gateway.control.commands.verifier import (
     VerifiedCommand,
     VerifierPolicy,
 )
+from gateway.control.commands.verifier import CommandVerifier
 from protocols.commands.audit_chain import ChainHead
 
 __all__ = [
