@@ -44,7 +44,9 @@ from tests.test_e2e_clock_step import LIBFAKETIME, _start_under_faketime
 from tests.test_payload_cddl import CDDL, Validator, parse_rules
 
 FAST, RIGHT = "000000000101", "000000000102"
-CLOCK_EVERY_S = 3
+#: [clock] read_interval_s and the ratio reads' every_s: twice the 1 s poll interval, so both
+#: run on their own cadence, and short, since every step below waits for a few of them.
+CLOCK_EVERY_S = 2
 CONFIG = """
 [clock]
 mode = "{mode}"
@@ -57,11 +59,11 @@ clock_trusted = true
 SLOW_READS = """
 [[reads]]
 di = "04000306"
-every_s = 3
+every_s = {every}
 
 [[reads]]
 di = "04000307"
-every_s = 3
+every_s = {every}
 
 [clock]
 """
@@ -84,7 +86,8 @@ def _rig(tmp_path: Path, start_epoch: float, mode: str = "broadcast"):  # type: 
                      [{"id": f"m-{a[-4:]}", "bus": "rs485-1", "address": a,
                        "profile": "test-clock", "poll_interval_s": 1.0} for a in (FAST, RIGHT)],
                      CONFIG.format(mode=mode, every=CLOCK_EVERY_S))
-        (tmp_path / "profiles" / "test-clock.toml").write_text(TEST_PROFILE + SLOW_READS)
+        (tmp_path / "profiles" / "test-clock.toml").write_text(
+            TEST_PROFILE + SLOW_READS.format(every=CLOCK_EVERY_S))
         observer = stack.enter_context(Observer(broker, "mtr/v1/#", client_id="clock-obs"))
         stack.callback(lambda: rig.process is not None and rig.kill_daemon())
         yield rig, line, observer
@@ -172,6 +175,10 @@ def _offsets(observer: Observer, rig: GatewayRig, meter: str) -> list[float]:
             for r in m["reads"] if r["q"] == "clock.offset"]
 
 
+# A daemon under libfaketime waiting for four clock reads: `make slow`. The default run guards
+# the same verdict in tests/test_meter_clock.py (test_each_verdict's NEAR_FREEZE cases,
+# test_a_broadcast_steps_every_meter_on_the_bus, test_send_never_lets_the_span_touch_a_freeze).
+@pytest.mark.slow
 def test_no_sync_is_sent_near_midnight(tmp_path: Path) -> None:
     if LIBFAKETIME is None:
         pytest.skip("libfaketime is not installed (apt-get install faketime)")
@@ -235,7 +242,7 @@ def test_a_modbus_meter_whose_profile_maps_its_clock_is_graded_but_not_set(
         write_config(rig, [{"name": "tcp-1", "protocol": "modbus-tcp", "host": "127.0.0.1",
                             "port": handle.port, "timeout_ms": 1000}],
                      [{"id": "mb-1", "bus": "tcp-1", "address": 1, "profile": "sdm630-clock",
-                       "poll_interval_s": 1.0}], CONFIG.format(mode="broadcast", every=3))
+                       "poll_interval_s": 1.0}], CONFIG.format(mode="broadcast", every=CLOCK_EVERY_S))
         (tmp_path / "profiles" / "sdm630-clock.toml").write_text(text)
         observer = stack.enter_context(Observer(broker, "mtr/v1/#", client_id="mb-clock-obs"))
         stack.callback(lambda: rig.process is not None and rig.kill_daemon())

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from edge_rules.codes import Method, Reason
 from gateway.config import load_config
@@ -61,6 +62,9 @@ def _records(observer: Observer, rig: Any, meter: str) -> list[tuple[int, dict[s
     return out
 
 
+# The same scenario as tests/test_e2e_vee_corrections.py's default test, which runs the same
+# checks (check_estimated_then_superseded) and more: `make slow` (three meters, no corrections).
+@pytest.mark.slow
 def test_silent_meter_is_estimated_and_its_estimates_are_superseded(tmp_path: Path) -> None:
     with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=3, modbus_meters=0,
                      poll_interval_s=1.0, timeout_ms=200) as rig:
@@ -109,42 +113,52 @@ def test_silent_meter_is_estimated_and_its_estimates_are_superseded(tmp_path: Pa
         finally:
             running.clear()
             ticker.join(2)
-        log = rig.log_text()
-        assert "VEE: 3 meters, NumPy kernels, 2 s intervals, history restored" in log, log[:3000]
-        assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+        check_estimated_then_superseded(observer, rig, silent_id, first, silenced_ms, answered_ms)
 
-        # 1. every read record on MQTT carries its VEE flags
-        everything = [r for _, m in decoded(observer, rig.topic("reads/")) for r in m["reads"]]
-        assert everything and all(r["quality"] in ("A", "E", "S", "F", "N") for r in everything)
-        assert all("method" in r for r in everything if r["quality"] in ("E", "S"))
 
-        # 2. the silent meter's missing intervals were estimated from its like days, at the
-        #    interval boundaries, as exact decimals with the communications-fault reason
-        assert len(first) >= 4
-        for t, record in first.items():
-            assert record["method"] in (Method.AVERAGE_LIKE_DAY, Method.LIKE_DAY), record
-            assert Reason.COMMUNICATIONS_FAULT in record["reasons"]
-            assert isinstance(record["val"], Decimal) and silenced_ms - 2000 < t < answered_ms + 3000
+def check_estimated_then_superseded(observer: Observer, rig: Any, silent_id: str,
+                                    first: dict[int, dict[str, Any]], silenced_ms: int,
+                                    answered_ms: int) -> None:
+    """What the consumer and the store show after a meter went silent at ``silenced_ms`` and
+    answered again at ``answered_ms``; ``first``: its estimates published by then (rev 0), by t.
+    Shared with tests/test_e2e_vee_corrections.py, whose default test runs the same scenario."""
+    log = rig.log_text()
+    assert (f"VEE: {len(rig.meters)} meters, NumPy kernels, 2 s intervals, history restored"
+            in log), log[:3000]
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
 
-        # 3. once it answered, every estimate was superseded under the same (meter, q, t): the
-        #    newest revision is bracketed by the actual reads around the gap
-        records = _records(observer, rig, silent_id)
-        actual = sorted((r["t"], r["val"]) for _, r in records
-                        if r["q"] == GRID_QUANTITY and r["quality"] == "A")
-        for t, estimate in first.items():
-            revisions = sorted((r.get("rev", 0), seq, r) for seq, r in records
-                               if r["q"] == GRID_QUANTITY and r["t"] == t)
-            rev, _, newest = revisions[-1]
-            assert rev >= 1 and [x[0] for x in revisions] == list(range(rev + 1)), revisions
-            before = max(v for at, v in actual if at < t)
-            after = min(v for at, v in actual if at > t)
-            assert before <= newest["val"] <= after, (estimate, newest, before, after)
-            assert newest["quality"] == "A" or newest["method"] in (
-                Method.LINEAR, Method.DATA_SCALING, Method.AVERAGE_LIKE_DAY, Method.LIKE_DAY)
+    # 1. every read record on MQTT carries its VEE flags
+    everything = [r for _, m in decoded(observer, rig.topic("reads/")) for r in m["reads"]]
+    assert everything and all(r["quality"] in ("A", "E", "S", "F", "N") for r in everything)
+    assert all("method" in r for r in everything if r["quality"] in ("E", "S"))
 
-        # 4. the history and the open window were saved for the next start
-        con = sqlite3.connect(rig.store_path)
-        saved = con.execute("SELECT saved_ms, length(data) FROM vee_state WHERE name = 'engine'"
-                            ).fetchone()
-        con.close()
-        assert saved is not None and saved[0] > answered_ms and saved[1] > 10_000
+    # 2. the silent meter's missing intervals were estimated from its like days, at the
+    #    interval boundaries, as exact decimals with the communications-fault reason
+    assert len(first) >= 4
+    for t, record in first.items():
+        assert record["method"] in (Method.AVERAGE_LIKE_DAY, Method.LIKE_DAY), record
+        assert Reason.COMMUNICATIONS_FAULT in record["reasons"]
+        assert isinstance(record["val"], Decimal) and silenced_ms - 2000 < t < answered_ms + 3000
+
+    # 3. once it answered, every estimate was superseded under the same (meter, q, t): the
+    #    newest revision is bracketed by the actual reads around the gap
+    records = _records(observer, rig, silent_id)
+    actual = sorted((r["t"], r["val"]) for _, r in records
+                    if r["q"] == GRID_QUANTITY and r["quality"] == "A")
+    for t, estimate in first.items():
+        revisions = sorted((r.get("rev", 0), seq, r) for seq, r in records
+                           if r["q"] == GRID_QUANTITY and r["t"] == t)
+        rev, _, newest = revisions[-1]
+        assert rev >= 1 and [x[0] for x in revisions] == list(range(rev + 1)), revisions
+        before = max(v for at, v in actual if at < t)
+        after = min(v for at, v in actual if at > t)
+        assert before <= newest["val"] <= after, (estimate, newest, before, after)
+        assert newest["quality"] == "A" or newest["method"] in (
+            Method.LINEAR, Method.DATA_SCALING, Method.AVERAGE_LIKE_DAY, Method.LIKE_DAY)
+
+    # 4. the history and the open window were saved for the next start
+    con = sqlite3.connect(rig.store_path)
+    saved = con.execute("SELECT saved_ms, length(data) FROM vee_state WHERE name = 'engine'"
+                        ).fetchone()
+    con.close()
+    assert saved is not None and saved[0] > answered_ms and saved[1] > 10_000

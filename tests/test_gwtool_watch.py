@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway_rig import REPO, gateway_rig, simulator_registers
+from tests.broker import Observer
+from tests.gateway_rig import REPO, gateway_rig, reads_by_meter, simulator_registers, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -22,9 +23,13 @@ def gwtool(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
 
 def test_watch_shows_the_gateway_its_buses_and_each_meters_reads(tmp_path: Path) -> None:
     with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=2, modbus_meters=1) as rig:
-        rig.start_daemon()
+        with Observer(rig.broker, "mtr/v1/#", client_id="watch-ready") as observer:
+            rig.start_daemon()
+            # Once every meter has been polled, the view needs only a few polls (2 s) and health
+            # messages (2 s) of its own: it does not have to sit through the daemon's start.
+            assert wait_until(lambda: set(reads_by_meter(observer, rig)) >= set(rig.meters), 30)
         result = gwtool("watch", "--broker", f"127.0.0.1:{rig.broker.port}", "--gateway",
-                        rig.gateway_id, "--interval", "3", "--duration", "15")
+                        rig.gateway_id, "--interval", "2", "--duration", "8")
         assert result.returncode == 0, result.stderr
         assert rig.stop_daemon() == 0
     views = re.split(r"^(?=\[watch )", result.stdout, flags=re.MULTILINE)

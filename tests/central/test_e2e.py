@@ -253,12 +253,12 @@ def test_messages_missed_without_a_session_are_detected_as_a_gap(tmp_path: Path)
         _subscribed(config, "w1")
         rig.start_daemon()
         try:
-            time.sleep(6)
+            time.sleep(6)  # the daemon's start, then polls stored by the worker
             _stop(worker)  # no session kept: what is published now never reaches the share
-            time.sleep(6)
+            time.sleep(3)  # three meters polled every second: some nine messages missed
             worker = _start_worker(config, "w1")
             _subscribed(config, "w1", times=2)
-            time.sleep(6)
+            time.sleep(3)  # and as many stored after it, above the gap
             assert rig.stop_daemon() == 0
             _expected, seqs = _committed_reads(rig)
             db = open_database(url)
