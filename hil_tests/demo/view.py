@@ -223,7 +223,7 @@ def _central_rich(central: CentralSnapshot, meters: int, now_ms: int) -> Rendera
     from rich.text import Text
 
     s = central.status or {}
-    figures = Table(title="edge-central (SQLite): what was stored", box=None,
+    figures = Table(title="edge-central (SQLite)", box=None,
                     title_justify="left", show_header=False)
     figures.add_column("what")
     figures.add_column("value", justify="right")
