@@ -27,7 +27,8 @@ import pytest
 from central.storage import open_database
 from central.storage.activity import gateway_activity
 from central.storage.queries import gateway_status
-from hil_tests.demo.run import BROKER_ENV, GATEWAY_ID, demo_layout, find_mosquitto
+from hil_tests.demo.brokers import BROKER_ENV, find_mosquitto
+from hil_tests.demo.run import GATEWAY_ID, demo_layout
 
 ROOT = Path(__file__).resolve().parent.parent
 METERS = [m.id for bus in demo_layout() for m in bus.meters]

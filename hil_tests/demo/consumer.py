@@ -163,8 +163,9 @@ class DemoCentral:
     def worker_running(self) -> bool:
         return self._worker is not None and self._worker.returncode is None
 
-    async def start_worker(self) -> None:
-        """Start the worker and wait until it has subscribed (its log says ``connected (``)."""
+    async def start_worker(self, timeout: float = WORKER_START_TIMEOUT_S) -> None:
+        """Start the worker and wait (at most ``timeout``) until it has subscribed (its log says
+        ``connected (``)."""
         if self.worker_running:
             return
         before = self._log_text().count(" connected (")
@@ -173,7 +174,7 @@ class DemoCentral:
             self._worker = await asyncio.create_subprocess_exec(
                 *self._command("run", "--worker", WORKER_NAME), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=log, env=self.env, cwd=self.root, process_group=0)
-        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+        deadline = time.monotonic() + timeout
         while self._log_text().count(" connected (") <= before:
             if self._worker.returncode is not None or time.monotonic() > deadline:
                 self._worker_state = f"exited {self._worker.returncode}"

@@ -8,9 +8,8 @@ What runs, and where:
   single-phase -2007 meters and two older -1997 ones. Two Modbus TCP servers on free loopback
   ports carry two SDM630 and two DTSU666 meters. One :class:`~hil_tests.load_model.LoadModel`
   drives all twenty, ``ACCELERATION`` × faster than real time so that registers visibly move.
-* **A broker**: mosquitto when it is installed (a temporary config: one loopback listener,
-  anonymous, no persistence), otherwise the embedded :mod:`hil_tests.mini_broker` (MQTT 3.1.1, so
-  the gateway is configured with ``protocol = "3.1.1"``). ``EDGE_GATEWAY_DEMO_BROKER`` =
+* **A broker** (:mod:`hil_tests.demo.brokers`): mosquitto when it is installed, otherwise the
+  embedded :mod:`hil_tests.mini_broker` (MQTT 3.1.1); ``EDGE_GATEWAY_DEMO_BROKER`` =
   ``mosquitto`` | ``embedded`` | ``auto`` (default) forces the choice.
 * **The daemon, as a real subprocess**: ``python -m gateway.app.cli run --config DATA/gateway.toml``
   with its log in ``DATA/daemon.log`` — the same code path as production. It opens the ptys'
@@ -33,10 +32,11 @@ cover is opened and closed again; later another meter stops answering for a whil
 Stopping (``--duration``, Ctrl-C, SIGTERM, or SIGHUP from a closed terminal): the consumer's
 worker is started again if the scenario had it stopped, SIGTERM to the daemon and wait for it (it
 commits, publishes its death and exits 0), up to ``CENTRAL_SETTLE_S`` for the consumer to store
-the rest, then the consumer, the view, the broker and the simulators. A second Ctrl-C kills the daemon instead of waiting. The demo exits 0 when the
-daemon exited 0 and every meter was read at least once (and, with the consumer, every meter's reads were stored
-and no gap is left open), otherwise 1 saying what is missing. (Only
-a SIGKILL of the demo itself leaves the daemon and mosquitto running: nothing can clean up then.)
+the rest, then the consumer, the view, the broker and the simulators. A second Ctrl-C kills the
+daemon instead of waiting. The demo exits 0 when the daemon exited 0 and every meter was read
+at least once (and, with the consumer, every meter's reads were stored and no gap is left open),
+otherwise 1 saying what is missing. (Only a SIGKILL of the demo itself leaves the daemon, the
+consumer and mosquitto running: nothing can clean up then.)
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from hil_tests.demo.brokers import DemoError, choose_broker, tail
 from hil_tests.demo.consumer import DemoCentral
 from hil_tests.demo.view import (
     DemoObserver,
@@ -84,12 +84,10 @@ HEALTH_INTERVAL_S = 5
 PLAIN_SUMMARY_EVERY_S = 10.0
 LIVE_REFRESH_S = 0.5
 DAEMON_STOP_TIMEOUT_S = 30.0
-BROKER_START_TIMEOUT_S = 10.0
 #: ``--duration`` counts from the gateway's birth, or from this long after the daemon started.
 ONLINE_TIMEOUT_S = 60.0
 #: After the daemon stopped: how long the consumer may take to store its last messages.
 CENTRAL_SETTLE_S = 5.0
-BROKER_ENV = "EDGE_GATEWAY_DEMO_BROKER"
 #: The scenario's cycle: (seconds into the cycle, action, meter id).
 #: The consumer's outage comes first so that a 25 s demo already shows a gap filled by replay.
 SCENARIO: tuple[tuple[float, str, str], ...] = (
@@ -105,10 +103,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: SIGHUP too: a closed terminal must not kill the demo before it has stopped the daemon and the
 #: broker, which run in their own process groups and would otherwise be left behind.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class DemoError(Exception):
-    """The demo could not set something up; the message says what and what to do."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,146 +188,10 @@ def gateway_config(layout: Sequence[DemoBus], links: dict[str, str | int], broke
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------------------------------
-# Brokers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def find_mosquitto() -> str | None:
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
-
-
-async def _wait_for_port(port: int, timeout: float, alive: Any = None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if alive is not None and not alive():
-            return False
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True
-    return False
-
-
-class MosquittoBroker:
-    """mosquitto on a free loopback port with a throw-away config in the demo's data dir."""
-
-    protocol = "5"
-
-    def __init__(self, executable: str, workdir: Path) -> None:
-        self.executable = executable
-        self.workdir = workdir
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / "mosquitto.log"
-
-    @property
-    def label(self) -> str:
-        return f"mosquitto ({self.executable}) on 127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        import getpass
-
-        self.port = free_port()
-        config = self.workdir / "mosquitto.conf"
-        config.write_text("\n".join([
-            "# Written by `edge-gateway demo`: one loopback listener, anonymous, nothing on disk.",
-            # As root, mosquitto would switch to its own user, which may not exist on a fresh box.
-            f"user {getpass.getuser()}",
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence false",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-        ]) + "\n")
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen([self.executable, "-c", str(config)],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         process_group=0)
-        proc = self.proc
-        if not await _wait_for_port(self.port, BROKER_START_TIMEOUT_S, lambda: proc.poll() is None):
-            await self.stop()
-            raise DemoError(f"mosquitto did not start on 127.0.0.1:{self.port}; its log "
-                            f"{self.log_path} says:\n{_tail(self.log_path)}\nSet {BROKER_ENV}="
-                            "embedded to use the built-in broker instead.")
-
-    async def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 5.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
-
-
-class EmbeddedBroker:
-    """The built-in MQTT 3.1.1 broker (:mod:`hil_tests.mini_broker`) in the demo's event loop."""
-
-    protocol = "3.1.1"
-
-    def __init__(self) -> None:
-        from hil_tests.mini_broker import MiniBroker
-
-        self.broker = MiniBroker("127.0.0.1", 0)
-
-    @property
-    def port(self) -> int:
-        return self.broker.port
-
-    @property
-    def label(self) -> str:
-        return f"embedded MQTT 3.1.1 broker on 127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        await self.broker.start()
-
-    async def stop(self) -> None:
-        await self.broker.stop()
-
-
-def choose_broker(workdir: Path) -> MosquittoBroker | EmbeddedBroker:
-    choice = os.environ.get(BROKER_ENV, "auto").strip().lower() or "auto"
-    if choice not in ("auto", "mosquitto", "embedded"):
-        raise DemoError(f"{BROKER_ENV}={choice!r}: expected auto, mosquitto or embedded")
-    executable = find_mosquitto() if choice != "embedded" else None
-    if choice == "mosquitto" and executable is None:
-        raise DemoError(f"{BROKER_ENV}=mosquitto but no mosquitto was found on PATH or at "
-                        "/usr/sbin/mosquitto; install it (apt-get install mosquitto) or unset "
-                        f"{BROKER_ENV}")
-    return MosquittoBroker(executable, workdir) if executable else EmbeddedBroker()
-
-
 def _say(text: str, stream: IO[str] | None = None) -> None:
     """Print, surviving a terminal that went away (SIGHUP: writes then fail with EIO)."""
     with contextlib.suppress(OSError, ValueError):
         print(text, file=stream if stream is not None else sys.stderr, flush=True)
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + line for line in text.splitlines()[-lines:]) or "    (empty)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,7 +375,7 @@ class DemoRun:
         central = self.central
         if central is not None and not central.worker_running:
             with contextlib.suppress(RuntimeError):  # problems() reports a worker that failed
-                await central.start_worker()
+                await central.start_worker(timeout=CENTRAL_SETTLE_S)
         stop_ms = time.time_ns() // 1_000_000
         daemon.send_signal(signal.SIGTERM)
         try:
@@ -656,7 +514,7 @@ class DemoRun:
             problems += self.central.problems([m.info.id for m in snap.meters])
         if problems:
             _say("edge-gateway demo FAILED: " + "; ".join(problems) + f".\nDaemon log "
-                 f"{self.log_path} ends with:\n{_tail(self.log_path)}")
+                 f"{self.log_path} ends with:\n{tail(self.log_path)}")
             return 1
         stored = ""
         if self.central is not None:

@@ -239,6 +239,7 @@ def _central_rich(central: CentralSnapshot, meters: int, now_ms: int) -> Rendera
                                     style="red" if open_gaps else "green")),
         ("last birth", age_text(s.get("last_birth_ms"), now_ms)),
         ("last death", age_text(s.get("last_death_ms"), now_ms)),
+        ("status age", "-" if central.status_age_s is None else f"{central.status_age_s:.0f} s"),
     ):
         figures.add_row(label, value)
 
