@@ -117,6 +117,7 @@ class DemoCentral:
         self._rate = _Rate()
         self._values_per_s: float | None = None
         self._worker_exits: list[int] = []
+        self._caught_up = True  # False while a stop during the scenario's outage is unresolved
         replay_key, gateway_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
         keys = root / "keys"
         keys.mkdir(exist_ok=True)
@@ -238,9 +239,29 @@ class DemoCentral:
             await asyncio.sleep(0.2)
         return False
 
+    async def catch_up(self, start_timeout: float, timeout: float) -> bool:
+        """Start the worker the scenario stopped and wait (at most ``timeout``) for the gap its
+        outage left to be filled. False (and :meth:`problems` says so) if it was not: a stop
+        during the outage may then leave the store without what the gateway sent meanwhile."""
+        filled_before = self.snapshot().gap_counts()[1]
+        self._caught_up = False
+        await self.start_worker(timeout=start_timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            open_gaps, filled = self.snapshot().gap_counts()
+            if filled > filled_before and not open_gaps:
+                self._caught_up = True
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
     def problems(self, meter_ids: list[str]) -> list[str]:
         snap = self.snapshot()
         out = []
+        if not self._caught_up:
+            out.append("the demo stopped during the edge-central worker's outage and no replay "
+                       "filled it in time: what the gateway sent meanwhile may be missing from "
+                       f"{self.db_path}")
         if self._worker_exits:
             out.append(f"the edge-central worker exited with code {self._worker_exits[0]} "
                        f"(log {self.worker_log})")

@@ -29,8 +29,9 @@ stops for a few seconds (the broker forgets its session, so what the gateway pub
 is lost to it) and comes back, finds the gap and has the gateway replay it; a meter's terminal
 cover is opened and closed again; later another meter stops answering for a while (comm loss).
 
-Stopping (``--duration``, Ctrl-C, SIGTERM, or SIGHUP from a closed terminal): the consumer's
-worker is started again if the scenario had it stopped, SIGTERM to the daemon and wait for it (it
+Stopping (``--duration``, Ctrl-C, SIGTERM, or SIGHUP from a closed terminal): if the scenario
+had the consumer's worker stopped, it is started again and gets up to ``CENTRAL_CATCH_UP_S`` to
+have the gap replayed while the daemon still runs; then SIGTERM to the daemon and wait for it (it
 commits, publishes its death and exits 0), up to ``CENTRAL_SETTLE_S`` for the consumer to store
 the rest, then the consumer, the view, the broker and the simulators. A second Ctrl-C kills the
 daemon instead of waiting. The demo exits 0 when the daemon exited 0 and every meter was read
@@ -88,6 +89,9 @@ DAEMON_STOP_TIMEOUT_S = 30.0
 ONLINE_TIMEOUT_S = 60.0
 #: After the daemon stopped: how long the consumer may take to store its last messages.
 CENTRAL_SETTLE_S = 5.0
+#: Stopping during the scenario's worker outage: how long the worker may take to find the gap
+#: and have it replayed (a new message, ``GAP_GRACE_S``, the replay) before the daemon stops.
+CENTRAL_CATCH_UP_S = 8.0
 #: The scenario's cycle: (seconds into the cycle, action, meter id).
 #: The consumer's outage comes first so that a 25 s demo already shows a gap filled by replay.
 SCENARIO: tuple[tuple[float, str, str], ...] = (
@@ -375,7 +379,7 @@ class DemoRun:
         central = self.central
         if central is not None and not central.worker_running:
             with contextlib.suppress(RuntimeError):  # problems() reports a worker that failed
-                await central.start_worker(timeout=CENTRAL_SETTLE_S)
+                await central.catch_up(CENTRAL_SETTLE_S, CENTRAL_CATCH_UP_S)
         stop_ms = time.time_ns() // 1_000_000
         daemon.send_signal(signal.SIGTERM)
         try:
