@@ -2,8 +2,10 @@
 
 * ``run --config central.toml [--worker NAME]`` — one worker of the shared subscription; start
   as many as the load needs, each with its own ``--worker`` name (its MQTT session).
-* ``status --config central.toml`` — per gateway: last seq, open gaps, lag, last birth/death
-  (JSON lines).
+* ``status --config central.toml [--detail] [--watch S]`` — per gateway: last seq, open gaps,
+  lag, last birth/death (JSON lines). ``--detail`` adds values stored per meter and the newest
+  gaps and alarm events (:mod:`central.storage.activity`); ``--watch S`` prints the lines again
+  every S seconds until interrupted (the demo's live view reads them).
 * ``export nem12 --config central.toml --date YYYY-MM-DD --out DIR [--tz ZONE] [--interval 15]``
 * ``outages --config central.toml --since ISO8601`` — the CRM outage feed, JSON lines.
 
@@ -14,11 +16,14 @@ stderr saying why, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="per-gateway sequence, gaps, lag, birth/death")
     status.add_argument("--config", type=Path, default=Path("central.toml"),
                      help="the consumer configuration (default: ./central.toml)")
+    status.add_argument("--detail", action="store_true",
+                        help="add values stored per meter, the newest gaps and alarm events "
+                             "(counts every stored read: for small databases)")
+    status.add_argument("--watch", type=_positive_seconds, default=None, metavar="S",
+                        help="print the status again every S seconds until interrupted")
     export = sub.add_parser("export", help="export stored reads")
     formats = export.add_subparsers(dest="format", required=True)
     nem = formats.add_parser("nem12", help="one NEM12 interval file per meter for one day")
@@ -57,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="the consumer configuration (default: ./central.toml)")
     outages.add_argument("--since", required=True, help="ISO 8601 time; UTC when no offset")
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def _since_ms(text: str) -> int:
@@ -85,15 +105,31 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from central.storage.activity import gateway_activity
     from central.storage.queries import gateway_status
 
     config = load_config(args.config)
     db = open_database(config.database_url)
-    now = time.time_ns() // 1_000_000
-    for gateway in gateway_status(db):
-        print(json.dumps(gateway.as_json(now)))
-    db.close()
-    return 0
+    stop = threading.Event()
+    if args.watch is not None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    try:
+        while True:
+            now = time.time_ns() // 1_000_000
+            for gateway in gateway_status(db):
+                line = gateway.as_json(now)
+                if args.detail:
+                    line.update(gateway_activity(db, gateway.gw).as_json(), now_ms=now)
+                print(json.dumps(line), flush=args.watch is not None)
+            if args.watch is None or stop.wait(args.watch):
+                return 0
+    except BrokenPipeError:  # the reader went away (the demo stopping, `| head`): done
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        return 0
+    finally:
+        db.close()
 
 
 def _export(args: argparse.Namespace) -> int:

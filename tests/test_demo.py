@@ -1,5 +1,5 @@
 """``edge-gateway demo`` end to end: real subprocesses, simulated meters on real ptys, a real
-broker, the real daemon.
+broker, the real daemon, and (with mosquitto) the real consumer, ``edge-central`` on SQLite.
 
 Each demo run takes as long as its ``--duration`` (the first DL/T 645 poll cycle alone needs
 ~18 s of wire time at 2400 baud), so the runs are started together by one module fixture and the
@@ -23,8 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from hil_tests.demo.run import BROKER_ENV, demo_layout, find_mosquitto
+from central.storage import open_database
+from central.storage.activity import gateway_activity
+from central.storage.queries import gateway_status
+from hil_tests.demo.brokers import BROKER_ENV, find_mosquitto
+from hil_tests.demo.consumer import CentralSnapshot
+from hil_tests.demo.run import GATEWAY_ID, demo_layout
+from hil_tests.demo.view import DemoState, MeterInfo, render_rich
 
 ROOT = Path(__file__).resolve().parent.parent
 METERS = [m.id for bus in demo_layout() for m in bus.meters]
@@ -209,6 +216,58 @@ def test_demo_reads_every_meter_and_stops_cleanly(runs: dict[str, DemoRun]) -> N
     assert not processes_mentioning(str(run.data_dir))
 
 
+needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None,
+                                     reason="edge-central needs MQTT 5 shared subscriptions")
+
+
+@needs_mosquitto
+def test_demo_chain_ends_in_the_consumer_database(runs: dict[str, DemoRun]) -> None:
+    """Meters -> gateway -> mosquitto -> edge-central -> SQLite: the database the demo's worker
+    wrote holds reads of every simulated meter, the gap its scenario provoked (the worker stopped
+    with a session that expires at once) was found and filled by a replay, none is left open,
+    and every alarm event the view saw over MQTT was stored."""
+    run = runs["default"]
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+    db = open_database(f"sqlite:///{run.data_dir / 'central.sqlite'}", create=False)
+    try:
+        (status,) = gateway_status(db)
+        activity = gateway_activity(db, GATEWAY_ID)
+        executed = db.scalar("SELECT count(*) FROM replay_requests WHERE status = 'executed'")
+    finally:
+        db.close()
+    assert status.gw == GATEWAY_ID and status.last_death_ms is not None
+    assert sorted(activity.values_by_meter) == sorted(METERS)
+    assert all(n > 0 for n in activity.values_by_meter.values())
+    assert activity.gaps and all(g.filled_ms is not None for g in activity.gaps), activity.gaps
+    assert status.open_gaps == 0 and status.gaps_filled == len(activity.gaps) and executed >= 1
+    assert status.last_seq == status.hwm
+    seen = set(re.findall(r"^  alarm \S+ (\w+) +(\S+) (m-\d{3}) ", run.stdout, re.MULTILINE))
+    stored = {(a.state, a.kind, a.meter) for a in activity.alarms}
+    assert seen <= stored, (seen, stored)
+    # ... and the view said so, from the consumer's own status.
+    summary = run.final_summary()
+    assert re.search(r"central \(edge-central, SQLite\): worker .+ 20/20 meters, [\d.]+ values/s; "
+                     rf"gaps 0 open, {len(activity.gaps)} filled", summary), summary
+    assert "filled" in summary.split("central gap ", 1)[1].splitlines()[0]
+    assert "edge-central stored " in run.stdout
+    # The live view's panels drawn from this very database (the terminal run uses the embedded
+    # broker, without the consumer: three consumers at once overloaded two cores).
+    line = {**status.as_json(status.last_death_ms or 0), **activity.as_json()}
+    console = Console(record=True, width=200, file=open(os.devnull, "w"))  # noqa: SIM115
+    meters = [MeterInfo(m.id, b.name, m.kind) for b in demo_layout() for m in b.meters]
+    console.print(render_rich(DemoState(GATEWAY_ID, "mtr/v1", meters).snapshot(), 30.0, "", 200,
+                              CentralSnapshot("running", line, 12.5, 0.4)))
+    screen = console.export_text()
+    assert "edge-central (SQLite)" in screen and "Gaps (replayed by the gateway)" in screen
+    assert re.search(r"meters stored +20/20", screen), screen
+    assert re.search(rf"gaps open / filled +0 / {len(activity.gaps)}", screen), screen
+    assert re.search(r"values/s +12\.5", screen), screen
+    gap = activity.gaps[0]
+    assert re.search(rf"{gap.from_seq}-{gap.to_seq} +[\d.]+ s later", screen), screen
+    assert "Traceback" not in (run.data_dir / "central-worker.log").read_text()
+    assert not (run.data_dir / "central-status.log").read_text().strip()
+
+
 def test_demo_registers_move_between_polls(runs: dict[str, DemoRun]) -> None:
     """Modbus meters are polled every 5 s and the load model runs 60x: by the end of the run each
     import register has grown since the first summary."""
@@ -228,6 +287,9 @@ def test_demo_with_the_embedded_broker(runs: dict[str, DemoRun]) -> None:
     assert sorted(meters_with_readings(run.final_summary())) == sorted(METERS)
     assert_clean_daemon_log(run)
     assert "MQTT 3.1.1" in run.daemon_log()
+    # No consumer: it needs MQTT 5 shared subscriptions. The view says why.
+    assert "central: edge-central is not running: it needs MQTT 5" in run.final_summary()
+    assert not (run.data_dir / "central.toml").exists()
 
 
 def test_ctrl_c_stops_everything_and_reports_unread_meters(runs: dict[str, DemoRun]) -> None:
@@ -243,7 +305,8 @@ def test_ctrl_c_stops_everything_and_reports_unread_meters(runs: dict[str, DemoR
     assert int(match.group(1)) == len(missing)
     assert "m-108" in missing  # last on its line: ~16 s into the first cycle
     assert "m-301" not in missing  # Modbus TCP meters are read within the first second
-    assert not processes_mentioning(str(run.data_dir))
+    assert "Traceback" not in run.stderr + run.stdout
+    assert not processes_mentioning(str(run.data_dir))  # nor the consumer's worker and watcher
 
 
 def test_live_view_on_a_terminal(runs: dict[str, DemoRun]) -> None:
@@ -256,12 +319,13 @@ def test_live_view_on_a_terminal(runs: dict[str, DemoRun]) -> None:
     for column in ("tx/s", "success", "overruns", "outbox depth", "import kWh", "Ua V", "age"):
         assert column in last_frame
     for bus in ("rs485-1", "rs485-2", "tcp-1", "tcp-2"):
-        assert re.search(rf"{bus} +\d+\.\d\d +100\.0%", last_frame), bus
+        assert re.search(rf"{bus} +\d+\.\d\d +100\.0%", last_frame), f"{bus}\n{last_frame}"
     for meter in METERS:
         assert re.search(rf"{meter} +\S+ +.+? +\d+\.\d\d +-?\d+\.\d{{3}} +\d+\.\d +A ",
                          last_frame), meter
     assert "edge-gateway demo: OK — 20 meters read" in run.stdout
     assert_clean_daemon_log(run)
+    assert "edge-central is not running: it needs MQTT 5" in last_frame
 
 
 def test_unknown_broker_choice_is_refused(tmp_path: Path) -> None:

@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="gateway configuration file (TOML)")
     p.set_defaults(func=_ip_allow)
     p = sub.add_parser("demo", help="simulated meters, a broker, the daemon and a live view")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop this many seconds after the gateway came online (default: until "
+                        "Ctrl-C)")
     p.add_argument("--data-dir", default=None, help="where the demo keeps its files (default: temp)")
     p.set_defaults(func=_demo)
     return parser

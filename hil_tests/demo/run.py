@@ -8,25 +8,36 @@ What runs, and where:
   single-phase -2007 meters and two older -1997 ones. Two Modbus TCP servers on free loopback
   ports carry two SDM630 and two DTSU666 meters. One :class:`~hil_tests.load_model.LoadModel`
   drives all twenty, ``ACCELERATION`` × faster than real time so that registers visibly move.
-* **A broker**: mosquitto when it is installed (a temporary config: one loopback listener,
-  anonymous, no persistence), otherwise the embedded :mod:`hil_tests.mini_broker` (MQTT 3.1.1, so
-  the gateway is configured with ``protocol = "3.1.1"``). ``EDGE_GATEWAY_DEMO_BROKER`` =
+* **A broker** (:mod:`hil_tests.demo.brokers`): mosquitto when it is installed, otherwise the
+  embedded :mod:`hil_tests.mini_broker` (MQTT 3.1.1); ``EDGE_GATEWAY_DEMO_BROKER`` =
   ``mosquitto`` | ``embedded`` | ``auto`` (default) forces the choice.
 * **The daemon, as a real subprocess**: ``python -m gateway.app.cli run --config DATA/gateway.toml``
   with its log in ``DATA/daemon.log`` — the same code path as production. It opens the ptys'
   device paths itself, as it would open ``/dev/ttyUSB0``. It runs in its own process group so a
   Ctrl-C reaches only the demo, which then stops things in order.
+* **The consumer, ``edge-central``, as subprocesses** (with mosquitto: it needs MQTT 5 shared
+  subscriptions, which the embedded broker lacks): one worker storing into ``DATA/central.sqlite``
+  and ``edge-central status --detail --watch`` reporting what it stored
+  (:mod:`hil_tests.demo.consumer`).
 * **A view**, subscribed to ``P/G/#`` like a head-end: a live ``rich`` screen on a terminal, a
-  plain summary every ``PLAIN_SUMMARY_EVERY_S`` otherwise.
+  plain summary every ``PLAIN_SUMMARY_EVERY_S`` otherwise. Below what went over the wire, what
+  the consumer stored: values per second, meters, gaps and their replays, alarm events, last
+  birth and death.
 
-To give the alarm panel something to show, a small scenario replays on a cycle: a meter's terminal
-cover is opened and closed again, later another meter stops answering for a while (comm loss).
+To give the view something to show, a small scenario replays on a cycle: the consumer's worker
+stops for a few seconds (the broker forgets its session, so what the gateway publishes meanwhile
+is lost to it) and comes back, finds the gap and has the gateway replay it; a meter's terminal
+cover is opened and closed again; later another meter stops answering for a while (comm loss).
 
-Stopping (``--duration``, Ctrl-C, SIGTERM, or SIGHUP from a closed terminal): SIGTERM to the
-daemon and wait for it (it commits, publishes its death and exits 0), then the view, the broker and
-the simulators. A second Ctrl-C kills the daemon instead of waiting. The demo exits 0 when the
-daemon exited 0 and every meter was read at least once, otherwise 1 saying what is missing. (Only
-a SIGKILL of the demo itself leaves the daemon and mosquitto running: nothing can clean up then.)
+Stopping (``--duration``, Ctrl-C, SIGTERM, or SIGHUP from a closed terminal): if the scenario
+had the consumer's worker stopped, it is started again and gets up to ``CENTRAL_CATCH_UP_S`` to
+have the gap replayed while the daemon still runs; then SIGTERM to the daemon and wait for it (it
+commits, publishes its death and exits 0), up to ``CENTRAL_SETTLE_S`` for the consumer to store
+the rest, then the consumer, the view, the broker and the simulators. A second Ctrl-C kills the
+daemon instead of waiting. The demo exits 0 when the daemon exited 0 and every meter was read
+at least once (and, with the consumer, every meter's reads were stored and no gap is left open),
+otherwise 1 saying what is missing. (Only a SIGKILL of the demo itself leaves the daemon, the
+consumer and mosquitto running: nothing can clean up then.)
 """
 
 from __future__ import annotations
@@ -37,7 +48,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,11 +57,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from hil_tests.demo.brokers import DemoError, choose_broker, tail
+from hil_tests.demo.consumer import DemoCentral
 from hil_tests.demo.view import (
     DemoObserver,
     DemoSnapshot,
     DemoState,
     MeterInfo,
+    central_plain,
     render_plain,
     render_rich,
 )
@@ -72,10 +85,18 @@ HEALTH_INTERVAL_S = 5
 PLAIN_SUMMARY_EVERY_S = 10.0
 LIVE_REFRESH_S = 0.5
 DAEMON_STOP_TIMEOUT_S = 30.0
-BROKER_START_TIMEOUT_S = 10.0
-BROKER_ENV = "EDGE_GATEWAY_DEMO_BROKER"
+#: ``--duration`` counts from the gateway's birth, or from this long after the daemon started.
+ONLINE_TIMEOUT_S = 60.0
+#: After the daemon stopped: how long the consumer may take to store its last messages.
+CENTRAL_SETTLE_S = 5.0
+#: Stopping during the scenario's worker outage: how long the worker may take to find the gap
+#: and have it replayed (a new message, ``GAP_GRACE_S``, the replay) before the daemon stops.
+CENTRAL_CATCH_UP_S = 8.0
 #: The scenario's cycle: (seconds into the cycle, action, meter id).
+#: The consumer's outage comes first so that a 25 s demo already shows a gap filled by replay.
 SCENARIO: tuple[tuple[float, str, str], ...] = (
+    (4.0, "central_down", ""),
+    (8.0, "central_up", ""),
     (8.0, "open_cover", "m-104"),
     (38.0, "close_cover", "m-104"),
     (70.0, "silence", "m-206"),
@@ -86,10 +107,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: SIGHUP too: a closed terminal must not kill the demo before it has stopped the daemon and the
 #: broker, which run in their own process groups and would otherwise be left behind.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class DemoError(Exception):
-    """The demo could not set something up; the message says what and what to do."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,146 +192,10 @@ def gateway_config(layout: Sequence[DemoBus], links: dict[str, str | int], broke
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------------------------------
-# Brokers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def find_mosquitto() -> str | None:
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
-
-
-async def _wait_for_port(port: int, timeout: float, alive: Any = None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if alive is not None and not alive():
-            return False
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True
-    return False
-
-
-class MosquittoBroker:
-    """mosquitto on a free loopback port with a throw-away config in the demo's data dir."""
-
-    protocol = "5"
-
-    def __init__(self, executable: str, workdir: Path) -> None:
-        self.executable = executable
-        self.workdir = workdir
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / "mosquitto.log"
-
-    @property
-    def label(self) -> str:
-        return f"mosquitto ({self.executable}) on 127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        import getpass
-
-        self.port = free_port()
-        config = self.workdir / "mosquitto.conf"
-        config.write_text("\n".join([
-            "# Written by `edge-gateway demo`: one loopback listener, anonymous, nothing on disk.",
-            # As root, mosquitto would switch to its own user, which may not exist on a fresh box.
-            f"user {getpass.getuser()}",
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence false",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-        ]) + "\n")
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen([self.executable, "-c", str(config)],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         process_group=0)
-        proc = self.proc
-        if not await _wait_for_port(self.port, BROKER_START_TIMEOUT_S, lambda: proc.poll() is None):
-            await self.stop()
-            raise DemoError(f"mosquitto did not start on 127.0.0.1:{self.port}; its log "
-                            f"{self.log_path} says:\n{_tail(self.log_path)}\nSet {BROKER_ENV}="
-                            "embedded to use the built-in broker instead.")
-
-    async def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 5.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
-
-
-class EmbeddedBroker:
-    """The built-in MQTT 3.1.1 broker (:mod:`hil_tests.mini_broker`) in the demo's event loop."""
-
-    protocol = "3.1.1"
-
-    def __init__(self) -> None:
-        from hil_tests.mini_broker import MiniBroker
-
-        self.broker = MiniBroker("127.0.0.1", 0)
-
-    @property
-    def port(self) -> int:
-        return self.broker.port
-
-    @property
-    def label(self) -> str:
-        return f"embedded MQTT 3.1.1 broker on 127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        await self.broker.start()
-
-    async def stop(self) -> None:
-        await self.broker.stop()
-
-
-def choose_broker(workdir: Path) -> MosquittoBroker | EmbeddedBroker:
-    choice = os.environ.get(BROKER_ENV, "auto").strip().lower() or "auto"
-    if choice not in ("auto", "mosquitto", "embedded"):
-        raise DemoError(f"{BROKER_ENV}={choice!r}: expected auto, mosquitto or embedded")
-    executable = find_mosquitto() if choice != "embedded" else None
-    if choice == "mosquitto" and executable is None:
-        raise DemoError(f"{BROKER_ENV}=mosquitto but no mosquitto was found on PATH or at "
-                        "/usr/sbin/mosquitto; install it (apt-get install mosquitto) or unset "
-                        f"{BROKER_ENV}")
-    return MosquittoBroker(executable, workdir) if executable else EmbeddedBroker()
-
-
 def _say(text: str, stream: IO[str] | None = None) -> None:
     """Print, surviving a terminal that went away (SIGHUP: writes then fail with EIO)."""
     with contextlib.suppress(OSError, ValueError):
         print(text, file=stream if stream is not None else sys.stderr, flush=True)
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + line for line in text.splitlines()[-lines:]) or "    (empty)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,6 +222,8 @@ class DemoRun:
         self._signals = 0
         self._daemon: asyncio.subprocess.Process | None = None
         self._daemon_killed = False
+        self.central: DemoCentral | None = None
+        self.central_note = ""
 
     def _on_signal(self) -> None:
         """First Ctrl-C/SIGTERM: stop in order. A second one while stopping: kill the daemon
@@ -365,9 +248,12 @@ class DemoRun:
             async with contextlib.AsyncExitStack() as stack:
                 daemon = await self._start_everything(stack)
                 display = asyncio.create_task(self._display(), name="demo-display")
+                await self._wait_online(daemon)
                 scenario = asyncio.create_task(self._scenario(), name="demo-scenario")
                 early_exit = await self._wait(daemon)
                 scenario.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scenario
                 code = await self._stop_daemon(daemon)
                 display.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -425,8 +311,22 @@ class DemoRun:
             raise DemoError(f"cannot start the broker on 127.0.0.1: {exc}") from exc
         stack.push_async_callback(broker.stop)
         self.broker_label = broker.label
-        self.config_path.write_text(gateway_config(self.layout, links, broker.port, broker.protocol,
-                                                   self.root / "var"))
+        config = gateway_config(self.layout, links, broker.port, broker.protocol, self.root / "var")
+        if broker.protocol == "5":
+            central = self.central = DemoCentral(self.root, broker.port, GATEWAY_ID, TOPIC_PREFIX,
+                                                 _child_env())
+            stack.push_async_callback(central.close)
+            config += central.gateway_toml()
+            try:
+                await central.start_worker()
+            except RuntimeError as exc:
+                raise DemoError(str(exc)) from None
+            await central.start_watching()
+        else:
+            self.central_note = ("edge-central is not running: it needs MQTT 5 shared "
+                                 "subscriptions, which the embedded broker lacks (install "
+                                 "mosquitto)")
+        self.config_path.write_text(config)
         observer = DemoObserver("127.0.0.1", broker.port, self.state)
         try:
             await asyncio.to_thread(observer.start)
@@ -439,18 +339,24 @@ class DemoRun:
         return daemon
 
     async def _start_daemon(self) -> asyncio.subprocess.Process:
-        env = dict(os.environ)
-        # The daemon must import this very checkout, installed or not.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH"))
-                                            if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        for systemd_variable in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-            env.pop(systemd_variable, None)
+        env = _child_env()
         with self.log_path.open("wb") as log:
             return await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gateway.app.cli", "run", "--config", str(self.config_path),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=self.root,
                 process_group=0)
+
+    async def _wait_online(self, daemon: asyncio.subprocess.Process) -> None:
+        """Until the gateway's birth arrives (or the daemon exits, a signal, ``ONLINE_TIMEOUT_S``):
+        ``--duration`` and the scenario count from there, so a slow start on a loaded machine
+        (seen in a test run: 27 s after the demo started, a 25 s demo
+        had polled for 14 s, with four demos and other work on two cores) does not eat the
+        time the demo has to show its polls."""
+        deadline = time.monotonic() + ONLINE_TIMEOUT_S
+        while (not self.state.snapshot().online and daemon.returncode is None
+               and not self.stop.is_set() and time.monotonic() < deadline):
+            await asyncio.sleep(0.1)
+        self.started = time.monotonic()
 
     async def _wait(self, daemon: asyncio.subprocess.Process) -> bool:
         """Until the duration is up or a signal arrives; True if the daemon exited on its own."""
@@ -465,9 +371,16 @@ class DemoRun:
         return early
 
     async def _stop_daemon(self, daemon: asyncio.subprocess.Process) -> int | None:
-        """SIGTERM and wait; the daemon commits what it polled and says goodbye. None = killed."""
+        """SIGTERM and wait; the daemon commits what it polled and says goodbye. None = killed.
+        The consumer's worker is back first (it may be in the scenario's outage) and gets
+        ``CENTRAL_SETTLE_S`` to store what the daemon sent last."""
         if daemon.returncode is not None:
             return daemon.returncode
+        central = self.central
+        if central is not None and not central.worker_running:
+            with contextlib.suppress(RuntimeError):  # problems() reports a worker that failed
+                await central.catch_up(CENTRAL_SETTLE_S, CENTRAL_CATCH_UP_S)
+        stop_ms = time.time_ns() // 1_000_000
         daemon.send_signal(signal.SIGTERM)
         try:
             code = await asyncio.wait_for(daemon.wait(), DAEMON_STOP_TIMEOUT_S)
@@ -475,6 +388,8 @@ class DemoRun:
             daemon.kill()
             await daemon.wait()
             return None
+        if central is not None and code == 0:
+            await central.settle(stop_ms, CENTRAL_SETTLE_S)
         return None if self._daemon_killed else code
 
     async def _kill_daemon(self, daemon: asyncio.subprocess.Process) -> None:
@@ -492,9 +407,27 @@ class DemoRun:
                 delay = cycle_start + at - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                self._act(action, meter_id)
+                if action.startswith("central_"):
+                    await self._act_central(action)
+                else:
+                    self._act(action, meter_id)
             await asyncio.sleep(max(0.0, cycle_start + SCENARIO_CYCLE_S - time.monotonic()))
             cycle_start += SCENARIO_CYCLE_S
+
+    async def _act_central(self, action: str) -> None:
+        central = self.central
+        if central is None:
+            return
+        if action == "central_down":
+            self.state.note("edge-central worker stopped: its session and what is sent "
+                            "meanwhile are lost to it")
+            await central.stop_worker("scenario")
+        else:
+            self.state.note("edge-central worker back: it finds the gap and asks for a replay")
+            try:
+                await central.start_worker()
+            except RuntimeError as exc:
+                self.state.note(f"edge-central worker did not start: {exc}")
 
     def _act(self, action: str, meter_id: str) -> None:
         rig, address = self._dlt645_meters[meter_id]
@@ -533,7 +466,13 @@ class DemoRun:
              f"{self.broker_label}, daemon log {self.log_path}", self.out)
         while True:
             await asyncio.sleep(PLAIN_SUMMARY_EVERY_S)
-            _say(render_plain(self.state.snapshot(), self.elapsed()), self.out)
+            _say(self._plain(), self.out)
+
+    def _plain(self) -> str:
+        central = self.central.snapshot() if self.central is not None else None
+        snap = self.state.snapshot()
+        return "\n".join([render_plain(snap, self.elapsed()),
+                          *central_plain(central, len(snap.meters), self.central_note)])
 
     async def _display_live(self) -> None:
         from rich.console import Console
@@ -542,7 +481,9 @@ class DemoRun:
         console = Console(file=self.out)
 
         def frame() -> Any:
-            return render_rich(self.state.snapshot(), self.elapsed(), self._footer(), console.width)
+            central = self.central.snapshot() if self.central is not None else None
+            return render_rich(self.state.snapshot(), self.elapsed(), self._footer(), console.width,
+                               central, self.central_note)
 
         with Live(frame(), console=console, auto_refresh=False, screen=False) as live:
             try:
@@ -555,7 +496,7 @@ class DemoRun:
     def _verdict(self, daemon_code: int | None, early_exit: bool) -> int:
         snap: DemoSnapshot = self.state.snapshot()
         if not self.interactive:
-            _say(render_plain(snap, self.elapsed()), self.out)
+            _say(self._plain(), self.out)
         problems: list[str] = []
         if daemon_code is None:
             problems.append("the daemon was killed on a second interrupt" if self._daemon_killed
@@ -573,13 +514,31 @@ class DemoRun:
                             "least 25 s")
         if snap.undecodable:
             problems.append(f"{snap.undecodable} messages could not be decoded")
+        if self.central is not None:
+            problems += self.central.problems([m.info.id for m in snap.meters])
         if problems:
             _say("edge-gateway demo FAILED: " + "; ".join(problems) + f".\nDaemon log "
-                 f"{self.log_path} ends with:\n{_tail(self.log_path)}")
+                 f"{self.log_path} ends with:\n{tail(self.log_path)}")
             return 1
-        _say(f"edge-gateway demo: OK — {len(snap.meters)} meters read, {snap.messages} messages, "
-             f"daemon stopped cleanly. Files in {self.root}", self.out)
+        stored = ""
+        if self.central is not None:
+            central = self.central.snapshot()
+            status = central.status or {}
+            stored = (f", edge-central stored {status.get('values_stored', 0)} values and filled "
+                      f"{central.gap_counts()[1]} gap(s) by replay")
+        _say(f"edge-gateway demo: OK — {len(snap.meters)} meters read, {snap.messages} messages"
+             f"{stored}, daemon stopped cleanly. Files in {self.root}", self.out)
         return 0
+
+
+def _child_env() -> dict[str, str]:
+    """The daemon's and the consumer's environment: this very checkout, installed or not."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    for systemd_variable in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        env.pop(systemd_variable, None)
+    return env
 
 
 def run_demo(duration_s: float | None, data_dir: str | None) -> int:

@@ -8,6 +8,10 @@ project's own decoder, so what is on screen is exactly what left the gateway.
 messages into per-meter, per-bus and gateway figures. :class:`DemoObserver` is the paho
 subscriber. :func:`render_rich` draws the live view for a terminal; :func:`render_plain` the
 periodic text summary used when stdout is not a terminal.
+
+The consumer's panels are the other side of the wire: what ``edge-central`` *stored*, as its
+``status --detail`` reports it (:class:`~hil_tests.demo.consumer.CentralSnapshot`), drawn by
+:func:`central_plain` and inside :func:`render_rich`.
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ from firmware_tools.live_view import (
     clock_text,
     render_plain,
 )
+from hil_tests.demo.consumer import CentralSnapshot
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-__all__ = ["DemoObserver", "DemoSnapshot", "DemoState", "MeterInfo", "render_plain", "render_rich"]
+__all__ = ["DemoObserver", "DemoSnapshot", "DemoState", "MeterInfo", "central_plain",
+           "render_plain", "render_rich"]
 
 
 class DemoObserver:
@@ -83,8 +89,10 @@ class DemoObserver:
         self.client.loop_stop()
 
 
-def render_rich(snap: DemoSnapshot, elapsed_s: float, footer: str, width: int) -> RenderableType:
-    """The live view: header, buses and gateway side by side, alarms, then the meters."""
+def render_rich(snap: DemoSnapshot, elapsed_s: float, footer: str, width: int,
+                central: CentralSnapshot | None = None, central_note: str = "") -> RenderableType:
+    """The live view: header, buses and gateway side by side, alarms, the consumer's store
+    (``central``; ``central_note`` says why there is none), then the meters."""
     from rich import box
     from rich.columns import Columns
     from rich.console import Group
@@ -164,4 +172,94 @@ def render_rich(snap: DemoSnapshot, elapsed_s: float, footer: str, width: int) -
         meters = Columns([meter_table(snap.meters[:half]), meter_table(snap.meters[half:])])
     else:
         meters = meter_table(snap.meters)
-    return Group(header, Columns([buses, gateway]), alarms, meters, Text(footer, style="dim"))
+    stored = (_central_rich(central, len(snap.meters), now_ms) if central is not None
+              else Text(central_note, style="dim"))
+    return Group(header, Columns([buses, gateway]), alarms, stored, meters,
+                 Text(footer, style="dim"))
+
+
+def _gap_text(gap: dict[str, Any]) -> str:
+    span = f"seq {gap['from_seq']}-{gap['to_seq']}"
+    if gap.get("filled_ms") is None:
+        return f"{span} open since {clock_text(gap['detected_ms'])}"
+    took = (int(gap["filled_ms"]) - int(gap["detected_ms"])) / 1000
+    return (f"{span} detected {clock_text(gap['detected_ms'])}, filled {took:.1f} s later "
+            f"({gap.get('requests', 0)} replay request(s))")
+
+
+def _central_head(central: CentralSnapshot, meters: int) -> str:
+    s = central.status or {}
+    rate = "-" if central.values_per_s is None else f"{central.values_per_s:.1f}"
+    open_gaps, filled = central.gap_counts()
+    return (f"worker {central.worker}; last seq {s.get('last_seq', '-')} of {s.get('hwm', '-')}; "
+            f"{s.get('values_stored', 0)} values from {len(s.get('values_by_meter') or {})}/"
+            f"{meters} meters, {rate} values/s; gaps {open_gaps} open, {filled} filled; "
+            f"{s.get('alarms_total', 0)} alarm events")
+
+
+def central_plain(central: CentralSnapshot | None, meters: int, note: str = "") -> list[str]:
+    """The consumer's lines of the text summary (``note`` instead when it is not running)."""
+    if central is None:
+        return [f"  central: {note}"] if note else []
+    s = central.status or {}
+    lines = [f"  central (edge-central, SQLite): {_central_head(central, meters)}"]
+    lines += [f"  central gap {_gap_text(g)}" for g in s.get("gaps") or []]
+    lines += [f"  central alarm {clock_text(a['ts_ms'])} {a['state']:<7} {a['kind']} "
+              f"{a.get('meter') or ''} ({a['severity']})" for a in (s.get("alarms") or [])[:5]]
+    lines.append(f"  central last birth {_clock(s.get('last_birth_ms'))}, last death "
+                 f"{_clock(s.get('last_death_ms'))}")
+    return lines
+
+
+def _clock(ts_ms: int | None) -> str:
+    return "-" if ts_ms is None else clock_text(ts_ms)
+
+
+def _central_rich(central: CentralSnapshot, meters: int, now_ms: int) -> RenderableType:
+    """Three tables side by side: the store's figures, its gaps, its newest alarm events."""
+    from rich import box
+    from rich.columns import Columns
+    from rich.table import Table
+    from rich.text import Text
+
+    s = central.status or {}
+    figures = Table(title="edge-central (SQLite)", box=None,
+                    title_justify="left", show_header=False)
+    figures.add_column("what")
+    figures.add_column("value", justify="right")
+    open_gaps, filled = central.gap_counts()
+    worker_style = "green" if central.worker == "running" else "yellow"
+    for label, value in (
+        ("worker", Text(central.worker, style=worker_style)),
+        ("last seq / hwm", f"{s.get('last_seq', '-')} / {s.get('hwm', '-')}"),
+        ("values stored", str(s.get("values_stored", 0))),
+        ("values/s", "-" if central.values_per_s is None else f"{central.values_per_s:.1f}"),
+        ("meters stored", f"{len(s.get('values_by_meter') or {})}/{meters}"),
+        ("gaps open / filled", Text(f"{open_gaps} / {filled}",
+                                    style="red" if open_gaps else "green")),
+        ("last birth", age_text(s.get("last_birth_ms"), now_ms)),
+        ("last death", age_text(s.get("last_death_ms"), now_ms)),
+        ("status age", "-" if central.status_age_s is None else f"{central.status_age_s:.0f} s"),
+    ):
+        figures.add_row(label, value)
+
+    gaps = Table(title="Gaps (replayed by the gateway)", box=box.SIMPLE_HEAD, show_edge=False,
+                 title_justify="left")
+    for column in ("detected", "seqs", "filled", "requests"):
+        gaps.add_column(column)
+    for gap in (s.get("gaps") or [])[:5]:
+        filled_ms = gap.get("filled_ms")
+        gaps.add_row(clock_text(gap["detected_ms"]), f"{gap['from_seq']}-{gap['to_seq']}",
+                     Text("open", style="red") if filled_ms is None
+                     else Text(f"{(filled_ms - gap['detected_ms']) / 1000:.1f} s later",
+                               style="green"), str(gap.get("requests", 0)))
+
+    alarms = Table(title=f"Alarm events stored ({s.get('alarms_total', 0)})",
+                   box=box.SIMPLE_HEAD, show_edge=False, title_justify="left")
+    for column in ("time", "state", "kind", "meter"):
+        alarms.add_column(column)
+    for alarm in (s.get("alarms") or [])[:5]:
+        alarms.add_row(clock_text(alarm["ts_ms"]),
+                       Text(alarm["state"], style="red" if alarm["state"] == "raised" else "green"),
+                       alarm["kind"], alarm.get("meter") or "-")
+    return Columns([figures, gaps, alarms])
