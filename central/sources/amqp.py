@@ -73,6 +73,9 @@ class AmqpSource:
             raise ConfigError(f"{config.path}: source.kind = \"amqp\" needs the pika package: "
                               "pip install 'edge-gateway[amqp]'") from None
         assert config.amqp is not None  # the config loader requires [amqp] for this kind
+        # pika logs every refused connection as an ERROR with a traceback, and its channel
+        # book-keeping at INFO; each failure it raises is logged here as one line instead.
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
         self.config = config
         self.settings = config.amqp
         self.name = name
