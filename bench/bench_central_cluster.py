@@ -91,7 +91,7 @@ class Publisher(threading.Thread):
             client.max_inflight_messages_set(1000)
             client.max_queued_messages_set(0)
             client.on_publish = self._on_publish
-            client.on_disconnect = lambda *_a: self.lost.set()
+            client.on_disconnect = self._on_disconnect
             try:
                 client.connect("127.0.0.1", port, keepalive=10)
             except OSError:
@@ -107,11 +107,18 @@ class Publisher(threading.Thread):
                 self.at = (self.at + 1) % len(self.ports)
                 continue
             self.lost.clear()
-            self.client = client
+            old, self.client = self.client, client
+            if old is not None:  # its network thread may sit in select() for up to 1 s
+                threading.Thread(target=old.loop_stop, daemon=True).start()  # type: ignore[attr-defined]
             if self.down_at is not None:
                 self.reconnects.append(time.monotonic() - self.down_at)
                 self.down_at = None
             return
+
+    def _on_disconnect(self, *_args: object) -> None:
+        if not self.lost.is_set():
+            self.down_at = time.monotonic()  # when the connection was seen lost
+        self.lost.set()
 
     def _on_publish(self, _c: object, _u: object, mid: int, reason: object, _p: object) -> None:
         with self.lock:
@@ -134,8 +141,6 @@ class Publisher(threading.Thread):
         sent = 0
         while sent < len(self.messages) or self.resend or self.inflight:
             if self.lost.is_set():
-                self.down_at = time.monotonic()
-                self.client.loop_stop()  # type: ignore[attr-defined]
                 with self.lock:  # not PUBACKed: send again, on the other node
                     self.resend = sorted(set(self.resend) | set(self.inflight.values()))
                     self.inflight.clear()
@@ -235,10 +240,15 @@ def main() -> None:
     messages = [poll_message(g, m, p * args.meters + m + 1, 1_767_225_600_000 + p * 900_000, p, 2)
                 for p in range(-(-total // per_poll)) for g in range(args.gateways)
                 for m in range(args.meters)][:total]
-    print(f"fleet: {args.gateways} gateways x {args.meters} meters, {total:,} messages "
-          f"({total * VALUES_PER_MESSAGE:,} values, payload v2) at {args.rate:.0f} msgs/s "
-          f"over {args.publishers} MQTT 3.1.1 connections; {args.workers} AMQP workers; "
-          f"{args.storage}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    if args.daemons:
+        print(f"{args.daemons} gateway daemons (MQTT 3.1.1, fallback to node B); "
+              f"{args.workers} AMQP workers; {args.storage}; load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
+    else:
+        print(f"fleet: {args.gateways} gateways x {args.meters} meters, {total:,} messages "
+              f"({total * VALUES_PER_MESSAGE:,} values, payload v2) at {args.rate:.0f} msgs/s "
+              f"over {args.publishers} MQTT 3.1.1 connections; {args.workers} AMQP workers; "
+              f"{args.storage}; load average {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp, database(args.storage, Path(tmp)) as db_url:
         work = Path(tmp)
         t_start = time.monotonic()
@@ -331,10 +341,6 @@ def run(args: argparse.Namespace, nodes: list[RabbitNode], workers: list[subproc
           f"{os.getloadavg()[0]:.1f}", flush=True)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def run_daemons(args: argparse.Namespace, nodes: list[RabbitNode], db_url: str,
                 work: Path) -> None:
     """Real daemons failing over from node A to node B (see the module docstring)."""
@@ -349,6 +355,7 @@ def run_daemons(args: argparse.Namespace, nodes: list[RabbitNode], db_url: str,
     with contextlib.ExitStack() as stack:
         rigs: list[GatewayRig] = []
         for i in range(args.daemons):
+            (work / f"gw{i}").mkdir()
             rig = stack.enter_context(gateway_rig(work / f"gw{i}", dlt645_buses=1,
                                                   meters_per_bus=4, modbus_meters=2,
                                                   broker=_NodeA()))  # type: ignore[arg-type]
@@ -402,3 +409,7 @@ def run_daemons(args: argparse.Namespace, nodes: list[RabbitNode], db_url: str,
             print(f"gaps recorded: {gaps or 'none'}; node A stopped at {stop_ms} ms", flush=True)
         finally:
             db.close()
+
+
+if __name__ == "__main__":
+    main()
