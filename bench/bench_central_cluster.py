@@ -299,12 +299,11 @@ def run(args: argparse.Namespace, nodes: list[RabbitNode], workers: list[subproc
         marks.append((now - t0, int(db.scalar("SELECT count(*) FROM current_reads"))))
         if stopped_at is None and now - t0 >= args.stop_at:
             stopped_at = now - t0
-            if args.stop == "kill":
-                kill_node(a)
-            else:
-                a.stop_app()
-            print(f"t={stopped_at:.1f} s: node A {'killed' if args.stop == 'kill' else 'stopped'}"
-                  f" (took {time.monotonic() - now:.1f} s)", flush=True)
+            # in the background: stop_app takes seconds under load, and the sampling goes on
+            threading.Thread(target=kill_node if args.stop == "kill" else RabbitNode.stop_app,
+                             args=(a,), daemon=True).start()
+            print(f"t={stopped_at:.1f} s: node A {'killed' if args.stop == 'kill' else 'stopped'}",
+                  flush=True)
         if marks[-1][1] >= total and not any(p.is_alive() for p in pubs):
             break
         recent = [m for m in marks if m[0] >= marks[-1][0] - 60]
