@@ -18,7 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from central.errors import ConfigError
 from protocols.commands import parse_private_key, parse_public_key
 
-__all__ = ["CentralConfig", "MqttSettings", "ReplaySettings", "TlsSettings", "load_config"]
+__all__ = ["AmqpSettings", "CentralConfig", "MqttSettings", "ReplaySettings", "TlsSettings",
+           "load_config"]
+
+#: ``[source] kind``: where the workers' messages come from (:mod:`central.sources`).
+SOURCES = ("mqtt", "amqp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,18 @@ class MqttSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AmqpSettings:
+    """``[amqp]``, for ``[source] kind = "amqp"``: RabbitMQ nodes in the order they are tried
+    (the first that answers; on a lost connection, the list again), the workers' shared durable
+    queue and the exchange RabbitMQ's MQTT plugin publishes to."""
+
+    urls: tuple[str, ...]
+    queue: str = "central"
+    exchange: str = "amq.topic"
+    heartbeat_s: int = 30
+
+
+@dataclass(frozen=True, slots=True)
 class ReplaySettings:
     """The key replay commands are signed with (role VIEWER on each gateway) and their pacing."""
 
@@ -69,6 +85,9 @@ class CentralConfig:
     path: Path
     database_url: str
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    #: ``mqtt`` (MQTT 5 shared subscription) or ``amqp`` (a RabbitMQ queue; ``amqp`` is set).
+    source: str = "mqtt"
+    amqp: AmqpSettings | None = None
     replay: ReplaySettings | None = None
     #: A hole in a stream becomes a gap after this long (lanes and workers reorder briefly).
     gap_grace_s: float = 30.0
@@ -81,6 +100,8 @@ class CentralConfig:
 _SECTIONS: dict[str, set[str]] = {
     "mqtt": {"host", "port", "topic_prefix", "share_group", "keepalive_s", "session_expiry_s",
              "tls"},
+    "source": {"kind"},
+    "amqp": {"urls", "queue", "exchange", "heartbeat_s"},
     "database": {"url"},
     "replay": {"kid", "private_key", "min_interval_s", "retry_s", "ttl_s"},
     "gaps": {"grace_s", "scan_interval_s"},
@@ -158,6 +179,7 @@ def load_config(path: Path) -> CentralConfig:
     )
     if any(c in mqtt.share_group for c in "/+#"):
         raise r.fail("mqtt.share_group", "a name without '/', '+' or '#'", mqtt.share_group)
+    source, amqp = _source(r, doc)
     db = r.table(doc, "database")
     url = r.text(db, "database", "url", "sqlite:///var/central.sqlite")
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
@@ -169,6 +191,8 @@ def load_config(path: Path) -> CentralConfig:
         path=path,
         database_url=url,
         mqtt=mqtt,
+        source=source,
+        amqp=amqp,
         replay=_replay(r, doc),
         gap_grace_s=r.number(gaps, "gaps", "grace_s", 30.0, 0.1, 86400),
         gap_scan_interval_s=r.number(gaps, "gaps", "scan_interval_s", 5.0, 0.1, 3600),
@@ -201,6 +225,39 @@ def _tls(r: _Reader, mq: dict[str, Any]) -> TlsSettings | None:
                           f": {detail} — check the paths and that the key belongs to the "
                           "certificate") from None
     return TlsSettings(**paths)
+
+
+def _source(r: _Reader, doc: dict[str, Any]) -> tuple[str, AmqpSettings | None]:
+    """``[source] kind`` and, for ``amqp``, the ``[amqp]`` table it needs (and only then)."""
+    kind = r.text(r.table(doc, "source"), "source", "kind", "mqtt")
+    if kind not in SOURCES:
+        raise r.fail("source.kind", " or ".join(f'"{k}"' for k in SOURCES), kind)
+    if kind != "amqp":
+        if "amqp" in doc:
+            raise ConfigError(f'{r.path}: amqp: set, but source.kind is "{kind}"; add '
+                              '[source] kind = "amqp" to consume from RabbitMQ, or remove [amqp]')
+        return kind, None
+    if "amqp" not in doc:
+        raise ConfigError(f'{r.path}: source.kind = "amqp" needs an [amqp] table with urls = '
+                          '["amqp://user:password@host:5672/%2F", ...]')
+    t = r.table(doc, "amqp")
+    urls = t.get("urls")
+    if (not isinstance(urls, list) or not urls
+            or not all(isinstance(u, str) and u.startswith(("amqp://", "amqps://")) for u in urls)):
+        raise r.fail("amqp.urls", 'a non-empty array of "amqp://…" or "amqps://…" URLs, tried in '
+                     "order", urls)
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"{r.path}: amqp.urls: a URL is listed twice")
+    queue = r.text(t, "amqp", "queue", "central")
+    if queue.startswith("amq."):
+        raise r.fail("amqp.queue", "a name not starting with 'amq.' (reserved by RabbitMQ)",
+                     queue)
+    return kind, AmqpSettings(
+        urls=tuple(urls),
+        queue=queue,
+        exchange=r.text(t, "amqp", "exchange", "amq.topic"),
+        heartbeat_s=r.number(t, "amqp", "heartbeat_s", 30, 0, 3600, integer=True),
+    )
 
 
 def _replay(r: _Reader, doc: dict[str, Any]) -> ReplaySettings | None:

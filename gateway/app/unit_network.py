@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from gateway.config import GatewayConfig, TcpBusConfig
+from gateway.config.mqtt import split_host_port
 
 DROP_IN: Final = "/etc/systemd/system/edge-gateway.service.d/ip-allow.conf"
 RESOLV_CONF: Final = Path("/etc/resolv.conf")
@@ -83,6 +84,8 @@ def peers(config: GatewayConfig, resolver: Resolver = resolve,
           resolv_conf: Path = RESOLV_CONF) -> list[Peer]:
     """The network peers of ``config``, each with the addresses to allow."""
     named: list[tuple[str, str]] = [("MQTT broker", config.mqtt.host)]
+    named += [("MQTT fallback broker", split_host_port(entry)[0])
+              for entry in config.mqtt.fallback_hosts]
     named += [(f"Modbus TCP bus {bus.name}", bus.host)
               for bus in config.buses if isinstance(bus, TcpBusConfig)]
     out = [Peer(role, host, _addresses(host, resolver)) for role, host in named]

@@ -14,13 +14,25 @@ from typing import Final, Literal, get_args
 
 from gateway.config.fields import Problems, setting
 from gateway.config.ids import HOST, MAX_U32, TOPIC_PREFIX_PATTERN
-from gateway.config.kinds import Choice, FilePath, Int, Number, Str, Table
+from gateway.config.kinds import Choice, FilePath, Int, ListOf, Number, Str, Table
 
 MqttProtocol = Literal["5", "3.1.1"]
 #: Birth and death messages travel through paho beside the outbox window and need room there:
 #: 65535 MQTT packet ids, 4 of them kept back for state messages.
 STATE_MESSAGE_SLOTS: Final = 4
 MAX_INFLIGHT_WINDOW: Final = 65535 - STATE_MESSAGE_SLOTS
+#: ``host:port`` of a fallback broker (an IPv6 literal in brackets: ``[::1]:1883``).
+HOST_PORT: Final = Str(
+    pattern=r"(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):[0-9]{1,5}",
+    hint='"host:port" (an IPv6 address as "[addr]:port")',
+)
+MAX_FALLBACK_HOSTS: Final = 16
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """``("host", port)`` of a checked ``host:port`` (brackets of an IPv6 literal removed)."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +77,16 @@ class MqttSection:
         Int(minimum=1, maximum=65535),
         default=1883,
         doc="Broker TCP port (usually 8883 with TLS).",
+    )
+    fallback_hosts: tuple[str, ...] = setting(
+        ListOf(HOST_PORT, unique=True, max_items=MAX_FALLBACK_HOSTS),
+        default=(),
+        doc="Other brokers, tried in order after host:port when a connection attempt fails "
+        'or an established connection drops, e.g. ["broker-b:1883"] (the nodes of a broker '
+        "cluster). The gateway stays on the broker it reached until that connection is lost; "
+        "a full round of failures backs off as for one broker. Same TLS, credentials and "
+        "session settings for all; outbox rows the broker did not acknowledge are re-sent "
+        "to the next one.",
     )
     topic_prefix: str = setting(
         Str(
@@ -129,5 +151,11 @@ class MqttSection:
                 f"must not exceed reconnect_max_s ({self.reconnect_max_s:g}), "
                 f"got {self.reconnect_min_s:g}",
             )
+        for i, entry in enumerate(self.fallback_hosts):
+            host, port = split_host_port(entry)
+            if not 1 <= port <= 65535:
+                yield ("fallback_hosts", i), f"port {port} of {entry!r} is not in 1..65535"
+            elif (host, port) == (self.host, self.port):
+                yield ("fallback_hosts", i), f"{entry!r} is host:port itself"
         if self.protocol == "3.1.1" and self.password is not None and self.username is None:
             yield "password", "MQTT 3.1.1 does not allow a password without a username"

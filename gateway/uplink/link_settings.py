@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gateway.config.mqtt import MqttProtocol, TlsSettings
+from gateway.config.mqtt import MqttProtocol, TlsSettings, split_host_port
 
 if TYPE_CHECKING:
     from gateway.config.model import GatewayConfig
@@ -43,6 +43,8 @@ class LinkSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: TlsSettings | None = None
+    #: `[mqtt] fallback_hosts`: (host, port) of the brokers tried after `host:port`, in order.
+    fallbacks: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> LinkSettings:
@@ -62,6 +64,7 @@ class LinkSettings:
             username=m.username,
             password=m.password,
             tls=m.tls,
+            fallbacks=tuple(split_host_port(entry) for entry in m.fallback_hosts),
         )
 
     def __post_init__(self) -> None:
@@ -71,6 +74,11 @@ class LinkSettings:
             raise ValueError(f"connect_timeout_s: {self.connect_timeout_s} must be > 0")
         if self.command_queue_size < 1:
             raise ValueError(f"command_queue_size: {self.command_queue_size} must be >= 1")
+
+    @property
+    def brokers(self) -> tuple[tuple[str, int], ...]:
+        """`host:port` first, then the fallbacks: the order connection attempts go round."""
+        return ((self.host, self.port), *self.fallbacks)
 
     @property
     def state_topic(self) -> str:

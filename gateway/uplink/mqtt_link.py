@@ -25,6 +25,10 @@ What this module owns, and why it is built this way:
   CONNACK the retained birth carries the same number, so a consumer can tell which session a will
   belongs to. A clean stop publishes a retained death and sends DISCONNECT, which tells the broker
   to discard the will.
+* **Fallback brokers** (`[mqtt] fallback_hosts`): a failed attempt or a lost connection moves
+  the next attempt to the next broker of the list (host:port first), after `reconnect_min_s`;
+  the backoff grows only after a full round failed. The outbox does not notice which broker it
+  talks to: unacknowledged rows are re-sent on the next connection whichever it is.
 * **Commands survive short outages.** The session is persistent (MQTT 5: clean start off and a
   session expiry interval; MQTT 3.1.1: clean session off), so QoS 1 commands the broker queued
   while we were away are delivered on reconnect.
@@ -180,6 +184,7 @@ class MqttLink:
         self._stop_requested = asyncio.Event()
         self._up = asyncio.Event()
         self._last_rx = time.monotonic()
+        self._broker = 0  # index into settings.brokers of the current (or next) attempt
         self._client = self._make_client()
         self.commands: asyncio.Queue[InboundCommand] = asyncio.Queue(settings.command_queue_size)
 
@@ -241,6 +246,11 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._state is LinkState.UP
+
+    @property
+    def broker(self) -> tuple[str, int]:
+        """(host, port) of the broker connected to, or tried next."""
+        return self.settings.brokers[self._broker]
 
     @property
     def state(self) -> LinkState:
@@ -362,8 +372,11 @@ class MqttLink:
             ):
                 failures = 0
             s = self.settings
+            # Next broker of the list; only a full round of them counts as one more failure.
+            self._broker = (self._broker + 1) % len(s.brokers)
             delay = reconnect_delay(failures, s.reconnect_min_s, s.reconnect_max_s, self._rng)
-            failures += 1
+            if self._broker == 0:
+                failures += 1
             self._state = LinkState.WAITING
             log.debug("MQTT: next connection attempt in %.1f s", delay)
             with contextlib.suppress(TimeoutError):
@@ -395,13 +408,14 @@ class MqttLink:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = s.session_expiry_s
             kwargs = {"clean_start": False, "properties": props}
+        host, port = self.broker
         try:
             await self._loop.run_in_executor(
                 self._executor,
-                lambda: self._client.connect(s.host, s.port, s.keepalive_s, **kwargs),
+                lambda: self._client.connect(host, port, s.keepalive_s, **kwargs),
             )
         except (OSError, ValueError) as exc:
-            self._record_error(_explain_connect_error(s, exc), self._link_failures)
+            self._record_error(_explain_connect_error(s, exc, host, port), self._link_failures)
             return attempt
         if self._stop_requested.is_set():
             self._register_socket(attempt)
@@ -468,7 +482,7 @@ class MqttLink:
                     continue
             elif now - self._last_rx > 1.5 * keepalive:
                 self._abort_connection(
-                    f"nothing received from {s.host}:{s.port} for {now - self._last_rx:.1f} s "
+                    f"nothing received from {_where(*self.broker)} for {now - self._last_rx:.1f} s "
                     f"(keepalive {keepalive} s): link presumed dead"
                 )
                 continue
@@ -554,9 +568,8 @@ class MqttLink:
         self._counters.connects += 1
         self._link_failures.recovered()
         log.info(
-            "MQTT: connected to %s:%d (MQTT %s, session present: %s, bdseq %d)",
-            s.host,
-            s.port,
+            "MQTT: connected to %s (MQTT %s, session present: %s, bdseq %d)",
+            _where(*self.broker),
             s.protocol,
             flags.session_present,
             attempt.bdseq,
@@ -598,7 +611,7 @@ class MqttLink:
             else:
                 cause = f"connection lost ({reason})"
         self._record_error(
-            f"MQTT link to {self.settings.host}:{self.settings.port} down: {cause}",
+            f"MQTT link to {_where(*self.broker)} down: {cause}",
             self._link_failures,
         )
         self._connection_lost()
@@ -717,8 +730,12 @@ async def _first_of(*events: asyncio.Event) -> None:
             w.cancel()
 
 
-def _explain_connect_error(s: LinkSettings, exc: BaseException) -> str:
-    where = f"{s.host}:{s.port}"
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _explain_connect_error(s: LinkSettings, exc: BaseException, host: str, port: int) -> str:
+    where = _where(host, port)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
             f"TLS: broker {where} certificate rejected: {exc.verify_message} — check "
@@ -734,5 +751,5 @@ def _explain_connect_error(s: LinkSettings, exc: BaseException) -> str:
             "routing and firewalls"
         )
     if isinstance(exc, socket.gaierror):
-        return f"cannot resolve broker host {s.host!r}: {exc} — check [mqtt] host and DNS"
+        return f"cannot resolve broker host {host!r}: {exc} — check [mqtt] host and DNS"
     return f"cannot connect to {where}: {exc}"
