@@ -49,6 +49,13 @@ class Database(ABC):
         """Insert ``rows`` with ``conflict`` (an ``ON CONFLICT`` clause). ``casts`` names the
         SQL type of columns passed as text (NUMERIC values, JSON) where the engine needs it."""
 
+    def insert_mostly_new(self, table: str, columns: Sequence[str], rows: Sequence[Row],
+                          conflict: str, casts: Mapping[str, str] | None = None) -> None:
+        """:meth:`insert_many` for rows expected to be new (reads: a key is met again only by a
+        correction or an original arriving after its correction). Same result; PostgreSQL
+        tries a plain ``COPY`` first and upserts only when a key is already there."""
+        self.insert_many(table, columns, rows, conflict, casts)
+
     def ensure_partitions(self, table: str, times_ms: Iterable[int]) -> None:  # noqa: B027
         """Make sure the day partitions holding ``times_ms`` exist (PostgreSQL only; SQLite
         has no partitions, so the default does nothing)."""

@@ -143,8 +143,8 @@ def _store_reads(db: Database, messages: list[ReadsIn], now_ms: int) -> int:
                            r.method, ";".join(map(str, r.reasons)), m.message_id, r.rev,
                            r.raw, now_ms)
     rows = [latest[k] for k in sorted(latest)]
-    db.insert_many("current_reads", _READ_COLUMNS, rows, _READ_UPSERT,
-                   casts={"value": "numeric", "raw": "numeric"})
+    db.insert_mostly_new("current_reads", _READ_COLUMNS, rows, _READ_UPSERT,
+                         casts={"value": "numeric", "raw": "numeric"})
     return len(rows)
 
 
