@@ -30,6 +30,7 @@ from typing import Any
 from central.config import CentralConfig
 from central.decoding import BirthIn, Decoder, Inbound, InboundError
 from central.errors import StorageError
+from central.paho_tuning import share_property_tables
 from central.replay import build_replay
 from central.storage.bindings import load_bindings, parked_streams
 from central.storage.database import Database
@@ -94,6 +95,7 @@ class Worker:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
+        share_property_tables()  # paho rebuilt constant tables per PUBLISH received
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
         client.reconnect_delay_set(1, 10)

@@ -137,10 +137,10 @@ class PostgresDatabase(Database):
         # fallback is rare.
         names = ", ".join(columns)
         try:
-            with self.conn.transaction(), self.conn.cursor() as cur:
-                with cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
+            with (self.conn.transaction(), self.conn.cursor() as cur,
+                  cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy):
+                for row in rows:
+                    copy.write_row(row)
             self.fast_copies += 1
             return
         except self._psycopg.errors.UniqueViolation:
