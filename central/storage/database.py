@@ -30,6 +30,8 @@ class Database(ABC):
     greatest: str = "max"
     #: A human name for messages: the file, or the server without the password.
     where: str = ""
+    #: Whether :meth:`try_copy` can ever succeed (callers skip building COPY text otherwise).
+    copies: bool = False
 
     @abstractmethod
     def transaction(self, streams: Iterable[tuple[str, str]] = ()) -> contextlib.AbstractContextManager[None]:
@@ -49,12 +51,11 @@ class Database(ABC):
         """Insert ``rows`` with ``conflict`` (an ``ON CONFLICT`` clause). ``casts`` names the
         SQL type of columns passed as text (NUMERIC values, JSON) where the engine needs it."""
 
-    def insert_mostly_new(self, table: str, columns: Sequence[str], rows: Sequence[Row],
-                          conflict: str, casts: Mapping[str, str] | None = None) -> None:
-        """:meth:`insert_many` for rows expected to be new (reads: a key is met again only by a
-        correction or an original arriving after its correction). Same result; PostgreSQL
-        tries a plain ``COPY`` first and upserts only when a key is already there."""
-        self.insert_many(table, columns, rows, conflict, casts)
+    def try_copy(self, table: str, columns: Sequence[str], text: str) -> bool:
+        """Append rows given as COPY text (:mod:`central.storage.reads_copy`) if none of their
+        keys is already stored or repeated, all or nothing; False (nothing written) when one
+        is, or when the engine has no such path (SQLite: the caller upserts instead)."""
+        return False
 
     def ensure_partitions(self, table: str, times_ms: Iterable[int]) -> None:  # noqa: B027
         """Make sure the day partitions holding ``times_ms`` exist (PostgreSQL only; SQLite

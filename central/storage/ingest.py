@@ -39,6 +39,7 @@ from central.decoding import (
 )
 from central.storage.bindings import park, release_parked, store_bindings
 from central.storage.database import Database
+from central.storage.reads_copy import reads_copy_text
 from central.streams import SeqRange, add_seq, covered
 
 __all__ = ["IngestReport", "epoch_text", "ingest", "load_ranges", "release"]
@@ -67,6 +68,9 @@ class IngestReport:
     results: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
+#: Below this many values a batch's reads go straight to the upsert (a COPY's set-up costs
+#: more than it saves).
+_COPY_FROM_ROWS = 64
 #: Gateways per ``IN (...)`` list (well below SQLite's bound on parameters).
 _IN_LIST = 500
 
@@ -130,6 +134,12 @@ def release(db: Database, gw: str, epoch: str, decode: Callable[[str, bytes], In
 
 
 def _store_reads(db: Database, messages: list[ReadsIn], now_ms: int) -> int:
+    # Fast path (PostgreSQL): most reads are new keys, appended by one COPY; a batch holding a
+    # key already stored or repeated (corrections) is upserted below instead.
+    if db.copies and sum(len(m.rows) for m in messages) >= _COPY_FROM_ROWS:
+        text, count = reads_copy_text(messages, now_ms)
+        if db.try_copy("current_reads", _READ_COLUMNS, text):
+            return count
     # One row per key per statement (PostgreSQL refuses to update a row twice in one INSERT):
     # within the batch the highest rev wins, as it would across batches.
     latest: dict[tuple[str, str, str, int], tuple[object, ...]] = {}
@@ -143,8 +153,8 @@ def _store_reads(db: Database, messages: list[ReadsIn], now_ms: int) -> int:
                            r.method, ";".join(map(str, r.reasons)), m.message_id, r.rev,
                            r.raw, now_ms)
     rows = [latest[k] for k in sorted(latest)]
-    db.insert_mostly_new("current_reads", _READ_COLUMNS, rows, _READ_UPSERT,
-                         casts={"value": "numeric", "raw": "numeric"})
+    db.insert_many("current_reads", _READ_COLUMNS, rows, _READ_UPSERT,
+                   casts={"value": "numeric", "raw": "numeric"})
     return len(rows)
 
 

@@ -54,6 +54,7 @@ def _partition(table: str, day: int) -> str:
 
 class PostgresDatabase(Database):
     greatest = "GREATEST"
+    copies = True
 
     def __init__(self, url: str) -> None:
         try:
@@ -124,31 +125,21 @@ class PostgresDatabase(Database):
         except self._psycopg.Error as exc:
             raise self._fail(exc) from None
 
-    def insert_mostly_new(self, table: str, columns: Sequence[str], rows: Sequence[Row],
-                          conflict: str, casts: Mapping[str, str] | None = None) -> None:
-        if len(rows) < _COPY_FROM_ROWS:
-            self.insert_many(table, columns, rows, conflict, casts)
-            return
-        # The fast path: a plain COPY into the table (PostgreSQL routes each row to its day
-        # partition), inside a savepoint. A key already stored (a correction, or an original
-        # arriving after its correction) makes the COPY fail as a whole; then the savepoint is
-        # rolled back and the batch goes through the staged upsert, whose ON CONFLICT … WHERE
-        # keeps the higher rev. Dedupe by message is done before this (seq ranges), so the
-        # fallback is rare.
-        names = ", ".join(columns)
+    def try_copy(self, table: str, columns: Sequence[str], text: str) -> bool:
+        # A plain COPY (PostgreSQL routes each row to its day partition) inside a savepoint: a
+        # key already stored or met twice makes it fail as a whole, the savepoint is rolled
+        # back and the caller upserts instead.
         try:
             with (self.conn.transaction(), self.conn.cursor() as cur,
-                  cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy):
-                for row in rows:
-                    copy.write_row(row)
-            self.fast_copies += 1
-            return
+                  cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy):
+                copy.write(text)
         except self._psycopg.errors.UniqueViolation:
-            pass
+            self.fallback_copies += 1
+            return False
         except self._psycopg.Error as exc:
             raise self._fail(exc) from None
-        self.fallback_copies += 1
-        self._copy_insert(table, columns, rows, conflict)
+        self.fast_copies += 1
+        return True
 
     def _copy_insert(self, table: str, columns: Sequence[str], rows: Sequence[Row],
                      conflict: str) -> None:

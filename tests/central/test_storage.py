@@ -85,6 +85,17 @@ def test_large_batches_with_corrections_keep_the_higher_rev(db: Database) -> Non
         assert (fast, db.fallback_copies) == (2, 2)  # type: ignore[attr-defined]
 
 
+def test_names_with_copy_reserved_characters_are_stored_as_sent(db: Database) -> None:
+    meter = "m\t1\\x\ny"  # a tab, a backslash and a newline: COPY's text format reserves them
+    msg = reads_msg(GW, 1, meter, [register(t * 900_000, "1.5", quality="E", method=17,
+                                            reasons=(76, 18)) for t in range(1, 101)])
+    assert ingest(db, [msg], 1).values == 100
+    got = db.execute("SELECT DISTINCT meter, quality, method, reasons, raw FROM current_reads")
+    assert got == [(meter, "E", 17, "76;18", None)]
+    if db.copies:
+        assert db.fast_copies == 1  # type: ignore[attr-defined]
+
+
 def test_estimate_keeps_quality_method_and_reasons(db: Database) -> None:
     ingest(db, [reads_msg(GW, 1, "m-1", [register(900_000, "7.5", quality="E", method=17,
                                                   reasons=(76, 18))])], 1)
