@@ -239,23 +239,34 @@ def throughput(url: str, port: int, messages: list[tuple[str, bytes]],
     published: list[float] = []
     db = open_database(url)
     backend = int(db.scalar("SELECT pg_backend_pid()"))
+    waits: dict[str, int] = {}
     meter = cpu(backend)
     pub = threading.Thread(target=lambda: published.append(send()))
     pub.start()
     while True:
         n = int(db.scalar("SELECT count(*) FROM current_reads"))
         marks.append((time.monotonic(), n, meter.sample()))
+        for _ in range(5):  # what the workers' backends are doing, 5 looks a second
+            for (what,) in db.execute(
+                    "SELECT coalesce(wait_event_type || ':' || wait_event, state) FROM "
+                    "pg_stat_activity WHERE backend_type = 'client backend' AND pid <> "
+                    "pg_backend_pid()"):
+                waits[str(what)] = waits.get(str(what), 0) + 1
+            time.sleep(0.2)
         if n >= total:
             break
         stalled = [m for m in marks if m[0] >= marks[-1][0] - 30]
         if published and stalled[0][1] == n and marks[-1][0] - marks[0][0] > 30:
             break  # everything acknowledged, nothing new for 30 s: the rest is lost
-        time.sleep(1.0)
     pub.join()
     db.close()
     lo = next(m for m in marks if m[1] >= total * 0.1)
     hi = next(m for m in marks if m[1] >= min(total * 0.9, marks[-1][1]))
     used = {k: hi[2][k] - lo[2][k] for k in hi[2]} | {"values": hi[1] - lo[1]}
+    looks = sum(waits.values()) or 1
+    print("   workers' PostgreSQL backends, sampled 5 times a second: " + ", ".join(
+        f"{k} {v / looks:.0%}" for k, v in sorted(waits.items(), key=lambda kv: -kv[1])[:6]),
+        flush=True)
     return (hi[1] - lo[1]) / (hi[0] - lo[0]), published[0], missing_messages(url), used
 
 
@@ -329,6 +340,9 @@ def main() -> None:
     parser.add_argument("--broker-inflight", type=int, default=1000,
                         help="mosquitto max_inflight_messages (0: unlimited)")
     parser.add_argument("--payload-version", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--pg-durable", action="store_true",
+                        help="PostgreSQL with fsync, synchronous_commit and full_page_writes "
+                             "on (its defaults, as in production); default: all three off")
     parser.add_argument("--profile-dir", type=Path, default=None,
                         help="run each worker under cProfile, writing DIR/w<N>-w<i>.prof")
     args = parser.parse_args()
@@ -350,7 +364,10 @@ def main() -> None:
           f"(built in {time.perf_counter() - t_build:.1f} s); load average "
           f"{os.getloadavg()[0]:.1f}")
     lanes = prebuild(messages, args.publishers) if args.publisher == "raw" else []
-    with postgres_cluster() as server, tempfile.TemporaryDirectory() as tmp:
+    print(f"PostgreSQL: fsync, synchronous_commit, full_page_writes "
+          f"{'on (durable)' if args.pg_durable else 'off (throwaway)'}; publisher "
+          f"{args.publisher}")
+    with postgres_cluster(durable=args.pg_durable) as server, tempfile.TemporaryDirectory() as tmp:
         for n in (int(x) for x in args.workers.split(",")):
             work = Path(tmp) / f"w{n}"
             work.mkdir()
