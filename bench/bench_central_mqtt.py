@@ -1,13 +1,14 @@
 """Ingest through a real broker: a simulated fleet publishing into ``edge-central`` workers.
 
     .venv/bin/python bench/bench_central_mqtt.py [--gateways 1000] [--meters 100] [--polls 1]
-        [--workers 1,2] [--publishers 4] [--latency-rate 500] [--latency-s 20]
-        [--payload-version 2]
+        [--workers 1,2] [--publishers 4] [--publisher raw|paho] [--latency-rate 500]
+        [--latency-s 20] [--payload-version 2] [--pg-durable]
 
 For each worker count: a fresh mosquitto (no persistence, unlimited queues and in-flight
 window, as a consumer's broker should be set up: docs/central.md), a fresh PostgreSQL database
-(one throwaway cluster, fsync off) and N ``edge-central run`` worker processes on one shared
-subscription. Then two phases:
+(one throwaway cluster: fsync, synchronous_commit and full_page_writes off unless
+``--pg-durable``) and N ``edge-central run`` worker processes on one shared subscription. Then
+two phases:
 
 ``--broker-inflight`` sets mosquitto's ``max_inflight_messages`` (default 1000). Measured: it
 does not stop mosquitto 2.0.11 sending a shared subscriber past its receive maximum; the
@@ -16,14 +17,24 @@ worker's bounded inbox is what bounds its memory (docs/performance.md).
 * **throughput** — every gateway's polls (reads messages of 10 values: 2 exact registers, 8
   floats, a Modbus poll; schema ``--payload-version``, default 2, the daemon's default) built
   beforehand and published at QoS 1 as fast as ``--publishers`` connections can — for v2 after
-  each gateway's retained birth declaring its meters' alias bindings, as a gateway does; the stored rate is the count of ``current_reads`` rows over time, taken
-  between 10 % and 90 % of the total (the sustained part, without start-up and tail);
+  each gateway's retained birth declaring its meters' alias bindings, as a gateway does; the
+  stored rate is the count of ``current_reads`` rows over time, taken between 10 % and 90 % of
+  the total (the sustained part, without start-up and tail);
 * **latency** — a paced stream of ``--latency-rate`` messages/s for ``--latency-s`` seconds,
   each read stamped with its publish time: ``received_ms − t_ms`` of the stored rows (when the
   worker's transaction stored it), p50 and p99.
 
-Also the workers' peak RSS (VmHWM). Everything — publishers, broker, workers, PostgreSQL — runs
-on this machine, so the figures are a floor for what the same code does on dedicated cores.
+The fleet stands in for gateways that in reality are other machines, so it should not take the
+cores the consumer is measured on: ``--publisher raw`` (the default) encodes every MQTT 5
+PUBLISH packet, packet id included, before the clock starts and writes them on plain sockets,
+counting the broker's PUBACKs (bench/mqtt_fleet.py) — real MQTT through the real broker, at
+~1 % of the box's CPU. ``--publisher paho`` is the former one ``publish()`` call per message.
+
+Also the workers' peak RSS (VmHWM), the CPU seconds each component used over the sustained
+part (from /proc: the bench process with its publisher threads, mosquitto, each worker, every
+PostgreSQL process; values per CPU-second are the per-core figures docs/central.md sizes
+from), and what the workers' PostgreSQL backends were doing (pg_stat_activity, 5 looks a
+second). Everything — publishers, broker, workers, PostgreSQL — runs on this machine.
 """
 
 from __future__ import annotations
