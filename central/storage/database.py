@@ -37,6 +37,10 @@ class Database(ABC):
     def transaction(self, streams: Iterable[tuple[str, str]] = ()) -> contextlib.AbstractContextManager[None]:
         """A transaction holding the locks of ``streams``; commits on success, rolls back on error."""
 
+    def lock_streams(self, streams: Iterable[tuple[str, str]]) -> None:  # noqa: B027
+        """Inside a transaction, take the locks of ``streams`` now (held until it ends).
+        SQLite's transaction already holds the one write lock, so the default does nothing."""
+
     @abstractmethod
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run one statement; its rows (empty for statements without a result)."""

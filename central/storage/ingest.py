@@ -99,7 +99,17 @@ def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
     db.ensure_partitions("current_reads", reads_t)
     db.ensure_partitions("alarms", [m.ts for m in durable if isinstance(m, AlarmIn)])
     report = IngestReport()
-    with db.transaction(streams):
+    with db.transaction():
+        # Reads first, before the stream locks: the bulk of the work, and idempotent by their
+        # key, so two workers holding messages of the same streams do not queue for it. What
+        # the committed ranges already cover is skipped (a re-send: nothing of it is written);
+        # a message another worker stores meanwhile meets its rows' keys and is upserted as a
+        # no-op (its rev is not higher), then counted a duplicate below.
+        probe = _load_all_ranges(db, streams)
+        early = [m for m in durable if isinstance(m, ReadsIn) and add_seq(
+            probe[(m.stream.gw, epoch_text(m.stream.epoch))], m.stream.seq, now_ms)]
+        report.values = _store_reads(db, early, now_ms)
+        db.lock_streams(streams)
         ranges = _load_all_ranges(db, streams)
         before = {s: list(r) for s, r in ranges.items()}
         fresh: list[Durable] = []
@@ -109,7 +119,6 @@ def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
             else:
                 report.duplicates += 1
         report.stored = len(fresh)
-        report.values = _store_reads(db, [m for m in fresh if isinstance(m, ReadsIn)], now_ms)
         _store_alarms(db, [m for m in fresh if isinstance(m, AlarmIn)])
         _store_groups(db, [m for m in fresh if isinstance(m, GroupIn)])
         report.results = _store_results(db, [m for m in fresh if isinstance(m, ResultIn)])

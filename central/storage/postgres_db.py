@@ -82,17 +82,19 @@ class PostgresDatabase(Database):
     def transaction(self, streams: Iterable[tuple[str, str]] = ()) -> Iterator[None]:
         try:
             with self.conn.transaction():
-                keys = sorted({_stream_key(gw, epoch) for gw, epoch in streams})
-                if keys:  # one statement, the locks taken in the array's (sorted) order
-                    self.conn.execute("SELECT count(pg_advisory_xact_lock(k)) FROM "
-                                      "unnest(%s::bigint[]) WITH ORDINALITY AS u(k, n)",
-                                      (keys,))
+                self.lock_streams(streams)
                 yield
         except BaseException as exc:
             self._stages.clear()  # a staging table made in a rolled-back transaction is gone
             if isinstance(exc, self._psycopg.Error):
                 raise self._fail(exc) from None
             raise
+
+    def lock_streams(self, streams: Iterable[tuple[str, str]]) -> None:
+        keys = sorted({_stream_key(gw, epoch) for gw, epoch in streams})
+        if keys:  # one statement, the locks taken in the array's (sorted) order
+            self.conn.execute("SELECT count(pg_advisory_xact_lock(k)) FROM "
+                              "unnest(%s::bigint[]) WITH ORDINALITY AS u(k, n)", (keys,))
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s")
