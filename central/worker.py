@@ -21,6 +21,7 @@ scans for gaps every ``gap_scan_interval_s`` and publishes replay commands.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -29,7 +30,6 @@ from typing import Any
 from central.config import CentralConfig
 from central.decoding import BirthIn, Decoder, Inbound, InboundError
 from central.errors import StorageError
-from central.inbox import Inbox
 from central.paho_tuning import share_property_tables
 from central.replay import build_replay
 from central.storage.bindings import load_bindings, parked_streams
@@ -82,10 +82,7 @@ class Worker:
         # Bounded: a worker facing a backlog holds at most two batches. A broker that sends
         # beyond the receive maximum (mosquitto 2.0 to shared subscribers, measured by
         # bench/bench_central_mqtt.py) then waits on TCP instead of filling this process.
-        # Handed over a batch at a time (central/inbox.py): the network thread resumes once a
-        # full inbox is down to one batch.
-        self._inbox: Inbox[Any] = Inbox(2 * config.batch_max, config.batch_max,
-                                        config.batch_max)
+        self._inbox: queue.Queue[Any] = queue.Queue(maxsize=2 * config.batch_max)
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._client = self._make_client()
@@ -128,8 +125,11 @@ class Worker:
         thread stops reading meanwhile). Stopping drops it unacknowledged: the broker keeps it
         for this worker's session."""
         while not self._stop.is_set():
-            if self._inbox.put(msg, timeout=0.5):
+            try:
+                self._inbox.put(msg, timeout=0.5)
                 return
+            except queue.Full:
+                continue
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
                        props: Any) -> None:
@@ -167,7 +167,21 @@ class Worker:
         return self.stats
 
     def _take_batch(self) -> list[Any]:
-        return self._inbox.take(0.2, self.config.batch_wait_ms / 1000)
+        try:
+            first = self._inbox.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.config.batch_wait_ms / 1000
+        while len(batch) < self.config.batch_max:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(self._inbox.get(timeout=left))
+            except queue.Empty:
+                break
+        return batch
 
     def _store(self, batch: list[Any]) -> None:
         decoded: list[Inbound] = []
