@@ -2,13 +2,19 @@
 
 The order inside the transaction is the point:
 
-1. lock the batch's streams and load their seq ranges;
-2. fold each durable message's seq in (:func:`central.streams.add_seq`) — a seq already there is
+1. store the reads of the messages the committed seq ranges do not cover yet, before taking any
+   lock: rows that keep the higher ``rev`` (a correction replaces the earlier version whatever
+   order they arrive in; PostgreSQL appends new keys by one ``COPY`` and upserts only when a
+   key is already there). This is the bulk of a batch and idempotent by each row's key, so two
+   workers holding messages of the same streams do not queue for it; a message another worker
+   stores at the same moment meets its own rows' keys and changes nothing (should that cross
+   a parked-read release, which writes reads under its stream's lock, PostgreSQL's deadlock
+   detector aborts one of the two and its batch is retried);
+2. lock the batch's streams and load their seq ranges again (now nobody else changes them);
+3. fold each durable message's seq in (:func:`central.streams.add_seq`) — a seq already there is
    a duplicate (a re-send, ``hist`` backlog, a replay, or a message a killed worker had stored
-   but not acknowledged) and nothing of it is stored again;
-3. store what is new: reads as upserts that keep the higher ``rev`` (a correction replaces the
-   earlier version whatever order they arrive in), alarms, group results and command results
-   as inserts that ignore a row already there;
+   but not acknowledged) and nothing more of it is stored; alarms, group results and command
+   results of the new ones go in as inserts that ignore a row already there;
 4. write the ranges and the streams' rows back and mark gaps the batch filled.
 
 A batch from a large fleet touches about one stream per message, so every step is a few
