@@ -10,7 +10,8 @@ window, as a consumer's broker should be set up: docs/central.md), a fresh Postg
 ``--pg-durable``) and N ``edge-central run`` worker processes on one shared subscription. Then
 two phases:
 
-``--broker-inflight`` sets mosquitto's ``max_inflight_messages`` (default 1000). Measured: it
+``--broker-inflight`` sets mosquitto's ``max_inflight_messages`` (default 2000: the workers' receive
+maximum, two batches of 1,000; at 1000 each worker idled between batches). Measured: it
 does not stop mosquitto 2.0.11 sending a shared subscriber past its receive maximum; the
 worker's bounded inbox is what bounds its memory (docs/performance.md).
 
@@ -348,7 +349,7 @@ def main() -> None:
                              "paho: one paho publish() call per message")
     parser.add_argument("--latency-rate", type=float, default=500.0)
     parser.add_argument("--latency-s", type=float, default=20.0)
-    parser.add_argument("--broker-inflight", type=int, default=1000,
+    parser.add_argument("--broker-inflight", type=int, default=2000,
                         help="mosquitto max_inflight_messages (0: unlimited)")
     parser.add_argument("--payload-version", type=int, choices=(1, 2), default=2)
     parser.add_argument("--pg-durable", action="store_true",
