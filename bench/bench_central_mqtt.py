@@ -352,6 +352,8 @@ def main() -> None:
     parser.add_argument("--broker-inflight", type=int, default=2000,
                         help="mosquitto max_inflight_messages (0: unlimited)")
     parser.add_argument("--payload-version", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--batch-max", type=int, default=1000,
+                        help="the workers' [ingest] batch_max (messages per transaction)")
     parser.add_argument("--pg-durable", action="store_true",
                         help="PostgreSQL with fsync, synchronous_commit and full_page_writes "
                              "on (its defaults, as in production); default: all three off")
@@ -388,7 +390,7 @@ def main() -> None:
                 config = work / "central.toml"
                 config.write_text(
                     f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nshare_group = "bench"\n'
-                    f'[database]\nurl = "{url}"\n[ingest]\nbatch_max = 1000\n'
+                    f'[database]\nurl = "{url}"\n[ingest]\nbatch_max = {args.batch_max}\n'
                     'batch_wait_ms = 100\n[gaps]\ngrace_s = 600\nscan_interval_s = 30\n')
                 workers = start_workers(n, config, args.profile_dir)
                 try:
