@@ -15,6 +15,7 @@ for each stage — the per-core figures docs/central.md sizes deployments from.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -39,22 +40,39 @@ def messages(gateways: int, meters: int, polls: int, version: int) -> list[tuple
     return out
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid``, from /proc (0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(engine: str, url: str, batch: list[tuple[str, bytes]], size: int) -> None:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     decoder = Decoder(PREFIX, {})
     decoded: list[Inbound] = [decoder.decode(t, p) for t, p in batch]
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     db = open_database(url)
+    server = int(db.scalar("SELECT pg_backend_pid()")) if engine == "postgresql" else 0
     values = 0
-    t2 = time.perf_counter()
+    t2, c2, s2 = time.perf_counter(), time.process_time(), _cpu_s(server)
     for i in range(0, len(decoded), size):
         values += ingest(db, decoded[i:i + size], 1).values
-    t3 = time.perf_counter()
+    t3, c3, s3 = time.perf_counter(), time.process_time(), _cpu_s(server)
     db.close()
     n = sum("/reads/" in topic for topic, _p in batch) * VALUES_PER_MESSAGE
     print(f"{engine:10s} {len(batch):7,d} msgs {n:8,d} values | decode {n / (t1 - t0):9,.0f} "
           f"values/s | store {n / (t3 - t2):9,.0f} values/s | both {n / (t3 - t2 + t1 - t0):9,.0f}"
           f" values/s (batch {size})")
+    # Per CPU-second, whatever else the box runs: the worker's decode, the worker's side of
+    # storing, and (PostgreSQL) the server backend that stored them.
+    per_core = (f"{'':10s} per CPU-second: decode {n / (c1 - c0):9,.0f} | store, client "
+                f"{n / (c3 - c2):9,.0f}")
+    if server:
+        per_core += f" | store, server backend {n / max(s3 - s2, 1e-9):9,.0f}"
+    print(per_core + f" | worker (decode + store) {n / (c3 - c2 + c1 - c0):9,.0f} values/CPU-s")
     assert values == n, (values, n)
 
 

@@ -1,29 +1,41 @@
 """Ingest through a real broker: a simulated fleet publishing into ``edge-central`` workers.
 
     .venv/bin/python bench/bench_central_mqtt.py [--gateways 1000] [--meters 100] [--polls 1]
-        [--workers 1,2] [--publishers 4] [--latency-rate 500] [--latency-s 20]
-        [--payload-version 2]
+        [--workers 1,2] [--publishers 4] [--publisher raw|paho] [--latency-rate 500]
+        [--latency-s 20] [--payload-version 2] [--pg-durable]
 
 For each worker count: a fresh mosquitto (no persistence, unlimited queues and in-flight
 window, as a consumer's broker should be set up: docs/central.md), a fresh PostgreSQL database
-(one throwaway cluster, fsync off) and N ``edge-central run`` worker processes on one shared
-subscription. Then two phases:
+(one throwaway cluster: fsync, synchronous_commit and full_page_writes off unless
+``--pg-durable``) and N ``edge-central run`` worker processes on one shared subscription. Then
+two phases:
 
-``--broker-inflight`` sets mosquitto's ``max_inflight_messages`` (default 1000). Measured: it
+``--broker-inflight`` sets mosquitto's ``max_inflight_messages`` (default 2000: the workers' receive
+maximum, two batches of 1,000; at 1000 each worker idled between batches). Measured: it
 does not stop mosquitto 2.0.11 sending a shared subscriber past its receive maximum; the
 worker's bounded inbox is what bounds its memory (docs/performance.md).
 
 * **throughput** — every gateway's polls (reads messages of 10 values: 2 exact registers, 8
   floats, a Modbus poll; schema ``--payload-version``, default 2, the daemon's default) built
   beforehand and published at QoS 1 as fast as ``--publishers`` connections can — for v2 after
-  each gateway's retained birth declaring its meters' alias bindings, as a gateway does; the stored rate is the count of ``current_reads`` rows over time, taken
-  between 10 % and 90 % of the total (the sustained part, without start-up and tail);
+  each gateway's retained birth declaring its meters' alias bindings, as a gateway does; the
+  stored rate is the count of ``current_reads`` rows over time, taken between 10 % and 90 % of
+  the total (the sustained part, without start-up and tail);
 * **latency** — a paced stream of ``--latency-rate`` messages/s for ``--latency-s`` seconds,
   each read stamped with its publish time: ``received_ms − t_ms`` of the stored rows (when the
   worker's transaction stored it), p50 and p99.
 
-Also the workers' peak RSS (VmHWM). Everything — publishers, broker, workers, PostgreSQL — runs
-on this machine, so the figures are a floor for what the same code does on dedicated cores.
+The fleet stands in for gateways that in reality are other machines, so it should not take the
+cores the consumer is measured on: ``--publisher raw`` (the default) encodes every MQTT 5
+PUBLISH packet, packet id included, before the clock starts and writes them on plain sockets,
+counting the broker's PUBACKs (bench/mqtt_fleet.py) — real MQTT through the real broker, at
+~1 % of the box's CPU. ``--publisher paho`` is the former one ``publish()`` call per message.
+
+Also the workers' peak RSS (VmHWM), the CPU seconds each component used over the sustained
+part (from /proc: the bench process with its publisher threads, mosquitto, each worker, every
+PostgreSQL process; values per CPU-second are the per-core figures docs/central.md sizes
+from), and what the workers' PostgreSQL backends were doing (pg_stat_activity, 5 looks a
+second). Everything — publishers, broker, workers, PostgreSQL — runs on this machine.
 """
 
 from __future__ import annotations
@@ -38,12 +50,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.mqtt_fleet import prebuild, publish_prebuilt
 from central.storage import open_database
 from protocols.payload import (
     AliasEntry,
@@ -115,7 +129,7 @@ def births(gateways: int, meters: int, port: int) -> None:
 
 
 @contextlib.contextmanager
-def mosquitto(workdir: Path, inflight: int) -> Iterator[int]:
+def mosquitto(workdir: Path, inflight: int) -> Iterator[tuple[int, int]]:
     port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(f"user {getpass.getuser()}\nallow_anonymous true\npersistence false\n"
@@ -124,7 +138,7 @@ def mosquitto(workdir: Path, inflight: int) -> Iterator[int]:
     proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)])
     try:
         time.sleep(0.5)
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -179,37 +193,98 @@ def publish(port: int, messages: list[tuple[str, bytes]], connections: int) -> f
     return time.perf_counter() - t0
 
 
-def stored_rows(url: str) -> int:
-    db = open_database(url)
+def publish_raw(port: int, lanes: list[list[bytes]]) -> float:
+    """Publish prebuilt packets (bench/mqtt_fleet.py), one connection per lane; seconds until
+    every PUBACK arrived."""
+    seconds, acked = publish_prebuilt(port, lanes)
+    assert acked == sum(len(lane) for lane in lanes), acked
+    return seconds
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a live process; 0 once it is gone."""
     try:
-        return int(db.scalar("SELECT count(*) FROM current_reads"))
-    finally:
-        db.close()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids(postmaster: int) -> list[int]:
+    """The postmaster and every process it forked (backends, writer, WAL writer, ...)."""
+    out = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == postmaster:
+                out.append(int(entry.name))
+    return out
+
+
+class CpuMeter:
+    """CPU seconds per component at each sample: the bench process (the publishers' threads
+    and this poll), mosquitto, each worker, PostgreSQL (every process of the cluster except the
+    backend serving this poll, counted apart)."""
+
+    def __init__(self, components: dict[str, list[int]], postmaster: int, poll_backend: int):
+        self.components, self.postmaster, self.poll_backend = components, postmaster, poll_backend
+
+    def sample(self) -> dict[str, float]:
+        out = {name: sum(cpu_s(p) for p in pids) for name, pids in self.components.items()}
+        pg = [p for p in postgres_pids(self.postmaster) if p != self.poll_backend]
+        out["postgresql"] = sum(cpu_s(p) for p in pg)
+        out["count poll (pg)"] = cpu_s(self.poll_backend)
+        return out
 
 
 def throughput(url: str, port: int, messages: list[tuple[str, bytes]],
-               connections: int) -> tuple[float, float, int]:
+               send: Callable[[], float],
+               cpu: Callable[[Any], CpuMeter]) -> tuple[float, float, int, dict[str, float]]:
     """(stored values/s over the 10..90 % part, publish seconds, messages the broker
     acknowledged to the fleet but never delivered: holes in the consumer's seq ranges once
-    nothing more arrives for 30 s)."""
+    nothing more arrives for 30 s, CPU seconds per component over the same 10..90 % part)."""
     total = len(messages) * VALUES_PER_MESSAGE
-    marks: list[tuple[float, int]] = []
+    marks: list[tuple[float, int, dict[str, float]]] = []
     published: list[float] = []
-    pub = threading.Thread(target=lambda: published.append(publish(port, messages, connections)))
+    db = open_database(url)
+    backend = int(db.scalar("SELECT pg_backend_pid()"))
+    waits: dict[str, int] = {}
+    meter = cpu(backend)
+    pub = threading.Thread(target=lambda: published.append(send()))
     pub.start()
     while True:
-        n = stored_rows(url)
-        marks.append((time.monotonic(), n))
+        n = int(db.scalar("SELECT count(*) FROM current_reads"))
+        marks.append((time.monotonic(), n, meter.sample()))
+        for _ in range(5):  # what the workers' backends are doing, 5 looks a second
+            for (what,) in db.execute(
+                    "SELECT coalesce(wait_event_type || ':' || wait_event, state) FROM "
+                    "pg_stat_activity WHERE backend_type = 'client backend' AND pid <> "
+                    "pg_backend_pid()"):
+                waits[str(what)] = waits.get(str(what), 0) + 1
+            time.sleep(0.2)
         if n >= total:
             break
         stalled = [m for m in marks if m[0] >= marks[-1][0] - 30]
         if published and stalled[0][1] == n and marks[-1][0] - marks[0][0] > 30:
             break  # everything acknowledged, nothing new for 30 s: the rest is lost
-        time.sleep(1.0)
     pub.join()
+    db.close()
     lo = next(m for m in marks if m[1] >= total * 0.1)
     hi = next(m for m in marks if m[1] >= min(total * 0.9, marks[-1][1]))
-    return (hi[1] - lo[1]) / (hi[0] - lo[0]), published[0], missing_messages(url)
+    used = {k: hi[2][k] - lo[2][k] for k in hi[2]} | {"values": hi[1] - lo[1]}
+    looks = sum(waits.values()) or 1
+    print("   workers' PostgreSQL backends, sampled 5 times a second: " + ", ".join(
+        f"{k} {v / looks:.0%}" for k, v in sorted(waits.items(), key=lambda kv: -kv[1])[:6]),
+        flush=True)
+    return (hi[1] - lo[1]) / (hi[0] - lo[0]), published[0], missing_messages(url), used
+
+
+def postmaster(backend: int) -> int:
+    """The postmaster's pid: the parent of any backend."""
+    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def missing_messages(url: str) -> int:
@@ -269,11 +344,19 @@ def main() -> None:
     parser.add_argument("--polls", type=int, default=1)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--publisher", choices=("raw", "paho"), default="raw",
+                        help="raw: prebuilt PUBLISH packets on sockets (bench/mqtt_fleet.py); "
+                             "paho: one paho publish() call per message")
     parser.add_argument("--latency-rate", type=float, default=500.0)
     parser.add_argument("--latency-s", type=float, default=20.0)
-    parser.add_argument("--broker-inflight", type=int, default=1000,
+    parser.add_argument("--broker-inflight", type=int, default=2000,
                         help="mosquitto max_inflight_messages (0: unlimited)")
     parser.add_argument("--payload-version", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--batch-max", type=int, default=1000,
+                        help="the workers' [ingest] batch_max (messages per transaction)")
+    parser.add_argument("--pg-durable", action="store_true",
+                        help="PostgreSQL with fsync, synchronous_commit and full_page_writes "
+                             "on (its defaults, as in production); default: all three off")
     parser.add_argument("--profile-dir", type=Path, default=None,
                         help="run each worker under cProfile, writing DIR/w<N>-w<i>.prof")
     args = parser.parse_args()
@@ -294,16 +377,20 @@ def main() -> None:
           f"{len(messages) * VALUES_PER_MESSAGE:,} values "
           f"(built in {time.perf_counter() - t_build:.1f} s); load average "
           f"{os.getloadavg()[0]:.1f}")
-    with postgres_cluster() as server, tempfile.TemporaryDirectory() as tmp:
+    lanes = prebuild(messages, args.publishers) if args.publisher == "raw" else []
+    print(f"PostgreSQL: fsync, synchronous_commit, full_page_writes "
+          f"{'on (durable)' if args.pg_durable else 'off (throwaway)'}; publisher "
+          f"{args.publisher}")
+    with postgres_cluster(durable=args.pg_durable) as server, tempfile.TemporaryDirectory() as tmp:
         for n in (int(x) for x in args.workers.split(",")):
             work = Path(tmp) / f"w{n}"
             work.mkdir()
             url = fresh_pg(server)
-            with mosquitto(work, args.broker_inflight) as port:
+            with mosquitto(work, args.broker_inflight) as (port, broker_pid):
                 config = work / "central.toml"
                 config.write_text(
                     f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nshare_group = "bench"\n'
-                    f'[database]\nurl = "{url}"\n[ingest]\nbatch_max = 1000\n'
+                    f'[database]\nurl = "{url}"\n[ingest]\nbatch_max = {args.batch_max}\n'
                     'batch_wait_ms = 100\n[gaps]\ngrace_s = 600\nscan_interval_s = 30\n')
                 workers = start_workers(n, config, args.profile_dir)
                 try:
@@ -312,7 +399,14 @@ def main() -> None:
                         births(args.gateways, args.meters, port)
                         time.sleep(2)
                     load0 = os.getloadavg()[0]
-                    rate, pub_s, lost = throughput(url, port, messages, args.publishers)
+                    send = ((lambda: publish_raw(port, lanes)) if args.publisher == "raw"
+                            else (lambda: publish(port, messages, args.publishers)))
+                    components = {"bench (publishers)": [os.getpid()], "mosquitto": [broker_pid]}
+                    components |= {f"worker {i}": [w.pid] for i, w in enumerate(workers)}
+                    rate, pub_s, lost, used = throughput(
+                        url, port, messages, send,
+                        lambda backend, parts=components: CpuMeter(parts, postmaster(backend),
+                                                                   backend))
                     p50, p99, sent = latency(url, port, args.gateways, args.meters,
                                              args.latency_rate, args.latency_s,
                                              args.payload_version)
@@ -324,6 +418,15 @@ def main() -> None:
                           f"p99 {p99} ms | peak RSS per worker "
                           f"{', '.join(f'{r:.0f}' for r in rss)} MiB | load average "
                           f"{load0:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
+                    values = used.pop("values")
+                    span = sum(used.values())
+                    print("   CPU over the sustained part (10..90 %), per component: "
+                          + "; ".join(f"{k} {v:.1f} s" for k, v in used.items())
+                          + f"; total {span:.1f} CPU-s", flush=True)
+                    print("   values per CPU-second (the per-core figures): "
+                          + "; ".join(f"{k} {values / v:,.0f}" for k, v in used.items() if v > 0)
+                          + f"; whole box {values / span:,.0f}" if span else "", flush=True)
+
                 finally:
                     for w in workers:
                         w.send_signal(signal.SIGTERM)

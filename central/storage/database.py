@@ -30,10 +30,16 @@ class Database(ABC):
     greatest: str = "max"
     #: A human name for messages: the file, or the server without the password.
     where: str = ""
+    #: Whether :meth:`try_copy` can ever succeed (callers skip building COPY text otherwise).
+    copies: bool = False
 
     @abstractmethod
     def transaction(self, streams: Iterable[tuple[str, str]] = ()) -> contextlib.AbstractContextManager[None]:
         """A transaction holding the locks of ``streams``; commits on success, rolls back on error."""
+
+    def lock_streams(self, streams: Iterable[tuple[str, str]]) -> None:  # noqa: B027
+        """Inside a transaction, take the locks of ``streams`` now (held until it ends).
+        SQLite's transaction already holds the one write lock, so the default does nothing."""
 
     @abstractmethod
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
@@ -48,6 +54,12 @@ class Database(ABC):
                     conflict: str, casts: Mapping[str, str] | None = None) -> None:
         """Insert ``rows`` with ``conflict`` (an ``ON CONFLICT`` clause). ``casts`` names the
         SQL type of columns passed as text (NUMERIC values, JSON) where the engine needs it."""
+
+    def try_copy(self, table: str, columns: Sequence[str], text: str) -> bool:
+        """Append rows given as COPY text (:mod:`central.storage.reads_copy`) if none of their
+        keys is already stored or repeated, all or nothing; False (nothing written) when one
+        is, or when the engine has no such path (SQLite: the caller upserts instead)."""
+        return False
 
     def ensure_partitions(self, table: str, times_ms: Iterable[int]) -> None:  # noqa: B027
         """Make sure the day partitions holding ``times_ms`` exist (PostgreSQL only; SQLite

@@ -2,13 +2,19 @@
 
 The order inside the transaction is the point:
 
-1. lock the batch's streams and load their seq ranges;
-2. fold each durable message's seq in (:func:`central.streams.add_seq`) — a seq already there is
+1. store the reads of the messages the committed seq ranges do not cover yet, before taking any
+   lock: rows that keep the higher ``rev`` (a correction replaces the earlier version whatever
+   order they arrive in; PostgreSQL appends new keys by one ``COPY`` and upserts only when a
+   key is already there). This is the bulk of a batch and idempotent by each row's key, so two
+   workers holding messages of the same streams do not queue for it; a message another worker
+   stores at the same moment meets its own rows' keys and changes nothing (should that cross
+   a parked-read release, which writes reads under its stream's lock, PostgreSQL's deadlock
+   detector aborts one of the two and its batch is retried);
+2. lock the batch's streams and load their seq ranges again (now nobody else changes them);
+3. fold each durable message's seq in (:func:`central.streams.add_seq`) — a seq already there is
    a duplicate (a re-send, ``hist`` backlog, a replay, or a message a killed worker had stored
-   but not acknowledged) and nothing of it is stored again;
-3. store what is new: reads as upserts that keep the higher ``rev`` (a correction replaces the
-   earlier version whatever order they arrive in), alarms, group results and command results
-   as inserts that ignore a row already there;
+   but not acknowledged) and nothing more of it is stored; alarms, group results and command
+   results of the new ones go in as inserts that ignore a row already there;
 4. write the ranges and the streams' rows back and mark gaps the batch filled.
 
 A batch from a large fleet touches about one stream per message, so every step is a few
@@ -39,6 +45,7 @@ from central.decoding import (
 )
 from central.storage.bindings import park, release_parked, store_bindings
 from central.storage.database import Database
+from central.storage.reads_copy import reads_copy_text
 from central.streams import SeqRange, add_seq, covered
 
 __all__ = ["IngestReport", "epoch_text", "ingest", "load_ranges", "release"]
@@ -67,6 +74,9 @@ class IngestReport:
     results: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
+#: Below this many values a batch's reads go straight to the upsert (a COPY's set-up costs
+#: more than it saves).
+_COPY_FROM_ROWS = 64
 #: Gateways per ``IN (...)`` list (well below SQLite's bound on parameters).
 _IN_LIST = 500
 
@@ -95,7 +105,17 @@ def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
     db.ensure_partitions("current_reads", reads_t)
     db.ensure_partitions("alarms", [m.ts for m in durable if isinstance(m, AlarmIn)])
     report = IngestReport()
-    with db.transaction(streams):
+    with db.transaction():
+        # Reads first, before the stream locks: the bulk of the work, and idempotent by their
+        # key, so two workers holding messages of the same streams do not queue for it. What
+        # the committed ranges already cover is skipped (a re-send: nothing of it is written);
+        # a message another worker stores meanwhile meets its rows' keys and is upserted as a
+        # no-op (its rev is not higher), then counted a duplicate below.
+        probe = _load_all_ranges(db, streams)
+        early = [m for m in durable if isinstance(m, ReadsIn) and add_seq(
+            probe[(m.stream.gw, epoch_text(m.stream.epoch))], m.stream.seq, now_ms)]
+        report.values = _store_reads(db, early, now_ms)
+        db.lock_streams(streams)
         ranges = _load_all_ranges(db, streams)
         before = {s: list(r) for s, r in ranges.items()}
         fresh: list[Durable] = []
@@ -105,7 +125,6 @@ def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
             else:
                 report.duplicates += 1
         report.stored = len(fresh)
-        report.values = _store_reads(db, [m for m in fresh if isinstance(m, ReadsIn)], now_ms)
         _store_alarms(db, [m for m in fresh if isinstance(m, AlarmIn)])
         _store_groups(db, [m for m in fresh if isinstance(m, GroupIn)])
         report.results = _store_results(db, [m for m in fresh if isinstance(m, ResultIn)])
@@ -130,6 +149,12 @@ def release(db: Database, gw: str, epoch: str, decode: Callable[[str, bytes], In
 
 
 def _store_reads(db: Database, messages: list[ReadsIn], now_ms: int) -> int:
+    # Fast path (PostgreSQL): most reads are new keys, appended by one COPY; a batch holding a
+    # key already stored or repeated (corrections) is upserted below instead.
+    if db.copies and sum(len(m.rows) for m in messages) >= _COPY_FROM_ROWS:
+        text, count = reads_copy_text(messages, now_ms)
+        if db.try_copy("current_reads", _READ_COLUMNS, text):
+            return count
     # One row per key per statement (PostgreSQL refuses to update a row twice in one INSERT):
     # within the batch the highest rev wins, as it would across batches.
     latest: dict[tuple[str, str, str, int], tuple[object, ...]] = {}

@@ -47,8 +47,14 @@ def _redact(url: str) -> str:
     return f"{scheme}//{creds.split(':', 1)[0]}:***@{tail}"
 
 
+def _partition(table: str, day: int) -> str:
+    """The name of ``table``'s partition for ``day`` (days since the epoch)."""
+    return f"{table}_{dt.datetime.fromtimestamp(day * 86400, dt.UTC):%Y%m%d}"
+
+
 class PostgresDatabase(Database):
     greatest = "GREATEST"
+    copies = True
 
     def __init__(self, url: str) -> None:
         try:
@@ -65,6 +71,9 @@ class PostgresDatabase(Database):
             raise StorageError(f"PostgreSQL {self.where}: {exc}".strip()) from None
         self._days: set[tuple[str, int]] = set()
         self._stages: set[str] = set()
+        #: Batches of reads stored by plain COPY, and those that met a stored key (upserted).
+        self.fast_copies = 0
+        self.fallback_copies = 0
 
     def _fail(self, exc: Exception) -> StorageError:
         return StorageError(f"PostgreSQL {self.where}: {str(exc).strip()}")
@@ -73,17 +82,19 @@ class PostgresDatabase(Database):
     def transaction(self, streams: Iterable[tuple[str, str]] = ()) -> Iterator[None]:
         try:
             with self.conn.transaction():
-                keys = sorted({_stream_key(gw, epoch) for gw, epoch in streams})
-                if keys:  # one statement, the locks taken in the array's (sorted) order
-                    self.conn.execute("SELECT count(pg_advisory_xact_lock(k)) FROM "
-                                      "unnest(%s::bigint[]) WITH ORDINALITY AS u(k, n)",
-                                      (keys,))
+                self.lock_streams(streams)
                 yield
         except BaseException as exc:
             self._stages.clear()  # a staging table made in a rolled-back transaction is gone
             if isinstance(exc, self._psycopg.Error):
                 raise self._fail(exc) from None
             raise
+
+    def lock_streams(self, streams: Iterable[tuple[str, str]]) -> None:
+        keys = sorted({_stream_key(gw, epoch) for gw, epoch in streams})
+        if keys:  # one statement, the locks taken in the array's (sorted) order
+            self.conn.execute("SELECT count(pg_advisory_xact_lock(k)) FROM "
+                              "unnest(%s::bigint[]) WITH ORDINALITY AS u(k, n)", (keys,))
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s")
@@ -116,6 +127,22 @@ class PostgresDatabase(Database):
         except self._psycopg.Error as exc:
             raise self._fail(exc) from None
 
+    def try_copy(self, table: str, columns: Sequence[str], text: str) -> bool:
+        # A plain COPY (PostgreSQL routes each row to its day partition) inside a savepoint: a
+        # key already stored or met twice makes it fail as a whole, the savepoint is rolled
+        # back and the caller upserts instead.
+        try:
+            with (self.conn.transaction(), self.conn.cursor() as cur,
+                  cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy):
+                copy.write(text)
+        except self._psycopg.errors.UniqueViolation:
+            self.fallback_copies += 1
+            return False
+        except self._psycopg.Error as exc:
+            raise self._fail(exc) from None
+        self.fast_copies += 1
+        return True
+
     def _copy_insert(self, table: str, columns: Sequence[str], rows: Sequence[Row],
                      conflict: str) -> None:
         stage = f"stage_{table}"
@@ -142,7 +169,7 @@ class PostgresDatabase(Database):
         for day in sorted({t // DAY_MS for t in times_ms}):
             if (table, day) in self._days:
                 continue
-            name = f"{table}_{dt.datetime.fromtimestamp(day * 86400, dt.UTC):%Y%m%d}"
+            name = _partition(table, day)
             start, end = day * DAY_MS, (day + 1) * DAY_MS
             try:
                 with self.conn.transaction():

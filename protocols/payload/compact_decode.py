@@ -73,6 +73,9 @@ def check_v2(message: Mapping[object, object]) -> dict[str, object]:
         raise PayloadDecodeError("v2 field 8 (reads) must be a non-empty list")
     records = 0
     for i, item in enumerate(reads):
+        if type(item) is int:  # the common record: a mantissa (bool is not int here)
+            records += 1
+            continue
         if isinstance(item, list):
             if len(item) != 1 or not _is_int(item[0]):
                 raise PayloadDecodeError(f"reads[{i}]: a time step is [milliseconds]")

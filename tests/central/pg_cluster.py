@@ -46,8 +46,12 @@ def _as_user() -> tuple[list[str], pwd.struct_passwd | None]:
 
 
 @contextlib.contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """Start a cluster; yield its URL (``postgresql://test@127.0.0.1:PORT/central``)."""
+def postgres_cluster(*, durable: bool = False) -> Iterator[str]:
+    """Start a cluster; yield its URL (``postgresql://test@127.0.0.1:PORT/central``).
+
+    By default durability is off (``fsync``, ``synchronous_commit``, ``full_page_writes``): a
+    throwaway cluster measures CPU, not the disk, and a crash loses it anyway. ``durable``
+    keeps PostgreSQL's defaults for those three — what a production server runs."""
     initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
     assert initdb and pg_ctl
     prefix, owner = _as_user()
@@ -62,8 +66,9 @@ def postgres_cluster() -> Iterator[str]:
         run(initdb, "-D", str(data), "-U", "test", "--auth=trust", "-E", "UTF8",
             "--locale=C")
         opts = (f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                 "-c max_connections=50")
+        if not durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         run(pg_ctl, "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w", "-t", "60",
             "start")
         url = f"postgresql://test@127.0.0.1:{port}/postgres"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from decimal import Decimal
 
-from central.decoding import Decoder
+from central.decoding import Decoder, Inbound
 from central.storage import Database, open_database
 from central.storage.gaps import claim_replays, record_replay, scan_gaps
 from central.storage.ingest import ingest
@@ -62,6 +62,38 @@ def test_a_correction_replaces_the_earlier_version_in_any_order(db: Database) ->
     db.execute("DELETE FROM seq_ranges")
     ingest(db, db2_estimate_first, 3)  # both in one batch: the higher rev wins
     assert rows(db)[0][3:5] == ("10.25", "A")
+
+
+def test_large_batches_with_corrections_keep_the_higher_rev(db: Database) -> None:
+    # Batches of 100 rows take PostgreSQL's plain-COPY fast path; a batch holding a key already
+    # stored (a correction, or an original after its correction) falls back to the upsert.
+    def msg(seq: int, value: str, rev: int, times: range) -> Inbound:
+        return reads_msg(GW, seq, "m-1", [register(t * 900_000, f"{value}.{t}", rev=rev)
+                                          for t in times])
+    assert ingest(db, [msg(1, "1", 0, range(1, 101))], 1).values == 100
+    # 100 corrections and one new key (t = 101) in one batch
+    assert ingest(db, [msg(3, "2", 1, range(1, 101)), msg(4, "5", 0, range(101, 102))],
+                  2).values == 101
+    assert ingest(db, [msg(2, "3", 0, range(1, 101))], 3).values == 100  # originals, late
+    assert ingest(db, [msg(5, "6", 0, range(102, 202))], 4).values == 100  # new keys again
+    got = rows(db)
+    assert [r[3] for r in got] == [f"2.{t}" for t in range(1, 101)] + ["5.101"] + [
+        f"6.{t}" for t in range(102, 202)]
+    assert [r[8] for r in got] == [1] * 100 + [0] * 101
+    fast = getattr(db, "fast_copies", None)
+    if fast is not None:  # PostgreSQL: new keys COPYed, the other two batches upserted
+        assert (fast, db.fallback_copies) == (2, 2)  # type: ignore[attr-defined]
+
+
+def test_names_with_copy_reserved_characters_are_stored_as_sent(db: Database) -> None:
+    meter = "m\t1\\x\ny"  # a tab, a backslash and a newline: COPY's text format reserves them
+    msg = reads_msg(GW, 1, meter, [register(t * 900_000, "1.5", quality="E", method=17,
+                                            reasons=(76, 18)) for t in range(1, 101)])
+    assert ingest(db, [msg], 1).values == 100
+    got = db.execute("SELECT DISTINCT meter, quality, method, reasons, raw FROM current_reads")
+    assert got == [(meter, "E", 17, "76;18", None)]
+    if db.copies:
+        assert db.fast_copies == 1  # type: ignore[attr-defined]
 
 
 def test_estimate_keeps_quality_method_and_reasons(db: Database) -> None:
