@@ -275,6 +275,14 @@ def _power_of_ten_digits(resolution: Decimal | None) -> int | None:
     return -exponent
 
 
+def _power_of_ten_divisor(scale: Decimal) -> int | None:
+    """``10**k`` when ``scale`` is exactly 10**-k (0 <= k <= 22), else None."""
+    sign, digits, exponent = scale.as_tuple()
+    if sign or digits != (1,) or not isinstance(exponent, int) or not -22 <= exponent <= 0:
+        return None
+    return 10 ** -exponent  # type: ignore[no-any-return]
+
+
 class _DecodePlan:
     """What decoding one quantity needs, worked out once per profile register instead of once
     per value: a gateway decodes the same few dozen registers thousands of times a minute, and
@@ -285,6 +293,7 @@ class _DecodePlan:
     __slots__ = (
         "_byte_offset",
         "_is_float",
+        "_int_divisor",
         "_is_register",
         "_plain_float",
         "_resolution",
@@ -325,6 +334,17 @@ class _DecodePlan:
             else None
         )
 
+        # An instantaneous integer scaled by 10**-k (k = 0..22), not rounded further: the
+        # Decimal rule's product n * 10**-k is exact (60 digits), and float() of it is the
+        # correctly rounded double of n / 10**k — which is what Python's int / int gives
+        # (correctly rounded too). So the value is n / 10**k, with no Decimal per value
+        # (tested against the Decimal rule in tests/test_register_map.py).
+        self._int_divisor = (
+            _power_of_ten_divisor(spec.scale)
+            if (not self._is_float and not self._is_register and self._resolution is None)
+            else None
+        )
+
     def value(self, data: bytes) -> Decimal | float | DecodeProblem:
         """The value of this quantity in ``data`` (the block's bytes, big-endian words)."""
         if self._reverse:
@@ -343,6 +363,8 @@ class _DecodePlan:
                 return round(number, self._round_digits)  # type: ignore[no-any-return]
             value = Decimal(repr(number))
         else:
+            if self._int_divisor is not None:
+                return number / self._int_divisor  # type: ignore[no-any-return]
             value = Decimal(number)
         try:
             if self._scale is not None:
