@@ -36,8 +36,8 @@ from gateway import __version__
 from gateway.app.bundle_files import MARKER, recover_switch
 from gateway.app.bundles import BundleApplier
 from gateway.app.event_loop import running_loop_name
-from gateway.app.heap import freeze_long_lived, thaw
 from gateway.app.health import HealthReporter, LoopLagMonitor
+from gateway.app.heap import freeze_long_lived, thaw
 from gateway.app.plan import Plan, build_plan
 from gateway.app.runtime import Runtime
 from gateway.app.store_guard import StoreGuard

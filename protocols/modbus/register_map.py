@@ -292,8 +292,8 @@ class _DecodePlan:
 
     __slots__ = (
         "_byte_offset",
-        "_is_float",
         "_int_divisor",
+        "_is_float",
         "_is_register",
         "_plain_float",
         "_resolution",
