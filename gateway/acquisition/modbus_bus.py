@@ -49,6 +49,7 @@ class ModbusMeter(MeterSlot):
 
 #: Modbus exceptions 0A (gateway path unavailable) and 0B (target device failed to respond).
 GATEWAY_EXCEPTIONS = frozenset({0x0A, 0x0B})
+_new_tuple = tuple.__new__
 
 
 class ModbusRefusal(AcquisitionError, ModbusException):
@@ -188,10 +189,12 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                     errors.append(str(exc))
                     continue
                 for spec, value in decoded:
-                    if isinstance(value, DecodeProblem):
+                    if type(value) is DecodeProblem:
                         errors.append(f"{spec.quantity}: {value.value}")
                         continue
-                    values.append(PolledValue(spec.quantity, value, spec.unit, t_ms))
+                    # PolledValue(spec.quantity, value, spec.unit, t_ms), without the named
+                    # tuple's Python-level __new__ (ten per poll).
+                    values.append(_new_tuple(PolledValue, (spec.quantity, value, spec.unit, t_ms)))
             if answered and meter.clock is not None and meter.clock.is_due(time.monotonic()):
                 offset = await self._read_clock(client, meter, meter.clock)
                 if offset is not None:

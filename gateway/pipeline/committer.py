@@ -273,7 +273,7 @@ class Committer:
             self._field_read = {a.key.split("/", 1)[1] for a in self.store.active_alarms()
                                 if a.kind == FIELD_READ_ALARM}
         needing = {meter for meter, records in chain(((p.meter_id, r) for p, r in polled), vee_reads)
-                   if any(Reason.UNDER_INVESTIGATION in r.reasons for r in records)}
+                   if _under_investigation(records)}
         for meter in needing - self._field_read:
             self._field_read.add(meter)
             self._alarm(FIELD_READ_ALARM, f"{FIELD_READ_ALARM}/{meter}", "raised", meter,
@@ -354,3 +354,12 @@ class Committer:
                details: dict[str, object], t_ms: int) -> None:
         if self.alarms.transition(kind, key, state, meter, details, t_ms):
             self.stats.alarms += 1
+
+
+def _under_investigation(records: list[ReadRecord]) -> bool:
+    """Whether a record carries reason 9 (a plain loop: nearly every record has no reasons,
+    and this runs for every poll)."""
+    for record in records:
+        if record.reasons and Reason.UNDER_INVESTIGATION in record.reasons:
+            return True
+    return False

@@ -809,7 +809,7 @@ class Store:
                     version_rows += versions.note_rows(meter, seq, message.reads)
                     withdrawn += versions.rejected_registers(meter, message.reads)
                 for record in message.reads:
-                    if record.quality == "A" and isinstance(record.val, Decimal):
+                    if record.quality == "A" and type(record.val) is Decimal:
                         self._note_register(conn, register_rows, meter, record.q, record.t,
                                             str(record.val))
             outbox_rows.append((seq, message.topic, payload, message.qos, created_ms, meter,

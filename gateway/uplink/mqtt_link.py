@@ -642,8 +642,10 @@ class MqttLink:
                 attempt.death_acked.set()
             return
         if self._listener is not None:
+            # The reason's text is wanted only for a refusal (paho builds it by a list search).
+            failed = reason.is_failure
             self._tell_listener(
-                self._listener.publish_done, mid, not reason.is_failure, str(reason)
+                self._listener.publish_done, mid, not failed, str(reason) if failed else "Success"
             )
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
