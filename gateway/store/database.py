@@ -141,6 +141,9 @@ class Store:
         #: How many replays queued rows since open: the pump rewinds its replay lane when it
         #: changes (a later replay may ask for rows below the lane's cursor).
         self.requeues = 0
+        #: Write transactions that added outbox rows (or tried to): the pump asks the store for
+        #: new rows only when this moved since it last found none (gateway/uplink/outbox_pump.py).
+        self.outbox_writes = 0
         # Payload v2 alias bindings by index (gateway/store/aliases.py), loaded on first use.
         self._bindings: dict[int, Binding] | None = None
 
@@ -786,6 +789,7 @@ class Store:
     def _insert_messages(
         self, conn: sqlite3.Connection, messages: Sequence[OutboxMessage], created_ms: int
     ) -> list[int]:
+        self.outbox_writes += 1  # counted even if the transaction then fails: one needless query
         last = _meta_int(conn, "last_seq")
         seqs: list[int] = []
         outbox_rows: list[tuple[object, ...]] = []

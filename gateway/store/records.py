@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from protocols.payload import Binding, Envelope, ReadRecord, build_reads, build_reads_v2
@@ -147,9 +147,13 @@ class OutboxCursor:
 
     def past(self, row: OutboxRow) -> OutboxCursor:
         """The cursor after ``row`` was handed to the link."""
+        # Built directly, not with dataclasses.replace (which inspects the fields): once per row
+        # the pump hands over.
         if row.replay:
-            return replace(self, replay=row.seq)
-        return replace(self, priority=row.seq) if row.priority else replace(self, bulk=row.seq)
+            return OutboxCursor(self.priority, self.bulk, row.seq)
+        if row.priority:
+            return OutboxCursor(row.seq, self.bulk, self.replay)
+        return OutboxCursor(self.priority, row.seq, self.replay)
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,12 @@ class Outbox(Protocol):
         ...
 
     @property
+    def outbox_writes(self) -> int:
+        """A count that moves with every transaction that adds outbox rows: while it stands
+        still, a lane read to its end has nothing new."""
+        ...
+
+    @property
     def requeues(self) -> int:
         """How many times a replay queued acknowledged rows again (their seqs may lie below
         the replay lane's cursor, so the pump rewinds that lane when this changes)."""
@@ -151,6 +157,10 @@ class OutboxPump:
         # highest seq of each lane handed to the link on this connection
         self._cursor = OutboxCursor()
         self._requeues_seen = 0  # the store's requeues when the replay lane was last rewound
+        #: (the store's outbox_writes and requeues, the cursor) when a read of every lane came
+        #: back short: until one of them moves, reading again would find nothing (a PUBACK wakes
+        #: the pump about a hundred times a second; most of those wake-ups need no query).
+        self._exhausted: tuple[int, int, OutboxCursor] | None = None
         self._acks: list[int] = []
         self._attempted: list[int] = []  # handed to the link, count not yet written
         self._bookkeeping_delay_s = bookkeeping_delay_s
@@ -324,6 +334,9 @@ class OutboxPump:
             if room <= 0:
                 return
             self._rewind_replay_lane()
+            writes = self._outbox.outbox_writes
+            if self._exhausted == (writes, self._requeues_seen, self._cursor):
+                return  # nothing written since every lane was read to its end from here
             rows = self._outbox.pending(room, self._cursor)
             # A rewound replay lane meets rows in flight, or acknowledged with the record not
             # yet written: queued again meanwhile, they need no second send.
@@ -346,6 +359,7 @@ class OutboxPump:
                     self._resent += 1
             self._max_inflight = max(self._max_inflight, len(self._inflight))
             if len(rows) < room:
+                self._exhausted = (writes, self._requeues_seen, self._cursor)
                 return  # caught up with the store
 
     def _rewind_replay_lane(self) -> None:
