@@ -117,3 +117,46 @@ def test_end_of_stream_is_seen_after_the_buffered_packets() -> None:
     assert got == [b"a", b"b"]
     # The closed socket stays readable: the loop's next call sees the end of the stream.
     assert client.loop_read() == MQTTErrorCode.MQTT_ERR_CONN_LOST
+
+
+def puback_outcomes(cls: type[paho.Client], protocol: int, packets: list[bytes]) -> list[tuple[object, ...]]:
+    """What ``on_publish`` hears for each PUBACK in ``packets`` (variable header and
+    properties, after the fixed header), with QoS 1 messages 1..9 in flight."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    client = cls(CallbackAPIVersion.VERSION2, protocol=protocol)
+    heard: list[tuple[object, ...]] = []
+    client.on_publish = lambda _c, _u, mid, reason, props: heard.append(
+        (mid, reason.value, str(reason), reason.is_failure, reason.packetType,
+         props.packetType, props.json()))
+    client._sock = CountingSocket(ours)  # type: ignore[assignment]
+    for mid in range(1, 10):
+        message = paho.MQTTMessage(mid=mid)
+        message.qos = 1
+        message.info = paho.MQTTMessageInfo(mid)
+        client._out_messages[mid] = message
+    client._inflight_messages = 9
+    for body in packets:
+        theirs.sendall(bytes((0x40, len(body))) + body)
+    drain(client)
+    for _ in range(len(packets)):
+        client.loop_read()
+    theirs.close()
+    ours.close()
+    return heard
+
+
+def test_plain_pubacks_reach_the_listener_as_paho_decodes_them() -> None:
+    packets = [
+        b"\x00\x01",  # success, nothing more: the shortcut
+        b"\x00\x02\x00",  # success with an explicit reason code: paho's decoder
+        b"\x00\x03\x87",  # not authorized
+        b"\x00\x04\x10\x00",  # no matching subscribers, empty properties
+        b"\x00\x01",  # a duplicate for a mid no longer in flight: no callback
+        b"\x00\x09",
+    ]
+    for protocol in (paho.MQTTv5, paho.MQTTv311):
+        sent = packets if protocol == paho.MQTTv5 else [p for p in packets if len(p) == 2]
+        want = puback_outcomes(paho.Client, protocol, sent)
+        got = puback_outcomes(BufferedReadClient, protocol, sent)
+        assert got == want and len(got) == len(sent) - 1

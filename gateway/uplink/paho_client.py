@@ -7,6 +7,12 @@ a hundred PUBACKs a second at 100 meters polled each second. Here the first read
 up to 64 KiB in one call and the rest are served from that buffer; the packets paho sees, and
 their order, are the same.
 
+A PUBACK with no reason code and no properties (2 bytes: the packet id; what a broker sends for
+every accepted message) is handled without paho's decoder, which builds a ``ReasonCode`` (with
+its own copy of the table of reason names) and a ``Properties`` object for each one: the
+listener gets one shared "Success" reason code and one shared empty property set, the values
+paho's decoder would have made. Any other PUBACK, and every PUBCOMP, goes through paho.
+
 Bytes left in the buffer are invisible to the event loop's selector: the link calls ``loop_read``
 again while :attr:`BufferedReadClient.buffered` says there are some (as it already did for TLS's
 own pending bytes). The buffer belongs to one socket: a new connection never reads what the old
@@ -15,20 +21,34 @@ one left.
 
 from __future__ import annotations
 
-from typing import Any
+import struct
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 #: Bytes asked of the socket when the buffer is empty (a PUBACK is 4 bytes, a command a few
 #: hundred).
 RECV_CHUNK = 65536
 
 
-class BufferedReadClient(paho.Client):
-    """:class:`paho.mqtt.client.Client` reading its socket through a buffer (module docstring).
+#: What paho's decoder makes of a 2-byte PUBACK, made once: shared by every such PUBACK, so
+#: the ``on_publish`` callback must not change them (the link only reads ``is_failure``).
+PUBACK_SUCCESS: ReasonCode = ReasonCode(PacketTypes.PUBACK)
+PUBACK_NO_PROPERTIES: Properties = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+_MID = struct.Struct("!H")
 
-    Overrides paho's ``_sock_recv``, the one method its reader calls for bytes (paho 2.x);
-    ``tests/test_paho_buffered.py`` checks it against paho's own packet reader."""
+
+class BufferedReadClient(paho.Client):
+    """:class:`paho.mqtt.client.Client` reading its socket through a buffer, and handling a plain
+    PUBACK without its decoder (module docstring).
+
+    Overrides paho's ``_sock_recv``, the one method its reader calls for bytes, and
+    ``_handle_pubackcomp`` (paho 2.x); ``tests/test_paho_buffered.py`` checks both against
+    paho's own."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,3 +78,15 @@ class BufferedReadClient(paho.Client):
             return rx[pos:] if pos else rx
         self._rx_pos = end
         return rx[pos:end]
+
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        (mid,) = _MID.unpack(packet)
+        self._easy_log(paho.MQTT_LOG_DEBUG, "Received %s (Mid: %d)", cmd, mid)
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                # Only inform the client the message has been sent once (as paho does).
+                return self._do_on_publish(mid, PUBACK_SUCCESS, PUBACK_NO_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
