@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from protocols.frozen import frozen_maker
 from protocols.payload import Binding, Envelope, ReadRecord, build_reads, build_reads_v2
 from protocols.payload.compact import encode_reads_v2
 
@@ -65,6 +66,8 @@ class OutboxMessage:
                 return build_reads_v2(Envelope(gw, epoch, seq, ts), binding, records)
             return build_reads(Envelope(gw, epoch, seq, ts), meter, records)
 
+        if cls is OutboxMessage:  # one per meter poll: without the frozen __init__
+            return _outbox_message(topic, 1, build, meter, records, False)
         return cls(
             topic=topic,
             qos=1,
@@ -79,6 +82,10 @@ class OutboxMessage:
         """VEE's interval records of one meter (QoS 1, ``indexed``); ``build`` makes the payload
         from the seq (it fills in what the records supersede, gateway/pipeline/corrections.py)."""
         return cls(topic=topic, qos=1, build=build, meter=meter, reads=tuple(reads), indexed=True)
+
+
+#: OutboxMessage(...) with every field given (protocols/frozen.py).
+_outbox_message = frozen_maker(OutboxMessage)
 
 
 #: Topic endings of the durable messages that travel in the priority lane of the outbox: alarms
