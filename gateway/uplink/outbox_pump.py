@@ -299,7 +299,8 @@ class OutboxPump:
             self._rejections.failed(self._last_error)
         if not self._inflight:
             self._idle.set()
-        self._wake.set()
+        if self._may_find_rows():
+            self._wake.set()  # room in the window, and perhaps rows to fill it
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -361,6 +362,15 @@ class OutboxPump:
             if len(rows) < room:
                 self._exhausted = (writes, self._requeues_seen, self._cursor)
                 return  # caught up with the store
+
+    def _may_find_rows(self) -> bool:
+        """False when a fill would only find every lane read to its end again: nothing was
+        written or queued again since, and the cursor has not moved back. A PUBACK then frees
+        room with nothing to fill it, and the pump is not woken (a commit wakes it through
+        :meth:`notify`)."""
+        exhausted = self._exhausted
+        return exhausted is None or exhausted != (
+            self._outbox.outbox_writes, self._outbox.requeues, self._cursor)
 
     def _rewind_replay_lane(self) -> None:
         requeues = self._outbox.requeues
