@@ -448,3 +448,39 @@ def test_scaled_integer_shortcut_over_meter_values_and_decimal_ties() -> None:
     assert decode_register(spec(data_type=DataType.UINT16, scale="0.5"), [3]).value == 1.5
     assert decode_register(spec(data_type=DataType.UINT16, scale="0.01", register=True),
                            [12345]).value == Decimal("123.45")
+
+
+# ---- one unpack for the whole block ----------------------------------------------------------------
+
+_ALL_TYPES = (*_INT_TYPES, DataType.FLOAT32, DataType.FLOAT64)
+
+
+@settings(max_examples=500)
+@given(st.lists(st.tuples(st.sampled_from(_ALL_TYPES), st.integers(0, 3),
+                          st.sampled_from(["1", "0.1", "0.01", "0.00001", "2.5"]),
+                          st.booleans(), st.sampled_from(list(WordOrder))),
+                min_size=1, max_size=8),
+       st.integers(0, 2), st.randoms(use_true_random=False))
+def test_the_whole_block_unpack_gives_what_each_plan_gives(
+        layout: list[tuple[DataType, int, str, bool, WordOrder]], tail: int, rnd: object) -> None:
+    import random
+
+    from protocols.modbus import decode_reply
+    from protocols.modbus.register_map import _block_plans
+
+    assert isinstance(rnd, random.Random)
+    specs = []
+    address = 10
+    for i, (data_type, gap, scale, register, order) in enumerate(layout):
+        address += gap
+        specs.append(spec(f"q.{i}", address, data_type, scale=scale, register=register,
+                          word_order=order))
+        address += data_type.words
+    block = ReadBlock(RegisterFunction.INPUT, 10, address + tail - 10, tuple(specs))
+    data = bytes(rnd.randrange(256) for _ in range(2 * block.count))
+    want = [(plan.spec, plan.value(data)) for plan in _block_plans(block)]
+    got = decode_reply(block, data)
+    assert [s for s, _ in got] == [s for s, _ in want]
+    for (_, a), (_, b) in zip(got, want, strict=True):
+        assert a == b or (type(a) is type(b) and a != a and b != b) or (a is b), (a, b)
+        assert type(a) is type(b)
