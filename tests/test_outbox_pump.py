@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import pytest
 
-from gateway.store import OutboxMessage, Store
+from gateway.store import OutboxCursor, OutboxMessage, OutboxRow, Store
 from gateway.store.errors import StoreFullError
 from gateway.uplink.link_settings import LinkSettings
 from gateway.uplink.mqtt_link import MqttLink, PublishListener
@@ -198,6 +198,48 @@ def test_window_bounds_inflight_and_rows_leave_only_on_puback(store: Store) -> N
             0,
             8,
         )
+        await pump.stop()
+
+    run(main)
+
+
+def test_acknowledgements_wake_the_pump_without_reading_an_exhausted_outbox(store: Store) -> None:
+    """Once every lane was read to its end, PUBACKs alone cause no outbox query; a commit, a
+    replay or a new connection does, and nothing committed meanwhile is missed."""
+
+    async def main() -> None:
+        link = ScriptedLink()
+        pump = OutboxPump(store, link, window=64)
+        reads: list[int] = []
+        pending = store.pending
+
+        def counted(limit: int, after: OutboxCursor | None = None) -> list[OutboxRow]:
+            reads.append(limit)
+            return pending(limit, after)
+
+        store.pending = counted  # type: ignore[method-assign]
+        pump.start()
+        link.up()
+        ledger = Ledger(store)
+        for _ in range(5):
+            ledger.commit()  # 20 rows
+        pump.notify()
+        await settle()
+        assert len(link.published) == 20
+        before = len(reads)
+        for mid in range(1, 11):
+            link.ack(mid)
+            await settle()
+        assert len(reads) == before  # ten wake-ups, no query
+        ledger.commit()  # a commit moves the store's count: read again, and find the rows
+        pump.notify()
+        await settle()
+        assert len(reads) == before + 1 and len(link.published) == 24
+        link.down()
+        link.up()  # a new connection starts from the lowest unacknowledged row again
+        await settle()
+        assert len(reads) > before + 1
+        assert sorted(set(link.seqs())) == list(range(1, 25))
         await pump.stop()
 
     run(main)

@@ -532,6 +532,24 @@ def test_the_actual_read_shortcut_builds_what_the_constructor_builds_or_refuses_
         assert repr(got) == repr(expected)
 
 
+def test_the_actual_read_shortcut_makes_a_true_frozen_read_record() -> None:
+    import dataclasses
+    import pickle
+
+    got = ReadRecord.actual("voltage.a", 230.1, "V", T0)
+    want = ReadRecord("voltage.a", 230.1, "V", T0)
+    assert type(got) is ReadRecord and got == want and hash(got) == hash(want)
+    assert dataclasses.astuple(got) == dataclasses.astuple(want)
+    assert pickle.loads(pickle.dumps(got)) == want
+    assert dataclasses.replace(got, quality="E", method=1) == dataclasses.replace(
+        want, quality="E", method=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.val = 1.0  # type: ignore[misc]
+    for record in (got, want):  # no new attribute either way (slots), refused alike
+        with pytest.raises((AttributeError, TypeError)):
+            record.extra = 1  # type: ignore[attr-defined]
+
+
 @st.composite
 def any_read_records(draw: st.DrawFn) -> ReadRecord:
     """read_records() plus the fields it leaves out (raw, rev), and the plain actual reads a

@@ -25,6 +25,7 @@ from gateway.acquisition.meter_clock import CLOCK_OFFSET, ClockCadence
 from gateway.acquisition.modbus_responses import RESPONSE_CLASSES, register_bytes
 from gateway.acquisition.poll_result import BusEvent, PolledValue, PollResult
 from protocols.dlt645.clock import clock_offset_s
+from protocols.frozen import frozen_maker
 from protocols.modbus.clock import CLOCK_WORDS, ModbusClock, decode_clock
 from protocols.modbus.errors import RegisterDecodeError
 from protocols.modbus.profile import ModbusProfile, RegisterFunction
@@ -49,6 +50,8 @@ class ModbusMeter(MeterSlot):
 
 #: Modbus exceptions 0A (gateway path unavailable) and 0B (target device failed to respond).
 GATEWAY_EXCEPTIONS = frozenset({0x0A, 0x0B})
+_new_tuple = tuple.__new__
+_poll_result = frozen_maker(PollResult)
 
 
 class ModbusRefusal(AcquisitionError, ModbusException):
@@ -188,10 +191,12 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                     errors.append(str(exc))
                     continue
                 for spec, value in decoded:
-                    if isinstance(value, DecodeProblem):
+                    if type(value) is DecodeProblem:
                         errors.append(f"{spec.quantity}: {value.value}")
                         continue
-                    values.append(PolledValue(spec.quantity, value, spec.unit, t_ms))
+                    # PolledValue(spec.quantity, value, spec.unit, t_ms), without the named
+                    # tuple's Python-level __new__ (ten per poll).
+                    values.append(_new_tuple(PolledValue, (spec.quantity, value, spec.unit, t_ms)))
             if answered and meter.clock is not None and meter.clock.is_due(time.monotonic()):
                 offset = await self._read_clock(client, meter, meter.clock)
                 if offset is not None:
@@ -207,8 +212,10 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
             meter.stats.polls_failed += 1
         if errors:
             meter.stats.last_error = "; ".join(errors)
-        return PollResult(meter.meter_id, self.name, started_ms, now_ms(), ok, tuple(values),
-                          tuple(errors))
+        # PollResult(...) with every field given (no flags), without the frozen dataclass's
+        # __init__: one per poll (protocols/frozen.py).
+        return _poll_result(meter.meter_id, self.name, started_ms, now_ms(), ok, tuple(values),
+                            tuple(errors), {})
 
     async def _read_clock(self, client: ModbusClient, meter: ModbusMeter,
                           cadence: ClockCadence) -> PolledValue | None:

@@ -71,6 +71,7 @@ CHANNELS: Final = {
     "events.terminal_cover_open.count": 13,
 }
 N_CHANNELS: Final = 14
+_NAN: Final = float("nan")
 #: Channels that hold phase current magnitudes (see :meth:`TheftMonitor.on_poll`).
 CURRENT_CHANNELS: Final = frozenset({CHANNELS["current.a"], CHANNELS["current.b"],
                                      CHANNELS["current.c"]})
@@ -197,13 +198,16 @@ class TheftMonitor:
                 self.discard_windows()
             kernel_ms = clock.to_monotonic_ms(result.finished_ms)
             age = clock.monotonic_ms() - kernel_ms
-            latest = self.times[row, (self._next[row] - 1) % self.settings.window_samples]
+            # .item(): Python numbers, not NumPy scalars (this runs for every poll).
+            latest = self.times.item(row, (self._next.item(row) - 1)
+                                     % self.settings.window_samples)
             if (not -FUTURE_SLACK_MS <= age <= clock.threshold_ms
-                    or (self.filled[row] and kernel_ms < latest)):
+                    or (self.filled.item(row) and kernel_ms < latest)):
                 return  # stamped by the wall clock before a step: its time means nothing now
-        column = int(self._next[row])
-        samples = self.samples
-        samples[row, :, column] = np.nan
+        column = self._next.item(row)
+        # The poll's column, built as a list and stored in one assignment (NaN where the poll
+        # has no value), rather than one NumPy element store per value.
+        sample = [_NAN] * N_CHANNELS
         channel_of = CHANNELS.get
         for pv in result.values:
             channel = channel_of(pv.quantity)
@@ -213,8 +217,8 @@ class TheftMonitor:
                 # top bit: power flowing back on that phase). The current indicators compare
                 # how much current flows, so they get magnitudes; direction is judged from the
                 # signed powers (reverse energy), which are kept as read.
-                samples[row, channel, column] = abs(value) if channel in CURRENT_CHANNELS \
-                    else value
+                sample[channel] = abs(value) if channel in CURRENT_CHANNELS else value
+        self.samples[row, :, column] = sample
         self.times[row, column] = kernel_ms
         self.wall[row, column] = result.finished_ms
         self._next[row] = (column + 1) % self.settings.window_samples

@@ -37,6 +37,7 @@ from gateway.app.bundle_files import MARKER, recover_switch
 from gateway.app.bundles import BundleApplier
 from gateway.app.event_loop import running_loop_name
 from gateway.app.health import HealthReporter, LoopLagMonitor
+from gateway.app.heap import freeze_long_lived, thaw
 from gateway.app.plan import Plan, build_plan
 from gateway.app.runtime import Runtime
 from gateway.app.store_guard import StoreGuard
@@ -138,6 +139,7 @@ class GatewayDaemon:
             self.supervisor.start("watchdog", self._watchdog_loop())
             if config.update.inbox_dir is not None:
                 self.supervisor.start("bundles", BundleApplier(self, config.update).run())
+            freeze_long_lived()  # start-up state is never garbage: keep full collections off it
             self.notifier.ready(f"polling {len(config.meters)} meters on {len(config.buses)} buses")
             log.info("gateway %s running: %d meters on %d buses, %s event loop",
                      config.gateway.id, len(config.meters), len(config.buses),
@@ -260,6 +262,7 @@ class GatewayDaemon:
         if old is not None and old.gateway.data_dir != config.gateway.data_dir:
             log.warning("[gateway] data_dir changed to %r: the store stays in %s until the next "
                         "start", config.gateway.data_dir, old.gateway.data_dir)
+        thaw()  # the old runtime's cycles must be collectable once it is dropped
         if self.runtime is not None:
             await self.runtime.stop()
             self.runtime = None
@@ -273,6 +276,7 @@ class GatewayDaemon:
         await self._start_runtime(runtime)
         if self.guard is not None:
             self.guard.reconfigure(config)
+        freeze_long_lived()
         self.notifier.ready(f"reloaded: {len(config.meters)} meters")
 
     async def _shutdown(self) -> int:

@@ -34,6 +34,7 @@ from gateway.store import Store, wall_ms
 from gateway.store.disk import Ballast
 from gateway.store.errors import StoreError
 from gateway.store.records import OutboxMessage
+from protocols.frozen import frozen_maker
 from protocols.payload import Binding, ReadRecord
 from protocols.topics import GatewayTopics
 
@@ -260,8 +261,8 @@ class Committer:
     @staticmethod
     def _validated(item: PollResult, records: list[ReadRecord]) -> ValidatedPoll:
         texts = [pv for pv in item.values if type(pv.value) is str or type(pv.value) is bool]
-        return ValidatedPoll(item.meter_id, item.bus, item.finished_ms, item.ok,
-                             accepted_values(records, texts), tuple(records), item.flags)
+        return _validated_poll(item.meter_id, item.bus, item.finished_ms, item.ok,
+                               accepted_values(records, texts), tuple(records), item.flags)
 
     def _field_reads(self, polled: list[tuple[PollResult, list[ReadRecord]]],
                      vee_reads: list[tuple[str, list[ReadRecord]]], t_ms: int) -> None:
@@ -273,7 +274,7 @@ class Committer:
             self._field_read = {a.key.split("/", 1)[1] for a in self.store.active_alarms()
                                 if a.kind == FIELD_READ_ALARM}
         needing = {meter for meter, records in chain(((p.meter_id, r) for p, r in polled), vee_reads)
-                   if any(Reason.UNDER_INVESTIGATION in r.reasons for r in records)}
+                   if _under_investigation(records)}
         for meter in needing - self._field_read:
             self._field_read.add(meter)
             self._alarm(FIELD_READ_ALARM, f"{FIELD_READ_ALARM}/{meter}", "raised", meter,
@@ -354,3 +355,17 @@ class Committer:
                details: dict[str, object], t_ms: int) -> None:
         if self.alarms.transition(kind, key, state, meter, details, t_ms):
             self.stats.alarms += 1
+
+
+#: ValidatedPoll(...) with every field given, without the frozen dataclass's __init__
+#: (one per poll, protocols/frozen.py).
+_validated_poll = frozen_maker(ValidatedPoll)
+
+
+def _under_investigation(records: list[ReadRecord]) -> bool:
+    """Whether a record carries reason 9 (a plain loop: nearly every record has no reasons,
+    and this runs for every poll)."""
+    for record in records:
+        if record.reasons and Reason.UNDER_INVESTIGATION in record.reasons:
+            return True
+    return False

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from gateway.acquisition.poll_result import PolledValue
 from protocols.payload import ReadRecord
@@ -103,6 +104,15 @@ class ValidatedFeed:
 def accepted_values(records: Iterable[ReadRecord],
                     texts: Iterable[PolledValue]) -> tuple[PolledValue, ...]:
     """The values analytics may use: graded records that kept a value, then the text values."""
-    out = [PolledValue(r.q, r.val, r.unit, r.t) for r in records if r.val is not None]
+    # tuple.__new__ on the four fields (one C attrgetter call): the same PolledValue as
+    # PolledValue(r.q, r.val, r.unit, r.t), without the named tuple's Python-level __new__ —
+    # ten per poll, a thousand a second at 100 meters.
+    make, fields = _new_tuple, _READ_FIELDS
+    out = [make(PolledValue, fields(r)) for r in records if r.val is not None]
     out.extend(texts)
     return tuple(out)
+
+
+_new_tuple = tuple.__new__
+#: A record's (q, val, unit, t): a PolledValue's fields, in its order.
+_READ_FIELDS = attrgetter("q", "val", "unit", "t")

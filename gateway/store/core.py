@@ -58,6 +58,9 @@ class StoreCore:
         #: How many replays queued rows since open: the pump rewinds its replay lane when it
         #: changes (a later replay may ask for rows below the lane's cursor).
         self.requeues = 0
+        #: Write transactions that added outbox rows (or tried to): the pump asks the store for
+        #: new rows only when this moved since it last found none (gateway/uplink/outbox_pump.py).
+        self.outbox_writes = 0
         # Payload v2 alias bindings by index (gateway/store/aliases.py), loaded on first use.
         self._bindings: dict[int, Binding] | None = None
 
@@ -156,6 +159,7 @@ class StoreCore:
     def _insert_messages(
         self, conn: sqlite3.Connection, messages: Sequence[OutboxMessage], created_ms: int
     ) -> list[int]:
+        self.outbox_writes += 1  # counted even if the transaction then fails: one needless query
         last = _meta_int(conn, "last_seq")
         seqs: list[int] = []
         outbox_rows: list[tuple[object, ...]] = []
@@ -179,7 +183,7 @@ class StoreCore:
                     version_rows += versions.note_rows(meter, seq, message.reads)
                     withdrawn += versions.rejected_registers(meter, message.reads)
                 for record in message.reads:
-                    if record.quality == "A" and isinstance(record.val, Decimal):
+                    if record.quality == "A" and type(record.val) is Decimal:
                         self._note_register(conn, register_rows, meter, record.q, record.t,
                                             str(record.val))
             outbox_rows.append((seq, message.topic, payload, message.qos, created_ms, meter,

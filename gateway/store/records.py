@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 
+from protocols.frozen import frozen_maker
 from protocols.payload import Binding, Envelope, ReadRecord, build_reads, build_reads_v2
+from protocols.payload.compact import encode_reads_v2
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +53,21 @@ class OutboxMessage:
         """The reads message of one meter from one poll, at QoS 1 (DESIGN.md §4): schema v2
         naming ``binding`` when one is given (it must be ``meter``'s), else v1."""
         records = tuple(reads)
+        # The v2 encoder range-checks epoch, seq and ts itself; with a non-empty gateway id and
+        # int numbers, the Envelope (whose checks would be the same) is skipped: one message
+        # per meter poll. Anything else goes through it and fails as it says.
+        direct = (binding is not None and type(gw) is str and bool(gw) and type(epoch) is int
+                  and type(ts) is int)
 
         def build(seq: int) -> bytes:
             if binding is not None:
+                if direct and type(seq) is int:
+                    return encode_reads_v2(gw, epoch, seq, ts, binding, records)
                 return build_reads_v2(Envelope(gw, epoch, seq, ts), binding, records)
             return build_reads(Envelope(gw, epoch, seq, ts), meter, records)
 
+        if cls is OutboxMessage:  # one per meter poll: without the frozen __init__
+            return _outbox_message(topic, 1, build, meter, records, False)
         return cls(
             topic=topic,
             qos=1,
@@ -71,6 +82,10 @@ class OutboxMessage:
         """VEE's interval records of one meter (QoS 1, ``indexed``); ``build`` makes the payload
         from the seq (it fills in what the records supersede, gateway/pipeline/corrections.py)."""
         return cls(topic=topic, qos=1, build=build, meter=meter, reads=tuple(reads), indexed=True)
+
+
+#: OutboxMessage(...) with every field given (protocols/frozen.py).
+_outbox_message = frozen_maker(OutboxMessage)
 
 
 #: Topic endings of the durable messages that travel in the priority lane of the outbox: alarms
@@ -139,9 +154,13 @@ class OutboxCursor:
 
     def past(self, row: OutboxRow) -> OutboxCursor:
         """The cursor after ``row`` was handed to the link."""
+        # Built directly, not with dataclasses.replace (which inspects the fields): once per row
+        # the pump hands over.
         if row.replay:
-            return replace(self, replay=row.seq)
-        return replace(self, priority=row.seq) if row.priority else replace(self, bulk=row.seq)
+            return OutboxCursor(self.priority, self.bulk, row.seq)
+        if row.priority:
+            return OutboxCursor(row.seq, self.bulk, self.replay)
+        return OutboxCursor(self.priority, row.seq, self.replay)
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.config.mqtt import STATE_MESSAGE_SLOTS
 from gateway.uplink.failure_log import FailureLog
 from gateway.uplink.link_settings import LinkSettings
+from gateway.uplink.paho_client import BufferedReadClient
 from gateway.uplink.state_messages import StateMessages, wall_clock_ms
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ class MqttLink:
 
     # -- construction --------------------------------------------------------------------------
 
-    def _make_client(self) -> paho.Client:
+    def _make_client(self) -> BufferedReadClient:
         s = self.settings
         protocol = _PAHO_PROTOCOLS[s.protocol]
         kwargs: dict[str, Any] = {}
@@ -198,7 +199,7 @@ class MqttLink:
             # MQTT 3.1.1 has no session expiry; clean_session=False keeps the session (and the
             # QoS 1 commands queued in it) until the broker's own expiry policy drops it.
             kwargs["clean_session"] = False
-        client = paho.Client(
+        client = BufferedReadClient(
             CallbackAPIVersion.VERSION2,
             client_id=s.client_id,
             protocol=protocol,
@@ -492,14 +493,13 @@ class MqttLink:
 
     def _on_readable(self) -> None:
         self._last_rx = time.monotonic()
-        rc = self._client.loop_read()
-        # TLS can hold decrypted bytes the selector cannot see; drain them now or they would
-        # wait for the next TCP segment.
-        sock = self._client.socket()
-        while (
-            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
-            and isinstance(sock, ssl.SSLSocket)
-            and sock.pending()
+        client = self._client
+        rc = client.loop_read()
+        # TLS, and the client's own read buffer (gateway/uplink/paho_client.py), can hold bytes
+        # the selector cannot see; drain them now or they would wait for the next TCP segment.
+        sock = client.socket()
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and (
+            client.buffered or (isinstance(sock, ssl.SSLSocket) and sock.pending())
         ):
             rc = self._client.loop_read()
             sock = self._client.socket()
@@ -655,8 +655,10 @@ class MqttLink:
                 attempt.death_acked.set()
             return
         if self._listener is not None:
+            # The reason's text is wanted only for a refusal (paho builds it by a list search).
+            failed = reason.is_failure
             self._tell_listener(
-                self._listener.publish_done, mid, not reason.is_failure, str(reason)
+                self._listener.publish_done, mid, not failed, str(reason) if failed else "Success"
             )
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:

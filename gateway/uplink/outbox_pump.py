@@ -79,6 +79,12 @@ class Outbox(Protocol):
         ...
 
     @property
+    def outbox_writes(self) -> int:
+        """A count that moves with every transaction that adds outbox rows: while it stands
+        still, a lane read to its end has nothing new."""
+        ...
+
+    @property
     def requeues(self) -> int:
         """How many times a replay queued acknowledged rows again (their seqs may lie below
         the replay lane's cursor, so the pump rewinds that lane when this changes)."""
@@ -151,6 +157,10 @@ class OutboxPump:
         # highest seq of each lane handed to the link on this connection
         self._cursor = OutboxCursor()
         self._requeues_seen = 0  # the store's requeues when the replay lane was last rewound
+        #: (the store's outbox_writes and requeues, the cursor) when a read of every lane came
+        #: back short: until one of them moves, reading again would find nothing (a PUBACK wakes
+        #: the pump about a hundred times a second; most of those wake-ups need no query).
+        self._exhausted: tuple[int, int, OutboxCursor] | None = None
         self._acks: list[int] = []
         self._attempted: list[int] = []  # handed to the link, count not yet written
         self._bookkeeping_delay_s = bookkeeping_delay_s
@@ -289,7 +299,8 @@ class OutboxPump:
             self._rejections.failed(self._last_error)
         if not self._inflight:
             self._idle.set()
-        self._wake.set()
+        if self._may_find_rows():
+            self._wake.set()  # room in the window, and perhaps rows to fill it
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -324,6 +335,9 @@ class OutboxPump:
             if room <= 0:
                 return
             self._rewind_replay_lane()
+            writes = self._outbox.outbox_writes
+            if self._exhausted == (writes, self._requeues_seen, self._cursor):
+                return  # nothing written since every lane was read to its end from here
             rows = self._outbox.pending(room, self._cursor)
             # A rewound replay lane meets rows in flight, or acknowledged with the record not
             # yet written: queued again meanwhile, they need no second send.
@@ -346,7 +360,17 @@ class OutboxPump:
                     self._resent += 1
             self._max_inflight = max(self._max_inflight, len(self._inflight))
             if len(rows) < room:
+                self._exhausted = (writes, self._requeues_seen, self._cursor)
                 return  # caught up with the store
+
+    def _may_find_rows(self) -> bool:
+        """False when a fill would only find every lane read to its end again: nothing was
+        written or queued again since, and the cursor has not moved back. A PUBACK then frees
+        room with nothing to fill it, and the pump is not woken (a commit wakes it through
+        :meth:`notify`)."""
+        exhausted = self._exhausted
+        return exhausted is None or exhausted != (
+            self._outbox.outbox_writes, self._outbox.requeues, self._cursor)
 
     def _rewind_replay_lane(self) -> None:
         requeues = self._outbox.requeues

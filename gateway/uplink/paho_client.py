@@ -1,0 +1,92 @@
+"""paho's MQTT client with its socket reads buffered: one ``recv`` per burst of packets.
+
+paho reads every packet with a ``recv(1)`` for the command byte, one ``recv(1)`` per byte of the
+remaining length and a ``recv`` of the rest, then one more ``recv(1)`` that fails with
+``BlockingIOError`` once the socket is empty: four system calls and an exception for each PUBACK,
+a hundred PUBACKs a second at 100 meters polled each second. Here the first read of a burst takes
+up to 64 KiB in one call and the rest are served from that buffer; the packets paho sees, and
+their order, are the same.
+
+A PUBACK with no reason code and no properties (2 bytes: the packet id; what a broker sends for
+every accepted message) is handled without paho's decoder, which builds a ``ReasonCode`` (with
+its own copy of the table of reason names) and a ``Properties`` object for each one: the
+listener gets one shared "Success" reason code and one shared empty property set, the values
+paho's decoder would have made. Any other PUBACK, and every PUBCOMP, goes through paho.
+
+Bytes left in the buffer are invisible to the event loop's selector: the link calls ``loop_read``
+again while :attr:`BufferedReadClient.buffered` says there are some (as it already did for TLS's
+own pending bytes). The buffer belongs to one socket: a new connection never reads what the old
+one left.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Literal
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+#: Bytes asked of the socket when the buffer is empty (a PUBACK is 4 bytes, a command a few
+#: hundred).
+RECV_CHUNK = 65536
+
+
+#: What paho's decoder makes of a 2-byte PUBACK, made once: shared by every such PUBACK, so
+#: the ``on_publish`` callback must not change them (the link only reads ``is_failure``).
+PUBACK_SUCCESS: ReasonCode = ReasonCode(PacketTypes.PUBACK)
+PUBACK_NO_PROPERTIES: Properties = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+_MID = struct.Struct("!H")
+
+
+class BufferedReadClient(paho.Client):
+    """:class:`paho.mqtt.client.Client` reading its socket through a buffer, and handling a plain
+    PUBACK without its decoder (module docstring).
+
+    Overrides paho's ``_sock_recv``, the one method its reader calls for bytes, and
+    ``_handle_pubackcomp`` (paho 2.x); ``tests/test_paho_buffered.py`` checks both against
+    paho's own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rx_sock: object = None
+        self._rx = b""
+        self._rx_pos = 0
+
+    @property
+    def buffered(self) -> bool:
+        """Whether bytes read from the current socket wait in the buffer."""
+        return self._rx_pos < len(self._rx) and self._rx_sock is self._sock
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        sock = self._sock
+        if sock is not self._rx_sock:  # a new connection (or none): drop the old one's bytes
+            self._rx_sock, self._rx, self._rx_pos = sock, b"", 0
+        pos = self._rx_pos
+        rx = self._rx
+        if pos >= len(rx):
+            data: bytes = super()._sock_recv(max(bufsize, RECV_CHUNK))  # raises as paho's does
+            if len(data) <= bufsize:  # all of it wanted (or EOF, b""): nothing kept
+                return data
+            self._rx, pos, rx = data, 0, data
+        end = pos + bufsize
+        if end >= len(rx):
+            self._rx, self._rx_pos = b"", 0
+            return rx[pos:] if pos else rx
+        self._rx_pos = end
+        return rx[pos:end]
+
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        (mid,) = _MID.unpack(packet)
+        self._easy_log(paho.MQTT_LOG_DEBUG, "Received %s (Mid: %d)", cmd, mid)
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                # Only inform the client the message has been sent once (as paho does).
+                return self._do_on_publish(mid, PUBACK_SUCCESS, PUBACK_NO_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS

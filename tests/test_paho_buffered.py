@@ -1,0 +1,162 @@
+"""The buffered paho client (gateway/uplink/paho_client.py): paho's own packet reader sees the
+same packets in the same order from far fewer socket reads, split packets still complete, and a
+new connection never reads the bytes an old one left in the buffer."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from gateway.uplink.paho_client import BufferedReadClient
+
+
+class CountingSocket:
+    """A socket whose ``recv`` calls are counted (paho calls nothing else to read)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.recvs = 0
+
+    def recv(self, bufsize: int) -> bytes:
+        self.recvs += 1
+        return self.sock.recv(bufsize)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    """An MQTT 3.1.1 PUBLISH at QoS 0."""
+    body = struct.pack("!H", len(topic)) + topic.encode() + payload
+    assert len(body) < 128
+    return bytes((0x30, len(body))) + body
+
+
+def drain(client: paho.Client) -> MQTTErrorCode:
+    """What the link does when its socket is readable. paho reads at most one packet per
+    message in flight per ``loop_read`` (here: one); the plain client is called until the
+    socket is empty, the buffered one while its buffer holds bytes (as the link does)."""
+    rc = client.loop_read()
+    if isinstance(client, BufferedReadClient):
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.buffered:
+            rc = client.loop_read()
+        return rc
+    for _ in range(50):
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            break
+        rc = client.loop_read()
+    return rc
+
+
+def make(cls: type[paho.Client]) -> tuple[paho.Client, CountingSocket, socket.socket, list[bytes]]:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    client = cls(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    got: list[bytes] = []
+    client.on_message = lambda _c, _u, msg: got.append(bytes(msg.payload))
+    counting = CountingSocket(ours)
+    client._sock = counting  # type: ignore[assignment]  # what paho's connect would have set
+    return client, counting, theirs, got
+
+
+@pytest.mark.parametrize("cls", [paho.Client, BufferedReadClient])
+def test_same_packets_in_the_same_order_with_split_packets(cls: type[paho.Client]) -> None:
+    client, _counting, theirs, got = make(cls)
+    packets = [publish_packet("c", f"m{i}".encode()) for i in range(5)]
+    stream = b"".join(packets)
+    cut = len(stream) - 3  # the last packet arrives in two segments
+    theirs.sendall(stream[:cut])
+    assert drain(client) == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got == [b"m0", b"m1", b"m2", b"m3"]
+    theirs.sendall(stream[cut:])
+    assert drain(client) == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    assert not getattr(client, "buffered", False)
+
+
+def test_one_read_per_burst_instead_of_four_per_packet() -> None:
+    plain, plain_sock, plain_peer, plain_got = make(paho.Client)
+    buffered, buffered_sock, buffered_peer, buffered_got = make(BufferedReadClient)
+    burst = b"".join(publish_packet("c", bytes((i,))) for i in range(20))
+    for peer in (plain_peer, buffered_peer):
+        peer.sendall(burst)
+    drain(plain)
+    drain(buffered)
+    assert plain_got == buffered_got == [bytes((i,)) for i in range(20)]
+    assert plain_sock.recvs >= 3 * 20  # command byte, length byte, body: per packet
+    assert buffered_sock.recvs <= 2  # the burst, then the empty socket
+
+
+def test_a_new_connection_does_not_read_what_the_old_one_left() -> None:
+    client, _counting, theirs, got = make(BufferedReadClient)
+    assert isinstance(client, BufferedReadClient)
+    theirs.sendall(publish_packet("c", b"old") + publish_packet("c", b"left"))
+    assert client.loop_read(max_packets=1) == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got == [b"old"] and client.buffered  # the second packet waits in the buffer
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = CountingSocket(ours)  # type: ignore[assignment]  # reconnected
+    assert not client.buffered
+    peer.sendall(publish_packet("c", b"new"))
+    drain(client)
+    assert got == [b"old", b"new"]
+
+
+def test_end_of_stream_is_seen_after_the_buffered_packets() -> None:
+    client, _counting, theirs, got = make(BufferedReadClient)
+    theirs.sendall(publish_packet("c", b"a") + publish_packet("c", b"b"))
+    theirs.close()
+    drain(client)
+    assert got == [b"a", b"b"]
+    # The closed socket stays readable: the loop's next call sees the end of the stream.
+    assert client.loop_read() == MQTTErrorCode.MQTT_ERR_CONN_LOST
+
+
+def puback_outcomes(cls: type[paho.Client], protocol: int, packets: list[bytes]) -> list[tuple[object, ...]]:
+    """What ``on_publish`` hears for each PUBACK in ``packets`` (variable header and
+    properties, after the fixed header), with QoS 1 messages 1..9 in flight."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    client = cls(CallbackAPIVersion.VERSION2, protocol=protocol)
+    heard: list[tuple[object, ...]] = []
+    client.on_publish = lambda _c, _u, mid, reason, props: heard.append(
+        (mid, reason.value, str(reason), reason.is_failure, reason.packetType,
+         props.packetType, props.json()))
+    client._sock = CountingSocket(ours)  # type: ignore[assignment]
+    for mid in range(1, 10):
+        message = paho.MQTTMessage(mid=mid)
+        message.qos = 1
+        message.info = paho.MQTTMessageInfo(mid)
+        client._out_messages[mid] = message
+    client._inflight_messages = 9
+    for body in packets:
+        theirs.sendall(bytes((0x40, len(body))) + body)
+    drain(client)
+    for _ in range(len(packets)):
+        client.loop_read()
+    theirs.close()
+    ours.close()
+    return heard
+
+
+def test_plain_pubacks_reach_the_listener_as_paho_decodes_them() -> None:
+    packets = [
+        b"\x00\x01",  # success, nothing more: the shortcut
+        b"\x00\x02\x00",  # success with an explicit reason code: paho's decoder
+        b"\x00\x03\x87",  # not authorized
+        b"\x00\x04\x10\x00",  # no matching subscribers, empty properties
+        b"\x00\x01",  # a duplicate for a mid no longer in flight: no callback
+        b"\x00\x09",
+    ]
+    for protocol in (paho.MQTTv5, paho.MQTTv311):
+        sent = packets if protocol == paho.MQTTv5 else [p for p in packets if len(p) == 2]
+        want = puback_outcomes(paho.Client, protocol, sent)
+        got = puback_outcomes(BufferedReadClient, protocol, sent)
+        assert got == want and len(got) == len(sent) - 1
