@@ -5,7 +5,7 @@ flat (issue 18).
 
 Set-up, all on 127.0.0.1: a private mosquitto; one simulator process (``python -m hil_tests.sim
 --modbus-tcp-meters 200``, SDM630 register maps) and the daemon as a subprocess (``python -m
-gateway.app.cli run``) polling the 200 meters every ``--interval`` seconds (default 1) with the
+gateway.app.cli run``) polling the 200 meters every ``--interval`` seconds (default 5) with the
 shipped ``sdm630`` profile (29 quantities in 2 requests). The configuration has four transformer
 areas: each a master meter against a group of its 49 sub-meters (``[[groups]]``, ``[[areas]]``: the
 group power and the daily line loss), and ``[vee] kernels = "numba"`` (``--kernels``): the rule
@@ -83,7 +83,7 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 2)[2])
     parser.add_argument("--minutes", type=float, default=10.0, help="run length (default 10)")
-    parser.add_argument("--interval", type=float, default=1.0, help="poll interval, s (default 1)")
+    parser.add_argument("--interval", type=float, default=5.0, help="poll interval, s (default 5)")
     parser.add_argument("--kernels", default="numba", choices=("numba", "numpy", "auto"),
                         help='[vee] kernels (default "numba")')
     parser.add_argument("--strict", action="store_true", help="exit 1 when the goal is missed")
