@@ -13,8 +13,9 @@ kernels compiled rather than run as their NumPy twins.
 
 Measured from outside: VmRSS (``/proc/PID/status``) every 10 s for ``--minutes`` (default 10),
 then the start (first sample after 30 s of start-up), end, maximum and the least-squares slope
-after start-up. Whether numba and llvmlite are in the daemon is read from ``/proc/PID/maps``
-(``libllvmlite``) at the end: the figure means something only next to it.
+after start-up. Whether numba's compiler and the kernels compiled ahead of time are in the daemon
+is read from ``/proc/PID/maps`` (``libllvmlite``, ``_kernels_aot``) at the end: the figure means
+something only next to it (``make aot`` builds the module; without it the kernels are JIT-compiled).
 
 Exit status: 0 measured, 1 with ``--strict`` when the goal is missed, 2 when it could not measure.
 """
@@ -70,12 +71,14 @@ def daemon_config(broker_port: int, modbus_port: int, interval_s: float, kernels
     return text + "\n".join(lines)
 
 
-def llvm_mapped(pid: int) -> bool:
-    """Whether the process has libllvmlite mapped (numba's compiler is loaded)."""
+def mapped(pid: int) -> tuple[bool, bool]:
+    """Whether the process has numba's compiler (libllvmlite) and the kernels compiled ahead of
+    time (edge_rules/_kernels_aot*.so, edge_rules/aot.py) mapped."""
     try:
-        return "libllvmlite" in Path(f"/proc/{pid}/maps").read_text()
+        maps = Path(f"/proc/{pid}/maps").read_text()
     except OSError as exc:
         raise MeasurementError(f"cannot read /proc/{pid}/maps: {exc}") from exc
+    return "libllvmlite" in maps, "_kernels_aot" in maps
 
 
 def main() -> int:
@@ -111,7 +114,7 @@ def main() -> int:
                     sampler.stop()
                     if sampler.error:
                         raise MeasurementError(sampler.error)
-                    llvm = llvm_mapped(pid)
+                    llvm, aot = mapped(pid)
                     health = listener.latest()
                 finally:
                     sampler.stop()
@@ -143,8 +146,8 @@ def main() -> int:
     rows = [
         ("meters", f"{METERS} Modbus TCP (sdm630) every {args.interval:g} s, {AREAS} areas "
                    f"(master + group of {METERS // AREAS - 1})", ""),
-        ("[vee] kernels; numba's LLVM mapped at the end", f"{args.kernels}; {'yes' if llvm else 'no'}",
-         ""),
+        ("[vee] kernels; mapped at the end: numba's LLVM, AOT kernels",
+         f"{args.kernels}; {'yes' if llvm else 'no'}, {'yes' if aot else 'no'}", ""),
         ("run length", f"{end.t:.0f} s", ""),
         ("polls committed (last health)", f"{polls}", ""),
         ("meters in comm loss", ", ".join(lost) or "none", "none"),
