@@ -138,6 +138,9 @@ def main() -> int:
     start_mib, end_mib = after_start[0][1], end.rss_kib / 1024
     max_mib = max(m for _, m in rss)
     slope = slope_per_min(after_start)
+    # the second half alone: what is left once caches, the store and the VEE window have warmed up
+    second_half = [p for p in rss if p[0] >= total_s / 2]
+    late_slope = slope_per_min(second_half) if len(second_half) > 1 else float("nan")
     mb = 1_000_000 / 2**20  # the goal is in MB (10^6); RSS is shown in MiB
     ok = max_mib <= GOAL_RSS_MB * mb and abs(slope) < FLAT_MIB_PER_MIN
     stats = health.stats
@@ -155,6 +158,7 @@ def main() -> int:
          verdict(max_mib <= GOAL_RSS_MB * mb, f"max <= {GOAL_RSS_MB:.0f} MB ({GOAL_RSS_MB * mb:.1f} MiB)")),
         ("RSS slope after start-up", f"{slope:+.3f} MiB/min",
          verdict(abs(slope) < FLAT_MIB_PER_MIN, f"flat: |slope| < {FLAT_MIB_PER_MIN} MiB/min")),
+        ("RSS slope over the second half of the run", f"{late_slope:+.3f} MiB/min", ""),
     ]
     print_table(f"RSS at {METERS} meters with groups, areas and VEE", rows,
                 ["RSS samples (s: MiB): " + ", ".join(f"{t:.0f}: {m:.1f}" for t, m in rss)])
