@@ -80,10 +80,12 @@ else
 	$(INSTALL_VENV)/bin/python -m pip install -q $(PIP_INSTALL_ARGS) $(WHEEL)
 ifneq ($(AOT),no)
 	# The kernels compiled for this machine, into the installed package (edge_rules/aot.py):
-	# minutes here instead of at the first start, and no numba in the daemon's memory. AOT=no
-	# skips it (the daemon then JIT-compiles, as before; tests/test_install.py saves the minutes).
+	# minutes here instead of at the first start, and no numba in the daemon's memory. It needs a
+	# C compiler and the Python headers (gcc, python3-dev); without them the install goes on and
+	# the daemon JIT-compiles, as before. AOT=no skips it (tests/test_install.py saves the minutes).
 	$(INSTALL_VENV)/bin/python -m edge_rules.aot_build build --out \
-		"$$($(INSTALL_VENV)/bin/python -c 'import edge_rules, os; print(os.path.dirname(edge_rules.__file__))')"
+		"$$($(INSTALL_VENV)/bin/python -c 'import edge_rules, os; print(os.path.dirname(edge_rules.__file__))')" \
+		|| echo "warning: the kernels were not compiled ahead of time; the daemon will JIT-compile them (docs/performance.md)"
 endif
 endif
 	# Staged under DESTDIR: point the scripts and activate files at the final place.
