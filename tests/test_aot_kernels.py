@@ -89,6 +89,12 @@ out = {
   "aot": type(g.interval_energy_nb).__name__,
   "numba": "numba" in sys.modules,
 }
+# a strided view: no recorded variant, so every kernel moves to numba's JIT, same results
+miss = g.interval_energy_nb(registers[:, ::2], quality[:, ::2])[0]
+out["after_miss"] = [type(g.interval_energy_nb).__name__, "numba" in sys.modules,
+                     bool(np.array_equal(miss, g.interval_energy_np(registers[:, ::2], quality[:, ::2])[0], equal_nan=True)),
+                     bool(np.array_equal(g.day_totals_nb(values, 96), np.array(out["days"]),
+                                         equal_nan=True))]
 print(json.dumps(out))
 """
 
@@ -112,6 +118,8 @@ def test_aot_equals_twin_and_jit_without_numba(built: Path) -> None:
     got = json.loads(run.stdout.replace("NaN", "null"))
     assert got["status"] == "loaded" and got["aot"] == "AotKernel"
     assert got["numba"] is False
+    # a strided view matches no recorded (C-contiguous) variant: the JIT takes over, equal results
+    assert got["after_miss"] == ["CPUDispatcher", True, True, True]
 
     import numba
 
