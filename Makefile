@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck fuzz slow bench clean wheels install
+.PHONY: demo test lint typecheck fuzz slow bench clean wheels install aot aot-record
 
 # The rig (simulators, demo: hil_tests) is its own distribution, edge-gateway-rig (rig/); the
 # development venv gets both, editable.
@@ -38,6 +38,16 @@ slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run_all.py
 
+# The rule kernels compiled ahead of time (edge_rules/aot.py, docs/performance.md): numba's machine
+# code in a plain extension module, so the daemon never imports numba (about 150 MB of RSS). Built
+# in place for the development venv; `make install` builds it in the installed venv. `aot-record`
+# re-records the kernels' signatures from their tests after a kernel changed.
+aot: $(STAMP)
+	$(PY) -m edge_rules.aot_build build
+
+aot-record: $(STAMP)
+	$(PY) -m edge_rules.aot_build record
+
 # --- installing on a gateway (docs/install.md) --------------------------------------------------
 # `make wheels` builds dist/edge_gateway-*.whl (the daemon and gwtool) and
 # dist/edge_gateway_rig-*.whl (the rig, for `pip install --find-links dist 'edge-gateway[rig]'`).
@@ -68,6 +78,15 @@ ifeq ($(NUMBA),no)
 	$(INSTALL_VENV)/bin/python -m pip install -q $(PIP_INSTALL_ARGS) -r $(INSTALL_VENV)/requirements-without-numba.txt
 else
 	$(INSTALL_VENV)/bin/python -m pip install -q $(PIP_INSTALL_ARGS) $(WHEEL)
+ifneq ($(AOT),no)
+	# The kernels compiled for this machine, into the installed package (edge_rules/aot.py):
+	# minutes here instead of at the first start, and no numba in the daemon's memory. It needs a
+	# C compiler and the Python headers (gcc, python3-dev); without them the install goes on and
+	# the daemon JIT-compiles, as before. AOT=no skips it (tests/test_install.py saves the minutes).
+	$(INSTALL_VENV)/bin/python -m edge_rules.aot_build build --out \
+		"$$($(INSTALL_VENV)/bin/python -c 'import edge_rules, os; print(os.path.dirname(edge_rules.__file__))')" \
+		|| echo "warning: the kernels were not compiled ahead of time; the daemon will JIT-compile them (docs/performance.md)"
+endif
 endif
 	# Staged under DESTDIR: point the scripts and activate files at the final place.
 	if [ -n "$(DESTDIR)" ]; then \

@@ -18,6 +18,11 @@ need it (issue 3's memory goal: 200 meters ≤ 114 MiB). Until then :func:`njit`
 far and rebinds the module globals to the real dispatchers, because numba resolves the kernels a
 kernel calls from its module's globals when it compiles it and cannot call a Python object.
 
+**Compiled ahead of time** (:mod:`edge_rules.aot`, ``make aot``): when the kernels were built
+into an extension module from these very sources, "compiling" a kernel means picking up its
+variants from that module, and numba is never imported (about 150 MB of RSS less). Arguments no
+variant takes switch every kernel to the JIT below, so the two never mix.
+
 **Without numba** (no wheels for 32-bit ARM, so the install skips it there: pyproject's
 environment marker; or an import that fails for any other reason) nothing breaks: the first call
 logs one warning, and every kernel runs as its NumPy twin where it has one (the tests prove them
@@ -40,10 +45,14 @@ __all__ = ["LazyKernel", "njit", "numba_available", "numba_loaded", "use_numpy_t
 
 log = logging.getLogger(__name__)
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _pending: list[LazyKernel] = []
+#: Every kernel declared, in declaration order (the AOT build and its tests walk them).
+_declared: list[LazyKernel] = []
 _active = False
 _twins = False
+#: True once every kernel runs through numba's JIT (an AOT variant was missing for a call).
+_jit_forced = False
 #: None until the first compile; then whether numba could be imported.
 _numba_ok: bool | None = None
 
@@ -64,7 +73,14 @@ def numba_available() -> bool:
 
 
 def _compile(function: Callable[..., Any]) -> Any:
-    """numba's dispatcher for ``function``, or without numba its twin or the function itself."""
+    """``function``'s ahead-of-time variants when built (:mod:`edge_rules.aot`), else numba's
+    dispatcher, or without numba its twin or the function itself."""
+    if not _jit_forced:
+        from edge_rules.aot import aot_kernel
+
+        aot = aot_kernel(function, lambda: _force_jit(function))
+        if aot is not None:
+            return aot
     if not numba_available():
         return _uncompiled(function)
     import numba
@@ -146,6 +162,28 @@ def _activate() -> None:
         _pending.clear()
 
 
+def _force_jit(function: Callable[..., Any]) -> Any:
+    """Put every kernel on numba's JIT (or its fallback) and return ``function``'s dispatcher: an
+    ahead-of-time kernel met arguments none of its variants takes. All of them, because numba
+    compiles a kernel against the kernels it calls, found in its module's globals, and cannot
+    call an :class:`~edge_rules.aot.AotKernel`."""
+    global _jit_forced
+    from edge_rules.aot import AotKernel
+
+    with _lock:
+        _jit_forced = True
+        for kernel in _declared:
+            current = kernel._dispatcher
+            if current is None or isinstance(current, AotKernel):
+                kernel._dispatcher = _compile(kernel.py_func)
+                if isinstance(current, AotKernel):
+                    current.jit = kernel._dispatcher
+            namespace = kernel.py_func.__globals__
+            if namespace.get(kernel.__name__) in (kernel, current):
+                namespace[kernel.__name__] = kernel._dispatcher
+        return next(k._dispatcher for k in _declared if k.py_func is function)
+
+
 def use_numpy_twins(enabled: bool) -> None:
     """Run every kernel that has a NumPy twin through the twin, never loading numba — for a
     process (the daemon of a small gateway) whose memory matters more than kernel speed. The
@@ -165,8 +203,10 @@ def njit(function: F) -> F:
     """Compile ``function`` lazily with the project's options, keeping its Python signature
     for type checkers (the compiled dispatcher accepts the same arguments)."""
     with _lock:
-        if _active:
-            return cast(F, _compile(function))
         kernel = LazyKernel(function)
+        _declared.append(kernel)
+        if _active:
+            kernel._dispatcher = _compile(function)
+            return cast(F, kernel._dispatcher)
         _pending.append(kernel)
         return cast(F, kernel)

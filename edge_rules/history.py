@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_rules._jit import njit
+from edge_rules.arrays import distinct
 from edge_rules.calendar import INTERVALS_PER_DAY
 
 __all__ = [
@@ -254,7 +255,7 @@ class History:
         behind = newest < day
         if not np.any(behind):
             return
-        for last in np.unique(newest[behind]).tolist():
+        for last in distinct(newest[behind]).tolist():
             group = rows[behind & (newest == last)]
             first_clear = day - DAILY_DAYS + 1 if last < 0 else max(last + 1, day - DAILY_DAYS + 1)
             idx = np.arange(first_clear, day + 1) % DAILY_DAYS

@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_rules import vee_kernels as vk
+from edge_rules.arrays import distinct
 from edge_rules.calendar import INTERVALS_PER_DAY, DayType
 from edge_rules.history import History, masked_mean_nb, masked_mean_np
 from edge_rules.vee_rules import RuleArrays, VeeConfig
@@ -455,11 +456,11 @@ class VeeEngine:
             like[:, cols] = profile * factor[:, None]
             like_count[:, cols] = count
             # day references (history rule): trailing like days and the same season last year
-            for weeks in np.unique(params.history_weeks):
+            for weeks in distinct(params.history_weeks):
                 sel = params.history_weeks == weeks
                 trailing[sel, b], margin[sel, b] = self._day_spread(
                     rows[sel], day - 7 * int(weeks), 7 * int(weeks), target)
-            for half in np.unique(params.last_year_days):
+            for half in distinct(params.last_year_days):
                 sel = params.last_year_days == half
                 last_year[sel, b] = self._day_mean(rows[sel], day - 364 - int(half),
                                                    2 * int(half) + 1, target)

@@ -119,7 +119,9 @@ def test_make_install_then_check_config_and_a_30_s_run_from_the_installed_copy(
     # The interpreter that builds the wheel and the venv: this one's base Python (pip for the
     # build comes from it; the venv gets its own).
     python = getattr(sys, "_base_executable", sys.executable)
-    _run(["make", "install", f"DESTDIR={root}", f"PREFIX={PREFIX}", f"PYTHON={python}"], source)
+    # AOT=no: the kernels' ahead-of-time build takes minutes; tests/test_aot_kernels.py covers it.
+    _run(["make", "install", f"DESTDIR={root}", f"PREFIX={PREFIX}", f"PYTHON={python}", "AOT=no"],
+         source)
     timings["make install"] = time.monotonic() - started
 
     venv = root / PREFIX.lstrip("/") / "venv"

@@ -199,6 +199,8 @@ def test_gateway_config_vee_problems_are_config_errors_with_key_paths(tmp_path: 
     ("auto", 200, False), ("numpy", 2000, False), ("auto", 600, True), ("numba", 2, True)])
 def test_numba_is_imported_only_when_the_compiled_kernels_are_chosen(
         kernels: str, meters: int, numba: bool) -> None:
+    """The compiled kernels come from numba's JIT, or without numba from the module built ahead
+    of time (edge_rules/aot.py) when there is a fresh one (``make aot``)."""
     script = textwrap.dedent(f"""
         import sys
         from gateway.config.vee import vee_config_from_table
@@ -206,11 +208,13 @@ def test_numba_is_imported_only_when_the_compiled_kernels_are_chosen(
         stage = VeeStage(vee_config_from_table({{"kernels": "{kernels}"}}),
                          [f"m-{{i}}" for i in range({meters})], 1_800_000_000_000)
         stage.apply([], 1_800_000_000_000 + 3_600_000)
-        print(stage.implementation, "numba" in sys.modules)
+        from edge_rules.aot import aot_status
+        print(stage.implementation, "numba" in sys.modules, aot_status() == "loaded")
         """)
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                          text=True, timeout=300, check=True).stdout.split()
-    assert out == ["nb" if numba else "np", str(numba)]
+    aot = out[2] == "True"
+    assert out[:2] == ["nb" if numba else "np", str(numba and not aot)]
 
 
 def test_voltages_and_tariff_sums_are_judged_at_the_boundary_and_findings_re_published() -> None:
@@ -237,6 +241,30 @@ def test_voltages_and_tariff_sums_are_judged_at_the_boundary_and_findings_re_pub
     # the test skipped above is estimated, as it should be)
     later = run(stage, fleet, range(107, 115))
     assert later and all(r.q == GRID_QUANTITY and r.quality == "E" for _, r in later)
+
+
+def test_held_sparse_reads_are_graded_before_the_boundary_once_the_bound_is_reached(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The off-grid reads the sparse rules judge are bounded (vee_stage.SPARSE_HOLD_MAX): once
+    that many are held they are graded at once, with the same verdict the boundary gives."""
+    from gateway.pipeline import vee_stage
+
+    monkeypatch.setattr(vee_stage, "SPARSE_HOLD_MAX", 4)
+    fleet = Fleet(["m-1", "m-2"])
+    stage = VeeStage(vee_config_from_table({**CONFIG, "rules": [
+        {"name": "voltage", "class": "*", "severity": "fail", "high_pct": 10}]}),
+        list(fleet.base), T0)
+    run(stage, fleet, range(100, 104))
+    t = T0 + 104_100
+    high = fleet.poll("m-1", t, volts=242.5)
+    assert stage.apply([high], t + 50) == []  # 3 voltages held: below the bound
+    fine = fleet.poll("m-2", t + 10, volts=229.5)
+    extra = {m: rs for m, rs in stage.apply([fine], t + 60)}  # 6 held: graded now
+    assert extra == {"m-1": [ReadRecord("voltage.a", None, "V", t, "N", None,
+                                        (Reason.CT_VT_FAULT,), raw=242.5, rev=1)]}
+    assert stage._volts == []
+    at_boundary = stage.apply([], T0 + 106_050)
+    assert all(r.q != "voltage.a" for _, rs in at_boundary for r in rs)  # not graded twice
 
 
 def test_prolonged_estimation_raises_a_field_read_alarm_that_clears_when_reads_return(

@@ -13,6 +13,7 @@ from typing import Final
 import numpy as np
 
 from edge_rules._jit import njit
+from edge_rules.arrays import distinct
 from edge_rules.theft.episodes import (
     F64,
     I64,
@@ -253,7 +254,7 @@ def meter_stopped_np(
     opens = still & ~np.concatenate([np.zeros((meters, 1), dtype=bool), still[:, :-1]], axis=1)
     label = np.cumsum(opens, axis=1)
     for m in range(meters):
-        for lab in np.unique(label[m, still[m]]):
+        for lab in distinct(label[m, still[m]]):
             steps = np.flatnonzero(still[m] & (label[m] == lab))
             expected = float(np.cumsum(energy[m, steps])[-1])
             if expected > value[m]:

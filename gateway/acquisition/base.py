@@ -10,16 +10,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeGuard, TypeVar
 
 from gateway.acquisition.errors import AcquisitionError
 from gateway.acquisition.poll_result import BusEvent, PollResult
 from gateway.acquisition.schedule import PollSchedule, probe_set
 from gateway.acquisition.stats import BusStats, MeterStats
+
+if TYPE_CHECKING:
+    from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter
+
+#: Imported by the factory when it builds a DL/T 645 bus, and only then (docs/performance.md, Memory).
+_DLT645_BUS = "gateway.acquisition.dlt645_bus"
+
+
+def is_dlt645_bus(bus: object) -> TypeGuard[Dlt645Bus]:
+    """``isinstance(bus, Dlt645Bus)`` without importing the DL/T 645 bus and codec (about 4 MiB) in
+    a gateway that has none: no object can be a ``Dlt645Bus`` before its module is imported."""
+    module = sys.modules.get(_DLT645_BUS)
+    return module is not None and isinstance(bus, module.Dlt645Bus)
+
+
+def is_dlt645_meter(slot: object) -> TypeGuard[Dlt645Meter]:
+    """``isinstance(slot, Dlt645Meter)``, the same way as :func:`is_dlt645_bus`."""
+    module = sys.modules.get(_DLT645_BUS)
+    return module is not None and isinstance(slot, module.Dlt645Meter)
 
 
 class BusTimeout(AcquisitionError):

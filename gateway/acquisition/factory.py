@@ -11,9 +11,9 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus
-from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter, PlannedRead
+from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus, is_dlt645_meter
 from gateway.acquisition.meter_clock import ClockCadence
 from gateway.acquisition.modbus_bus import ModbusBus, ModbusMeter, make_meter
 from gateway.acquisition.poll_result import BusEvent, PollResult
@@ -31,6 +31,11 @@ from gateway.config import (
 from protocols import dlt645 as d
 from protocols.modbus.profile import ModbusProfile
 from protocols.profiles import Dlt645Profile, ProfileError, load_profile
+
+if TYPE_CHECKING:
+    # Imported where a DL/T 645 bus is built: a Modbus-only gateway never loads the DL/T 645 bus
+    # and codec (docs/performance.md, Memory).
+    from gateway.acquisition.dlt645_bus import Dlt645Meter, PlannedRead
 
 
 def _issue(config: GatewayConfig, path: str, message: str) -> ConfigIssue:
@@ -57,6 +62,8 @@ def dlt645_catalogue(profile: Dlt645Profile) -> d.Catalogue:
 
 
 def plan_dlt645(profile: Dlt645Profile, address: str) -> list[PlannedRead]:
+    from gateway.acquisition.dlt645_bus import PlannedRead
+
     version = d.Version(int(profile.version))
     return [PlannedRead(d.ReadRequest(address, int(r.di, 16), version), r.optional, r.name, r.names,
                         r.every_s, r.refresh_on)
@@ -67,7 +74,7 @@ def reports_balance(meter: MeterSlot) -> bool:
     """Whether ``meter``'s profile reads a prepaid balance (``prepaid.balance.*``): such a meter
     feeds the load-control engine's prepaid rules even on a gateway without groups."""
     names: list[str] = []
-    if isinstance(meter, Dlt645Meter):
+    if is_dlt645_meter(meter):
         for read in meter.reads:
             names += [n for n in (read.name, *read.names) if n]
             item = meter.catalogue.lookup(read.request.di)
@@ -150,6 +157,8 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
             return PollSchedule.aligned(interval, mono, wall, backoff_after=backoff_after)
 
         if bus.protocol == "dlt645":
+            from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter
+
             meters: list[Dlt645Meter] = []
             clocked = _clocked(config, meters_cfg, profiles)
             for m in meters_cfg:

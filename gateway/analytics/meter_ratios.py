@@ -23,7 +23,7 @@ from typing import Final
 import numpy as np
 
 from edge_rules import vee_kernels as vk
-from gateway.acquisition.dlt645_bus import Dlt645Meter
+from gateway.acquisition.base import is_dlt645_meter
 from gateway.config import GatewayConfig
 from gateway.pipeline.alarms import Alarms
 from gateway.pipeline.feed import ValidatedPoll
@@ -44,7 +44,7 @@ def reads_ratios(buses: Iterable[object]) -> bool:
     costs nothing more)."""
     for bus in buses:
         for slot in getattr(bus, "meters", ()):
-            if isinstance(slot, Dlt645Meter):
+            if is_dlt645_meter(slot):
                 for read in slot.reads:
                     item = slot.catalogue.lookup(read.request.di)
                     names = (read.name, *read.names, item.name if item else None)

@@ -33,13 +33,16 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from gateway.acquisition.dlt645_bus import Dlt645Bus
+from gateway.acquisition.base import is_dlt645_bus
 from gateway.config.model import GatewayConfig
 from gateway.errors import GatewayError
 from protocols.dlt645 import ProtocolError, ReadRequest, Version
 from protocols.dlt645.items import Reading
+
+if TYPE_CHECKING:
+    from gateway.acquisition.dlt645_bus import Dlt645Bus
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +453,7 @@ def priority_reader(buses: Iterable[object]) -> tuple[MeterRead, Callable[[str],
     priority lane (off the routine poll), and which meters it can reach."""
     slots: dict[str, tuple[Dlt645Bus, str]] = {}
     for bus in buses:
-        if isinstance(bus, Dlt645Bus):
+        if is_dlt645_bus(bus):
             for slot in bus.meters:
                 if slot.version == Version.V2007:
                     slots[slot.meter_id] = (bus, slot.address)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from edge_rules._jit import use_numpy_twins
+from edge_rules.aot import aot_status
 from gateway.acquisition.base import ScheduledBus
 from gateway.acquisition.errors import AcquisitionError
 from gateway.acquisition.factory import build_buses, reports_balance
@@ -160,7 +161,8 @@ class Runtime:
         restored = self.vee.load()
         log.info("VEE: %d meters, %s kernels, %d s intervals, history %s; %d registers "
                  "remembered", len(config.meters),
-                 "numba" if self.vee.implementation == "nb" else "NumPy",
+                 ("numba (compiled ahead of time)" if aot_status() == "loaded" else "numba (JIT)")
+                 if self.vee.implementation == "nb" else "NumPy",
                  self.vee.grid.interval_ms // 1000, "restored" if restored else "empty", seeded)
         self._start("committer", self.committer.run())
         self._start("vee", self._vee_ticks())

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Final
-
-from construct import Bytes, Const, ConstructError, Int8ub, Struct, this
+from functools import cache
+from typing import TYPE_CHECKING, Final
 
 from .errors import ChecksumError, FrameError, LocalProtocolError, TruncatedFrame
+
+if TYPE_CHECKING:
+    from construct import Struct
 
 START: Final = 0x68
 END: Final = 0x16
@@ -37,18 +39,35 @@ OVERHEAD: Final = 12  # header + CS + 16
 BROADCAST_ADDRESS: Final = "999999999999"
 WILDCARD_ADDRESS: Final = "AAAAAAAAAAAA"
 
-#: The frame as declared by the standard. ``construct.compile()`` is deliberately not used: compiled
-#: parsers ``exec`` generated source, which we do not do on bytes that came off a meter line.
-FRAME: Final = Struct(
-    "start" / Const(bytes([START])),
-    "address" / Bytes(6),
-    "start2" / Const(bytes([START])),
-    "control" / Int8ub,
-    "length" / Int8ub,
-    "data" / Bytes(this.length),
-    "checksum" / Int8ub,
-    "end" / Const(bytes([END])),
-)
+
+@cache
+def frame_struct() -> Struct:
+    """The frame as declared by the standard, built at the first parse. ``construct.compile()`` is
+    deliberately not used: compiled parsers ``exec`` generated source, which we do not do on bytes
+    that came off a meter line. Built on first use, not at import, because every gateway imports
+    this module (``Version``, ``ControlAction``) and only one with DL/T 645 buses parses frames:
+    construct costs a Modbus-only daemon 1.8 MiB (docs/performance.md, Memory)."""
+    from construct import Bytes, Const, Int8ub, Struct, this
+
+    return Struct(
+        "start" / Const(bytes([START])),
+        "address" / Bytes(6),
+        "start2" / Const(bytes([START])),
+        "control" / Int8ub,
+        "length" / Int8ub,
+        "data" / Bytes(this.length),
+        "checksum" / Int8ub,
+        "end" / Const(bytes([END])),
+    )
+
+
+def _construct_error() -> type[Exception]:
+    """construct's error class; an ``except`` clause evaluates it only when something was raised."""
+    from construct import ConstructError
+
+    error: type[Exception] = ConstructError
+    return error
+
 
 _PLUS_33 = bytes((b + 0x33) & 0xFF for b in range(256))
 _MINUS_33 = bytes((b - 0x33) & 0xFF for b in range(256))
@@ -276,8 +295,8 @@ def parse_frame(frame: bytes) -> RawFrame:
             f"{n - expected_total} bytes after the end of a frame whose length byte says {length}"
         )
     try:
-        parsed = FRAME.parse(body)
-    except ConstructError as exc:  # pragma: no cover - the checks above catch every case we know
+        parsed = frame_struct().parse(body)
+    except _construct_error() as exc:  # pragma: no cover - the checks above catch every case we know
         raise FrameError(f"malformed frame: {exc}") from None
     expected = checksum(body[: HEADER_LENGTH + length])
     if parsed.checksum != expected:

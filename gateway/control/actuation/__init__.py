@@ -8,26 +8,18 @@ status word 3) or :mod:`.modbus` (the profile's coil/register write, read back).
 load-control runner both call it, so what "executed" means cannot drift between them.
 
 Names are re-exported here because the handler, the runner, the tests and the load-control rig
-all use them.
+all use them. The DL/T 645 driver's names are imported on first use (PEP 562): it loads the DL/T
+645 bus and codec, which a Modbus-only gateway never needs (docs/performance.md, Memory).
 """
 
 from __future__ import annotations
 
-from gateway.acquisition.base import ScheduledBus
-from gateway.acquisition.dlt645_bus import Dlt645Bus
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
+from gateway.acquisition.base import ScheduledBus, is_dlt645_bus
 from gateway.acquisition.modbus_bus import ModbusBus
 from gateway.config import MeterConfig
-from gateway.control.actuation.dlt645 import (
-    EXPECTED_FLAGS,
-    Dlt645Credentials,
-    actuate_dlt645_relay,
-    describe_refusal,
-    dlt645_control_request,
-    dlt645_policy,
-    esam_control_frame,
-    status_read_request,
-    status_word3_flags,
-)
 from gateway.control.actuation.driver import FrameFate, RelayOutcome, run_actuation
 from gateway.control.actuation.machine import (
     ActuationPolicy,
@@ -46,6 +38,25 @@ from gateway.control.actuation.modbus import (
     modbus_relay_write,
 )
 from protocols.dlt645.messages import ControlAction
+
+if TYPE_CHECKING:
+    from gateway.control.actuation.dlt645 import (
+        EXPECTED_FLAGS,
+        Dlt645Credentials,
+        actuate_dlt645_relay,
+        describe_refusal,
+        dlt645_control_request,
+        dlt645_policy,
+        esam_control_frame,
+        status_read_request,
+        status_word3_flags,
+    )
+
+_DLT645_NAMES: Final = frozenset({
+    "EXPECTED_FLAGS", "Dlt645Credentials", "actuate_dlt645_relay", "describe_refusal",
+    "dlt645_control_request", "dlt645_policy", "esam_control_frame", "status_read_request",
+    "status_word3_flags",
+})
 
 __all__ = [
     "EXPECTED_FLAGS",
@@ -94,6 +105,16 @@ async def actuate_meter(bus: ScheduledBus | None, meter: MeterConfig | None,  # 
                                        "in its profile; add a relay table to the profile (see "
                                        "the template profile modbus-relay-meter.toml in protocols/meter_profiles/)", None, 0)
         return await actuate_modbus_relay(bus, meter_id, slot.unit, relay, action)
-    if isinstance(bus, Dlt645Bus):
+    if is_dlt645_bus(bus):
+        from gateway.control.actuation.dlt645 import actuate_dlt645_relay
+
         return await actuate_dlt645_relay(bus, meter, action, valid_until, utc_offset_min)
     return RelayOutcome(False, f"meter {meter_id}: bus {bus.name} has no relay control", None, 0)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _DLT645_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module("gateway.control.actuation.dlt645"), name)
+    globals()[name] = value
+    return value

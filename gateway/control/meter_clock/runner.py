@@ -32,13 +32,12 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
 from edge_rules import vee_kernels as vk
-from gateway.acquisition.base import PriorityLaneFull, ScheduledBus
-from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter
+from gateway.acquisition.base import PriorityLaneFull, ScheduledBus, is_dlt645_bus
 from gateway.acquisition.meter_clock import CLOCK_OFFSET, read_clock_offset
 from gateway.config import GatewayConfig
 from gateway.control.commands.clock import TrustedClock
@@ -49,7 +48,11 @@ from gateway.pipeline.alarms import Alarms
 from gateway.pipeline.feed import ValidatedPoll
 from gateway.pipeline.vee_stage import S_DAY, VeeStage
 from protocols import dlt645 as d
-from protocols.dlt645.transaction import Answered
+
+if TYPE_CHECKING:
+    # Only a gateway with DL/T 645 buses loads them (the factory does): docs/performance.md, Memory.
+    from gateway.acquisition.dlt645_bus import Dlt645Bus, Dlt645Meter
+    from protocols.dlt645.transaction import Answered
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +116,7 @@ class MeterClockWatch:
         self.rule = SyncRule.create(section.mode, section.max_step_s, section.guard_minutes,
                                     section.freeze_times, self.utc_offset_min)
         self.route: dict[str, tuple[Dlt645Bus, Dlt645Meter]] = {
-            slot.meter_id: (bus, slot) for bus in buses if isinstance(bus, Dlt645Bus)
+            slot.meter_id: (bus, slot) for bus in buses if is_dlt645_bus(bus)
             for slot in bus.meters}
         self.meters = {m.id: m for m in config.meters}
         #: Meters whose clock their bus reads (the only polls looked at).
