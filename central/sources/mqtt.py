@@ -113,10 +113,10 @@ class MqttSource:
         mq = self.config.mqtt
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = mq.session_expiry_s
-        # Ack-after-commit bounds what the broker sends ahead: two batches in flight, so the
-        # next batch arrives while this one is stored (with one, a worker idled between
-        # batches: bench_central_mqtt, docs/performance.md); the inbox holds the same two.
-        props.ReceiveMaximum = min(2 * self.config.batch_max, 65535)
+        # Ack-after-commit bounds what the broker sends ahead: three batches in flight — one
+        # being stored, one being decoded (central/worker.py), one arriving; with fewer, a
+        # worker idled waiting for the broker (bench_central_mqtt, docs/performance.md).
+        props.ReceiveMaximum = min(3 * self.config.batch_max, 65535)
         self._client.connect_async(mq.host, mq.port, keepalive=mq.keepalive_s,
                                    clean_start=False, properties=props)
         self._client.loop_start()
