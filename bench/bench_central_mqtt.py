@@ -349,8 +349,9 @@ def main() -> None:
                              "paho: one paho publish() call per message")
     parser.add_argument("--latency-rate", type=float, default=500.0)
     parser.add_argument("--latency-s", type=float, default=20.0)
-    parser.add_argument("--broker-inflight", type=int, default=2000,
-                        help="mosquitto max_inflight_messages (0: unlimited)")
+    parser.add_argument("--broker-inflight", type=int, default=None,
+                        help="mosquitto max_inflight_messages (0: unlimited); default: "
+                             "3 x --batch-max, the workers' receive maximum")
     parser.add_argument("--payload-version", type=int, choices=(1, 2), default=2)
     parser.add_argument("--batch-max", type=int, default=1000,
                         help="the workers' [ingest] batch_max (messages per transaction)")
@@ -386,7 +387,8 @@ def main() -> None:
             work = Path(tmp) / f"w{n}"
             work.mkdir()
             url = fresh_pg(server)
-            with mosquitto(work, args.broker_inflight) as (port, broker_pid):
+            inflight = 3 * args.batch_max if args.broker_inflight is None else args.broker_inflight
+            with mosquitto(work, inflight) as (port, broker_pid):
                 config = work / "central.toml"
                 config.write_text(
                     f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nshare_group = "bench"\n'

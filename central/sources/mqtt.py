@@ -15,14 +15,13 @@ takes batches from it, acknowledges and publishes.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
 from typing import Any
 
 from central.config import CentralConfig
 from central.paho_tuning import share_property_tables
 from central.sources import Delivery
+from central.sources.inbox import Inbox
 
 __all__ = ["MqttSource", "subscriptions"]
 
@@ -48,7 +47,7 @@ class MqttSource:
         # Bounded: a worker facing a backlog holds at most two batches. A broker that sends
         # beyond the receive maximum (mosquitto 2.0 to shared subscribers, measured by
         # bench/bench_central_mqtt.py) then waits on TCP instead of filling this process.
-        self._inbox: queue.Queue[Any] = queue.Queue(maxsize=2 * config.batch_max)
+        self._inbox: Inbox[Any] = Inbox(2 * config.batch_max)
         self._connected = threading.Event()
         self._client = self._make_client()
 
@@ -94,11 +93,8 @@ class MqttSource:
         thread stops reading meanwhile). Stopping drops it unacknowledged: the broker keeps it
         for this worker's session."""
         while not self._stop.is_set():
-            try:
-                self._inbox.put(msg, timeout=0.5)
+            if self._inbox.put(msg, timeout=0.5):
                 return
-            except queue.Full:
-                continue
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
                        props: Any) -> None:
@@ -113,29 +109,16 @@ class MqttSource:
         mq = self.config.mqtt
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = mq.session_expiry_s
-        # Ack-after-commit bounds what the broker sends ahead: two batches in flight, so the
-        # next batch arrives while this one is stored (with one, a worker idled between
-        # batches: bench_central_mqtt, docs/performance.md); the inbox holds the same two.
-        props.ReceiveMaximum = min(2 * self.config.batch_max, 65535)
+        # Ack-after-commit bounds what the broker sends ahead: three batches in flight — one
+        # being stored, one being decoded (central/worker.py), one arriving; with fewer, a
+        # worker idled waiting for the broker (bench_central_mqtt, docs/performance.md).
+        props.ReceiveMaximum = min(3 * self.config.batch_max, 65535)
         self._client.connect_async(mq.host, mq.port, keepalive=mq.keepalive_s,
                                    clean_start=False, properties=props)
         self._client.loop_start()
 
     def take(self, max_n: int, wait_s: float) -> list[Delivery]:
-        try:
-            first = self._inbox.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + wait_s
-        while len(batch) < max_n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                batch.append(self._inbox.get(timeout=left))
-            except queue.Empty:
-                break
+        batch = self._inbox.take(max_n, 0.2, wait_s)
         return [Delivery(m.topic, bytes(m.payload), m) for m in batch]
 
     def ack(self, batch: list[Delivery]) -> None:

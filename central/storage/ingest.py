@@ -44,7 +44,7 @@ from central.decoding import (
     UnresolvedReadsIn,
 )
 from central.storage.bindings import park, release_parked, store_bindings
-from central.storage.database import Database
+from central.storage.database import Database, chunks
 from central.storage.reads_copy import reads_copy_text
 from central.streams import SeqRange, add_seq, covered
 
@@ -134,8 +134,7 @@ def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
         store_bindings(db, [m for m in ephemeral if isinstance(m, BirthIn)], now_ms)
         touched = {(m.stream.gw, epoch_text(m.stream.epoch)) for m in fresh}
         _update_streams(db, fresh, ephemeral, now_ms)
-        for stream in sorted(touched):
-            _save_changed_ranges(db, stream, before[stream], ranges[stream])
+        _save_changed_ranges(db, sorted(touched), before, ranges)
         report.gaps_filled += _fill_gaps(db, touched, ranges, now_ms)
     return report
 
@@ -232,18 +231,26 @@ def _load_all_ranges(db: Database, streams: set[tuple[str, str]]) -> dict[tuple[
     return out
 
 
-def _save_changed_ranges(db: Database, stream: tuple[str, str], before: list[SeqRange],
-                         after: list[SeqRange]) -> None:
-    """Write what changed: usually one range whose ``hi`` grew (an upsert), rarely ranges
-    merged away (deleted)."""
-    gw, epoch = stream
-    kept = {r.lo for r in after}
-    for r in before:
-        if r.lo not in kept:
-            db.execute("DELETE FROM seq_ranges WHERE gw = ? AND epoch = ? AND lo = ?",
-                       (gw, epoch, r.lo))
-    old = set(before)
-    changed = [(gw, epoch, r.lo, r.hi, r.first_ms) for r in after if r not in old]
+def _save_changed_ranges(db: Database, streams: list[tuple[str, str]],
+                         before: dict[tuple[str, str], list[SeqRange]],
+                         after: dict[tuple[str, str], list[SeqRange]]) -> None:
+    """Write what changed in ``streams``: ranges merged away (deleted) and ranges new or grown
+    (upserted), each as one statement for the whole batch. Two workers sharing a gateway's
+    messages leave each other's ranges fragmented, so a batch merges away many ranges; one
+    ``DELETE`` a range was the largest part of a batch's round trips under the stream locks
+    (py-spy, docs/performance.md, issue 15)."""
+    gone: list[tuple[str, str, int]] = []
+    changed: list[tuple[str, str, int, int, int]] = []
+    for gw, epoch in streams:
+        was, now = before[(gw, epoch)], after[(gw, epoch)]
+        kept = {r.lo for r in now}
+        gone += [(gw, epoch, r.lo) for r in was if r.lo not in kept]
+        old = set(was)
+        changed += [(gw, epoch, r.lo, r.hi, r.first_ms) for r in now if r not in old]
+    for part in chunks(gone, _IN_LIST):
+        db.execute("DELETE FROM seq_ranges WHERE (gw, epoch, lo) IN (VALUES "
+                   + ", ".join(["(?, ?, ?)"] * len(part)) + ")",
+                   [v for key in part for v in key])
     db.insert_many("seq_ranges", ("gw", "epoch", "lo", "hi", "first_ms"), changed,
                    "ON CONFLICT (gw, epoch, lo) DO UPDATE SET hi = excluded.hi, "
                    "first_ms = excluded.first_ms")

@@ -65,6 +65,7 @@ class _ListSource:
         self.acks: list[tuple[list[object], int]] = []
         self.published: list[tuple[str, bytes]] = []
         self.worker: Worker | None = None
+        self.handed = 0
 
     @property
     def connected(self) -> bool:
@@ -76,9 +77,11 @@ class _ListSource:
     def take(self, max_n: int, wait_s: float) -> list[Delivery]:
         if not self.deliveries:
             assert self.worker is not None
-            self.worker.stop()  # all handed out: the run ends
+            if self.handed == sum(len(tokens) for tokens, _ in self.acks):
+                self.worker.stop()  # all handed out and acknowledged: the run ends
             return []
         batch, self.deliveries = self.deliveries[:max_n], self.deliveries[max_n:]
+        self.handed += len(batch)
         return batch
 
     def ack(self, batch: list[Delivery]) -> None:

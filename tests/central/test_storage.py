@@ -119,6 +119,22 @@ def test_gap_detected_after_grace_and_filled_when_the_messages_arrive(db: Databa
     assert db.execute("SELECT lo, hi FROM seq_ranges") == [(1, 6)]
 
 
+def test_fragmented_ranges_of_many_streams_merge_in_one_batch(db: Database) -> None:
+    # Two workers sharing gateways' messages leave every stream's ranges fragmented (odd seqs
+    # here); the batch holding the even ones merges them all away at once.
+    gws = [f"gw-{i}" for i in range(3)]
+    odd = [reads_msg(g, s, "m-1", [register(s * 900_000, str(s))]) for g in gws
+           for s in range(1, 12, 2)]
+    even = [reads_msg(g, s, "m-1", [register(s * 900_000, str(s))]) for g in gws
+            for s in range(2, 11, 2)]
+    ingest(db, odd, 1)
+    assert len(db.execute("SELECT lo FROM seq_ranges")) == 3 * 6
+    report = ingest(db, even, 2)
+    assert (report.stored, report.duplicates) == (15, 0)
+    assert db.execute("SELECT gw, lo, hi FROM seq_ranges ORDER BY gw") == [
+        (g, 1, 11) for g in gws]
+
+
 def test_tail_gap_needs_a_health_report_with_an_empty_outbox(db: Database) -> None:
     ingest(db, [reads_msg(GW, 1, "m-1", [register(900_000, "1")]),
                 health_msg(GW, 4, depth=3)], 1_000)
