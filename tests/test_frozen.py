@@ -11,7 +11,7 @@ import pytest
 
 from gateway.acquisition.poll_result import PolledValue, PollResult
 from gateway.pipeline.feed import ValidatedPoll
-from gateway.store.records import OutboxMessage
+from gateway.store.records import OutboxCursor, OutboxMessage, OutboxRow
 from protocols.frozen import frozen_maker
 from protocols.payload import ReadRecord
 
@@ -25,6 +25,8 @@ CASES = [
                   ("e",), {"relay_open": False})),
     (ValidatedPoll, ("m-1", "tcp-1", 2, True, (ReadRecord("voltage.a", 230.1, "V", 2),),
                      (PolledValue("voltage.a", 230.1, "V", 2),), {})),
+    (OutboxRow, (7, "P/G/reads/m-1", b"x7", 1, 2, 0, False, True)),
+    (OutboxCursor, (3, 9, 0)),
     (OutboxMessage, ("P/G/reads/m-1", 1, build, "m-1", (ReadRecord("voltage.a", 230.1, "V", 2),),
                      False)),
 ]
