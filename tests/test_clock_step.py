@@ -195,8 +195,12 @@ def _validated(result: object) -> object:
     from gateway.pipeline.feed import ValidatedPoll
 
     assert hasattr(result, "values")
+    from protocols.payload import ReadRecord
+
+    records = tuple(ReadRecord.actual(pv.quantity, pv.value, pv.unit, pv.t_ms)
+                    for pv in result.values)  # type: ignore[attr-defined]
     return ValidatedPoll(result.meter_id, result.bus, result.finished_ms,  # type: ignore[attr-defined]
-                         result.ok, result.values, (), result.flags)  # type: ignore[attr-defined]
+                         result.ok, records, result.values, result.flags)  # type: ignore[attr-defined]
 
 
 # -- VEE -----------------------------------------------------------------------------------------

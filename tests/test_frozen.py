@@ -11,7 +11,7 @@ import pytest
 
 from gateway.acquisition.poll_result import PolledValue, PollResult
 from gateway.pipeline.feed import ValidatedPoll
-from gateway.store.records import OutboxMessage
+from gateway.store.records import OutboxCursor, OutboxMessage, OutboxRow
 from protocols.frozen import frozen_maker
 from protocols.payload import ReadRecord
 
@@ -23,8 +23,10 @@ def build(seq: int) -> bytes:
 CASES = [
     (PollResult, ("m-1", "tcp-1", 1, 2, True, (PolledValue("voltage.a", 230.1, "V", 2),),
                   ("e",), {"relay_open": False})),
-    (ValidatedPoll, ("m-1", "tcp-1", 2, True, (PolledValue("voltage.a", 230.1, "V", 2),),
-                     (ReadRecord("voltage.a", 230.1, "V", 2),), {})),
+    (ValidatedPoll, ("m-1", "tcp-1", 2, True, (ReadRecord("voltage.a", 230.1, "V", 2),),
+                     (PolledValue("voltage.a", 230.1, "V", 2),), {})),
+    (OutboxRow, (7, "P/G/reads/m-1", b"x7", 1, 2, 0, False, True)),
+    (OutboxCursor, (3, 9, 0)),
     (OutboxMessage, ("P/G/reads/m-1", 1, build, "m-1", (ReadRecord("voltage.a", 230.1, "V", 2),),
                      False)),
 ]
@@ -65,3 +67,21 @@ def test_refuses_what_it_cannot_build_faithfully() -> None:
     for cls in (Mutable, NoSlots, Checked, int):
         with pytest.raises(TypeError):
             frozen_maker(cls)
+
+
+def test_validated_poll_values_are_the_accepted_values_then_the_texts() -> None:
+    """``values`` is built on demand from the graded records and the poll's text values: a
+    rejected record (no value) is absent, the value VEE assigned replaces the one read, numbers
+    of the raw poll are not repeated, and ``value()`` finds the same first match."""
+    polled = (PolledValue("voltage.a", 230.1, "V", 2), PolledValue("power.active.total", 9e9, "kW", 2),
+              PolledValue("freeze.time", "2026-12-07T00:00", None, 2),
+              PolledValue("relay.open", False, None, 2))
+    records = (ReadRecord("voltage.a", 230.4, "V", 2, quality="S", reasons=(3,)),
+               ReadRecord("power.active.total", None, "kW", 2, quality="N", reasons=(1,),
+                          raw=9e9))
+    poll = ValidatedPoll("m-1", "tcp-1", 2, True, records, polled, {})
+    assert poll.values == (PolledValue("voltage.a", 230.4, "V", 2), polled[2], polled[3])
+    assert poll.value("voltage.a") == PolledValue("voltage.a", 230.4, "V", 2)
+    assert poll.value("power.active.total") is None
+    assert poll.value("relay.open") == polled[3]
+    assert poll.value("current.a") is None

@@ -18,6 +18,8 @@ from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
+from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.register_message import ReadHoldingRegistersRequest, ReadInputRegistersRequest
 
 from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus, now_ms
 from gateway.acquisition.errors import AcquisitionError
@@ -42,6 +44,11 @@ class ModbusMeter(MeterSlot):
     blocks: list[ReadBlock] = field(default_factory=list)
     #: When the clock the profile maps is read (gateway/acquisition/meter_clock.py).
     clock: ClockCadence | None = None
+    #: pymodbus's request of each block, made once and sent again at every poll (pymodbus sets
+    #: its transaction id and checks address and count when it encodes it). One meter's: a
+    #: meter is polled by one worker at a time, so no request is in two transactions at once.
+    requests: dict[tuple[RegisterFunction, int, int], ModbusPDU] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @property
     def reads_clock(self) -> bool:
@@ -133,12 +140,18 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                 await asyncio.wait_for(client.connect(), self.settings.timeout_s * 2)
         return client
 
-    async def _read_block(self, client: ModbusClient, unit: int, block: ReadBlock) -> bytes:
-        if block.function is RegisterFunction.INPUT:
-            response = await client.read_input_registers(block.start, count=block.count, device_id=unit)
-        else:
-            response = await client.read_holding_registers(block.start, count=block.count,
-                                                           device_id=unit)
+    async def _read_block(self, client: ModbusClient, meter: ModbusMeter, block: ReadBlock) -> bytes:
+        """One register block: what ``client.read_holding_registers`` (or input) does, with
+        the meter's request made once (:attr:`ModbusMeter.requests`) instead of a new PDU per
+        read."""
+        key = (block.function, block.start, block.count)
+        request = meter.requests.get(key)
+        if request is None:
+            kind = ReadInputRegistersRequest if block.function is RegisterFunction.INPUT \
+                else ReadHoldingRegistersRequest
+            request = meter.requests[key] = kind(address=block.start, count=block.count,
+                                                 dev_id=meter.unit)
+        response = await client.execute(False, request)
         if response.isError():
             raise ModbusException(f"exception response {response}")
         return register_bytes(response)
@@ -164,7 +177,7 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                         # pymodbus times the request out itself; this outer bound only catches
                         # a client that hangs (asyncio.timeout: no extra task per read).
                         async with asyncio.timeout(self.settings.timeout_s * 2):
-                            registers = await self._read_block(client, meter.unit, block)
+                            registers = await self._read_block(client, meter, block)
                         answered = True
                         self.stats.record(time.monotonic(), True)
                         break

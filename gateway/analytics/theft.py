@@ -189,8 +189,30 @@ class TheftMonitor:
         """Record one validated, committed poll (a failed one carries no values and is skipped).
         An error here reaches the feed, which stops this monitor and reports it as failed."""
         row = self._row.get(result.meter_id)
-        if row is None or not result.ok or not result.values:
+        if row is None or not result.ok:
             return
+        # The poll's column, built as a list and stored in one assignment (NaN where the poll
+        # has no value), rather than one NumPy element store per value. Straight from the graded
+        # records (those that kept a value are the poll's accepted values; the text values
+        # have no channel), not through ``result.values``, which would build a copy.
+        sample = [_NAN] * N_CHANNELS
+        channel_of = CHANNELS.get
+        accepted = False
+        for record in result.records:
+            value = record.val
+            if value is None:
+                continue
+            accepted = True
+            channel = channel_of(record.q)
+            if channel is not None and not isinstance(value, str):
+                value = float(value)
+                # DL/T 645-2007 phase currents carry the direction as a sign (XXX.XXX with the
+                # top bit: power flowing back on that phase). The current indicators compare
+                # how much current flows, so they get magnitudes; direction is judged from the
+                # signed powers (reverse energy), which are kept as read.
+                sample[channel] = abs(value) if channel in CURRENT_CHANNELS else value
+        if not accepted and not result.texts():
+            return  # no values at all
         kernel_ms = result.finished_ms
         clock = self.clock
         if clock is not None:
@@ -205,19 +227,6 @@ class TheftMonitor:
                     or (self.filled.item(row) and kernel_ms < latest)):
                 return  # stamped by the wall clock before a step: its time means nothing now
         column = self._next.item(row)
-        # The poll's column, built as a list and stored in one assignment (NaN where the poll
-        # has no value), rather than one NumPy element store per value.
-        sample = [_NAN] * N_CHANNELS
-        channel_of = CHANNELS.get
-        for pv in result.values:
-            channel = channel_of(pv.quantity)
-            if channel is not None and pv.value is not None and not isinstance(pv.value, str):
-                value = float(pv.value)
-                # DL/T 645-2007 phase currents carry the direction as a sign (XXX.XXX with the
-                # top bit: power flowing back on that phase). The current indicators compare
-                # how much current flows, so they get magnitudes; direction is judged from the
-                # signed powers (reverse energy), which are kept as read.
-                sample[channel] = abs(value) if channel in CURRENT_CHANNELS else value
         self.samples[row, :, column] = sample
         self.times[row, column] = kernel_ms
         self.wall[row, column] = result.finished_ms

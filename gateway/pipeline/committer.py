@@ -25,7 +25,7 @@ from gateway.pipeline.alarms import Alarms
 from gateway.pipeline.bus_faults import AlarmChange, BusFaults, BusLine
 from gateway.pipeline.clock import ClockWatch
 from gateway.pipeline.corrections import Corrections
-from gateway.pipeline.feed import ValidatedFeed, ValidatedPoll, accepted_values
+from gateway.pipeline.feed import ValidatedFeed, ValidatedPoll
 from gateway.pipeline.meter_outages import MeterOutages, MeterSite, RecordCheck
 from gateway.pipeline.outbox import OutboxWriter
 from gateway.pipeline.validation import FLOAT_WINDOWS, RegisterMemory, float_window
@@ -260,9 +260,8 @@ class Committer:
 
     @staticmethod
     def _validated(item: PollResult, records: list[ReadRecord]) -> ValidatedPoll:
-        texts = [pv for pv in item.values if type(pv.value) is str or type(pv.value) is bool]
         return _validated_poll(item.meter_id, item.bus, item.finished_ms, item.ok,
-                               accepted_values(records, texts), tuple(records), item.flags)
+                               tuple(records), item.values, item.flags)
 
     def _field_reads(self, polled: list[tuple[PollResult, list[ReadRecord]]],
                      vee_reads: list[tuple[str, list[ReadRecord]]], t_ms: int) -> None:

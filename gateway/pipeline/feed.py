@@ -30,24 +30,43 @@ log = logging.getLogger(__name__)
 class ValidatedPoll:
     """One meter poll after validation and VEE.
 
-    ``values`` holds what analytics may use: every value the pipeline accepted (quality ``A``,
-    ``E``, ``S``; the value VEE assigned, not necessarily the one read), and the poll's text
-    values (freeze times, clock) as read. A rejected value (quality ``N``) is absent.
-    ``records`` are the graded read records as published. ``flags`` are the meter's status
-    flags (relay open, cover open, ...), ``ok`` whether the meter answered at all.
+    ``records`` are the graded read records as published. ``polled`` is the poll's values as
+    read; only its text values (freeze times, clock; ``str`` or ``bool``) reach analytics, as
+    read. ``flags`` are the meter's status flags (relay open, cover open, ...), ``ok`` whether
+    the meter answered at all.
+
+    :attr:`values` holds what analytics may use: every value the pipeline accepted (quality
+    ``A``, ``E``, ``S``; the value VEE assigned, not necessarily the one read), then the text
+    values. A rejected value (quality ``N``) is absent. It is built when asked for, not per
+    poll: the theft monitor, the one subscriber on by default, reads ``records`` directly, and
+    building a second copy of every value for every poll was ~5 % of the daemon's CPU at 100
+    polls/s (py-spy, issue 18).
     """
 
     meter_id: str
     bus: str
     finished_ms: int
     ok: bool
-    values: tuple[PolledValue, ...] = ()
     records: tuple[ReadRecord, ...] = ()
+    polled: tuple[PolledValue, ...] = ()
     flags: Mapping[str, bool] = field(default_factory=dict)
 
+    @property
+    def values(self) -> tuple[PolledValue, ...]:
+        """The accepted values, then the text values (class docstring)."""
+        return accepted_values(self.records, self.texts())
+
+    def texts(self) -> list[PolledValue]:
+        """The poll's text values (``str`` or ``bool``), as read."""
+        return [pv for pv in self.polled if type(pv.value) is str or type(pv.value) is bool]
+
     def value(self, quantity: str) -> PolledValue | None:
-        """The accepted value of ``quantity`` in this poll, if any."""
-        for pv in self.values:
+        """The accepted value of ``quantity`` in this poll, if any (the first in
+        :attr:`values`)."""
+        for r in self.records:
+            if r.q == quantity and r.val is not None:
+                return _new_tuple(PolledValue, _READ_FIELDS(r))
+        for pv in self.texts():
             if pv.quantity == quantity:
                 return pv
         return None

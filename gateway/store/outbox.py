@@ -15,7 +15,7 @@ from gateway.store.connection import translate as _translate
 from gateway.store.core import StoreCore, wall_ms
 from gateway.store.core import check_message as _check_message
 from gateway.store.disk import disk_status
-from gateway.store.records import DiskStatus, OutboxCursor, OutboxMessage, OutboxRow
+from gateway.store.records import DiskStatus, OutboxCursor, OutboxMessage, OutboxRow, outbox_row
 from gateway.store.replay import NotHeld, Requeued
 from gateway.store.replay import held_from as _held_from
 from gateway.store.replay import requeue as _requeue
@@ -84,8 +84,8 @@ class OutboxStore(StoreCore):
                     "ORDER BY seq LIMIT ?",
                     (since, limit - len(rows)),
                 ).fetchall()
-        return [OutboxRow(seq, topic, payload, qos, created, attempts, bool(priority),
-                          bool(replay))
+        make = outbox_row
+        return [make(seq, topic, payload, qos, created, attempts, bool(priority), bool(replay))
                 for seq, topic, payload, qos, created, attempts, priority, replay in rows]
 
     def requeue(self, from_seq: int, to_seq: int) -> Requeued | NotHeld:

@@ -156,11 +156,19 @@ class OutboxCursor:
         """The cursor after ``row`` was handed to the link."""
         # Built directly, not with dataclasses.replace (which inspects the fields): once per row
         # the pump hands over.
+        # _cursor: OutboxCursor(...) without the frozen dataclass's __init__ (once per row the
+        # pump hands over, protocols/frozen.py).
         if row.replay:
-            return OutboxCursor(self.priority, self.bulk, row.seq)
+            return _cursor(self.priority, self.bulk, row.seq)
         if row.priority:
-            return OutboxCursor(row.seq, self.bulk, self.replay)
-        return OutboxCursor(self.priority, row.seq, self.replay)
+            return _cursor(row.seq, self.bulk, self.replay)
+        return _cursor(self.priority, row.seq, self.replay)
+
+
+_cursor = frozen_maker(OutboxCursor)
+#: OutboxRow(...) with every field given, without the frozen dataclass's __init__ (one per row
+#: the pump reads, protocols/frozen.py).
+outbox_row = frozen_maker(OutboxRow)
 
 
 @dataclass(frozen=True, slots=True)

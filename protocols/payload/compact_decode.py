@@ -190,7 +190,13 @@ def records_v2(message: Mapping[str, object], binding: Binding) -> tuple[ReadRec
         if not isinstance(fields["unit"], str):
             raise PayloadDecodeError(f"{where}: a record outside the table needs its unit")
         try:
-            out.append(ReadRecord(q=q, t=t, **fields))  # type: ignore[arg-type]
+            if len(fields) == 2 and fields["val"] is not None:  # only val and unit: actual
+                # ReadRecord.actual: the same record and checks without the dataclass's
+                # per-field init (a correction's look-up decodes a whole stored poll message
+                # to check one record, gateway/store/versions.py).
+                out.append(ReadRecord.actual(q, fields["val"], fields["unit"], t))  # type: ignore[arg-type]
+            else:
+                out.append(ReadRecord(q=q, t=t, **fields))  # type: ignore[arg-type]
         except PayloadEncodeError as exc:
             raise PayloadDecodeError(f"{where}: {exc}") from exc
         except TypeError as exc:  # a field ReadRecord does not take
