@@ -101,14 +101,18 @@ def compare(served: list[Served], stored: Mapping[tuple[str, str, int], str | No
             while i < len(pending) and pending[i].at_ms < t - _LATE_MS:
                 _miss(result, pending[i], excuse)
                 i += 1
-            # The newest value served in the read's window is the one it stored: the gateway
-            # stamps a read before it asks that meter again. An older one still pending there
-            # was answered to a request whose read was never committed (a daemon killed
-            # mid-poll); pairing the read with it instead shifted every later pair of the
-            # series by one poll, until a poll gap wider than _LATE_MS showed the shift as a
-            # "missing" value far from the kill.
+            # The newest value served up to the read's stamp is the one it stored: the gateway
+            # stamps a read when the answer arrives, before it asks that meter again. An older
+            # one still pending there was answered to a request whose read was never committed
+            # (a daemon killed mid-poll); pairing the read with it instead shifted every later
+            # pair of the series by one poll, until a poll gap wider than _LATE_MS showed the
+            # shift as a "missing" value far from the kill. Only when nothing was served up to
+            # the stamp is the first value served just after it taken (a stamp taken at the
+            # request): looking past the stamp first paired a read with the *next* poll's answer
+            # when two polls came < _EARLY_MS apart (a poll resynchronised after a round), and
+            # left that next read "never served".
             j = i
-            while j + 1 < len(pending) and pending[j + 1].at_ms <= t + _EARLY_MS:
+            while j + 1 < len(pending) and pending[j + 1].at_ms <= t:
                 j += 1
             if i < len(pending) and pending[j].at_ms <= t + _EARLY_MS:
                 for s in pending[i:j]:

@@ -58,3 +58,17 @@ def test_a_stored_value_unlike_the_served_one_is_reported() -> None:
     result = compare(served, stored)
     assert not result.exact
     assert [(s.at_ms, text) for s, text in result.wrong] == [(11_000, "7515.86")]
+
+
+def test_two_polls_closer_than_the_early_window_pair_each_with_its_own_answer() -> None:
+    """The shape of the intermittent failure of test_three_workers_one_killed_…: a Modbus
+    meter polled twice 193 ms apart (a poll resynchronised after its round), each read stamped
+    1 ms after its answer. The first read must pair with the first answer, not with the second
+    one that came after its stamp — which left the second read "never served" and the first
+    answer "missing"."""
+    served = _series([10_000, 10_193, 11_193, 12_193])
+    stored = {("m-0102", "energy.active.import.total", a + 1): "7515.85"
+              for a in (10_000, 10_193, 11_193, 12_193)}
+    result = compare(served, stored)
+    assert result.exact, result.describe()
+    assert result.matched == 4
