@@ -6,6 +6,7 @@ process has imported everything already."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -45,3 +46,16 @@ def test_daemon_import_leaves_out_numba_rich_and_the_dlt645_catalogue() -> None:
     # first use generates the whole table
     assert found["item"] == "energy.active.import.total"
     assert found["size"] > 2000
+
+
+def test_every_public_dlt645_name_has_its_lazy_home() -> None:
+    """``protocols.dlt645`` lists its names three times (the typing imports, ``__all__`` and
+    the map its lazy ``__getattr__`` uses): a name added to one list only fails here, not in
+    the first gateway that asks for it."""
+    import protocols.dlt645 as package
+
+    lazy = package._SUBMODULE
+    assert set(package.__all__) == set(lazy)
+    for name in package.__all__:
+        module = importlib.import_module(f"protocols.dlt645.{lazy[name]}")
+        assert getattr(package, name) is getattr(module, name), name

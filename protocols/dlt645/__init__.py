@@ -22,7 +22,7 @@ if TYPE_CHECKING:
         catalogue_for,
     )
     from .decoding import decode, decode_raw
-    from .describe import describe, value_text
+    from .description import describe, value_text
     from .encoding import build_read_reply, encode, encode_values
     from .errors import (
         ChecksumError,
@@ -182,8 +182,8 @@ _SUBMODULE: Final[dict[str, str]] = {
     "catalogue_for": "catalogue",
     "decode": "decoding",
     "decode_raw": "decoding",
-    "describe": "describe",
-    "value_text": "describe",
+    "describe": "description",
+    "value_text": "description",
     "build_read_reply": "encoding",
     "encode": "encoding",
     "encode_values": "encoding",
