@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_central_mqtt import (
     VALUES_PER_MESSAGE,
-    birth_message,
+    births,
     missing_messages,
     poll_message,
 )
@@ -188,22 +188,6 @@ def database(storage: str, work: Path) -> Iterator[str]:
         yield url
 
 
-def births(port: int, gateways: int, meters: int) -> None:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fleet-births",
-                         protocol=mqtt.MQTTv311)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    infos = [client.publish(*birth_message(g, meters), qos=1, retain=True)
-             for g in range(gateways)]
-    for info in infos:
-        info.wait_for_publish(60)
-    client.disconnect()
-    client.loop_stop()
-
-
 def kill_node(node: RabbitNode) -> None:
     assert node.process is not None
     os.killpg(node.process.pid, signal.SIGKILL)
@@ -266,7 +250,7 @@ def main() -> None:
                 if args.daemons:
                     run_daemons(args, nodes, db_url, work)
                 else:
-                    births(a.mqtt_port, args.gateways, args.meters)
+                    births(args.gateways, args.meters, a.mqtt_port, mqtt5=False)
                     time.sleep(2)
                     run(args, nodes, workers, messages, db_url, work)
             finally:

@@ -111,13 +111,14 @@ def birth_message(g: int, meters: int) -> tuple[str, bytes]:
     return f"{PREFIX}/{gw}/state", payload
 
 
-def births(gateways: int, meters: int, port: int) -> None:
-    """Publish every gateway's birth, retained."""
+def births(gateways: int, meters: int, port: int, *, mqtt5: bool = True) -> None:
+    """Publish every gateway's birth, retained (MQTT 3.1.1 with ``mqtt5=False``, for brokers
+    that speak no MQTT 5 such as RabbitMQ 3.10)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fleet-births",
-                         protocol=mqtt.MQTTv5)
+                         protocol=mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311)
     client.connect("127.0.0.1", port)
     client.loop_start()
     infos = [client.publish(*birth_message(g, meters), qos=1, retain=True)

@@ -32,6 +32,7 @@ equal) and otherwise as its own Python function, uncompiled — the same results
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import sys
@@ -114,11 +115,7 @@ class LazyKernel:
 
     def __init__(self, function: Callable[..., Any]) -> None:
         self.py_func = function
-        self.__name__ = getattr(function, "__name__", "kernel")
-        self.__qualname__ = getattr(function, "__qualname__", self.__name__)
-        self.__doc__ = function.__doc__
-        self.__module__ = function.__module__
-        self.__wrapped__ = function
+        functools.update_wrapper(self, function, updated=())  # name, doc, module, __wrapped__
         self._dispatcher: Any = None
         self._twin: Callable[..., Any] | bool | None = None  # None: not looked up; False: none
 

@@ -21,6 +21,7 @@ compiled kernel never calls a stale or missing one — correct, at the JIT's mem
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -124,11 +125,7 @@ class AotKernel:
     def __init__(self, function: Callable[..., Any], variants: dict[tuple[str, ...], Any],
                  on_miss: Callable[[], Callable[..., Any]]) -> None:
         self.py_func = function
-        self.__name__ = getattr(function, "__name__", "kernel")
-        self.__qualname__ = getattr(function, "__qualname__", self.__name__)
-        self.__doc__ = function.__doc__
-        self.__module__ = function.__module__
-        self.__wrapped__ = function
+        functools.update_wrapper(self, function, updated=())  # name, doc, module, __wrapped__
         self.variants = variants
         self._on_miss = on_miss
         self.jit: Callable[..., Any] | None = None
@@ -141,7 +138,7 @@ class AotKernel:
                 return variant(*args)
         if self.jit is None:
             log.warning("kernel %s.%s: no ahead-of-time variant for (%s)%s: switching every "
-                        "kernel to numba's JIT", self.__module__, self.__qualname__,
+                        "kernel to numba's JIT", self.py_func.__module__, self.py_func.__qualname__,
                         ", ".join(map(type_key, args)), " with keywords" if kwargs else "")
             self.jit = self._on_miss()
         return self.jit(*args, **kwargs)
