@@ -31,6 +31,7 @@ from gateway.store import (
     StoreVersionError,
     is_priority_topic,
 )
+from gateway.store.connection import PAGE_CACHE_KIB
 from gateway.store.schema import APPLICATION_ID, LATEST_VERSION
 from protocols.payload import (
     AlarmEvent,
@@ -104,6 +105,8 @@ def test_new_store_is_configured_for_durability(tmp_path: Path) -> None:
         assert own is not None
         assert own.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert own.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        # Page cache bounded below SQLite's 2,000 KiB default (negative: KiB, not pages).
+        assert own.execute("PRAGMA cache_size").fetchone()[0] == -PAGE_CACHE_KIB
         assert store.last_seq == 0 and store.recovered_from is None
 
 
