@@ -211,6 +211,11 @@ def test_every_rejection_is_journaled_answered_and_puts_no_frame_on_the_bus(
             # A chain head published after the last verdict, i.e. covering it.
             assert wait_until(lambda: any(h["ts"] > last_ts for h in _audit_heads(observer, rig)),
                               10)
+            # Having verified commands and signed results and heads, the daemon has not loaded
+            # cryptography's extension (issue 18: protocols.ed25519 uses the mapped libcrypto).
+            assert rig.process is not None
+            maps = Path(f"/proc/{rig.process.pid}/maps").read_text()
+            assert "/cryptography/" not in maps and "libcrypto" in maps
             assert rig.stop_daemon() == 0
 
         # Every verdict is on the journal's record, with its code.
