@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import ctypes
-import ctypes.util
 import functools
 import os
 import re
@@ -96,7 +95,12 @@ def _lib() -> ctypes.CDLL:
         import _hashlib  # noqa: F401  (maps libcrypto; the module itself is not used)
     except ImportError:
         pass
-    path = _mapped_libcrypto() or ctypes.util.find_library("crypto")
+    path = _mapped_libcrypto()
+    if path is None:
+        # Imported here only: ctypes.util pulls in subprocess and tempfile (1.6 MB of RSS).
+        from ctypes.util import find_library
+
+        path = find_library("crypto")
     if path is None:
         raise BackendError("no libcrypto found: Ed25519 needs OpenSSL 1.1.1 or later")
     try:

@@ -160,6 +160,23 @@ def test_verify_wants_a_32_byte_public_key() -> None:
         SigningKey(b"\1" * 33)
 
 
+def test_without_proc_the_library_is_found_by_name_and_without_any_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes.util
+
+    monkeypatch.setattr(ed25519, "_mapped_libcrypto", lambda: None)
+    ed25519._lib.cache_clear()
+    try:
+        key = SigningKey(bytes(32))  # the library found by ctypes.util works the same
+        assert _they_verify(key.public_bytes(), key.sign(b"x"), b"x")
+        ed25519._lib.cache_clear()
+        monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+        with pytest.raises(ed25519.BackendError, match="no libcrypto found"):
+            SigningKey(bytes(32))
+    finally:
+        ed25519._lib.cache_clear()
+
+
 def test_generate_makes_distinct_working_keys() -> None:
     a, b = SigningKey.generate(), SigningKey.generate()
     assert a.public_bytes() != b.public_bytes()
