@@ -56,7 +56,7 @@ from gateway.store.errors import StoreError
 from gateway.store.files import write_atomically
 from gateway.uplink.mqtt_link import InboundCommand
 from protocols.dlt645.messages import ControlAction
-from protocols.ed25519 import SigningKey
+from protocols.ed25519 import BackendError, SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,15 @@ def ensure_gateway_key(config: GatewayConfig) -> Path:
 
 
 def load_result_signer(config: GatewayConfig) -> ResultSigner:
-    """The signer of command results, from :func:`ensure_gateway_key`'s file."""
+    """The signer of command results, from :func:`ensure_gateway_key`'s file. An interpreter
+    without a usable libcrypto cannot sign at all: that too is a one-line start error."""
+    try:
+        return _read_result_key(config)
+    except BackendError as exc:
+        raise GatewayKeyError(f"cannot sign command results: {exc}") from exc
+
+
+def _read_result_key(config: GatewayConfig) -> ResultSigner:
     path = ensure_gateway_key(config)
     try:
         return ResultSigner.from_pem(path, config.gateway.id)
