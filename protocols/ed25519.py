@@ -30,6 +30,7 @@ __all__ = [
     "SEED_BYTES",
     "SIGNATURE_BYTES",
     "BackendError",
+    "KeyKindError",
     "SigningKey",
     "load_pkcs8_pem",
     "load_spki_pem",
@@ -63,6 +64,11 @@ _PEM_BLOCK: Final = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1--
 class BackendError(RuntimeError):
     """Local error: no usable libcrypto (none mapped or found, or one older than OpenSSL 1.1.1),
     or OpenSSL failed where it cannot fail on valid input (out of memory)."""
+
+
+class KeyKindError(ValueError):
+    """The PEM holds another kind of key (RSA, EC, a public key where a private one is asked
+    for...) or a certificate: the file is fine, it is the wrong file."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,20 +311,22 @@ def _algorithm(identifier: bytes) -> None:
     oid = items[0][1]
     if oid != _OID_ED25519:
         kind = _OTHER_ALGORITHMS.get(oid, f"a key of algorithm OID {oid.hex()}")
-        raise ValueError(f"holds {kind}, not an Ed25519 key")
+        raise KeyKindError(f"holds {kind}, not an Ed25519 key")
     if len(items) != 1:
         raise ValueError("the Ed25519 algorithm identifier has parameters (RFC 8410 forbids them)")
 
 
 def _pem_body(pem: bytes, label: bytes, others: dict[bytes, str]) -> bytes:
     """The DER inside the first PEM block of ``pem`` labelled ``label``; a block with one of
-    the ``others`` labels is refused with its description."""
+    the ``others`` labels is refused as the wrong kind of key, an encrypted one as encrypted."""
     if not isinstance(pem, bytes):
         raise ValueError("PEM must be bytes")
     for match in _PEM_BLOCK.finditer(pem):
         found, body = match.group(1), match.group(2)
+        if found == b"ENCRYPTED PRIVATE KEY":
+            raise ValueError("the private key is encrypted; give an unencrypted one")
         if found in others:
-            raise ValueError(others[found])
+            raise KeyKindError(others[found])
         if found != label:
             continue
         if b":" in body:
@@ -331,7 +339,6 @@ def _pem_body(pem: bytes, label: bytes, others: dict[bytes, str]) -> bytes:
 
 
 _PRIVATE_OTHERS: Final = {
-    b"ENCRYPTED PRIVATE KEY": "the private key is encrypted; give an unencrypted one",
     b"RSA PRIVATE KEY": "holds an RSA key, not an Ed25519 key",
     b"EC PRIVATE KEY": "holds an EC key, not an Ed25519 key",
     b"DSA PRIVATE KEY": "holds a DSA key, not an Ed25519 key",

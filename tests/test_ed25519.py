@@ -259,12 +259,16 @@ def test_refusals_are_one_line_and_say_what_the_file_holds() -> None:
     with pytest.raises(ValueError) as caught:
         parse_private_key(rsa_private, "keys/op.key")
     message = str(caught.value)
-    assert message.startswith("keys/op.key: not an unencrypted PEM private key (holds an RSA key")
+    assert message.startswith("keys/op.key: holds an RSA key, not an Ed25519 key; give an Ed25519")
     assert "\n" not in message
-    with pytest.raises(ValueError, match="holds an RSA key"):
+    with pytest.raises(ed25519.KeyKindError, match="holds an RSA key"):
         load_spki_pem(rsa_public)
-    with pytest.raises(ValueError, match="holds a private key"):
+    with pytest.raises(ed25519.KeyKindError, match="holds a private key"):
         load_spki_pem(ours)
+    with pytest.raises(ValueError) as caught:
+        parse_private_key(b"junk " + encrypted, "keys/op.key")
+    assert str(caught.value).startswith("keys/op.key: not an unencrypted PEM private key (the "
+                                        "private key is encrypted")
 
 
 @settings(max_examples=300, deadline=None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from protocols.ed25519 import SigningKey, load_pkcs8_pem, load_spki_pem
+from protocols.ed25519 import KeyKindError, SigningKey, load_pkcs8_pem, load_spki_pem
 
 __all__ = ["ED25519_KEY_BYTES", "PublicKeyError", "parse_private_key", "parse_public_key",
            "raw_public_key"]
@@ -53,6 +53,10 @@ def parse_private_key(pem: bytes, source: str) -> SigningKey:
     """
     try:
         return load_pkcs8_pem(pem)
+    except KeyKindError as exc:
+        raise ValueError(
+            f"{source}: {exc}; give an Ed25519 private key (`gwtool keygen --out NAME` makes one)"
+        ) from None
     except ValueError as exc:
         raise ValueError(
             f"{source}: not an unencrypted PEM private key ({exc}); create one with "
