@@ -24,8 +24,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from firmware_tools.command_tools import verify_journal_file
 from gateway.control.commands import (
     CommandVerifier,
@@ -37,13 +35,14 @@ from gateway.control.commands import (
 )
 from protocols import cose
 from protocols.commands import build_envelope, parse_envelope, raw_public_key
+from protocols.ed25519 import SigningKey
 
 GW = "gw-bench"
 METERS = [f"m-{i:03d}" for i in range(1, 41)]
 
 
 def _command(
-    keys: list[tuple[Ed25519PrivateKey, str]], ctr: int, now: int, targets: list[str]
+    keys: list[tuple[SigningKey, str]], ctr: int, now: int, targets: list[str]
 ) -> bytes:
     env = build_envelope(aud=GW, action="trip", targets=targets, ctr=ctr, iat=now, ttl_s=60)
     payload = env.to_cbor()
@@ -79,9 +78,9 @@ def main() -> None:
     args = parser.parse_args()
 
     a, b, stranger = (
-        Ed25519PrivateKey.generate(),
-        Ed25519PrivateKey.generate(),
-        Ed25519PrivateKey.generate(),
+        SigningKey.generate(),
+        SigningKey.generate(),
+        SigningKey.generate(),
     )
     table = KeyTable.build(
         [

@@ -26,14 +26,14 @@ from bench.daemon_rig import REPO, command_line, import_rss_kib, note_start
 
 #: The daemon's imports in the order that attributes shared modules (asyncio) to the first user.
 CUMULATIVE_MODULES = (
-    "asyncio", "uvloop", "numpy", "cryptography.hazmat.primitives.asymmetric.ed25519", "cbor2",
+    "asyncio", "uvloop", "numpy", "ctypes", "cbor2",
     "serial", "pymodbus.client", "paho.mqtt.client", "construct", "protocols.dlt645",
     "gateway.config", "gateway.acquisition.factory", "gateway.pipeline.vee_stage",
     "gateway.control.commands.handler", "gateway.app.runtime", "gateway.app.daemon",
 )
 
 DEFAULT_MODULES = (
-    "asyncio", "uvloop", "numpy", "numba", "llvmlite.binding", "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "asyncio", "uvloop", "numpy", "numba", "llvmlite.binding", "cryptography.hazmat.primitives.asymmetric.ed25519", "protocols.ed25519",
     "rich.console", "pymodbus.client", "paho.mqtt.client", "cbor2", "construct", "serial",
     "edge_rules.vee_rules", "gateway.config", "gateway.app.runtime", "gateway.app.daemon",
 )

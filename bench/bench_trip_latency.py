@@ -59,8 +59,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cbor2
 import paho.mqtt.client as paho
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.daemon_rig import (
@@ -83,6 +81,7 @@ from protocols import cose
 from protocols import dlt645 as d
 from protocols.commands import build_envelope
 from protocols.dlt645.load_records import LoadRecord, encode_load_records
+from protocols.ed25519 import SigningKey
 
 METERS = 8
 KEYS = 20
@@ -210,9 +209,8 @@ class Operator:
         self._client.loop_stop()
 
 
-def _public_hex(key: Ed25519PrivateKey) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.Raw,
-                                         serialization.PublicFormat.Raw).hex()
+def _public_hex(key: SigningKey) -> str:
+    return key.public_bytes().hex()
 
 
 def _frame_starts(line: Dlt645Rig, address: str) -> list[float]:
@@ -225,7 +223,7 @@ def _percentile(sorted_ms: list[float], p: float) -> float:
     return sorted_ms[int(rank) - 1]
 
 
-def measure(line: Dlt645Rig, operator: Operator, keys: list[Ed25519PrivateKey], commands: int,
+def measure(line: Dlt645Rig, operator: Operator, keys: list[SigningKey], commands: int,
             warmup: int, daemon: Daemon) -> dict[str, list[float]]:
     addresses = sorted(line.meters)
     counters = [0] * len(keys)
@@ -266,7 +264,7 @@ def run_trips(baud: int, trips: int, warmup: int = 4) -> TripRun:
             workdir = Path(tmp)
             (workdir / "profiles").mkdir()
             (workdir / "profiles" / f"{PROFILE_NAME}.toml").write_text(PROFILE)
-            keys = [Ed25519PrivateKey.generate() for _ in range(KEYS)]
+            keys = [SigningKey.generate() for _ in range(KEYS)]
             addresses = consecutive_addresses("000000000101", METERS)
             with private_broker(workdir) as broker, run_dlt645_line(
                     addresses, baudrate=baud, response_delay_ms=RESPONSE_DELAY_MS,

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from central.errors import ConfigError
 from protocols.commands import parse_private_key, parse_public_key
+from protocols.ed25519 import SigningKey
 
 __all__ = ["AmqpSettings", "CentralConfig", "MqttSettings", "ReplaySettings", "TlsSettings",
            "load_config"]
@@ -68,7 +67,7 @@ class ReplaySettings:
     """The key replay commands are signed with (role VIEWER on each gateway) and their pacing."""
 
     kid: str
-    private_key: Ed25519PrivateKey
+    private_key: SigningKey
     #: At most one replay command per gateway this often (the gateway rate-limits too).
     min_interval_s: float = 10.0
     #: An open gap is asked for again after this long without being filled.

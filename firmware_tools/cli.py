@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from protocols import dlt645 as d
+from protocols.ed25519 import BackendError
 
 from .errors import ToolError
 
@@ -53,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except ToolError as exc:
+    except (ToolError, BackendError) as exc:  # BackendError: no libcrypto to sign with
         print(f"gwtool: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -28,9 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from gateway.config.operator_keys import KeyFormatError, parse_ed25519_public_key
 from protocols import cose
 from protocols.commands import (
@@ -51,6 +48,7 @@ from protocols.commands import (
     sign_command,
     verify_chain,
 )
+from protocols.ed25519 import SigningKey
 from protocols.topics import GatewayTopics
 
 from .errors import ToolError
@@ -71,12 +69,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         for path in (key_path, pub_path):
             if path.exists():
                 raise ToolError(f"{path} exists; pick another --out or pass --force to replace it")
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    key = SigningKey.generate()
+    pem = key.to_pkcs8_pem()
     try:
         key_path.parent.mkdir(parents=True, exist_ok=True)
         # Created 0600 from the first byte: never a moment where the key is world-readable.
@@ -131,7 +125,7 @@ def _params(text: str | None) -> dict[str, Any]:
     return value
 
 
-def _load_key(path: str) -> Ed25519PrivateKey:
+def _load_key(path: str) -> SigningKey:
     try:
         return parse_private_key(Path(path).read_bytes(), path)
     except FileNotFoundError:

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
 import cbor2
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols import cose
+from protocols.ed25519 import SigningKey
 
 __all__ = [
     "BUNDLE_VERSION",
@@ -170,7 +170,7 @@ def build_bundle(seq: int, gateways: Sequence[str], created_ms: int,
     return bundle
 
 
-def sign_bundle(bundle: SignedBundle, key: Ed25519PrivateKey, kid: str) -> SignedBundle:
+def sign_bundle(bundle: SignedBundle, key: SigningKey, kid: str) -> SignedBundle:
     """``bundle`` with its manifest signed by ``key`` (COSE_Sign1, protected ``{1: -8, 4: kid}``);
     a previous signature is replaced."""
     auth = cose.sign1(bundle.manifest_bytes, key,

@@ -20,9 +20,9 @@ is only as trustworthy as this module. What it guarantees, and why:
 * **External AAD is empty** for commands (DESIGN.md §6); the functions still take it so that the
   cose-wg example vectors, which use none, and any later profile can be checked.
 
-The cryptography package supplies Ed25519 (RFC 8032, deterministic): signing the same bytes with
-the same key yields the same signature, which is what lets the tests reproduce the published
-cose-wg vectors byte for byte.
+:mod:`protocols.ed25519` supplies Ed25519 (RFC 8032, deterministic; OpenSSL's, through the
+libcrypto the interpreter already maps): signing the same bytes with the same key yields the same
+signature, which is what lets the tests reproduce the published cose-wg vectors byte for byte.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from types import MappingProxyType
 from typing import Final, TypeAlias
 
 import cbor2
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from protocols import ed25519
+from protocols.ed25519 import SigningKey
 
 __all__ = [
     "ALG_EDDSA",
@@ -500,10 +501,8 @@ def _ed25519_verify(public_key: bytes, signature: bytes, to_be_signed: bytes) ->
             f"signature is {len(signature)} bytes; an Ed25519 signature is "
             f"{ED25519_SIGNATURE_BYTES} (Ed448 is not supported)"
         )
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, to_be_signed)
-    except InvalidSignature:
-        raise CoseSignatureError("signature does not verify with the key") from None
+    if not ed25519.verify(public_key, signature, to_be_signed):
+        raise CoseSignatureError("signature does not verify with the key")
 
 
 def ed25519_protected(kid: bytes | None = None) -> dict[HeaderLabel, object]:
@@ -532,13 +531,13 @@ def _protected_bytes(header: Mapping[HeaderLabel, object], what: str) -> bytes:
     return cbor2.dumps(_encode_header(header, what)) if header else b""
 
 
-def _signing_key(key: Ed25519PrivateKey | bytes) -> Ed25519PrivateKey:
-    if isinstance(key, Ed25519PrivateKey):
+def _signing_key(key: SigningKey | bytes) -> SigningKey:
+    if isinstance(key, SigningKey):
         return key
     if isinstance(key, bytes) and len(key) == ED25519_KEY_BYTES:
-        return Ed25519PrivateKey.from_private_bytes(key)
+        return SigningKey(key)
     raise CoseEncodeError(
-        f"signing key must be an Ed25519PrivateKey or {ED25519_KEY_BYTES} raw private bytes"
+        f"signing key must be an ed25519.SigningKey or {ED25519_KEY_BYTES} raw private bytes"
     )
 
 
@@ -552,7 +551,7 @@ def _check_disjoint(
 
 def sign1(
     payload: bytes,
-    key: Ed25519PrivateKey | bytes,
+    key: SigningKey | bytes,
     *,
     protected: Mapping[HeaderLabel, object],
     unprotected: Mapping[HeaderLabel, object] | None = None,
@@ -580,7 +579,7 @@ class Signer:
     """One signer of a COSE_Sign: ``key`` and the headers of its COSE_Signature (``protected``
     defaults to ``{1: -8, 4: kid}`` built from ``kid``)."""
 
-    key: Ed25519PrivateKey | bytes
+    key: SigningKey | bytes
     kid: bytes | None = None
     protected: Mapping[HeaderLabel, object] | None = None
     unprotected: Mapping[HeaderLabel, object] = field(default_factory=dict)

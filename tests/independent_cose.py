@@ -10,6 +10,7 @@ test can send a command that breaks the envelope's rules under a signature that 
 from __future__ import annotations
 
 import cbor2
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -19,6 +20,15 @@ _TAG_SIGN1 = 18
 _ALG_EDDSA = -8
 _HEADER_ALG = 1
 _HEADER_KID = 4
+
+
+def load_key(pem: bytes) -> Ed25519PrivateKey:
+    """The Ed25519 key of an unencrypted PKCS#8 PEM, read by ``cryptography`` (not by the
+    project's own :mod:`protocols.ed25519`, so that a test signing with it shares no key code)."""
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"not an Ed25519 key: {type(key).__name__}")
+    return key
 
 
 def sign1(payload: object, key: Ed25519PrivateKey, kid: bytes) -> bytes:

@@ -6,7 +6,6 @@ import hashlib
 
 import cbor2
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,8 +18,9 @@ from protocols.bundle import (
     verify_bundle,
 )
 from protocols.commands import raw_public_key
+from protocols.ed25519 import SigningKey
 
-KEY = Ed25519PrivateKey.generate()
+KEY = SigningKey.generate()
 KEYS = {"eng-1": raw_public_key(KEY)}
 CONFIG = b'[gateway]\nid = "gw-1"\n'
 PROFILE = b'kind = "dlt645"\n'
@@ -80,7 +80,7 @@ def test_flipped_byte_never_verifies_as_another_bundle(data: st.DataObject) -> N
 @pytest.mark.parametrize(("mutate", "code"), [
     (lambda: signed(seq=3), "stale_seq"),
     (lambda: signed(gateways=("gw-2",)), "wrong_gateway"),
-    (lambda: sign_bundle(decode_bundle(signed()), Ed25519PrivateKey.generate(), "eng-1")
+    (lambda: sign_bundle(decode_bundle(signed()), SigningKey.generate(), "eng-1")
      .to_cbor(), "bad_signature"),
     (lambda: sign_bundle(decode_bundle(signed()), KEY, "eng-9").to_cbor(), "unknown_key"),
     (lambda: decode_bundle(signed()).__class__(  # unsigned

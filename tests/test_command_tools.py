@@ -18,7 +18,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_tools.cli import main as gwtool
@@ -26,6 +25,7 @@ from gateway.config.loader import load_config
 from gateway.control.commands import CommandVerifier, Journal, ResultSigner, TrustedClock
 from protocols import cose
 from protocols.commands import parse_envelope, parse_private_key, raw_public_key
+from protocols.ed25519 import SigningKey
 from protocols.payload import Envelope
 from tests.broker import MosquittoBroker
 
@@ -208,7 +208,7 @@ class Responder:
     executed) on P/G/cmd/result. Optionally publishes a forged result first."""
 
     def __init__(self, broker: MosquittoBroker, config_path: Path, journal_path: Path,
-                 forge_with: Ed25519PrivateKey | None = None,
+                 forge_with: SigningKey | None = None,
                  audit_heads: bool = False) -> None:  # fmt: skip
         self.audit_heads = audit_heads
         config = load_config(config_path)
@@ -340,7 +340,7 @@ def test_send_command_ignores_a_forged_result(
     tmp_path: Path, mosquitto: MosquittoBroker, keys: dict[str, tuple[Path, Path]]
 ) -> None:
     responder = Responder(mosquitto, _config(tmp_path, keys), tmp_path / "audit.db",
-                          forge_with=Ed25519PrivateKey.generate())  # fmt: skip
+                          forge_with=SigningKey.generate())  # fmt: skip
     try:
         command = _sign(tmp_path, keys, "--ctr", "1")
         done = _send(mosquitto, command, keys, "--timeout", "20")

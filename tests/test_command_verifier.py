@@ -20,7 +20,6 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_tools.command_tools import verify_journal_file
 from gateway.config.loader import load_config
@@ -52,6 +51,7 @@ from protocols.commands import (
     read_result,
     read_result_topic,
 )
+from protocols.ed25519 import SigningKey
 from protocols.payload import Envelope, decode_message
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -62,8 +62,8 @@ UNSYNCED = KernelTimeState(
 )
 
 
-def _key(seed: int) -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+def _key(seed: int) -> SigningKey:
+    return SigningKey(bytes([seed]) * 32)
 
 
 OPERATOR_A = _key(1)
@@ -138,7 +138,7 @@ two_person_threshold = 10
 
 def command(
     *,
-    keys: Sequence[tuple[Ed25519PrivateKey, str]] = ((OPERATOR_A, "op-a"),),
+    keys: Sequence[tuple[SigningKey, str]] = ((OPERATOR_A, "op-a"),),
     action: str = "trip",
     targets: Sequence[str] | Mapping[str, str] = ("m-001", "m-002"),
     ctr: int = 1,
@@ -734,7 +734,7 @@ def test_verify_chain_passes_on_a_busy_journal(rig: Rig) -> None:
     assert os.path.getsize(rig.path) > 0
 
 
-def _spoiled(key: Ed25519PrivateKey, kid: bytes, **changes: object) -> tuple[bytes, bytes]:
+def _spoiled(key: SigningKey, kid: bytes, **changes: object) -> tuple[bytes, bytes]:
     """A signed command whose payload fields are changed after building (so that it breaks the
     envelope's rules) and signed again: (message, its id)."""
     message, cmd = command(ctr=7)
@@ -785,7 +785,7 @@ def test_a_payload_without_a_readable_id_gets_no_answer(rig: Rig) -> None:
 
 def _replay(ctr: int, params: Mapping[str, object] | None = None, *,
             targets: Sequence[str] | Mapping[str, str] = (GW,), role: str = "VIEWER",
-            keys: Sequence[tuple[Ed25519PrivateKey, str]] = ((OPERATOR_B, "op-b"),),
+            keys: Sequence[tuple[SigningKey, str]] = ((OPERATOR_B, "op-b"),),
             iat: int = int(NOW)) -> bytes:
     wanted = {"epoch": 7, "from_seq": 10, "to_seq": 19} if params is None else params
     return command(keys=keys, action="replay", targets=targets, ctr=ctr, role=role,

@@ -21,11 +21,11 @@ import operator
 
 import cbor2
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocols import cose
+from protocols.ed25519 import SigningKey
 
 # --- cose-wg/Examples eddsa-examples (see the module docstring) ---------------------------
 ED25519_D = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -62,14 +62,12 @@ EDDSA_02_CBOR_ED448 = bytes.fromhex(
 )
 
 
-def _key(seed: int) -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+def _key(seed: int) -> SigningKey:
+    return SigningKey(bytes([seed]) * 32)
 
 
-def _pub(key: Ed25519PrivateKey) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def _pub(key: SigningKey) -> bytes:
+    return key.public_bytes()
 
 
 # ------------------------------------------------------------------------ published vectors

@@ -12,16 +12,16 @@ from typing import Any
 
 import cbor2
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols.bundle import build_bundle, sign_bundle
 from protocols.commands import raw_public_key
+from protocols.ed25519 import SigningKey
 from tests.broker import Observer
 from tests.gateway_rig import GatewayRig, gateway_rig, reads_by_meter, wait_until
 
 HEALTH_TIMEOUT_S = 8.0
-ENGINEER = Ed25519PrivateKey.generate()
-OPERATOR = Ed25519PrivateKey.generate()
+ENGINEER = SigningKey.generate()
+OPERATOR = SigningKey.generate()
 
 
 def _journal(rig: GatewayRig) -> list[dict[str, Any]]:
@@ -47,7 +47,7 @@ def _drop(rig: GatewayRig, name: str, data: bytes) -> None:
     (inbox / f"{name}.part").rename(inbox / f"{name}.bundle")  # as docs/bundles.md says
 
 
-def _bundle(seq: int, config: bytes, *, key: Ed25519PrivateKey = ENGINEER, kid: str = "eng-1",
+def _bundle(seq: int, config: bytes, *, key: SigningKey = ENGINEER, kid: str = "eng-1",
             gateway: str = "gw-test") -> bytes:
     bundle = build_bundle(seq, [gateway], int(time.time() * 1000),
                           [("gateway.toml", "config", config)])
@@ -109,7 +109,7 @@ def test_bundles_switch_refuse_and_roll_back(tmp_path: Path) -> None:
                 (slow_rate, fast_rate)
 
             # 2. Refusals: each one journaled with its code, nothing switched.
-            other = Ed25519PrivateKey.generate()
+            other = SigningKey.generate()
             _drop(rig, "02-stale", _bundle(1, fast))
             _drop(rig, "03-wrong-gateway", _bundle(10, fast, gateway="gw-other"))
             _drop(rig, "04-bad-signature", _bundle(11, fast, key=other))

@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from gateway.control.commands import Journal, read_kernel_time_state
 from protocols import cose
 from protocols.commands import (
@@ -22,13 +20,14 @@ from protocols.commands import (
     raw_public_key,
     read_result_topic,
 )
+from protocols.ed25519 import SigningKey
 from tests.broker import Observer, publish_once
 from tests.gateway_rig import GatewayRig, decoded, gateway_rig, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _load_key(path: Path) -> Ed25519PrivateKey:
+def _load_key(path: Path) -> SigningKey:
     return parse_private_key(path.read_bytes(), str(path))
 
 
@@ -59,7 +58,7 @@ def _send(rig: GatewayRig, key: Path, tmp: Path, name: str, *extra: str,
     return {"code": sent.returncode, "out": sent.stdout, "err": sent.stderr}
 
 
-def _signed(key: Ed25519PrivateKey, kid: str, *, aud: str, targets: list[str], ctr: int,
+def _signed(key: SigningKey, kid: str, *, aud: str, targets: list[str], ctr: int,
             action: str = "trip", role: str = "OPERATOR") -> tuple[bytes, bytes]:
     """(command id, COSE_Sign1 bytes) built with the library gwtool uses, so that the test can
     then spoil exactly one thing about an otherwise acceptable command."""
@@ -122,7 +121,7 @@ def test_every_rejection_is_journaled_answered_and_puts_no_frame_on_the_bus(
             f'\n[[operators]]\nkid = "op-v"\npublic_key = "{tmp_path / "viewer.pub"}"\n'
             'roles = ["VIEWER"]\n'))
         viewer = _load_key(tmp_path / "viewer.key")
-        stranger = Ed25519PrivateKey.generate()  # a valid key the gateway was never told about
+        stranger = SigningKey.generate()  # a valid key the gateway was never told about
         gw = rig.gateway_id
         with Observer(rig.broker, "mtr/v1/#", client_id="cmd-observer") as observer:
             rig.start_daemon()
@@ -212,6 +211,11 @@ def test_every_rejection_is_journaled_answered_and_puts_no_frame_on_the_bus(
             # A chain head published after the last verdict, i.e. covering it.
             assert wait_until(lambda: any(h["ts"] > last_ts for h in _audit_heads(observer, rig)),
                               10)
+            # Having verified commands and signed results and heads, the daemon has not loaded
+            # cryptography's extension (issue 18: protocols.ed25519 uses the mapped libcrypto).
+            assert rig.process is not None
+            maps = Path(f"/proc/{rig.process.pid}/maps").read_text()
+            assert "/cryptography/" not in maps and "libcrypto" in maps
             assert rig.stop_daemon() == 0
 
         # Every verdict is on the journal's record, with its code.
@@ -367,8 +371,6 @@ def test_every_command_with_a_readable_id_gets_a_signed_rejection(tmp_path: Path
     with ``exp`` before ``iat``, an unknown action, or targets that are not a list each get a
     result signed by the gateway's key: ``rejected``, the reason naming the field. Bytes with
     no readable id are journaled and stay unanswered, as before."""
-    from cryptography.hazmat.primitives import serialization
-
     from tests import independent_cose
 
     with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=2, modbus_meters=0,
@@ -376,9 +378,8 @@ def test_every_command_with_a_readable_id_gets_a_signed_rejection(tmp_path: Path
         target = f"m-{sorted(rig.lines['rs485-1'].meters)[0][-4:]}"
         assert gwtool("keygen", "--out", str(tmp_path / "gw")).returncode == 0
         key_path = _setup(rig, tmp_path, "none", f'gateway_key = "{tmp_path / "gw.key"}"\n')
-        op1 = _load_key(key_path)
-        gateway_public = _load_key(tmp_path / "gw.key").public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        op1 = independent_cose.load_key(key_path.read_bytes())
+        gateway_public = _load_key(tmp_path / "gw.key").public_bytes()
         now = int(time.time())
         base: dict[str, object] = {"v": 1, "aud": rig.gateway_id, "iat": now, "exp": now + 60,
                                    "role": "OPERATOR", "action": "alarm", "targets": [target],

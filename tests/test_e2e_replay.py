@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
-from cryptography.hazmat.primitives import serialization
 
 from gateway.store import Store
 from protocols.commands import build_envelope, parse_private_key
@@ -41,10 +40,9 @@ class Consumer:
     def __init__(self, rig: GatewayRig, tmp: Path, observer: Observer) -> None:
         self.rig = rig
         self.observer = observer
-        self.key = parse_private_key((tmp / "central.key").read_bytes(), "central.key")
+        self.key = independent_cose.load_key((tmp / "central.key").read_bytes())
         gateway_key = parse_private_key((tmp / "gw.key").read_bytes(), "gw.key")
-        self.gateway_public = gateway_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self.gateway_public = gateway_key.public_bytes()
         self.ctr = 0
 
     def replay(self, epoch: int, from_seq: int, to_seq: int) -> tuple[bytes, str]:

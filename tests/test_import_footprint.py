@@ -1,5 +1,6 @@
 """What the daemon's modules load at import (docs/performance.md, Memory): no numba/llvmlite
-(about 150 MiB together) and no rich in a fresh interpreter that imports the daemon, no DL/T 645
+(about 150 MiB together), no rich and no cryptography (7-9 MiB; Ed25519 is
+:mod:`protocols.ed25519` on the interpreter's own libcrypto) in a fresh interpreter that imports the daemon, no DL/T 645
 codec, construct or numpy.ma until a gateway needs them, and the DL/T 645 catalogue is generated
 only when something uses it. A fresh interpreter, because this test
 process has imported everything already."""
@@ -34,7 +35,7 @@ def test_daemon_import_leaves_out_numba_rich_and_the_dlt645_catalogue() -> None:
     out = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=120, check=True)
     found = json.loads(out.stdout)
-    for heavy in ("numba", "llvmlite", "rich"):
+    for heavy in ("numba", "llvmlite", "rich", "cryptography"):
         assert heavy not in found["loaded"]
     assert "gateway" in found["loaded"] and "numpy" in found["loaded"]
     # A Modbus-only gateway needs ControlAction, Version and the clock helpers, not the codec:
@@ -46,6 +47,40 @@ def test_daemon_import_leaves_out_numba_rich_and_the_dlt645_catalogue() -> None:
     # first use generates the whole table
     assert found["item"] == "energy.active.import.total"
     assert found["size"] > 2000
+
+
+_SIGNING_PROBE = """
+import json, sys, tempfile
+from pathlib import Path
+import gateway.app.daemon
+from gateway.control.commands import ResultSigner
+from protocols.commands import ChainHead, read_result_topic
+from protocols.ed25519 import SigningKey
+path = Path(tempfile.mkdtemp()) / "gateway-result.key"
+path.write_bytes(SigningKey.generate().to_pkcs8_pem())
+signer = ResultSigner.from_pem(path, "gw-1")
+message = signer.audit_head_message(topic_prefix="mtr/v1", epoch=1, ts=1_767_225_600_000,
+                                    head=ChainHead(3, bytes(32), 1_767_225_600_000), records=3)
+payload = message.build(7)
+head = read_result_topic(payload, signer.public_key)
+maps = open("/proc/self/maps").read()
+print(json.dumps({"loaded": sorted(m for m in sys.modules if m.startswith("cryptography")),
+                  "mapped": sorted({line.split()[-1] for line in maps.splitlines()
+                                    if "/cryptography/" in line}),
+                  "libcrypto": sum("libcrypto" in line for line in maps.splitlines()) > 0,
+                  "records": head.records}))
+"""
+
+
+def test_the_daemon_signs_its_audit_heads_without_cryptography() -> None:
+    """The daemon's result key loaded and an audit head signed and read back, the way the
+    running daemon does it: neither ``cryptography`` nor its Rust extension is loaded (its own
+    OpenSSL copy is what issue 18 saved); the libcrypto that signs is the one already mapped."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", _SIGNING_PROBE], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120, check=True)
+    found = json.loads(out.stdout)
+    assert found == {"loaded": [], "mapped": [], "libcrypto": True, "records": 3}
 
 
 def test_every_public_dlt645_name_has_its_lazy_home() -> None:

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.analytics.outages import PowerWatch, ServedArea
 from gateway.config.loader import load_config
@@ -23,13 +22,14 @@ from gateway.control.commands.planned import (
     PlannedWindow,
 )
 from protocols.commands import raw_public_key
+from protocols.ed25519 import SigningKey
 from tests.test_command_verifier import GW, NOW, command
 from tests.test_outages import FakeAlarms, drive
 
-OPERATOR = Ed25519PrivateKey.from_private_bytes(bytes([1]) * 32)
-ENGINEER = Ed25519PrivateKey.from_private_bytes(bytes([3]) * 32)
-VIEWER = Ed25519PrivateKey.from_private_bytes(bytes([4]) * 32)
-SECADM = Ed25519PrivateKey.from_private_bytes(bytes([5]) * 32)
+OPERATOR = SigningKey(bytes([1]) * 32)
+ENGINEER = SigningKey(bytes([3]) * 32)
+VIEWER = SigningKey(bytes([4]) * 32)
+SECADM = SigningKey(bytes([5]) * 32)
 START = int(NOW) + 600
 AREA_METERS = ("m-001", "m-002", "m-003")
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gateway.store import Store
 from tests.readonly_fs import remount_readonly, small_tmpfs
 
@@ -95,3 +97,20 @@ def test_damaged_result_key(tmp_path: Path) -> None:
     line = _assert_one_line_failure(_run_gateway(_config(tmp_path, data_dir)),
                                     data_dir / "gateway-result.key")
     assert "Ed25519" in line
+
+
+def test_no_libcrypto_to_sign_with_is_a_result_key_error(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a usable libcrypto the gateway cannot sign results: GatewayKeyError, the start
+    error the daemon reports in one line, not a traceback from deep inside the signer."""
+    from gateway.config.loader import load_config
+    from gateway.control.commands.handler import GatewayKeyError, load_result_signer
+    from protocols import ed25519
+
+    def no_library() -> None:
+        raise ed25519.BackendError("no libcrypto found: Ed25519 needs OpenSSL 1.1.1 or later")
+
+    monkeypatch.setattr(ed25519, "_lib", no_library)
+    config = load_config(_config(tmp_path, tmp_path / "var"))
+    with pytest.raises(GatewayKeyError, match="cannot sign command results: no libcrypto found"):
+        load_result_signer(config)

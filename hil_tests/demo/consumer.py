@@ -38,8 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from protocols.ed25519 import SigningKey
 
 __all__ = ["CentralSnapshot", "DemoCentral"]
 
@@ -74,14 +73,12 @@ class CentralSnapshot:
         return int(s.get("open_gaps", 0)), int(s.get("gaps_filled", 0))
 
 
-def _pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+def _pem(key: SigningKey) -> bytes:
+    return key.to_pkcs8_pem()
 
 
-def _public_hex(key: Ed25519PrivateKey) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.Raw,
-                                         serialization.PublicFormat.Raw).hex()
+def _public_hex(key: SigningKey) -> str:
+    return key.public_bytes().hex()
 
 
 @dataclass
@@ -118,7 +115,7 @@ class DemoCentral:
         self._values_per_s: float | None = None
         self._worker_exits: list[int] = []
         self._caught_up = True  # False while a stop during the scenario's outage is unresolved
-        replay_key, gateway_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        replay_key, gateway_key = SigningKey.generate(), SigningKey.generate()
         keys = root / "keys"
         keys.mkdir(exist_ok=True)
         (keys / f"{REPLAY_KID}.key").write_bytes(_pem(replay_key))

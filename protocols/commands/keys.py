@@ -13,8 +13,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from protocols.ed25519 import KeyKindError, SigningKey, load_pkcs8_pem, load_spki_pem
 
 __all__ = ["ED25519_KEY_BYTES", "PublicKeyError", "parse_private_key", "parse_public_key",
            "raw_public_key"]
@@ -38,35 +37,33 @@ def parse_public_key(data: bytes) -> bytes:
         if b"PRIVATE KEY" in text.split(b"\n", 1)[0]:
             raise PublicKeyError("this is a PRIVATE key; give the public key")
         try:
-            key = serialization.load_pem_public_key(text)
+            return load_spki_pem(text)
         except ValueError as exc:
-            raise PublicKeyError(f"PEM does not parse: {exc}") from exc
-        if not isinstance(key, Ed25519PublicKey):
-            raise PublicKeyError(f"PEM holds a {type(key).__name__}, not an Ed25519 key")
-        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            raise PublicKeyError(f"not an Ed25519 PEM public key: {exc}") from None
     raise PublicKeyError(
         f"{len(data)} bytes that are neither 32 raw bytes, 64 hex digits nor a PEM public key"
     )
 
 
-def parse_private_key(pem: bytes, source: str) -> Ed25519PrivateKey:
-    """The Ed25519 private key in ``pem`` (unencrypted PEM, as ``gwtool keygen`` writes it).
+def parse_private_key(pem: bytes, source: str) -> SigningKey:
+    """The Ed25519 private key in ``pem`` (unencrypted PKCS#8 PEM, as ``gwtool keygen`` writes it).
 
-    ValueError says what is wrong, prefixed with ``source`` (usually the file name) so that the
-    message is useful without the caller adding context.
+    ValueError says what is wrong in one line, prefixed with ``source`` (usually the file name)
+    so that the message is useful without the caller adding context.
     """
     try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
+        return load_pkcs8_pem(pem)
+    except KeyKindError as exc:
+        raise ValueError(
+            f"{source}: {exc}; give an Ed25519 private key (`gwtool keygen --out NAME` makes one)"
+        ) from None
+    except ValueError as exc:
         raise ValueError(
             f"{source}: not an unencrypted PEM private key ({exc}); create one with "
             "`gwtool keygen --out NAME`"
         ) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{source}: holds a {type(key).__name__}, not an Ed25519 private key")
-    return key
 
 
-def raw_public_key(key: Ed25519PrivateKey) -> bytes:
+def raw_public_key(key: SigningKey) -> bytes:
     """The 32 raw bytes of the public half of ``key``."""
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key.public_bytes()

@@ -22,10 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from protocols import cose
 from protocols.commands.audit_chain import ChainHead
+from protocols.ed25519 import SigningKey
 from protocols.payload import (
     CMD_STATUSES,
     Envelope,
@@ -51,7 +50,7 @@ RESULT_QOS: Final = 1
 
 
 def sign_result(
-    key: Ed25519PrivateKey, kid: bytes, env: Envelope, cmd: bytes, status: str, reason: str
+    key: SigningKey, kid: bytes, env: Envelope, cmd: bytes, status: str, reason: str
 ) -> bytes:
     """The COSE_Sign1 bytes of one command result (PayloadEncodeError for a bad status or id).
 
@@ -62,7 +61,7 @@ def sign_result(
 
 
 def sign_audit_head(
-    key: Ed25519PrivateKey, kid: bytes, env: Envelope, head: ChainHead, records: int
+    key: SigningKey, kid: bytes, env: Envelope, head: ChainHead, records: int
 ) -> bytes:
     """The COSE_Sign1 bytes of an audit chain-head publication (``audit-head`` of
     docs/payloads.cddl): the anchor ``gwtool audit verify --head`` compares a journal with."""

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from protocols import cose
 from protocols.commands.envelope import CommandEnvelope
+from protocols.ed25519 import SigningKey
 
 __all__ = ["sign_command"]
 
 
 def sign_command(
-    envelope: CommandEnvelope, signers: Sequence[tuple[Ed25519PrivateKey, str]]
+    envelope: CommandEnvelope, signers: Sequence[tuple[SigningKey, str]]
 ) -> bytes:
     """The signed command: a COSE_Sign1 for one ``(key, kid)``, a COSE_Sign for two (the
     two-person rule). ValueError for no signer or more than two."""

@@ -21,13 +21,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.decoding import value_text
 from central.storage import open_database
 from gateway.store.aliases import load_bindings
 from protocols.commands import raw_public_key
+from protocols.ed25519 import SigningKey
 from protocols.payload import AliasBook, decode_message, parse_reads
 from tests.central.served import Served, compare, served_reads
 from tests.central.support import fresh_pg
@@ -171,8 +170,8 @@ def _subscribed(config: Path, name: str, times: int = 1, timeout: float = 30) ->
                       timeout), log.read_text() if log.exists() else "no worker log"
 
 
-def _trust_replay_key(rig: GatewayRig, tmp_path: Path, replay_key: Ed25519PrivateKey,
-                      gateway_key: Ed25519PrivateKey) -> None:
+def _trust_replay_key(rig: GatewayRig, tmp_path: Path, replay_key: SigningKey,
+                      gateway_key: SigningKey) -> None:
     """The gateway's config: the consumer's key as a VIEWER operator, a known result key."""
     assert rig.config_path is not None
     (tmp_path / "central-1.pub").write_text(raw_public_key(replay_key).hex())
@@ -184,10 +183,8 @@ def _trust_replay_key(rig: GatewayRig, tmp_path: Path, replay_key: Ed25519Privat
         + 'roles = ["VIEWER"]\n')
 
 
-def _pem(key: Ed25519PrivateKey, path: Path) -> Path:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+def _pem(key: SigningKey, path: Path) -> Path:
+    path.write_bytes(key.to_pkcs8_pem())
     return path
 
 
@@ -301,7 +298,7 @@ def test_gap_is_filled_by_a_signed_replay(tmp_path: Path, payload_version: int) 
     """Also the one run with the daemon publishing schema v1 (``[mqtt] payload_version = 1``,
     for consumers that predate v2): both schemas are stored the same, exactly."""
     url = f"sqlite:///{tmp_path / 'central.sqlite'}"
-    replay_key, gateway_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    replay_key, gateway_key = SigningKey.generate(), SigningKey.generate()
     with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=3, modbus_meters=1,
                      poll_interval_s=1.0) as rig:
         assert rig.config_path is not None
@@ -358,7 +355,7 @@ def test_broker_outage_daemon_crash_and_broker_loss_leave_nothing_missing(
     value they served, and every gap the consumer saw was filled by a replay."""
     url = (f"sqlite:///{tmp_path / 'central.sqlite'}" if engine == "sqlite"
            else fresh_pg(request.getfixturevalue("pg_server")))
-    replay_key, gateway_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    replay_key, gateway_key = SigningKey.generate(), SigningKey.generate()
     with gateway_rig(tmp_path, dlt645_buses=1, meters_per_bus=4, modbus_meters=1,
                      poll_interval_s=1.0) as rig:
         _trust_replay_key(rig, tmp_path, replay_key, gateway_key)

@@ -6,7 +6,6 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +14,7 @@ from central.decoding import Decoder, InboundError, ResultIn
 from central.errors import ConfigError
 from central.streams import SeqRange, add_seq, contains, covered, holes, subtract
 from protocols.commands import raw_public_key, sign_result
+from protocols.ed25519 import SigningKey
 from protocols.payload import Envelope, build_reads
 from tests.central.support import EPOCH, PREFIX, register
 
@@ -62,7 +62,7 @@ def test_bad_messages_are_refused_with_one_line(topic: str, payload: bytes, why:
 
 
 def test_results_are_verified_with_the_pinned_key() -> None:
-    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    key, other = SigningKey.generate(), SigningKey.generate()
     signed = sign_result(key, b"gw-1", Envelope("gw-1", EPOCH, 7, 1), b"\x01" * 16, "failed",
                          "oldest seq held is 40")
     topic = f"{PREFIX}/gw-1/cmd/result"
@@ -87,7 +87,7 @@ def test_config_errors_name_file_key_and_expectation(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as info:
             load_config(path)
         assert str(path) in str(info.value) and expected in str(info.value), info.value
-    (tmp_path / "k.pub").write_text(raw_public_key(Ed25519PrivateKey.generate()).hex())
+    (tmp_path / "k.pub").write_text(raw_public_key(SigningKey.generate()).hex())
     path.write_text("[database]\nurl = 'sqlite:///var/c.sqlite'\n[[gateways]]\nid = 'gw-1'\n"
                     "result_key = 'k.pub'\n")
     config = load_config(path)
@@ -114,7 +114,7 @@ def test_replay_command_is_a_viewer_replay_signed_by_the_configured_key(
 
     if "replay" not in envelope.ACTIONS:
         monkeypatch.setattr(envelope, "ACTIONS", (*envelope.ACTIONS, "replay"))
-    key = Ed25519PrivateKey.generate()
+    key = SigningKey.generate()
     settings = ReplaySettings(kid="central-1", private_key=key, ttl_s=120)
     command = build_replay(GapClaim("gw-7", EPOCH, 41, 57, ctr=1_800_000_000_000), settings,
                            PREFIX, now_s=1_800_000_000)

@@ -32,9 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from gateway.acquisition.base import ScheduledBus
 from gateway.acquisition.modbus_bus import ModbusBus
 from gateway.config import GatewayConfig, MeterConfig
@@ -59,6 +56,7 @@ from gateway.store.errors import StoreError
 from gateway.store.files import write_atomically
 from gateway.uplink.mqtt_link import InboundCommand
 from protocols.dlt645.messages import ControlAction
+from protocols.ed25519 import BackendError, SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +95,8 @@ def ensure_gateway_key(config: GatewayConfig) -> Path:
         return Path(config.commands.gateway_key)
     path = Path(config.gateway.data_dir) / "gateway-result.key"
     if not path.exists():
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        key = SigningKey.generate()
+        pem = key.to_pkcs8_pem()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(path, pem, mode=0o600)
@@ -108,15 +105,21 @@ def ensure_gateway_key(config: GatewayConfig) -> Path:
                 f"result key {path}: cannot be created ({exc.strerror}); make the data_dir "
                 "writable by the gateway user, or set [commands] gateway_key to an existing key"
             ) from exc
-        public = key.public_key().public_bytes(serialization.Encoding.Raw,
-                                               serialization.PublicFormat.Raw)
         log.warning("created the gateway's result-signing key %s (public key %s); set "
-                    "[commands] gateway_key to manage it yourself", path, public.hex())
+                    "[commands] gateway_key to manage it yourself", path, key.public_bytes().hex())
     return path
 
 
 def load_result_signer(config: GatewayConfig) -> ResultSigner:
-    """The signer of command results, from :func:`ensure_gateway_key`'s file."""
+    """The signer of command results, from :func:`ensure_gateway_key`'s file. An interpreter
+    without a usable libcrypto cannot sign at all: that too is a one-line start error."""
+    try:
+        return _read_result_key(config)
+    except BackendError as exc:
+        raise GatewayKeyError(f"cannot sign command results: {exc}") from exc
+
+
+def _read_result_key(config: GatewayConfig) -> ResultSigner:
     path = ensure_gateway_key(config)
     try:
         return ResultSigner.from_pem(path, config.gateway.id)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from gateway.store.records import OutboxMessage
 from protocols.commands.audit_chain import ChainHead
 from protocols.commands.keys import parse_private_key, raw_public_key
 from protocols.commands.results import RESULT_QOS, sign_audit_head, sign_result
+from protocols.ed25519 import SigningKey
 from protocols.payload import CMD_STATUSES, Envelope
 from protocols.topics import GatewayTopics
 
@@ -24,7 +23,7 @@ from protocols.topics import GatewayTopics
 class ResultSigner:
     """Signs command results with the gateway's key; its kid is the gateway id (UTF-8)."""
 
-    def __init__(self, key: Ed25519PrivateKey, gateway_id: str) -> None:
+    def __init__(self, key: SigningKey, gateway_id: str) -> None:
         self._key = key
         self.gateway_id = gateway_id
         self.kid = gateway_id.encode("utf-8")
