@@ -34,7 +34,6 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.app.bundle_files import MARKER, recover_switch
-from gateway.app.bundles import BundleApplier
 from gateway.app.event_loop import running_loop_name
 from gateway.app.health import HealthReporter, LoopLagMonitor
 from gateway.app.heap import freeze_long_lived, thaw
@@ -138,6 +137,10 @@ class GatewayDaemon:
             self.supervisor.start("maintenance", self._maintenance_loop())
             self.supervisor.start("watchdog", self._watchdog_loop())
             if config.update.inbox_dir is not None:
+                # Imported here: bundle verification (protocols.bundle) is code a gateway
+                # without an inbox never runs, and its modules would only take memory.
+                from gateway.app.bundles import BundleApplier
+
                 self.supervisor.start("bundles", BundleApplier(self, config.update).run())
             freeze_long_lived()  # start-up state is never garbage: keep full collections off it
             self.notifier.ready(f"polling {len(config.meters)} meters on {len(config.buses)} buses")
