@@ -36,7 +36,13 @@ from gateway import __version__
 from gateway.app.bundle_files import MARKER, recover_switch
 from gateway.app.event_loop import running_loop_name
 from gateway.app.health import HealthReporter, LoopLagMonitor
-from gateway.app.heap import freeze_long_lived, thaw
+from gateway.app.heap import (
+    TRIM_FIRST_S,
+    TRIM_INTERVAL_S,
+    freeze_long_lived,
+    release_free_memory,
+    thaw,
+)
 from gateway.app.plan import Plan, build_plan
 from gateway.app.runtime import Runtime
 from gateway.app.store_guard import StoreGuard
@@ -303,11 +309,15 @@ class GatewayDaemon:
     # -- periodic work ------------------------------------------------------------------------------
     async def _maintenance_loop(self) -> None:
         """Disk alarms, retries of anything held for the store, WAL, ballast, retention
-        (gateway/app/store_guard.py)."""
+        (gateway/app/store_guard.py); free heap memory back to the kernel (gateway/app/heap.py)."""
+        trim_at = time.monotonic() + TRIM_FIRST_S
         while True:
             interval = self.runtime.config.store.disk_check_interval_s if self.runtime else 5.0
             if self.guard is not None:
                 self.guard.check()
+            if time.monotonic() >= trim_at:
+                release_free_memory()
+                trim_at = time.monotonic() + TRIM_INTERVAL_S
             await asyncio.sleep(interval)
 
     def unhealthy(self) -> list[str]:
