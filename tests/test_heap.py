@@ -78,8 +78,13 @@ def test_free_heap_pages_go_back_to_the_kernel() -> None:
 def test_the_maintenance_loop_releases_free_memory_after_start(
         monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
+
+    def release() -> bool:
+        calls.append(1)
+        return True
+
     monkeypatch.setattr(daemon, "TRIM_FIRST_S", 0.0)
-    monkeypatch.setattr(daemon, "release_free_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(daemon, "release_free_memory", release)
     owner = SimpleNamespace(runtime=None, guard=None)
 
     async def run_briefly() -> None:
