@@ -30,6 +30,7 @@ from gateway.config import (
 )
 from protocols import dlt645 as d
 from protocols.modbus.profile import ModbusProfile
+from protocols.modbus.register_map import ReadBlock, plan_reads
 from protocols.profiles import Dlt645Profile, ProfileError, load_profile
 
 if TYPE_CHECKING:
@@ -149,6 +150,8 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
     profiles = load_profiles(config)
     mono, wall = time.monotonic(), time.time()
     buses: list[ScheduledBus] = []  # type: ignore[type-arg]
+    #: Read plans by profile (``profiles`` keeps every profile alive, so ids stay unique).
+    read_plans: dict[int, list[ReadBlock]] = {}
     for bus in config.buses:
         meters_cfg = config.meters_on(bus.name)
         settings = _settings(bus, getattr(bus, "max_concurrency", 1))
@@ -181,7 +184,13 @@ def build_buses(config: GatewayConfig, outbound: asyncio.Queue[PollResult | BusE
             for m in meters_cfg:
                 profile = profiles[m.id]
                 assert isinstance(profile, ModbusProfile)
-                mb_meter = make_meter(m.id, int(m.address), profile, schedule(m.poll_interval_s))
+                # One read plan per profile, not per meter: 100 meters of one profile held 100
+                # equal plans, each with its own decode plans (struct formats per register).
+                blocks = read_plans.get(id(profile))
+                if blocks is None:
+                    blocks = read_plans[id(profile)] = plan_reads(profile)
+                mb_meter = make_meter(m.id, int(m.address), profile, schedule(m.poll_interval_s),
+                                      blocks=blocks)
                 mb_meter.clock = _clock_cadence(config, profile, clocked, m.id, mono)
                 mb_meters.append(mb_meter)
             if isinstance(bus, TcpBusConfig):

@@ -77,9 +77,12 @@ class RelayRead:
     address: int
 
 
-def make_meter(meter_id: str, unit: int, profile: ModbusProfile, schedule: Any) -> ModbusMeter:
+def make_meter(meter_id: str, unit: int, profile: ModbusProfile, schedule: Any, *,
+               blocks: list[ReadBlock] | None = None) -> ModbusMeter:
+    """``blocks``: the profile's read plan when the caller already made it; meters of one
+    profile share it (and so the decode plans cached per block), nobody changes it."""
     return ModbusMeter(meter_id=meter_id, address=str(unit), schedule=schedule, unit=unit,
-                       profile=profile, blocks=plan_reads(profile))
+                       profile=profile, blocks=plan_reads(profile) if blocks is None else blocks)
 
 
 class ModbusBus(ScheduledBus[ModbusMeter]):

@@ -34,10 +34,15 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.app.bundle_files import MARKER, recover_switch
-from gateway.app.bundles import BundleApplier
 from gateway.app.event_loop import running_loop_name
 from gateway.app.health import HealthReporter, LoopLagMonitor
-from gateway.app.heap import freeze_long_lived, thaw
+from gateway.app.heap import (
+    TRIM_FIRST_S,
+    TRIM_INTERVAL_S,
+    freeze_long_lived,
+    release_free_memory,
+    thaw,
+)
 from gateway.app.plan import Plan, build_plan
 from gateway.app.runtime import Runtime
 from gateway.app.store_guard import StoreGuard
@@ -138,6 +143,10 @@ class GatewayDaemon:
             self.supervisor.start("maintenance", self._maintenance_loop())
             self.supervisor.start("watchdog", self._watchdog_loop())
             if config.update.inbox_dir is not None:
+                # Imported here: bundle verification (protocols.bundle) is code a gateway
+                # without an inbox never runs, and its modules would only take memory.
+                from gateway.app.bundles import BundleApplier
+
                 self.supervisor.start("bundles", BundleApplier(self, config.update).run())
             freeze_long_lived()  # start-up state is never garbage: keep full collections off it
             self.notifier.ready(f"polling {len(config.meters)} meters on {len(config.buses)} buses")
@@ -300,11 +309,15 @@ class GatewayDaemon:
     # -- periodic work ------------------------------------------------------------------------------
     async def _maintenance_loop(self) -> None:
         """Disk alarms, retries of anything held for the store, WAL, ballast, retention
-        (gateway/app/store_guard.py)."""
+        (gateway/app/store_guard.py); free heap memory back to the kernel (gateway/app/heap.py)."""
+        trim_at = time.monotonic() + TRIM_FIRST_S
         while True:
             interval = self.runtime.config.store.disk_check_interval_s if self.runtime else 5.0
             if self.guard is not None:
                 self.guard.check()
+            if time.monotonic() >= trim_at:
+                release_free_memory()
+                trim_at = time.monotonic() + TRIM_INTERVAL_S
             await asyncio.sleep(interval)
 
     def unhealthy(self) -> list[str]:

@@ -122,7 +122,10 @@ class Runtime:
 
     def _meter_sites(self) -> list[MeterSite]:
         """Meters with a ``phase``: re-probed with their neighbours on a missed poll, and
-        classified for outage.meter / outage.phase (docs/outages.md)."""
+        classified for outage.meter / outage.phase (docs/outages.md). Without a phased meter
+        there is nothing to classify, and the outage analytics are not imported."""
+        if all(m.phase is None for m in self.config.meters):
+            return []
         from gateway.analytics.outages import served_areas
 
         area_of: dict[str, str] = {}
@@ -209,7 +212,10 @@ class Runtime:
 
             self.committer.record_checks = ask
             self._start("meter-records", self._read_records(checks))
-        if config.clock.mode != "off":
+        # Clock grading and sync only where a profile reads a clock (the watch grades nothing
+        # else): without one, the sync policy and runner are not even imported.
+        if config.clock.mode != "off" and any(getattr(slot, "reads_clock", False)
+                                              for bus in self.buses for slot in bus.meters):
             from gateway.control.meter_clock import MeterClockWatch
 
             watch = MeterClockWatch(config, self.vee, self.services.alarms,
