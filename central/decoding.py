@@ -24,12 +24,14 @@ rejected — dedupe and gap detection key on (gw, epoch, seq), so they must be t
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeAlias, cast
 
+from central.copy_text import v2_copy_lines
 from protocols.commands import AuditHeadMessage, ResultError, read_result_topic
 from protocols.payload import (
     AliasBook,
@@ -75,17 +77,61 @@ class Stream:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
 class ReadsIn:
     """A reads message: ``rows`` its records as stored, values as exact decimal text (``rev``
-    orders corrections)."""
+    orders corrections).
 
-    stream: Stream
-    message_id: str
-    ts: int
-    meter: str
-    rows: tuple[ReadRow, ...]
-    hist: bool
+    A plain v2 message (every record a bare mantissa in table order: a poll) also carries
+    ``copy_lines``, the COPY text of its rows (:func:`central.copy_text.v2_copy_lines`), and
+    ``times``, its rows' times; its ``rows`` are then built only when asked for (a batch that
+    goes through the upsert, the tests), by ``rows_v2`` from the same message and binding.
+    """
+
+    __slots__ = ("_build", "_rows", "copy_lines", "hist", "message_id", "meter", "stream", "times",
+                 "ts")
+
+    def __init__(self, stream: Stream, message_id: str, ts: int, meter: str,
+                 rows: tuple[ReadRow, ...] | Callable[[], tuple[ReadRow, ...]], hist: bool,
+                 copy_lines: list[str] | None = None, times: list[int] | None = None) -> None:
+        self.stream = stream
+        self.message_id = message_id
+        self.ts = ts
+        self.meter = meter
+        self.hist = hist
+        self.copy_lines = copy_lines
+        self._rows: tuple[ReadRow, ...] | None = None
+        self._build: Callable[[], tuple[ReadRow, ...]] | None = None
+        if callable(rows):
+            self._build = rows
+        else:
+            self._rows = rows
+        self.times = times if times is not None else [r.t for r in self.rows]
+
+    @property
+    def rows(self) -> tuple[ReadRow, ...]:
+        if self._rows is None:
+            assert self._build is not None
+            self._rows, self._build = self._build(), None
+        return self._rows
+
+    @property
+    def count(self) -> int:
+        """How many rows (values) the message holds."""
+        return len(self.copy_lines) if self.copy_lines is not None else len(self.rows)
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.stream, self.message_id, self.ts, self.meter, self.rows, self.hist)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ReadsIn) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"ReadsIn(stream={self.stream!r}, message_id={self.message_id!r}, "
+                f"ts={self.ts!r}, meter={self.meter!r}, rows={self.rows!r}, "
+                f"hist={self.hist!r})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,8 +352,14 @@ class Decoder:
         if binding is None:
             return UnresolvedReadsIn(Stream(gw, epoch, seq), message_id, ts, index, topic,
                                      payload)
+        hist = message.get("hist") is True
+        plain = v2_copy_lines(message, binding, gw, binding.meter, message_id)
+        if plain is None:  # the rows' way: checked (and rejected) record by record
+            return _reads_in(gw, kind[1], binding.meter, message_id, seq, ts,
+                             rows_v2(message, binding), hist)
+        lines, times = plain
         return _reads_in(gw, kind[1], binding.meter, message_id, seq, ts,
-                         rows_v2(message, binding), message.get("hist") is True)
+                         functools.partial(rows_v2, message, binding), hist, lines, times)
 
     def _ask(self, gw: str, epoch: int, index: int) -> bool:
         """Whether the shared bindings table knows ``index`` (learning all it has for the
@@ -325,11 +377,12 @@ class Decoder:
 
 
 def _reads_in(gw: str, topic_meter: str, meter: str, message_id: str, seq: int, ts: int,
-              rows: tuple[ReadRow, ...], hist: bool) -> ReadsIn:
+              rows: tuple[ReadRow, ...] | Callable[[], tuple[ReadRow, ...]], hist: bool,
+              copy_lines: list[str] | None = None, times: list[int] | None = None) -> ReadsIn:
     if meter != topic_meter:
         raise InboundError(f"reads payload names {gw}/{meter}, topic {gw}/{topic_meter}")
     epoch = _epoch_of(message_id, gw, seq, durable=True)
-    return ReadsIn(Stream(gw, epoch, seq), message_id, ts, meter, rows, hist)
+    return ReadsIn(Stream(gw, epoch, seq), message_id, ts, meter, rows, hist, copy_lines, times)
 
 
 def _envelope(gw: str, message: dict[str, object], *, durable: bool) -> tuple[str, int, int, int]:

@@ -101,7 +101,7 @@ def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
     ephemeral = [m for m in batch if isinstance(m, BirthIn | DeathIn | HealthIn)]
     streams = {(m.stream.gw, epoch_text(m.stream.epoch)) for m in durable}
     streams |= {(m.gw, epoch_text(m.epoch)) for m in ephemeral}
-    reads_t = [r.t for m in durable if isinstance(m, ReadsIn) for r in m.rows]
+    reads_t = [t for m in durable if isinstance(m, ReadsIn) for t in m.times]
     db.ensure_partitions("current_reads", reads_t)
     db.ensure_partitions("alarms", [m.ts for m in durable if isinstance(m, AlarmIn)])
     report = IngestReport()
@@ -150,7 +150,7 @@ def release(db: Database, gw: str, epoch: str, decode: Callable[[str, bytes], In
 def _store_reads(db: Database, messages: list[ReadsIn], now_ms: int) -> int:
     # Fast path (PostgreSQL): most reads are new keys, appended by one COPY; a batch holding a
     # key already stored or repeated (corrections) is upserted below instead.
-    if db.copies and sum(len(m.rows) for m in messages) >= _COPY_FROM_ROWS:
+    if db.copies and sum(m.count for m in messages) >= _COPY_FROM_ROWS:
         text, count = reads_copy_text(messages, now_ms)
         if db.try_copy("current_reads", _READ_COLUMNS, text):
             return count
