@@ -16,7 +16,8 @@ topic that is UTF-8 — to :attr:`ReceiveClient.on_publishes` as one list of
 PINGRESP, DISCONNECT, a PUBLISH with properties or at QoS 2, anything malformed) goes through
 paho's own handler exactly as paho's reader would have handed it over, after the PUBLISHes
 before it; the bytes of a packet not complete yet wait for the next read. Acknowledging stays
-the caller's (``Client.ack`` after the commit).
+the caller's, after the commit: :meth:`ReceiveClient.ack_many` queues a batch's PUBACKs as one
+write where paho's ``ack`` queues a packet and wakes its loop through a socket per message.
 
 It relies on paho internals (``_packet_handle``, ``_in_packet``, ``_sock_recv``,
 ``_loop_rc_handle``…), so it is only switched on for the paho versions it was tested with
@@ -27,8 +28,9 @@ to this one and compares what comes out.
 
 from __future__ import annotations
 
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt as paho_package
@@ -49,11 +51,12 @@ TESTED_PAHO = ("2.2.",)
 FastPublish = tuple[str, bytes, int, int]
 
 _PUBLISH = 0x30
+_PUBACK = struct.Struct("!BBH")  # a PUBACK without reason code: type, length 2, packet id
 #: paho's clock for keepalive bookkeeping (``time.monotonic`` where the platform has it).
 _clock = getattr(paho, "time_func", time.monotonic)
 _INTERNALS = ("_packet_handle", "_in_packet", "_sock_recv", "_loop_rc_handle", "_manual_ack",
-              "_in_callback_mutex", "_msgtime_mutex", "_logger", "_on_log", "_protocol",
-              "_easy_log")
+              "_packet_queue", "_in_callback_mutex", "_msgtime_mutex", "_logger", "_on_log",
+              "_protocol", "_easy_log")
 
 
 def _in_packet(command: int = 0, length_bytes: bytes = b"",
@@ -89,6 +92,28 @@ class ReceiveClient(paho.Client):
     def message_callback_add(self, sub: str, callback: Any) -> None:
         self._filtered = True  # paho's topic matcher decides who gets a PUBLISH from now on
         super().message_callback_add(sub, callback)
+
+    def ack_many(self, tokens: Sequence[tuple[int, int]]) -> None:
+        """Acknowledge ``(packet id, QoS)`` pairs, in order, as :meth:`ack` would one by one:
+        the PUBACKs of a run of QoS 1 messages queued as one write (paho queues a packet and
+        wakes its loop through a socket per :meth:`ack`: a system call each), a QoS 2 one's
+        PUBCOMP through :meth:`ack`, QoS 0 nothing."""
+        if not (self.fast_receive and self._manual_ack and self._logger is None
+                and self._on_log is None):
+            for mid, qos in tokens:
+                self.ack(mid, qos)
+            return
+        run = bytearray()
+        for mid, qos in tokens:
+            if qos == 1:
+                run += _PUBACK.pack(paho.PUBACK, 2, mid)
+            elif qos == 2:
+                if run:
+                    self._packet_queue(paho.PUBACK, bytes(run), 0, 1)
+                    run = bytearray()
+                self.ack(mid, qos)
+        if run:
+            self._packet_queue(paho.PUBACK, bytes(run), 0, 1)
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         if not self.fast_receive:

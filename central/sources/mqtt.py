@@ -135,10 +135,7 @@ class MqttSource:
         return self._inbox.take(max_n, 0.2, wait_s)
 
     def ack(self, batch: list[Delivery]) -> None:
-        for d in batch:
-            mid, qos = d.token
-            if qos > 0:
-                self._client.ack(mid, qos)
+        self._client.ack_many([d.token for d in batch])
 
     def publish(self, topic: str, payload: bytes) -> bool:
         if not self._connected.is_set():

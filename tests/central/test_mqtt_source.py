@@ -4,6 +4,7 @@ packet id and QoS (QoS 0 not at all)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 
@@ -31,7 +32,9 @@ def test_both_receive_paths_queue_the_same_deliveries_and_ack_by_packet_id(
                      Delivery("P/g/health", b"h", (0, 0)),
                      Delivery("P/g/state", b"birth", (6, 1))]
     assert type(batch[2].payload) is bytes
-    acked: list[tuple[int, int]] = []
-    client.ack = lambda mid, qos: acked.append((mid, qos))  # type: ignore[method-assign]
+    ours, theirs = socket.socketpair()
+    client._sock = ours  # what connect() would have set; no loop thread: written at once
     source.ack(batch)
-    assert acked == [(5, 1), (6, 1)]
+    assert theirs.recv(100) == b"\x40\x02\x00\x05\x40\x02\x00\x06"  # PUBACK 5, 6; QoS 0: none
+    ours.close()
+    theirs.close()

@@ -221,3 +221,24 @@ def test_filtered_callbacks_logging_and_other_paho_versions_use_paho(
     h.feed(stream)
     assert h.got == [("a/b", b"x", 7, 1, "paho")]
     h.close()
+
+
+@pytest.mark.parametrize("logging_on", [False, True])
+def test_ack_many_writes_what_acks_one_by_one_write(logging_on: bool) -> None:
+    tokens = [(1, 1), (2, 1), (3, 0), (4, 2), (5, 1), (65535, 1), (7, 2)]
+    written = []
+    for many in (False, True):
+        h = Harness(ReceiveClient, V5)
+        if logging_on:
+            h.client.enable_logger()
+        if many:
+            assert isinstance(h.client, ReceiveClient)
+            h.client.ack_many(tokens)
+        else:
+            for mid, qos in tokens:
+                h.client.ack(mid, qos)
+        written.append(h.written())
+        h.close()
+    assert written[0] == written[1]
+    assert written[0] == (b"\x40\x02\x00\x01\x40\x02\x00\x02\x70\x02\x00\x04"
+                          b"\x40\x02\x00\x05\x40\x02\xff\xff\x70\x02\x00\x07")
