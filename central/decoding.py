@@ -24,12 +24,26 @@ rejected — dedupe and gap detection key on (gw, epoch, seq), so they must be t
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeAlias, cast
 
+from central.copy_text import v2_copy_lines
+from central.inbound import (
+    AlarmIn,
+    BirthIn,
+    DeathIn,
+    GroupIn,
+    HealthIn,
+    Inbound,
+    InboundError,
+    ReadsIn,
+    ResultIn,
+    Stream,
+    UnresolvedReadsIn,
+)
 from protocols.commands import AuditHeadMessage, ResultError, read_result_topic
 from protocols.payload import (
     AliasBook,
@@ -61,130 +75,6 @@ __all__ = [
     "value_text",
 ]
 
-
-class InboundError(ValueError):
-    """A message the consumer will not store: the text says what is wrong with it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Stream:
-    """Where a durable message sits: gateway, store epoch and sequence number."""
-
-    gw: str
-    epoch: int
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReadsIn:
-    """A reads message: ``rows`` its records as stored, values as exact decimal text (``rev``
-    orders corrections)."""
-
-    stream: Stream
-    message_id: str
-    ts: int
-    meter: str
-    rows: tuple[ReadRow, ...]
-    hist: bool
-
-
-@dataclass(frozen=True, slots=True)
-class UnresolvedReadsIn:
-    """A v2 reads message whose binding no birth has declared to this consumer yet: envelope
-    checked (so it dedupes and fills its seq like any other), records kept as the bytes that
-    came, to be decoded once the binding is known."""
-
-    stream: Stream
-    message_id: str
-    ts: int
-    binding: int
-    topic: str
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmIn:
-    """A durable alarm raise or clear event; ``details`` is the free-form map, JSON-ready."""
-
-    stream: Stream
-    message_id: str
-    ts: int
-    kind: str
-    key: str
-    state: str
-    severity: str
-    meter: str | None
-    details: dict[str, object]
-
-
-@dataclass(frozen=True, slots=True)
-class GroupIn:
-    """A groups message, kept whole (JSON) for the systems that read group totals."""
-
-    stream: Stream
-    message_id: str
-    ts: int
-    group: str
-    body: dict[str, object]
-
-
-@dataclass(frozen=True, slots=True)
-class ResultIn:
-    """A command result or audit chain head from ``P/G/cmd/result``. ``verified`` is True when
-    the signature was checked with the gateway's pinned key; ``cmd`` is None for a chain head."""
-
-    stream: Stream
-    message_id: str
-    ts: int
-    cmd: bytes | None
-    status: str
-    reason: str
-    verified: bool
-
-
-@dataclass(frozen=True, slots=True)
-class BirthIn:
-    """The retained birth on ``P/G/state``: ``seq`` is the gateway's high-water mark;
-    ``bindings`` the v2 alias bindings it declares for store epoch ``aliases_epoch`` (none from
-    a gateway publishing v1)."""
-
-    gw: str
-    epoch: int
-    message_id: str
-    ts: int
-    seq: int
-    bdseq: int
-    bindings: tuple[Binding, ...] = ()
-    aliases_epoch: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeathIn:
-    """The last will on ``P/G/state`` (``ts`` is the connect time, not the time of death)."""
-
-    gw: str
-    epoch: int
-    message_id: str
-    ts: int
-    seq: int
-    bdseq: int
-
-
-@dataclass(frozen=True, slots=True)
-class HealthIn:
-    """Periodic health. ``seq`` is the high-water mark; ``outbox_depth`` 0 means every durable
-    message up to it has been acknowledged by the broker (what tail-gap detection needs)."""
-
-    gw: str
-    epoch: int
-    message_id: str
-    ts: int
-    seq: int
-    outbox_depth: int | None
-
-
-Inbound: TypeAlias = (ReadsIn | UnresolvedReadsIn | AlarmIn | GroupIn | ResultIn | BirthIn
-                      | DeathIn | HealthIn)
 
 #: The bindings of one (gateway, epoch) that some worker has stored (the shared table).
 BindingLookup: TypeAlias = Callable[[str, int], Iterable[Binding]]
@@ -306,8 +196,14 @@ class Decoder:
         if binding is None:
             return UnresolvedReadsIn(Stream(gw, epoch, seq), message_id, ts, index, topic,
                                      payload)
+        hist = message.get("hist") is True
+        plain = v2_copy_lines(message, binding, gw, binding.meter, message_id)
+        if plain is None:  # the rows' way: checked (and rejected) record by record
+            return _reads_in(gw, kind[1], binding.meter, message_id, seq, ts,
+                             rows_v2(message, binding), hist)
+        lines, times = plain
         return _reads_in(gw, kind[1], binding.meter, message_id, seq, ts,
-                         rows_v2(message, binding), message.get("hist") is True)
+                         functools.partial(rows_v2, message, binding), hist, lines, times)
 
     def _ask(self, gw: str, epoch: int, index: int) -> bool:
         """Whether the shared bindings table knows ``index`` (learning all it has for the
@@ -325,11 +221,12 @@ class Decoder:
 
 
 def _reads_in(gw: str, topic_meter: str, meter: str, message_id: str, seq: int, ts: int,
-              rows: tuple[ReadRow, ...], hist: bool) -> ReadsIn:
+              rows: tuple[ReadRow, ...] | Callable[[], tuple[ReadRow, ...]], hist: bool,
+              copy_lines: list[str] | None = None, times: list[int] | None = None) -> ReadsIn:
     if meter != topic_meter:
         raise InboundError(f"reads payload names {gw}/{meter}, topic {gw}/{topic_meter}")
     epoch = _epoch_of(message_id, gw, seq, durable=True)
-    return ReadsIn(Stream(gw, epoch, seq), message_id, ts, meter, rows, hist)
+    return ReadsIn(Stream(gw, epoch, seq), message_id, ts, meter, rows, hist, copy_lines, times)
 
 
 def _envelope(gw: str, message: dict[str, object], *, durable: bool) -> tuple[str, int, int, int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 __all__ = ["Inbox"]
@@ -45,6 +46,26 @@ class Inbox(Generic[T]):
             if len(self._items) == self._want:
                 self._filled.notify()
             return True
+
+    def put_many(self, items: Sequence[T], timeout: float) -> int:
+        """Append ``items`` in order, as many at a time as there is room for, waiting up to
+        ``timeout`` s each time the inbox is full; how many went in (fewer when it stayed
+        full). The taker is woken as :meth:`put` would, once for the batch it waits for."""
+        done = 0
+        with self._lock:
+            while done < len(items):
+                room = self._maxsize - len(self._items)
+                if room <= 0:
+                    if not self._freed.wait_for(lambda: len(self._items) < self._maxsize,
+                                                timeout):
+                        break
+                    continue
+                before = len(self._items)
+                self._items.extend(items[done:done + room])
+                done += min(room, len(items) - done)
+                if before < self._want <= len(self._items):
+                    self._filled.notify()
+        return done
 
     def take(self, max_n: int, first_s: float, fill_s: float) -> list[T]:
         """Up to ``max_n`` items: waits up to ``first_s`` for the first, then up to ``fill_s``

@@ -9,7 +9,10 @@ The state topic is subscribed to outside the share, by every worker: births are 
 broker does not send retained messages to shared subscriptions.
 
 Threads: paho's network thread only queues messages into a bounded inbox; the worker's thread
-takes batches from it, acknowledges and publishes.
+takes batches from it, acknowledges and publishes. The client is
+:class:`central.paho_receive.ReceiveClient`: plain PUBLISH packets come in a read at a time
+(:meth:`MqttSource._on_publishes`), anything else through paho's ``on_message``; both queue the
+same :class:`~central.sources.Delivery` (token: packet id and QoS, what acknowledging needs).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import threading
 from typing import Any
 
 from central.config import CentralConfig
+from central.paho_receive import FastPublish, ReceiveClient
 from central.paho_tuning import share_property_tables
 from central.sources import Delivery
 from central.sources.inbox import Inbox
@@ -47,7 +51,7 @@ class MqttSource:
         # Bounded: a worker facing a backlog holds at most two batches. A broker that sends
         # beyond the receive maximum (mosquitto 2.0 to shared subscribers, measured by
         # bench/bench_central_mqtt.py) then waits on TCP instead of filling this process.
-        self._inbox: Inbox[Any] = Inbox(2 * config.batch_max)
+        self._inbox: Inbox[Delivery] = Inbox(2 * config.batch_max)
         self._connected = threading.Event()
         self._client = self._make_client()
 
@@ -59,13 +63,13 @@ class MqttSource:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def _make_client(self) -> Any:
+    def _make_client(self) -> ReceiveClient:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
         share_property_tables()  # paho rebuilt constant tables per PUBLISH received
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
+        client = ReceiveClient(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                               protocol=mqtt.MQTTv5, manual_ack=True)
         client.reconnect_delay_set(1, 10)
         tls = self.config.mqtt.tls
         if tls is not None:  # the files were loaded once already when the config was read
@@ -75,6 +79,7 @@ class MqttSource:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publishes = self._on_publishes
         return client
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -89,12 +94,21 @@ class MqttSource:
                  getattr(flags, "session_present", None))
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        """Hand ``msg`` to the storing thread, waiting while the inbox is full (paho's network
-        thread stops reading meanwhile). Stopping drops it unacknowledged: the broker keeps it
-        for this worker's session."""
-        while not self._stop.is_set():
-            if self._inbox.put(msg, timeout=0.5):
-                return
+        """A message paho decoded itself (one with properties, QoS 2…): queued like the
+        others."""
+        self._hand_over([Delivery(msg.topic, bytes(msg.payload), (msg.mid, msg.qos))])
+
+    def _on_publishes(self, batch: list[FastPublish]) -> None:
+        self._hand_over([Delivery(topic, payload, (mid, qos))
+                         for topic, payload, mid, qos in batch])
+
+    def _hand_over(self, deliveries: list[Delivery]) -> None:
+        """Queue ``deliveries`` for the worker's thread, waiting while the inbox is full (paho's
+        network thread stops reading meanwhile). Stopping drops what is left unacknowledged:
+        the broker keeps it for this worker's session."""
+        done = 0
+        while done < len(deliveries) and not self._stop.is_set():
+            done += self._inbox.put_many(deliveries[done:], timeout=0.5)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
                        props: Any) -> None:
@@ -118,13 +132,10 @@ class MqttSource:
         self._client.loop_start()
 
     def take(self, max_n: int, wait_s: float) -> list[Delivery]:
-        batch = self._inbox.take(max_n, 0.2, wait_s)
-        return [Delivery(m.topic, bytes(m.payload), m) for m in batch]
+        return self._inbox.take(max_n, 0.2, wait_s)
 
     def ack(self, batch: list[Delivery]) -> None:
-        for d in batch:
-            if d.token.qos > 0:
-                self._client.ack(d.token.mid, d.token.qos)
+        self._client.ack_many([d.token for d in batch])
 
     def publish(self, topic: str, payload: bytes) -> bool:
         if not self._connected.is_set():

@@ -98,7 +98,7 @@ def release_parked(
             done.append(str(message_id))
     if not done:
         return 0, rejected
-    db.ensure_partitions("current_reads", [r.t for m in ready for r in m.rows])
+    db.ensure_partitions("current_reads", [t for m in ready for t in m.times])
     with db.transaction([(gw, epoch)]):
         values = store(db, ready)
         for message_id in done:

@@ -55,6 +55,17 @@ class Database(ABC):
         """Insert ``rows`` with ``conflict`` (an ``ON CONFLICT`` clause). ``casts`` names the
         SQL type of columns passed as text (NUMERIC values, JSON) where the engine needs it."""
 
+    def delete_keys(self, table: str, columns: Sequence[str], types: Sequence[str],
+                    keys: Sequence[Row]) -> None:
+        """Delete the rows of ``table`` whose ``columns`` equal one of ``keys`` (``types``: the
+        columns' SQL types, for engines that pass the keys as typed arrays). The default: one
+        ``DELETE … WHERE (columns) IN (VALUES …)`` per 500 keys."""
+        names = ", ".join(columns)
+        row = "(" + ", ".join("?" * len(columns)) + ")"
+        for part in chunks(keys, 500):
+            self.execute(f"DELETE FROM {table} WHERE ({names}) IN (VALUES "
+                         + ", ".join([row] * len(part)) + ")", [v for key in part for v in key])
+
     def try_copy(self, table: str, columns: Sequence[str], text: str) -> bool:
         """Append rows given as COPY text (:mod:`central.storage.reads_copy`) if none of their
         keys is already stored or repeated, all or nothing; False (nothing written) when one

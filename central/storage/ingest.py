@@ -44,7 +44,7 @@ from central.decoding import (
     UnresolvedReadsIn,
 )
 from central.storage.bindings import park, release_parked, store_bindings
-from central.storage.database import Database, chunks
+from central.storage.database import Database
 from central.storage.reads_copy import reads_copy_text
 from central.streams import SeqRange, add_seq, covered
 
@@ -101,7 +101,7 @@ def ingest(db: Database, batch: Sequence[Inbound], now_ms: int) -> IngestReport:
     ephemeral = [m for m in batch if isinstance(m, BirthIn | DeathIn | HealthIn)]
     streams = {(m.stream.gw, epoch_text(m.stream.epoch)) for m in durable}
     streams |= {(m.gw, epoch_text(m.epoch)) for m in ephemeral}
-    reads_t = [r.t for m in durable if isinstance(m, ReadsIn) for r in m.rows]
+    reads_t = [t for m in durable if isinstance(m, ReadsIn) for t in m.times]
     db.ensure_partitions("current_reads", reads_t)
     db.ensure_partitions("alarms", [m.ts for m in durable if isinstance(m, AlarmIn)])
     report = IngestReport()
@@ -150,7 +150,7 @@ def release(db: Database, gw: str, epoch: str, decode: Callable[[str, bytes], In
 def _store_reads(db: Database, messages: list[ReadsIn], now_ms: int) -> int:
     # Fast path (PostgreSQL): most reads are new keys, appended by one COPY; a batch holding a
     # key already stored or repeated (corrections) is upserted below instead.
-    if db.copies and sum(len(m.rows) for m in messages) >= _COPY_FROM_ROWS:
+    if db.copies and sum(m.count for m in messages) >= _COPY_FROM_ROWS:
         text, count = reads_copy_text(messages, now_ms)
         if db.try_copy("current_reads", _READ_COLUMNS, text):
             return count
@@ -238,7 +238,8 @@ def _save_changed_ranges(db: Database, streams: list[tuple[str, str]],
     (upserted), each as one statement for the whole batch. Two workers sharing a gateway's
     messages leave each other's ranges fragmented, so a batch merges away many ranges; one
     ``DELETE`` a range was the largest part of a batch's round trips under the stream locks
-    (py-spy, docs/performance.md, issue 15)."""
+    (py-spy, docs/performance.md, issue 15). The deletion is :meth:`Database.delete_keys`:
+    on PostgreSQL the keys go as arrays, so the statement's text is the same every batch."""
     gone: list[tuple[str, str, int]] = []
     changed: list[tuple[str, str, int, int, int]] = []
     for gw, epoch in streams:
@@ -247,10 +248,7 @@ def _save_changed_ranges(db: Database, streams: list[tuple[str, str]],
         gone += [(gw, epoch, r.lo) for r in was if r.lo not in kept]
         old = set(was)
         changed += [(gw, epoch, r.lo, r.hi, r.first_ms) for r in now if r not in old]
-    for part in chunks(gone, _IN_LIST):
-        db.execute("DELETE FROM seq_ranges WHERE (gw, epoch, lo) IN (VALUES "
-                   + ", ".join(["(?, ?, ?)"] * len(part)) + ")",
-                   [v for key in part for v in key])
+    db.delete_keys("seq_ranges", ("gw", "epoch", "lo"), ("text", "text", "bigint"), gone)
     db.insert_many("seq_ranges", ("gw", "epoch", "lo", "hi", "first_ms"), changed,
                    "ON CONFLICT (gw, epoch, lo) DO UPDATE SET hi = excluded.hi, "
                    "first_ms = excluded.first_ms")

@@ -42,3 +42,28 @@ def test_a_blocked_put_goes_in_once_a_batch_is_taken() -> None:
     assert inbox.take(2, 0.1, 0.1) == [1, 2]
     putter.join(2)
     assert done == [True] and inbox.take(2, 0.1, 0.01) == [3]
+
+
+def test_put_many_fills_what_room_there_is_then_waits_for_more() -> None:
+    inbox: Inbox[int] = Inbox(3)
+    assert inbox.put_many([1, 2], 0.1) == 2
+    assert inbox.put_many([3, 4, 5], 0.05) == 1  # room for one; stayed full
+    done: list[int] = []
+    putter = threading.Thread(target=lambda: done.append(inbox.put_many([4, 5, 6, 7], 2.0)))
+    putter.start()
+    assert inbox.take(3, 0.1, 0.1) == [1, 2, 3]
+    assert inbox.take(3, 1.0, 1.0) == [4, 5, 6]  # woken for the whole batch
+    putter.join(2)
+    assert done == [4] and inbox.take(3, 0.1, 0.01) == [7]
+
+
+def test_put_many_wakes_a_taker_waiting_for_a_batch() -> None:
+    inbox: Inbox[int] = Inbox(10)
+    got: list[list[int]] = []
+    taker = threading.Thread(target=lambda: got.append(inbox.take(4, 2.0, 2.0)))
+    taker.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    assert inbox.put_many([1], 0.1) == 1 and inbox.put_many([2, 3, 4, 5], 0.1) == 4
+    taker.join(3)
+    assert got == [[1, 2, 3, 4]] and time.monotonic() - started < 1.0
