@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -151,9 +150,8 @@ def test_one_timer_serves_many_awaits() -> None:
 def test_blocks_do_not_nest_nor_change_task() -> None:
     async def main() -> None:
         deadlines = Deadlines(1.0)
-        with deadlines:
-            with pytest.raises(RuntimeError, match="nest"), deadlines:
-                pass
+        with deadlines, pytest.raises(RuntimeError, match="nest"), deadlines:
+            pass
         with deadlines:
             pass
 
@@ -170,17 +168,25 @@ def test_blocks_do_not_nest_nor_change_task() -> None:
 
 def test_one_guard_per_task_made_again_when_the_delay_changes() -> None:
     async def main() -> None:
-        guards: weakref.WeakKeyDictionary[asyncio.Task[object], Deadlines] = \
-            weakref.WeakKeyDictionary()
+        guards: dict[asyncio.Task[object], Deadlines] = {}
         first = for_current_task(guards, 1.0)
         assert for_current_task(guards, 1.0) is first
         second = for_current_task(guards, 2.0)
         assert second is not first and second.delay == 2.0
 
         async def other() -> Deadlines:
+            with for_current_task(guards, 2.0):
+                await asyncio.sleep(0)
             return for_current_task(guards, 2.0)
 
-        assert await asyncio.create_task(other()) is not second
-        second.close()
+        finished = asyncio.create_task(other())
+        assert await finished is not second
+        assert finished in guards and len(guards) == 2
+        # a new task's guard drops the finished one's (and stops its timer)
+        last = asyncio.create_task(other())
+        await last
+        assert finished not in guards and last in guards
+        for guard in guards.values():
+            guard.close()
 
     asyncio.run(main())

@@ -21,7 +21,6 @@ then stays cancelled. ``tests/test_deadline.py`` checks the cases side by side w
 from __future__ import annotations
 
 import asyncio
-import weakref
 from types import TracebackType
 
 
@@ -111,15 +110,18 @@ class Deadlines:
         self._expiring = True
 
 
-def for_current_task(guards: weakref.WeakKeyDictionary[asyncio.Task[object], Deadlines],
-                     delay: float) -> Deadlines:
+def for_current_task(guards: dict[asyncio.Task[object], Deadlines], delay: float) -> Deadlines:
     """The :class:`Deadlines` of the running task in ``guards`` (made, or made again when
-    ``delay`` changed); an entry goes when its task does."""
+    ``delay`` changed). A plain dict keyed by the task (one hash look-up per read; a weak
+    dictionary made a weak reference per look-up): entries of finished tasks are dropped, their
+    timers stopped, whenever a new one is added."""
     task = asyncio.current_task()
     if task is None:
         raise RuntimeError("Deadlines should be used inside a task")
     guard = guards.get(task)
     if guard is None or guard.delay != delay:
+        for done in [t for t in guards if t.done()]:
+            guards.pop(done).close()
         if guard is not None:
             guard.close()
         guard = guards[task] = Deadlines(delay)

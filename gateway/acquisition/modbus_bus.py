@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,8 +96,7 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
         self._pool: asyncio.Queue[ModbusClient] = asyncio.Queue()
         self._clients: list[ModbusClient] = []
         #: The bound on each register read, one per worker task (gateway/acquisition/deadline.py)
-        self._deadlines: weakref.WeakKeyDictionary[asyncio.Task[object], Deadlines] = \
-            weakref.WeakKeyDictionary()
+        self._deadlines: dict[asyncio.Task[object], Deadlines] = {}
         #: The meters' zone east of UTC ([commands] meter_utc_offset_min), for clock reads.
         self.meter_utc_offset_min = 480
 
@@ -137,8 +135,9 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
         for client in self._clients:
             client.close()
         self._clients.clear()
-        for guard in list(self._deadlines.values()):
+        for guard in self._deadlines.values():
             guard.close()
+        self._deadlines.clear()
 
     async def _client(self) -> ModbusClient:
         pool = self._pool
