@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import pytest
 import uvloop
@@ -37,8 +38,8 @@ def _deadlines_guard() -> Guard:
     return guard
 
 
-async def _outcome(scenario: Callable[[Guard], Awaitable[object]], guard: Guard) -> object:
-    task = asyncio.create_task(scenario(guard))  # type: ignore[arg-type]
+async def _outcome(scenario: Callable[[Guard], Coroutine[Any, Any, object]], guard: Guard) -> object:
+    task = asyncio.create_task(scenario(guard))
     try:
         result = await task
     except (TimeoutError, asyncio.CancelledError) as exc:
@@ -84,7 +85,7 @@ LOOPS = [asyncio.new_event_loop, uvloop.new_event_loop]
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda f: f.__name__)
 def test_each_await_ends_as_under_asyncio_timeout(
         make_loop: Callable[[], asyncio.AbstractEventLoop],
-        scenario: Callable[[Guard], Awaitable[object]]) -> None:
+        scenario: Callable[[Guard], Coroutine[Any, Any, object]]) -> None:
     loop = make_loop()
     try:
         reference = loop.run_until_complete(_outcome(scenario, _asyncio_guard()))
@@ -102,7 +103,7 @@ def test_a_cancel_from_outside_stays_a_cancel(
     the bound expires in the same loop iteration (asyncio.timeout's rule)."""
 
     async def run(guard: Guard, cancel_after: float) -> object:
-        task = asyncio.create_task(_overruns(guard))  # type: ignore[arg-type]
+        task = asyncio.create_task(_overruns(guard))
         await asyncio.sleep(cancel_after)
         task.cancel()
         try:
@@ -136,7 +137,7 @@ def test_one_timer_serves_many_awaits() -> None:
             timers += 1
             return call_at(when, callback, *args)
 
-        loop.call_at = counting  # type: ignore[method-assign]
+        loop.call_at = counting  # type: ignore[method-assign, assignment]
         deadlines = Deadlines(5.0)
         for _ in range(1000):
             with deadlines:
