@@ -285,8 +285,14 @@ class ScheduledBus(ABC, Generic[M]):
         if earliest is not None and entry[0] < earliest:
             self._wakeup.set()  # sleeping workers wait for a later meter: this one comes first
         self.stats.overruns = self._overruns
-        await self.outbound.put(result)
-        await self._comm_loss_bookkeeping(meter, result)
+        # put_nowait while there is room: what Queue.put does then, without its coroutine
+        outbound = self.outbound
+        if outbound.full():
+            await outbound.put(result)
+        else:
+            outbound.put_nowait(result)
+        if bool(result.ok) == meter.comm_lost:  # answered after a comm loss, or failed before one
+            await self._comm_loss_bookkeeping(meter, result)
         self.progress = time.monotonic()
 
     def _reprobe(self, meter: M) -> None:

@@ -22,6 +22,7 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.register_message import ReadHoldingRegistersRequest, ReadInputRegistersRequest
 
 from gateway.acquisition.base import BusSettings, MeterSlot, ScheduledBus, now_ms
+from gateway.acquisition.deadline import Deadlines, for_current_task
 from gateway.acquisition.errors import AcquisitionError
 from gateway.acquisition.meter_clock import CLOCK_OFFSET, ClockCadence
 from gateway.acquisition.modbus_responses import RESPONSE_CLASSES, register_bytes
@@ -97,6 +98,8 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
         self.serial = serial
         self._pool: asyncio.Queue[ModbusClient] = asyncio.Queue()
         self._clients: list[ModbusClient] = []
+        #: The bound on each register read, one per worker task (gateway/acquisition/deadline.py)
+        self._deadlines: dict[asyncio.Task[object], Deadlines] = {}
         #: The meters' zone east of UTC ([commands] meter_utc_offset_min), for clock reads.
         self.meter_utc_offset_min = 480
 
@@ -135,9 +138,14 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
         for client in self._clients:
             client.close()
         self._clients.clear()
+        for guard in self._deadlines.values():
+            guard.close()
+        self._deadlines.clear()
 
     async def _client(self) -> ModbusClient:
-        client = await self._pool.get()
+        pool = self._pool
+        # get_nowait while one is free: what Queue.get does then, without its coroutine
+        client = pool.get_nowait() if not pool.empty() else await pool.get()
         if not client.connected:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.connect(), self.settings.timeout_s * 2)
@@ -178,8 +186,9 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                         if not client.connected:
                             raise ModbusException(f"not connected to {self.describe_link()}")
                         # pymodbus times the request out itself; this outer bound only catches
-                        # a client that hangs (asyncio.timeout: no extra task per read).
-                        async with asyncio.timeout(self.settings.timeout_s * 2):
+                        # a client that hangs: asyncio.timeout's rule, with one timer per worker
+                        # rather than one per read (gateway/acquisition/deadline.py).
+                        with for_current_task(self._deadlines, self.settings.timeout_s * 2):
                             registers = await self._read_block(client, meter, block)
                         answered = True
                         self.stats.record(time.monotonic(), True)

@@ -339,6 +339,8 @@ class Committer:
         return records
 
     def _flags(self, result: PollResult) -> None:
+        if not result.flags:
+            return  # a Modbus poll has none
         for flag, kind in FLAG_ALARMS.items():
             if flag not in result.flags:
                 continue

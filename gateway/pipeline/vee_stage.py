@@ -84,6 +84,12 @@ EXPORT_QUANTITY: Final = "energy.active.export.total"
 VOLTAGE_QUANTITIES: Final = frozenset({"voltage.a", "voltage.b", "voltage.c"})
 TARIFF_QUANTITIES: Final = {f"energy.active.import.t{n}": n - 1 for n in range(1, 5)}
 S_DAY: Final = INTERVALS_PER_DAY
+#: What :meth:`VeeStage.apply` does with a record of each quantity it looks at (one dict look-up
+#: per record; a quantity not here keeps the committer's basic validation).
+_GRID, _VOLTAGE, _TARIFF = 0, 1, 2
+_ROLES: Final[dict[str, int]] = {GRID_QUANTITY: _GRID,
+                                 **dict.fromkeys(VOLTAGE_QUANTITIES, _VOLTAGE),
+                                 **dict.fromkeys(TARIFF_QUANTITIES, _TARIFF)}
 #: Off-grid reads (voltages, tariff registers) held for the sparse rules: at this many they are
 #: graded at once instead of at the next boundary. Without a bound they pile up for a whole
 #: interval: 200 meters polled every 5 s hold 108,000 voltage reads by a 15-minute boundary,
@@ -344,6 +350,8 @@ class VeeStage:
         placements: list[tuple[int, int, PollResult, ReadRecord]] = []
         due_end = latest = self.grid.due_end(now_ms)
         grid_reads = False
+        role_of = _ROLES.get
+        volts = self._volts
         for poll, records in polled:
             row = self.row_of.get(poll.meter_id)
             if row is None:
@@ -351,8 +359,10 @@ class VeeStage:
             total: ReadRecord | None = None
             tariffs: list[ReadRecord] = []
             for record in records:
-                q = record.q
-                if q == GRID_QUANTITY:
+                role = role_of(record.q)
+                if role is None:
+                    continue  # most of a poll (currents, power, frequency): basic validation
+                if role == _GRID:
                     total = record
                     if record.t < self.replay_until_ms:
                         continue  # replayed by a step back: off the grid (basic validation)
@@ -363,9 +373,9 @@ class VeeStage:
                         grid_reads = True
                 elif record.quality != "A":
                     continue  # basic validation already rejected it
-                elif q in VOLTAGE_QUANTITIES:
-                    self._volts.append((row, record))
-                elif q in TARIFF_QUANTITIES:
+                elif role == _VOLTAGE:
+                    volts.append((row, record))
+                else:
                     tariffs.append(record)
             if tariffs and total is not None and total.quality == "A":
                 self._tariffs.append((row, total, tariffs))
@@ -446,9 +456,10 @@ class VeeStage:
         volts, self._volts = self._volts, []
         instants, self._tariffs = self._tariffs, []
         if volts:
+            # list comprehensions, not generators into np.fromiter: up to 2,048 reads a call
             verdict = self.engine.check_voltage(
-                np.fromiter((row for row, _ in volts), np.int64, len(volts)),
-                np.fromiter((float(r.val or 0) for _, r in volts), np.float64, len(volts)), day)
+                np.array([row for row, _ in volts], dtype=np.int64),
+                np.array([float(r.val or 0) for _, r in volts], dtype=np.float64), day)
             for k in np.nonzero(verdict.published)[0].tolist():
                 row, record = volts[k]
                 extra.setdefault(row, []).append(_graded(

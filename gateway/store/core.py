@@ -25,7 +25,7 @@ from gateway.store.connection import translate as _translate
 from gateway.store.errors import StoreError
 from gateway.store.records import OutboxMessage, is_priority_topic
 from gateway.store.recovery import StoreRecovery
-from protocols.payload import Binding
+from protocols.payload import AliasBook, Binding
 
 log = logging.getLogger("gateway.store")
 
@@ -63,6 +63,9 @@ class StoreCore:
         self.outbox_writes = 0
         # Payload v2 alias bindings by index (gateway/store/aliases.py), loaded on first use.
         self._bindings: dict[int, Binding] | None = None
+        #: The alias book made of ``_bindings`` (the very dict) and the epoch, shared by the
+        #: read-back methods until either changes (gateway/store/reads.py).
+        self._book: tuple[dict[int, Binding], int, AliasBook] | None = None
 
     # ---------------------------------------------------------------- internals
 

@@ -67,9 +67,17 @@ class ReadsStore(StoreCore):
         return self._bindings
 
     def _alias_book(self) -> AliasBook:
-        book = AliasBook()
+        """This store's bindings under gateway "", for decoding its own payloads. Made once per
+        set of bindings (a new binding replaces the dict, :meth:`bind_aliases`), not per call:
+        a correction's look-up asks for it once per meter. Callers only read it."""
         with self._reading() as conn:
-            book.add("", self.epoch, self._known_bindings(conn).values())
+            known = self._known_bindings(conn)
+        cached = self._book
+        if cached is not None and cached[0] is known and cached[1] == self.epoch:
+            return cached[2]
+        book = AliasBook()
+        book.add("", self.epoch, known.values())
+        self._book = (known, self.epoch, book)
         return book
 
     # ---------------------------------------------------------------- reads

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import cast
 
-from protocols.payload.aliases import AliasBook, Binding
+from protocols.payload.aliases import AliasBook, AliasTable, Binding
 from protocols.payload.compact import (
     EXTRA_FIELDS,
     K_BINDING,
@@ -43,6 +43,7 @@ _TOP_KEYS = {K_V, K_GW, K_EPOCH, K_SEQ, K_TS, K_HIST, K_BINDING, K_T, K_READS}
 _NAMES = {number: name for name, number in RECORD_KEYS.items()}
 _EXTRA_NAMES = {name for name, _ in EXTRA_FIELDS}
 _UINT64_MAX = 2**64 - 1
+_MANTISSA_LIMIT = 10**MAX_DECIMAL_DIGITS
 
 
 def _uint(message: Mapping[object, object], key: int, what: str) -> int:
@@ -145,6 +146,69 @@ def _value(raw: object, decimal: bool, exponent: int | None, where: str) -> Deci
 
 def records_v2(message: Mapping[str, object], binding: Binding) -> tuple[ReadRecord, ...]:
     """The records of a message :func:`check_v2` accepted, resolved against ``binding``."""
+    plain = _plain_records(message, binding)
+    if plain is not None:
+        return plain
+    return _records(message, binding)
+
+
+#: Per alias table (by identity): each entry as ``(q, unit, exponent, decimal, divisor)``,
+#: ``divisor`` the int ``10**-exponent`` of a float entry with exponent <= 0, else None.
+_PLANS: dict[int, tuple[AliasTable, tuple[tuple[str, str, int | None, bool, int | None], ...]]] = {}
+
+
+def _plan(table: AliasTable) -> tuple[tuple[str, str, int | None, bool, int | None], ...]:
+    cached = _PLANS.get(id(table))
+    if cached is not None and cached[0] is table:
+        return cached[1]
+    plan = tuple((e.q, e.unit, e.exponent, e.decimal,
+                  10**-e.exponent if not e.decimal and e.exponent is not None
+                  and e.exponent <= 0 else None) for e in table.entries)
+    if len(_PLANS) > 256:
+        _PLANS.clear()
+    _PLANS[id(table)] = (table, plan)
+    return plan
+
+
+def _plain_records(message: Mapping[str, object], binding: Binding
+                   ) -> tuple[ReadRecord, ...] | None:
+    """The records of a message whose every item is a bare integer mantissa in table order (a
+    poll's actual reads, which is what a correction's look-up decodes, gateway/store/versions.py),
+    built as :func:`_records` builds them — the same value (``Decimal(f"{m}E{e}")`` or the
+    correctly rounded ``m / 10**-e``) and :meth:`ReadRecord.actual` — without a dict of fields
+    per item. None for anything else, even a message :func:`_records` would refuse: it decides,
+    and says why (tests/test_payload_v2.py checks both give the same on any items)."""
+    t = message["t"]
+    items = message["reads"]
+    if type(t) is not int or type(items) is not list:
+        return None
+    plan = _plan(binding.table)
+    if len(items) > len(plan):
+        return None
+    actual = ReadRecord.actual
+    out: list[ReadRecord] = []
+    for item, (q, unit, exponent, decimal, divisor) in zip(items, plan, strict=False):
+        if type(item) is not int or exponent is None or type(unit) is not str:
+            return None
+        if decimal:
+            if not -_MANTISSA_LIMIT < item < _MANTISSA_LIMIT:
+                return None
+            value: Decimal | float = Decimal(f"{item}E{exponent}")
+        else:
+            try:
+                value = float(item / divisor) if divisor is not None else \
+                    float(item * 10**exponent)
+            except OverflowError:
+                return None
+        try:
+            out.append(actual(q, value, unit, t))
+        except (PayloadEncodeError, TypeError):
+            return None
+    return tuple(out)
+
+
+def _records(message: Mapping[str, object], binding: Binding) -> tuple[ReadRecord, ...]:
+    """:func:`records_v2` for any message: every item through its dict of fields."""
     entries = binding.table.entries
     t = cast(int, message["t"])
     cursor = 0
