@@ -26,6 +26,7 @@ from gateway.acquisition.deadline import Deadlines, for_current_task
 from gateway.acquisition.errors import AcquisitionError
 from gateway.acquisition.meter_clock import CLOCK_OFFSET, ClockCadence
 from gateway.acquisition.modbus_responses import RESPONSE_CLASSES, register_bytes
+from gateway.acquisition.modbus_tcp_exchange import TcpExchange, exchange_for, frame_tail
 from gateway.acquisition.poll_result import BusEvent, PolledValue, PollResult
 from protocols.dlt645.clock import clock_offset_s
 from protocols.frozen import frozen_maker
@@ -49,6 +50,9 @@ class ModbusMeter(MeterSlot):
     #: its transaction id and checks address and count when it encodes it). One meter's: a
     #: meter is polled by one worker at a time, so no request is in two transactions at once.
     requests: dict[tuple[RegisterFunction, int, int], ModbusPDU] = field(
+        default_factory=dict, repr=False, compare=False)
+    #: Each TCP request's frame less its transaction id (gateway/acquisition/modbus_tcp_exchange.py)
+    frames: dict[tuple[RegisterFunction, int, int], bytes] = field(
         default_factory=dict, repr=False, compare=False)
 
     @property
@@ -98,6 +102,8 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
         self.serial = serial
         self._pool: asyncio.Queue[ModbusClient] = asyncio.Queue()
         self._clients: list[ModbusClient] = []
+        #: The TCP clients whose register reads skip client.execute (modbus_tcp_exchange.py)
+        self._exchanges: dict[ModbusClient, TcpExchange] = {}
         #: The bound on each register read, one per worker task (gateway/acquisition/deadline.py)
         self._deadlines: dict[asyncio.Task[object], Deadlines] = {}
         #: The meters' zone east of UTC ([commands] meter_utc_offset_min), for clock reads.
@@ -132,12 +138,16 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
         for _ in range(count):
             client = self._new_client()
             self._clients.append(client)
+            exchange = exchange_for(client)
+            if exchange is not None:
+                self._exchanges[client] = exchange
             self._pool.put_nowait(client)
 
     async def close(self) -> None:
         for client in self._clients:
             client.close()
         self._clients.clear()
+        self._exchanges.clear()
         for guard in self._deadlines.values():
             guard.close()
         self._deadlines.clear()
@@ -154,7 +164,11 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
     async def _read_block(self, client: ModbusClient, meter: ModbusMeter, block: ReadBlock) -> bytes:
         """One register block: what ``client.read_holding_registers`` (or input) does, with
         the meter's request made once (:attr:`ModbusMeter.requests`) instead of a new PDU per
-        read."""
+        read. On TCP the request goes through :class:`TcpExchange` (execute's steps without its
+        lock and ``wait_for``), bounded at the client's timeout by the worker's deadline; else
+        through ``client.execute``, whose own timeout bounds it, with the deadline at twice that
+        only catching a client that hangs (one timer per worker rather than one per read,
+        gateway/acquisition/deadline.py)."""
         key = (block.function, block.start, block.count)
         request = meter.requests.get(key)
         if request is None:
@@ -162,7 +176,16 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                 else ReadHoldingRegistersRequest
             request = meter.requests[key] = kind(address=block.start, count=block.count,
                                                  dev_id=meter.unit)
-        response = await client.execute(False, request)
+        exchange = self._exchanges.get(client)
+        if exchange is None:
+            with for_current_task(self._deadlines, self.settings.timeout_s * 2):
+                response = await client.execute(False, request)
+        else:
+            tail = meter.frames.get(key)
+            if tail is None:
+                tail = meter.frames[key] = frame_tail(exchange.ctx, request)
+            response = await exchange.read(
+                request, tail, for_current_task(self._deadlines, self.settings.timeout_s))
         if response.isError():
             raise ModbusException(f"exception response {response}")
         return register_bytes(response)
@@ -185,11 +208,7 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                     try:
                         if not client.connected:
                             raise ModbusException(f"not connected to {self.describe_link()}")
-                        # pymodbus times the request out itself; this outer bound only catches
-                        # a client that hangs: asyncio.timeout's rule, with one timer per worker
-                        # rather than one per read (gateway/acquisition/deadline.py).
-                        with for_current_task(self._deadlines, self.settings.timeout_s * 2):
-                            registers = await self._read_block(client, meter, block)
+                        registers = await self._read_block(client, meter, block)
                         answered = True
                         self.stats.record(time.monotonic(), True)
                         break
