@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,9 +19,17 @@ from pymodbus.pdu.register_message import ReadHoldingRegistersRequest, ReadInput
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from gateway.acquisition import modbus_bus
+from gateway.acquisition.base import BusSettings
 from gateway.acquisition.deadline import Deadlines
+from gateway.acquisition.modbus_bus import ModbusBus, make_meter
 from gateway.acquisition.modbus_responses import RESPONSE_CLASSES
 from gateway.acquisition.modbus_tcp_exchange import TcpExchange, exchange_for, frame_tail
+from gateway.acquisition.schedule import PollSchedule
+from hil_tests.load_model import LoadModel, ManualClock
+from hil_tests.modbus_sim import SimulatedModbusMeter, start_modbus_tcp_meters
+from protocols.modbus.profile import ModbusProfile
+from protocols.profiles import load_named_profile
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -264,3 +273,43 @@ def test_exchange_only_for_the_tested_pymodbus_and_the_plain_tcp_setup() -> None
                 client.close()
 
     asyncio.run(main())
+
+
+def test_tcp_bus_polls_the_same_through_the_exchange_and_through_execute(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ModbusBus end to end: a served meter's values and an absent (silent) unit's timeouts,
+    retries and errors, with the exchange and with the version guard sending it to execute."""
+    profile = load_named_profile("sdm630")
+    assert isinstance(profile, ModbusProfile)
+
+    async def polls() -> tuple[list[Any], int]:
+        model = LoadModel(seed=5, clock=ManualClock(0.0))
+        sim = SimulatedModbusMeter(3, profile, model.meter("tcp-3"))
+        handle = await start_modbus_tcp_meters([sim], silent_absent_units=True)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        meters = [make_meter(f"tcp-{unit}", unit, profile, PollSchedule(3600, time.monotonic()))
+                  for unit in (3, 9)]
+        bus = ModbusBus("tcp", meters, queue, BusSettings(timeout_s=TIMEOUT_S, retries=1),
+                        host="127.0.0.1", port=handle.port)
+        await bus.open()
+        try:
+            seen = []
+            for meter in (meters[0], meters[1], meters[0]):
+                result = await bus.poll(meter)
+                seen.append((result.ok, [(v.quantity, v.value, v.unit) for v in result.values],
+                             result.errors, meter.stats.timeouts, meter.stats.retries,
+                             meter.stats.transactions))
+            return seen, len(bus._exchanges)
+        finally:
+            await bus.close()
+            await handle.close()
+
+    fast, exchanges = asyncio.run(polls())
+    assert exchanges == 1
+    assert fast[0][0] and fast[2][0] and not fast[1][0]
+    assert fast[1][3:] == (2, 1, 2)  # one block: its try and one retry, both unanswered
+    monkeypatch.setattr(modbus_bus, "exchange_for",
+                        lambda client: exchange_for(client, version="3.17.0"))
+    slow, exchanges = asyncio.run(polls())
+    assert exchanges == 0
+    assert fast == slow
