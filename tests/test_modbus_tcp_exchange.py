@@ -193,7 +193,7 @@ def test_unanswered_requests_time_out_and_drop_the_connection_like_execute(mode:
         started = loop.time()
         for _ in range(5):  # retries + 3 = 3 unanswered pass, the fifth closes the connection
             outcomes.append(await side.outcome(holding()))
-        outcomes.append(round((loop.time() - started) / 5, 1))
+        waits.append((loop.time() - started) / 5)
         side_proxy.mode = "pass"
         await wait_connected(side.client)
         outcomes.append(await side.outcome(holding()))
@@ -208,10 +208,12 @@ def test_unanswered_requests_time_out_and_drop_the_connection_like_execute(mode:
         assert [o[1:3] for o in fast[1:6]] == [(2, True), (1, True), (0, True), (-1, True),
                                                (-1, False)]
         assert fast[5][0][1] == "ModbusIOException" and "CLOSING CONNECTION" in fast[5][0][2]
-        assert fast[6] == TIMEOUT_S  # each unanswered request waited the client's timeout
-        assert fast[7][0][3] == VALUES[:12] and fast[7][1] == 3 and fast[7][3] == 1
+        for wait in waits:  # each unanswered request waited the client's timeout, no more
+            assert TIMEOUT_S * 0.95 <= wait < TIMEOUT_S + 0.15
+        assert fast[6][0][3] == VALUES[:12] and fast[6][1] == 3 and fast[6][3] == 1
 
     side_proxy: Proxy
+    waits: list[float] = []
     asyncio.run(main())
 
 
