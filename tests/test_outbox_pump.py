@@ -399,7 +399,11 @@ def test_rows_committed_without_a_notify_go_out_within_idle_poll(store: Store) -
             seqs = ledger.commit(["m-001"])  # no notify()
             await asyncio.sleep(0.02)
             assert link.seqs()[round_:] == []
-            assert await until(lambda s=seqs, r=round_: link.seqs()[r:] == s, 1.0)
+
+            def published(since: int = round_, expected: list[int] = seqs) -> bool:
+                return link.seqs()[since:] == expected
+
+            assert await until(published, 1.0)
         await pump.stop(drain_timeout=0.1)
         assert pump._nudge_handle is None
 
