@@ -228,14 +228,39 @@ def test_properties_go_through_paho() -> None:
     assert read_all(theirs) == b"\x32\x0c\x00\x01p\x00\x01\x05\x02\x00\x00\x00\x3cv"
 
 
-def test_a_full_window_queues_in_paho_and_invalid_topics_are_refused() -> None:
-    client, theirs, _ = make(FastPublishClient, paho.MQTTv311)
-    client.max_inflight_messages_set(1)
-    client.publish("a", b"1", qos=1)
-    queued = client.publish("a", b"2", qos=1)
-    assert queued.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
-    assert client._out_messages[queued.mid].state == paho.mqtt_ms_queued
-    assert read_all(theirs) == b"\x32\x06\x00\x01a\x00\x011"
+def puback(peer: socket.socket, client: paho.Client, mid: int) -> None:
+    peer.sendall(b"\x40\x02" + struct.pack("!H", mid))
+    assert client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_full_window_queues_in_paho_and_pubacks_release_the_queue(
+        protocol: MQTTProtocolVersion) -> None:
+    wire = []
+    for cls in (paho.Client, FastPublishClient):
+        client, theirs, _ = make(cls, protocol)
+        client.max_inflight_messages_set(2)
+        infos = [client.publish("a", bytes((49 + i,)), qos=1) for i in range(5)]
+        assert [info.rc for info in infos] == [MQTTErrorCode.MQTT_ERR_SUCCESS] * 5
+        assert [client._out_messages[i.mid].state for i in infos] == (
+            [paho.mqtt_ms_wait_for_puback] * 2 + [paho.mqtt_ms_queued] * 3)
+        steps = [deliver(client, theirs)]
+        for info in infos:  # each PUBACK lets one queued message out, in order
+            puback(theirs, client, info.mid)
+            steps.append(deliver(client, theirs))
+        assert not client._out_messages and client._inflight_messages == 0
+        if isinstance(client, FastPublishClient):
+            assert not client._queued_possible
+        # The queue is empty again: new messages take the direct path once more.
+        client.publish("a", b"z", qos=1)
+        steps.append(deliver(client, theirs))
+        wire.append(steps)
+    assert wire[1] == wire[0]
+    assert wire[0][1] != b"" and wire[0][4] == b""  # the 3rd left on the 1st PUBACK, none on the 4th
+
+
+def test_invalid_topics_are_refused() -> None:
+    client, _theirs, _ = make(FastPublishClient, paho.MQTTv311)
     with pytest.raises(ValueError, match="wildcards"):
         client.publish("a/+", b"x", qos=1)
     with pytest.raises(ValueError, match="Invalid topic"):

@@ -19,6 +19,9 @@ connected, no paho thread or ``loop()`` of its own):
   its ``MQTTMessageInfo`` shares one condition per client (``_set_as_published`` then wakes
   every waiter, each of which re-checks its own message), so ``wait_for_publish`` still works;
 * the packet is the bytes paho would build (``tests/test_paho_publish.py`` compares them);
+* a PUBACK skips paho's walk over every message in flight in search of queued ones while
+  none can be queued (only paho's own publish, with a full window, and its reconnect reset
+  queue one);
 * when paho has nothing queued for the socket the packet is sent at once, from ``publish``;
   what the socket does not take (a full send buffer, an error) is queued as paho queues it and
   the loop is asked to watch the socket, so paho's ``loop_write`` sends the rest or meets the
@@ -48,6 +51,7 @@ _MAX_REMAINING = 268_435_455
 _MID = struct.Struct("!H")
 _PUBLISH_QOS1 = int(paho.PUBLISH) | 0x02
 _WAIT_FOR_PUBACK = paho.mqtt_ms_wait_for_puback
+_QUEUED = paho.mqtt_ms_queued
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
@@ -95,6 +99,10 @@ class FastPublishClient(BufferedReadClient):
         super().__init__(*args, **kwargs)
         self._topics: dict[str, bytes] = {}  # topic -> its length-prefixed UTF-8 encoding
         self._info_condition = threading.Condition()
+        #: False only while no message in ``_out_messages`` waits in paho's queue (state
+        #: "queued"): only paho's own publish (a full window) and its reconnect reset put one
+        #: there, and both set it again.
+        self._queued_possible = False
 
     def publish(
         self,
@@ -115,6 +123,7 @@ class FastPublishClient(BufferedReadClient):
             or 0 < self._max_inflight_messages <= self._inflight_messages
             or 0 < self._max_queued_messages <= len(self._out_messages)
         ):
+            self._queued_possible = True
             return super().publish(topic, payload, qos, retain, properties)
         topic16 = self._topics.get(topic)
         if topic16 is None:
@@ -153,6 +162,21 @@ class FastPublishClient(BufferedReadClient):
         ))
         self._send_or_queue(packet, mid, info)
         return info
+
+    def _update_inflight(self) -> MQTTErrorCode:
+        # paho calls this on every PUBACK and walks every message in flight looking for queued
+        # ones to send; with none queued (the gateway's window stays below paho's) that walk
+        # finds nothing.
+        if not self._queued_possible:
+            return _SUCCESS
+        rc = super()._update_inflight()
+        if all(m.state != _QUEUED for m in self._out_messages.values()):
+            self._queued_possible = False
+        return rc
+
+    def _messages_reconnect_reset_out(self) -> None:
+        super()._messages_reconnect_reset_out()
+        self._queued_possible = True
 
     def _encode_topic(self, topic: str) -> bytes:
         """Validate ``topic`` as paho's ``publish`` does and keep its encoding."""
