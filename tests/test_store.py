@@ -446,7 +446,7 @@ def test_a_large_batch_of_acknowledgements_and_counts_is_written_exactly(store: 
     attempted = [seq for seq in range(1, total + 1) if seq % 2] + [5, 5, 1250]
     assert store.mark_acked(acked, when_ms=T0 + 50, attempted=attempted) == len(
         {seq for seq in range(1, 1201) if seq % 3} - {7})
-    expected = []
+    expected: list[tuple[int, int, int | None, int | None]] = []
     for seq in range(1, total + 1):
         tries = attempted.count(seq)
         if seq == 7:

@@ -31,6 +31,9 @@ _IN_BATCH = 500
 class OutboxStore(StoreCore):
     """Outbox methods of :class:`gateway.store.Store`."""
 
+    #: ``requeues`` when a read of the whole replay lane found it empty (None: not known).
+    _replay_lane_empty_at: int | None = None
+
     @property
     def last_seq(self) -> int:
         """The last seq committed (0 on a new store). Read it when a connection comes up to
@@ -71,21 +74,31 @@ class OutboxStore(StoreCore):
         flight on this connection).
 
         One query per lane, each walking only its lane's partial index from the cursor: one
-        ``ORDER BY priority DESC, seq`` would have to sort every unacknowledged row."""
+        ``ORDER BY priority DESC, seq`` would have to sort every unacknowledged row. The replay
+        lane, empty nearly always, is not asked again once found empty from its start until a
+        replay queues rows (only :meth:`requeue` puts rows in it, and it moves ``requeues``);
+        a PUBACK only takes rows out."""
         cursor = after if after is not None else OutboxCursor()
         rows: list[tuple[int, str, bytes, int, int, int, int, int]] = []
         with self._reading() as conn:
+            requeues = self.requeues  # read before the query: a replay after it moves it
             for lane, since in (("priority = 1 AND replay = 0", cursor.priority),
                                 ("replay = 1", cursor.replay),
                                 ("priority = 0 AND replay = 0", cursor.bulk)):
                 if len(rows) >= limit:
                     break
-                rows += conn.execute(
+                replay_lane = lane == "replay = 1"
+                if replay_lane and self._replay_lane_empty_at == requeues:
+                    continue
+                found = conn.execute(
                     "SELECT seq, topic, payload, qos, created_ms, attempts, priority, replay "
                     f"FROM outbox WHERE acked_ms IS NULL AND {lane} AND seq > ? "
                     "ORDER BY seq LIMIT ?",
                     (since, limit - len(rows)),
                 ).fetchall()
+                if replay_lane and not found and since == 0:
+                    self._replay_lane_empty_at = requeues
+                rows += found
         make = outbox_row
         return [make(seq, topic, payload, qos, created, attempts, bool(priority), bool(replay))
                 for seq, topic, payload, qos, created, attempts, priority, replay in rows]
