@@ -385,6 +385,31 @@ def test_pump_started_after_the_connection_is_up(store: Store) -> None:
     run(main)
 
 
+def test_rows_committed_without_a_notify_go_out_within_idle_poll(store: Store) -> None:
+    """The safety net: a commit whose notify() was lost is published within idle_poll_s, and
+    again on each later period; the timer goes with the pump."""
+
+    async def main() -> None:
+        link = ScriptedLink(connected=True)
+        pump = OutboxPump(store, link, window=8, idle_poll_s=0.1)
+        pump.start()
+        await settle()
+        ledger = Ledger(store)
+        for round_ in range(2):
+            seqs = ledger.commit(["m-001"])  # no notify()
+            await asyncio.sleep(0.02)
+            assert link.seqs()[round_:] == []
+
+            def published(since: int = round_, expected: list[int] = seqs) -> bool:
+                return link.seqs()[since:] == expected
+
+            assert await until(published, 1.0)
+        await pump.stop(drain_timeout=0.1)
+        assert pump._nudge_handle is None
+
+    run(main)
+
+
 def test_alarms_overtake_the_backlog_within_one_window(store: Store) -> None:
     """Alarms and command results go in the priority lane: each free slot of the window takes
     the lowest unsent priority row first, so an alarm waits for the rows already in flight, not

@@ -81,6 +81,50 @@ def test_same_packets_in_the_same_order_with_split_packets(cls: type[paho.Client
     assert not getattr(client, "buffered", False)
 
 
+def long_publish_packet(topic: str, payload: bytes) -> bytes:
+    """An MQTT 3.1.1 PUBLISH at QoS 0 with a two-byte remaining length."""
+    body = struct.pack("!H", len(topic)) + topic.encode() + payload
+    assert 128 <= len(body) < 16384
+    return bytes((0x30, 0x80 | (len(body) & 0x7F), len(body) >> 7)) + body
+
+
+@pytest.mark.parametrize("cls", [paho.Client, BufferedReadClient])
+def test_short_long_and_empty_packets_cut_anywhere(cls: type[paho.Client]) -> None:
+    """Whole short packets take the buffered client's shortcut, a long one and one cut in two
+    go through paho's reader: the same messages either way, wherever the stream is cut."""
+    pingresp = b"\xd0\x00"
+    stream = (publish_packet("c", b"s1") + long_publish_packet("c", b"L" * 300) + pingresp
+              + publish_packet("c", b"s2") + pingresp + publish_packet("c", b"s3"))
+    expected = [b"s1", b"L" * 300, b"s2", b"s3"]
+    for cut in range(len(stream) + 1):
+        client, _counting, theirs, got = make(cls)
+        for part in (stream[:cut], stream[cut:]):
+            if part:
+                theirs.sendall(part)
+                assert drain(client) == MQTTErrorCode.MQTT_ERR_SUCCESS
+        assert got == expected, cut
+        assert client._in_packet["command"] == 0  # nothing half-read left behind
+        theirs.close()
+
+
+def test_whole_short_packets_skip_pahos_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = paho.Client._packet_read
+
+    def counted(self: paho.Client) -> MQTTErrorCode:
+        calls.append(self._in_packet["command"])
+        return original(self)
+
+    monkeypatch.setattr(paho.Client, "_packet_read", counted)
+    client, counting, theirs, got = make(BufferedReadClient)
+    theirs.sendall(publish_packet("c", b"a") + long_publish_packet("c", b"L" * 200)
+                   + publish_packet("c", b"b"))
+    drain(client)
+    assert got == [b"a", b"L" * 200, b"b"]
+    assert calls == [0]  # paho's reader only for the long one
+    assert counting.recvs == 1  # the whole burst in one read
+
+
 def test_one_read_per_burst_instead_of_four_per_packet() -> None:
     plain, plain_sock, plain_peer, plain_got = make(paho.Client)
     buffered, buffered_sock, buffered_peer, buffered_got = make(BufferedReadClient)

@@ -436,6 +436,30 @@ def test_acknowledgements_and_hand_over_counts_are_written_together(store: Store
         "SELECT attempts, acked_ms FROM outbox WHERE seq = 1").fetchone() == (2, T0 + 20)
 
 
+def test_a_large_batch_of_acknowledgements_and_counts_is_written_exactly(store: Store) -> None:
+    """More rows than one statement's list holds, with every kind of change mixed: each row
+    ends as if it had been updated on its own."""
+    total = 1300
+    store.commit_poll([blob(4) for _ in range(total)], now_ms=T0)
+    store.mark_acked([7], when_ms=T0 + 1)  # acknowledged earlier: left as it is
+    acked = [seq for seq in range(1, 1201) if seq % 3] + [7, 8, 8]  # repeats included
+    attempted = [seq for seq in range(1, total + 1) if seq % 2] + [5, 5, 1250]
+    assert store.mark_acked(acked, when_ms=T0 + 50, attempted=attempted) == len(
+        {seq for seq in range(1, 1201) if seq % 3} - {7})
+    expected: list[tuple[int, int, int | None, int | None]] = []
+    for seq in range(1, total + 1):
+        tries = attempted.count(seq)
+        if seq == 7:
+            expected.append((seq, 0, None, T0 + 1))
+        elif seq in acked:
+            expected.append((seq, tries, T0 + 50 if tries else None, T0 + 50))
+        else:
+            expected.append((seq, tries, T0 + 50 if tries else None, None))
+    rows = store._require_open().execute(
+        "SELECT seq, attempts, last_attempt_ms, acked_ms FROM outbox ORDER BY seq").fetchall()
+    assert rows == expected
+
+
 def test_backlog_is_decided_by_sequence_and_keeps_the_id(store: Store) -> None:
     store.commit_poll(poll(store, 2, T0))  # committed while offline
     connect_seq = store.last_seq  # the connection comes up here

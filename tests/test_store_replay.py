@@ -169,3 +169,21 @@ def test_blob_rows_replay_unchanged(store: Store) -> None:
     store.mark_acked(seqs, when_ms=T0)
     store.requeue(1, 3)
     assert [r.payload for r in store.pending(10)] == [b"\x01" * 3, b"\x02" * 3, b"\x03" * 3]
+
+
+def test_the_replay_lane_is_read_again_after_each_replay_and_after_a_restart(
+        tmp_path: Path) -> None:
+    path = tmp_path / "lanes.db"
+    with Store.open(path) as store:
+        seqs = _reads(store, 4)
+        store.mark_acked(seqs, when_ms=T0)
+        for _ in range(2):  # found empty, then queued again: each replay is seen
+            assert store.pending(10) == []
+            assert store.requeue(seqs[0], seqs[1]) == Requeued(requeued=2, pending=0)
+            assert [(r.seq, r.replay) for r in store.pending(10)] == [
+                (seqs[0], True), (seqs[1], True)]
+            store.mark_acked(seqs[:2], when_ms=T0 + 1)
+        assert store.requeue(seqs[2], seqs[3]) == Requeued(requeued=2, pending=0)
+    with Store.open(path) as reopened:  # the rows queued by the last run are still sent
+        assert [(r.seq, r.replay) for r in reopened.pending(10)] == [
+            (seqs[2], True), (seqs[3], True)]

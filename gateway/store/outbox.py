@@ -8,7 +8,7 @@ keep); the commit path itself is :mod:`gateway.store.core`.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from gateway.store.connection import meta_int as _meta_int
 from gateway.store.connection import translate as _translate
@@ -24,10 +24,15 @@ _MS_PER_DAY = 86_400_000
 #: Rows deleted per retention transaction, so pruning weeks of backlog never holds the write lock
 #: for long (each batch is one short transaction).
 _PRUNE_BATCH = 2000
+#: Seqs per ``seq IN (...)`` list of one statement (SQLite allows 32766 bound values).
+_IN_BATCH = 500
 
 
 class OutboxStore(StoreCore):
     """Outbox methods of :class:`gateway.store.Store`."""
+
+    #: ``requeues`` when a read of the whole replay lane found it empty (None: not known).
+    _replay_lane_empty_at: int | None = None
 
     @property
     def last_seq(self) -> int:
@@ -69,21 +74,31 @@ class OutboxStore(StoreCore):
         flight on this connection).
 
         One query per lane, each walking only its lane's partial index from the cursor: one
-        ``ORDER BY priority DESC, seq`` would have to sort every unacknowledged row."""
+        ``ORDER BY priority DESC, seq`` would have to sort every unacknowledged row. The replay
+        lane, empty nearly always, is not asked again once found empty from its start until a
+        replay queues rows (only :meth:`requeue` puts rows in it, and it moves ``requeues``);
+        a PUBACK only takes rows out."""
         cursor = after if after is not None else OutboxCursor()
         rows: list[tuple[int, str, bytes, int, int, int, int, int]] = []
         with self._reading() as conn:
+            requeues = self.requeues  # read before the query: a replay after it moves it
             for lane, since in (("priority = 1 AND replay = 0", cursor.priority),
                                 ("replay = 1", cursor.replay),
                                 ("priority = 0 AND replay = 0", cursor.bulk)):
                 if len(rows) >= limit:
                     break
-                rows += conn.execute(
+                replay_lane = lane == "replay = 1"
+                if replay_lane and self._replay_lane_empty_at == requeues:
+                    continue
+                found = conn.execute(
                     "SELECT seq, topic, payload, qos, created_ms, attempts, priority, replay "
                     f"FROM outbox WHERE acked_ms IS NULL AND {lane} AND seq > ? "
                     "ORDER BY seq LIMIT ?",
                     (since, limit - len(rows)),
                 ).fetchall()
+                if replay_lane and not found and since == 0:
+                    self._replay_lane_empty_at = requeues
+                rows += found
         make = outbox_row
         return [make(seq, topic, payload, qos, created, attempts, bool(priority), bool(replay))
                 for seq, topic, payload, qos, created, attempts, priority, replay in rows]
@@ -126,22 +141,31 @@ class OutboxStore(StoreCore):
         tries: dict[int, int] = {}
         for seq in attempted:
             tries[seq] = tries.get(seq, 0) + 1
+        # One statement per group of rows getting the same change (nearly always two groups:
+        # acknowledged with one hand-over since the last write, and without), not one per row.
+        acked_by_tries = _group((seq, tries.get(seq, 0)) for seq in acked)
+        for seq in acked:
+            tries.pop(seq, None)
         with self._transaction(durable=False) as conn:
             before = conn.total_changes
-            conn.executemany(
-                "UPDATE outbox SET acked_ms = ?, replay = 0, attempts = attempts + ?, "
-                "last_attempt_ms = CASE WHEN ? THEN ? ELSE last_attempt_ms END "
-                "WHERE seq = ? AND acked_ms IS NULL",
-                [(when, tries.get(seq, 0), seq in tries, when, seq) for seq in acked],
-            )
+            for n, group in acked_by_tries.items():
+                for chunk in _chunks(group):
+                    marks = ",".join("?" * len(chunk))
+                    if n:
+                        conn.execute(
+                            "UPDATE outbox SET acked_ms = ?, replay = 0, attempts = attempts + ?, "
+                            f"last_attempt_ms = ? WHERE seq IN ({marks}) AND acked_ms IS NULL",
+                            (when, n, when, *chunk))
+                    else:
+                        conn.execute(
+                            "UPDATE outbox SET acked_ms = ?, replay = 0 "
+                            f"WHERE seq IN ({marks}) AND acked_ms IS NULL", (when, *chunk))
             became = conn.total_changes - before
-            for seq in acked:
-                tries.pop(seq, None)
-            if tries:
-                conn.executemany(
-                    "UPDATE outbox SET attempts = attempts + ?, last_attempt_ms = ? WHERE seq = ?",
-                    [(n, when, seq) for seq, n in tries.items()],
-                )
+            for n, group in _group(tries.items()).items():
+                for chunk in _chunks(group):
+                    conn.execute(
+                        "UPDATE outbox SET attempts = attempts + ?, last_attempt_ms = ? "
+                        f"WHERE seq IN ({','.join('?' * len(chunk))})", (n, when, *chunk))
             return became
 
     def outbox_depth(self) -> int:
@@ -235,3 +259,19 @@ class OutboxStore(StoreCore):
     def disk_status(self, min_free_mb: float, min_free_pct: float) -> DiskStatus:
         """Free space of the filesystem holding the database against the configured minimums."""
         return disk_status(self.path.parent, min_free_mb, min_free_pct)
+
+
+def _group(pairs: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+    """Seqs by the count paired with them, each seq once (the first pairing wins), in order."""
+    groups: dict[int, list[int]] = {}
+    seen: set[int] = set()
+    for seq, n in pairs:
+        if seq not in seen:
+            seen.add(seq)
+            groups.setdefault(n, []).append(seq)
+    return groups
+
+
+def _chunks(seqs: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(seqs), _IN_BATCH):
+        yield seqs[start:start + _IN_BATCH]

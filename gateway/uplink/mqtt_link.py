@@ -59,7 +59,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.config.mqtt import STATE_MESSAGE_SLOTS
 from gateway.uplink.failure_log import FailureLog
 from gateway.uplink.link_settings import LinkSettings
-from gateway.uplink.paho_client import BufferedReadClient
+from gateway.uplink.paho_publish import FastPublishClient
 from gateway.uplink.state_messages import StateMessages, wall_clock_ms
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class MqttLink:
 
     # -- construction --------------------------------------------------------------------------
 
-    def _make_client(self) -> BufferedReadClient:
+    def _make_client(self) -> FastPublishClient:
         s = self.settings
         protocol = _PAHO_PROTOCOLS[s.protocol]
         kwargs: dict[str, Any] = {}
@@ -199,7 +199,7 @@ class MqttLink:
             # MQTT 3.1.1 has no session expiry; clean_session=False keeps the session (and the
             # QoS 1 commands queued in it) until the broker's own expiry policy drops it.
             kwargs["clean_session"] = False
-        client = BufferedReadClient(
+        client = FastPublishClient(
             CallbackAPIVersion.VERSION2,
             client_id=s.client_id,
             protocol=protocol,

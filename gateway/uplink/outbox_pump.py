@@ -165,6 +165,7 @@ class OutboxPump:
         self._attempted: list[int] = []  # handed to the link, count not yet written
         self._bookkeeping_delay_s = bookkeeping_delay_s
         self._flush_handle: asyncio.Handle | None = None
+        self._nudge_handle: asyncio.TimerHandle | None = None  # the idle_poll_s safety net
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -305,21 +306,31 @@ class OutboxPump:
     # -- internals -----------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._idle_poll_s):
-                    await self._wake.wait()
-            self._wake.clear()
-            if self._stopping:
-                return
-            try:
-                self._fill_window()
-            except StoreError as exc:  # the store failing must not kill the pump
-                self._last_error = f"reading the outbox failed: {exc}"
-                self._read_failures.failed(f"{exc}; retrying every second")
-                await asyncio.sleep(1.0)
-            else:
-                self._read_failures.recovered()
+        # The safety net wakes the pump every idle_poll_s from a timer of its own: a timeout
+        # around each wait would make and cancel a timer for every wake-up (one per commit).
+        self._nudge()
+        try:
+            while not self._stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    return
+                try:
+                    self._fill_window()
+                except StoreError as exc:  # the store failing must not kill the pump
+                    self._last_error = f"reading the outbox failed: {exc}"
+                    self._read_failures.failed(f"{exc}; retrying every second")
+                    await asyncio.sleep(1.0)
+                else:
+                    self._read_failures.recovered()
+        finally:
+            if self._nudge_handle is not None:
+                self._nudge_handle.cancel()
+                self._nudge_handle = None
+
+    def _nudge(self) -> None:
+        self._wake.set()
+        self._nudge_handle = asyncio.get_running_loop().call_later(self._idle_poll_s, self._nudge)
 
     def _fill_window(self, *, final: bool = False) -> None:
         handed: list[int] = []

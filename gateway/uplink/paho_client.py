@@ -5,7 +5,9 @@ remaining length and a ``recv`` of the rest, then one more ``recv(1)`` that fail
 ``BlockingIOError`` once the socket is empty: four system calls and an exception for each PUBACK,
 a hundred PUBACKs a second at 100 meters polled each second. Here the first read of a burst takes
 up to 64 KiB in one call and the rest are served from that buffer; the packets paho sees, and
-their order, are the same.
+their order, are the same. A short packet (remaining length < 128: every PUBACK) lying whole in
+the buffer skips paho's byte-by-byte reader too: its handler gets the ``_in_packet`` that reader
+would have assembled from three buffered reads.
 
 A PUBACK with no reason code and no properties (2 bytes: the packet id; what a broker sends for
 every accepted message) is handled without paho's decoder, which builds a ``ReasonCode`` (with
@@ -26,6 +28,7 @@ from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -46,9 +49,9 @@ class BufferedReadClient(paho.Client):
     """:class:`paho.mqtt.client.Client` reading its socket through a buffer, and handling a plain
     PUBACK without its decoder (module docstring).
 
-    Overrides paho's ``_sock_recv``, the one method its reader calls for bytes, and
-    ``_handle_pubackcomp`` (paho 2.x); ``tests/test_paho_buffered.py`` checks both against
-    paho's own."""
+    Overrides paho's ``_sock_recv``, the one method its reader calls for bytes, its reader
+    ``_packet_read`` for a whole short packet, and ``_handle_pubackcomp`` (paho 2.x);
+    ``tests/test_paho_buffered.py`` checks them against paho's own."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -78,6 +81,71 @@ class BufferedReadClient(paho.Client):
             return rx[pos:] if pos else rx
         self._rx_pos = end
         return rx[pos:end]
+
+    def _packet_read(self) -> MQTTErrorCode:
+        # A packet with a one-byte remaining length (< 128 bytes: every PUBACK, SUBACK,
+        # PINGRESP, a short command) found whole at the start of the buffer is handed to paho's
+        # handler at once, with the _in_packet paho's reader would have built from three
+        # buffered reads; anything else (a longer packet, one split across reads, bytes of a
+        # packet already taken) goes through paho's reader.
+        if self._in_packet["command"] == 0:
+            if self._rx_pos >= len(self._rx) or self._rx_sock is not self._sock:
+                rc = self._refill()
+                if rc is not None:
+                    return rc
+            rx, pos = self._rx, self._rx_pos
+            if len(rx) - pos >= 2 and rx[pos + 1] < 128:
+                length = rx[pos + 1]
+                end = pos + 2 + length
+                if end <= len(rx):
+                    if end >= len(rx):
+                        self._rx, self._rx_pos = b"", 0
+                    else:
+                        self._rx_pos = end
+                    return self._handle_whole(rx[pos], length, rx[pos + 2:end])
+        return super()._packet_read()
+
+    def _refill(self) -> MQTTErrorCode | None:
+        """Read what the socket holds into the empty buffer; paho's outcome for a failed or
+        empty read (paho's reader would have met it reading the command byte), else None."""
+        try:
+            data: bytes = super()._sock_recv(RECV_CHUNK)
+        except BlockingIOError:
+            return MQTTErrorCode.MQTT_ERR_AGAIN
+        except TimeoutError as err:
+            self._easy_log(paho.MQTT_LOG_ERR, "timeout on socket: %s", err)
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        except OSError as err:
+            self._easy_log(paho.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        if not data:
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        self._rx_sock, self._rx, self._rx_pos = self._sock, data, 0
+        return None
+
+    def _handle_whole(self, command: int, length: int, body: bytes) -> MQTTErrorCode:
+        """What paho's reader does with a packet it has read whole (the end of its
+        ``_packet_read``)."""
+        self._in_packet = {
+            "command": command, "have_remaining": 1, "remaining_count": [length],
+            "remaining_mult": 128, "remaining_length": length, "packet": bytearray(body),
+            "to_process": 0, "pos": 0,
+        }
+        if length:
+            with self._msgtime_mutex:
+                self._last_bytes_received = paho.time_func()
+        try:
+            rc = self._packet_handle()
+        except MalformedPacket as exc:
+            self._easy_log(paho.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._in_packet = {
+            "command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
+            "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0,
+        }
+        with self._msgtime_mutex:
+            self._last_bytes_received = paho.time_func()
+        return rc
 
     def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
         packet = self._in_packet["packet"]
