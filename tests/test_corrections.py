@@ -190,6 +190,27 @@ def test_a_record_superseded_in_the_same_commit_is_named_by_its_seq_there(
         assert corrections.unnamed == 1 and corrections.named == 3
 
 
+def test_the_same_key_of_other_meters_in_the_batch_is_never_named(tmp_path: Path) -> None:
+    """The batch's polls of other meters hold the very same (q, t) (they are not walked for the
+    correction's look-up): the correction names its own meter's read, between them."""
+    with Store.open(tmp_path / "gw.db") as store:
+        corrections = Corrections(store, GW, lambda meter: f"mtr/v1/{GW}/reads/{meter}")
+
+        def poll(meter: str) -> OutboxMessage:
+            return OutboxMessage.for_reads(
+                topic=f"x/reads/{meter}", gw=GW, epoch=store.epoch, ts=T0 + 2000, meter=meter,
+                reads=[ReadRecord("voltage.a", 230.0, "V", T0 + 2000),
+                       ReadRecord(GRID_QUANTITY, Decimal("125.10"), "kWh", T0 + 2000)])
+
+        earlier = [poll("m-0"), poll("m-1"), poll("m-2")]
+        messages = [*earlier, *corrections.messages(
+            earlier, [("m-1", [correction(t=T0 + 2000, sup=None)])], T0 + 2050)]
+        store.commit_poll(messages)
+        ids = list(published(store))
+        assert published(store)[ids[3]][0].sup == (ids[1], 1)
+        assert corrections.named == 1 and corrections.unnamed == 0
+
+
 def test_a_rejected_spike_stops_being_the_reference_of_the_decrease_check(
         tmp_path: Path) -> None:
     """A spike accepted by the basic check makes every later read a "decrease" (reason 18);

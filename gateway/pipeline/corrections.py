@@ -26,7 +26,7 @@ Cost: nothing for a batch without re-published records (the common poll).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import fields, replace
 
 from gateway.store import Store
@@ -69,7 +69,7 @@ class Corrections:
                 name: Named = None
                 if record.rev and record.sup is None:
                     if latest is None:
-                        latest = _latest([*earlier])
+                        latest = _latest(earlier, {m for m, _ in vee_reads})
                         for k, (m, before) in enumerate(vee_reads[:number + 1]):
                             for i, seen in enumerate(before[:index] if k == number else before):
                                 latest[(m, seen.q, seen.t)] = (len(earlier) + k, i, seen.rev)
@@ -148,12 +148,15 @@ def _superseding(record: ReadRecord, sup: tuple[str, int]) -> ReadRecord:
     return copy
 
 
-def _latest(messages: Sequence[OutboxMessage]) -> dict[tuple[str, str, int], tuple[int, int, int]]:
-    """(meter, q, t) -> (position, index, rev) of its newest record in ``messages``."""
+def _latest(messages: Sequence[OutboxMessage], meters: Container[str]
+            ) -> dict[tuple[str, str, int], tuple[int, int, int]]:
+    """(meter, q, t) -> (position, index, rev) of its newest record in ``messages``, for the
+    records of ``meters`` (the only ones looked up: the meters with VEE records; the others'
+    reads, every poll of the batch, are not walked)."""
     found: dict[tuple[str, str, int], tuple[int, int, int]] = {}
     for position, message in enumerate(messages):
         meter = message.meter
-        if meter is None:
+        if meter is None or meter not in meters:
             continue
         for index, record in enumerate(message.reads):
             found[(meter, record.q, record.t)] = (position, index, record.rev)
