@@ -84,16 +84,11 @@ _KEY: Final = tuple(_head(0, k) for k in range(10))
 _MANTISSA_LIMIT: Final = 2.0**53
 
 
-#: An alias entry as the encoder uses it: (alias number, unit, exponent, decimal, scale, fscale,
-#: known), where scale is 10**-exponent for a float entry whose exponent is in -22..0 (None
-#: otherwise), fscale the same as a float (exact: every 10**k up to 10**22 is a double), and
-#: known the bare mantissas already worked out for this entry (:func:`encode_reads_v2`). A plain
-#: tuple: the per-record lookups are the encoder's hot path.
-_Slot = tuple[int, str, "int | None", bool, "int | None", "float | None", dict[float, bytes]]
-
-#: Bound of a slot's ``known`` mantissas (cleared when full): a meter's voltage, frequency and
-#: power factor take a few hundred values, and every meter of a profile shares the table.
-_KNOWN_LIMIT: Final = 4096
+#: An alias entry as the encoder uses it: (alias number, unit, exponent, decimal, scale, fscale),
+#: where scale is 10**-exponent for a float entry whose exponent is in -22..0 (None otherwise)
+#: and fscale the same as a float (exact: every 10**k up to 10**22 is a double). A plain tuple:
+#: the per-record lookups are the encoder's hot path.
+_Slot = tuple[int, str, "int | None", bool, "int | None", "float | None"]
 
 #: id(table) -> (table, plan); the table is kept so its id cannot be reused while cached.
 _PLANS: dict[int, tuple[AliasTable, dict[str, _Slot]]] = {}
@@ -108,7 +103,7 @@ def _plan(table: AliasTable) -> dict[str, _Slot]:
         scale = (10 ** -e.exponent if not e.decimal and e.exponent is not None
                  and -22 <= e.exponent <= 0 else None)
         plan[e.q] = (i, e.unit, e.exponent, e.decimal, scale,
-                     float(scale) if scale is not None else None, {})
+                     float(scale) if scale is not None else None)
     if len(_PLANS) > 256:
         _PLANS.clear()
     _PLANS[id(table)] = (table, plan)
@@ -263,16 +258,6 @@ def encode_reads_v2(gw: str, epoch: int, seq: int, ts: int, binding: Binding,
         if slot[0] == cursor and f[4:] == plain and f[2] == slot[1] and val is not None:
             scale = slot[5]
             if type(val) is float and scale is not None:
-                # Meter values repeat (a voltage, a frequency, a power factor): the bare
-                # mantissa of a value seen before is looked up, not worked out again. Only
-                # positive values are kept, and two positive floats that compare equal are the
-                # same double, so the bytes are the ones the lines below would give.
-                known = slot[6]
-                encoded = known.get(val)
-                if encoded is not None:
-                    append(encoded)
-                    cursor += 1
-                    continue
                 product = val * scale
                 if 0.0 < product < _MANTISSA_LIMIT:
                     # Any nearby integer will do: the check below proves it exact or not.
@@ -281,13 +266,9 @@ def encode_reads_v2(gw: str, epoch: int, seq: int, ts: int, binding: Binding,
                     # double as the decoder's int / int.
                     if mantissa / scale == val:
                         if 0xFF < mantissa < 0x10000:
-                            encoded = _pack16(0x19, mantissa)
+                            append(_pack16(0x19, mantissa))
                         else:
-                            encoded = _uint(mantissa)
-                        if len(known) >= _KNOWN_LIMIT:
-                            known.clear()
-                        known[val] = encoded
-                        append(encoded)
+                            append(_uint(mantissa))
                         cursor += 1
                         continue
             append(value_bytes(val, slot))
