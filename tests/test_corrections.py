@@ -14,8 +14,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.pipeline.corrections import Corrections
+from gateway.pipeline.corrections import Corrections, _superseding
 from gateway.pipeline.vee_stage import GRID_QUANTITY, VeeStage
 from gateway.store import OutboxMessage, Store
 from protocols.payload import (
@@ -188,6 +190,27 @@ def test_a_record_superseded_in_the_same_commit_is_named_by_its_seq_there(
         assert corrections.unnamed == 1 and corrections.named == 3
 
 
+def test_the_same_key_of_other_meters_in_the_batch_is_never_named(tmp_path: Path) -> None:
+    """The batch's polls of other meters hold the very same (q, t) (they are not walked for the
+    correction's look-up): the correction names its own meter's read, between them."""
+    with Store.open(tmp_path / "gw.db") as store:
+        corrections = Corrections(store, GW, lambda meter: f"mtr/v1/{GW}/reads/{meter}")
+
+        def poll(meter: str) -> OutboxMessage:
+            return OutboxMessage.for_reads(
+                topic=f"x/reads/{meter}", gw=GW, epoch=store.epoch, ts=T0 + 2000, meter=meter,
+                reads=[ReadRecord("voltage.a", 230.0, "V", T0 + 2000),
+                       ReadRecord(GRID_QUANTITY, Decimal("125.10"), "kWh", T0 + 2000)])
+
+        earlier = [poll("m-0"), poll("m-1"), poll("m-2")]
+        messages = [*earlier, *corrections.messages(
+            earlier, [("m-1", [correction(t=T0 + 2000, sup=None)])], T0 + 2050)]
+        store.commit_poll(messages)
+        ids = list(published(store))
+        assert published(store)[ids[3]][0].sup == (ids[1], 1)
+        assert corrections.named == 1 and corrections.unnamed == 0
+
+
 def test_a_rejected_spike_stops_being_the_reference_of_the_decrease_check(
         tmp_path: Path) -> None:
     """A spike accepted by the basic check makes every later read a "decrease" (reason 18);
@@ -260,3 +283,47 @@ def test_a_rejected_spike_is_not_the_register_a_restart_compares_with(tmp_path: 
         poll(store, "100.50", T0 + 8000)
     with Store.open(tmp_path / "gw.db") as store:  # what a restart seeds the check with
         assert store.last_actual_registers() == [("m-1", GRID_QUANTITY, Decimal("100.50"))]
+
+
+# -- _superseding against dataclasses.replace ---------------------------------------------------
+_graded = st.builds(
+    lambda val, quality, **rest: ReadRecord(val=val, quality="N" if val is None else quality,
+                                            raw=Decimal("1.5") if quality == "S" else None,
+                                            **rest),
+    q=st.sampled_from(["energy.active.import.total", "voltage.a"]),
+    val=st.one_of(st.none(), st.decimals(min_value=-(10**9), max_value=10**9, places=3,
+                                         allow_nan=False),
+                  st.floats(allow_nan=False, allow_infinity=False)),
+    quality=st.sampled_from(["E", "S"]),
+    unit=st.sampled_from(["kWh", "V", ""]),
+    t=st.integers(0, 2**64 - 1),
+    method=st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+    reasons=st.lists(st.integers(0, 300), max_size=3).map(tuple),
+    hist=st.booleans(),
+    rev=st.integers(0, 2**64 - 1),
+)
+_sups = st.tuples(st.one_of(st.text(max_size=12), st.integers(-3, 3)),
+                  st.one_of(st.integers(-2, 2**64 + 1), st.text(max_size=2), st.none()))
+
+
+def _made(make: object, record: ReadRecord, sup: object) -> tuple[object, ...]:
+    try:
+        made = make(record, sup)  # type: ignore[operator]
+    except PayloadEncodeError as exc:
+        return ("error", str(exc))
+    return (made, repr(made), hash(made), type(made))
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=_graded, sup=_sups)
+def test_superseding_is_replace_with_sup(record: ReadRecord, sup: tuple[object, object]) -> None:
+    """The same record (equal, same repr and hash, frozen) or the same error as
+    ``dataclasses.replace(record, sup=sup)``, on any sup, valid or not."""
+    from dataclasses import FrozenInstanceError, replace
+
+    ours = _made(_superseding, record, sup)
+    assert ours == _made(lambda r, s: replace(r, sup=s), record, sup)
+    made = ours[0]
+    if isinstance(made, ReadRecord):
+        with pytest.raises(FrozenInstanceError):
+            made.q = "x"  # type: ignore[misc]

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge_rules import theft
 from gateway.acquisition.poll_result import PolledValue, PollResult
-from gateway.analytics.theft import INDICATORS, KINDS, TheftMonitor
+from gateway.analytics.theft import INDICATORS, KINDS, TheftMonitor, _may_be_stopped
 from gateway.config import ConfigError, load_config
 from gateway.pipeline.committer import Committer, PipelineServices
 from gateway.store import Store
@@ -442,6 +443,33 @@ def test_screening_never_changes_what_the_kernels_find(rig: Rig, seed: int) -> N
             np.testing.assert_array_equal(getattr(a, field)[b.fired != 0],
                                           getattr(b, field)[b.fired != 0], err_msg=spec.kind)
 
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_the_meter_stopped_screen_holds_wherever_the_kernel_fires(seed: int) -> None:
+    """``_may_be_stopped`` is a necessary condition of ``meter_stopped_np`` firing, right at
+    the threshold (``min_kwh`` = the largest stretch the kernel summed), on random batches with
+    frozen registers, negative, NaN and infinite powers, and times that repeat or go back."""
+    rng = np.random.default_rng(seed)
+    meters, n = int(rng.integers(1, 6)), int(rng.integers(2, 20))
+    register = 1000 + np.cumsum(rng.choice([0.0, 0.01, 0.5], size=(meters, n),
+                                           p=[0.6, 0.3, 0.1]), axis=1)
+    register[rng.random(register.shape) < 0.05 * (seed % 3)] = np.nan
+    power = rng.choice([rng.uniform(0, 40), rng.uniform(-5, 0), 1e-3, 0.0], size=(meters, n))
+    power[rng.random(power.shape) < 0.05 * (seed % 4)] = np.nan
+    if seed % 7 == 0:
+        power[rng.integers(meters), rng.integers(n)] = np.inf
+    steps = rng.choice([1000, 60_000, 0, -30_000] if seed % 5 == 0 else [1000, 60_000],
+                       size=(meters, n))
+    times = T0 + np.cumsum(steps, axis=1).astype(np.int64)
+    value = theft.meter_stopped_np(register, power, times, 1e300)[4]
+    finite = value[np.isfinite(value) & (value > 0)]
+    for min_kwh in ({float(finite.max()), float(finite.min())} if finite.size else {1e-9}):
+        fired = theft.meter_stopped_np(register, power, times, min_kwh)[0]
+        if fired.any():
+            assert _may_be_stopped(register, power, times, min_kwh), (seed, min_kwh)
+    if not np.isinf(power).any():  # and it does screen: no finite batch reaches 1e300 kWh
+        assert not _may_be_stopped(register, power, times, 1e300)
 
 
 #: Each indicator and the load-model knob that provokes it (hil_tests/load_model.py).
