@@ -24,11 +24,13 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from gateway.acquisition.poll_result import PolledValue, PollResult
+from gateway.acquisition.poll_result import PolledValue
 from gateway.analytics.theft import TheftMonitor
 from gateway.config import load_config
 from gateway.pipeline.committer import Committer, PipelineServices
+from gateway.pipeline.feed import ValidatedPoll
 from gateway.store import Store
+from protocols.payload import ReadRecord
 from protocols.topics import GatewayTopics
 
 HEAD = """[gateway]
@@ -53,8 +55,9 @@ def config_text(meters: int) -> str:
     return "\n".join(rows)
 
 
-def poll(meter: int, k: int, t_ms: int) -> PollResult:
-    """An honest three-phase poll: 13 quantities, Decimals as the DL/T 645 codec gives them."""
+def poll(meter: int, k: int, t_ms: int) -> ValidatedPoll:
+    """An honest three-phase poll: 13 quantities, Decimals as the DL/T 645 codec gives them, as
+    the monitor receives it: graded records (all actual here) after validation."""
     v = [Decimal(f"{220 + (meter + p) % 5}.{k % 10}") for p in range(3)]
     i = [Decimal(f"{4 + 0.1 * ((meter + p) % 3):.1f}{k % 100:02d}") for p in range(3)]
     p_kw = [Decimal(f"{float(a) * float(b) * 0.95 / 1000:.4f}") for a, b in zip(v, i, strict=True)]
@@ -66,7 +69,9 @@ def poll(meter: int, k: int, t_ms: int) -> PollResult:
     values.append(PolledValue("energy.active.import.total",
                               Decimal(f"{1000 + k * 0.05:.2f}"), "kWh", t_ms))
     values.append(PolledValue("energy.active.export.total", Decimal("0.00"), "kWh", t_ms))
-    return PollResult(f"m-{meter}", "rs485-1", t_ms - 300, t_ms, True, values=tuple(values))
+    records = tuple(ReadRecord.actual(pv.quantity, pv.value, pv.unit, pv.t_ms) for pv in values)
+    return ValidatedPoll(f"m-{meter}", "rs485-1", t_ms, True, records=records,
+                         polled=tuple(values))
 
 
 async def run(monitor: TheftMonitor, meters: int, batch: int, rounds: int
