@@ -24,19 +24,11 @@ from protocols.payload import (
     rows_v2,
 )
 from protocols.payload.compact_decode import records_v2
+from tests.alias_strategies import alias_tables
 
 T0 = 1_767_225_600_000
 
-entries = st.builds(
-    AliasEntry,
-    q=st.sampled_from(["energy.active.import.total", "voltage.a", "current.b", "frequency",
-                       "power.active.total"]),
-    unit=st.sampled_from(["kWh", "V", "", "Hz"]),
-    exponent=st.one_of(st.none(), st.integers(-9, 6)),
-    decimal=st.booleans(),
-)
-tables = st.lists(entries, min_size=1, max_size=6, unique_by=lambda e: e.q).map(
-    lambda es: AliasTable(tuple(es)))
+tables = alias_tables(-9, 6)
 
 
 def _full(message: dict[str, object], binding: Binding) -> object:

@@ -20,19 +20,11 @@ from protocols.payload import (
     decode_message,
 )
 from protocols.payload.compact_decode import _plain_records, _records, records_v2
+from tests.alias_strategies import alias_tables
 
 T0 = 1_767_225_600_000
 
-entries = st.builds(
-    AliasEntry,
-    q=st.sampled_from(["energy.active.import.total", "voltage.a", "current.b", "frequency",
-                       "power.active.total"]),
-    unit=st.sampled_from(["kWh", "V", "", "Hz"]),
-    exponent=st.one_of(st.none(), st.integers(-30, 30)),
-    decimal=st.booleans(),
-)
-tables = st.lists(entries, min_size=1, max_size=6, unique_by=lambda e: e.q).map(
-    lambda es: AliasTable(tuple(es)))
+tables = alias_tables(-30, 30)
 items = st.one_of(
     st.integers(-(10**40), 10**40),
     st.integers(-(2**63), 2**63),
