@@ -38,14 +38,7 @@ class Inbox(Generic[T]):
     def put(self, item: T, timeout: float) -> bool:
         """Append ``item``, waiting up to ``timeout`` s while the inbox is full; False if it
         stayed full."""
-        with self._lock:
-            if len(self._items) >= self._maxsize and not self._freed.wait_for(
-                    lambda: len(self._items) < self._maxsize, timeout):
-                return False
-            self._items.append(item)
-            if len(self._items) == self._want:
-                self._filled.notify()
-            return True
+        return self.put_many((item,), timeout) == 1
 
     def put_many(self, items: Sequence[T], timeout: float) -> int:
         """Append ``items`` in order, as many at a time as there is room for, waiting up to

@@ -39,6 +39,7 @@ sets the new state aside again once it runs.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 from collections.abc import Callable
 
@@ -49,23 +50,23 @@ YOUNG_THRESHOLD = 10_000
 TRIM_FIRST_S = 10.0
 TRIM_INTERVAL_S = 60.0
 
-_trim: Callable[[int], int] | None = None
-_trim_looked_up = False
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, looked up once; None where the C library has none."""
+    try:
+        trim: Callable[[int], int] | None = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except OSError:
+        return None
+    return trim
 
 
 def release_free_memory() -> bool:
     """Hand the C heap's free pages back to the kernel (module docstring). False where the C
     library has no ``malloc_trim`` (musl, macOS): nothing to do there."""
-    global _trim, _trim_looked_up
-    if not _trim_looked_up:
-        _trim_looked_up = True
-        try:
-            _trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-        except OSError:
-            _trim = None
-    if _trim is None:
+    trim = _malloc_trim()
+    if trim is None:
         return False
-    _trim(0)
+    trim(0)
     return True
 
 

@@ -150,16 +150,11 @@ class OutboxStore(StoreCore):
             before = conn.total_changes
             for n, group in acked_by_tries.items():
                 for chunk in _chunks(group):
-                    marks = ",".join("?" * len(chunk))
-                    if n:
-                        conn.execute(
-                            "UPDATE outbox SET acked_ms = ?, replay = 0, attempts = attempts + ?, "
-                            f"last_attempt_ms = ? WHERE seq IN ({marks}) AND acked_ms IS NULL",
-                            (when, n, when, *chunk))
-                    else:
-                        conn.execute(
-                            "UPDATE outbox SET acked_ms = ?, replay = 0 "
-                            f"WHERE seq IN ({marks}) AND acked_ms IS NULL", (when, *chunk))
+                    conn.execute(
+                        "UPDATE outbox SET acked_ms = ?, replay = 0, attempts = attempts + ?, "
+                        "last_attempt_ms = CASE WHEN ? THEN ? ELSE last_attempt_ms END "
+                        f"WHERE seq IN ({','.join('?' * len(chunk))}) AND acked_ms IS NULL",
+                        (when, n, n > 0, when, *chunk))
             became = conn.total_changes - before
             for n, group in _group(tries.items()).items():
                 for chunk in _chunks(group):
