@@ -8,7 +8,8 @@ record in the payload that carried it; this module finds the newest one for a ke
   intervals, too wide to find by time, so the store notes where each of their records went in
   ``read_versions`` in the transaction that commits them (:func:`note_rows`).
 * **A poll's own records** (the read VEE later judges) are found by time: a poll message spans
-  the poll, so the outbox index on (meter, t_first) narrows it to a few rows.
+  the poll, so the outbox index on (meter, t_first) narrows it to the meter's messages of the
+  last POLL_SPAN_MS, read once for all the keys of a grading.
 
 Whatever is found is checked against the payload itself — the record at that index has the key
 and ``rev`` one lower than the correction's — and named by the payload's own ``id`` (a message
@@ -18,6 +19,7 @@ correction goes out without ``sup`` rather than name the wrong record.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from decimal import Decimal
@@ -78,54 +80,127 @@ def find(conn: sqlite3.Connection, meter: str, keys: Sequence[Key],
          book: AliasBook) -> dict[Key, tuple[str, int]]:
     """``(message id, index)`` of each committed record of ``meter`` with (quantity, t_ms, rev)
     in ``keys`` — the records corrections with ``rev + 1`` supersede; keys the store no longer
-    holds are left out. Each payload is decoded once however many keys it holds (a gap's
-    re-scaled estimates travel in one message of up to two days of intervals)."""
-    parsed: dict[int, tuple[str, tuple[ReadRecord, ...]] | None] = {}
+    holds are left out.
 
-    def message(seq: int, payload: bytes | None = None
-                ) -> tuple[str, tuple[ReadRecord, ...]] | None:
-        if seq not in parsed:
-            if payload is None:
-                row = conn.execute("SELECT payload FROM outbox WHERE seq = ?", (seq,)).fetchone()
-                payload = None if row is None else row[0]
-            try:
-                parsed[seq] = None if payload is None else stored_message(payload, book)
-            except PayloadError:
-                parsed[seq] = None
-        return parsed[seq]
+    A key noted in ``read_versions`` is named by its note and nothing else. Any other key by
+    time: of the messages of ``meter`` whose first record is at most POLL_SPAN_MS before the
+    key and whose last one is not before it, the newest (highest seq) holding a record of the
+    key's (quantity, t_ms) — its first such record, which must then have the key's ``rev``.
 
+    Cost: a grading names ~20 voltage keys of one meter a few seconds apart, and the window
+    of each scans ~120 outbox rows at 1 s polling, one table probe apiece for ``t_last``
+    (bench/bench_superseded.py). So the windows of keys at most POLL_SPAN_MS apart are scanned
+    once, as their union, and each key picks its messages from those rows; each payload is
+    decoded once however many keys it holds (a gap's re-scaled estimates travel in one message
+    of up to two days of intervals), and looked into through a map of its (quantity, t_ms)."""
+    held = _Messages(conn, book)
+    notes = _notes(conn, meter, keys)
     found: dict[Key, tuple[str, int]] = {}
+    by_time: list[Key] = []
     for key in keys:
-        quantity, t_ms, rev = key
-        noted = conn.execute(
-            "SELECT seq, idx FROM read_versions WHERE meter = ? AND quantity = ? AND t_ms = ?",
-            (meter, quantity, t_ms)).fetchone()
-        if noted is not None:
-            candidates = [(int(noted[0]), int(noted[1]))]
+        noted = notes.get((key[0], key[1]))
+        if noted is None:
+            by_time.append(key)
         else:
-            candidates = []
-            for seq, payload in conn.execute(
-                    "SELECT seq, payload FROM outbox WHERE meter = ? AND t_first BETWEEN ? AND ? "
-                    "AND t_last >= ? ORDER BY seq DESC",
-                    (meter, t_ms - POLL_SPAN_MS, t_ms, t_ms)).fetchall():
-                held = message(int(seq), payload)
-                index = _index_of(held, quantity, t_ms)
-                if index is not None:
-                    candidates = [(int(seq), index)]
-                    break
-        for seq, index in candidates:
-            held = message(seq)
-            if held is not None and index < len(held[1]) and (
-                    held[1][index].q, held[1][index].t, held[1][index].rev) == key:
-                found[key] = (held[0], index)
+            _name(found, key, held.message(noted[0]), noted[1])
+    for window in _windows(by_time):
+        rows = held.spanning(meter, window[0][1], window[-1][1])
+        for key in window:
+            quantity, t_ms, _ = key
+            for seq, t_first, t_last in rows:
+                if t_ms - POLL_SPAN_MS <= t_first <= t_ms <= t_last:
+                    index = held.index_of(seq, quantity, t_ms)
+                    if index is not None:
+                        _name(found, key, held.message(seq), index)
+                        break
     return found
 
 
-def _index_of(message: tuple[str, tuple[ReadRecord, ...]] | None, quantity: str,
-              t_ms: int) -> int | None:
-    if message is None:
-        return None
-    for index, record in enumerate(message[1]):
-        if record.q == quantity and record.t == t_ms:
-            return index
-    return None
+def _notes(conn: sqlite3.Connection, meter: str, keys: Sequence[Key]
+           ) -> dict[tuple[str, int], tuple[int, int]]:
+    """``read_versions``' (seq, idx) of the keys' (quantity, t_ms) that have a note: one query
+    per quantity, its times as a JSON array (one statement text for any number of keys; half
+    the time of a point query per key, bench/bench_superseded.py)."""
+    times: dict[str, list[int]] = {}
+    for quantity, t_ms, _ in keys:
+        times.setdefault(quantity, []).append(t_ms)
+    notes: dict[tuple[str, int], tuple[int, int]] = {}
+    for quantity, wanted in times.items():
+        for t_ms, seq, index in conn.execute(
+                "SELECT t_ms, seq, idx FROM read_versions WHERE meter = ? AND quantity = ? "
+                "AND t_ms IN (SELECT value FROM json_each(?))",
+                (meter, quantity, json.dumps(wanted))):
+            notes[(quantity, int(t_ms))] = (int(seq), int(index))
+    return notes
+
+
+def _name(found: dict[Key, tuple[str, int]], key: Key,
+          message: tuple[str, tuple[ReadRecord, ...]] | None, index: int) -> None:
+    """Name ``key`` by record ``index`` of ``message`` if that record is the key's version."""
+    if message is not None and index < len(message[1]):
+        record = message[1][index]
+        if (record.q, record.t, record.rev) == key:
+            found[key] = (message[0], index)
+
+
+def _windows(keys: list[Key]) -> list[list[Key]]:
+    """``keys`` by time, cut where two neighbours are more than POLL_SPAN_MS apart: the union
+    of the keys' windows is one stretch of time per group, and no row in it is outside every
+    key's window (a row is scanned no more than it was with a query per key)."""
+    windows: list[list[Key]] = []
+    for key in sorted(keys, key=lambda k: k[1]):
+        if windows and key[1] - windows[-1][-1][1] <= POLL_SPAN_MS:
+            windows[-1].append(key)
+        else:
+            windows.append([key])
+    return windows
+
+
+class _Messages:
+    """The messages one :func:`find` call looks into, each decoded once (None: gone, or a
+    payload that does not check)."""
+
+    def __init__(self, conn: sqlite3.Connection, book: AliasBook) -> None:
+        self.conn = conn
+        self.book = book
+        self.parsed: dict[int, tuple[str, tuple[ReadRecord, ...]] | None] = {}
+        self.payloads: dict[int, bytes] = {}  # fetched with a window, not decoded yet
+        self.positions: dict[int, dict[tuple[str, int], int]] = {}
+
+    def spanning(self, meter: str, first_ms: int, last_ms: int) -> list[tuple[int, int, int]]:
+        """``(seq, t_first, t_last)``, newest first, of the messages of ``meter`` in the window
+        of a key at ``first_ms``, of one at ``last_ms`` or of any between: their first record
+        in [first_ms - POLL_SPAN_MS, last_ms], their last one not before first_ms. Their
+        payloads are kept for :meth:`message` (a few rows: fetched with the row, not again)."""
+        rows = self.conn.execute(
+            "SELECT seq, t_first, t_last, payload FROM outbox WHERE meter = ? "
+            "AND t_first BETWEEN ? AND ? AND t_last >= ?",
+            (meter, first_ms - POLL_SPAN_MS, last_ms, first_ms)).fetchall()
+        rows.sort(key=lambda row: -row[0])  # in Python: a few rows, no temporary B-tree
+        for seq, _, _, payload in rows:
+            self.payloads[seq] = payload
+        return [(seq, t_first, t_last) for seq, t_first, t_last, _ in rows]
+
+    def message(self, seq: int) -> tuple[str, tuple[ReadRecord, ...]] | None:
+        if seq in self.parsed:
+            return self.parsed[seq]
+        payload = self.payloads.pop(seq, None)
+        if payload is None:
+            row = self.conn.execute("SELECT payload FROM outbox WHERE seq = ?", (seq,)).fetchone()
+            payload = None if row is None else row[0]
+        try:
+            parsed = None if payload is None else stored_message(payload, self.book)
+        except PayloadError:
+            parsed = None
+        self.parsed[seq] = parsed
+        return parsed
+
+    def index_of(self, seq: int, quantity: str, t_ms: int) -> int | None:
+        """Index of the first record of message ``seq`` with (quantity, t_ms), if any."""
+        positions = self.positions.get(seq)
+        if positions is None:
+            message = self.message(seq)
+            positions = self.positions[seq] = {}
+            for index, record in enumerate(() if message is None else message[1]):
+                positions.setdefault((record.q, record.t), index)
+        return positions.get((quantity, t_ms))
