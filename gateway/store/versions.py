@@ -88,9 +88,10 @@ def find(conn: sqlite3.Connection, meter: str, keys: Sequence[Key],
     key's (quantity, t_ms) — its first such record, which must then have the key's ``rev``.
 
     Cost: a grading names ~20 voltage keys of one meter a few seconds apart, and the window
-    of each scans ~120 outbox rows at 1 s polling, one table probe apiece for ``t_last``
-    (bench/bench_superseded.py). So the windows of keys at most POLL_SPAN_MS apart are scanned
-    once, as their union, and each key picks its messages from those rows; each payload is
+    of each scans ~120 outbox rows at 1 s polling, one table probe apiece for ``t_last``. So
+    the windows of keys at most POLL_SPAN_MS apart are scanned once, as their union, and each
+    key picks its messages from those rows (150 µs a key with a query per key, 19 µs so:
+    bench/bench_superseded.py, which also compares the answers); each payload is
     decoded once however many keys it holds (a gap's re-scaled estimates travel in one message
     of up to two days of intervals), and looked into through a map of its (quantity, t_ms)."""
     held = _Messages(conn, book)
