@@ -204,3 +204,32 @@ def test_plain_pubacks_reach_the_listener_as_paho_decodes_them() -> None:
         want = puback_outcomes(paho.Client, protocol, sent)
         got = puback_outcomes(BufferedReadClient, protocol, sent)
         assert got == want and len(got) == len(sent) - 1
+
+
+def test_debug_lines_are_dropped_only_when_nobody_takes_them(caplog: pytest.LogCaptureFixture
+                                                             ) -> None:
+    """paho's per-packet debug lines skip the logging machinery when its logger does not take
+    debug and no on_log is set; warnings always reach it, and debug reaches whoever asks."""
+    client = BufferedReadClient(CallbackAPIVersion.VERSION2)
+    logger = __import__("logging").getLogger("test.paho.debug")
+    client.enable_logger(logger)
+    logger.setLevel("INFO")
+    with caplog.at_level("INFO", logger="test.paho.debug"):
+        client._easy_log(paho.MQTT_LOG_DEBUG, "debug %d", 1)
+        client._easy_log(paho.MQTT_LOG_WARNING, "warning %d", 2)
+    assert [r.getMessage() for r in caplog.records] == ["warning 2"]
+    assert not client.logs_debug()
+    caplog.clear()
+    logger.setLevel("DEBUG")  # a level changed while the client runs is honoured at once
+    with caplog.at_level("DEBUG", logger="test.paho.debug"):
+        client._easy_log(paho.MQTT_LOG_DEBUG, "debug %d", 3)
+    assert [r.getMessage() for r in caplog.records] == ["debug 3"]
+    logger.setLevel("INFO")
+    seen: list[tuple[object, str]] = []
+    client.on_log = lambda _c, _u, level, buf: seen.append((level, buf))
+    client._easy_log(paho.MQTT_LOG_DEBUG, "debug %d", 4)
+    assert seen == [(paho.MQTT_LOG_DEBUG, "debug 4")]
+    client.disable_logger()
+    client.on_log = None
+    client._easy_log(paho.MQTT_LOG_DEBUG, "debug %d", 5)  # nobody: nothing, no error
+    assert not client.logs_debug()

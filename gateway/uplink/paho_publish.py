@@ -190,6 +190,8 @@ class FastPublishClient(BufferedReadClient):
 
     def _log_publish(self, retain: bool, mid: int, topic: bytes, size: int, v5: bool) -> None:
         """paho's debug line for a sent PUBLISH (the text of ``_send_publish``)."""
+        if not self.logs_debug():
+            return
         if size == 0:
             if v5:
                 self._easy_log(
