@@ -66,6 +66,11 @@ class StoreCore:
         #: The alias book made of ``_bindings`` (the very dict) and the epoch, shared by the
         #: read-back methods until either changes (gateway/store/reads.py).
         self._book: tuple[dict[int, Binding], int, AliasBook] | None = None
+        #: The widest t_last - t_first of any reads message committed without notes in
+        #: read_versions (polls; ``meta``, raised in the transaction that commits a wider one,
+        #: never lowered): no record of such a message is further than this after its first
+        #: one, which bounds the time window of a correction's look-up (store/versions.py).
+        self.reads_span_ms = _meta_int(conn, "reads_span_ms")
 
     # ---------------------------------------------------------------- internals
 
@@ -169,6 +174,7 @@ class StoreCore:
         register_rows: list[tuple[object, ...]] = []
         version_rows: list[tuple[object, ...]] = []
         withdrawn: list[tuple[str, str, str, str | None]] = []
+        span = self.reads_span_ms
         for seq, message in enumerate(messages, start=last + 1):
             payload = message.build(seq)
             if not isinstance(payload, bytes) or not payload:
@@ -182,6 +188,8 @@ class StoreCore:
                 meter = message.meter or ""
                 times = [record.t for record in message.reads]
                 t_first, t_last = min(times), max(times)
+                if t_last - t_first > span and not message.indexed:
+                    span = t_last - t_first
                 if message.indexed:
                     version_rows += versions.note_rows(meter, seq, message.reads)
                     withdrawn += versions.rejected_registers(meter, message.reads)
@@ -212,6 +220,11 @@ class StoreCore:
         for meter, quantity, raw, substitute in withdrawn:
             self._withdraw_register(conn, meter, quantity, raw, substitute)
         conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seqs[-1],))
+        if span > self.reads_span_ms:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'reads_span_ms'", (span,))
+            # Raised now, before the COMMIT: if the transaction fails, a wider bound than the
+            # rows need is still a bound.
+            self.reads_span_ms = span
         return seqs
 
 

@@ -126,7 +126,7 @@ class ReadsStore(StoreCore):
         store no longer holds are left out (gateway/store/versions.py)."""
         book = self._alias_book()
         with self._reading() as conn:
-            return versions.find(conn, meter, keys, book)
+            return versions.find(conn, meter, keys, book, self.reads_span_ms)
 
     def last_actual_registers(self) -> list[tuple[str, str, Decimal]]:
         """``(meter, quantity, value)`` of the newest actual (quality ``A``) Decimal read of

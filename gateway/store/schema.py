@@ -180,7 +180,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        version=6,
+        purpose="the widest poll message held, so a correction's look-up scans only what fits",
+        statements=(
+            # A poll's own record is found by time (gateway/store/versions.py): among the
+            # messages whose first record is at most this far before it. A Modbus poll's
+            # records share one moment (0 ms), so a bound of POLL_SPAN_MS (120 s) scans ~120
+            # messages at 1 s polling where one can hold the key. The store keeps the widest
+            # t_last - t_first of the messages not noted in read_versions (VEE's are, and are
+            # found by their notes); it only grows, so it is a bound, never too small. Here a
+            # VEE message whose notes newer ones replaced counts too: wider, still a bound.
+            """INSERT INTO meta (key, value) SELECT 'reads_span_ms',
+                coalesce(max(t_last - t_first), 0) FROM outbox WHERE meter IS NOT NULL
+                AND seq NOT IN (SELECT seq FROM read_versions)""",
+        ),
+    ),
 )
+
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

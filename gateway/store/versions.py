@@ -37,6 +37,8 @@ from protocols.payload.compact_decode import records_v2
 
 #: How long one poll message can span (its records' times): the window searched by time.
 POLL_SPAN_MS: Final = 120_000
+#: Keys this close share one time-window query even when their windows do not touch.
+JOIN_MS: Final = 10_000
 
 
 def note_rows(meter: str, seq: int, reads: Sequence[ReadRecord]) -> list[tuple[object, ...]]:
@@ -77,7 +79,7 @@ def stored_message(payload: bytes, book: AliasBook) -> tuple[str, tuple[ReadReco
 
 
 def find(conn: sqlite3.Connection, meter: str, keys: Sequence[Key],
-         book: AliasBook) -> dict[Key, tuple[str, int]]:
+         book: AliasBook, span_ms: int = POLL_SPAN_MS) -> dict[Key, tuple[str, int]]:
     """``(message id, index)`` of each committed record of ``meter`` with (quantity, t_ms, rev)
     in ``keys`` — the records corrections with ``rev + 1`` supersede; keys the store no longer
     holds are left out.
@@ -86,6 +88,14 @@ def find(conn: sqlite3.Connection, meter: str, keys: Sequence[Key],
     time: of the messages of ``meter`` whose first record is at most POLL_SPAN_MS before the
     key and whose last one is not before it, the newest (highest seq) holding a record of the
     key's (quantity, t_ms) — its first such record, which must then have the key's ``rev``.
+
+    ``span_ms`` is the store's bound on ``t_last - t_first`` of the reads messages it holds
+    without notes (``Store.reads_span_ms``): such a message whose first record is further than
+    that before a key ends before it, so cannot hold it, and the window starts there when that
+    is nearer than POLL_SPAN_MS (a Modbus poll spans 0 ms: the window is the key's own moment).
+    VEE's messages are noted record by record and found by their notes; the newest version of
+    a key is always noted (a note moves only to a newer message and goes only with its row), so
+    a VEE message the narrower window leaves out holds no key a correction names.
 
     Cost: a grading names ~20 voltage keys of one meter a few seconds apart, and the window
     of each scans ~120 outbox rows at 1 s polling, one table probe apiece for ``t_last``. So
@@ -104,12 +114,13 @@ def find(conn: sqlite3.Connection, meter: str, keys: Sequence[Key],
             by_time.append(key)
         else:
             _name(found, key, held.message(noted[0]), noted[1])
-    for window in _windows(by_time):
-        rows = held.spanning(meter, window[0][1], window[-1][1])
+    reach = max(0, min(span_ms, POLL_SPAN_MS))
+    for window in _windows(by_time, reach):
+        rows = held.spanning(meter, window[0][1], window[-1][1], reach)
         for key in window:
             quantity, t_ms, _ = key
             for seq, t_first, t_last in rows:
-                if t_ms - POLL_SPAN_MS <= t_first <= t_ms <= t_last:
+                if t_ms - reach <= t_first <= t_ms <= t_last:
                     index = held.index_of(seq, quantity, t_ms)
                     if index is not None:
                         _name(found, key, held.message(seq), index)
@@ -144,13 +155,16 @@ def _name(found: dict[Key, tuple[str, int]], key: Key,
             found[key] = (message[0], index)
 
 
-def _windows(keys: list[Key]) -> list[list[Key]]:
-    """``keys`` by time, cut where two neighbours are more than POLL_SPAN_MS apart: the union
-    of the keys' windows is one stretch of time per group, and no row in it is outside every
-    key's window (a row is scanned no more than it was with a query per key)."""
+def _windows(keys: list[Key], reach: int) -> list[list[Key]]:
+    """``keys`` by time, cut where two neighbours are more than ``max(reach, JOIN_MS)`` apart:
+    one query per group, for the union of its keys' windows. With a reach of JOIN_MS or more
+    no row of that union is outside every key's window (a row is scanned no more than with a
+    query per key); with a narrower one (a store of polls that each span one moment) a group
+    also reads the few messages between its keys' moments, cheaper than a query per moment."""
+    gap = max(reach, JOIN_MS)
     windows: list[list[Key]] = []
     for key in sorted(keys, key=lambda k: k[1]):
-        if windows and key[1] - windows[-1][-1][1] <= POLL_SPAN_MS:
+        if windows and key[1] - windows[-1][-1][1] <= gap:
             windows[-1].append(key)
         else:
             windows.append([key])
@@ -168,15 +182,16 @@ class _Messages:
         self.payloads: dict[int, bytes] = {}  # fetched with a window, not decoded yet
         self.positions: dict[int, dict[tuple[str, int], int]] = {}
 
-    def spanning(self, meter: str, first_ms: int, last_ms: int) -> list[tuple[int, int, int]]:
+    def spanning(self, meter: str, first_ms: int, last_ms: int, reach: int
+                 ) -> list[tuple[int, int, int]]:
         """``(seq, t_first, t_last)``, newest first, of the messages of ``meter`` in the window
         of a key at ``first_ms``, of one at ``last_ms`` or of any between: their first record
-        in [first_ms - POLL_SPAN_MS, last_ms], their last one not before first_ms. Their
+        in [first_ms - reach, last_ms], their last one not before first_ms. Their
         payloads are kept for :meth:`message` (a few rows: fetched with the row, not again)."""
         rows = self.conn.execute(
             "SELECT seq, t_first, t_last, payload FROM outbox WHERE meter = ? "
             "AND t_first BETWEEN ? AND ? AND t_last >= ?",
-            (meter, first_ms - POLL_SPAN_MS, last_ms, first_ms)).fetchall()
+            (meter, first_ms - reach, last_ms, first_ms)).fetchall()
         rows.sort(key=lambda row: -row[0])  # in Python: a few rows, no temporary B-tree
         for seq, _, _, payload in rows:
             self.payloads[seq] = payload
