@@ -1,0 +1,183 @@
+"""CPU per meter poll between the bus result and the outbox row: the committer's whole batch.
+
+    .venv/bin/python -m bench.bench_commit_path [--meters 100] [--rounds 200] [--profile]
+
+The set-up of the peer harness (../shared/bench/README.md, issue 18) without the wire: a store in
+a temporary directory, the committer with VEE, payload v2 alias bindings and the theft monitor
+subscribed to the validated feed, as :class:`gateway.app.runtime.Runtime` builds them; ``--meters``
+Modbus meters of the harness profile (12 holding registers, 10 quantities). Each round is one
+committer batch of one poll per meter, made as the Modbus bus makes it (the registers decoded by
+:func:`protocols.modbus.register_map.decode_reply`), with the harness simulator's drift. Prints
+the median process CPU time of one :meth:`Committer.commit` per poll (µs), its fsync included
+(it is the same in every version), and of the theft evaluation the batch schedules, apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gateway.acquisition.factory import build_buses
+from gateway.acquisition.modbus_bus import ModbusBus
+from gateway.acquisition.poll_result import PolledValue, PollResult
+from gateway.analytics.theft import TheftMonitor
+from gateway.app.plan import build_plan
+from gateway.pipeline.clock import ClockWatch
+from gateway.pipeline.committer import Committer, PipelineServices
+from gateway.pipeline.vee_stage import VeeStage
+from gateway.store import Store, wall_ms
+from protocols.modbus.register_map import DecodeProblem, decode_reply
+from protocols.topics import GatewayTopics
+
+PROFILE = """kind = "modbus"
+vendor = "bench"
+model = "peer harness meter"
+max_registers_per_request = 125
+max_gap = 0
+
+[defaults]
+function = "holding"
+type = "uint16"
+word_order = "big"
+
+[[groups]]
+name = "instantaneous"
+registers = [
+  { quantity = "voltage.a", address = 0, unit = "V", scale = "0.1" },
+  { quantity = "voltage.b", address = 1, unit = "V", scale = "0.1" },
+  { quantity = "voltage.c", address = 2, unit = "V", scale = "0.1" },
+  { quantity = "current.a", address = 3, unit = "A", scale = "0.01" },
+  { quantity = "current.b", address = 4, unit = "A", scale = "0.01" },
+  { quantity = "current.c", address = 5, unit = "A", scale = "0.01" },
+  { quantity = "power.active.total", address = 6, type = "int32", unit = "kW", scale = "0.00001" },
+  { quantity = "power.factor.total", address = 10, type = "int16", unit = "", scale = "0.001" },
+  { quantity = "frequency", address = 11, unit = "Hz", scale = "0.01" },
+]
+
+[[groups]]
+name = "energy"
+registers = [
+  { quantity = "energy.active.import.total", address = 8, type = "uint32", unit = "kWh", \
+scale = "0.01" },
+]
+"""
+
+
+def config_text(data_dir: Path, profile: Path, meters: int) -> str:
+    rows = [f'[gateway]\nid = "gw-bench"\ndata_dir = "{data_dir}"\n\n[mqtt]\nhost = "127.0.0.1"\n'
+            'topic_prefix = "mtr/v1"\n\n[[buses]]\nname = "tcp-1"\nprotocol = "modbus-tcp"\n'
+            'host = "127.0.0.1"\nport = 5020\n']
+    for m in range(1, meters + 1):
+        rows.append(f'[[meters]]\nid = "m-{m:03d}"\nbus = "tcp-1"\naddress = {m}\n'
+                    f'profile = "{profile}"\npoll_interval_s = 1\n')
+    return "\n".join(rows)
+
+
+class Meter:
+    """The harness simulator's meter (../shared/bench/peer_modbus.py ``MeterBlock``)."""
+
+    def __init__(self, unit: int) -> None:
+        r = self.rng = random.Random(1000 + unit)
+        self.u = [r.uniform(222.0, 236.0) for _ in range(3)]
+        self.i = [r.uniform(4.0, 16.0) for _ in range(3)]
+        self.pf = r.uniform(0.90, 0.99)
+        self.e_kwh = r.uniform(1000.0, 50000.0)
+
+    def registers(self, dt: float) -> bytes:
+        r = self.rng
+        self.u = [min(253.0, max(207.0, x + r.uniform(-0.3, 0.3))) for x in self.u]
+        self.i = [min(60.0, max(0.5, x * r.uniform(0.98, 1.02))) for x in self.i]
+        self.pf = min(1.0, max(0.8, self.pf + r.uniform(-0.004, 0.004)))
+        p_w = sum(u * i for u, i in zip(self.u, self.i, strict=True)) * self.pf
+        self.e_kwh += p_w * dt / 3.6e6
+        p10 = round(p_w * 10) & 0xFFFFFFFF
+        e100 = int(self.e_kwh * 100) & 0xFFFFFFFF
+        words = [round(x * 10) for x in self.u] + [round(x * 100) for x in self.i]
+        words += [p10 >> 16, p10 & 0xFFFF, e100 >> 16, e100 & 0xFFFF,
+                  round(self.pf * 1000) & 0xFFFF, round((50.0 + r.uniform(-0.05, 0.05)) * 100)]
+        return struct.pack(">12H", *words)
+
+
+def polls(bus: object, sims: list[Meter], t_ms: int) -> list[PollResult]:
+    assert isinstance(bus, ModbusBus)
+    batch: list[PollResult] = []
+    for meter, sim in zip(bus.meters, sims, strict=True):
+        data = sim.registers(1.0)
+        values: list[PolledValue] = []
+        for block in meter.blocks:
+            words = data[block.start * 2:(block.start + block.count) * 2]
+            for spec, value in decode_reply(block, words):
+                assert type(value) is not DecodeProblem
+                values.append(PolledValue(spec.quantity, value, spec.unit, t_ms))  # type: ignore[arg-type]
+        batch.append(PollResult(meter.meter_id, bus.name, t_ms - 5, t_ms, True, tuple(values)))
+    return batch
+
+
+async def measure(meters: int, rounds: int, profile_out: str | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "bench.toml").write_text(PROFILE)
+        (root / "gateway.toml").write_text(config_text(root / "data", root / "bench.toml", meters))
+        plan = build_plan(root / "gateway.toml")
+        config = plan.config
+        store = Store.open(root / "data" / "gateway.db")
+        services = PipelineServices.open(store, GatewayTopics(config.mqtt.topic_prefix,
+                                                              config.gateway.id))
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        (bus,) = build_buses(config, queue)  # type: ignore[arg-type]
+        vee = VeeStage(plan.vee, [m.id for m in config.meters], wall_ms(), store)
+        clock = ClockWatch(config.gateway.clock_step_threshold_s, services.alarms)
+        committer = Committer(services, queue, vee=vee,  # type: ignore[arg-type]
+                              aliases=store.bind_aliases(plan.aliases), clock=clock)
+        theft = TheftMonitor(config, services.alarms, clock=clock)
+        services.feed.subscribe("theft", theft.on_poll)
+        sims = [Meter(m) for m in range(1, meters + 1)]
+        t_ms = wall_ms()
+        commit_us: list[float] = []
+        profiler = None
+        if profile_out:
+            import cProfile
+
+            profiler = cProfile.Profile()
+        for k in range(rounds + 20):
+            t_ms += 1000
+            batch = polls(bus, sims, min(t_ms, wall_ms()))
+            if profiler is not None and k >= 20:
+                profiler.enable()
+            started = time.process_time()
+            committer.commit(batch)  # type: ignore[arg-type]
+            spent = time.process_time() - started
+            if profiler is not None:
+                profiler.disable()
+            await asyncio.sleep(0.005)  # the theft evaluation it scheduled
+            if k >= 20:
+                commit_us.append(spent / meters * 1e6)
+        store.close()
+        if profiler is not None and profile_out:
+            profiler.dump_stats(profile_out)
+    print(f"meters {meters}, rounds {rounds}: commit CPU per poll median "
+          f"{statistics.median(commit_us):.1f} µs (quartiles "
+          f"{statistics.quantiles(commit_us, n=4)[0]:.1f} / "
+          f"{statistics.quantiles(commit_us, n=4)[2]:.1f}); "
+          f"stats {committer.stats}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--meters", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--profile", metavar="FILE.prof")
+    args = parser.parse_args(argv)
+    asyncio.run(measure(args.meters, args.rounds, args.profile))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
