@@ -66,6 +66,9 @@ class StoreCore:
         #: The alias book made of ``_bindings`` (the very dict) and the epoch, shared by the
         #: read-back methods until either changes (gateway/store/reads.py).
         self._book: tuple[dict[int, Binding], int, AliasBook] | None = None
+        #: topic -> its outbox lane (1: priority), :func:`is_priority_topic` remembered: a
+        #: gateway's topics are its meters' reads topics and a few more.
+        self._lanes: dict[str, int] = {}
 
     # ---------------------------------------------------------------- internals
 
@@ -169,6 +172,9 @@ class StoreCore:
         register_rows: list[tuple[object, ...]] = []
         version_rows: list[tuple[object, ...]] = []
         withdrawn: list[tuple[str, str, str, str | None]] = []
+        lanes = self._lanes
+        if len(lanes) > 10_000:  # bounded even if topics were invented without end
+            lanes.clear()
         for seq, message in enumerate(messages, start=last + 1):
             payload = message.build(seq)
             if not isinstance(payload, bytes) or not payload:
@@ -178,19 +184,29 @@ class StoreCore:
             meter: str | None = None
             t_first: int | None = None
             t_last: int | None = None
-            if message.reads:
+            reads = message.reads
+            if reads:
                 meter = message.meter or ""
-                times = [record.t for record in message.reads]
-                t_first, t_last = min(times), max(times)
                 if message.indexed:
-                    version_rows += versions.note_rows(meter, seq, message.reads)
-                    withdrawn += versions.rejected_registers(meter, message.reads)
-                for record in message.reads:
-                    if record.quality == "A" and type(record.val) is Decimal:
-                        self._note_register(conn, register_rows, meter, record.q, record.t,
+                    version_rows += versions.note_rows(meter, seq, reads)
+                    withdrawn += versions.rejected_registers(meter, reads)
+                # One pass for the span and the register marks (a message per meter poll).
+                t_first = t_last = reads[0].t
+                for record in reads:
+                    t = record.t
+                    if t < t_first:
+                        t_first = t
+                    elif t > t_last:
+                        t_last = t
+                    if type(record.val) is Decimal and record.quality == "A":
+                        self._note_register(conn, register_rows, meter, record.q, t,
                                             str(record.val))
-            outbox_rows.append((seq, message.topic, payload, message.qos, created_ms, meter,
-                                t_first, t_last, int(is_priority_topic(message.topic))))
+            topic = message.topic
+            priority = lanes.get(topic)
+            if priority is None:
+                priority = lanes[topic] = int(is_priority_topic(topic))
+            outbox_rows.append((seq, topic, payload, message.qos, created_ms, meter, t_first,
+                                t_last, priority))
             seqs.append(seq)
         # One statement per table for the whole batch: a coalesced poll cycle of many meters
         # costs two executemany calls, not two per meter.
