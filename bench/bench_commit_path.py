@@ -1,7 +1,7 @@
 """CPU per meter poll between the bus result and the outbox row: the committer's whole batch.
 
     .venv/bin/python -m bench.bench_commit_path [--meters 100] [--batch 5] [--rounds 100]
-                                                [--profile FILE.prof]
+                                                [--profile FILE.prof] [--parts [--repeat 15]]
 
 The set-up of the peer harness (../shared/bench/README.md, issue 18) without the wire: a store in
 a temporary directory, the committer with VEE, payload v2 alias bindings and the theft monitor
@@ -11,6 +11,16 @@ poll per meter, committed in batches of ``--batch`` polls, made as the Modbus bu
 :func:`protocols.modbus.register_map.decode_reply`), with the harness simulator's drift. Prints
 the median process CPU time of :meth:`Committer.commit` per poll (µs) over a round; the fsync's
 wait is not CPU time, and the theft evaluation each batch schedules runs outside it.
+
+``--parts``: each part of what the committer does for a poll timed alone on one poll per
+meter, ``--repeat`` times over the 100 polls, the fastest run kept, in µs per poll: the read
+records (:meth:`Committer._records`), the outbox message (:meth:`Committer._reads_message`),
+its payload (``build``: the v2 encoder), the store's insert of five such messages with prebuilt
+payloads (one transaction of a 50 ms commit window, rolled back, so without the fsync), VEE's
+per-poll part in batches of five polls near an interval boundary (every grid read is placed),
+and the theft monitor's recording of a poll. To compare two trees, run this file by its path
+from another directory with ``PYTHONPATH`` set to each tree, alternately, a few times (each
+part the fastest of its runs: the noise of a shared machine mostly drops out).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.acquisition.factory import build_buses
@@ -34,6 +45,7 @@ from gateway.pipeline.clock import ClockWatch
 from gateway.pipeline.committer import Committer, PipelineServices
 from gateway.pipeline.vee_stage import VeeStage
 from gateway.store import Store, wall_ms
+from gateway.store.records import OutboxMessage
 from protocols.modbus.register_map import DecodeProblem, decode_reply
 from protocols.topics import GatewayTopics
 
@@ -172,6 +184,91 @@ async def measure(meters: int, batch: int, rounds: int, profile_out: str | None)
           f"stats {committer.stats}")
 
 
+def fastest(run: Callable[[], object], polls_per_run: int, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best / polls_per_run * 1e6
+
+
+async def measure_parts(repeat: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "bench.toml").write_text(PROFILE)
+        (root / "gateway.toml").write_text(config_text(root / "data", root / "bench.toml", 100))
+        plan = build_plan(root / "gateway.toml")
+        config = plan.config
+        store = Store.open(root / "data" / "gateway.db")
+        services = PipelineServices.open(store, GatewayTopics(config.mqtt.topic_prefix,
+                                                              config.gateway.id))
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        (bus,) = build_buses(config, queue)  # type: ignore[arg-type]
+        meter_ids = [m.id for m in config.meters]
+        clock = ClockWatch(config.gateway.clock_step_threshold_s, services.alarms)
+        committer = Committer(services, queue,  # type: ignore[arg-type]
+                              vee=VeeStage(plan.vee, meter_ids, wall_ms(), store),
+                              aliases=store.bind_aliases(plan.aliases), clock=clock)
+        theft = TheftMonitor(config, services.alarms, clock=clock)
+        theft._scheduled = True  # record only: evaluations are not a poll's part
+        sims = [Meter(m) for m in range(1, 101)]
+        batch = polls(bus, sims, wall_ms())
+        n = len(batch)
+        records = [committer._records(p) for p in batch]
+        messages = [committer._reads_message(p.meter_id, p.finished_ms, r)
+                    for p, r in zip(batch, records, strict=True)]
+        payloads = [m.build(1) for m in messages]
+        prebuilt = [OutboxMessage(topic=m.topic, qos=1,
+                                  build=OutboxMessage.prebuilt(topic=m.topic, qos=1,
+                                                               payload=payload).build,
+                                  meter=m.meter, reads=m.reads)
+                    for m, payload in zip(messages, payloads, strict=True)]
+        validated = [committer._validated(p, r) for p, r in zip(batch, records, strict=True)]
+        conn = store._conn
+        assert conn is not None
+
+        def insert() -> None:
+            for first in range(0, n, 5):
+                conn.execute("BEGIN IMMEDIATE")
+                store._insert_messages(conn, prebuilt[first:first + 5], 1)
+                conn.execute("ROLLBACK")
+                store._pending_marks.clear()
+
+        # Polls from 50 s before a grid boundary on: within snap_seconds of it, so every grid
+        # read goes to VEE's placing (the first run places them, the later ones find them
+        # placed, as all but the first read of an interval do), and nothing comes due.
+        now = wall_ms()
+        boundary = now - now % 900_000
+        vee_rounds = [[(p, committer._records(p))
+                       for p in polls(bus, sims, boundary - 50_000 + 1000 * k)]
+                      for k in range(20)]
+        stage = VeeStage(plan.vee, meter_ids, boundary - 50_000, None)
+        stage.apply(vee_rounds[0][:1], boundary - 50_000)  # opens the window
+
+        def vee() -> None:
+            for k, polled in enumerate(vee_rounds):
+                for first in range(0, n, 5):
+                    stage.apply(polled[first:first + 5], boundary - 50_000 + 1000 * k + 5)
+
+        def record_polls() -> None:
+            for poll in validated:
+                theft.on_poll(poll)
+
+        parts = {
+            "records": (lambda: [committer._records(p) for p in batch], n),
+            "reads_message": (lambda: [committer._reads_message(p.meter_id, p.finished_ms, r)
+                                       for p, r in zip(batch, records, strict=True)], n),
+            "payload (build)": (lambda: [m.build(1) for m in messages], n),
+            "store insert, payload prebuilt": (insert, n),
+            "VEE apply (near a boundary)": (vee, n * len(vee_rounds)),
+            "theft on_poll": (record_polls, n),
+        }
+        times = {name: fastest(run, count, repeat) for name, (run, count) in parts.items()}
+        store.close()
+        return times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--meters", type=int, default=100)
@@ -179,7 +276,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="polls a commit (the daemon's 50 ms commit window gathers ~5)")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--profile", metavar="FILE.prof")
+    parser.add_argument("--parts", action="store_true",
+                        help="time each part of the path alone instead (module docstring)")
+    parser.add_argument("--repeat", type=int, default=15, help="runs of each part (--parts)")
     args = parser.parse_args(argv)
+    if args.parts:
+        for name, us in asyncio.run(measure_parts(args.repeat)).items():
+            print(f"{name:32s} {us:7.2f} µs/poll")
+        return 0
     asyncio.run(measure(args.meters, args.batch, args.rounds, args.profile))
     return 0
 
