@@ -75,6 +75,8 @@ _NAN: Final = float("nan")
 #: Channels that hold phase current magnitudes (see :meth:`TheftMonitor.on_poll`).
 CURRENT_CHANNELS: Final = frozenset({CHANNELS["current.a"], CHANNELS["current.b"],
                                      CHANNELS["current.c"]})
+#: quantity name -> (channel, whether it keeps the magnitude): one look-up a value per poll.
+SAMPLE_CHANNELS: Final = {q: (c, c in CURRENT_CHANNELS) for q, c in CHANNELS.items()}
 #: kWh; far below a register step (0.01 kWh), far above float error on register differences.
 REGISTER_EPSILON: Final = 1e-6
 _V: Final = slice(0, 3)
@@ -196,42 +198,43 @@ class TheftMonitor:
         # records (those that kept a value are the poll's accepted values; the text values
         # have no channel), not through ``result.values``, which would build a copy.
         sample = [_NAN] * N_CHANNELS
-        channel_of = CHANNELS.get
+        sample_channel = SAMPLE_CHANNELS.get
         accepted = False
         for record in result.records:
             value = record.val
             if value is None:
                 continue
             accepted = True
-            channel = channel_of(record.q)
-            if channel is not None and not isinstance(value, str):
+            found = sample_channel(record.q)
+            if found is not None and not isinstance(value, str):
                 value = float(value)
                 # DL/T 645-2007 phase currents carry the direction as a sign (XXX.XXX with the
                 # top bit: power flowing back on that phase). The current indicators compare
                 # how much current flows, so they get magnitudes; direction is judged from the
                 # signed powers (reverse energy), which are kept as read.
-                sample[channel] = abs(value) if channel in CURRENT_CHANNELS else value
+                sample[found[0]] = abs(value) if found[1] else value
         if not accepted and not result.texts():
             return  # no values at all
         kernel_ms = result.finished_ms
+        column = self._next.item(row)
+        filled = self.filled.item(row)
         clock = self.clock
         if clock is not None:
             if clock.steps != self._steps_seen:
                 self.discard_windows()
+                column = filled = 0
             kernel_ms = clock.to_monotonic_ms(result.finished_ms)
             age = clock.monotonic_ms() - kernel_ms
             # .item(): Python numbers, not NumPy scalars (this runs for every poll).
-            latest = self.times.item(row, (self._next.item(row) - 1)
-                                     % self.settings.window_samples)
+            latest = self.times.item(row, (column - 1) % self.settings.window_samples)
             if (not -FUTURE_SLACK_MS <= age <= clock.threshold_ms
-                    or (self.filled.item(row) and kernel_ms < latest)):
+                    or (filled and kernel_ms < latest)):
                 return  # stamped by the wall clock before a step: its time means nothing now
-        column = self._next.item(row)
         self.samples[row, :, column] = sample
         self.times[row, column] = kernel_ms
         self.wall[row, column] = result.finished_ms
         self._next[row] = (column + 1) % self.settings.window_samples
-        self.filled[row] += 1
+        self.filled[row] = filled + 1
         self._dirty.add(row)
         if not self._scheduled:
             try:

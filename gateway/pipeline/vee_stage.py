@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -484,7 +485,9 @@ class VeeStage:
     def _place(self, row: int, col: int, poll: PollResult, record: ReadRecord) -> None:
         """The first read of an interval is its read. Until VEE grades it, what the committer
         published for it (its basic validation) is what consumers have, so remember that."""
-        if not 0 <= col < W or not np.isnan(self.reads[row, col]):
+        # .item() and math.isnan, not NumPy on a NumPy scalar: every grid read of every poll
+        # comes here, nearly all to find the interval already has its read (0.65 -> 0.09 µs).
+        if not 0 <= col < W or not math.isnan(self.reads.item(row, col)):
             return  # before the window, or not the interval's first read: off the grid
         value = record.val if record.val is not None else record.raw
         if not isinstance(value, Decimal | float | int):

