@@ -162,10 +162,13 @@ def test_numba_compiles_under_the_units_filter(tmp_path: Path) -> None:
 
     probe = (
         "import numpy as np\n"
+        "from edge_rules import _jit\n"
         "from edge_rules.groups import group_totals_nb, group_totals_np\n"
+        # numba's JIT itself, also in a checkout where `make aot` built the kernels
+        "jitted = _jit._force_jit(group_totals_nb.py_func)\n"
         "v = np.random.default_rng(1).random((20, 96)); q = np.zeros((20, 96), dtype=np.uint8)\n"
         "args = (v, q, np.arange(20), np.zeros(20, dtype=np.int64), np.ones(20), 1)\n"
-        "assert np.allclose(group_totals_nb(*args)[0], group_totals_np(*args)[0])\n"
+        "assert np.allclose(jitted(*args)[0], group_totals_np(*args)[0])\n"
         "import sys; assert sys.modules['numba'] is not None; print('numba ok')\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO), NUMBA_CACHE_DIR=str(tmp_path / "numba"))
