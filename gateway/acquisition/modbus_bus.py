@@ -106,6 +106,8 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
         self._exchanges: dict[ModbusClient, TcpExchange] = {}
         #: The bound on each register read, one per worker task (gateway/acquisition/deadline.py)
         self._deadlines: dict[asyncio.Task[object], Deadlines] = {}
+        #: The loop the bus was opened on, for the deadlines' task look-up (deadline.py)
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: The meters' zone east of UTC ([commands] meter_utc_offset_min), for clock reads.
         self.meter_utc_offset_min = 480
 
@@ -134,6 +136,7 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                                     reconnect_delay=0.5, reconnect_delay_max=30)
 
     async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
         count = 1 if self.serial is not None else max(1, self.settings.concurrency)
         for _ in range(count):
             client = self._new_client()
@@ -178,14 +181,14 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                                                  dev_id=meter.unit)
         exchange = self._exchanges.get(client)
         if exchange is None:
-            with for_current_task(self._deadlines, self.settings.timeout_s * 2):
+            with for_current_task(self._deadlines, self.settings.timeout_s * 2, self._loop):
                 response = await client.execute(False, request)
         else:
             tail = meter.frames.get(key)
             if tail is None:
                 tail = meter.frames[key] = frame_tail(exchange.ctx, request)
             response = await exchange.read(
-                request, tail, for_current_task(self._deadlines, self.settings.timeout_s))
+                request, tail, for_current_task(self._deadlines, self.settings.timeout_s, self._loop))
         if response.isError():
             raise ModbusException(f"exception response {response}")
         return register_bytes(response)
