@@ -47,9 +47,11 @@ def _reply(function: int, words: list[int], *, byte_count: int | None = None) ->
 @contextlib.contextmanager
 def pymodbus_log(level: int) -> Iterator[list[tuple[int, str]]]:
     """pymodbus's log lines at ``level`` and above, while in the block, and then the state of
-    its repeated-line filter (which starts afresh)."""
+    its repeated-line filter and of its record of the last frames (both start afresh, with one
+    frame recorded, as the transport does before it hands bytes on)."""
     records: list[tuple[int, str]] = []
     Log.last_log_text, Log.repeat_log = "", False
+    Log.frame_dump = [(Log.RECV_DATA, b"\x00\x05", b"")]
 
     class Catch(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -64,7 +66,7 @@ def pymodbus_log(level: int) -> Iterator[list[tuple[int, str]]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(before)
-    records.append((0, f"{Log.last_log_text!r} {Log.repeat_log}"))
+    records.append((0, f"{Log.last_log_text!r} {Log.repeat_log} {Log.frame_dump!r}"))
 
 
 def _outcome(client: AsyncModbusTcpClient, handle: Any, data: bytes, *, answered: bool,
@@ -147,7 +149,7 @@ def test_take_reply_does_what_pymodbus_does(name: str, answered: bool) -> None:
 
 def test_a_whole_reply_is_taken() -> None:
     used, reply, last, _, log = _compare(WHOLE)
-    assert used == len(WHOLE) and reply == last and log == [(0, "'' False")]
+    assert used == len(WHOLE) and reply == last and log == [(0, "'' False [('recv', b'\\x00\\x05', b'')]")]
     assert reply[0] == "HoldingRegistersResponse"
     assert dict(reply[1])["registers"] == list(range(1000, 1012))
 
