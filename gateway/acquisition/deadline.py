@@ -118,8 +118,8 @@ def for_current_task(guards: dict[asyncio.Task[object], Deadlines], delay: float
     timers stopped, whenever a new one is added.
 
     ``loop``: the loop the caller runs on, when it knows it. Finding the running loop costs a
-    ``getpid()`` system call on CPython 3.11 (its fork check), once per read without this — 1.7 %
-    of the daemon's CPU at a hundred meters a second (issue 18). A stale loop (one that runs no
+    ``getpid()`` system call on CPython 3.11 (its fork check), once per read without this (this
+    function was 1.7 % of the daemon's CPU at a hundred meters a second, issue 18). A stale loop (one that runs no
     task now: closed, or the caller moved to another) is no harm: the task is then looked up
     the slow way."""
     task = asyncio.current_task(loop) if loop is not None else None

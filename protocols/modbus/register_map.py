@@ -382,8 +382,8 @@ class _DecodePlan:
         """
         if self._int_divisor is not None:
             return self._int_divisor.__rtruediv__
-        divisor = _power_of_ten_divisor(spec.scale)
-        if (self._is_register and not self._is_float and divisor is not None
+        if (self._is_register and not self._is_float
+                and _power_of_ten_divisor(spec.scale) is not None
                 and (spec.resolution is None
                      or spec.resolution.as_tuple().exponent == spec.scale.as_tuple().exponent)):
             if self._scale is None:
