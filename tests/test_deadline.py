@@ -191,3 +191,26 @@ def test_one_guard_per_task_made_again_when_the_delay_changes() -> None:
             guard.close()
 
     asyncio.run(main())
+
+
+def test_guard_found_through_the_callers_loop_or_a_stale_one() -> None:
+    """Given the loop it runs on, ``for_current_task`` finds the task's guard without asking
+    for the running loop; a loop that runs no task now (closed) falls back to asking."""
+    stale = asyncio.new_event_loop()
+    stale.close()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        guards: dict[asyncio.Task[object], Deadlines] = {}
+        first = for_current_task(guards, 1.0)
+        assert for_current_task(guards, 1.0, loop) is first
+        assert for_current_task(guards, 1.0, stale) is first
+
+        async def other() -> Deadlines:
+            return for_current_task(guards, 1.0, loop)
+
+        assert await asyncio.create_task(other()) is not first
+        for guard in guards.values():
+            guard.close()
+
+    asyncio.run(main())

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -33,7 +34,12 @@ from protocols.frozen import frozen_maker
 from protocols.modbus.clock import CLOCK_WORDS, ModbusClock, decode_clock
 from protocols.modbus.errors import RegisterDecodeError
 from protocols.modbus.profile import ModbusProfile, RegisterFunction
-from protocols.modbus.register_map import DecodeProblem, ReadBlock, decode_reply, plan_reads
+from protocols.modbus.register_map import (
+    DecodeProblem,
+    ReadBlock,
+    decode_reply_columns,
+    plan_reads,
+)
 from protocols.modbus.relay import ModbusWrite
 
 ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
@@ -106,6 +112,8 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
         self._exchanges: dict[ModbusClient, TcpExchange] = {}
         #: The bound on each register read, one per worker task (gateway/acquisition/deadline.py)
         self._deadlines: dict[asyncio.Task[object], Deadlines] = {}
+        #: The loop the bus was opened on, for the deadlines' task look-up (deadline.py)
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: The meters' zone east of UTC ([commands] meter_utc_offset_min), for clock reads.
         self.meter_utc_offset_min = 480
 
@@ -134,6 +142,7 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                                     reconnect_delay=0.5, reconnect_delay_max=30)
 
     async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
         count = 1 if self.serial is not None else max(1, self.settings.concurrency)
         for _ in range(count):
             client = self._new_client()
@@ -178,14 +187,14 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                                                  dev_id=meter.unit)
         exchange = self._exchanges.get(client)
         if exchange is None:
-            with for_current_task(self._deadlines, self.settings.timeout_s * 2):
+            with for_current_task(self._deadlines, self.settings.timeout_s * 2, self._loop):
                 response = await client.execute(False, request)
         else:
             tail = meter.frames.get(key)
             if tail is None:
                 tail = meter.frames[key] = frame_tail(exchange.ctx, request)
             response = await exchange.read(
-                request, tail, for_current_task(self._deadlines, self.settings.timeout_s))
+                request, tail, for_current_task(self._deadlines, self.settings.timeout_s, self._loop))
         if response.isError():
             raise ModbusException(f"exception response {response}")
         return register_bytes(response)
@@ -229,18 +238,23 @@ class ModbusBus(ScheduledBus[ModbusMeter]):
                     continue
                 t_ms = now_ms()
                 try:
-                    decoded = decode_reply(block, registers)
+                    quantities, units, decoded = decode_reply_columns(block, registers)
                 except RegisterDecodeError as exc:
                     meter.stats.bad_frames += 1
                     errors.append(str(exc))
                     continue
-                for spec, value in decoded:
-                    if type(value) is DecodeProblem:
-                        errors.append(f"{spec.quantity}: {value.value}")
-                        continue
-                    # PolledValue(spec.quantity, value, spec.unit, t_ms), without the named
-                    # tuple's Python-level __new__ (ten per poll).
-                    values.append(_new_tuple(PolledValue, (spec.quantity, value, spec.unit, t_ms)))
+                if DecodeProblem in map(type, decoded):
+                    for quantity, unit, value in zip(quantities, units, decoded, strict=True):
+                        if isinstance(value, DecodeProblem):
+                            errors.append(f"{quantity}: {value.value}")
+                        else:
+                            values.append(PolledValue(quantity, value, unit, t_ms))
+                else:
+                    # PolledValue(quantity, value, unit, t_ms) for each, in one C loop: the
+                    # columns zipped into tuples made named tuples without their Python-level
+                    # __new__ (ten per poll).
+                    values += map(_new_tuple, repeat(PolledValue),
+                                  zip(quantities, decoded, units, repeat(t_ms)))
             if answered and meter.clock is not None and meter.clock.is_due(time.monotonic()):
                 offset = await self._read_clock(client, meter, meter.clock)
                 if offset is not None:

@@ -21,6 +21,9 @@ from pymodbus.pdu.register_message import (
     ReadInputRegistersResponse,
 )
 
+#: The struct format of n big-endian registers, by n: a byte count (one byte) holds at most 127.
+_REGISTERS = tuple(struct.Struct(f">{count}H") for count in range(128))
+
 
 def _decode_registers(pdu: ReadHoldingRegistersResponse, data: bytes) -> None:
     byte_count = int(data[0])
@@ -29,7 +32,7 @@ def _decode_registers(pdu: ReadHoldingRegistersResponse, data: bytes) -> None:
             f"byte_count {byte_count} > length of packet {len(data)}",
             function_code=pdu.function_code,
         )
-    pdu.registers = list(struct.unpack_from(f">{byte_count // 2}H", data, 1))
+    pdu.registers = list(_REGISTERS[byte_count // 2].unpack_from(data, 1))
     pdu.register_bytes = bytes(data[1 : 1 + byte_count])  # type: ignore[attr-defined]
 
 
