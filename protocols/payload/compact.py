@@ -280,17 +280,7 @@ def _plain_poll(reads: Sequence[ReadRecord],
                 or record.quality != "A" or record.method is not None or record.reasons
                 or record.hist or record.raw is not None or record.rev):
             return None
-        scale = slot[5]
-        if type(val) is float and scale is not None:
-            product = val * scale
-            if 0.0 < product < _MANTISSA_LIMIT:
-                # As in _items: any nearby integer will do, the check proves it exact or not.
-                mantissa = int(product + 0.5)
-                if mantissa / scale == val:
-                    append(_pack16(0x19, mantissa) if 0xFF < mantissa < 0x10000
-                           else _uint(mantissa))
-                    continue
-        append(value_bytes(val, slot))
+        append(_bare(val, slot))
     return items
 
 
@@ -317,26 +307,27 @@ def _items(reads: Sequence[ReadRecord], slots: dict[str, _Slot]) -> list[bytes]:
             continue
         val = f[1]
         if slot[0] == cursor and f[4:] == plain and f[2] == slot[1] and val is not None:
-            scale = slot[5]
-            if type(val) is float and scale is not None:
-                product = val * scale
-                if 0.0 < product < _MANTISSA_LIMIT:
-                    # Any nearby integer will do: the check below proves it exact or not.
-                    mantissa = int(product + 0.5)
-                    # Both operands exact floats: the quotient is correctly rounded, the same
-                    # double as the decoder's int / int.
-                    if mantissa / scale == val:
-                        if 0xFF < mantissa < 0x10000:
-                            append(_pack16(0x19, mantissa))
-                        else:
-                            append(_uint(mantissa))
-                        cursor += 1
-                        continue
-            append(value_bytes(val, slot))
+            append(_bare(val, slot))
         else:
             append(_record_map(record, slot, cursor))
         cursor = slot[0] + 1
     return items
+
+
+def _bare(val: Decimal | float | int, slot: _Slot) -> bytes:
+    """A plain record's value as its bare item: a float that is a whole number of its scale's
+    steps as that number (the common Modbus read), anything else as :func:`value_bytes`."""
+    scale = slot[5]
+    if type(val) is float and scale is not None:
+        product = val * scale
+        if 0.0 < product < _MANTISSA_LIMIT:
+            # Any nearby integer will do: the check below proves it exact or not.
+            mantissa = int(product + 0.5)
+            # Both operands exact floats: the quotient is correctly rounded, the same double
+            # as the decoder's int / int.
+            if mantissa / scale == val:
+                return _pack16(0x19, mantissa) if 0xFF < mantissa < 0x10000 else _uint(mantissa)
+    return value_bytes(val, slot)
 
 
 #: Map of 8 entries, 0: 2, and the key of the gateway id: the same at the start of every message.
