@@ -162,11 +162,7 @@ def test_find_gives_what_the_per_key_look_up_gave(
         data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gw.db"
-        with Store.open(path) as store:
-            bindings = store.bind_aliases({m: TABLE for m in METERS})
-            for (meter, kind, records), _ in messages:
-                store.commit_poll([_build(kind, meter, store.epoch, records, bindings[meter])])
-            book = store._alias_book()
+        _, book = _commit_all(path, messages)
         conn = sqlite3.connect(path)
         try:
             seqs = [int(s) for (s,) in conn.execute("SELECT seq FROM outbox ORDER BY seq")]
@@ -186,6 +182,17 @@ def test_find_gives_what_the_per_key_look_up_gave(
                 assert find(conn, meter, keys, book) == expected
         finally:
             conn.close()
+
+
+def _commit_all(path: Path, messages: list[tuple[tuple[str, str, list[ReadRecord]], str]]
+                ) -> tuple[int, AliasBook]:
+    """Commit each message in its own transaction to a new store at ``path``; the store's
+    bound on its polls' spans and its alias book."""
+    with Store.open(path) as store:
+        bindings = store.bind_aliases({m: TABLE for m in METERS})
+        for (meter, kind, records), _ in messages:
+            store.commit_poll([_build(kind, meter, store.epoch, records, bindings[meter])])
+        return store.reads_span_ms, store._alias_book()
 
 
 def _befall(conn: sqlite3.Connection, seq: int, fate: str) -> None:
@@ -265,15 +272,10 @@ def test_the_stores_span_bound_narrows_the_window_and_not_the_answer(
     VEE's payloads). The bound is never below a poll message's span, and survives a reopen."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gw.db"
-        with Store.open(path) as store:
-            bindings = store.bind_aliases({m: TABLE for m in METERS})
-            for (meter, kind, records), _ in messages:
-                store.commit_poll([_build(kind, meter, store.epoch, records, bindings[meter])])
-            span = store.reads_span_ms
-            polls = [max(r.t for r in records) - min(r.t for r in records)
-                     for (_, kind, records), _ in messages if kind != "vee"]
-            assert span == max(polls, default=0)
-            book = store._alias_book()
+        span, book = _commit_all(path, messages)
+        polls = [max(r.t for r in records) - min(r.t for r in records)
+                 for (_, kind, records), _ in messages if kind != "vee"]
+        assert span == max(polls, default=0)
         with Store.open(path) as again:
             assert again.reads_span_ms == span
         conn = sqlite3.connect(path)
