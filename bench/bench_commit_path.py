@@ -40,7 +40,7 @@ from gateway.acquisition.factory import build_buses
 from gateway.acquisition.modbus_bus import ModbusBus
 from gateway.acquisition.poll_result import PolledValue, PollResult
 from gateway.analytics.theft import TheftMonitor
-from gateway.app.plan import build_plan
+from gateway.app.plan import Plan, build_plan
 from gateway.pipeline.clock import ClockWatch
 from gateway.pipeline.committer import Committer, PipelineServices
 from gateway.pipeline.vee_stage import VeeStage
@@ -133,18 +133,26 @@ def polls(bus: object, sims: list[Meter], t_ms: int) -> list[PollResult]:
     return batch
 
 
+def rig(root: Path, meters: int) -> tuple[Plan, Store, PipelineServices,
+                                          asyncio.Queue[object], object]:
+    """The daemon's plan, store, pipeline services, result queue and bus for ``meters`` bench
+    meters, in ``root``."""
+    (root / "bench.toml").write_text(PROFILE)
+    (root / "gateway.toml").write_text(config_text(root / "data", root / "bench.toml", meters))
+    plan = build_plan(root / "gateway.toml")
+    config = plan.config
+    store = Store.open(root / "data" / "gateway.db")
+    services = PipelineServices.open(store, GatewayTopics(config.mqtt.topic_prefix,
+                                                          config.gateway.id))
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    (bus,) = build_buses(config, queue)  # type: ignore[arg-type]
+    return plan, store, services, queue, bus
+
+
 async def measure(meters: int, batch: int, rounds: int, profile_out: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "bench.toml").write_text(PROFILE)
-        (root / "gateway.toml").write_text(config_text(root / "data", root / "bench.toml", meters))
-        plan = build_plan(root / "gateway.toml")
+        plan, store, services, queue, bus = rig(Path(tmp), meters)
         config = plan.config
-        store = Store.open(root / "data" / "gateway.db")
-        services = PipelineServices.open(store, GatewayTopics(config.mqtt.topic_prefix,
-                                                              config.gateway.id))
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        (bus,) = build_buses(config, queue)  # type: ignore[arg-type]
         vee = VeeStage(plan.vee, [m.id for m in config.meters], wall_ms(), store)
         clock = ClockWatch(config.gateway.clock_step_threshold_s, services.alarms)
         committer = Committer(services, queue, vee=vee,  # type: ignore[arg-type]
@@ -195,16 +203,8 @@ def fastest(run: Callable[[], object], polls_per_run: int, repeat: int) -> float
 
 async def measure_parts(repeat: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "bench.toml").write_text(PROFILE)
-        (root / "gateway.toml").write_text(config_text(root / "data", root / "bench.toml", 100))
-        plan = build_plan(root / "gateway.toml")
+        plan, store, services, queue, bus = rig(Path(tmp), 100)
         config = plan.config
-        store = Store.open(root / "data" / "gateway.db")
-        services = PipelineServices.open(store, GatewayTopics(config.mqtt.topic_prefix,
-                                                              config.gateway.id))
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        (bus,) = build_buses(config, queue)  # type: ignore[arg-type]
         meter_ids = [m.id for m in config.meters]
         clock = ClockWatch(config.gateway.clock_step_threshold_s, services.alarms)
         committer = Committer(services, queue,  # type: ignore[arg-type]

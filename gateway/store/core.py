@@ -71,9 +71,6 @@ class StoreCore:
         #: never lowered): no record of such a message is further than this after its first
         #: one, which bounds the time window of a correction's look-up (store/versions.py).
         self.reads_span_ms = _meta_int(conn, "reads_span_ms")
-        #: topic -> its outbox lane (1: priority), :func:`is_priority_topic` remembered: a
-        #: gateway's topics are its meters' reads topics and a few more.
-        self._lanes: dict[str, int] = {}
 
     # ---------------------------------------------------------------- internals
 
@@ -178,9 +175,6 @@ class StoreCore:
         version_rows: list[tuple[object, ...]] = []
         withdrawn: list[tuple[str, str, str, str | None]] = []
         span = self.reads_span_ms
-        lanes = self._lanes
-        if len(lanes) > 10_000:  # bounded even if topics were invented without end
-            lanes.clear()
         for seq, message in enumerate(messages, start=last + 1):
             payload = message.build(seq)
             if not isinstance(payload, bytes) or not payload:
@@ -209,12 +203,8 @@ class StoreCore:
                                             str(record.val))
                 if t_last - t_first > span and not message.indexed:
                     span = t_last - t_first
-            topic = message.topic
-            priority = lanes.get(topic)
-            if priority is None:
-                priority = lanes[topic] = int(is_priority_topic(topic))
-            outbox_rows.append((seq, topic, payload, message.qos, created_ms, meter, t_first,
-                                t_last, priority))
+            outbox_rows.append((seq, message.topic, payload, message.qos, created_ms, meter,
+                                t_first, t_last, int(is_priority_topic(message.topic))))
             seqs.append(seq)
         # One statement per table for the whole batch: a coalesced poll cycle of many meters
         # costs two executemany calls, not two per meter.

@@ -8,8 +8,9 @@ record in the payload that carried it; this module finds the newest one for a ke
   intervals, too wide to find by time, so the store notes where each of their records went in
   ``read_versions`` in the transaction that commits them (:func:`note_rows`).
 * **A poll's own records** (the read VEE later judges) are found by time: a poll message spans
-  the poll, so the outbox index on (meter, t_first) narrows it to the meter's messages of the
-  last POLL_SPAN_MS, read once for all the keys of a grading.
+  the poll, so the outbox index on (meter, t_first) narrows it to the meter's messages whose
+  first record is at most as far before the key as the widest poll message the store holds
+  (never more than POLL_SPAN_MS), read once for a grading's keys close in time.
 
 Whatever is found is checked against the payload itself — the record at that index has the key
 and ``rev`` one lower than the correction's — and named by the payload's own ``id`` (a message
@@ -97,11 +98,12 @@ def find(conn: sqlite3.Connection, meter: str, keys: Sequence[Key],
     a key is always noted (a note moves only to a newer message and goes only with its row), so
     a VEE message the narrower window leaves out holds no key a correction names.
 
-    Cost: a grading names ~20 voltage keys of one meter a few seconds apart, and the window
-    of each scans ~120 outbox rows at 1 s polling, one table probe apiece for ``t_last``. So
-    the windows of keys at most POLL_SPAN_MS apart are scanned once, as their union, and each
-    key picks its messages from those rows (150 µs a key with a query per key, 19 µs so:
-    bench/bench_superseded.py, which also compares the answers); each payload is
+    Cost: a grading names ~20 voltage keys of one meter a few seconds apart. The windows of
+    keys close in time are scanned once, as their union (:func:`_windows`), and each key picks
+    its messages from those rows; with the 120 s window that was ~120 outbox rows at 1 s
+    polling, with a Modbus store's bound a row or two a key (150 µs a key with a query per key,
+    18.9 µs with one 120 s scan, 10.6 µs with the bound: bench/bench_superseded.py, which also
+    compares the answers); each payload is
     decoded once however many keys it holds (a gap's re-scaled estimates travel in one message
     of up to two days of intervals), and looked into through a map of its (quantity, t_ms)."""
     held = _Messages(conn, book)
